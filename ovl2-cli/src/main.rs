@@ -1,0 +1,215 @@
+//! `ovl2`: the command line face of ovl2-core. Every command is one process and one store
+//! operation; the store's own locks make concurrent invocations safe.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ovl2_core::{CreateOpts, Driver, LayerInfo, Options, Problem};
+
+/// Docker overlay2-compatible layer store.
+#[derive(Parser, Debug)]
+#[command(name = "ovl2", version, about, propagate_version = true)]
+struct Cli {
+    /// Store directory (Docker's overlay2 home).
+    #[arg(long, global = true, env = "OVL2_HOME", default_value = "/var/lib/ovl2")]
+    home: PathBuf,
+    /// Deepest chain allowed (1 to 500; 128 keeps the store mountable by Docker).
+    #[arg(long, global = true, default_value_t = ovl2_core::KERNEL_MAX_DEPTH)]
+    max_depth: usize,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a layer.
+    Create {
+        /// New layer id.
+        id: String,
+        /// Parent layer (none: a base layer).
+        #[arg(long)]
+        parent: Option<String>,
+        /// Create a read-write (container) layer.
+        #[arg(long)]
+        rw: bool,
+        /// Storage option KEY=VALUE (Docker's --storage-opt).
+        #[arg(long = "storage-opt", value_name = "KEY=VALUE")]
+        storage_opt: Vec<String>,
+    },
+    /// Remove a layer.
+    #[command(alias = "remove")]
+    Rm {
+        /// Layer id.
+        id: String,
+        /// Remove even if other layers build on it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List layers as a tree.
+    #[command(alias = "list")]
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a layer's paths (Docker's GetMetadata).
+    Inspect {
+        /// Layer id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what the store runs on.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look for damage; exits 1 while problems remain.
+    Check {
+        /// Fix what can be fixed.
+        #[arg(long)]
+        repair: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ovl2: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    // `check` must see the store as it is, so only it skips the repair on open.
+    let repair_on_open = !matches!(cli.cmd, Cmd::Check { .. });
+    let opts = Options { max_depth: cli.max_depth, repair_on_open, ..Options::default() };
+    let d = Driver::open(&cli.home, opts)?;
+    match cli.cmd {
+        Cmd::Create { id, parent, rw, storage_opt } => {
+            let opts = CreateOpts { storage_opt: parse_storage_opts(&storage_opt)?, mount_label: None };
+            if rw {
+                d.create_rw(&id, parent.as_deref(), &opts)?;
+            } else {
+                d.create(&id, parent.as_deref(), &opts)?;
+            }
+        }
+        Cmd::Rm { id, force } => d.remove(&id, force)?,
+        Cmd::Ls { json } => {
+            let layers = d.layers()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&layers)?);
+            } else {
+                print_tree(&layers);
+            }
+        }
+        Cmd::Inspect { id, json } => {
+            let m = d.metadata(&id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                for (k, v) in m.to_map() {
+                    println!("{k:<10} {v}");
+                }
+            }
+        }
+        Cmd::Status { json } => {
+            let pairs = d.status()?;
+            if json {
+                let fields: Vec<String> = pairs
+                    .iter()
+                    .map(|(k, v)| format!("  {}: {}", serde_json::to_string(k).unwrap(), serde_json::to_string(v).unwrap()))
+                    .collect();
+                println!("{{\n{}\n}}", fields.join(",\n"));
+            } else {
+                let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+                for (k, v) in pairs {
+                    println!("{k:<w$}  {v}");
+                }
+            }
+        }
+        Cmd::Check { repair, json } => {
+            let (repaired, remaining) = if repair {
+                let r = d.repair()?;
+                (r.repaired, r.remaining)
+            } else {
+                (Vec::new(), d.check()?)
+            };
+            if json {
+                let mut out = BTreeMap::new();
+                out.insert("problems", &remaining);
+                if repair {
+                    out.insert("repaired", &repaired);
+                }
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                for p in &repaired {
+                    println!("repaired  {}", describe(p));
+                }
+                for p in &remaining {
+                    println!("problem   {}", describe(p));
+                }
+                if remaining.is_empty() {
+                    println!("no problems");
+                }
+            }
+            if !remaining.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_storage_opts(raw: &[String]) -> Result<BTreeMap<String, String>, String> {
+    raw.iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+            None => Err(format!("storage option {kv:?} is not KEY=VALUE")),
+        })
+        .collect()
+}
+
+fn describe(p: &Problem) -> String {
+    let kind = serde_json::to_value(p.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    match &p.layer {
+        Some(l) => format!("{l}: {kind}: {}", p.detail),
+        None => format!("{kind}: {}", p.detail),
+    }
+}
+
+/// Prints layers as a tree, children under their parent, siblings by id.
+fn print_tree(layers: &[LayerInfo]) {
+    let mut children: BTreeMap<Option<&str>, Vec<&LayerInfo>> = BTreeMap::new();
+    let ids: std::collections::BTreeSet<&str> = layers.iter().map(|l| l.id.as_str()).collect();
+    for l in layers {
+        // A layer whose parent is missing is shown as a root so it is not hidden.
+        let key = l.parent.as_deref().filter(|p| ids.contains(p));
+        children.entry(key).or_default().push(l);
+    }
+    fn walk(node: Option<&str>, prefix: &str, children: &BTreeMap<Option<&str>, Vec<&LayerInfo>>) {
+        let Some(kids) = children.get(&node) else { return };
+        for (i, l) in kids.iter().enumerate() {
+            let last = i + 1 == kids.len();
+            let (branch, cont) = match node {
+                None => ("", ""),
+                Some(_) if last => ("└── ", "    "),
+                Some(_) => ("├── ", "│   "),
+            };
+            println!("{prefix}{branch}{}", l.id);
+            walk(Some(&l.id), &format!("{prefix}{cont}"), children);
+        }
+    }
+    // Iterative depth would be nicer for 500-deep chains, but recursion depth 500 is fine.
+    walk(None, "", &children);
+}

@@ -1,0 +1,451 @@
+//! `check` and `repair`: one scan that finds what a crash or another tool left behind and,
+//! when asked, fixes it. Sharing the scan keeps what `check` reports and what `repair`
+//! mends from ever drifting apart. Repair never deletes a layer directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustix::fs::{AtFlags, FileType};
+
+use crate::driver::{describe, Driver};
+use crate::error::{Context, Result};
+use crate::fsutil::{self, cstr};
+use crate::layout::{self, Malformed};
+
+/// What kind of damage a [`Problem`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// A leftover staging or removal dir in `.ovl2/staging` whose owner is gone.
+    StaleStaging,
+    /// A layer dir without `diff/` (not repairable: its content is gone).
+    MissingDiff,
+    /// A layer without a `link` file, or with an empty one.
+    MissingLink,
+    /// A `link` file whose content is not a short id.
+    MalformedLink,
+    /// The layer's `l/<short>` symlink is missing.
+    MissingShortLink,
+    /// `l/<short>` points somewhere other than `../<id>/diff`.
+    WrongShortLink,
+    /// An `l/` symlink whose layer no longer exists.
+    DanglingShortLink,
+    /// An `l/` symlink to a live layer that nothing refers to (Docker leaks these).
+    UnusedShortLink,
+    /// Something under `l/` that is not a symlink.
+    StrayShortLink,
+    /// Two layers claim the same short id.
+    DuplicateShortId,
+    /// A `lower` file that cannot be parsed.
+    MalformedLower,
+    /// A `lower` entry naming a short id no layer has (a parent is missing).
+    UnknownLower,
+    /// A `lower` chain that disagrees with its parent's chain.
+    InconsistentLower,
+    /// A chain deeper than the store's limit.
+    TooDeep,
+    /// A layer with a parent but no `work/`.
+    MissingWork,
+    /// A layer with children but no `committed` marker.
+    MissingCommitted,
+}
+
+/// One thing `check` found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The layer concerned, when there is one.
+    pub layer: Option<String>,
+    /// What is wrong.
+    pub kind: ProblemKind,
+    /// A sentence naming the file and what was found.
+    pub detail: String,
+    /// Whether `repair` can fix it.
+    pub repairable: bool,
+}
+
+/// What [`Driver::repair`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RepairReport {
+    /// Problems found and fixed.
+    pub repaired: Vec<Problem>,
+    /// Problems still there afterwards (those repair cannot fix).
+    pub remaining: Vec<Problem>,
+}
+
+struct Rec {
+    id: String,
+    has_diff: bool,
+    has_work: bool,
+    has_committed: bool,
+    link: Option<Vec<u8>>,
+    lower: Option<Vec<u8>>,
+    lid: Option<String>,
+}
+
+impl Driver {
+    /// Reports every problem in the store without changing anything.
+    pub fn check(&self) -> Result<Vec<Problem>> {
+        let _lock = self.lock(false)?;
+        self.scan(false)
+    }
+
+    /// Fixes what can be fixed: stale staging dirs, missing or malformed `link` files,
+    /// missing, wrong, dangling and unused `l/` links, stray whitespace in `lower`, missing
+    /// `work/` dirs and `committed` markers. Never deletes a layer directory.
+    pub fn repair(&self) -> Result<RepairReport> {
+        let _lock = self.lock(true)?;
+        let mut report = RepairReport::default();
+        // Fixes can uncover further problems (a new link file makes a dangling link
+        // visible); iterate to a fixed point, as containers/storage's recreateSymlinks does.
+        for _ in 0..4 {
+            let found = self.scan(true)?;
+            let fixed: Vec<_> = found.iter().filter(|p| p.repairable).cloned().collect();
+            if fixed.is_empty() {
+                break;
+            }
+            report.repaired.extend(fixed);
+        }
+        report.remaining = self.scan(false)?;
+        Ok(report)
+    }
+
+    fn scan(&self, fix: bool) -> Result<Vec<Problem>> {
+        let mut problems = Vec::new();
+        self.scan_staging(fix, &mut problems)?;
+        let mut recs = self.read_recs()?;
+        let links = self.read_short_links()?;
+
+        // Link files first: everything else is keyed by short id.
+        for rec in &mut recs {
+            self.check_link_file(rec, &links, fix, &mut problems)?;
+        }
+        let mut owners: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for r in &recs {
+            if let Some(l) = &r.lid {
+                owners.entry(l.as_str()).or_default().push(&r.id);
+            }
+        }
+        for (lid, ids) in &owners {
+            if ids.len() > 1 {
+                problems.push(Problem {
+                    layer: Some(ids[0].to_string()),
+                    kind: ProblemKind::DuplicateShortId,
+                    detail: format!("layers {} all claim short id {lid}", ids.join(", ")),
+                    repairable: false,
+                });
+            }
+        }
+        let ids: BTreeSet<&str> = recs.iter().map(|r| r.id.as_str()).collect();
+
+        // Each layer's own l/ link.
+        for r in &recs {
+            let Some(lid) = &r.lid else { continue };
+            if owners[lid.as_str()].len() > 1 {
+                continue;
+            }
+            self.check_own_short_link(r, lid, &links, fix, &mut problems)?;
+        }
+
+        // Lower chains, work dirs and committed markers.
+        let mut referenced: BTreeSet<String> = BTreeSet::new();
+        let chains: BTreeMap<&str, Option<Vec<String>>> = recs
+            .iter()
+            .map(|r| {
+                let c = r.lower.as_deref().map(|l| {
+                    layout::parse_lower(l.trim_ascii())
+                        .map(|v| v.into_iter().map(str::to_owned).collect())
+                        .unwrap_or_default()
+                });
+                (r.id.as_str(), c)
+            })
+            .collect();
+        let resolve = |lid: &str| -> Option<&str> {
+            if let Some(v) = owners.get(lid) {
+                return Some(v[0]);
+            }
+            let target = links.get(lid)?.as_ref()?;
+            let id = layout::id_from_link_target(target)?;
+            ids.contains(id).then_some(id)
+        };
+        let mut needs_commit: BTreeSet<&str> = BTreeSet::new();
+        for r in &recs {
+            let Some(lower) = &r.lower else { continue };
+            let lids = match layout::parse_lower(lower) {
+                Ok(v) => v,
+                Err(m) => {
+                    let repairable = m == Malformed::Whitespace;
+                    if repairable && fix {
+                        self.rewrite(&r.id, layout::LOWER, lower.trim_ascii())?;
+                    }
+                    problems.push(self.problem(&r.id, ProblemKind::MalformedLower, describe("lower", &m), repairable));
+                    if !repairable {
+                        continue;
+                    }
+                    layout::parse_lower(lower.trim_ascii()).expect("trimmed parses")
+                }
+            };
+            referenced.extend(lids.iter().map(|s| s.to_string()));
+            if lids.len() + 1 > self.opts.max_depth {
+                problems.push(self.problem(
+                    &r.id,
+                    ProblemKind::TooDeep,
+                    format!("chain depth {} exceeds the store's limit of {}", lids.len() + 1, self.opts.max_depth),
+                    false,
+                ));
+            }
+            let mut all_known = true;
+            for lid in &lids {
+                if resolve(lid).is_none() {
+                    all_known = false;
+                    problems.push(self.problem(
+                        &r.id,
+                        ProblemKind::UnknownLower,
+                        format!("lower names l/{lid}, but no layer has that short id (a parent is missing)"),
+                        false,
+                    ));
+                }
+            }
+            if all_known {
+                let parent = resolve(lids[0]).expect("known");
+                needs_commit.insert(parent);
+                let expect: Vec<String> = chains.get(parent).cloned().flatten().unwrap_or_default();
+                if expect.iter().map(String::as_str).ne(lids[1..].iter().copied()) {
+                    problems.push(self.problem(
+                        &r.id,
+                        ProblemKind::InconsistentLower,
+                        format!("lower does not continue with the chain of its parent {parent:?}"),
+                        false,
+                    ));
+                }
+            }
+            if !r.has_work {
+                if fix {
+                    let dir = self.layer_dir(&r.id)?;
+                    fsutil::ensure_dir(&dir, layout::WORK, layout::WORK_MODE, Some(self.root))
+                        .ctx(|| format!("creating {}/work", r.id))?;
+                    self.sync_dir(&dir, &r.id)?;
+                }
+                problems.push(self.problem(&r.id, ProblemKind::MissingWork, "layer has a parent but no work/".into(), true));
+            }
+        }
+        for r in &recs {
+            if needs_commit.contains(r.id.as_str()) && !r.has_committed {
+                if fix {
+                    self.mark_committed(&r.id)?;
+                }
+                problems.push(self.problem(
+                    &r.id,
+                    ProblemKind::MissingCommitted,
+                    "layer has children but no committed marker".into(),
+                    true,
+                ));
+            }
+        }
+
+        // l/ entries that no layer claims.
+        let claimed: BTreeSet<&str> = owners.keys().copied().collect();
+        for (name, target) in &links {
+            if claimed.contains(name.as_str()) {
+                continue;
+            }
+            let Some(target) = target else {
+                problems.push(Problem {
+                    layer: None,
+                    kind: ProblemKind::StrayShortLink,
+                    detail: format!("l/{name} is not a symlink"),
+                    repairable: false,
+                });
+                continue;
+            };
+            let live = layout::id_from_link_target(target).filter(|id| ids.contains(id));
+            let (kind, detail) = match live {
+                None => (
+                    ProblemKind::DanglingShortLink,
+                    format!("l/{name} points to {:?}, which is not a layer", String::from_utf8_lossy(target)),
+                ),
+                Some(_) if referenced.contains(name) => continue,
+                Some(id) => (ProblemKind::UnusedShortLink, format!("l/{name} points to layer {id:?}, whose link file names another short id, and no lower uses it")),
+            };
+            if fix {
+                let cname = cstr(name).expect("ascii");
+                match rustix::fs::unlinkat(&self.links_fd, &cname, AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(crate::Error::io(format!("removing l/{name}"), e)),
+                }
+                self.sync_dir(&self.links_fd, "l")?;
+            }
+            problems.push(Problem { layer: live.map(str::to_owned), kind, detail, repairable: true });
+        }
+        Ok(problems)
+    }
+
+    fn problem(&self, id: &str, kind: ProblemKind, detail: String, repairable: bool) -> Problem {
+        Problem { layer: Some(id.to_owned()), kind, detail, repairable }
+    }
+
+    fn scan_staging(&self, fix: bool, problems: &mut Vec<Problem>) -> Result<()> {
+        let entries = fsutil::list_dir(&self.staging_fd).ctx(|| "listing .ovl2/staging".into())?;
+        for ent in entries {
+            let fd = match rustix::fs::openat(
+                &self.staging_fd,
+                &ent.name,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT) => continue,
+                // A symlink or something we cannot open: nobody can hold a lock on it.
+                Err(_) => {
+                    if fix {
+                        fsutil::remove_tree(&self.staging_fd, &ent.name)
+                            .ctx(|| format!("removing .ovl2/staging/{}", fsutil::os(&ent.name).to_string_lossy()))?;
+                    }
+                    problems.push(stale(&ent.name));
+                    continue;
+                }
+            };
+            // Owners hold an exclusive flock while they work; a lock we can take means the
+            // owner died.
+            if !fsutil::flock(&fd, true, true).ctx(|| "locking a staging entry".into())? {
+                continue;
+            }
+            if fix {
+                fsutil::remove_tree(&self.staging_fd, &ent.name)
+                    .ctx(|| format!("removing .ovl2/staging/{}", fsutil::os(&ent.name).to_string_lossy()))?;
+            }
+            problems.push(stale(&ent.name));
+        }
+        Ok(())
+    }
+
+    fn read_recs(&self) -> Result<Vec<Rec>> {
+        let mut recs = Vec::new();
+        for id in self.layer_ids()? {
+            let Some(dir) = self.open_layer_dir(&id)? else { continue };
+            let ty = |n| fsutil::file_type(&dir, n).ctx(|| format!("stat in layer {id:?}"));
+            let has_diff = ty(layout::DIFF)? == Some(FileType::Directory);
+            let has_work = ty(layout::WORK)? == Some(FileType::Directory);
+            let has_committed = ty(layout::COMMITTED)?.is_some();
+            let link = fsutil::read_small(&dir, layout::LINK).ctx(|| format!("reading {id}/link"))?;
+            let lower = fsutil::read_small(&dir, layout::LOWER).ctx(|| format!("reading {id}/lower"))?;
+            recs.push(Rec { id, has_diff, has_work, has_committed, link, lower, lid: None });
+        }
+        Ok(recs)
+    }
+
+    /// `l/` entries: name -> symlink target (`None` for entries that are not symlinks).
+    fn read_short_links(&self) -> Result<BTreeMap<String, Option<Vec<u8>>>> {
+        let mut out = BTreeMap::new();
+        for ent in fsutil::list_dir(&self.links_fd).ctx(|| "listing l/".into())? {
+            let name = fsutil::os(&ent.name).to_string_lossy().into_owned();
+            let target = if ent.file_type == FileType::Symlink {
+                fsutil::read_link(&self.links_fd, &ent.name).ctx(|| format!("reading l/{name}"))?
+            } else {
+                None
+            };
+            out.insert(name, target);
+        }
+        Ok(out)
+    }
+
+    fn check_link_file(
+        &self,
+        rec: &mut Rec,
+        links: &BTreeMap<String, Option<Vec<u8>>>,
+        fix: bool,
+        problems: &mut Vec<Problem>,
+    ) -> Result<()> {
+        if !rec.has_diff {
+            problems.push(self.problem(&rec.id, ProblemKind::MissingDiff, "layer dir has no diff/".into(), false));
+        }
+        let (kind, detail, trimmed) = match rec.link.as_deref().map(layout::parse_link) {
+            Some(Ok(lid)) => {
+                rec.lid = Some(lid.to_owned());
+                return Ok(());
+            }
+            None => (ProblemKind::MissingLink, "link file is missing".to_string(), None),
+            Some(Err(Malformed::Empty)) => (ProblemKind::MissingLink, "link file is empty".to_string(), None),
+            Some(Err(m @ Malformed::Whitespace)) => {
+                let t = String::from_utf8_lossy(rec.link.as_deref().expect("some").trim_ascii()).into_owned();
+                (ProblemKind::MalformedLink, describe("link", &m), Some(t))
+            }
+            Some(Err(m)) => (ProblemKind::MalformedLink, describe("link", &m), None),
+        };
+        problems.push(self.problem(&rec.id, kind, detail, true));
+        if !fix {
+            return Ok(());
+        }
+        // Prefer a short id that already points at this layer, so children's lower files
+        // (which name it) keep working; draw a new one only when none exists.
+        let target = layout::link_target(&rec.id);
+        let lid = match trimmed {
+            Some(t) => t,
+            None => match links.iter().find(|(_, t)| t.as_deref() == Some(target.as_bytes())) {
+                Some((name, _)) => name.clone(),
+                None => self.new_short_link(&rec.id)?,
+            },
+        };
+        self.rewrite(&rec.id, layout::LINK, lid.as_bytes())?;
+        rec.lid = Some(lid);
+        Ok(())
+    }
+
+    fn check_own_short_link(
+        &self,
+        r: &Rec,
+        lid: &str,
+        links: &BTreeMap<String, Option<Vec<u8>>>,
+        fix: bool,
+        problems: &mut Vec<Problem>,
+    ) -> Result<()> {
+        let want = layout::link_target(&r.id);
+        let (kind, detail) = match links.get(lid) {
+            Some(Some(t)) if t.as_slice() == want.as_bytes() => return Ok(()),
+            // Created by this scan's link-file repair; nothing to report.
+            None if fix && self.link_points_to(lid, &want)? => return Ok(()),
+            None => (ProblemKind::MissingShortLink, format!("l/{lid} is missing")),
+            Some(Some(t)) => (
+                ProblemKind::WrongShortLink,
+                format!("l/{lid} points to {:?} instead of {want:?}", String::from_utf8_lossy(t)),
+            ),
+            Some(None) => (ProblemKind::WrongShortLink, format!("l/{lid} is not a symlink")),
+        };
+        if fix {
+            let clid = cstr(lid).expect("ascii");
+            let tmp = cstr(&format!(".tmp-{lid}-{}", fsutil::random_hex(6))).expect("ascii");
+            rustix::fs::symlinkat(want.as_str(), &self.links_fd, &tmp).ctx(|| format!("creating a link for l/{lid}"))?;
+            if let Err(e) = rustix::fs::renameat(&self.links_fd, &tmp, &self.links_fd, &clid) {
+                let _ = rustix::fs::unlinkat(&self.links_fd, &tmp, AtFlags::empty());
+                return Err(crate::Error::io(format!("replacing l/{lid}"), e));
+            }
+            self.sync_dir(&self.links_fd, "l")?;
+        }
+        problems.push(self.problem(&r.id, kind, detail, true));
+        Ok(())
+    }
+
+    fn link_points_to(&self, lid: &str, want: &str) -> Result<bool> {
+        let clid = cstr(lid).expect("ascii");
+        Ok(fsutil::read_link(&self.links_fd, &clid).ctx(|| format!("reading l/{lid}"))?.as_deref()
+            == Some(want.as_bytes()))
+    }
+
+    fn layer_dir(&self, id: &str) -> Result<std::os::fd::OwnedFd> {
+        self.open_layer_dir(id)?.ok_or_else(|| crate::Error::NotFound(id.to_owned()))
+    }
+
+    fn rewrite(&self, id: &str, name: &std::ffi::CStr, content: &[u8]) -> Result<()> {
+        let dir = self.layer_dir(id)?;
+        fsutil::write_atomic(&dir, name, content, layout::META_FILE_MODE, self.opts.sync)
+            .ctx(|| format!("rewriting {id}/{}", fsutil::os(name).to_string_lossy()))
+    }
+}
+
+fn stale(name: &std::ffi::CStr) -> Problem {
+    Problem {
+        layer: None,
+        kind: ProblemKind::StaleStaging,
+        detail: format!(".ovl2/staging/{} was left by a process that died", fsutil::os(name).to_string_lossy()),
+        repairable: true,
+    }
+}

@@ -1,0 +1,631 @@
+//! The layer store: open, create, remove, and the read-only queries, named as in Docker's
+//! graphdriver so the flow reads like Docker's overlay2 driver.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, RenameFlags};
+use rustix::io::Errno;
+
+use crate::error::{Context, Error, Result};
+use crate::fsutil::{self, cstr, Owner};
+use crate::id;
+use crate::layout::{self, Malformed};
+use crate::lock::{lock_store, StoreLock};
+
+/// The kernel's limit on lower layers in one overlay mount (`OVL_MAX_STACK`).
+pub const KERNEL_MAX_DEPTH: usize = 500;
+
+/// Docker's own depth limit, for stores that Docker must also be able to mount.
+pub const DOCKER_MAX_DEPTH: usize = 128;
+
+/// How a store is opened.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Deepest chain allowed, counting the layer itself (a base layer has depth 1).
+    /// At most [`KERNEL_MAX_DEPTH`]; use [`DOCKER_MAX_DEPTH`] when Docker must mount the store too.
+    pub max_depth: usize,
+    /// Owner of `diff/`, `work/` and `merged/`, and group of `home` and layer dirs: the
+    /// (remapped) root of the containers. `None` means this process's euid/egid.
+    pub root: Option<Owner>,
+    /// fsync metadata files and directories so a power cut cannot lose or empty them.
+    /// Turning it off keeps crash safety against killed processes but not power loss.
+    pub sync: bool,
+    /// Repair what a crash or another tool left behind when opening (see [`Driver::repair`]).
+    pub repair_on_open: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { max_depth: KERNEL_MAX_DEPTH, root: None, sync: true, repair_on_open: true }
+    }
+}
+
+/// Per-layer options for [`Driver::create`] and [`Driver::create_rw`], as Docker's `CreateOpts`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOpts {
+    /// Docker's `--storage-opt` map. Docker's overlay2 knows only `size` (xfs project quotas).
+    pub storage_opt: BTreeMap<String, String>,
+    /// SELinux mount label; kept for API parity, used when the layer is mounted.
+    pub mount_label: Option<String>,
+}
+
+/// One layer as [`Driver::layers`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LayerInfo {
+    /// The caller's id.
+    pub id: String,
+    /// The direct parent, `None` for a base layer (or when the store cannot tell; see `check`).
+    pub parent: Option<String>,
+    /// Layers in the chain counting this one: 1 for a base layer.
+    pub depth: usize,
+    /// The 26-character name under `l/`, when the `link` file is readable.
+    pub short_id: Option<String>,
+}
+
+/// The paths Docker's `GetMetadata` returns for a layer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Metadata {
+    /// Lower layers' `diff` paths, nearest first, joined by `:`; only for layers with a parent.
+    #[serde(rename = "LowerDir", skip_serializing_if = "Option::is_none")]
+    pub lower_dir: Option<String>,
+    /// `<home>/<id>/diff`.
+    #[serde(rename = "UpperDir")]
+    pub upper_dir: String,
+    /// `<home>/<id>/work` (reported even for base layers, as Docker does).
+    #[serde(rename = "WorkDir")]
+    pub work_dir: String,
+    /// `<home>/<id>/merged`.
+    #[serde(rename = "MergedDir")]
+    pub merged_dir: String,
+}
+
+impl Metadata {
+    /// The metadata as Docker's key/value map.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        if let Some(l) = &self.lower_dir {
+            m.insert("LowerDir".into(), l.clone());
+        }
+        m.insert("UpperDir".into(), self.upper_dir.clone());
+        m.insert("WorkDir".into(), self.work_dir.clone());
+        m.insert("MergedDir".into(), self.merged_dir.clone());
+        m
+    }
+}
+
+/// An open layer store.
+///
+/// A `Driver` is `Send + Sync`: share one between threads. Several processes may open the
+/// same home at once; they coordinate through the store lock.
+#[derive(Debug)]
+pub struct Driver {
+    pub(crate) home: PathBuf,
+    pub(crate) home_fd: OwnedFd,
+    pub(crate) links_fd: OwnedFd,
+    pub(crate) private_fd: OwnedFd,
+    pub(crate) staging_fd: OwnedFd,
+    pub(crate) opts: Options,
+    pub(crate) owner: Owner,
+    pub(crate) root: Owner,
+}
+
+/// What is on disk for one layer, read without judging it.
+#[derive(Debug)]
+pub(crate) struct LayerFiles {
+    pub(crate) link: Option<Vec<u8>>,
+    pub(crate) lower: Option<Vec<u8>>,
+}
+
+impl Driver {
+    /// Opens (creating when missing) the store at `home`, then repairs what a crash left
+    /// behind unless `options.repair_on_open` is off.
+    pub fn open(home: impl AsRef<Path>, options: Options) -> Result<Driver> {
+        if options.max_depth == 0 || options.max_depth > KERNEL_MAX_DEPTH {
+            return Err(Error::InvalidArgument(format!(
+                "max_depth must be between 1 and {KERNEL_MAX_DEPTH}, got {}",
+                options.max_depth
+            )));
+        }
+        let home = clean_absolute(home.as_ref())?;
+        let owner = Owner { uid: rustix::process::geteuid().as_raw(), gid: rustix::process::getegid().as_raw() };
+        let root = options.root.unwrap_or(owner);
+
+        std::fs::create_dir_all(&home).ctx(|| format!("creating store home {}", home.display()))?;
+        let home_fd = fsutil::open_dir_path(&home).ctx(|| format!("opening store home {}", home.display()))?;
+        set_mode_owner_fd(&home_fd, layout::HOME_MODE, Owner { uid: owner.uid, gid: root.gid })
+            .ctx(|| format!("setting mode and owner of {}", home.display()))?;
+        fsutil::ensure_dir(&home_fd, layout::LINK_DIR, layout::LINK_DIR_MODE, Some(owner))
+            .ctx(|| format!("creating {}/l", home.display()))?;
+        fsutil::ensure_dir(&home_fd, layout::PRIVATE_DIR, layout::PRIVATE_MODE, Some(owner))
+            .ctx(|| format!("creating {}/.ovl2", home.display()))?;
+        let links_fd = fsutil::open_dir(&home_fd, layout::LINK_DIR).ctx(|| format!("opening {}/l", home.display()))?;
+        let private_fd = fsutil::open_dir(&home_fd, layout::PRIVATE_DIR)
+            .ctx(|| format!("opening {}/.ovl2", home.display()))?;
+        fsutil::ensure_dir(&private_fd, layout::STAGING, layout::PRIVATE_MODE, Some(owner))
+            .ctx(|| format!("creating {}/.ovl2/staging", home.display()))?;
+        let staging_fd = fsutil::open_dir(&private_fd, layout::STAGING)
+            .ctx(|| format!("opening {}/.ovl2/staging", home.display()))?;
+
+        let driver = Driver { home, home_fd, links_fd, private_fd, staging_fd, opts: options, owner, root };
+        if driver.opts.repair_on_open {
+            driver.repair()?;
+        }
+        Ok(driver)
+    }
+
+    /// The store's home directory, absolute and lexically clean.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    pub(crate) fn lock(&self, exclusive: bool) -> Result<StoreLock> {
+        lock_store(&self.private_fd, exclusive)
+    }
+
+    /// Creates a read-only (image) layer `id` on top of `parent` (none for a base layer).
+    pub fn create(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
+        self.create_layer(id, parent, opts)
+    }
+
+    /// Creates a read-write (container) layer. The on-disk layout is the same as for
+    /// [`Driver::create`]; the distinction is kept for Docker API parity.
+    pub fn create_rw(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
+        self.create_layer(id, parent, opts)
+    }
+
+    fn create_layer(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
+        id::validate(id)?;
+        if let Some(p) = parent {
+            id::validate(p)?;
+            if p == id {
+                return Err(Error::InvalidArgument(format!("layer {id:?} cannot be its own parent")));
+            }
+        }
+        validate_create_opts(opts)?;
+        let _lock = self.lock(true)?;
+        if self.exists_unlocked(id)? {
+            return Err(Error::Exists(id.to_owned()));
+        }
+        let chain = match parent {
+            Some(p) => self.chain_for_child(p)?,
+            None => Vec::new(),
+        };
+        let depth = chain.len() + 1;
+        if depth > self.opts.max_depth {
+            return Err(Error::MaxDepth { id: id.to_owned(), depth, limit: self.opts.max_depth });
+        }
+
+        let staged = self.stage_layer(id, &chain)?;
+        let cid = cstr(id).expect("validated id has no NUL");
+        if let Err(e) = rfs::renameat_with(&self.staging_fd, &staged.name, &self.home_fd, &cid, RenameFlags::NOREPLACE) {
+            staged.abandon(self);
+            return Err(match e {
+                Errno::EXIST => Error::Exists(id.to_owned()),
+                e => Error::io(format!("moving staged layer {id:?} into place"), e),
+            });
+        }
+        // The layer is now complete on disk; what follows is durability and the parent's
+        // marker, both of which repair() restores after a crash.
+        self.sync_dir(&self.staging_fd, "staging")?;
+        self.sync_dir(&self.home_fd, "home")?;
+        if let Some(p) = parent {
+            self.mark_committed(p)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `parent` and returns the lower chain a child of it gets (nearest first).
+    fn chain_for_child(&self, parent: &str) -> Result<Vec<String>> {
+        let files = self.read_layer_files(parent)?.ok_or_else(|| Error::NotFound(parent.to_owned()))?;
+        let link = files.link.ok_or_else(|| corrupt_layer(parent, "has no link file"))?;
+        let lid = layout::parse_link(&link).map_err(|m| corrupt_layer(parent, &describe("link", &m)))?;
+        let mut chain = vec![lid.to_owned()];
+        if let Some(lower) = files.lower {
+            let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(parent, &describe("lower", &m)))?;
+            chain.extend(lids.into_iter().map(str::to_owned));
+        }
+        Ok(chain)
+    }
+
+    /// Builds a complete layer directory in staging and links `l/<short>` to its final name.
+    fn stage_layer(&self, id: &str, chain: &[String]) -> Result<Staged> {
+        let staged = Staged::new(self)?;
+        match self.fill_staged(&staged, id, chain) {
+            Ok(lid) => Ok(Staged { short_link: Some(lid), ..staged }),
+            Err(e) => {
+                staged.abandon(self);
+                Err(e)
+            }
+        }
+    }
+
+    fn fill_staged(&self, staged: &Staged, id: &str, chain: &[String]) -> Result<CString> {
+        let dir = &staged.fd;
+        let at = || format!("staging layer {id:?}");
+        fsutil::mkdir(dir, layout::DIFF, layout::DIFF_MODE, Some(self.root)).ctx(|| format!("{}: creating diff", at()))?;
+        if !chain.is_empty() {
+            fsutil::mkdir(dir, layout::WORK, layout::WORK_MODE, Some(self.root)).ctx(|| format!("{}: creating work", at()))?;
+            fsutil::write_new(dir, layout::LOWER, layout::format_lower(chain).as_bytes(), layout::META_FILE_MODE, self.opts.sync)
+                .ctx(|| format!("{}: writing lower", at()))?;
+        }
+        let lid = self.new_short_link(id)?;
+        let res = fsutil::write_new(dir, layout::LINK, lid.as_bytes(), layout::META_FILE_MODE, self.opts.sync)
+            .ctx(|| format!("{}: writing link", at()))
+            .and_then(|()| self.sync_dir(dir, "staged layer"))
+            .and_then(|()| self.sync_dir(&self.links_fd, "l"));
+        let clid = cstr(&lid).expect("ascii");
+        if let Err(e) = res {
+            let _ = rfs::unlinkat(&self.links_fd, &clid, AtFlags::empty());
+            return Err(e);
+        }
+        Ok(clid)
+    }
+
+    /// Creates `l/<short> -> ../<id>/diff` under a fresh short id, drawing again on a clash.
+    pub(crate) fn new_short_link(&self, id: &str) -> Result<String> {
+        let target = layout::link_target(id);
+        for _ in 0..64 {
+            let lid = id::new_short_id()?;
+            match rfs::symlinkat(target.as_str(), &self.links_fd, lid.as_str()) {
+                Ok(()) => return Ok(lid),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(Error::io(format!("creating l/{lid} for layer {id:?}"), e)),
+            }
+        }
+        Err(Error::Corrupt("64 random short ids in a row already exist under l/".into()))
+    }
+
+    /// Writes the empty `committed` marker into `id` so later mounts of it are read-only.
+    pub(crate) fn mark_committed(&self, id: &str) -> Result<()> {
+        let dir = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        match fsutil::write_new(&dir, layout::COMMITTED, b"", layout::COMMITTED_MODE, self.opts.sync) {
+            Ok(()) => self.sync_dir(&dir, id),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io(format!("writing {id}/committed"), e)),
+        }
+    }
+
+    /// Removes a layer. A layer that other layers build on is refused unless `force`.
+    ///
+    /// The layer is first renamed out of sight (so it is either fully there or gone), its
+    /// `l/` link removed, and only then is its tree deleted, outside the store lock.
+    pub fn remove(&self, id: &str, force: bool) -> Result<()> {
+        id::validate(id)?;
+        let lock = self.lock(true)?;
+        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let lid = files.link.as_deref().and_then(|l| layout::parse_link(l).ok()).map(str::to_owned);
+        if !force {
+            if let Some(lid) = &lid {
+                let children = self.children_of(lid)?;
+                if !children.is_empty() {
+                    return Err(Error::Busy {
+                        id: id.to_owned(),
+                        reason: format!(
+                            "{} layer(s) build on it ({}); remove them first or force",
+                            children.len(),
+                            preview(&children)
+                        ),
+                    });
+                }
+            }
+        }
+        let cid = cstr(id).expect("validated");
+        let dir = fsutil::open_dir(&self.home_fd, &cid).ctx(|| format!("opening layer {id:?}"))?;
+        if self.is_mounted(&dir)? {
+            return Err(Error::Busy { id: id.to_owned(), reason: "it is mounted (put it first)".into() });
+        }
+        if !fsutil::flock(&dir, true, true).ctx(|| format!("locking layer {id:?}"))? {
+            return Err(Error::Busy { id: id.to_owned(), reason: "another process is working on it".into() });
+        }
+        let trash = cstr(&format!("rm-{}", fsutil::random_hex(12))).expect("ascii");
+        rfs::renameat_with(&self.home_fd, &cid, &self.staging_fd, &trash, RenameFlags::NOREPLACE)
+            .ctx(|| format!("moving layer {id:?} out of the store"))?;
+        self.sync_dir(&self.home_fd, "home")?;
+        self.sync_dir(&self.staging_fd, "staging")?;
+        if let Some(lid) = lid {
+            self.unlink_short_link_if_ours(&lid, id)?;
+        }
+        drop(lock);
+        // `dir` keeps the flock, so repair() in another process leaves this tree to us.
+        fsutil::remove_tree(&self.staging_fd, &trash).ctx(|| format!("deleting the files of layer {id:?}"))?;
+        drop(dir);
+        Ok(())
+    }
+
+    pub(crate) fn unlink_short_link_if_ours(&self, lid: &str, id: &str) -> Result<()> {
+        let clid = cstr(lid).expect("ascii");
+        let ours = fsutil::read_link(&self.links_fd, &clid)
+            .ctx(|| format!("reading l/{lid}"))?
+            .is_some_and(|t| layout::id_from_link_target(&t) == Some(id));
+        if ours {
+            match rfs::unlinkat(&self.links_fd, &clid, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(Error::io(format!("removing l/{lid}"), e)),
+            }
+            self.sync_dir(&self.links_fd, "l")?;
+        }
+        Ok(())
+    }
+
+    /// True when something is mounted on the layer's `merged/`.
+    fn is_mounted(&self, layer_dir: &OwnedFd) -> Result<bool> {
+        let Ok(st) = rfs::statat(layer_dir, layout::MERGED, AtFlags::SYMLINK_NOFOLLOW) else {
+            return Ok(false);
+        };
+        let parent = rfs::fstat(layer_dir).ctx(|| "stat of layer dir".into())?;
+        Ok(st.st_dev != parent.st_dev)
+    }
+
+    /// Ids of layers whose lower chain contains the short id `lid`.
+    pub(crate) fn children_of(&self, lid: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for id in self.layer_ids()? {
+            if let Some(files) = self.read_layer_files(&id)? {
+                if let Some(lower) = files.lower {
+                    if let Ok(lids) = layout::parse_lower(&lower) {
+                        if lids.contains(&lid) {
+                            out.push(id);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a layer directory named `id` exists (half-created Docker layers count, as in Docker).
+    pub fn exists(&self, id: &str) -> Result<bool> {
+        id::validate(id)?;
+        self.exists_unlocked(id)
+    }
+
+    fn exists_unlocked(&self, id: &str) -> Result<bool> {
+        let cid = cstr(id).expect("validated");
+        Ok(fsutil::file_type(&self.home_fd, &cid).ctx(|| format!("stat of layer {id:?}"))? == Some(FileType::Directory))
+    }
+
+    /// The direct parent of `id`, or `None` for a base layer.
+    pub fn parent(&self, id: &str) -> Result<Option<String>> {
+        id::validate(id)?;
+        let _lock = self.lock(false)?;
+        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let Some(lower) = files.lower else { return Ok(None) };
+        let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(id, &describe("lower", &m)))?;
+        Ok(Some(self.resolve_short_id(lids[0])?.ok_or_else(|| {
+            corrupt_layer(id, &format!("its parent l/{} is missing (run check --repair)", lids[0]))
+        })?))
+    }
+
+    /// Docker's `GetMetadata`: absolute `LowerDir` (resolved through `l/`), `UpperDir`,
+    /// `WorkDir` and `MergedDir`.
+    pub fn metadata(&self, id: &str) -> Result<Metadata> {
+        id::validate(id)?;
+        let _lock = self.lock(false)?;
+        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let dir = self.home.join(id);
+        let lower_dir = match files.lower {
+            None => None,
+            Some(lower) => {
+                let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(id, &describe("lower", &m)))?;
+                let mut dirs = Vec::with_capacity(lids.len());
+                for lid in lids {
+                    let pid = self.resolve_short_id(lid)?.ok_or_else(|| {
+                        corrupt_layer(id, &format!("lower entry l/{lid} does not resolve (run check --repair)"))
+                    })?;
+                    dirs.push(self.home.join(pid).join("diff").to_string_lossy().into_owned());
+                }
+                Some(dirs.join(":"))
+            }
+        };
+        Ok(Metadata {
+            lower_dir,
+            upper_dir: dir.join("diff").to_string_lossy().into_owned(),
+            work_dir: dir.join("work").to_string_lossy().into_owned(),
+            merged_dir: dir.join("merged").to_string_lossy().into_owned(),
+        })
+    }
+
+    /// Every layer with its parent and depth, sorted by id.
+    pub fn layers(&self) -> Result<Vec<LayerInfo>> {
+        let _lock = self.lock(false)?;
+        let mut recs = Vec::new();
+        let mut by_lid = BTreeMap::new();
+        for id in self.layer_ids()? {
+            let Some(files) = self.read_layer_files(&id)? else { continue };
+            let lid = files.link.as_deref().and_then(|l| layout::parse_link(l).ok()).map(str::to_owned);
+            if let Some(l) = &lid {
+                by_lid.insert(l.clone(), id.clone());
+            }
+            let lower: Option<Vec<String>> = files
+                .lower
+                .as_deref()
+                .map(|l| layout::parse_lower(l).map(|v| v.into_iter().map(str::to_owned).collect()).unwrap_or_default());
+            recs.push((id, lid, lower));
+        }
+        let mut out = Vec::with_capacity(recs.len());
+        for (id, lid, lower) in recs {
+            let (parent, depth) = match &lower {
+                None => (None, 1),
+                Some(lids) if lids.is_empty() => (None, 0),
+                Some(lids) => {
+                    let p = match by_lid.get(&lids[0]) {
+                        Some(p) => Some(p.clone()),
+                        None => self.resolve_short_id(&lids[0])?,
+                    };
+                    (p, lids.len() + 1)
+                }
+            };
+            out.push(LayerInfo { id, parent, depth, short_id: lid });
+        }
+        Ok(out)
+    }
+
+    /// Ids of all layer directories in `home`, sorted.
+    pub(crate) fn layer_ids(&self) -> Result<Vec<String>> {
+        let entries = fsutil::list_dir(&self.home_fd).ctx(|| format!("listing {}", self.home.display()))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.file_type == FileType::Directory)
+            .filter_map(|e| e.name.into_string().ok())
+            .filter(|n| id::validate(n).is_ok())
+            .collect())
+    }
+
+    pub(crate) fn open_layer_dir(&self, id: &str) -> Result<Option<OwnedFd>> {
+        let cid = cstr(id).expect("validated");
+        match fsutil::open_dir(&self.home_fd, &cid) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => Ok(None),
+            Err(e) => Err(Error::io(format!("opening layer {id:?}"), e)),
+        }
+    }
+
+    pub(crate) fn read_layer_files(&self, id: &str) -> Result<Option<LayerFiles>> {
+        let Some(dir) = self.open_layer_dir(id)? else { return Ok(None) };
+        let link = fsutil::read_small(&dir, layout::LINK).ctx(|| format!("reading {id}/link"))?;
+        let lower = fsutil::read_small(&dir, layout::LOWER).ctx(|| format!("reading {id}/lower"))?;
+        Ok(Some(LayerFiles { link, lower }))
+    }
+
+    /// The layer a short id names: through `l/<short>`, else by scanning `link` files.
+    pub(crate) fn resolve_short_id(&self, lid: &str) -> Result<Option<String>> {
+        let clid = cstr(lid).expect("ascii");
+        if let Some(t) = fsutil::read_link(&self.links_fd, &clid).ctx(|| format!("reading l/{lid}"))? {
+            if let Some(id) = layout::id_from_link_target(&t) {
+                if self.exists_unlocked(id)? {
+                    return Ok(Some(id.to_owned()));
+                }
+            }
+        }
+        for id in self.layer_ids()? {
+            if let Some(files) = self.read_layer_files(&id)? {
+                if files.link.as_deref().and_then(|l| layout::parse_link(l).ok()) == Some(lid) {
+                    return Ok(Some(id));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn sync_dir<Fd: AsFd>(&self, fd: Fd, what: &str) -> Result<()> {
+        if self.opts.sync {
+            fsutil::fsync(fd).ctx(|| format!("syncing {what}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A layer being built in `.ovl2/staging/<name>`, locked so repair leaves it alone.
+struct Staged {
+    name: CString,
+    fd: OwnedFd,
+    short_link: Option<CString>,
+}
+
+impl Staged {
+    fn new(d: &Driver) -> Result<Staged> {
+        let name = cstr(&format!("new-{}", fsutil::random_hex(12))).expect("ascii");
+        fsutil::mkdir(&d.staging_fd, &name, layout::LAYER_MODE, Some(Owner { uid: d.owner.uid, gid: d.root.gid }))
+            .ctx(|| "creating a staging dir".into())?;
+        let fd = fsutil::open_dir(&d.staging_fd, &name).ctx(|| "opening a staging dir".into())?;
+        fsutil::flock(&fd, true, false).ctx(|| "locking a staging dir".into())?;
+        Ok(Staged { name, fd, short_link: None })
+    }
+
+    /// Undoes a failed create: removes the `l/` link and the staged tree.
+    fn abandon(self, d: &Driver) {
+        if let Some(l) = &self.short_link {
+            let _ = rfs::unlinkat(&d.links_fd, l, AtFlags::empty());
+        }
+        let _ = fsutil::remove_tree(&d.staging_fd, &self.name);
+    }
+}
+
+fn validate_create_opts(opts: &CreateOpts) -> Result<()> {
+    for key in opts.storage_opt.keys() {
+        return Err(match key.to_ascii_lowercase().as_str() {
+            "size" => Error::Unsupported(
+                "storage option \"size\" needs xfs project quotas, which ovl2 does not manage".into(),
+            ),
+            _ => Error::InvalidArgument(format!("unknown storage option {key:?} (overlay2 knows only \"size\")")),
+        });
+    }
+    if let Some(l) = &opts.mount_label {
+        if l.contains('\0') {
+            return Err(Error::InvalidArgument("mount label must not contain NUL".into()));
+        }
+    }
+    Ok(())
+}
+
+fn set_mode_owner_fd(fd: &OwnedFd, mode: u32, owner: Owner) -> std::io::Result<()> {
+    let st = rfs::fstat(fd)?;
+    if st.st_uid != owner.uid || st.st_gid != owner.gid {
+        rfs::fchown(fd, Some(rfs::Uid::from_raw(owner.uid)), Some(rfs::Gid::from_raw(owner.gid)))?;
+    }
+    if st.st_mode & 0o7777 != mode {
+        rfs::fchmod(fd, rfs::Mode::from_raw_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Absolute and lexically clean (as Go's `filepath.Clean`), so metadata paths match Docker's.
+fn clean_absolute(p: &Path) -> Result<PathBuf> {
+    if p.as_os_str().is_empty() {
+        return Err(Error::InvalidArgument("store home must not be empty".into()));
+    }
+    let abs = std::path::absolute(p).ctx(|| format!("resolving {}", p.display()))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn describe(file: &str, m: &Malformed) -> String {
+    match m {
+        Malformed::Empty => format!("{file} file is empty"),
+        Malformed::Whitespace => format!("{file} file has stray whitespace"),
+        Malformed::Garbage(s) => format!("{file} file is malformed: {s}"),
+    }
+}
+
+fn corrupt_layer(id: &str, what: &str) -> Error {
+    Error::Corrupt(format!("layer {id:?}: {what}; run `ovl2 check --repair`"))
+}
+
+fn preview(ids: &[String]) -> String {
+    let mut s = ids.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    if ids.len() > 3 {
+        s.push_str(", ...");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_absolute;
+    use std::path::Path;
+
+    #[test]
+    fn clean_paths_like_go() {
+        assert_eq!(clean_absolute(Path::new("/a/b/../c/./d/")).unwrap(), Path::new("/a/c/d"));
+        assert_eq!(clean_absolute(Path::new("//a//b")).unwrap(), Path::new("/a/b"));
+        assert_eq!(clean_absolute(Path::new("/..")).unwrap(), Path::new("/"));
+        assert!(clean_absolute(Path::new("")).is_err());
+    }
+}

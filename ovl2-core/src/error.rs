@@ -1,0 +1,145 @@
+//! Typed errors for every store operation.
+
+use std::io;
+
+/// Result alias used across ovl2-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A coarse classification of [`Error`], stable across releases; the C ABI and the
+/// language bindings map it to their own status values and exception classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller passed something malformed (bad id, unknown option, ...).
+    InvalidArgument,
+    /// The named layer does not exist.
+    NotFound,
+    /// A layer with that id already exists.
+    Exists,
+    /// The chain would exceed the configured maximum depth.
+    MaxDepth,
+    /// The layer is in use (has children, is mounted, is locked).
+    Busy,
+    /// The kernel or filesystem lacks something ovl2 needs.
+    Unsupported,
+    /// The operation is not permitted for this process.
+    Permission,
+    /// The on-disk store is damaged in a way the operation cannot work around.
+    Corrupt,
+    /// Any other I/O failure.
+    Io,
+}
+
+/// Every failure ovl2-core reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A layer id broke one of the naming rules.
+    #[error("invalid layer id {id:?}: {rule}")]
+    InvalidId {
+        /// The id as given.
+        id: String,
+        /// The rule it broke.
+        rule: &'static str,
+    },
+    /// Some other argument was malformed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The layer does not exist.
+    #[error("layer {0:?} does not exist")]
+    NotFound(String),
+    /// The layer already exists.
+    #[error("layer {0:?} already exists")]
+    Exists(String),
+    /// Creating the layer would make its chain deeper than allowed.
+    #[error("max depth exceeded: layer {id:?} would be at depth {depth}, the limit is {limit} layers")]
+    MaxDepth {
+        /// The layer being created.
+        id: String,
+        /// The depth it would have (a base layer has depth 1).
+        depth: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The layer is in use.
+    #[error("layer {id:?} is busy: {reason}")]
+    Busy {
+        /// The layer in use.
+        id: String,
+        /// Why it cannot be changed now.
+        reason: String,
+    },
+    /// The kernel or filesystem cannot do what was asked.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Something in the store is damaged.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// A system call failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What ovl2 was doing, naming the path involved.
+        context: String,
+        /// The underlying OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The coarse class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidId { .. } | Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Exists(_) => ErrorKind::Exists,
+            Error::MaxDepth { .. } => ErrorKind::MaxDepth,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Unsupported(_) => ErrorKind::Unsupported,
+            Error::Corrupt(_) => ErrorKind::Corrupt,
+            Error::Io { source, .. } => {
+                use rustix::io::Errno;
+                match Errno::from_io_error(source) {
+                    Some(Errno::PERM | Errno::ACCESS | Errno::ROFS) => ErrorKind::Permission,
+                    Some(Errno::NOENT) => ErrorKind::NotFound,
+                    Some(Errno::EXIST) => ErrorKind::Exists,
+                    Some(Errno::BUSY) => ErrorKind::Busy,
+                    Some(Errno::NOSYS | Errno::OPNOTSUPP) => ErrorKind::Unsupported,
+                    _ => ErrorKind::Io,
+                }
+            }
+        }
+    }
+
+    /// The errno behind this error, when there is one (`ENOENT` for [`Error::NotFound`], ...),
+    /// so C and Go callers can match on `errno` values as well as on the kind.
+    pub fn errno(&self) -> Option<i32> {
+        use rustix::io::Errno;
+        let e = match self {
+            Error::Io { source, .. } => return source.raw_os_error(),
+            Error::InvalidId { .. } | Error::InvalidArgument(_) => Errno::INVAL,
+            Error::NotFound(_) => Errno::NOENT,
+            Error::Exists(_) => Errno::EXIST,
+            Error::MaxDepth { .. } => Errno::TOOMANYREFS,
+            Error::Busy { .. } => Errno::BUSY,
+            Error::Unsupported(_) => Errno::OPNOTSUPP,
+            Error::Corrupt(_) => Errno::UCLEAN,
+        };
+        Some(e.raw_os_error())
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
+        Error::Io { context: context.into(), source: source.into() }
+    }
+}
+
+/// Attaches a description of what was being done to a raw OS error.
+pub(crate) trait Context<T> {
+    fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T>;
+}
+
+impl<T, E: Into<io::Error>> Context<T> for std::result::Result<T, E> {
+    fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T> {
+        self.map_err(|e| Error::io(f(), e))
+    }
+}

@@ -1,0 +1,138 @@
+//! Layer ids (the caller's names) and short ids (the 26-character names under `l/`).
+
+use crate::error::{Error, Result};
+
+/// Longest id accepted: one path component on every Linux filesystem.
+pub const MAX_ID_LEN: usize = 255;
+
+/// Length of a short id (Docker's `idLength`).
+pub const SHORT_ID_LEN: usize = 26;
+
+/// Names in `home` that belong to the store itself and so can never be layer ids.
+/// `backingFsBlockDev` is Docker's xfs quota device.
+const RESERVED: &[&str] = &["l", "backingFsBlockDev"];
+
+/// Checks a caller-supplied layer id. Every rule keeps the id a single, plain entry of
+/// `home` that cannot collide with the store's own entries.
+pub fn validate(id: &str) -> Result<()> {
+    let rule = if id.is_empty() {
+        "must not be empty"
+    } else if id.len() > MAX_ID_LEN {
+        "must be at most 255 bytes"
+    } else if id.contains('/') {
+        "must not contain '/'"
+    } else if id.contains('\0') {
+        "must not contain NUL"
+    } else if id == "." || id == ".." {
+        "must not be '.' or '..'"
+    } else if id.starts_with('.') {
+        "must not start with '.' (reserved for ovl2's private entries)"
+    } else if RESERVED.contains(&id) {
+        "is reserved for the store's own entries"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidId { id: id.to_owned(), rule })
+}
+
+/// True when `s` is a well-formed short id: 26 characters of the RFC 4648 base32 alphabet.
+pub fn is_short_id(s: &[u8]) -> bool {
+    s.len() == SHORT_ID_LEN && s.iter().all(|c| matches!(c, b'A'..=b'Z' | b'2'..=b'7'))
+}
+
+/// Draws a fresh short id: 17 bytes from the OS random source, base32, first 26 characters,
+/// as Docker does, so ovl2's ids are indistinguishable from Docker's.
+pub fn new_short_id() -> Result<String> {
+    let mut raw = [0u8; 17];
+    let mut filled = 0;
+    while filled < raw.len() {
+        match rustix::rand::getrandom(&mut raw[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(Error::io("reading the OS random source", e)),
+        }
+    }
+    let mut id = base32(&raw);
+    id.truncate(SHORT_ID_LEN);
+    Ok(id)
+}
+
+fn base32(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::with_capacity(data.len().div_ceil(5) * 8);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in data {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base32_matches_rfc4648_vectors() {
+        assert_eq!(base32(b"f"), "MY");
+        assert_eq!(base32(b"fo"), "MZXQ");
+        assert_eq!(base32(b"foo"), "MZXW6");
+        assert_eq!(base32(b"foob"), "MZXW6YQ");
+        assert_eq!(base32(b"fooba"), "MZXW6YTB");
+        assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
+    }
+
+    #[test]
+    fn short_ids_are_well_formed_and_distinct() {
+        let a = new_short_id().unwrap();
+        let b = new_short_id().unwrap();
+        assert!(is_short_id(a.as_bytes()), "{a}");
+        assert!(is_short_id(b.as_bytes()), "{b}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn rejects_bad_ids_naming_the_rule() {
+        let long = "a".repeat(256);
+        for (id, needle) in [
+            ("", "empty"),
+            ("a/b", "'/'"),
+            ("a\0b", "NUL"),
+            (".", "'.'"),
+            ("..", "'..'"),
+            (".hidden", "start with '.'"),
+            ("l", "reserved"),
+            ("backingFsBlockDev", "reserved"),
+            (long.as_str(), "255"),
+        ] {
+            let err = validate(id).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(needle), "{id:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn accepts_docker_ids() {
+        let id = "3f39b8c8f0b0d5c4e4e5d3c7a1b2c3d4e5f60718293a4b5c6d7e8f9011223344";
+        validate(id).unwrap();
+        validate(&format!("{id}-init")).unwrap();
+        validate(&"a".repeat(255)).unwrap();
+        validate("l2").unwrap();
+    }
+
+    #[test]
+    fn short_id_shape() {
+        assert!(is_short_id(b"F74KTIZFM3OJPZ44L4Y5OMLQRY"));
+        assert!(!is_short_id(b"F74KTIZFM3OJPZ44L4Y5OMLQR"));
+        assert!(!is_short_id(b"F74KTIZFM3OJPZ44L4Y5OMLQRY\n"));
+        assert!(!is_short_id(b"f74ktizfm3ojpz44l4y5omlqry"));
+        assert!(!is_short_id(b""));
+    }
+}

@@ -1,0 +1,33 @@
+//! ovl2-core: Docker's overlay2 layer store as a library.
+//!
+//! The store keeps layers in exactly the on-disk format of Docker's `overlay2` graph driver
+//! (`<id>/diff`, `link`, `lower`, `work`, `committed`, and short-id symlinks under `l/`), so
+//! Docker can use a store written by ovl2 and the other way round. ovl2 adds what Docker
+//! lacks: crash-safe create and remove (stage, fsync, rename), self-repair, cross-process
+//! locking, and chains up to the kernel's 500 layers.
+//!
+//! ```no_run
+//! use ovl2_core::{Driver, Options, CreateOpts};
+//! let d = Driver::open("/var/lib/ovl2", Options::default())?;
+//! d.create("base", None, &CreateOpts::default())?;
+//! d.create("app", Some("base"), &CreateOpts::default())?;
+//! assert_eq!(d.parent("app")?.as_deref(), Some("base"));
+//! # Ok::<(), ovl2_core::Error>(())
+//! ```
+
+mod check;
+mod driver;
+mod error;
+pub mod fsutil;
+pub mod id;
+pub mod layout;
+mod lock;
+mod status;
+
+pub use check::{Problem, ProblemKind, RepairReport};
+pub use driver::{CreateOpts, Driver, LayerInfo, Metadata, Options, DOCKER_MAX_DEPTH, KERNEL_MAX_DEPTH};
+pub use error::{Error, ErrorKind, Result};
+pub use fsutil::Owner;
+
+/// The library version (the crate version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

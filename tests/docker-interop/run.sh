@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# Docker overlay2 <-> ovl2 interop tests. Needs root and $OVL2_BIN (path to the ovl2 binary).
+set -euo pipefail; cd "$(dirname "$0")"; go vet ./... && go test -count=1 -v ./...
