@@ -148,14 +148,16 @@ impl Driver {
 
         // Lower chains, work dirs and committed markers.
         let mut referenced: BTreeSet<String> = BTreeSet::new();
+        // Each layer's own chain; `None` when its lower is unreadable (reported on its own).
         let chains: BTreeMap<&str, Option<Vec<String>>> = recs
             .iter()
             .map(|r| {
-                let c = r.lower.as_deref().map(|l| {
-                    layout::parse_lower(l.trim_ascii())
-                        .map(|v| v.into_iter().map(str::to_owned).collect())
-                        .unwrap_or_default()
-                });
+                let c = match r.lower.as_deref() {
+                    None => Some(Vec::new()),
+                    Some(l) => layout::parse_lower(l.trim_ascii())
+                        .ok()
+                        .map(|v| v.into_iter().map(str::to_owned).collect()),
+                };
                 (r.id.as_str(), c)
             })
             .collect();
@@ -208,8 +210,8 @@ impl Driver {
             if all_known {
                 let parent = resolve(lids[0]).expect("known");
                 needs_commit.insert(parent);
-                let expect: Vec<String> = chains.get(parent).cloned().flatten().unwrap_or_default();
-                if expect.iter().map(String::as_str).ne(lids[1..].iter().copied()) {
+                let expect = chains.get(parent).and_then(Option::as_ref);
+                if expect.is_some_and(|e| e.iter().map(String::as_str).ne(lids[1..].iter().copied())) {
                     problems.push(self.problem(
                         &r.id,
                         ProblemKind::InconsistentLower,

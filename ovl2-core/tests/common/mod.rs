@@ -1,0 +1,112 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ovl2_core::{Driver, Options};
+
+/// A scratch directory on the real filesystem (under $TMPDIR), removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let base = std::env::var_os("OVL2_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let p = base.join(format!("ovl2-test-{tag}-{}-{}", std::process::id(), ovl2_core::fsutil::random_hex(6)));
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn home(&self) -> PathBuf {
+        self.0.join("home")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn open(home: &Path) -> Driver {
+    Driver::open(home, Options::default()).unwrap()
+}
+
+pub fn open_fast(home: &Path) -> Driver {
+    Driver::open(home, Options { sync: false, ..Options::default() }).unwrap()
+}
+
+/// Whether tests that need root must run (CI) rather than skip.
+pub fn require_root() -> bool {
+    let strict = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var("OVL2_REQUIRE_MOUNT").is_ok_and(|v| v == "1");
+    let root = rustix::process::geteuid().is_root();
+    if !root && strict {
+        panic!("this test needs root and CI=true/OVL2_REQUIRE_MOUNT=1 forbids skipping it");
+    }
+    if !root {
+        eprintln!("skipping: needs root (set CI=true to make this a failure)");
+    }
+    root
+}
+
+/// Everything in a tree, for before/after comparisons: path -> (type, mode, uid, gid, content or target).
+pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn walk(root: &Path, p: &Path, out: &mut BTreeMap<String, String>) {
+    let md = match std::fs::symlink_metadata(p) {
+        Ok(m) => m,
+        Err(_) => return,
+    };
+    let rel = p.strip_prefix(root).unwrap().display().to_string();
+    let ft = md.file_type();
+    let desc = if ft.is_symlink() {
+        format!("link -> {}", std::fs::read_link(p).unwrap().display())
+    } else if ft.is_dir() {
+        format!("dir {:o} {}:{}", md.permissions().mode() & 0o7777, md.uid(), md.gid())
+    } else if ft.is_file() {
+        let c = std::fs::read(p).unwrap_or_default();
+        format!("file {:o} {}:{} {:?}", md.permissions().mode() & 0o7777, md.uid(), md.gid(), String::from_utf8_lossy(&c))
+    } else {
+        format!("other {:o}", md.mode())
+    };
+    out.insert(rel, desc);
+    if ft.is_dir() {
+        let mut names: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        for n in names {
+            walk(root, &n, out);
+        }
+    }
+}
+
+pub fn mode(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+pub fn read(p: &Path) -> String {
+    String::from_utf8(std::fs::read(p).unwrap()).unwrap()
+}
+
+/// Asserts a layer is complete: diff, a valid link with a matching l/ symlink, and lower and
+/// work exactly when it has a parent.
+pub fn assert_complete(home: &Path, id: &str, has_parent: bool) {
+    let dir = home.join(id);
+    assert!(dir.join("diff").is_dir(), "{id}: diff");
+    let link = read(&dir.join("link"));
+    assert!(ovl2_core::id::is_short_id(link.as_bytes()), "{id}: link {link:?}");
+    assert_eq!(
+        std::fs::read_link(home.join("l").join(&link)).unwrap(),
+        PathBuf::from(format!("../{id}/diff")),
+        "{id}: l/{link}"
+    );
+    assert_eq!(dir.join("lower").exists(), has_parent, "{id}: lower");
+    assert_eq!(dir.join("work").is_dir(), has_parent, "{id}: work");
+}
