@@ -26,6 +26,8 @@ pub enum ErrorKind {
     Permission,
     /// The on-disk store is damaged in a way the operation cannot work around.
     Corrupt,
+    /// A layer archive (tar, gzip or zstd stream) is malformed, truncated or hostile.
+    CorruptArchive,
     /// Any other I/O failure.
     Io,
 }
@@ -75,6 +77,14 @@ pub enum Error {
     /// Something in the store is damaged.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A layer archive could not be applied: malformed, truncated, or refused as hostile.
+    #[error("bad layer archive at {at}: {reason}")]
+    CorruptArchive {
+        /// Where: the entry name, or a byte offset in the stream.
+        at: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// A system call failed.
     #[error("{context}: {source}")]
     Io {
@@ -97,6 +107,7 @@ impl Error {
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Unsupported(_) => ErrorKind::Unsupported,
             Error::Corrupt(_) => ErrorKind::Corrupt,
+            Error::CorruptArchive { .. } => ErrorKind::CorruptArchive,
             Error::Io { source, .. } => {
                 use rustix::io::Errno;
                 match Errno::from_io_error(source) {
@@ -124,6 +135,7 @@ impl Error {
             Error::Busy { .. } => Errno::BUSY,
             Error::Unsupported(_) => Errno::OPNOTSUPP,
             Error::Corrupt(_) => Errno::UCLEAN,
+            Error::CorruptArchive { .. } => Errno::BADMSG,
         };
         Some(e.raw_os_error())
     }
