@@ -15,6 +15,7 @@
 //! # Ok::<(), ovl2_core::Error>(())
 //! ```
 
+mod archive;
 mod check;
 mod driver;
 mod error;
@@ -22,8 +23,11 @@ pub mod fsutil;
 pub mod id;
 pub mod layout;
 mod lock;
-mod status;
+pub(crate) mod status;
 
+pub use archive::{
+    detect_compression, whiteout, ApplyOpts, ApplyProgress, ApplyStats, Change, ChangeKind, Compression, DiffStats,
+};
 pub use check::{Problem, ProblemKind, RepairReport};
 pub use driver::{CreateOpts, Driver, LayerInfo, Metadata, Options, DOCKER_MAX_DEPTH, KERNEL_MAX_DEPTH};
 pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,801 @@
+//! `apply_diff`: extract a layer tar into a fresh `diff` in staging, fd-relative and confined
+//! to that tree, then swap it in atomically.
+
+use std::ffi::{CStr, CString};
+use std::io::{self, BufReader, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+
+use super::input::{self, Compression, Counters};
+use super::whiteout::{self, TarName};
+use super::{fsx, size};
+use crate::driver::Driver;
+use crate::error::{Context, Error, Result};
+use crate::fsutil::{self, cstr, Owner};
+use crate::{id, layout};
+
+/// How [`Driver::apply_diff_with`] runs.
+#[derive(Clone, Copy)]
+pub struct ApplyOpts<'a> {
+    /// Flush the applied data to disk (one `syncfs`) before the layer counts as complete.
+    /// Off, a power cut may lose or tear the layer's files; a killed process still cannot.
+    pub sync: bool,
+    /// Called after each tar entry, for progress displays.
+    pub progress: Option<&'a (dyn Fn(&ApplyProgress) + Sync)>,
+}
+
+impl Default for ApplyOpts<'_> {
+    fn default() -> Self {
+        ApplyOpts { sync: true, progress: None }
+    }
+}
+
+impl std::fmt::Debug for ApplyOpts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplyOpts").field("sync", &self.sync).field("progress", &self.progress.is_some()).finish()
+    }
+}
+
+/// Where an apply is, as reported to [`ApplyOpts::progress`].
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyProgress {
+    /// Tar entries done.
+    pub entries: u64,
+    /// Bytes read from the caller's reader (compressed, when the input is).
+    pub input_bytes: u64,
+    /// Uncompressed tar bytes read.
+    pub tar_bytes: u64,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApplyStats {
+    /// Docker's ApplyDiff value: the sum of `lstat` sizes of every non-directory in the
+    /// layer, hardlinks counted once, whiteouts as 0.
+    pub size: u64,
+    /// `sha256:<hex>` of the uncompressed tar stream (the layer's DiffID).
+    pub digest: String,
+    /// Length of the uncompressed tar stream.
+    pub tar_bytes: u64,
+    /// How the input was compressed.
+    pub compression: Compression,
+    /// Tar entries read (extension headers not counted).
+    pub entries: u64,
+    /// Regular files written.
+    pub files: u64,
+    /// Directories created or updated.
+    pub dirs: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Hardlinks created.
+    pub hardlinks: u64,
+    /// Whiteouts (`.wh.NAME`) turned into overlay whiteouts.
+    pub whiteouts: u64,
+    /// Directories marked opaque (`.wh..wh..opq`).
+    pub opaque_dirs: u64,
+    /// Character and block devices and fifos created.
+    pub special: u64,
+    /// Entries deliberately not applied: PAX global headers, AUFS metadata, and devices
+    /// inside a user namespace (as Docker does).
+    pub skipped: u64,
+    /// Overlay-private xattrs (`trusted.overlay.*`, `user.overlay.*`) found and dropped.
+    pub dropped_xattrs: u64,
+}
+
+impl Driver {
+    /// Applies a layer tar (plain, gzip or zstd) to the empty layer `id`, whose parent must be
+    /// `parent`, and returns Docker's size value, the tar's digest and entry counts.
+    ///
+    /// Nothing outside the layer's `diff` is created, changed or followed, whatever the tar
+    /// holds. On any error the layer is left exactly as it was. Data is synced when the store
+    /// was opened with `sync` (see [`Driver::apply_diff_with`] to choose per call).
+    pub fn apply_diff(&self, id: &str, parent: Option<&str>, reader: impl Read) -> Result<ApplyStats> {
+        self.apply_diff_with(id, parent, reader, &ApplyOpts { sync: self.opts.sync, progress: None })
+    }
+
+    /// [`Driver::apply_diff`] with explicit options.
+    pub fn apply_diff_with(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        reader: impl Read,
+        opts: &ApplyOpts<'_>,
+    ) -> Result<ApplyStats> {
+        id::validate(id)?;
+        if let Some(p) = parent {
+            id::validate(p)?;
+        }
+        let real = self.parent(id)?;
+        if real.as_deref() != parent {
+            return Err(Error::InvalidArgument(format!(
+                "apply_diff: {:?} is not the parent of layer {id:?} (its parent is {:?}); \
+                 ovl2 applies only onto a layer's own parent",
+                parent, real
+            )));
+        }
+        // Fail fast before reading the stream; checked again under the layer lock at the swap.
+        {
+            let layer = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            check_target(id, &layer)?;
+        }
+        let stage = Stage::new(self)?;
+        let res = self.apply_staged(id, &stage, reader, opts);
+        stage.discard(self);
+        res
+    }
+
+    fn apply_staged(&self, id: &str, stage: &Stage, reader: impl Read, opts: &ApplyOpts<'_>) -> Result<ApplyStats> {
+        let counters = Arc::new(Counters::default());
+        let (stream, compression) = input::open(reader, counters.clone())?;
+        let mut x = Extractor {
+            root: stage.diff.as_fd(),
+            owner: self.root,
+            opaque_xattr: whiteout::opaque_xattr_for_apply(),
+            userns: crate::status::in_user_namespace(),
+            cache: None,
+            dir_times: Vec::new(),
+            buf: vec![0u8; 256 * 1024],
+            stats: ApplyStats {
+                size: 0,
+                digest: String::new(),
+                tar_bytes: 0,
+                compression,
+                entries: 0,
+                files: 0,
+                dirs: 0,
+                symlinks: 0,
+                hardlinks: 0,
+                whiteouts: 0,
+                opaque_dirs: 0,
+                special: 0,
+                skipped: 0,
+                dropped_xattrs: 0,
+            },
+        };
+        let mut archive = tar::Archive::new(BufReader::with_capacity(256 * 1024, stream));
+        let mut last = String::from("the start of the stream");
+        // Where the header after the last entry starts: the end-of-archive block must be there.
+        let mut end_pos = 0u64;
+        {
+            let entries = archive.entries().map_err(|e| input::stream_error(&counters, last.clone(), e))?;
+            for entry in entries {
+                let mut entry = entry.map_err(|e| input::stream_error(&counters, format!("the header after {last}"), e))?;
+                last = format!("entry {}", show(&entry.path_bytes()));
+                x.entry(&mut entry, &last, &counters)?;
+                x.stats.entries += 1;
+                end_pos = (entry.raw_file_position() + entry.size()).div_ceil(512) * 512;
+                if let Some(p) = opts.progress {
+                    p(&ApplyProgress {
+                        entries: x.stats.entries,
+                        input_bytes: counters.input.load(Ordering::Relaxed),
+                        tar_bytes: entry.raw_file_position() + entry.size(),
+                    });
+                }
+            }
+        }
+        let mut rest = archive.into_inner();
+        io::copy(&mut rest, &mut io::sink())
+            .map_err(|e| input::stream_error(&counters, format!("the end of the stream after {last}"), e))?;
+        let stream = rest.into_inner();
+        if stream.pos < end_pos + 512 {
+            // Go's reader takes a clean EOF at an entry boundary as the end; a truncated
+            // download looks exactly like that, so ovl2 insists on the end-of-archive block.
+            return Err(Error::CorruptArchive {
+                at: format!("byte {} (after {last})", stream.pos),
+                reason: "stream ends without the end-of-archive block (truncated)".into(),
+            });
+        }
+        x.stats.tar_bytes = stream.pos;
+        x.stats.digest = stream.digest();
+        x.fix_dir_times()?;
+        x.stats.size = size::tree_size(stage.diff.as_fd()).ctx(|| "measuring the applied layer".into())?;
+        if let Some(p) = opts.progress {
+            p(&ApplyProgress {
+                entries: x.stats.entries,
+                input_bytes: counters.input.load(Ordering::Relaxed),
+                tar_bytes: x.stats.tar_bytes,
+            });
+        }
+        let stats = x.stats;
+        if opts.sync {
+            rfs::syncfs(&stage.diff).ctx(|| "syncing the applied layer (syncfs)".into())?;
+        }
+        self.swap_in(id, stage, opts.sync)?;
+        Ok(stats)
+    }
+
+    /// Exchanges the staged `diff` with the layer's (empty) one under the layer's lock.
+    fn swap_in(&self, id: &str, stage: &Stage, sync: bool) -> Result<()> {
+        let layer = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        fsutil::flock(&layer, true, false).ctx(|| format!("locking layer {id:?}"))?;
+        // The fd must still be the layer: a concurrent remove renames it away first.
+        let here = rfs::fstat(&layer).ctx(|| format!("stat of layer {id:?}"))?;
+        let cid = cstr(id).expect("validated");
+        match rfs::statat(&self.home_fd, &cid, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if st.st_dev == here.st_dev && st.st_ino == here.st_ino => {}
+            _ => return Err(Error::NotFound(id.to_owned())),
+        }
+        check_target(id, &layer)?;
+        rfs::renameat_with(&stage.fd, layout::DIFF, &layer, layout::DIFF, RenameFlags::EXCHANGE)
+            .ctx(|| format!("swapping the applied diff into layer {id:?}"))?;
+        if sync {
+            fsutil::fsync(&layer).ctx(|| format!("syncing layer {id:?}"))?;
+            fsutil::fsync(&stage.fd).ctx(|| "syncing the staging dir".into())?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a layer that is mounted or whose `diff` already has content.
+fn check_target(id: &str, layer: &OwnedFd) -> Result<()> {
+    let here = rfs::fstat(layer).ctx(|| format!("stat of layer {id:?}"))?;
+    if let Ok(st) = rfs::statat(layer, layout::MERGED, AtFlags::SYMLINK_NOFOLLOW) {
+        if st.st_dev != here.st_dev {
+            return Err(Error::Busy { id: id.to_owned(), reason: "it is mounted; put it first".into() });
+        }
+    }
+    let diff = match fsutil::open_dir(layer, layout::DIFF) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
+            return Err(Error::Corrupt(format!("layer {id:?} has no diff directory; run `ovl2 check --repair`")))
+        }
+        Err(e) => return Err(Error::io(format!("opening {id}/diff"), e)),
+    };
+    if !fsutil::list_dir(&diff).ctx(|| format!("listing {id}/diff"))?.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "layer {id:?} already has content; apply_diff fills an empty layer"
+        )));
+    }
+    Ok(())
+}
+
+/// `.ovl2/staging/apply-<random>/diff`, locked so repair leaves it alone while we work.
+struct Stage {
+    name: CString,
+    fd: OwnedFd,
+    diff: OwnedFd,
+}
+
+impl Stage {
+    fn new(d: &Driver) -> Result<Stage> {
+        let name = cstr(&format!("apply-{}", fsutil::random_hex(12))).expect("ascii");
+        fsutil::mkdir(&d.staging_fd, &name, layout::PRIVATE_MODE, Some(d.owner))
+            .ctx(|| "creating an apply staging dir".into())?;
+        let setup = || -> Result<(OwnedFd, OwnedFd)> {
+            let fd = fsutil::open_dir(&d.staging_fd, &name).ctx(|| "opening an apply staging dir".into())?;
+            fsutil::flock(&fd, true, false).ctx(|| "locking an apply staging dir".into())?;
+            fsutil::mkdir(&fd, layout::DIFF, layout::DIFF_MODE, Some(d.root)).ctx(|| "creating the staged diff".into())?;
+            let diff = fsutil::open_dir(&fd, layout::DIFF).ctx(|| "opening the staged diff".into())?;
+            Ok((fd, diff))
+        };
+        match setup() {
+            Ok((fd, diff)) => Ok(Stage { name, fd, diff }),
+            Err(e) => {
+                let _ = fsutil::remove_tree(&d.staging_fd, &name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes the staging dir: the failed extraction, or the old empty diff after a swap.
+    fn discard(self, d: &Driver) {
+        let _ = fsutil::remove_tree(&d.staging_fd, &self.name);
+    }
+}
+
+/// Printable form of a tar name for error messages.
+pub(crate) fn show(name: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(name))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Reg,
+    Dir,
+    Symlink,
+    Link,
+    Char,
+    Block,
+    Fifo,
+}
+
+/// What a header says about an entry's metadata.
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    times: Timestamps,
+    xattrs: Vec<(CString, Vec<u8>)>,
+}
+
+struct Extractor<'a> {
+    root: BorrowedFd<'a>,
+    owner: Owner,
+    opaque_xattr: &'static CStr,
+    userns: bool,
+    /// The parent directory of the last entry: tars list siblings together.
+    cache: Option<(Vec<u8>, OwnedFd)>,
+    dir_times: Vec<(Vec<u8>, Timestamps)>,
+    buf: Vec<u8>,
+    stats: ApplyStats,
+}
+
+fn refuse(at: &str, reason: impl Into<String>) -> Error {
+    Error::CorruptArchive { at: at.to_owned(), reason: reason.into() }
+}
+
+/// A failed system call on behalf of an entry: the tar's fault when the errno says the tree
+/// contradicts it (missing parent, a file where a dir should be, a loop, a name too long,
+/// an escape attempt), an I/O error otherwise.
+fn sys(at: &str, what: &str, e: Errno) -> Error {
+    match e {
+        Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV | Errno::NAMETOOLONG | Errno::EXIST | Errno::ISDIR => {
+            Error::CorruptArchive { at: at.to_owned(), reason: format!("{what}: {}", io::Error::from(e)) }
+        }
+        e => Error::io(format!("{what} for {at}"), e),
+    }
+}
+
+/// Cleans a tar name as Go's `filepath.Clean` followed by a join onto the layer root: `.`
+/// and empty components go, `..` pops, a leading `/` is dropped. `None` means the name
+/// climbs above the root.
+fn clean(name: &[u8]) -> Option<Vec<&[u8]>> {
+    let rooted = name.first() == Some(&b'/');
+    let mut out: Vec<&[u8]> = Vec::new();
+    for c in name.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                if out.last().is_some_and(|l| *l != b"..") {
+                    out.pop();
+                } else if !rooted {
+                    out.push(c);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    if out.first() == Some(&&b".."[..]) {
+        return None;
+    }
+    Some(out)
+}
+
+/// Parses a PAX time (`secs[.frac]`), clamped to the range Docker applies (before 1970
+/// becomes the epoch).
+fn pax_time(v: &[u8]) -> Option<Timespec> {
+    let s = std::str::from_utf8(v).ok()?;
+    if s.starts_with('-') {
+        return Some(Timespec { tv_sec: 0, tv_nsec: 0 });
+    }
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = secs.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut digits: String = frac.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    Some(Timespec { tv_sec: secs, tv_nsec: digits.parse().ok()? })
+}
+
+fn join(comps: &[&[u8]]) -> Vec<u8> {
+    comps.join(&b'/')
+}
+
+impl Extractor<'_> {
+    fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>, at: &str, c: &Counters) -> Result<()> {
+        let raw_name = e.path_bytes().into_owned();
+        let link = e.link_name_bytes().map(|l| l.into_owned());
+        let h = e.header();
+        let ty = h.entry_type().as_byte();
+        let kind = match ty {
+            b'0' | b'\0' if ty == b'\0' && raw_name.ends_with(b"/") => Kind::Dir,
+            b'0' | b'\0' => Kind::Reg,
+            b'1' => Kind::Link,
+            b'2' => Kind::Symlink,
+            b'3' => Kind::Char,
+            b'4' => Kind::Block,
+            b'5' => Kind::Dir,
+            b'6' => Kind::Fifo,
+            b'g' => {
+                self.stats.skipped += 1;
+                return Ok(());
+            }
+            b'S' => return Err(refuse(at, "GNU sparse files are not supported in layers")),
+            t => return Err(refuse(at, format!("unsupported entry type {:?}", t as char))),
+        };
+        // Go's reader (Docker's) reads no data for header-only types, so data here would make
+        // the two parsers see different archives.
+        if kind != Kind::Reg && e.size() != 0 {
+            return Err(refuse(at, format!("a {kind:?} entry carries {} bytes of data", e.size())));
+        }
+        let bad = |what: &str| refuse(at, format!("malformed {what} field"));
+        let mode = h.mode().map_err(|_| bad("mode"))? & 0o7777;
+        let uid = u32::try_from(h.uid().map_err(|_| bad("uid"))?).map_err(|_| bad("uid"))?;
+        let gid = u32::try_from(h.gid().map_err(|_| bad("gid"))?).map_err(|_| bad("gid"))?;
+        let dev = match kind {
+            Kind::Char | Kind::Block => {
+                let maj = h.device_major().map_err(|_| bad("devmajor"))?.unwrap_or(0);
+                let min = h.device_minor().map_err(|_| bad("devminor"))?.unwrap_or(0);
+                rfs::makedev(maj, min)
+            }
+            _ => 0,
+        };
+        let hdr_mtime = h.mtime().map_err(|_| bad("mtime"))?;
+        let mut mtime = Timespec { tv_sec: i64::try_from(hdr_mtime).unwrap_or(0), tv_nsec: 0 };
+        let mut atime = None;
+        let mut xattrs = Vec::new();
+        if let Some(pax) = e.pax_extensions().map_err(|e| input::stream_error(c, at.to_owned(), e))? {
+            for rec in pax {
+                let rec = rec.map_err(|_| refuse(at, "malformed PAX record"))?;
+                let k = rec.key_bytes();
+                if let Some(x) = k.strip_prefix(b"SCHILY.xattr.") {
+                    if !whiteout::xattr_allowed(x) {
+                        self.stats.dropped_xattrs += 1;
+                        continue;
+                    }
+                    let name = CString::new(x).map_err(|_| refuse(at, "xattr name contains NUL"))?;
+                    xattrs.push((name, rec.value_bytes().to_vec()));
+                } else if k == b"mtime" {
+                    mtime = pax_time(rec.value_bytes()).ok_or_else(|| bad("PAX mtime"))?;
+                } else if k == b"atime" {
+                    atime = Some(pax_time(rec.value_bytes()).ok_or_else(|| bad("PAX atime"))?);
+                } else if k.starts_with(b"GNU.sparse.") {
+                    return Err(refuse(at, "PAX sparse files are not supported in layers"));
+                }
+            }
+        }
+        // Docker: atime is the later of the two.
+        let atime = match atime {
+            Some(a) if (a.tv_sec, a.tv_nsec) > (mtime.tv_sec, mtime.tv_nsec) => a,
+            _ => mtime,
+        };
+        let meta = Meta { mode, uid, gid, times: Timestamps { last_access: atime, last_modification: mtime }, xattrs };
+
+        let comps = clean(&raw_name).ok_or_else(|| refuse(at, "name climbs out of the layer (..)"))?;
+        let Some((base, dir)) = comps.split_last() else {
+            // The layer root: its mode and owner are the store's, as Docker leaves them.
+            if kind == Kind::Dir {
+                self.stats.skipped += 1;
+                return Ok(());
+            }
+            return Err(refuse(at, "a non-directory entry for the layer root"));
+        };
+        if comps[0].starts_with(whiteout::WH_META_PREFIX) && comps[0] != whiteout::WH_OPAQUE {
+            // AUFS bookkeeping (`.wh..wh.plnk` and the like), skipped as Docker's UnpackLayer does.
+            self.stats.skipped += 1;
+            return Ok(());
+        }
+        let dir_path = join(dir);
+        match whiteout::classify(base, dir.is_empty()) {
+            TarName::Invalid => Err(refuse(at, "invalid whiteout name")),
+            TarName::AufsMeta => {
+                self.stats.skipped += 1;
+                Ok(())
+            }
+            TarName::Opaque => {
+                let parent = self.parent(&dir_path, at)?;
+                let r = rfs::fsetxattr(&parent, self.opaque_xattr, b"y", rfs::XattrFlags::empty());
+                self.cache = Some((dir_path, parent));
+                r.map_err(|e| sys(at, "marking the directory opaque", e))?;
+                self.stats.opaque_dirs += 1;
+                Ok(())
+            }
+            TarName::Whiteout(name) => {
+                let parent = self.parent(&dir_path, at)?;
+                let r = self.whiteout(parent.as_fd(), name, &meta, at);
+                self.cache = Some((dir_path, parent));
+                r
+            }
+            TarName::Plain => {
+                let parent = self.parent(&dir_path, at)?;
+                let r = self.plain(parent.as_fd(), &comps, kind, link.as_deref(), dev, &meta, e, at);
+                self.cache = Some((dir_path, parent));
+                r
+            }
+        }
+    }
+
+    /// The directory `dir` inside the root, creating missing components 0755 owned by the
+    /// store's root as Docker does for implied parents.
+    fn parent(&mut self, dir: &[u8], at: &str) -> Result<OwnedFd> {
+        if let Some((p, fd)) = self.cache.take() {
+            if p == dir {
+                return Ok(fd);
+            }
+        }
+        match fsx::open_dir_in_root(self.root, dir) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(sys(at, "resolving the parent directory", e)),
+        }
+        let mut cur: Option<OwnedFd> = None;
+        let mut end = 0;
+        for comp in dir.split(|&b| b == b'/') {
+            end += comp.len();
+            match fsx::open_dir_in_root(self.root, &dir[..end]) {
+                Ok(fd) => cur = Some(fd),
+                Err(Errno::NOENT) => {
+                    let p = cur.as_ref().map(|f| f.as_fd()).unwrap_or(self.root);
+                    let name = CString::new(comp).map_err(|_| refuse(at, "name contains NUL"))?;
+                    rfs::mkdirat(p, &name, Mode::from_raw_mode(0o755))
+                        .map_err(|e| sys(at, "creating an implied parent directory", e))?;
+                    let fd = fsutil::open_dir(p, &name).map_err(|e| sys(at, "opening an implied parent", errno(&e)))?;
+                    rfs::fchown(&fd, Some(rfs::Uid::from_raw(self.owner.uid)), Some(rfs::Gid::from_raw(self.owner.gid)))
+                        .and_then(|()| rfs::fchmod(&fd, Mode::from_raw_mode(0o755)))
+                        .map_err(|e| sys(at, "setting up an implied parent", e))?;
+                    cur = Some(fd);
+                }
+                Err(e) => return Err(sys(at, "resolving the parent directory", e)),
+            }
+            end += 1;
+        }
+        Ok(cur.expect("a non-empty dir path has components"))
+    }
+
+    fn whiteout(&mut self, parent: BorrowedFd<'_>, name: &[u8], meta: &Meta, at: &str) -> Result<()> {
+        let cname = CString::new(name).map_err(|_| refuse(at, "name contains NUL"))?;
+        match rfs::statat(parent, &cname, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if whiteout::is_whiteout(&st) => {}
+            Ok(_) => return Err(refuse(at, "whiteout for an entry this same archive creates")),
+            Err(Errno::NOENT) => {
+                match rfs::mknodat(parent, &cname, FileType::CharacterDevice, Mode::empty(), 0) {
+                    Ok(()) => {}
+                    Err(Errno::PERM) => {
+                        return Err(Error::Unsupported(format!(
+                            "{at}: creating a whiteout (character device 0:0) is not permitted here; \
+                             it needs CAP_MKNOD or Linux >= 5.8 in a user namespace"
+                        )))
+                    }
+                    Err(e) => return Err(sys(at, "creating a whiteout", e)),
+                }
+            }
+            Err(e) => return Err(sys(at, "looking up the whiteout target", e)),
+        }
+        rfs::chownat(
+            parent,
+            &cname,
+            Some(rfs::Uid::from_raw(meta.uid)),
+            Some(rfs::Gid::from_raw(meta.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| sys(at, "setting the whiteout's owner", e))?;
+        self.stats.whiteouts += 1;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plain<R: Read>(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        comps: &[&[u8]],
+        kind: Kind,
+        link: Option<&[u8]>,
+        dev: u64,
+        meta: &Meta,
+        e: &mut tar::Entry<'_, R>,
+        at: &str,
+    ) -> Result<()> {
+        let base = comps[comps.len() - 1];
+        let name = CString::new(base).map_err(|_| refuse(at, "name contains NUL"))?;
+        let mut merge = false;
+        match rfs::statat(parent, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => {
+                let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+                if is_dir && kind == Kind::Dir {
+                    merge = true;
+                } else if is_dir {
+                    fsutil::remove_tree(parent, &name).map_err(|e| sys(at, "replacing a directory", errno(&e)))?;
+                } else {
+                    rfs::unlinkat(parent, &name, AtFlags::empty()).map_err(|e| sys(at, "replacing an entry", e))?;
+                }
+            }
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(sys(at, "looking up the entry", e)),
+        }
+        match kind {
+            Kind::Reg => {
+                let fd = rfs::openat(
+                    parent,
+                    &name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| sys(at, "creating the file", e))?;
+                self.copy_data(&fd, e, at)?;
+                self.meta_fd(&fd, meta, true, at)?;
+                self.stats.files += 1;
+            }
+            Kind::Dir => {
+                if !merge {
+                    rfs::mkdirat(parent, &name, Mode::from_raw_mode(0o700))
+                        .map_err(|e| sys(at, "creating the directory", e))?;
+                }
+                let fd = fsutil::open_dir(parent, &name).map_err(|e| sys(at, "opening the directory", errno(&e)))?;
+                self.meta_fd(&fd, meta, false, at)?;
+                self.dir_times.push((join(comps), clone_ts(&meta.times)));
+                self.stats.dirs += 1;
+            }
+            Kind::Symlink => {
+                let target = link.unwrap_or_default();
+                rfs::symlinkat(target, parent, &name).map_err(|e| sys(at, "creating the symlink", e))?;
+                self.meta_at(parent, &name, meta, false, at)?;
+                self.stats.symlinks += 1;
+            }
+            Kind::Link => {
+                let target = link.unwrap_or_default();
+                let tcomps = clean(target).ok_or_else(|| refuse(at, "hardlink target climbs out of the layer (..)"))?;
+                let Some((tbase, tdir)) = tcomps.split_last() else {
+                    return Err(refuse(at, "hardlink to the layer root"));
+                };
+                let tparent = fsx::open_dir_in_root(self.root, &join(tdir))
+                    .map_err(|e| sys(at, &format!("resolving hardlink target {}", show(target)), e))?;
+                let tname = CString::new(*tbase).map_err(|_| refuse(at, "name contains NUL"))?;
+                let st = rfs::statat(&tparent, &tname, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| sys(at, &format!("hardlink target {}", show(target)), e))?;
+                let tty = FileType::from_raw_mode(st.st_mode);
+                if tty == FileType::Directory {
+                    return Err(refuse(at, format!("hardlink to a directory ({})", show(target))));
+                }
+                rfs::linkat(&tparent, &tname, parent, &name, AtFlags::empty())
+                    .map_err(|e| sys(at, "creating the hardlink", e))?;
+                self.meta_at(parent, &name, meta, tty != FileType::Symlink, at)?;
+                self.stats.hardlinks += 1;
+            }
+            Kind::Char | Kind::Block | Kind::Fifo => {
+                let ft = match kind {
+                    Kind::Char => FileType::CharacterDevice,
+                    Kind::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                if self.userns && kind != Kind::Fifo {
+                    self.stats.skipped += 1;
+                    return Ok(());
+                }
+                match rfs::mknodat(parent, &name, ft, Mode::from_raw_mode(0o600), dev) {
+                    Ok(()) => {}
+                    Err(Errno::PERM) if self.userns => {
+                        self.stats.skipped += 1;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(sys(at, "creating the device node", e)),
+                }
+                self.meta_at(parent, &name, meta, true, at)?;
+                self.stats.special += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_data<R: Read>(&mut self, fd: &OwnedFd, e: &mut tar::Entry<'_, R>, at: &str) -> Result<()> {
+        loop {
+            let n = match e.read(&mut self.buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    return Err(match err.kind() {
+                        io::ErrorKind::UnexpectedEof => refuse(at, format!("data ends early (truncated): {err}")),
+                        _ => refuse(at, format!("reading the entry's data: {err}")),
+                    })
+                }
+            };
+            let mut data = &self.buf[..n];
+            while !data.is_empty() {
+                match rustix::io::write(fd, data) {
+                    Ok(0) => return Err(Error::io(format!("writing {at}"), io::Error::from(io::ErrorKind::WriteZero))),
+                    Ok(w) => data = &data[w..],
+                    Err(Errno::INTR) => {}
+                    Err(err) => return Err(Error::io(format!("writing {at}"), err)),
+                }
+            }
+        }
+    }
+
+    /// Owner, xattrs, mode and (unless deferred for directories) times, in Docker's order:
+    /// chown clears setuid bits and file capabilities, so it goes first.
+    fn meta_fd(&mut self, fd: &OwnedFd, m: &Meta, times: bool, at: &str) -> Result<()> {
+        rfs::fchown(fd, Some(rfs::Uid::from_raw(m.uid)), Some(rfs::Gid::from_raw(m.gid)))
+            .map_err(|e| sys(at, "setting the owner", e))?;
+        for (k, v) in &m.xattrs {
+            match rfs::fsetxattr(fd, k.as_c_str(), v, rfs::XattrFlags::empty()) {
+                Ok(()) | Err(Errno::PERM) => {}
+                Err(e) => return Err(sys(at, &format!("setting xattr {k:?}"), e)),
+            }
+        }
+        rfs::fchmod(fd, Mode::from_raw_mode(m.mode)).map_err(|e| sys(at, "setting the mode", e))?;
+        if times {
+            rfs::futimens(fd, &m.times).map_err(|e| sys(at, "setting the times", e))?;
+        }
+        Ok(())
+    }
+
+    /// The same for entries that cannot be opened for I/O (symlinks, devices, fifos, links).
+    /// `mode_and_times` is false for symlinks (no lchmod) and links to symlinks.
+    fn meta_at(&mut self, parent: BorrowedFd<'_>, name: &CStr, m: &Meta, mode_and_times: bool, at: &str) -> Result<()> {
+        rfs::chownat(
+            parent,
+            name,
+            Some(rfs::Uid::from_raw(m.uid)),
+            Some(rfs::Gid::from_raw(m.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| sys(at, "setting the owner", e))?;
+        for (k, v) in &m.xattrs {
+            match fsx::lset_xattr_at(parent, name, k.to_bytes(), v) {
+                Ok(()) | Err(Errno::PERM) => {}
+                Err(e) => return Err(sys(at, &format!("setting xattr {k:?}"), e)),
+            }
+        }
+        if mode_and_times {
+            // Not a symlink (checked by the caller), so following is the same as not.
+            rfs::chmodat(parent, name, Mode::from_raw_mode(m.mode), AtFlags::empty())
+                .map_err(|e| sys(at, "setting the mode", e))?;
+        }
+        // Symlinks get their own times (lutimes), as Docker does.
+        rfs::utimensat(parent, name, &m.times, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| sys(at, "setting the times", e))?;
+        Ok(())
+    }
+
+    /// Directory mtimes last, once nothing more is created inside them. A directory that a
+    /// later entry removed or replaced is skipped.
+    fn fix_dir_times(&mut self) -> Result<()> {
+        self.cache = None;
+        for (path, ts) in std::mem::take(&mut self.dir_times) {
+            let fd = match rfs::openat2(
+                self.root,
+                path.as_slice(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+                fsx::IN_ROOT,
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
+                Err(e) => return Err(Error::io(format!("reopening directory {}", show(&path)), e)),
+            };
+            rfs::futimens(&fd, &ts).ctx(|| format!("setting the times of {}", show(&path)))?;
+        }
+        Ok(())
+    }
+}
+
+fn errno(e: &io::Error) -> Errno {
+    Errno::from_io_error(e).unwrap_or(Errno::IO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_like_go() {
+        let c = |s: &str| clean(s.as_bytes()).map(|v| String::from_utf8(join(&v)).unwrap());
+        assert_eq!(c("a/b/../c").as_deref(), Some("a/c"));
+        assert_eq!(c("/etc/passwd").as_deref(), Some("etc/passwd"));
+        assert_eq!(c("/../../x").as_deref(), Some("x"));
+        assert_eq!(c("./a//b/").as_deref(), Some("a/b"));
+        assert_eq!(c("../x"), None);
+        assert_eq!(c("a/../../x"), None);
+        assert_eq!(c("..").as_deref(), None);
+        assert_eq!(c("./").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(pax_time(b"12.5").map(|t| (t.tv_sec, t.tv_nsec)), Some((12, 500_000_000)));
+        assert_eq!(pax_time(b"12").map(|t| (t.tv_sec, t.tv_nsec)), Some((12, 0)));
+        assert_eq!(pax_time(b"-3.25").map(|t| (t.tv_sec, t.tv_nsec)), Some((0, 0)));
+        assert_eq!(pax_time(b"1.1234567891").map(|t| t.tv_nsec), Some(123_456_789));
+        assert!(pax_time(b"x").is_none());
+    }
+}
+
+fn clone_ts(t: &Timestamps) -> Timestamps {
+    Timestamps { last_access: t.last_access, last_modification: t.last_modification }
+}

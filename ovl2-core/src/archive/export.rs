@@ -1,0 +1,332 @@
+//! `diff`: a layer's `diff/` as a tar in Docker's layer format, byte-identical to Docker's
+//! native overlay2 Diff of the same directory.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::io::{self, BufWriter, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
+use sha2::{Digest, Sha256};
+
+use super::gotar::{Header, Writer};
+use super::input::hex_digest;
+use super::{fsx, whiteout};
+use crate::driver::Driver;
+use crate::error::{Context, Error, Result};
+use crate::fsutil;
+
+/// What a [`Driver::diff`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DiffStats {
+    /// Length of the (uncompressed) tar stream.
+    pub tar_bytes: u64,
+    /// `sha256:<hex>` of the tar stream: the layer's DiffID.
+    pub digest: String,
+    /// Tar entries written (opaque markers and whiteouts included).
+    pub entries: u64,
+}
+
+impl Driver {
+    /// Writes layer `id` as a tar in Docker's layer format relative to `parent`, which must
+    /// be the layer's own parent (`None` for a base layer).
+    ///
+    /// Whiteouts become `.wh.NAME` entries, opaque directories get a `.wh..wh..opq` entry,
+    /// hardlinks are links to the first path seen, and the only xattr written is
+    /// `security.capability`, as in Docker. The output is deterministic: the same tree
+    /// always gives the same bytes, and they are the bytes Docker's native Diff writes.
+    pub fn diff(&self, id: &str, parent: Option<&str>, writer: impl Write) -> Result<DiffStats> {
+        let (layers, native) = self.layers_for(id, parent)?;
+        if !native {
+            return Err(Error::Unsupported(format!(
+                "diff of layer {id:?} against {parent:?}, which is not its parent ({:?}), needs Docker's \
+                 naive (mounted) diff, which ovl2 does not implement yet",
+                layers.parent
+            )));
+        }
+        let mut out = Out { w: BufWriter::with_capacity(256 * 1024, writer), hasher: Sha256::new(), n: 0 };
+        let mut ex = Exporter {
+            tw: Writer::new(&mut out),
+            seen: HashMap::new(),
+            entries: 0,
+            buf: vec![0u8; 256 * 1024],
+        };
+        let mut prefix = Vec::new();
+        ex.walk(layers.upper.as_fd(), &mut prefix)?;
+        ex.tw.finish().ctx(|| "writing the end of the tar".into())?;
+        let entries = ex.entries;
+        drop(ex);
+        out.w.flush().ctx(|| "flushing the tar stream".into())?;
+        Ok(DiffStats { tar_bytes: out.n, digest: hex_digest(out.hasher.finalize().as_slice()), entries })
+    }
+}
+
+struct Out<W: Write> {
+    w: BufWriter<W>,
+    hasher: Sha256,
+    n: u64,
+}
+
+impl<W: Write> Write for Out<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+struct Exporter<W: Write> {
+    tw: Writer<W>,
+    /// First path written for each multiply-linked inode (Go keys by inode number alone).
+    seen: HashMap<u64, Vec<u8>>,
+    entries: u64,
+    buf: Vec<u8>,
+}
+
+/// The xattrs of an entry that matter to export, read with one `listxattr` in the common
+/// case of none at all.
+#[derive(Default)]
+struct Xattrs {
+    capability: Option<Vec<u8>>,
+    opaque: bool,
+    redirect: bool,
+}
+
+fn read_xattrs(list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>, get: impl Fn(&CStr) -> io::Result<Option<Vec<u8>>>) -> io::Result<Xattrs> {
+    let mut buf = vec![0u8; 1024];
+    let n = loop {
+        match list(&mut buf) {
+            Ok(n) => break n,
+            Err(Errno::RANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            Err(Errno::OPNOTSUPP) => return Ok(Xattrs::default()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut x = Xattrs::default();
+    for name in buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        match name {
+            b"security.capability" => {
+                x.capability = get(c"security.capability")?;
+            }
+            b"trusted.overlay.opaque" | b"user.overlay.opaque" => {
+                let key = if name.starts_with(b"t") { whiteout::OPAQUE_TRUSTED } else { whiteout::OPAQUE_USER };
+                x.opaque |= get(key)?.is_some_and(|v| whiteout::is_opaque_value(&v));
+            }
+            n if whiteout::REDIRECT_XATTRS.iter().any(|r| r.to_bytes() == n) => x.redirect = true,
+            _ => {}
+        }
+    }
+    Ok(x)
+}
+
+/// Docker writes a v3 (namespaced) capability as v2: the root uid means nothing outside
+/// the user namespace the archive was built in.
+fn cap_v2(mut c: Vec<u8>) -> Vec<u8> {
+    if c.len() > 3 && c[3] == 3 {
+        c[3] = 2;
+        c.truncate(20);
+    }
+    c
+}
+
+fn show(p: &[u8]) -> String {
+    super::apply::show(p)
+}
+
+impl<W: Write> Exporter<W> {
+    fn walk(&mut self, dir: BorrowedFd<'_>, prefix: &mut Vec<u8>) -> Result<()> {
+        let ents = fsutil::list_dir(dir).ctx(|| format!("listing {}", show(prefix)))?;
+        for ent in ents {
+            let plen = prefix.len();
+            prefix.extend_from_slice(ent.name.to_bytes());
+            let st = rfs::statat(dir, &ent.name, AtFlags::SYMLINK_NOFOLLOW).ctx(|| format!("stat of {}", show(prefix)))?;
+            let r = self.entry(dir, &ent.name, &st, prefix);
+            prefix.truncate(plen);
+            r?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, dir: BorrowedFd<'_>, name: &CStr, st: &Stat, rel: &mut Vec<u8>) -> Result<()> {
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let mode = (st.st_mode & 0o7777) as i64;
+        let mut h = Header {
+            name: &[],
+            link: &[],
+            flag: b'0',
+            mode,
+            uid: st.st_uid as i64,
+            gid: st.st_gid as i64,
+            size: 0,
+            mtime: Some(st.st_mtime),
+            devmajor: 0,
+            devminor: 0,
+            records: Vec::new(),
+        };
+        let at = show(rel);
+        match ft {
+            FileType::Directory => {
+                let fd = fsutil::open_dir(dir, name).ctx(|| format!("opening {at}"))?;
+                let x = read_xattrs(|b| rfs::flistxattr(&fd, b), |k| fsx::fget_xattr(&fd, k))
+                    .ctx(|| format!("reading xattrs of {at}"))?;
+                if x.redirect {
+                    return Err(redirect_error(&at));
+                }
+                if let Some(c) = x.capability {
+                    h.records.push((b"SCHILY.xattr.security.capability".to_vec(), cap_v2(c)));
+                }
+                rel.push(b'/');
+                h.flag = b'5';
+                let dname = rel.clone();
+                h.name = &dname;
+                self.put(&h, &at)?;
+                if x.opaque {
+                    let mut oname = dname.clone();
+                    oname.extend_from_slice(whiteout::WH_OPAQUE);
+                    let wo = Header {
+                        name: &oname,
+                        link: &[],
+                        flag: b'0',
+                        mode: mode & 0o777,
+                        uid: h.uid,
+                        gid: h.gid,
+                        size: 0,
+                        mtime: None,
+                        devmajor: 0,
+                        devminor: 0,
+                        records: Vec::new(),
+                    };
+                    self.put(&wo, &at)?;
+                }
+                self.walk(fd.as_fd(), rel)?;
+                return Ok(());
+            }
+            FileType::RegularFile => {
+                let fd = rfs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+                    .ctx(|| format!("opening {at}"))?;
+                let x = read_xattrs(|b| rfs::flistxattr(&fd, b), |k| fsx::fget_xattr(&fd, k))
+                    .ctx(|| format!("reading xattrs of {at}"))?;
+                if x.redirect {
+                    return Err(redirect_error(&at));
+                }
+                if let Some(c) = x.capability {
+                    h.records.push((b"SCHILY.xattr.security.capability".to_vec(), cap_v2(c)));
+                }
+                h.size = st.st_size;
+                let link = self.hardlink(st, rel);
+                let name = rel.clone();
+                h.name = &name;
+                if let Some(l) = &link {
+                    h.flag = b'1';
+                    h.link = l;
+                    h.size = 0;
+                }
+                self.put(&h, &at)?;
+                if link.is_none() {
+                    self.copy(&fd, st.st_size as u64, &at)?;
+                }
+                return Ok(());
+            }
+            FileType::Symlink => {
+                let target = rfs::readlinkat(dir, name, Vec::new()).ctx(|| format!("reading link {at}"))?;
+                let target = target.into_bytes();
+                let link = self.hardlink(st, rel);
+                let name = rel.clone();
+                h.name = &name;
+                h.flag = b'2';
+                h.link = &target;
+                if let Some(l) = &link {
+                    h.flag = b'1';
+                    h.link = l;
+                }
+                self.put(&h, &at)?;
+                return Ok(());
+            }
+            FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
+                h.flag = match ft {
+                    FileType::CharacterDevice => b'3',
+                    FileType::BlockDevice => b'4',
+                    _ => b'6',
+                };
+                if ft != FileType::Fifo {
+                    h.devmajor = rfs::major(st.st_rdev) as i64;
+                    h.devminor = rfs::minor(st.st_rdev) as i64;
+                }
+                let link = self.hardlink(st, rel);
+                if let Some(l) = &link {
+                    h.flag = b'1';
+                    h.link = l;
+                }
+                let mut name = rel.clone();
+                if whiteout::is_whiteout(st) {
+                    // Docker's converter turns the device into an empty `.wh.` file, after the
+                    // hardlink rule ran, so a linked whiteout keeps its link name.
+                    let cut = rel.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+                    name.truncate(cut);
+                    name.extend_from_slice(&whiteout::whiteout_name(&rel[cut..]));
+                    h.flag = b'0';
+                    h.mode = 0o600;
+                    h.size = 0;
+                }
+                h.name = &name;
+                self.put(&h, &at)?;
+                return Ok(());
+            }
+            // Go's tar cannot write sockets; Docker logs and skips them.
+            _ => return Ok(()),
+        }
+    }
+
+    /// The first path of a multiply-linked non-directory, if this is a later one.
+    fn hardlink(&mut self, st: &Stat, rel: &[u8]) -> Option<Vec<u8>> {
+        if st.st_nlink <= 1 {
+            return None;
+        }
+        match self.seen.get(&st.st_ino) {
+            Some(first) => Some(first.clone()),
+            None => {
+                self.seen.insert(st.st_ino, rel.to_vec());
+                None
+            }
+        }
+    }
+
+    fn put(&mut self, h: &Header<'_>, at: &str) -> Result<()> {
+        self.entries += 1;
+        self.tw.header(h).ctx(|| format!("writing the tar header of {at}"))
+    }
+
+    fn copy(&mut self, fd: &rustix::fd::OwnedFd, size: u64, at: &str) -> Result<()> {
+        let mut left = size;
+        while left > 0 {
+            let want = self.buf.len().min(left as usize);
+            let n = match rustix::io::read(fd, &mut self.buf[..want]) {
+                Ok(0) => {
+                    return Err(Error::io(
+                        format!("reading {at}"),
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being exported"),
+                    ))
+                }
+                Ok(n) => n,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(Error::io(format!("reading {at}"), e)),
+            };
+            self.tw.data(&self.buf[..n]).ctx(|| format!("writing the data of {at}"))?;
+            left -= n as u64;
+        }
+        debug_assert!(self.tw.entry_done());
+        Ok(())
+    }
+}
+
+fn redirect_error(at: &str) -> Error {
+    Error::Unsupported(format!(
+        "{at} carries an overlay redirect or metacopy xattr, which a native diff cannot express; \
+         ovl2 mounts without redirect_dir and metacopy, so this layer was written by another tool"
+    ))
+}

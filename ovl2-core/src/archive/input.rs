@@ -1,0 +1,142 @@
+//! Reading a layer stream: compression detected from magic bytes, every uncompressed byte
+//! hashed (the layer's DiffID), and read errors of the source told apart from bad data.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// How a layer stream is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// gzip, possibly several members (pigz).
+    Gzip,
+    /// zstd (zstd:chunked streams are plain zstd frames plus skippable frames).
+    Zstd,
+}
+
+const IO_BUF: usize = 256 * 1024;
+
+/// Detects the compression from the first bytes, as Docker's `DetectCompression` does.
+/// bzip2 and xz are recognised and refused by name rather than parsed as a tar.
+pub fn detect(head: &[u8]) -> Result<Compression> {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Compression::Gzip)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Ok(Compression::Zstd)
+    } else if head.starts_with(b"BZh") {
+        Err(Error::Unsupported("bzip2-compressed layers are not supported; decompress first".into()))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Err(Error::Unsupported("xz-compressed layers are not supported; decompress first".into()))
+    } else {
+        Ok(Compression::None)
+    }
+}
+
+/// Shared counters a progress display can read while the stream is consumed.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Bytes read from the caller's reader (compressed).
+    pub input: AtomicU64,
+    /// Set when the caller's reader itself failed (an I/O error, not bad data).
+    pub source_failed: AtomicBool,
+}
+
+/// The caller's reader, counting bytes and flagging its own failures.
+struct Source<R> {
+    inner: R,
+    c: Arc<Counters>,
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.c.input.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.c.source_failed.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The uncompressed tar stream, hashed as it is read.
+pub(crate) struct TarStream<'a> {
+    inner: Box<dyn Read + 'a>,
+    hasher: Sha256,
+    /// Uncompressed bytes read so far.
+    pub pos: u64,
+}
+
+impl Read for TarStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl TarStream<'_> {
+    /// `sha256:<hex>` of everything read.
+    pub fn digest(self) -> String {
+        hex_digest(self.hasher.finalize().as_slice())
+    }
+}
+
+/// Formats a sha256 as Docker's digest string.
+pub(crate) fn hex_digest(d: &[u8]) -> String {
+    let mut s = String::with_capacity(7 + 64);
+    s.push_str("sha256:");
+    for b in d {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Opens `reader` as an uncompressed tar stream.
+pub(crate) fn open<'a, R: Read + 'a>(reader: R, c: Arc<Counters>) -> Result<(TarStream<'a>, Compression)> {
+    let mut buf = BufReader::with_capacity(IO_BUF, Source { inner: reader, c: c.clone() });
+    let head = loop {
+        match buf.fill_buf() {
+            Ok(h) => break h,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("reading the layer stream", e)),
+        }
+    };
+    let comp = detect(head)?;
+    let inner: Box<dyn Read + 'a> = match comp {
+        Compression::None => Box::new(buf),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
+        Compression::Zstd => {
+            let d = zstd::stream::read::Decoder::with_buffer(buf)
+                .map_err(|e| Error::io("starting the zstd decoder", e))?;
+            Box::new(d)
+        }
+    };
+    Ok((TarStream { inner, hasher: Sha256::new(), pos: 0 }, comp))
+}
+
+/// Maps a read error of the stream: the caller's reader failing is an I/O error; anything
+/// else (bad compression, truncation, a malformed header) is a corrupt archive, located at
+/// `at`.
+pub(crate) fn stream_error(c: &Counters, at: String, e: io::Error) -> Error {
+    if c.source_failed.load(Ordering::Relaxed) {
+        return Error::io(format!("reading the layer stream at {at}"), e);
+    }
+    let reason = match e.kind() {
+        io::ErrorKind::UnexpectedEof => format!("stream ends early (truncated): {e}"),
+        _ => e.to_string(),
+    };
+    Error::CorruptArchive { at, reason }
+}

@@ -1,0 +1,522 @@
+//! Layer archives end to end: apply (safe, atomic, all entry types), diff (Docker's format,
+//! deterministic), changes and diff_size, plus a hostile-tar corpus and damaged streams.
+
+mod common;
+#[path = "common/tarb.rs"]
+mod tarb;
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use common::{require_root, Scratch};
+use ovl2_core::{ApplyOpts, ChangeKind, CreateOpts, Driver, ErrorKind, Options};
+use sha2::{Digest, Sha256};
+use tarb::{gzip, tar, zstd, E};
+
+fn open(home: &Path) -> Driver {
+    Driver::open(home, Options { sync: false, ..Options::default() }).unwrap()
+}
+
+fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut buf = vec![0u8; 4096];
+    let n = rustix::fs::llistxattr(p, &mut buf[..]).unwrap_or(0);
+    let mut out = Vec::new();
+    for name in buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        let mut v = vec![0u8; 4096];
+        let k = std::str::from_utf8(name).unwrap().to_owned();
+        if let Ok(m) = rustix::fs::lgetxattr(p, name, &mut v[..]) {
+            out.push((k, v[..m].to_vec()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Everything about a tree that a layer round trip must keep.
+fn snap(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut inodes = HashMap::new();
+    snap_walk(root, root, &mut out, &mut inodes);
+    out
+}
+
+fn snap_walk(root: &Path, p: &Path, out: &mut BTreeMap<String, String>, inodes: &mut HashMap<u64, String>) {
+    let mut names: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+    for n in names {
+        let md = std::fs::symlink_metadata(&n).unwrap();
+        let rel = n.strip_prefix(root).unwrap().display().to_string();
+        let ft = md.file_type();
+        let what = if ft.is_dir() {
+            "dir".to_string()
+        } else if ft.is_symlink() {
+            format!("symlink->{}", std::fs::read_link(&n).unwrap().display())
+        } else if ft.is_file() {
+            format!("file sha={:x}", Sha256::digest(std::fs::read(&n).unwrap()))
+        } else if ft.is_char_device() {
+            format!("char {}", md.rdev())
+        } else if ft.is_block_device() {
+            format!("block {}", md.rdev())
+        } else if ft.is_fifo() {
+            "fifo".into()
+        } else {
+            "other".into()
+        };
+        let link = if !ft.is_dir() && md.nlink() > 1 {
+            match inodes.get(&md.ino()) {
+                Some(first) => format!(" hardlink-of={first}"),
+                None => {
+                    inodes.insert(md.ino(), rel.clone());
+                    String::new()
+                }
+            }
+        } else {
+            String::new()
+        };
+        let mt = if ft.is_dir() { String::new() } else { format!(" mtime={}.{:09}", md.mtime(), md.mtime_nsec()) };
+        out.insert(
+            rel.clone(),
+            format!("{what} mode={:o} {}:{} size={}{mt}{link} xattrs={:?}", md.mode() & 0o7777, md.uid(), md.gid(),
+                if ft.is_dir() { 0 } else { md.size() }, xattrs(&n)),
+        );
+        if ft.is_dir() {
+            snap_walk(root, &n, out, inodes);
+        }
+    }
+}
+
+fn diff_dir(home: &Path, id: &str) -> std::path::PathBuf {
+    home.join(id).join("diff")
+}
+
+fn staging_empty(home: &Path) -> bool {
+    std::fs::read_dir(home.join(".ovl2/staging")).unwrap().next().is_none()
+}
+
+/// A v2 file capability (cap_net_bind_service), as setcap writes it.
+fn cap_v2() -> Vec<u8> {
+    let mut c = vec![0u8; 20];
+    c[0..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
+    c[4..8].copy_from_slice(&(1u32 << 10).to_le_bytes());
+    c
+}
+
+fn rich_tree() -> Vec<E> {
+    vec![
+        E::dir("etc/"),
+        E::file("etc/hosts", b"127.0.0.1 localhost\n").owner(0, 0),
+        E::file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n").mode(0o644),
+        E::dir("usr/").mode(0o755),
+        E::dir("usr/bin/"),
+        E::file("usr/bin/sudo", b"\x7fELF suid").mode(0o4755).owner(0, 0),
+        E::file("usr/bin/wall", b"\x7fELF sgid").mode(0o2755).owner(0, 5),
+        E::file("usr/bin/ping", b"\x7fELF caps").mode(0o755).pax("SCHILY.xattr.security.capability", &cap_v2()),
+        E::hardlink("usr/bin/sudoedit", "usr/bin/sudo").mode(0o4755),
+        E::dir("tmp/").mode(0o1777),
+        E::symlink("usr/bin/sh", "/bin/busybox"),
+        E::symlink("lib", "usr/lib"),
+        E::file("home/user/notes.txt", b"implied parents").owner(1000, 1000),
+        E::file("nanos", b"n").pax("mtime", b"1600000000.123456789"),
+        E::file("big", &vec![7u8; 300_000]),
+        E::file("empty", b""),
+        E::file("user-xattr", b"x").pax("SCHILY.xattr.user.comment", b"hello"),
+        E { dev: (1, 3), ..E::new("dev/null", b'3').mode(0o666) },
+        E { dev: (7, 0), ..E::new("dev/loop0", b'4').mode(0o660) },
+        E::new("run/fifo", b'6').mode(0o600),
+        E::file(&format!("deep/{}/{}", "d".repeat(200), "f".repeat(200)), b"long names via PAX"),
+        E::file("utf8-\u{e9}t\u{e9}", b"non-ascii name"),
+    ]
+}
+
+#[test]
+fn apply_writes_every_entry_type() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("apply-types");
+    let d = open(&s.home());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    let data = tar(&rich_tree());
+    let st = d.apply_diff("base", None, &data[..]).unwrap();
+    assert_eq!(st.digest, format!("sha256:{:x}", Sha256::digest(&data)));
+    assert_eq!(st.tar_bytes, data.len() as u64);
+    assert_eq!(st.hardlinks, 1);
+    assert_eq!(st.special, 3);
+    let diff = diff_dir(&s.home(), "base");
+    let md = |p: &str| std::fs::symlink_metadata(diff.join(p)).unwrap();
+    assert_eq!(md("usr/bin/sudo").mode() & 0o7777, 0o4755);
+    assert_eq!(md("usr/bin/wall").mode() & 0o7777, 0o2755);
+    assert_eq!(md("usr/bin/wall").gid(), 5);
+    assert_eq!(md("tmp").mode() & 0o7777, 0o1777);
+    assert_eq!(md("usr/bin/sudoedit").ino(), md("usr/bin/sudo").ino());
+    assert_eq!(std::fs::read_link(diff.join("usr/bin/sh")).unwrap(), Path::new("/bin/busybox"));
+    assert_eq!(md("home/user/notes.txt").uid(), 1000);
+    // Implied parents: 0755, the store's root.
+    assert_eq!(md("home").mode() & 0o7777, 0o755);
+    assert_eq!(md("home/user").uid(), 0);
+    assert_eq!((md("nanos").mtime(), md("nanos").mtime_nsec()), (1_600_000_000, 123_456_789));
+    assert_eq!(md("etc").mtime(), 1_600_000_000, "directory mtimes are fixed after their contents");
+    assert!(md("dev/null").file_type().is_char_device());
+    assert_eq!(md("dev/null").rdev(), rustix::fs::makedev(1, 3));
+    assert!(md("dev/loop0").file_type().is_block_device());
+    assert!(md("run/fifo").file_type().is_fifo());
+    assert_eq!(xattrs(&diff.join("usr/bin/ping")), vec![("security.capability".into(), cap_v2())]);
+    assert_eq!(xattrs(&diff.join("user-xattr")), vec![("user.comment".into(), b"hello".to_vec())]);
+    // The root keeps the store's mode and owner.
+    assert_eq!(md("").mode() & 0o7777, 0o755);
+    // Docker's size: non-directories, the hardlinked inode once.
+    let expect: u64 = rich_tree()
+        .iter()
+        .filter(|e| matches!(e.ty, b'0' | b'2'))
+        .map(|e| if e.ty == b'2' { e.link.len() as u64 } else { e.data.len() as u64 })
+        .sum();
+    assert_eq!(st.size, expect);
+    assert_eq!(d.diff_size("base", None).unwrap(), st.size);
+    assert!(staging_empty(&s.home()));
+}
+
+#[test]
+fn whiteouts_and_opaque_dirs_become_overlay_form() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("apply-wh");
+    let d = open(&s.home());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.create("top", Some("base"), &CreateOpts::default()).unwrap();
+    d.apply_diff("base", None, &tar(&[E::dir("a/"), E::file("a/x", b"1"), E::file("gone", b"2")])[..]).unwrap();
+    let st = d
+        .apply_diff(
+            "top",
+            Some("base"),
+            &tar(&[
+                E::file(".wh.gone", b"").owner(0, 0),
+                E::dir("a/"),
+                E::file("a/.wh..wh..opq", b""),
+                E::file("a/new", b"3"),
+                E::file("planted", b"p").pax("SCHILY.xattr.trusted.overlay.redirect", b"/etc").pax(
+                    "SCHILY.xattr.user.overlay.origin",
+                    b"x",
+                ),
+            ])[..],
+        )
+        .unwrap();
+    assert_eq!((st.whiteouts, st.opaque_dirs, st.dropped_xattrs), (1, 1, 2));
+    let diff = diff_dir(&s.home(), "top");
+    let wh = std::fs::symlink_metadata(diff.join("gone")).unwrap();
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0 && wh.mode() & 0o7777 == 0);
+    assert!(!diff.join(".wh.gone").exists() && !diff.join("a/.wh..wh..opq").exists());
+    assert_eq!(xattrs(&diff.join("a")), vec![("trusted.overlay.opaque".into(), b"y".to_vec())]);
+    assert_eq!(xattrs(&diff.join("planted")), vec![]);
+    // Changes and the export see them again.
+    let ch: Vec<String> = d.changes("top", Some("base")).unwrap().iter().map(|c| c.to_string()).collect();
+    assert_eq!(ch, ["C /a", "D /a/x", "A /a/new", "D /gone", "A /planted"].map(String::from).to_vec().sorted());
+    let mut out = Vec::new();
+    d.diff("top", Some("base"), &mut out).unwrap();
+    let names = tar_names(&out);
+    assert_eq!(names, ["a/", "a/.wh..wh..opq", "a/new", ".wh.gone", "planted"]);
+}
+
+trait Sorted {
+    fn sorted(self) -> Self;
+}
+impl Sorted for Vec<String> {
+    fn sorted(mut self) -> Self {
+        self.sort_by(|a, b| a[2..].cmp(&b[2..]));
+        self
+    }
+}
+
+fn tar_names(data: &[u8]) -> Vec<String> {
+    let mut a = tar::Archive::new(data);
+    a.entries().unwrap().map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned()).collect()
+}
+
+#[test]
+fn round_trip_keeps_everything_and_digest_is_stable() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("roundtrip");
+    let d = open(&s.home());
+    for id in ["one", "two", "three"] {
+        d.create(id, None, &CreateOpts::default()).unwrap();
+    }
+    d.apply_diff("one", None, &tar(&rich_tree())[..]).unwrap();
+    let mut t1 = Vec::new();
+    let s1 = d.diff("one", None, &mut t1).unwrap();
+    assert_eq!(s1.digest, format!("sha256:{:x}", Sha256::digest(&t1)));
+    let a2 = d.apply_diff("two", None, &t1[..]).unwrap();
+    assert_eq!(a2.digest, s1.digest);
+    let mut t2 = Vec::new();
+    let s2 = d.diff("two", None, &mut t2).unwrap();
+    assert_eq!(s1.digest, s2.digest, "same tree, same bytes");
+    assert_eq!(t1, t2);
+    // mtimes are whole seconds in Docker's format, so compare after one round: two == three.
+    d.apply_diff("three", None, &zstd(&t2)[..]).unwrap();
+    let (a, b) = (snap(&diff_dir(&s.home(), "two")), snap(&diff_dir(&s.home(), "three")));
+    assert_eq!(a, b);
+    // And against the original tree, everything but sub-second mtimes survives.
+    // Against the original: only sub-second mtimes and xattrs other than
+    // security.capability are lost, exactly what Docker's export drops.
+    let strip = |m: BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.into_iter()
+            .filter(|(k, _)| k != "user-xattr")
+            .map(|(k, v)| (k, v.split(' ').filter(|t| !t.starts_with("mtime=")).collect::<Vec<_>>().join(" ")))
+            .collect()
+    };
+    assert_eq!(xattrs(&diff_dir(&s.home(), "three").join("user-xattr")), vec![]);
+    assert_eq!(strip(snap(&diff_dir(&s.home(), "one"))), strip(a));
+    assert_eq!(d.diff_size("one", None).unwrap(), d.diff_size("three", None).unwrap());
+}
+
+#[test]
+fn every_compression_applies_and_gives_the_tar_digest() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("compress");
+    let d = open(&s.home());
+    let data = tar(&[E::file("a", b"hello"), E::dir("b/")]);
+    // Two gzip members (pigz style) must read as one stream.
+    let mut multi = gzip(&data[..512 * 2]);
+    multi.extend(gzip(&data[512 * 2..]));
+    for (i, input) in [data.clone(), gzip(&data), zstd(&data), multi].iter().enumerate() {
+        let id = format!("l{i}");
+        d.create(&id, None, &CreateOpts::default()).unwrap();
+        let st = d.apply_diff(&id, None, &input[..]).unwrap();
+        assert_eq!(st.digest, format!("sha256:{:x}", Sha256::digest(&data)), "input {i}");
+        assert_eq!(std::fs::read(diff_dir(&s.home(), &id).join("a")).unwrap(), b"hello");
+    }
+    d.create("bz", None, &CreateOpts::default()).unwrap();
+    let e = d.apply_diff("bz", None, &b"BZh91AY&SY"[..]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+}
+
+/// Builds the files that must never change, outside the store.
+fn sentinel(s: &Scratch) -> std::path::PathBuf {
+    let out = s.path().join("outside");
+    std::fs::create_dir_all(out.join("etc")).unwrap();
+    std::fs::write(out.join("etc/passwd"), "host\n").unwrap();
+    std::fs::write(out.join("victim"), "untouched\n").unwrap();
+    out
+}
+
+fn hostile_corpus(outside: &Path) -> Vec<(&'static str, Vec<u8>, bool)> {
+    let o = outside.display().to_string();
+    // (name, tar, must be refused). Contained cases may apply but must stay inside.
+    vec![
+        ("dotdot", tar(&[E::file("../victim", b"pwn")]), true),
+        ("dotdot-deep", tar(&[E::file("a/../../victim", b"pwn")]), true),
+        ("dotdot-many", tar(&[E::file(&"../".repeat(40).to_string(), b"pwn")]), true),
+        ("absolute", tar(&[E::file(&format!("{o}/victim"), b"pwn")]), false),
+        ("absolute-dotdot", tar(&[E::file("/../../victim", b"pwn")]), false),
+        ("symlink-then-write", tar(&[E::symlink("esc", &o), E::file("esc/victim", b"pwn")]), false),
+        ("symlink-rel-then-write", tar(&[E::symlink("esc", "../../../../../../../../"), E::file(&format!("esc{o}/victim"), b"pwn")]), false),
+        ("symlink-dir-then-write", tar(&[E::dir("d/"), E::symlink("d", &format!("{o}/etc")), E::file("d/passwd", b"pwn")]), false),
+        ("symlink-replaces-dir-chain", tar(&[E::dir("a/"), E::dir("a/b/"), E::symlink("a", &o), E::file("a/victim", b"pwn")]), false),
+        ("hardlink-outside-abs", tar(&[E::hardlink("h", &format!("{o}/victim"))]), true),
+        ("hardlink-outside-dotdot", tar(&[E::hardlink("h", "../victim")]), true),
+        ("hardlink-through-symlink", tar(&[E::symlink("s", &o), E::hardlink("h", "s/victim")]), true),
+        ("hardlink-to-symlink-then-write", tar(&[E::symlink("s", &format!("{o}/victim")), E::hardlink("h", "s"), E::file("h", b"pwn")]), false),
+        ("symlink-final-then-file", tar(&[E::symlink("f", &format!("{o}/victim")), E::file("f", b"pwn")]), false),
+        ("whiteout-dotdot", tar(&[E::file(".wh...", b"")]), true),
+        ("whiteout-dot", tar(&[E::file("a/.wh..", b"")]), true),
+        ("whiteout-empty", tar(&[E::file(".wh.", b"")]), true),
+        ("whiteout-through-symlink", tar(&[E::symlink("s", &o), E::file("s/.wh.victim", b"")]), false),
+        ("opaque-through-symlink", tar(&[E::symlink("s", &o), E::file("s/.wh..wh..opq", b"")]), false),
+        ("long-component", tar(&[E::file(&"x".repeat(300), b"pwn")]), true),
+        ("long-path", tar(&[E::file(&"d/".repeat(2100), b"pwn")]), true),
+        ("duplicate", tar(&[E::file("dup", b"one"), E::file("dup", b"two"), E::dir("dup/"), E::file("dup", b"three")]), false),
+        ("dir-over-file-over-link", tar(&[E::symlink("x", &o), E::dir("x/"), E::file("x/victim", b"pwn")]), false),
+        ("root-as-file", tar(&[E::file("/", b"pwn")]), true),
+        ("symlink-with-data", tar(&[E { data: b"hidden header".to_vec(), ..E::symlink("s", "t") }]), true),
+        ("pax-sparse", tar(&[E::file("sp", b"x").pax("GNU.sparse.map", b"0,1")]), true),
+        ("overlay-xattr-redirect", tar(&[E::dir("d/").pax("SCHILY.xattr.trusted.overlay.redirect", b"/")]), false),
+        ("unknown-type", tar(&[E::new("weird", b'Z')]), true),
+        ("magic-link", tar(&[E::symlink("p", "/proc/self/root"), E::file("p/victim", b"pwn")]), false),
+    ]
+}
+
+#[test]
+fn hostile_tars_are_refused_or_contained() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("hostile");
+    let outside = sentinel(&s);
+    let before = snap(&outside);
+    let d = open(&s.home());
+    let mut n = 0;
+    for (name, data, refused) in hostile_corpus(&outside) {
+        n += 1;
+        let id = format!("h{n}");
+        d.create(&id, None, &CreateOpts::default()).unwrap();
+        let r = d.apply_diff(&id, None, &data[..]);
+        eprintln!("{name}: {:?}", r.as_ref().map(|s| s.entries).map_err(|e| e.to_string()));
+        if refused {
+            let e = r.expect_err(name);
+            assert_eq!(e.kind(), ErrorKind::CorruptArchive, "{name}: {e}");
+            assert!(std::fs::read_dir(diff_dir(&s.home(), &id)).unwrap().next().is_none(), "{name}: layer changed");
+        } else if let Err(e) = r {
+            // A contained case may also be refused (e.g. a dangling parent), never as an I/O error.
+            assert_eq!(e.kind(), ErrorKind::CorruptArchive, "{name}: {e}");
+        }
+        assert_eq!(snap(&outside), before, "{name}: something outside the layer changed");
+        assert!(staging_empty(&s.home()), "{name}: staging left behind");
+    }
+    // The contained writes landed inside the layer.
+    let h = |n: usize, p: &str| diff_dir(&s.home(), &format!("h{n}")).join(p);
+    assert_eq!(std::fs::read(h(4, &format!("{}/victim", outside.display()).trim_start_matches('/'))).unwrap(), b"pwn");
+    assert_eq!(std::fs::read(h(5, "victim")).unwrap(), b"pwn");
+    assert_eq!(std::fs::read(h(22, "dup")).unwrap(), b"three");
+}
+
+#[test]
+fn damaged_streams_fail_cleanly_and_leave_the_layer() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("damaged");
+    let d = open(&s.home());
+    let data = tar(&[E::file("a", &vec![1u8; 5000]), E::dir("b/"), E::file("b/c", &vec![2u8; 3000])]);
+    let mut n = 0;
+    let mut check = |what: String, input: Vec<u8>| {
+        n += 1;
+        let id = format!("d{n}");
+        d.create(&id, None, &CreateOpts::default()).unwrap();
+        let e = d.apply_diff(&id, None, &input[..]).expect_err(&what);
+        assert_eq!(e.kind(), ErrorKind::CorruptArchive, "{what}: {e}");
+        let msg = e.to_string();
+        assert!(msg.contains("entry") || msg.contains("byte") || msg.contains("header") || msg.contains("stream"), "{what}: {msg}");
+        assert!(std::fs::read_dir(diff_dir(&s.home(), &id)).unwrap().next().is_none(), "{what}");
+        assert!(staging_empty(&s.home()), "{what}");
+    };
+    let gz = gzip(&data);
+    let zs = zstd(&data);
+    for cut in [600usize, 3000, 5632, 6200] {
+        check(format!("tar cut at {cut}"), data[..cut].to_vec());
+    }
+    for cut in [20usize, gz.len() / 2, gz.len() - 4] {
+        check(format!("gzip cut at {cut}"), gz[..cut].to_vec());
+    }
+    for cut in [12usize, zs.len() / 2, zs.len() - 2] {
+        check(format!("zstd cut at {cut}"), zs[..cut].to_vec());
+    }
+    let mut bad = data.clone();
+    bad[100] ^= 0x55; // checksum mismatch in the first header
+    check("bad checksum".into(), bad);
+    let mut bad = gz.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    check("gzip bit flip".into(), bad);
+    let mut bad = zs.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    check("zstd bit flip".into(), bad);
+    let mut lying = tarb::Tar::new();
+    lying.add(&E { size_override: Some(1 << 30), ..E::file("liar", b"short") });
+    check("size beyond the stream".into(), lying.finish());
+}
+
+#[test]
+fn apply_refuses_mounted_nonempty_and_wrong_parent() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("refuse");
+    let d = open(&s.home());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.create("kid", Some("base"), &CreateOpts::default()).unwrap();
+    let data = tar(&[E::file("a", b"1")]);
+    assert_eq!(d.apply_diff("kid", None, &data[..]).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(d.apply_diff("nope", None, &data[..]).unwrap_err().kind(), ErrorKind::NotFound);
+    d.apply_diff("base", None, &data[..]).unwrap();
+    assert_eq!(d.apply_diff("base", None, &data[..]).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    // A mount on merged/ makes the layer busy.
+    let merged = s.home().join("kid/merged");
+    std::fs::create_dir_all(&merged).unwrap();
+    rustix::mount::mount("tmpfs", &merged, "tmpfs", rustix::mount::MountFlags::empty(), None).unwrap();
+    let r = d.apply_diff_with("kid", Some("base"), &data[..], &ApplyOpts { sync: true, progress: None });
+    rustix::mount::unmount(&merged, rustix::mount::UnmountFlags::DETACH).unwrap();
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::Busy);
+    assert!(staging_empty(&s.home()));
+    // With sync on (the default), the apply completes the same way.
+    let st = d.apply_diff_with("kid", Some("base"), &data[..], &ApplyOpts::default()).unwrap();
+    assert_eq!(st.files, 1);
+}
+
+#[test]
+fn changes_follow_dockers_rules() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("changes");
+    let d = open(&s.home());
+    d.create("l1", None, &CreateOpts::default()).unwrap();
+    d.create("l2", Some("l1"), &CreateOpts::default()).unwrap();
+    d.create("l3", Some("l2"), &CreateOpts::default()).unwrap();
+    d.apply_diff(
+        "l1",
+        None,
+        &tar(&[
+            E::dir("etc/"),
+            E::file("etc/a", b"a"),
+            E::file("etc/b", b"b"),
+            E::dir("var/"),
+            E::dir("var/lib/"),
+            E::file("var/lib/x", b"x"),
+            E::file("var/lib/y", b"y"),
+            E::dir("opt/"),
+            E::file("opt/o", b"o"),
+            E::file("same", b"s"),
+        ])[..],
+    )
+    .unwrap();
+    d.apply_diff("l2", Some("l1"), &tar(&[E::dir("etc/"), E::file("etc/.wh.b", b""), E::file("etc/c", b"c")])[..]).unwrap();
+    d.apply_diff(
+        "l3",
+        Some("l2"),
+        &tar(&[
+            E::dir("etc/"),
+            E::file("etc/a", b"changed!").mode(0o600),
+            E::file("etc/.wh.c", b""),
+            E::file(".wh.opt", b""),
+            E::file(".wh.never-existed", b""),
+            E::dir("var/"),
+            E::dir("var/lib/"),
+            E::file("var/lib/.wh..wh..opq", b""),
+            E::file("var/lib/y", b"y"),
+            E::dir("new/"),
+            E::dir("new/sub/"),
+            E::file("new/sub/f", b"f"),
+            E::file("same", b"s"),
+        ])[..],
+    )
+    .unwrap();
+    let got: Vec<String> = d.changes("l3", Some("l2")).unwrap().iter().map(|c| c.to_string()).collect();
+    let want = [
+        "C /etc", "C /etc/a", "D /etc/c", "A /new", "A /new/sub", "A /new/sub/f", "D /opt", "C /var", "C /var/lib",
+        "D /var/lib/x",
+    ];
+    assert_eq!(got, want);
+    // Kinds carry Docker's numbers.
+    assert_eq!(ChangeKind::Modify as u8, 0);
+    assert_eq!(ChangeKind::Add as u8, 1);
+    assert_eq!(ChangeKind::Delete as u8, 2);
+    // Against another layer the naive comparison runs and agrees with the rules.
+    let vs_l1: Vec<String> = d.changes("l3", Some("l1")).unwrap().iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        vs_l1,
+        ["C /etc", "C /etc/a", "D /etc/b", "A /new", "A /new/sub", "A /new/sub/f", "D /opt", "C /var", "C /var/lib", "D /var/lib/x"]
+    );
+    // A base layer: everything is added.
+    let base: Vec<String> = d.changes("l1", None).unwrap().iter().map(|c| c.to_string()).collect();
+    assert_eq!(base.len(), 10);
+    assert!(base.iter().all(|c| c.starts_with("A /")));
+    // diff_size against the real parent is the apply size; against l1, added+modified files.
+    assert_eq!(d.diff_size("l3", Some("l2")).unwrap(), 8 + 1 + 1 + 1);
+    assert_eq!(d.diff_size("l3", Some("l1")).unwrap(), 8 + 1);
+}
