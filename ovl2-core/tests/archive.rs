@@ -520,3 +520,112 @@ fn changes_follow_dockers_rules() {
     assert_eq!(d.diff_size("l3", Some("l2")).unwrap(), 8 + 1 + 1 + 1);
     assert_eq!(d.diff_size("l3", Some("l1")).unwrap(), 8 + 1);
 }
+
+/// Builds Docker's own exporter (go-archive, the call Docker's overlay2 Diff makes) from
+/// tests/archive-interop; `None` (a skip) only outside CI when Go is missing.
+fn docker_tar_bin() -> Option<std::path::PathBuf> {
+    let strict = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/archive-interop");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ovl2-dockertar");
+    let st = std::process::Command::new("go").arg("build").arg("-o").arg(&out).arg(".").current_dir(&src).status();
+    match st {
+        Ok(s) if s.success() => Some(out),
+        other => {
+            assert!(!strict, "building tests/archive-interop with Go failed ({other:?}); CI needs it");
+            eprintln!("skipping: cannot build the Go reference exporter ({other:?})");
+            None
+        }
+    }
+}
+
+/// Edge cases a kernel-written upper can hold but a tar built by the test helper cannot.
+fn add_edge_cases(diff: &Path) {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let p = |s: &str| diff.join(s);
+    std::fs::create_dir_all(p("edge")).unwrap();
+    // A name that needs USTAR's prefix field, and one that needs PAX.
+    let mid = format!("edge/{}/{}", "p".repeat(110), "n".repeat(40));
+    std::fs::create_dir_all(Path::new(&p(&mid)).parent().unwrap()).unwrap();
+    std::fs::write(p(&mid), b"prefix split").unwrap();
+    symlink("t".repeat(150), p("edge/long-target")).unwrap();
+    // Large ids need PAX records; times outside USTAR's octal range too.
+    std::fs::write(p("edge/bigid"), b"id").unwrap();
+    rustix::fs::chown(&p("edge/bigid"), Some(rustix::fs::Uid::from_raw(3_000_000)), Some(rustix::fs::Gid::from_raw(70_000))).unwrap();
+    for (name, secs) in [("edge/old", -86_400i64), ("edge/future", 9_000_000_000)] {
+        std::fs::write(p(name), b"t").unwrap();
+        let ts = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec { tv_sec: secs, tv_nsec: 5 },
+            last_modification: rustix::fs::Timespec { tv_sec: secs, tv_nsec: 5 },
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, &p(name), &ts, rustix::fs::AtFlags::empty()).unwrap();
+    }
+    // Kernel whiteouts share one inode (overlay's shared whiteout): Docker's quirk keeps the
+    // link name on the converted entry.
+    rustix::fs::mknodat(rustix::fs::CWD, &p("edge/wh1"), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::empty(), 0).unwrap();
+    std::fs::hard_link(p("edge/wh1"), p("edge/wh2")).unwrap();
+    // A v3 (namespaced) capability is written back as v2.
+    std::fs::write(p("edge/capv3"), b"c").unwrap();
+    let mut v3 = vec![0u8; 24];
+    v3[0..4].copy_from_slice(&0x0300_0001u32.to_le_bytes());
+    v3[4..8].copy_from_slice(&(1u32 << 10).to_le_bytes());
+    rustix::fs::setxattr(&p("edge/capv3"), "security.capability", &v3, rustix::fs::XattrFlags::empty()).unwrap();
+    // A user-opaque dir and a dir with sticky/setgid bits (the opq marker keeps only 0777).
+    std::fs::create_dir(p("edge/sticky")).unwrap();
+    std::fs::set_permissions(p("edge/sticky"), std::fs::Permissions::from_mode(0o3775)).unwrap();
+    rustix::fs::setxattr(&p("edge/sticky"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
+    // Sockets cannot go into a tar; both exporters skip them.
+    let _ = std::os::unix::net::UnixListener::bind(p("edge/sock")).unwrap();
+    std::fs::write(p("edge/\u{444}\u{430}\u{439}\u{43b}"), b"utf8 name").unwrap();
+    std::fs::write(p(&format!("edge/{}", "\u{e9}".repeat(60))), b"non-ascii, long").unwrap();
+}
+
+#[test]
+fn diff_bytes_match_dockers_native_diff() {
+    if !require_root() {
+        return;
+    }
+    let Some(bin) = docker_tar_bin() else { return };
+    let s = Scratch::new("docker-bytes");
+    let d = open(&s.home());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.create("top", Some("base"), &CreateOpts::default()).unwrap();
+    d.apply_diff("base", None, &tar(&rich_tree())[..]).unwrap();
+    d.apply_diff(
+        "top",
+        Some("base"),
+        &tar(&[
+            E::dir("etc/"),
+            E::file("etc/.wh.passwd", b"").owner(7, 8),
+            E::dir("usr/").mode(0o700),
+            E::file("usr/.wh..wh..opq", b""),
+            E::file("usr/new", b"n"),
+        ])[..],
+    )
+    .unwrap();
+    add_edge_cases(&diff_dir(&s.home(), "top"));
+    for id in ["base", "top"] {
+        let mut ours = Vec::new();
+        let st = d.diff(id, d.parent(id).unwrap().as_deref(), &mut ours).unwrap();
+        let theirs = std::process::Command::new(&bin).arg(diff_dir(&s.home(), id)).output().unwrap();
+        assert!(theirs.status.success(), "{}", String::from_utf8_lossy(&theirs.stderr));
+        if ours != theirs.stdout {
+            let pos = ours.iter().zip(&theirs.stdout).position(|(a, b)| a != b).unwrap_or(ours.len().min(theirs.stdout.len()));
+            let blk = pos / 512 * 512;
+            panic!(
+                "{id}: bytes differ at {pos} (lengths {} vs {})\nours:   {:?}\ndocker: {:?}",
+                ours.len(),
+                theirs.stdout.len(),
+                String::from_utf8_lossy(&ours[blk..(blk + 512).min(ours.len())]),
+                String::from_utf8_lossy(&theirs.stdout[blk..(blk + 512).min(theirs.stdout.len())])
+            );
+        }
+        assert_eq!(st.digest, format!("sha256:{:x}", Sha256::digest(&theirs.stdout)));
+        if id == "top" {
+            let names = tar_names(&ours);
+            for want in ["edge/wh2", "edge/.wh.wh2", "edge/sticky/.wh..wh..opq", "usr/.wh..wh..opq", "etc/.wh.passwd", "edge/bigid"] {
+                assert!(names.iter().any(|n| n == want) || want == "edge/wh2", "{want} missing from {names:?}");
+            }
+            assert!(!names.iter().any(|n| n.ends_with("sock")));
+        }
+    }
+}

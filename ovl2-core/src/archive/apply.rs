@@ -289,6 +289,11 @@ impl Stage {
 
 /// Printable form of a tar name for error messages.
 pub(crate) fn show(name: &[u8]) -> String {
+    if name.len() > 160 {
+        let mut s = String::from_utf8_lossy(&name[..160]).into_owned();
+        s.push_str("...");
+        return format!("{s:?}");
+    }
     format!("{:?}", String::from_utf8_lossy(name))
 }
 
