@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+mod archive_cmd;
+
 use ovl2_core::{CreateOpts, Driver, LayerInfo, Options, Problem};
 
 /// Docker overlay2-compatible layer store.
@@ -77,6 +79,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Layer archives: apply, diff, changes, diff-size, import.
+    #[command(flatten)]
+    Archive(archive_cmd::ArchiveCmd),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +110,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
         }
         Cmd::Rm { id, force } => d.remove(&id, force)?,
+        Cmd::Archive(c) => return archive_cmd::run(&d, c),
         Cmd::Ls { json } => {
             let layers = d.layers()?;
             if json {
