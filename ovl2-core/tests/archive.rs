@@ -4,6 +4,10 @@
 mod common;
 #[path = "common/tarb.rs"]
 mod tarb;
+#[path = "common/docker_tool.rs"]
+mod docker_tool;
+
+use docker_tool::docker_tar_bin;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
@@ -519,23 +523,6 @@ fn changes_follow_dockers_rules() {
     // diff_size against the real parent is the apply size; against l1, added+modified files.
     assert_eq!(d.diff_size("l3", Some("l2")).unwrap(), 8 + 1 + 1 + 1);
     assert_eq!(d.diff_size("l3", Some("l1")).unwrap(), 8 + 1);
-}
-
-/// Builds Docker's own exporter (go-archive, the call Docker's overlay2 Diff makes) from
-/// tests/archive-interop; `None` (a skip) only outside CI when Go is missing.
-fn docker_tar_bin() -> Option<std::path::PathBuf> {
-    let strict = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/archive-interop");
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ovl2-dockertar");
-    let st = std::process::Command::new("go").arg("build").arg("-o").arg(&out).arg(".").current_dir(&src).status();
-    match st {
-        Ok(s) if s.success() => Some(out),
-        other => {
-            assert!(!strict, "building tests/archive-interop with Go failed ({other:?}); CI needs it");
-            eprintln!("skipping: cannot build the Go reference exporter ({other:?})");
-            None
-        }
-    }
 }
 
 /// Edge cases a kernel-written upper can hold but a tar built by the test helper cannot.

@@ -1,22 +1,35 @@
-// Command dockertar writes Docker's native overlay2 Diff of a diff directory to stdout:
-// go-archive's TarWithOptions with the overlay whiteout format, exactly the call Docker's
-// overlay2 driver makes. ovl2's Rust tests compare its own diff bytes against this.
+// Command dockertar runs Docker's own archive code (github.com/moby/go-archive) so ovl2's
+// tests can compare against it byte for byte:
+//
+//	dockertar DIFF_DIR           the native overlay2 Diff of DIFF_DIR (TarWithOptions with the
+//	                             overlay whiteout format, the call Docker's driver makes)
+//	dockertar changes NEW OLD    ChangesDirs(NEW, OLD), sorted by path, one "C /p" per line
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
+	"sort"
 
 	"github.com/moby/go-archive"
 	"github.com/moby/go-archive/compression"
 )
 
 func main() {
-	if len(os.Args) != 2 {
-		os.Stderr.WriteString("usage: dockertar DIFF_DIR\n")
+	switch {
+	case len(os.Args) == 2:
+		diff(os.Args[1])
+	case len(os.Args) == 4 && os.Args[1] == "changes":
+		changes(os.Args[2], os.Args[3])
+	default:
+		os.Stderr.WriteString("usage: dockertar DIFF_DIR | dockertar changes NEW OLD\n")
 		os.Exit(2)
 	}
-	rc, err := archive.TarWithOptions(os.Args[1], &archive.TarOptions{
+}
+
+func diff(dir string) {
+	rc, err := archive.TarWithOptions(dir, &archive.TarOptions{
 		Compression:    compression.None,
 		WhiteoutFormat: archive.OverlayWhiteoutFormat,
 	})
@@ -26,5 +39,16 @@ func main() {
 	defer rc.Close()
 	if _, err := io.Copy(os.Stdout, rc); err != nil {
 		panic(err)
+	}
+}
+
+func changes(newDir, oldDir string) {
+	ch, err := archive.ChangesDirs(newDir, oldDir)
+	if err != nil {
+		panic(err)
+	}
+	sort.Slice(ch, func(i, j int) bool { return ch[i].Path < ch[j].Path })
+	for _, c := range ch {
+		fmt.Println(c.String())
 	}
 }

@@ -60,7 +60,8 @@ impl Driver {
         if native {
             let lower = Merged::new(&layers.lowers)?;
             let mut path = Vec::new();
-            native_dir(&mut path, layers.upper.as_fd(), Some(&lower), false, &mut out)?;
+            let hidden = opaque(layers.upper.as_fd())?;
+            native_dir(&mut path, layers.upper.as_fd(), Some(&lower), hidden, &mut out)?;
         } else {
             let (new, old) = self.naive_views(id, layers, parent)?;
             let mut path = Vec::new();
@@ -290,12 +291,15 @@ fn redirect_error(path: &[u8]) -> Error {
     ))
 }
 
-/// The native walk over one upper directory. Returns whether anything below changed.
+/// The native walk over one upper directory. `hidden` says the layer's view of this
+/// directory is the upper alone (it, or a directory above it, is opaque), so everything the
+/// parent's view holds here and the upper lacks is deleted. Returns whether anything below
+/// changed.
 fn native_dir(
     path: &mut Vec<u8>,
     upper: BorrowedFd<'_>,
     lower: Option<&Merged>,
-    upper_opaque: bool,
+    hidden: bool,
     out: &mut Vec<Change>,
 ) -> Result<bool> {
     let ents = fsutil::list_dir(upper).ctx(|| format!("listing {}", String::from_utf8_lossy(path)))?;
@@ -357,9 +361,9 @@ fn native_dir(
             if redirected(fd.as_fd())? {
                 return Err(redirect_error(&child));
             }
-            let opq = opaque(fd.as_fd())?;
+            let hide = hidden || opaque(fd.as_fd())?;
             let mut cp = child.clone();
-            if native_dir(&mut cp, fd.as_fd(), old.dir.as_ref(), opq, out)? {
+            if native_dir(&mut cp, fd.as_fd(), old.dir.as_ref(), hide, out)? {
                 changed = true;
                 if !modified {
                     push(out, &child, ChangeKind::Modify);
@@ -367,7 +371,7 @@ fn native_dir(
             }
         }
     }
-    if upper_opaque {
+    if hidden {
         if let Some(l) = lower {
             let mine: BTreeSet<&CStr> = ents.iter().map(|e| e.name.as_c_str()).collect();
             for n in l.list()? {

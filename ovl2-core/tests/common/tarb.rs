@@ -8,7 +8,7 @@ pub struct Tar {
     pub buf: Vec<u8>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct E {
     pub name: Vec<u8>,
     pub ty: u8,
