@@ -774,6 +774,10 @@ fn errno(e: &io::Error) -> Errno {
     Errno::from_io_error(e).unwrap_or(Errno::IO)
 }
 
+fn clone_ts(t: &Timestamps) -> Timestamps {
+    Timestamps { last_access: t.last_access, last_modification: t.last_modification }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -799,8 +803,4 @@ mod tests {
         assert_eq!(pax_time(b"1.1234567891").map(|t| t.tv_nsec), Some(123_456_789));
         assert!(pax_time(b"x").is_none());
     }
-}
-
-fn clone_ts(t: &Timestamps) -> Timestamps {
-    Timestamps { last_access: t.last_access, last_modification: t.last_modification }
 }

@@ -59,13 +59,11 @@ impl Driver {
         let mut out = Vec::new();
         if native {
             let lower = Merged::new(&layers.lowers)?;
-            let mut path = Vec::new();
             let hidden = opaque(layers.upper.as_fd())?;
-            native_dir(&mut path, layers.upper.as_fd(), Some(&lower), hidden, &mut out)?;
+            native_dir(b"", layers.upper.as_fd(), Some(&lower), hidden, &mut out)?;
         } else {
             let (new, old) = self.naive_views(id, layers, parent)?;
-            let mut path = Vec::new();
-            naive_dir(&mut path, Some(&new), Some(&old), &mut out)?;
+            naive_dir(b"", Some(&new), Some(&old), &mut out)?;
         }
         out.sort_by(|a, b| a.path.as_os_str().as_bytes().cmp(b.path.as_os_str().as_bytes()));
         Ok(out)
@@ -81,7 +79,7 @@ impl Driver {
         }
         let (new, old) = self.naive_views(id, layers, parent)?;
         let mut changes = Vec::new();
-        naive_dir(&mut Vec::new(), Some(&new), Some(&old), &mut changes)?;
+        naive_dir(b"", Some(&new), Some(&old), &mut changes)?;
         let mut seen = HashSet::new();
         let mut total = 0u64;
         for c in changes.iter().filter(|c| c.kind != ChangeKind::Delete) {
@@ -296,7 +294,7 @@ fn redirect_error(path: &[u8]) -> Error {
 /// parent's view holds here and the upper lacks is deleted. Returns whether anything below
 /// changed.
 fn native_dir(
-    path: &mut Vec<u8>,
+    path: &[u8],
     upper: BorrowedFd<'_>,
     lower: Option<&Merged>,
     hidden: bool,
@@ -332,7 +330,7 @@ fn native_dir(
                 if redirected(fd.as_fd())? {
                     return Err(redirect_error(&child));
                 }
-                add_all(&mut child.clone(), fd.as_fd(), out)?;
+                add_all(&child, fd.as_fd(), out)?;
             }
             continue;
         };
@@ -362,8 +360,7 @@ fn native_dir(
                 return Err(redirect_error(&child));
             }
             let hide = hidden || opaque(fd.as_fd())?;
-            let mut cp = child.clone();
-            if native_dir(&mut cp, fd.as_fd(), old.dir.as_ref(), hide, out)? {
+            if native_dir(&child, fd.as_fd(), old.dir.as_ref(), hide, out)? {
                 changed = true;
                 if !modified {
                     push(out, &child, ChangeKind::Modify);
@@ -386,7 +383,7 @@ fn native_dir(
 }
 
 /// Everything below an added directory is added (whiteouts are invisible in the view).
-fn add_all(path: &mut Vec<u8>, dir: BorrowedFd<'_>, out: &mut Vec<Change>) -> Result<()> {
+fn add_all(path: &[u8], dir: BorrowedFd<'_>, out: &mut Vec<Change>) -> Result<()> {
     for ent in fsutil::list_dir(dir).ctx(|| "listing an upper dir".into())? {
         if ent.file_type == FileType::CharacterDevice {
             let s = rfs::statat(dir, &ent.name, AtFlags::SYMLINK_NOFOLLOW).ctx(|| "stat in the upper dir".into())?;
@@ -398,14 +395,14 @@ fn add_all(path: &mut Vec<u8>, dir: BorrowedFd<'_>, out: &mut Vec<Change>) -> Re
         push(out, &child, ChangeKind::Add);
         if ent.file_type == FileType::Directory {
             let fd = fsutil::open_dir(dir, &ent.name).ctx(|| "opening an upper dir".into())?;
-            add_all(&mut child.clone(), fd.as_fd(), out)?;
+            add_all(&child, fd.as_fd(), out)?;
         }
     }
     Ok(())
 }
 
 /// Docker's `addChanges` over two merged views, walked in full.
-fn naive_dir(path: &mut Vec<u8>, new: Option<&Merged>, old: Option<&Merged>, out: &mut Vec<Change>) -> Result<bool> {
+fn naive_dir(path: &[u8], new: Option<&Merged>, old: Option<&Merged>, out: &mut Vec<Change>) -> Result<bool> {
     let Some(new) = new else { return Ok(false) };
     let start = out.len();
     let new_names = new.list()?;
@@ -425,7 +422,7 @@ fn naive_dir(path: &mut Vec<u8>, new: Option<&Merged>, old: Option<&Merged>, out
             None => {
                 push(out, &child, ChangeKind::Add);
                 changed = true;
-                naive_dir(&mut child.clone(), nf.dir.as_ref(), None, out)?;
+                naive_dir(&child, nf.dir.as_ref(), None, out)?;
             }
             Some(of) => {
                 let o = old.expect("found in old");
@@ -436,7 +433,7 @@ fn naive_dir(path: &mut Vec<u8>, new: Option<&Merged>, old: Option<&Merged>, out
                     changed = true;
                 }
                 let is_dir = FileType::from_raw_mode(nf.st.st_mode) == FileType::Directory;
-                if is_dir && naive_dir(&mut child.clone(), nf.dir.as_ref(), of.dir.as_ref(), out)? {
+                if is_dir && naive_dir(&child, nf.dir.as_ref(), of.dir.as_ref(), out)? {
                     changed = true;
                     if !modified {
                         push(out, &child, ChangeKind::Modify);

@@ -204,7 +204,6 @@ impl<W: Write> Exporter<W> {
                     self.put(&wo, &at)?;
                 }
                 self.walk(fd.as_fd(), rel)?;
-                return Ok(());
             }
             FileType::RegularFile => {
                 let fd = rfs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
@@ -230,7 +229,6 @@ impl<W: Write> Exporter<W> {
                 if link.is_none() {
                     self.copy(&fd, st.st_size as u64, &at)?;
                 }
-                return Ok(());
             }
             FileType::Symlink => {
                 let target = rfs::readlinkat(dir, name, Vec::new()).ctx(|| format!("reading link {at}"))?;
@@ -245,7 +243,6 @@ impl<W: Write> Exporter<W> {
                     h.link = l;
                 }
                 self.put(&h, &at)?;
-                return Ok(());
             }
             FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
                 h.flag = match ft {
@@ -275,11 +272,11 @@ impl<W: Write> Exporter<W> {
                 }
                 h.name = &name;
                 self.put(&h, &at)?;
-                return Ok(());
             }
             // Go's tar cannot write sockets; Docker logs and skips them.
-            _ => return Ok(()),
+            _ => {}
         }
+        Ok(())
     }
 
     /// The first path of a multiply-linked non-directory, if this is a later one.
