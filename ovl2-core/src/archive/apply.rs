@@ -139,6 +139,7 @@ impl Driver {
             cache: None,
             dir_times: Vec::new(),
             buf: vec![0u8; 256 * 1024],
+            size_exact: true,
             stats: ApplyStats {
                 size: 0,
                 digest: String::new(),
@@ -156,31 +157,19 @@ impl Driver {
                 dropped_xattrs: 0,
             },
         };
-        let mut archive = tar::Archive::new(BufReader::with_capacity(256 * 1024, stream));
-        let mut last = String::from("the start of the stream");
-        // Where the header after the last entry starts: the end-of-archive block must be there.
-        let mut end_pos = 0u64;
-        {
-            let entries = archive.entries().map_err(|e| input::stream_error(&counters, last.clone(), e))?;
-            for entry in entries {
-                let mut entry = entry.map_err(|e| input::stream_error(&counters, format!("the header after {last}"), e))?;
-                last = format!("entry {}", show(&entry.path_bytes()));
-                x.entry(&mut entry, &last, &counters)?;
-                x.stats.entries += 1;
-                end_pos = (entry.raw_file_position() + entry.size()).div_ceil(512) * 512;
-                if let Some(p) = opts.progress {
-                    p(&ApplyProgress {
-                        entries: x.stats.entries,
-                        input_bytes: counters.input.load(Ordering::Relaxed),
-                        tar_bytes: entry.raw_file_position() + entry.size(),
-                    });
-                }
-            }
-        }
-        let mut rest = archive.into_inner();
-        io::copy(&mut rest, &mut io::sink())
-            .map_err(|e| input::stream_error(&counters, format!("the end of the stream after {last}"), e))?;
-        let stream = rest.into_inner();
+        let (writer, reader) = input::pipe();
+        let mut stream = stream;
+        let progress = opts.progress;
+        let worker = std::thread::scope(|sc| {
+            let c = &counters;
+            let h = sc.spawn(move || x.run(reader, c, progress).map(|(end_pos, last)| (x, end_pos, last)));
+            writer.pump(&mut stream);
+            h.join()
+        });
+        let (mut x, end_pos, last) = match worker {
+            Ok(r) => r?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
         if stream.pos < end_pos + 512 {
             // Go's reader takes a clean EOF at an entry boundary as the end; a truncated
             // download looks exactly like that, so ovl2 insists on the end-of-archive block.
@@ -191,8 +180,9 @@ impl Driver {
         }
         x.stats.tar_bytes = stream.pos;
         x.stats.digest = stream.digest();
-        x.fix_dir_times()?;
-        x.stats.size = size::tree_size(stage.diff.as_fd()).ctx(|| "measuring the applied layer".into())?;
+        if !x.size_exact {
+            x.stats.size = size::tree_size(stage.diff.as_fd()).ctx(|| "measuring the applied layer".into())?;
+        }
         if let Some(p) = opts.progress {
             p(&ApplyProgress {
                 entries: x.stats.entries,
@@ -327,6 +317,8 @@ struct Extractor<'a> {
     dir_times: Vec<(Vec<u8>, Timestamps)>,
     buf: Vec<u8>,
     stats: ApplyStats,
+    /// `stats.size` is exact unless a directory was replaced (then the tree is measured).
+    size_exact: bool,
 }
 
 fn refuse(at: &str, reason: impl Into<String>) -> Error {
@@ -394,6 +386,43 @@ fn join(comps: &[&[u8]]) -> Vec<u8> {
 }
 
 impl Extractor<'_> {
+    /// Parses the tar from the pipe and writes every entry; then reads the stream to its end
+    /// so the digest covers all of it. Returns where the end-of-archive block must start and
+    /// the last entry's name, for the caller's truncation check.
+    fn run(
+        &mut self,
+        reader: input::PipeReader,
+        counters: &Counters,
+        progress: Option<&(dyn Fn(&ApplyProgress) + Sync)>,
+    ) -> Result<(u64, String)> {
+        let mut archive = tar::Archive::new(BufReader::with_capacity(64 * 1024, reader));
+        let mut last = String::from("the start of the stream");
+        // Where the header after the last entry starts: the end-of-archive block must be there.
+        let mut end_pos = 0u64;
+        {
+            let entries = archive.entries().map_err(|e| input::stream_error(counters, last.clone(), e))?;
+            for entry in entries {
+                let mut entry = entry.map_err(|e| input::stream_error(counters, format!("the header after {last}"), e))?;
+                last = format!("entry {}", show(&entry.path_bytes()));
+                self.entry(&mut entry, &last, counters)?;
+                self.stats.entries += 1;
+                end_pos = (entry.raw_file_position() + entry.size()).div_ceil(512) * 512;
+                if let Some(p) = progress {
+                    p(&ApplyProgress {
+                        entries: self.stats.entries,
+                        input_bytes: counters.input.load(Ordering::Relaxed),
+                        tar_bytes: entry.raw_file_position() + entry.size(),
+                    });
+                }
+            }
+        }
+        let mut rest = archive.into_inner();
+        io::copy(&mut rest, &mut io::sink())
+            .map_err(|e| input::stream_error(counters, format!("the end of the stream after {last}"), e))?;
+        self.fix_dir_times()?;
+        Ok((end_pos, last))
+    }
+
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>, at: &str, c: &Counters) -> Result<()> {
         let raw_name = e.path_bytes().into_owned();
         let link = e.link_name_bytes().map(|l| l.into_owned());
@@ -589,38 +618,41 @@ impl Extractor<'_> {
     ) -> Result<()> {
         let base = comps[comps.len() - 1];
         let name = CString::new(base).map_err(|_| refuse(at, "name contains NUL"))?;
-        let mut merge = false;
-        match rfs::statat(parent, &name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => {
-                let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-                if is_dir && kind == Kind::Dir {
-                    merge = true;
-                } else if is_dir {
-                    fsutil::remove_tree(parent, &name).map_err(|e| sys(at, "replacing a directory", errno(&e)))?;
-                } else {
-                    rfs::unlinkat(parent, &name, AtFlags::empty()).map_err(|e| sys(at, "replacing an entry", e))?;
-                }
-            }
-            Err(Errno::NOENT) => {}
-            Err(e) => return Err(sys(at, "looking up the entry", e)),
-        }
+        // Create first and look only on a clash: layers rarely overwrite, and a stat per
+        // entry is measurable.
         match kind {
             Kind::Reg => {
-                let fd = rfs::openat(
-                    parent,
-                    &name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
+                let open = || {
+                    rfs::openat(
+                        parent,
+                        &name,
+                        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
+                    )
+                };
+                let fd = match open() {
+                    Err(Errno::EXIST) => {
+                        self.clear(parent, &name, kind, at)?;
+                        open()
+                    }
+                    r => r,
+                }
                 .map_err(|e| sys(at, "creating the file", e))?;
-                self.copy_data(&fd, e, at)?;
+                let n = self.copy_data(&fd, e, at)?;
                 self.meta_fd(&fd, meta, true, at)?;
+                self.stats.size += n;
                 self.stats.files += 1;
             }
             Kind::Dir => {
-                if !merge {
-                    rfs::mkdirat(parent, &name, Mode::from_raw_mode(0o700))
-                        .map_err(|e| sys(at, "creating the directory", e))?;
+                let mk = || rfs::mkdirat(parent, &name, Mode::from_raw_mode(0o700));
+                match mk() {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) => {
+                        if !self.clear(parent, &name, kind, at)? {
+                            mk().map_err(|e| sys(at, "creating the directory", e))?;
+                        }
+                    }
+                    Err(e) => return Err(sys(at, "creating the directory", e)),
                 }
                 let fd = fsutil::open_dir(parent, &name).map_err(|e| sys(at, "opening the directory", errno(&e)))?;
                 self.meta_fd(&fd, meta, false, at)?;
@@ -629,8 +661,17 @@ impl Extractor<'_> {
             }
             Kind::Symlink => {
                 let target = link.unwrap_or_default();
-                rfs::symlinkat(target, parent, &name).map_err(|e| sys(at, "creating the symlink", e))?;
+                let mk = || rfs::symlinkat(target, parent, &name);
+                match mk() {
+                    Err(Errno::EXIST) => {
+                        self.clear(parent, &name, kind, at)?;
+                        mk()
+                    }
+                    r => r,
+                }
+                .map_err(|e| sys(at, "creating the symlink", e))?;
                 self.meta_at(parent, &name, meta, false, at)?;
+                self.stats.size += target.len() as u64;
                 self.stats.symlinks += 1;
             }
             Kind::Link => {
@@ -648,8 +689,18 @@ impl Extractor<'_> {
                 if tty == FileType::Directory {
                     return Err(refuse(at, format!("hardlink to a directory ({})", show(target))));
                 }
-                rfs::linkat(&tparent, &tname, parent, &name, AtFlags::empty())
-                    .map_err(|e| sys(at, "creating the hardlink", e))?;
+                if comps == tcomps.as_slice() {
+                    return Err(refuse(at, "hardlink to itself"));
+                }
+                let mk = || rfs::linkat(&tparent, &tname, parent, &name, AtFlags::empty());
+                match mk() {
+                    Err(Errno::EXIST) => {
+                        self.clear(parent, &name, kind, at)?;
+                        mk()
+                    }
+                    r => r,
+                }
+                .map_err(|e| sys(at, "creating the hardlink", e))?;
                 self.meta_at(parent, &name, meta, tty != FileType::Symlink, at)?;
                 self.stats.hardlinks += 1;
             }
@@ -663,7 +714,15 @@ impl Extractor<'_> {
                     self.stats.skipped += 1;
                     return Ok(());
                 }
-                match rfs::mknodat(parent, &name, ft, Mode::from_raw_mode(0o600), dev) {
+                let mk = || rfs::mknodat(parent, &name, ft, Mode::from_raw_mode(0o600), dev);
+                let r = match mk() {
+                    Err(Errno::EXIST) => {
+                        self.clear(parent, &name, kind, at)?;
+                        mk()
+                    }
+                    r => r,
+                };
+                match r {
                     Ok(()) => {}
                     Err(Errno::PERM) if self.userns => {
                         self.stats.skipped += 1;
@@ -678,10 +737,31 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    fn copy_data<R: Read>(&mut self, fd: &OwnedFd, e: &mut tar::Entry<'_, R>, at: &str) -> Result<()> {
+    /// Makes room for an entry whose name exists: a directory over a directory merges
+    /// (returns true); anything else replaces what is there, keeping the size count right.
+    fn clear(&mut self, parent: BorrowedFd<'_>, name: &CStr, kind: Kind, at: &str) -> Result<bool> {
+        let st = rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| sys(at, "looking up the entry", e))?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            if kind == Kind::Dir {
+                return Ok(true);
+            }
+            // Sizes below it may be shared with hardlinks elsewhere: measure at the end.
+            self.size_exact = false;
+            fsutil::remove_tree(parent, name).map_err(|e| sys(at, "replacing a directory", errno(&e)))?;
+        } else {
+            if st.st_nlink == 1 {
+                self.stats.size = self.stats.size.saturating_sub(st.st_size as u64);
+            }
+            rfs::unlinkat(parent, name, AtFlags::empty()).map_err(|e| sys(at, "replacing an entry", e))?;
+        }
+        Ok(false)
+    }
+
+    fn copy_data<R: Read>(&mut self, fd: &OwnedFd, e: &mut tar::Entry<'_, R>, at: &str) -> Result<u64> {
+        let mut total = 0u64;
         loop {
             let n = match e.read(&mut self.buf) {
-                Ok(0) => return Ok(()),
+                Ok(0) => return Ok(total),
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
@@ -691,6 +771,7 @@ impl Extractor<'_> {
                     })
                 }
             };
+            total += n as u64;
             let mut data = &self.buf[..n];
             while !data.is_empty() {
                 match rustix::io::write(fd, data) {

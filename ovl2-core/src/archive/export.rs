@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CStr;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
@@ -45,7 +45,7 @@ impl Driver {
                 layers.parent
             )));
         }
-        let mut out = Out { w: BufWriter::with_capacity(256 * 1024, writer), hasher: Sha256::new(), n: 0 };
+        let mut out = Out::new(writer);
         let mut ex = Exporter {
             tw: Writer::new(&mut out),
             seen: HashMap::new(),
@@ -57,26 +57,87 @@ impl Driver {
         ex.tw.finish().ctx(|| "writing the end of the tar".into())?;
         let entries = ex.entries;
         drop(ex);
-        out.w.flush().ctx(|| "flushing the tar stream".into())?;
-        Ok(DiffStats { tar_bytes: out.n, digest: hex_digest(out.hasher.finalize().as_slice()), entries })
+        let (tar_bytes, digest) = out.finish().ctx(|| "flushing the tar stream".into())?;
+        Ok(DiffStats { tar_bytes, digest, entries })
     }
 }
 
+const CHUNK: usize = 256 * 1024;
+
+/// The output: buffered in chunks, each written to the caller's writer and then hashed on a
+/// helper thread, so the digest costs no time on the exporting thread.
 struct Out<W: Write> {
-    w: BufWriter<W>,
-    hasher: Sha256,
+    w: W,
+    cur: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    hasher: Option<std::thread::JoinHandle<[u8; 32]>>,
     n: u64,
+}
+
+impl<W: Write> Out<W> {
+    fn new(w: W) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let (btx, brx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let hasher = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            for chunk in rx {
+                h.update(&chunk);
+                let _ = btx.send(chunk);
+            }
+            h.finalize().into()
+        });
+        Out { w, cur: Vec::with_capacity(CHUNK), tx: Some(tx), back: brx, hasher: Some(hasher), n: 0 }
+    }
+
+    fn ship(&mut self) -> io::Result<()> {
+        if self.cur.is_empty() {
+            return Ok(());
+        }
+        self.w.write_all(&self.cur)?;
+        let next = self.back.try_recv().map(|mut b| {
+            b.clear();
+            b
+        });
+        let full = std::mem::replace(&mut self.cur, next.unwrap_or_else(|_| Vec::with_capacity(CHUNK)));
+        if let Some(tx) = &self.tx {
+            tx.send(full).map_err(|_| io::Error::other("the hashing thread stopped"))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything and returns the stream's length and digest.
+    fn finish(mut self) -> io::Result<(u64, String)> {
+        self.ship()?;
+        self.w.flush()?;
+        drop(self.tx.take());
+        let d = self.hasher.take().expect("joined once").join().map_err(|_| io::Error::other("the hashing thread panicked"))?;
+        Ok((self.n, hex_digest(&d)))
+    }
+}
+
+impl<W: Write> Drop for Out<W> {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.hasher.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl<W: Write> Write for Out<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.w.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        let room = CHUNK - self.cur.len();
+        let n = room.min(buf.len());
+        self.cur.extend_from_slice(&buf[..n]);
         self.n += n as u64;
+        if self.cur.len() == CHUNK {
+            self.ship()?;
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.w.flush()
+        Ok(())
     }
 }
 

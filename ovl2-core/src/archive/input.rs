@@ -140,3 +140,101 @@ pub(crate) fn stream_error(c: &Counters, at: String, e: io::Error) -> Error {
     };
     Error::CorruptArchive { at, reason }
 }
+
+/// Size of the chunks handed from the reading thread to the extracting one.
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight: bounds memory (about 2 MiB) whatever the layer's size.
+const IN_FLIGHT: usize = 8;
+
+type Chunk = io::Result<Vec<u8>>;
+
+/// The extracting side of the pipeline: reads the chunks the calling thread decompressed
+/// and hashed.
+pub(crate) struct PipeReader {
+    rx: std::sync::mpsc::Receiver<Chunk>,
+    back: std::sync::mpsc::Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    off: usize,
+    done: bool,
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.off == self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    let old = std::mem::replace(&mut self.cur, c);
+                    let _ = self.back.send(old);
+                    self.off = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.off);
+        buf[..n].copy_from_slice(&self.cur[self.off..self.off + n]);
+        self.off += n;
+        Ok(n)
+    }
+}
+
+/// The reading side: owned by the calling thread, so the caller's reader needs no `Send`.
+pub(crate) struct PipeWriter {
+    tx: std::sync::mpsc::SyncSender<Chunk>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+/// A bounded pipeline between the thread that reads, decompresses and hashes the stream and
+/// the one that parses and writes the layer, so hashing and decompression overlap with the
+/// file system work.
+pub(crate) fn pipe() -> (PipeWriter, PipeReader) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(IN_FLIGHT);
+    let (btx, brx) = std::sync::mpsc::channel();
+    (PipeWriter { tx, back: brx }, PipeReader { rx, back: btx, cur: Vec::new(), off: 0, done: false })
+}
+
+impl PipeWriter {
+    /// Copies `src` into the pipe until its end, a read error (passed on to the reader), or
+    /// the reader hanging up (it failed; its error is the one to report).
+    pub fn pump(self, src: &mut TarStream<'_>) {
+        loop {
+            let mut buf = self.back.try_recv().unwrap_or_default();
+            buf.resize(CHUNK, 0);
+            let mut n = 0;
+            let err = loop {
+                match src.read(&mut buf[n..]) {
+                    Ok(0) => break None,
+                    Ok(k) => {
+                        n += k;
+                        if n == buf.len() {
+                            break None;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Some(e),
+                }
+            };
+            buf.truncate(n);
+            let eof = n < CHUNK;
+            if n > 0 && self.tx.send(Ok(buf)).is_err() {
+                return;
+            }
+            if let Some(e) = err {
+                let _ = self.tx.send(Err(e));
+                return;
+            }
+            if eof {
+                return;
+            }
+        }
+    }
+}
