@@ -454,6 +454,22 @@ impl Driver {
         Ok(st.st_dev != parent.st_dev)
     }
 
+    /// Unmounts a layer whoever holds it and forgets its references (forced removal).
+    pub(crate) fn force_unmount(&self, id: &str) -> Result<()> {
+        // Same lock order as get/put: this process's slot, then the layer's flock.
+        let slot = self.mounts.slot(id);
+        let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let layer = match self.lock_layer(id) {
+            Ok(l) => l,
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.unmount_layer(id, &layer)?;
+        refs::store(self.mounts_fd()?, id, &Record::default())?;
+        held.count = 0;
+        Ok(())
+    }
+
     /// Deletes a removed layer's mount record (it can only be stale: the layer was unmounted).
     pub(crate) fn forget_mount_record(&self, id: &str) -> Result<()> {
         refs::store(self.mounts_fd()?, id, &Record::default())
