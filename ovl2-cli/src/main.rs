@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 mod archive_cmd;
 
-use ovl2_core::{CreateOpts, Driver, LayerInfo, Options, Problem};
+use ovl2_core::{ContainerOpts, CreateOpts, Driver, InitEntry, LayerInfo, MountOpts, MountStrategy, Options, Owner, Problem};
 
 /// Docker overlay2-compatible layer store.
 #[derive(Parser, Debug)]
@@ -20,6 +20,9 @@ struct Cli {
     /// Deepest chain allowed (1 to 500; 128 keeps the store mountable by Docker).
     #[arg(long, global = true, default_value_t = ovl2_core::KERNEL_MAX_DEPTH)]
     max_depth: usize,
+    /// How to mount: auto, new (fsopen/lowerdir+) or legacy (mount(2)). Default: $OVL2_MOUNT_STRATEGY, else auto.
+    #[arg(long, global = true, value_name = "STRATEGY")]
+    mount_strategy: Option<MountStrategy>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -70,6 +73,37 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Mount a layer (another reference if already mounted) and print its path.
+    Mount {
+        /// Layer id.
+        id: String,
+        /// SELinux mount label.
+        #[arg(long)]
+        label: Option<String>,
+        /// Mount read-only (no upper), even if the layer is not committed.
+        #[arg(long)]
+        ro: bool,
+        /// Mount with `volatile` (no syncs; for throwaway containers).
+        #[arg(long)]
+        volatile: bool,
+    },
+    /// Drop one reference taken by `mount`; unmounts with the last one.
+    #[command(alias = "unmount")]
+    Umount {
+        /// Layer id.
+        id: String,
+    },
+    /// List this store's mounts with their reference counts.
+    Mounts {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unmount every layer of the store and drop all references.
+    Cleanup,
+    /// Container layers: `<ctr>-init` plus `<ctr>`, as Docker makes them.
+    #[command(subcommand)]
+    Container(ContainerCmd),
     /// Look for damage; exits 1 while problems remain.
     Check {
         /// Fix what can be fixed.
@@ -82,6 +116,39 @@ enum Cmd {
     /// Layer archives: apply, diff, changes, diff-size, import.
     #[command(flatten)]
     Archive(archive_cmd::ArchiveCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ContainerCmd {
+    /// Create `<CTR>-init` on the image top, fill it with Docker's init entries, and create
+    /// the container layer `<CTR>` on it.
+    Create {
+        /// Container layer id.
+        ctr: String,
+        /// The image's top layer.
+        #[arg(long)]
+        image: String,
+        /// Also create an empty file at this absolute path in the init layer.
+        #[arg(long = "init-file", value_name = "PATH")]
+        init_file: Vec<String>,
+        /// Also create a directory at this absolute path in the init layer.
+        #[arg(long = "init-dir", value_name = "PATH")]
+        init_dir: Vec<String>,
+        /// Start from no init entries instead of Docker's.
+        #[arg(long)]
+        no_default_init: bool,
+        /// The container's root on the host, for user-namespaced containers.
+        #[arg(long, value_name = "UID:GID")]
+        remap_root: Option<String>,
+    },
+    /// Remove the container layer and its init layer.
+    Rm {
+        /// Container layer id.
+        ctr: String,
+        /// Unmount it first if it is mounted.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -98,7 +165,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // `check` must see the store as it is, so only it skips the repair on open.
     let repair_on_open = !matches!(cli.cmd, Cmd::Check { .. });
-    let opts = Options { max_depth: cli.max_depth, repair_on_open, ..Options::default() };
+    let opts = Options {
+        max_depth: cli.max_depth,
+        repair_on_open,
+        mount_strategy: cli.mount_strategy,
+        ..Options::default()
+    };
     let d = Driver::open(&cli.home, opts)?;
     match cli.cmd {
         Cmd::Create { id, parent, rw, storage_opt } => {
@@ -144,6 +216,43 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }
             }
         }
+        Cmd::Mount { id, label, ro, volatile } => {
+            // Each command is its own process, so its reference must outlive it.
+            let opts = MountOpts { mount_label: label, readonly: ro, volatile, persistent: true };
+            println!("{}", d.get_with(&id, &opts)?.display());
+        }
+        Cmd::Umount { id } => d.put(&id)?,
+        Cmd::Mounts { json } => {
+            let mounts = d.mounts()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&mounts)?);
+            } else {
+                for m in mounts {
+                    println!(
+                        "{}\t{}\tcount={} (persistent {}, processes {})\t{}\t{}",
+                        m.id,
+                        m.path.display(),
+                        m.count,
+                        m.persistent,
+                        m.processes,
+                        if m.readonly { "ro" } else { "rw" },
+                        m.method
+                    );
+                }
+            }
+        }
+        Cmd::Cleanup => d.cleanup()?,
+        Cmd::Container(ContainerCmd::Create { ctr, image, init_file, init_dir, no_default_init, remap_root }) => {
+            let mut opts = ContainerOpts::default();
+            if no_default_init {
+                opts.init_entries.clear();
+            }
+            opts.init_entries.extend(init_file.iter().map(|p| InitEntry::file(p)));
+            opts.init_entries.extend(init_dir.iter().map(|p| InitEntry::dir(p)));
+            opts.root = remap_root.as_deref().map(parse_owner).transpose()?;
+            d.create_container(&ctr, &image, &opts)?;
+        }
+        Cmd::Container(ContainerCmd::Rm { ctr, force }) => d.remove_container(&ctr, force)?,
         Cmd::Check { repair, json } => {
             let (repaired, remaining) = if repair {
                 let r = d.repair()?;
@@ -184,6 +293,12 @@ fn parse_storage_opts(raw: &[String]) -> Result<BTreeMap<String, String>, String
             None => Err(format!("storage option {kv:?} is not KEY=VALUE")),
         })
         .collect()
+}
+
+fn parse_owner(s: &str) -> Result<Owner, String> {
+    let (u, g) = s.split_once(':').ok_or_else(|| format!("--remap-root {s:?} is not UID:GID"))?;
+    let num = |v: &str| v.parse::<u32>().map_err(|_| format!("--remap-root {s:?}: {v:?} is not a number"));
+    Ok(Owner { uid: num(u)?, gid: num(g)? })
 }
 
 fn describe(p: &Problem) -> String {

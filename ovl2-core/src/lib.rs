@@ -17,21 +17,25 @@
 
 mod archive;
 mod check;
+mod container;
 mod driver;
 mod error;
 pub mod fsutil;
 pub mod id;
 pub mod layout;
 mod lock;
+mod mount;
 pub(crate) mod status;
 
 pub use archive::{
     detect_compression, whiteout, ApplyOpts, ApplyProgress, ApplyStats, Change, ChangeKind, Compression, DiffStats,
 };
 pub use check::{Problem, ProblemKind, RepairReport};
+pub use container::{docker_init_entries, init_layer_id, ContainerOpts, InitEntry, InitKind};
 pub use driver::{CreateOpts, Driver, LayerInfo, Metadata, Options, DOCKER_MAX_DEPTH, KERNEL_MAX_DEPTH};
 pub use error::{Error, ErrorKind, Result};
 pub use fsutil::Owner;
+pub use mount::{Features, MountInfo, MountMethod, MountOpts, MountStrategy};
 
 /// The library version (the crate version).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
