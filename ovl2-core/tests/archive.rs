@@ -616,3 +616,82 @@ fn diff_bytes_match_dockers_native_diff() {
         }
     }
 }
+
+/// A three-layer image applied from tars, a container layer on it mounted with `get`, changes
+/// made through the mount by the kernel, then exported and listed natively.
+#[test]
+fn three_layer_image_through_a_real_mount() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("mount3");
+    let d = open(&s.home());
+    d.create("l1", None, &CreateOpts::default()).unwrap();
+    d.create("l2", Some("l1"), &CreateOpts::default()).unwrap();
+    d.create("l3", Some("l2"), &CreateOpts::default()).unwrap();
+    d.apply_diff(
+        "l1",
+        None,
+        &tar(&[
+            E::dir("etc/"),
+            E::file("etc/os-release", b"ID=base\n"),
+            E::file("etc/shadow", b"secret\n").mode(0o600),
+            E::dir("opt/"),
+            E::dir("opt/app/"),
+            E::file("opt/app/old.py", b"old"),
+            E::file("opt/app/keep.py", b"keep"),
+            E::dir("var/"),
+            E::file("var/log", b"log"),
+        ])[..],
+    )
+    .unwrap();
+    d.apply_diff(
+        "l2",
+        Some("l1"),
+        &gzip(&tar(&[
+            E::dir("etc/"),
+            E::file("etc/.wh.shadow", b""),
+            E::dir("opt/"),
+            E::dir("opt/app/"),
+            E::file("opt/app/.wh..wh..opq", b""),
+            E::file("opt/app/new.py", b"new"),
+        ]))[..],
+    )
+    .unwrap();
+    d.apply_diff("l3", Some("l2"), &zstd(&tar(&[E::file(".wh.var", b""), E::file("etc/os-release", b"ID=top\n")]))[..])
+        .unwrap();
+    d.create_rw("ctr", Some("l3"), &CreateOpts::default()).unwrap();
+    let merged = d.get("ctr", None).unwrap();
+    let view = |p: &str| std::fs::read_to_string(merged.join(p)).ok();
+    // What the image tars say, seen through overlayfs.
+    assert_eq!(view("etc/os-release").as_deref(), Some("ID=top\n"));
+    assert!(!merged.join("etc/shadow").exists(), "whiteout in l2 hides l1's file");
+    assert!(!merged.join("var").exists(), "whiteout of a directory");
+    assert!(!merged.join("opt/app/old.py").exists() && !merged.join("opt/app/keep.py").exists(), "opaque dir");
+    assert_eq!(view("opt/app/new.py").as_deref(), Some("new"));
+    // Change things through the mount: the kernel writes the container layer.
+    std::fs::write(merged.join("etc/os-release"), "ID=ctr\n").unwrap();
+    std::fs::remove_file(merged.join("opt/app/new.py")).unwrap();
+    std::fs::create_dir(merged.join("srv")).unwrap();
+    std::fs::write(merged.join("srv/data"), "d").unwrap();
+    assert_eq!(d.apply_diff("ctr", Some("l3"), &tar(&[E::file("x", b"x")])[..]).unwrap_err().kind(), ErrorKind::Busy);
+    d.put("ctr").unwrap();
+    let ch: Vec<String> = d.changes("ctr", Some("l3")).unwrap().iter().map(|c| c.to_string()).collect();
+    assert_eq!(ch, ["C /etc", "C /etc/os-release", "C /opt", "C /opt/app", "D /opt/app/new.py", "A /srv", "A /srv/data"]);
+    let mut t = Vec::new();
+    d.diff("ctr", Some("l3"), &mut t).unwrap();
+    assert_eq!(tar_names(&t), ["etc/", "etc/os-release", "opt/", "opt/app/", "opt/app/.wh.new.py", "srv/", "srv/data"]);
+    if let Some(bin) = docker_tar_bin() {
+        let theirs = std::process::Command::new(bin).arg(diff_dir(&s.home(), "ctr")).output().unwrap();
+        assert_eq!(t, theirs.stdout, "a kernel-written upper exports exactly as Docker's Diff does");
+    }
+    // The exported diff, applied as a new layer on the same image, mounts to the same view.
+    d.create("copy", Some("l3"), &CreateOpts::default()).unwrap();
+    d.apply_diff("copy", Some("l3"), &t[..]).unwrap();
+    d.create_rw("ctr2", Some("copy"), &CreateOpts::default()).unwrap();
+    let m2 = d.get("ctr2", None).unwrap();
+    assert_eq!(std::fs::read_to_string(m2.join("etc/os-release")).unwrap(), "ID=ctr\n");
+    assert!(!m2.join("opt/app/new.py").exists());
+    assert_eq!(std::fs::read_to_string(m2.join("srv/data")).unwrap(), "d");
+    d.put("ctr2").unwrap();
+}
