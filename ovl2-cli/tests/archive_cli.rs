@@ -1,0 +1,160 @@
+//! The archive commands as a user runs them: import an image from tarballs, run a container
+//! layer through a mount, list and export its changes; and a rootless apply.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Home(PathBuf);
+
+impl Home {
+    fn new(tag: &str) -> Home {
+        let p = std::env::temp_dir().join(format!("ovl2-cli-arch-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Home(p)
+    }
+    fn home(&self) -> PathBuf {
+        self.0.join("home")
+    }
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ovl2"));
+        c.arg("--home").arg(self.home()).env_remove("OVL2_HOME").env_remove("OVL2_MOUNT_STRATEGY");
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "ovl2 {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+    fn fail(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(!o.status.success(), "ovl2 {args:?} should fail");
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert!(err.starts_with("ovl2: ") && err.lines().count() == 1, "{err:?}");
+        err
+    }
+    /// A tarball (GNU tar, as users make them) of the files given as (path, content);
+    /// an empty content with a `.wh.` name makes a whiteout marker.
+    fn tarball(&self, name: &str, files: &[(&str, &str)], compress: Option<&str>) -> PathBuf {
+        let src = self.0.join(format!("src-{name}"));
+        for (p, c) in files {
+            let f = src.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, c).unwrap();
+        }
+        let out = self.0.join(name);
+        let mut tar = Command::new("tar");
+        tar.arg("-C").arg(&src).arg("--sort=name").arg("-cf").arg(&out);
+        if let Some(z) = compress {
+            tar.arg(format!("--{z}"));
+        }
+        assert!(tar.arg(".").status().unwrap().success());
+        out
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("cleanup").output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn require_root() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root && (std::env::var("CI").as_deref() == Ok("true") || std::env::var("OVL2_REQUIRE_MOUNT").as_deref() == Ok("1")) {
+        panic!("needs root; CI=true forbids skipping");
+    }
+    root
+}
+
+fn tar_list(p: &Path) -> Vec<String> {
+    let o = Command::new("tar").arg("-tf").arg(p).output().unwrap();
+    assert!(o.status.success());
+    String::from_utf8(o.stdout).unwrap().lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn import_mount_change_export() {
+    if !require_root() {
+        return;
+    }
+    let h = Home::new("main");
+    let base = h.tarball("base.tar", &[("etc/os-release", "ID=demo\n"), ("README", "base\n"), ("app/old.py", "old")], None);
+    let app = h.tarball("app.tar.gz", &[("app/main.py", "print('hi')\n"), ("app/.wh.old.py", "")], Some("gzip"));
+    let out = h.ok(&["import", base.to_str().unwrap(), app.to_str().unwrap(), "--top", "img", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["id"], "img-1");
+    assert_eq!(v[1]["id"], "img");
+    assert_eq!(v[1]["stats"]["whiteouts"], 1);
+    assert_eq!(v[1]["stats"]["compression"], "gzip");
+    assert!(v[0]["stats"]["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(h.ok(&["changes", "img"]), "C /app\nA /app/main.py\nD /app/old.py\n");
+    assert_eq!(h.ok(&["diff-size", "img"]).trim(), "12");
+
+    h.ok(&["create", "ctr", "--parent", "img", "--rw"]);
+    let merged = PathBuf::from(h.ok(&["mount", "ctr"]).trim());
+    assert!(!merged.join("app/old.py").exists());
+    std::fs::write(merged.join("etc/os-release"), "ID=changed\n").unwrap();
+    std::fs::remove_file(merged.join("README")).unwrap();
+    std::fs::write(merged.join("new.txt"), "new\n").unwrap();
+    h.ok(&["umount", "ctr"]);
+
+    assert_eq!(h.ok(&["changes", "ctr"]), "D /README\nC /etc\nC /etc/os-release\nA /new.txt\n");
+    let out = h.0.join("ctr.tar");
+    h.ok(&["diff", "ctr", "-o", out.to_str().unwrap()]);
+    assert_eq!(tar_list(&out), [".wh.README", "etc/", "etc/os-release", "new.txt"]);
+    let outz = h.0.join("ctr.tar.zst");
+    h.ok(&["diff", "ctr", "--zstd", "-o", outz.to_str().unwrap()]);
+    // The same diff applies as a new layer, compressed or not.
+    h.ok(&["create", "again", "--parent", "img"]);
+    let st: serde_json::Value = serde_json::from_str(&h.ok(&["apply", "again", outz.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(st["compression"], "zstd");
+    assert_eq!(h.ok(&["changes", "again"]), h.ok(&["changes", "ctr"]));
+    // A second apply onto a layer with content is refused, as is a broken import (which
+    // takes back every layer it made).
+    h.fail(&["apply", "again", out.to_str().unwrap()]);
+    let broken = h.0.join("broken.tar");
+    std::fs::write(&broken, &std::fs::read(&base).unwrap()[..1000]).unwrap();
+    let err = h.fail(&["import", base.to_str().unwrap(), broken.to_str().unwrap(), "--top", "bad"]);
+    assert!(err.contains("bad layer archive"), "{err}");
+    let ls = h.ok(&["ls"]);
+    assert!(!ls.contains("bad"), "{ls}");
+}
+
+#[test]
+fn rootless_apply_uses_user_xattrs() {
+    if !require_root() {
+        return;
+    }
+    let strict = std::env::var("CI").as_deref() == Ok("true");
+    let h = Home::new("rootless");
+    let t = h.tarball("t.tar", &[("d/f", "a"), ("d/.wh..wh..opq", ""), (".wh.gone", "")], None);
+    let bin = env!("CARGO_BIN_EXE_ovl2");
+    let home = h.home();
+    let script = format!(
+        "{bin} --home {0} create x && {bin} --home {0} apply x {1} --json",
+        home.display(),
+        t.display()
+    );
+    let o = Command::new("unshare").args(["-Urm", "sh", "-c", &script]).output();
+    let o = match o {
+        Ok(o) => o,
+        Err(e) => {
+            assert!(!strict, "unshare is needed in CI: {e}");
+            return;
+        }
+    };
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let diff = home.join("x/diff");
+    let mut v = vec![0u8; 16];
+    let n = rustix::fs::lgetxattr(&diff.join("d"), "user.overlay.opaque", &mut v[..]).unwrap();
+    assert_eq!(&v[..n], b"y");
+    assert!(rustix::fs::lgetxattr(&diff.join("d"), "trusted.overlay.opaque", &mut v[..]).is_err());
+    let st = rustix::fs::lstat(&diff.join("gone")).unwrap();
+    assert_eq!(rustix::fs::FileType::from_raw_mode(st.st_mode), rustix::fs::FileType::CharacterDevice);
+    assert_eq!(st.st_rdev, 0);
+}
