@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use ovl2_core::{ApplyOpts, ApplyProgress, ApplyStats, CreateOpts, Driver};
+use ovl2_core::{ApplyOpts, ApplyProgress, ApplyStats, CreateOpts, DiffOpts, Driver};
 
 type Res = Result<ExitCode, Box<dyn std::error::Error>>;
 
@@ -44,6 +44,9 @@ pub enum ArchiveCmd {
         /// zstd the output.
         #[arg(long)]
         zstd: bool,
+        /// Do not compute the sha256 (saves the hashing when the caller hashes itself).
+        #[arg(long)]
+        no_digest: bool,
     },
     /// List what a layer adds (A), changes (C) and deletes (D) relative to its parent.
     Changes {
@@ -93,7 +96,8 @@ pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
             let st = apply_one(d, &id, parent.as_deref(), reader, len, !no_sync, &id)?;
             print_stats(&id, &st, json)?;
         }
-        ArchiveCmd::Diff { id, parent, output, gzip, zstd } => {
+        ArchiveCmd::Diff { id, parent, output, gzip, zstd, no_digest } => {
+            let dopts = DiffOpts { digest: !no_digest };
             let parent = match parent {
                 Some(p) => Some(p),
                 None => d.parent(&id)?,
@@ -109,23 +113,26 @@ pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
             };
             let st = if gzip {
                 let mut enc = flate2::write::GzEncoder::new(sink, flate2::Compression::default());
-                let st = d.diff(&id, parent.as_deref(), &mut enc)?;
+                let st = d.diff_with(&id, parent.as_deref(), &mut enc, &dopts)?;
                 enc.finish()?.flush()?;
                 st
             } else if zstd {
                 let mut enc = zstd::stream::write::Encoder::new(sink, 3)?;
-                let st = d.diff(&id, parent.as_deref(), &mut enc)?;
+                let st = d.diff_with(&id, parent.as_deref(), &mut enc, &dopts)?;
                 enc.finish()?.flush()?;
                 st
             } else {
                 let mut sink = sink;
-                let st = d.diff(&id, parent.as_deref(), &mut sink)?;
+                let st = d.diff_with(&id, parent.as_deref(), &mut sink, &dopts)?;
                 sink.flush()?;
                 st
             };
             // The digest is of the uncompressed tar (the DiffID); say it where it won't mix
             // with tar data.
-            eprintln!("{} {} bytes {} entries", st.digest, st.tar_bytes, st.entries);
+            match &st.digest {
+                Some(dg) => eprintln!("{dg} {} bytes {} entries", st.tar_bytes, st.entries),
+                None => eprintln!("{} bytes {} entries", st.tar_bytes, st.entries),
+            }
         }
         ArchiveCmd::Changes { id, parent, json } => {
             let parent = match parent {

@@ -140,6 +140,8 @@ impl Driver {
             dir_times: Vec::new(),
             buf: vec![0u8; 256 * 1024],
             size_exact: true,
+            me: (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw()),
+            umask: read_umask(),
             stats: ApplyStats {
                 size: 0,
                 digest: String::new(),
@@ -277,6 +279,15 @@ impl Stage {
     }
 }
 
+/// An entry, named in error messages; formatted only when an error is reported.
+pub(crate) struct At<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "entry {}", show(self.0))
+    }
+}
+
 /// Printable form of a tar name for error messages.
 pub(crate) fn show(name: &[u8]) -> String {
     if name.len() > 160 {
@@ -313,7 +324,11 @@ struct Extractor<'a> {
     opaque_xattr: &'static CStr,
     userns: bool,
     /// The parent directory of the last entry: tars list siblings together.
-    cache: Option<(Vec<u8>, OwnedFd)>,
+    cache: Option<(Vec<u8>, OwnedFd, bool)>,
+    /// This process's euid and egid: files it creates already have them.
+    me: (u32, u32),
+    /// The process umask, when /proc tells it.
+    umask: Option<u32>,
     dir_times: Vec<(Vec<u8>, Timestamps)>,
     buf: Vec<u8>,
     stats: ApplyStats,
@@ -321,17 +336,17 @@ struct Extractor<'a> {
     size_exact: bool,
 }
 
-fn refuse(at: &str, reason: impl Into<String>) -> Error {
-    Error::CorruptArchive { at: at.to_owned(), reason: reason.into() }
+fn refuse(at: &At<'_>, reason: impl Into<String>) -> Error {
+    Error::CorruptArchive { at: at.to_string(), reason: reason.into() }
 }
 
 /// A failed system call on behalf of an entry: the tar's fault when the errno says the tree
 /// contradicts it (missing parent, a file where a dir should be, a loop, a name too long,
 /// an escape attempt), an I/O error otherwise.
-fn sys(at: &str, what: &str, e: Errno) -> Error {
+fn sys(at: &At<'_>, what: &str, e: Errno) -> Error {
     match e {
         Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV | Errno::NAMETOOLONG | Errno::EXIST | Errno::ISDIR => {
-            Error::CorruptArchive { at: at.to_owned(), reason: format!("{what}: {}", io::Error::from(e)) }
+            Error::CorruptArchive { at: at.to_string(), reason: format!("{what}: {}", io::Error::from(e)) }
         }
         e => Error::io(format!("{what} for {at}"), e),
     }
@@ -396,15 +411,25 @@ impl Extractor<'_> {
         progress: Option<&(dyn Fn(&ApplyProgress) + Sync)>,
     ) -> Result<(u64, String)> {
         let mut archive = tar::Archive::new(BufReader::with_capacity(64 * 1024, reader));
-        let mut last = String::from("the start of the stream");
+        // The last entry's name, formatted only when an error needs it.
+        let mut last: Vec<u8> = Vec::new();
+        let after = |last: &[u8]| {
+            if last.is_empty() {
+                "the start of the stream".to_owned()
+            } else {
+                At(last).to_string()
+            }
+        };
         // Where the header after the last entry starts: the end-of-archive block must be there.
         let mut end_pos = 0u64;
         {
-            let entries = archive.entries().map_err(|e| input::stream_error(counters, last.clone(), e))?;
+            let entries = archive.entries().map_err(|e| input::stream_error(counters, after(&last), e))?;
             for entry in entries {
-                let mut entry = entry.map_err(|e| input::stream_error(counters, format!("the header after {last}"), e))?;
-                last = format!("entry {}", show(&entry.path_bytes()));
-                self.entry(&mut entry, &last, counters)?;
+                let mut entry =
+                    entry.map_err(|e| input::stream_error(counters, format!("the header after {}", after(&last)), e))?;
+                last.clear();
+                last.extend_from_slice(&entry.path_bytes());
+                self.entry(&mut entry, &At(&last), counters)?;
                 self.stats.entries += 1;
                 end_pos = (entry.raw_file_position() + entry.size()).div_ceil(512) * 512;
                 if let Some(p) = progress {
@@ -418,12 +443,12 @@ impl Extractor<'_> {
         }
         let mut rest = archive.into_inner();
         io::copy(&mut rest, &mut io::sink())
-            .map_err(|e| input::stream_error(counters, format!("the end of the stream after {last}"), e))?;
+            .map_err(|e| input::stream_error(counters, format!("the end of the stream after {}", after(&last)), e))?;
         self.fix_dir_times()?;
-        Ok((end_pos, last))
+        Ok((end_pos, after(&last)))
     }
 
-    fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>, at: &str, c: &Counters) -> Result<()> {
+    fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>, at: &At<'_>, c: &Counters) -> Result<()> {
         let raw_name = e.path_bytes().into_owned();
         let link = e.link_name_bytes().map(|l| l.into_owned());
         let h = e.header();
@@ -465,7 +490,7 @@ impl Extractor<'_> {
         let mut mtime = Timespec { tv_sec: i64::try_from(hdr_mtime).unwrap_or(0), tv_nsec: 0 };
         let mut atime = None;
         let mut xattrs = Vec::new();
-        if let Some(pax) = e.pax_extensions().map_err(|e| input::stream_error(c, at.to_owned(), e))? {
+        if let Some(pax) = e.pax_extensions().map_err(|e| input::stream_error(c, at.to_string(), e))? {
             for rec in pax {
                 let rec = rec.map_err(|_| refuse(at, "malformed PAX record"))?;
                 let k = rec.key_bytes();
@@ -514,23 +539,23 @@ impl Extractor<'_> {
                 Ok(())
             }
             TarName::Opaque => {
-                let parent = self.parent(&dir_path, at)?;
+                let (parent, plain) = self.parent(&dir_path, at)?;
                 let r = rfs::fsetxattr(&parent, self.opaque_xattr, b"y", rfs::XattrFlags::empty());
-                self.cache = Some((dir_path, parent));
+                self.cache = Some((dir_path, parent, plain));
                 r.map_err(|e| sys(at, "marking the directory opaque", e))?;
                 self.stats.opaque_dirs += 1;
                 Ok(())
             }
             TarName::Whiteout(name) => {
-                let parent = self.parent(&dir_path, at)?;
+                let (parent, plain) = self.parent(&dir_path, at)?;
                 let r = self.whiteout(parent.as_fd(), name, &meta, at);
-                self.cache = Some((dir_path, parent));
+                self.cache = Some((dir_path, parent, plain));
                 r
             }
             TarName::Plain => {
-                let parent = self.parent(&dir_path, at)?;
-                let r = self.plain(parent.as_fd(), &comps, kind, link.as_deref(), dev, &meta, e, at);
-                self.cache = Some((dir_path, parent));
+                let (parent, plain) = self.parent(&dir_path, at)?;
+                let r = self.plain(parent.as_fd(), plain, &comps, kind, link.as_deref(), dev, &meta, e, at);
+                self.cache = Some((dir_path, parent, plain));
                 r
             }
         }
@@ -538,12 +563,21 @@ impl Extractor<'_> {
 
     /// The directory `dir` inside the root, creating missing components 0755 owned by the
     /// store's root as Docker does for implied parents.
-    fn parent(&mut self, dir: &[u8], at: &str) -> Result<OwnedFd> {
-        if let Some((p, fd)) = self.cache.take() {
+    /// Also says whether files created in it simply get this process's ids and the umask's
+    /// mode (no setgid bit, no default ACL), so chown and chmod can be skipped for them.
+    fn parent(&mut self, dir: &[u8], at: &At<'_>) -> Result<(OwnedFd, bool)> {
+        if let Some((p, fd, plain)) = self.cache.take() {
             if p == dir {
-                return Ok(fd);
+                return Ok((fd, plain));
             }
         }
+        let fd = self.resolve_parent(dir, at)?;
+        let st = rfs::fstat(&fd).map_err(|e| sys(at, "stat of the parent directory", e))?;
+        let acl = fsx::fget_xattr(&fd, c"system.posix_acl_default").map_err(|e| sys(at, "reading the parent's ACL", errno(&e)))?;
+        Ok((fd, st.st_mode & 0o2000 == 0 && acl.is_none()))
+    }
+
+    fn resolve_parent(&mut self, dir: &[u8], at: &At<'_>) -> Result<OwnedFd> {
         match fsx::open_dir_in_root(self.root, dir) {
             Ok(fd) => return Ok(fd),
             Err(Errno::NOENT) => {}
@@ -573,7 +607,7 @@ impl Extractor<'_> {
         Ok(cur.expect("a non-empty dir path has components"))
     }
 
-    fn whiteout(&mut self, parent: BorrowedFd<'_>, name: &[u8], meta: &Meta, at: &str) -> Result<()> {
+    fn whiteout(&mut self, parent: BorrowedFd<'_>, name: &[u8], meta: &Meta, at: &At<'_>) -> Result<()> {
         let cname = CString::new(name).map_err(|_| refuse(at, "name contains NUL"))?;
         match rfs::statat(parent, &cname, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if whiteout::is_whiteout(&st) => {}
@@ -608,13 +642,14 @@ impl Extractor<'_> {
     fn plain<R: Read>(
         &mut self,
         parent: BorrowedFd<'_>,
+        plain_parent: bool,
         comps: &[&[u8]],
         kind: Kind,
         link: Option<&[u8]>,
         dev: u64,
         meta: &Meta,
         e: &mut tar::Entry<'_, R>,
-        at: &str,
+        at: &At<'_>,
     ) -> Result<()> {
         let base = comps[comps.len() - 1];
         let name = CString::new(base).map_err(|_| refuse(at, "name contains NUL"))?;
@@ -627,7 +662,7 @@ impl Extractor<'_> {
                         parent,
                         &name,
                         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(0o600),
+                        Mode::from_raw_mode(meta.mode & 0o777),
                     )
                 };
                 let fd = match open() {
@@ -639,7 +674,11 @@ impl Extractor<'_> {
                 }
                 .map_err(|e| sys(at, "creating the file", e))?;
                 let n = self.copy_data(&fd, e, at)?;
-                self.meta_fd(&fd, meta, true, at)?;
+                // A new file already has our ids and, when the umask keeps every bit, its mode:
+                // most files in a layer then need neither chown nor chmod.
+                let skip_chown = plain_parent && (meta.uid, meta.gid) == self.me;
+                let skip_chmod = plain_parent && meta.mode & !0o777 == 0 && self.umask.is_some_and(|u| meta.mode & u == 0);
+                self.meta_file(&fd, meta, skip_chown, skip_chmod, at)?;
                 self.stats.size += n;
                 self.stats.files += 1;
             }
@@ -739,7 +778,7 @@ impl Extractor<'_> {
 
     /// Makes room for an entry whose name exists: a directory over a directory merges
     /// (returns true); anything else replaces what is there, keeping the size count right.
-    fn clear(&mut self, parent: BorrowedFd<'_>, name: &CStr, kind: Kind, at: &str) -> Result<bool> {
+    fn clear(&mut self, parent: BorrowedFd<'_>, name: &CStr, kind: Kind, at: &At<'_>) -> Result<bool> {
         let st = rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| sys(at, "looking up the entry", e))?;
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
             if kind == Kind::Dir {
@@ -757,7 +796,7 @@ impl Extractor<'_> {
         Ok(false)
     }
 
-    fn copy_data<R: Read>(&mut self, fd: &OwnedFd, e: &mut tar::Entry<'_, R>, at: &str) -> Result<u64> {
+    fn copy_data<R: Read>(&mut self, fd: &OwnedFd, e: &mut tar::Entry<'_, R>, at: &At<'_>) -> Result<u64> {
         let mut total = 0u64;
         loop {
             let n = match e.read(&mut self.buf) {
@@ -786,16 +825,30 @@ impl Extractor<'_> {
 
     /// Owner, xattrs, mode and (unless deferred for directories) times, in Docker's order:
     /// chown clears setuid bits and file capabilities, so it goes first.
-    fn meta_fd(&mut self, fd: &OwnedFd, m: &Meta, times: bool, at: &str) -> Result<()> {
+    fn meta_fd(&mut self, fd: &OwnedFd, m: &Meta, times: bool, at: &At<'_>) -> Result<()> {
         rfs::fchown(fd, Some(rfs::Uid::from_raw(m.uid)), Some(rfs::Gid::from_raw(m.gid)))
             .map_err(|e| sys(at, "setting the owner", e))?;
+        self.meta_rest(fd, m, false, times, at)
+    }
+
+    fn meta_file(&mut self, fd: &OwnedFd, m: &Meta, skip_chown: bool, skip_chmod: bool, at: &At<'_>) -> Result<()> {
+        if !skip_chown {
+            rfs::fchown(fd, Some(rfs::Uid::from_raw(m.uid)), Some(rfs::Gid::from_raw(m.gid)))
+                .map_err(|e| sys(at, "setting the owner", e))?;
+        }
+        self.meta_rest(fd, m, skip_chmod, true, at)
+    }
+
+    fn meta_rest(&mut self, fd: &OwnedFd, m: &Meta, skip_chmod: bool, times: bool, at: &At<'_>) -> Result<()> {
         for (k, v) in &m.xattrs {
             match rfs::fsetxattr(fd, k.as_c_str(), v, rfs::XattrFlags::empty()) {
                 Ok(()) | Err(Errno::PERM) => {}
                 Err(e) => return Err(sys(at, &format!("setting xattr {k:?}"), e)),
             }
         }
-        rfs::fchmod(fd, Mode::from_raw_mode(m.mode)).map_err(|e| sys(at, "setting the mode", e))?;
+        if !skip_chmod {
+            rfs::fchmod(fd, Mode::from_raw_mode(m.mode)).map_err(|e| sys(at, "setting the mode", e))?;
+        }
         if times {
             rfs::futimens(fd, &m.times).map_err(|e| sys(at, "setting the times", e))?;
         }
@@ -804,7 +857,7 @@ impl Extractor<'_> {
 
     /// The same for entries that cannot be opened for I/O (symlinks, devices, fifos, links).
     /// `mode_and_times` is false for symlinks (no lchmod) and links to symlinks.
-    fn meta_at(&mut self, parent: BorrowedFd<'_>, name: &CStr, m: &Meta, mode_and_times: bool, at: &str) -> Result<()> {
+    fn meta_at(&mut self, parent: BorrowedFd<'_>, name: &CStr, m: &Meta, mode_and_times: bool, at: &At<'_>) -> Result<()> {
         rfs::chownat(
             parent,
             name,
@@ -849,6 +902,14 @@ impl Extractor<'_> {
         }
         Ok(())
     }
+}
+
+/// The umask from `/proc/self/status` (Linux >= 4.7); reading it never changes it, unlike
+/// umask(2), which would race with other threads.
+fn read_umask() -> Option<u32> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let v = s.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(v.trim(), 8).ok()
 }
 
 fn errno(e: &io::Error) -> Errno {

@@ -22,13 +22,33 @@ use crate::fsutil;
 pub struct DiffStats {
     /// Length of the (uncompressed) tar stream.
     pub tar_bytes: u64,
-    /// `sha256:<hex>` of the tar stream: the layer's DiffID.
-    pub digest: String,
+    /// `sha256:<hex>` of the tar stream (the layer's DiffID); `None` when
+    /// [`DiffOpts::digest`] was off.
+    pub digest: Option<String>,
     /// Tar entries written (opaque markers and whiteouts included).
     pub entries: u64,
 }
 
+/// How [`Driver::diff_with`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct DiffOpts {
+    /// Compute the stream's sha256 (on a helper thread). Off, the export does no more work
+    /// than `tar -c`; callers that hash the stream themselves can turn it off.
+    pub digest: bool,
+}
+
+impl Default for DiffOpts {
+    fn default() -> Self {
+        DiffOpts { digest: true }
+    }
+}
+
 impl Driver {
+    /// [`Driver::diff`] with explicit options.
+    pub fn diff_with(&self, id: &str, parent: Option<&str>, writer: impl Write, opts: &DiffOpts) -> Result<DiffStats> {
+        self.export(id, parent, writer, opts.digest)
+    }
+
     /// Writes layer `id` as a tar in Docker's layer format relative to `parent`, which must
     /// be the layer's own parent (`None` for a base layer).
     ///
@@ -37,6 +57,10 @@ impl Driver {
     /// `security.capability`, as in Docker. The output is deterministic: the same tree
     /// always gives the same bytes, and they are the bytes Docker's native Diff writes.
     pub fn diff(&self, id: &str, parent: Option<&str>, writer: impl Write) -> Result<DiffStats> {
+        self.export(id, parent, writer, true)
+    }
+
+    fn export(&self, id: &str, parent: Option<&str>, writer: impl Write, digest: bool) -> Result<DiffStats> {
         let (layers, native) = self.layers_for(id, parent)?;
         if !native {
             return Err(Error::Unsupported(format!(
@@ -45,7 +69,7 @@ impl Driver {
                 layers.parent
             )));
         }
-        let mut out = Out::new(writer);
+        let mut out = Out::new(writer, digest);
         let mut ex = Exporter {
             tw: Writer::new(&mut out),
             seen: HashMap::new(),
@@ -76,7 +100,11 @@ struct Out<W: Write> {
 }
 
 impl<W: Write> Out<W> {
-    fn new(w: W) -> Self {
+    fn new(w: W, digest: bool) -> Self {
+        if !digest {
+            let (_, back) = std::sync::mpsc::channel();
+            return Out { w, cur: Vec::with_capacity(CHUNK), tx: None, back, hasher: None, n: 0 };
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         let (btx, brx) = std::sync::mpsc::channel::<Vec<u8>>();
         let hasher = std::thread::spawn(move || {
@@ -107,12 +135,15 @@ impl<W: Write> Out<W> {
     }
 
     /// Flushes everything and returns the stream's length and digest.
-    fn finish(mut self) -> io::Result<(u64, String)> {
+    fn finish(mut self) -> io::Result<(u64, Option<String>)> {
         self.ship()?;
         self.w.flush()?;
         drop(self.tx.take());
-        let d = self.hasher.take().expect("joined once").join().map_err(|_| io::Error::other("the hashing thread panicked"))?;
-        Ok((self.n, hex_digest(&d)))
+        let d = match self.hasher.take() {
+            Some(h) => Some(hex_digest(&h.join().map_err(|_| io::Error::other("the hashing thread panicked"))?)),
+            None => None,
+        };
+        Ok((self.n, d))
     }
 }
 

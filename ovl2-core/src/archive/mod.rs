@@ -16,7 +16,7 @@ pub mod whiteout;
 
 pub use apply::{ApplyOpts, ApplyProgress, ApplyStats};
 pub use changes::{Change, ChangeKind};
-pub use export::DiffStats;
+pub use export::{DiffOpts, DiffStats};
 pub use input::{detect as detect_compression, Compression};
 mod gotar;
 
