@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-7}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/ovl2-bench}
 [ "$(id -u)" = 0 ] || { echo "bench-archive: needs root (tar -xp and ovl2 keep owners)" >&2; exit 1; }
+command -v openssl >/dev/null || { echo "bench-archive: needs openssl" >&2; exit 1; }
 command -v tar >/dev/null && tar --version | head -1 | grep -q GNU || { echo "bench-archive: needs GNU tar" >&2; exit 1; }
 cargo build --release -q -p ovl2-cli
 export OVL2=$PWD/target/release/ovl2 BENCH_DIR RUNS

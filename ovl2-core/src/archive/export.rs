@@ -86,13 +86,19 @@ impl Driver {
     }
 }
 
+/// Hashing batch: large, so the helper thread wakes rarely.
 const CHUNK: usize = 256 * 1024;
+/// Write size: small enough that a pipe (64 KiB) never makes the writer wait for a whole
+/// batch to drain, which costs a context switch per page.
+const WRITE: usize = 32 * 1024;
 
 /// The output: buffered in chunks, each written to the caller's writer and then hashed on a
 /// helper thread, so the digest costs no time on the exporting thread.
 struct Out<W: Write> {
     w: W,
     cur: Vec<u8>,
+    /// Bytes of `cur` already written to `w`.
+    written: usize,
     tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     back: std::sync::mpsc::Receiver<Vec<u8>>,
     hasher: Option<std::thread::JoinHandle<[u8; 32]>>,
@@ -103,7 +109,7 @@ impl<W: Write> Out<W> {
     fn new(w: W, digest: bool) -> Self {
         if !digest {
             let (_, back) = std::sync::mpsc::channel();
-            return Out { w, cur: Vec::with_capacity(CHUNK), tx: None, back, hasher: None, n: 0 };
+            return Out { w, cur: Vec::with_capacity(CHUNK), written: 0, tx: None, back, hasher: None, n: 0 };
         }
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         let (btx, brx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -115,14 +121,15 @@ impl<W: Write> Out<W> {
             }
             h.finalize().into()
         });
-        Out { w, cur: Vec::with_capacity(CHUNK), tx: Some(tx), back: brx, hasher: Some(hasher), n: 0 }
+        Out { w, cur: Vec::with_capacity(CHUNK), written: 0, tx: Some(tx), back: brx, hasher: Some(hasher), n: 0 }
     }
 
     fn ship(&mut self) -> io::Result<()> {
         if self.cur.is_empty() {
             return Ok(());
         }
-        self.w.write_all(&self.cur)?;
+        self.w.write_all(&self.cur[self.written..])?;
+        self.written = 0;
         let next = self.back.try_recv().map(|mut b| {
             b.clear();
             b
@@ -162,6 +169,10 @@ impl<W: Write> Write for Out<W> {
         let n = room.min(buf.len());
         self.cur.extend_from_slice(&buf[..n]);
         self.n += n as u64;
+        while self.cur.len() - self.written >= WRITE {
+            self.w.write_all(&self.cur[self.written..self.written + WRITE])?;
+            self.written += WRITE;
+        }
         if self.cur.len() == CHUNK {
             self.ship()?;
         }
