@@ -4,6 +4,8 @@
 //	dockertar DIFF_DIR           the native overlay2 Diff of DIFF_DIR (TarWithOptions with the
 //	                             overlay whiteout format, the call Docker's driver makes)
 //	dockertar changes NEW OLD    ChangesDirs(NEW, OLD), sorted by path, one "C /p" per line
+//	dockertar apply DIR < TAR    Unpack with the overlay whiteout format into DIR (what
+//	                             Docker's overlay2 ApplyDiff runs, minus the chroot)
 package main
 
 import (
@@ -22,8 +24,18 @@ func main() {
 		diff(os.Args[1])
 	case len(os.Args) == 4 && os.Args[1] == "changes":
 		changes(os.Args[2], os.Args[3])
+	case len(os.Args) == 3 && os.Args[1] == "apply":
+		// Docker unpacks chrooted into the layer, so hardlink names (which go-archive also
+		// looks up relative to the working directory) resolve there; chdir stands in for it.
+		if err := os.Chdir(os.Args[2]); err != nil {
+			panic(err)
+		}
+		err := archive.Unpack(os.Stdin, os.Args[2], &archive.TarOptions{WhiteoutFormat: archive.OverlayWhiteoutFormat})
+		if err != nil {
+			panic(err)
+		}
 	default:
-		os.Stderr.WriteString("usage: dockertar DIFF_DIR | dockertar changes NEW OLD\n")
+		os.Stderr.WriteString("usage: dockertar DIFF_DIR | dockertar changes NEW OLD | dockertar apply DIR < TAR\n")
 		os.Exit(2)
 	}
 }
