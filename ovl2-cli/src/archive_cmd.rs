@@ -11,6 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ovl2_core::{ApplyOpts, ApplyProgress, ApplyStats, CreateOpts, DiffOpts, Driver};
 
 type Res = Result<ExitCode, Box<dyn std::error::Error>>;
+/// An opened input and its length when it is a regular file (for the progress bar).
+type Input = (Box<dyn Read>, Option<u64>);
 
 /// Archive subcommands, flattened into the top-level command list.
 #[derive(Subcommand, Debug)]
@@ -195,7 +197,7 @@ pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_input(file: Option<&PathBuf>) -> Result<(Box<dyn Read>, Option<u64>), Box<dyn std::error::Error>> {
+fn open_input(file: Option<&PathBuf>) -> Result<Input, Box<dyn std::error::Error>> {
     match file {
         Some(p) if p.as_os_str() != "-" => {
             let f = File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;

@@ -150,11 +150,11 @@ fn rootless_apply_uses_user_xattrs() {
     };
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let diff = home.join("x/diff");
-    let mut v = vec![0u8; 16];
-    let n = rustix::fs::lgetxattr(&diff.join("d"), "user.overlay.opaque", &mut v[..]).unwrap();
+    let mut v = [0u8; 16];
+    let n = rustix::fs::lgetxattr(diff.join("d"), "user.overlay.opaque", &mut v[..]).unwrap();
     assert_eq!(&v[..n], b"y");
-    assert!(rustix::fs::lgetxattr(&diff.join("d"), "trusted.overlay.opaque", &mut v[..]).is_err());
-    let st = rustix::fs::lstat(&diff.join("gone")).unwrap();
+    assert!(rustix::fs::lgetxattr(diff.join("d"), "trusted.overlay.opaque", &mut v[..]).is_err());
+    let st = rustix::fs::lstat(diff.join("gone")).unwrap();
     assert_eq!(rustix::fs::FileType::from_raw_mode(st.st_mode), rustix::fs::FileType::CharacterDevice);
     assert_eq!(st.st_rdev, 0);
 }

@@ -373,7 +373,7 @@ fn hostile_tars_are_refused_or_contained() {
     }
     // The contained writes landed inside the layer.
     let h = |n: usize, p: &str| diff_dir(&s.home(), &format!("h{n}")).join(p);
-    assert_eq!(std::fs::read(h(4, &format!("{}/victim", outside.display()).trim_start_matches('/'))).unwrap(), b"pwn");
+    assert_eq!(std::fs::read(h(4, format!("{}/victim", outside.display()).trim_start_matches('/'))).unwrap(), b"pwn");
     assert_eq!(std::fs::read(h(5, "victim")).unwrap(), b"pwn");
     assert_eq!(std::fs::read(h(22, "dup")).unwrap(), b"three");
 }
@@ -537,29 +537,29 @@ fn add_edge_cases(diff: &Path) {
     symlink("t".repeat(150), p("edge/long-target")).unwrap();
     // Large ids need PAX records; times outside USTAR's octal range too.
     std::fs::write(p("edge/bigid"), b"id").unwrap();
-    rustix::fs::chown(&p("edge/bigid"), Some(rustix::fs::Uid::from_raw(3_000_000)), Some(rustix::fs::Gid::from_raw(70_000))).unwrap();
+    rustix::fs::chown(p("edge/bigid"), Some(rustix::fs::Uid::from_raw(3_000_000)), Some(rustix::fs::Gid::from_raw(70_000))).unwrap();
     for (name, secs) in [("edge/old", -86_400i64), ("edge/future", 9_000_000_000)] {
         std::fs::write(p(name), b"t").unwrap();
         let ts = rustix::fs::Timestamps {
             last_access: rustix::fs::Timespec { tv_sec: secs, tv_nsec: 5 },
             last_modification: rustix::fs::Timespec { tv_sec: secs, tv_nsec: 5 },
         };
-        rustix::fs::utimensat(rustix::fs::CWD, &p(name), &ts, rustix::fs::AtFlags::empty()).unwrap();
+        rustix::fs::utimensat(rustix::fs::CWD, p(name), &ts, rustix::fs::AtFlags::empty()).unwrap();
     }
     // Kernel whiteouts share one inode (overlay's shared whiteout): Docker's quirk keeps the
     // link name on the converted entry.
-    rustix::fs::mknodat(rustix::fs::CWD, &p("edge/wh1"), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::empty(), 0).unwrap();
+    rustix::fs::mknodat(rustix::fs::CWD, p("edge/wh1"), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::empty(), 0).unwrap();
     std::fs::hard_link(p("edge/wh1"), p("edge/wh2")).unwrap();
     // A v3 (namespaced) capability is written back as v2.
     std::fs::write(p("edge/capv3"), b"c").unwrap();
     let mut v3 = vec![0u8; 24];
     v3[0..4].copy_from_slice(&0x0300_0001u32.to_le_bytes());
     v3[4..8].copy_from_slice(&(1u32 << 10).to_le_bytes());
-    rustix::fs::setxattr(&p("edge/capv3"), "security.capability", &v3, rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::setxattr(p("edge/capv3"), "security.capability", &v3, rustix::fs::XattrFlags::empty()).unwrap();
     // A user-opaque dir and a dir with sticky/setgid bits (the opq marker keeps only 0777).
     std::fs::create_dir(p("edge/sticky")).unwrap();
     std::fs::set_permissions(p("edge/sticky"), std::fs::Permissions::from_mode(0o3775)).unwrap();
-    rustix::fs::setxattr(&p("edge/sticky"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::setxattr(p("edge/sticky"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
     // Sockets cannot go into a tar; both exporters skip them.
     let _ = std::os::unix::net::UnixListener::bind(p("edge/sock")).unwrap();
     std::fs::write(p("edge/\u{444}\u{430}\u{439}\u{43b}"), b"utf8 name").unwrap();
