@@ -611,7 +611,8 @@ impl Staged {
 }
 
 fn validate_create_opts(opts: &CreateOpts) -> Result<()> {
-    for key in opts.storage_opt.keys() {
+    // Any key is an error (overlay2 knows only "size", which ovl2 cannot honour); name the first.
+    if let Some(key) = opts.storage_opt.keys().next() {
         return Err(match key.to_ascii_lowercase().as_str() {
             "size" => Error::Unsupported(
                 "storage option \"size\" needs xfs project quotas, which ovl2 does not manage".into(),
