@@ -179,6 +179,14 @@ impl Driver {
         let mounts = MountState::new(strategy, disabled)?;
         let driver =
             Driver { home, home_fd, links_fd, private_fd, staging_fd, mount_records_fd, opts: options, owner, root, mounts };
+        // Overlayfs needs d_type to tell whiteouts from files; Docker refuses such stores too.
+        if !driver.supports_d_type()? {
+            return Err(Error::Unsupported(format!(
+                "the filesystem under {} does not report file types in directory entries (d_type); \
+                 overlay cannot work on it (an xfs filesystem needs ftype=1)",
+                driver.home.display()
+            )));
+        }
         if driver.opts.repair_on_open {
             driver.repair()?;
             driver.reconcile_mounts()?;
