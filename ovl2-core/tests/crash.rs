@@ -414,8 +414,11 @@ fn kill_during_container_create_remove() {
             }
         }
         assert!(std::fs::read_dir(home.join(".ovl2/pending")).unwrap().next().is_none());
-        let top_committed = home.join("top/committed").exists();
-        assert_eq!(top_committed, layers.len() > 1, "kill {k}: top is committed exactly when a container sits on it");
+        // A container on top implies the marker. (Removing containers never takes it back,
+        // as in Docker; only a rolled-back create does.)
+        if layers.len() > 1 {
+            assert!(home.join("top/committed").exists(), "kill {k}: a container sits on an uncommitted top");
+        }
     }
     eprintln!("  60 kills; {repaired} half-made containers rolled back by open");
 }
