@@ -133,12 +133,12 @@ pub(crate) fn load<Fd: std::os::fd::AsFd>(dir: Fd, id: &str) -> Result<Record> {
 /// Records describe live mounts, which do not survive a reboot, so they need no fsync.
 pub(crate) fn store<Fd: std::os::fd::AsFd>(dir: Fd, id: &str, rec: &Record) -> Result<()> {
     let dir = dir.as_fd();
-    let fd = match rustix::fs::openat(dir, &name(id), OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+    let fd = match rustix::fs::openat(dir, name(id), OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::NOENT) if rec.total() == 0 => return Ok(()),
         Err(Errno::NOENT) => rustix::fs::openat(
             dir,
-            &name(id),
+            name(id),
             OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
@@ -155,7 +155,7 @@ pub(crate) fn store<Fd: std::os::fd::AsFd>(dir: Fd, id: &str, rec: &Record) -> R
 
 /// Deletes a layer's record file (the layer is being removed).
 pub(crate) fn delete<Fd: std::os::fd::AsFd>(dir: Fd, id: &str) -> Result<()> {
-    match rustix::fs::unlinkat(dir, &name(id), AtFlags::empty()) {
+    match rustix::fs::unlinkat(dir, name(id), AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
         Err(e) => Err(Error::io(format!("removing the mount record of {id:?}"), e)),
     }
