@@ -165,6 +165,8 @@ impl Driver {
             .ctx(|| format!("creating {}/.ovl2/empty", home.display()))?;
         fsutil::ensure_dir(&private_fd, layout::MOUNT_RECORDS, layout::PRIVATE_MODE, Some(owner))
             .ctx(|| format!("creating {}/.ovl2/mounts", home.display()))?;
+        fsutil::ensure_dir(&private_fd, layout::PENDING, layout::PRIVATE_MODE, Some(owner))
+            .ctx(|| format!("creating {}/.ovl2/pending", home.display()))?;
         let mount_records_fd = fsutil::open_dir(&private_fd, layout::MOUNT_RECORDS)
             .ctx(|| format!("opening {}/.ovl2/mounts", home.display()))?;
         let staging_fd = fsutil::open_dir(&private_fd, layout::STAGING)
@@ -179,6 +181,14 @@ impl Driver {
         let mounts = MountState::new(strategy, disabled)?;
         let driver =
             Driver { home, home_fd, links_fd, private_fd, staging_fd, mount_records_fd, opts: options, owner, root, mounts };
+        // Overlayfs needs d_type to tell whiteouts from files; Docker refuses such stores too.
+        if !driver.supports_d_type()? {
+            return Err(Error::Unsupported(format!(
+                "the filesystem under {} does not report file types in directory entries (d_type); \
+                 overlay cannot work on it (an xfs filesystem needs ftype=1)",
+                driver.home.display()
+            )));
+        }
         if driver.opts.repair_on_open {
             driver.repair()?;
             driver.reconcile_mounts()?;
@@ -349,6 +359,10 @@ impl Driver {
     /// now. (Docker never removes the marker; this only undoes ovl2's own failed step.)
     pub(crate) fn uncommit_if_childless(&self, id: &str) -> Result<()> {
         let _lock = self.lock(true)?;
+        self.uncommit_if_childless_locked(id)
+    }
+
+    pub(crate) fn uncommit_if_childless_locked(&self, id: &str) -> Result<()> {
         let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let Some(lid) = files.link.as_deref().and_then(|l| layout::parse_link(l).ok()) else { return Ok(()) };
         if self.children_of(lid)?.is_empty() {
@@ -369,6 +383,14 @@ impl Driver {
     pub fn remove(&self, id: &str, force: bool) -> Result<()> {
         id::validate(id)?;
         let lock = self.lock(true)?;
+        let gone = self.unlink_layer_locked(id, force)?;
+        drop(lock);
+        gone.delete(self)
+    }
+
+    /// The part of [`Driver::remove`] that needs the store lock (held by the caller): checks,
+    /// then the rename out of sight. The files go with [`Unlinked::delete`], lock or no lock.
+    pub(crate) fn unlink_layer_locked(&self, id: &str, force: bool) -> Result<Unlinked> {
         let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let lid = files.link.as_deref().and_then(|l| layout::parse_link(l).ok()).map(str::to_owned);
         if !force {
@@ -403,11 +425,7 @@ impl Driver {
             self.unlink_short_link_if_ours(&lid, id)?;
         }
         self.forget_mount_record(id)?;
-        drop(lock);
-        // `dir` keeps the flock, so repair() in another process leaves this tree to us.
-        fsutil::remove_tree(&self.staging_fd, &trash).ctx(|| format!("deleting the files of layer {id:?}"))?;
-        drop(dir);
-        Ok(())
+        Ok(Unlinked { id: id.to_owned(), trash, dir })
     }
 
     pub(crate) fn unlink_short_link_if_ours(&self, lid: &str, id: &str) -> Result<()> {
@@ -584,6 +602,22 @@ impl Driver {
     }
 }
 
+/// A removed layer's files, renamed into staging and still flocked (so repair in another
+/// process leaves them to us) until [`Unlinked::delete`] removes them.
+pub(crate) struct Unlinked {
+    id: String,
+    trash: CString,
+    dir: OwnedFd,
+}
+
+impl Unlinked {
+    pub(crate) fn delete(self, d: &Driver) -> Result<()> {
+        fsutil::remove_tree(&d.staging_fd, &self.trash).ctx(|| format!("deleting the files of layer {:?}", self.id))?;
+        drop(self.dir);
+        Ok(())
+    }
+}
+
 /// A layer being built in `.ovl2/staging/<name>`, locked so repair leaves it alone.
 struct Staged {
     name: CString,
@@ -611,7 +645,8 @@ impl Staged {
 }
 
 fn validate_create_opts(opts: &CreateOpts) -> Result<()> {
-    for key in opts.storage_opt.keys() {
+    // Any key is an error (overlay2 knows only "size", which ovl2 cannot honour); name the first.
+    if let Some(key) = opts.storage_opt.keys().next() {
         return Err(match key.to_ascii_lowercase().as_str() {
             "size" => Error::Unsupported(
                 "storage option \"size\" needs xfs project quotas, which ovl2 does not manage".into(),

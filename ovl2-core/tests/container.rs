@@ -167,10 +167,8 @@ fn a_full_disk_at_any_point_leaves_nothing_behind() {
     }
     let s = Scratch::new("ctrfull");
     let fs = s.path().join("fs");
-    std::fs::create_dir_all(&fs).unwrap();
-    // A tiny filesystem whose inodes run out: every step of create_container can hit ENOSPC.
-    rustix::mount::mount(c"ovl2-test", &fs, c"tmpfs", rustix::mount::MountFlags::empty(), c"size=16m,nr_inodes=400,mode=755")
-        .unwrap();
+    // A tiny filesystem whose inodes run out, so ENOSPC can hit every step in turn.
+    tiny_fs(&fs, c"size=16m,nr_inodes=400,mode=755");
     let home = fs.join("home");
     let d = Driver::open(&home, Options { sync: false, ..Options::default() }).unwrap();
     d.create("img", None, &CreateOpts::default()).unwrap();
@@ -178,11 +176,7 @@ fn a_full_disk_at_any_point_leaves_nothing_behind() {
     std::fs::write(home.join("img/diff/etc/hosts"), "x").unwrap();
     d.features(); // probe once now, so its cache file is not part of what we compare
     let filler = fs.join("filler");
-    std::fs::create_dir(&filler).unwrap();
-    let mut n = 0;
-    while std::fs::write(filler.join(n.to_string()), "").is_ok() {
-        n += 1;
-    }
+    let n = fill_inodes(&filler);
     let (mut failures, mut created) = (0, false);
     for k in 0..n {
         std::fs::remove_file(filler.join(k.to_string())).unwrap();

@@ -203,18 +203,13 @@ fn create_on_a_full_disk_fails_cleanly_at_every_step() {
     }
     let s = Scratch::new("fullcreate");
     let fs = s.path().join("fs");
-    std::fs::create_dir_all(&fs).unwrap();
-    rustix::mount::mount(c"ovl2-test", &fs, c"tmpfs", rustix::mount::MountFlags::empty(), c"size=4m,nr_inodes=200,mode=755")
-        .unwrap();
+    // A tiny filesystem whose inodes run out, so ENOSPC can hit every step in turn.
+    tiny_fs(&fs, c"size=4m,nr_inodes=200,mode=755");
     let home = fs.join("home");
     let d = Driver::open(&home, Options { sync: false, ..Options::default() }).unwrap();
     d.create("base", None, &co()).unwrap();
     let filler = fs.join("filler");
-    std::fs::create_dir(&filler).unwrap();
-    let mut n = 0;
-    while std::fs::write(filler.join(n.to_string()), "").is_ok() {
-        n += 1;
-    }
+    let n = fill_inodes(&filler);
     let mut failures = 0;
     for k in 0..n {
         std::fs::remove_file(filler.join(k.to_string())).unwrap();
