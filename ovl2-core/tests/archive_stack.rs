@@ -187,6 +187,31 @@ fn read_tree(root: &Path) -> Model {
     m
 }
 
+/// A tar's entries for comparison; whiteout markers' mtimes are the time of export.
+fn entries_of(t: &[u8]) -> Vec<String> {
+    let mut a = tar::Archive::new(t);
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let link = e.link_name_bytes().map(|l| String::from_utf8_lossy(&l).into_owned()).unwrap_or_default();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            let wh = name.rsplit('/').next().unwrap_or("").starts_with(".wh.");
+            let mtime = if wh { 0 } else { h.mtime().unwrap() };
+            format!(
+                "{name} type={:?} mode={:o} {}:{} mtime={mtime} link={link} data={data:?}",
+                h.entry_type(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap()
+            )
+        })
+        .collect()
+}
+
 struct Mount(PathBuf);
 impl Mount {
     fn new(target: &Path, lowers: &[PathBuf], spare: &Path) -> Mount {
@@ -266,6 +291,20 @@ fn random_stacks_mount_to_the_aufs_model() {
                     let ours: String =
                         d.changes(&id, Some(&ids[layer - 2])).unwrap().iter().map(|c| format!("{c}\n")).collect();
                     assert_eq!(ours, theirs, "seed {seed} layer {layer}: naive changes differ from Docker's");
+                    // The naive diff against the grandparent: Docker's ExportChanges.
+                    let out = std::process::Command::new(bin).arg("export").arg(&mnt).arg(&gm.0).output().unwrap();
+                    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                    let mut t = Vec::new();
+                    d.diff(&id, Some(&ids[layer - 2]), &mut t).unwrap();
+                    assert_eq!(entries_of(&t), entries_of(&out.stdout), "seed {seed} layer {layer}: naive diff differs");
+                }
+                if layer >= 1 {
+                    // A whole layer against no parent: Docker tars the mounted view.
+                    let out = std::process::Command::new(bin).arg("tar").arg(&mnt).output().unwrap();
+                    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                    let mut t = Vec::new();
+                    d.diff(&id, None, &mut t).unwrap();
+                    assert!(t == out.stdout, "seed {seed} layer {layer}: naive diff with no parent differs from Docker's bytes");
                 }
             }
             drop(m);

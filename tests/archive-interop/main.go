@@ -4,6 +4,8 @@
 //	dockertar DIFF_DIR           the native overlay2 Diff of DIFF_DIR (TarWithOptions with the
 //	                             overlay whiteout format, the call Docker's driver makes)
 //	dockertar changes NEW OLD    ChangesDirs(NEW, OLD), sorted by path, one "C /p" per line
+//	dockertar tar DIR            archive.Tar(DIR): Docker's naive Diff of a layer with no parent
+//	dockertar export NEW OLD     ExportChanges(NEW, ChangesDirs(NEW, OLD)): Docker's naive Diff
 //	dockertar apply DIR < TAR    Unpack with the overlay whiteout format into DIR (what
 //	                             Docker's overlay2 ApplyDiff runs, minus the chroot)
 package main
@@ -16,6 +18,7 @@ import (
 
 	"github.com/moby/go-archive"
 	"github.com/moby/go-archive/compression"
+	"github.com/moby/sys/user"
 )
 
 func main() {
@@ -24,6 +27,22 @@ func main() {
 		diff(os.Args[1])
 	case len(os.Args) == 4 && os.Args[1] == "changes":
 		changes(os.Args[2], os.Args[3])
+	case len(os.Args) == 3 && os.Args[1] == "tar":
+		rc, err := archive.Tar(os.Args[2], compression.None)
+		if err != nil {
+			panic(err)
+		}
+		copyOut(rc)
+	case len(os.Args) == 4 && os.Args[1] == "export":
+		ch, err := archive.ChangesDirs(os.Args[2], os.Args[3])
+		if err != nil {
+			panic(err)
+		}
+		rc, err := archive.ExportChanges(os.Args[2], ch, user.IdentityMapping{})
+		if err != nil {
+			panic(err)
+		}
+		copyOut(rc)
 	case len(os.Args) == 3 && os.Args[1] == "apply":
 		// Docker unpacks chrooted into the layer, so hardlink names (which go-archive also
 		// looks up relative to the working directory) resolve there; chdir stands in for it.
@@ -48,6 +67,10 @@ func diff(dir string) {
 	if err != nil {
 		panic(err)
 	}
+	copyOut(rc)
+}
+
+func copyOut(rc io.ReadCloser) {
 	defer rc.Close()
 	if _, err := io.Copy(os.Stdout, rc); err != nil {
 		panic(err)

@@ -62,7 +62,7 @@ impl Driver {
             let hidden = opaque(layers.upper.as_fd())?;
             native_dir(b"", layers.upper.as_fd(), Some(&lower), hidden, &mut out)?;
         } else {
-            let (new, old) = self.naive_views(id, layers, parent)?;
+            let (new, old) = self.naive_views(layers, parent)?;
             naive_dir(b"", Some(&new), Some(&old), &mut out)?;
         }
         out.sort_by(|a, b| a.path.as_os_str().as_bytes().cmp(b.path.as_os_str().as_bytes()));
@@ -77,7 +77,7 @@ impl Driver {
         if native {
             return size::tree_size(layers.upper.as_fd()).ctx(|| format!("measuring layer {id:?}"));
         }
-        let (new, old) = self.naive_views(id, layers, parent)?;
+        let (new, old) = self.naive_views(layers, parent)?;
         let mut changes = Vec::new();
         naive_dir(b"", Some(&new), Some(&old), &mut changes)?;
         let mut seen = HashSet::new();
@@ -98,8 +98,7 @@ impl Driver {
     }
 
     /// The layer's merged view and `parent`'s, for the naive comparison.
-    fn naive_views(&self, id: &str, layers: Layers, parent: Option<&str>) -> Result<(Merged, Merged)> {
-        let _ = id;
+    pub(crate) fn naive_views(&self, layers: Layers, parent: Option<&str>) -> Result<(Merged, Merged)> {
         let mut new_fds = vec![layers.upper];
         new_fds.extend(layers.lowers);
         let new = Merged::from_owned(new_fds)?;
@@ -124,11 +123,19 @@ pub(crate) struct Merged {
 
 /// One entry found in a merged view.
 pub(crate) struct Found {
-    st: Stat,
+    pub st: Stat,
     /// The layer (index into the parent's `layers`) the entry comes from.
     layer: usize,
     /// For directories, the merged directory.
-    dir: Option<Merged>,
+    pub dir: Option<Merged>,
+}
+
+/// Docker's naive changes between two merged views, sorted by path.
+pub(crate) fn naive(new: &Merged, old: &Merged) -> Result<Vec<Change>> {
+    let mut out = Vec::new();
+    naive_dir(b"", Some(new), Some(old), &mut out)?;
+    out.sort_by(|a, b| a.path.as_os_str().as_bytes().cmp(b.path.as_os_str().as_bytes()));
+    Ok(out)
 }
 
 fn opaque(fd: BorrowedFd<'_>) -> Result<bool> {
@@ -159,8 +166,35 @@ impl Merged {
         Ok(Merged { layers })
     }
 
+    /// The layer directory an entry found in this directory lives in.
+    pub(crate) fn layer(&self, f: &Found) -> BorrowedFd<'_> {
+        self.layers[f.layer].as_fd()
+    }
+
+    /// Resolves a relative path; returns the entry and (a duplicate of) the layer directory
+    /// it lives in.
+    pub(crate) fn lookup_path_in(&self, rel: &[u8]) -> Result<Option<(OwnedFd, Found)>> {
+        let (dir, base) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&b""[..], rel),
+        };
+        let name = CString::new(base).map_err(|_| Error::InvalidArgument("NUL in path".into()))?;
+        let parent = if dir.is_empty() {
+            None
+        } else {
+            match self.lookup_path(dir)? {
+                Some(Found { dir: Some(d), .. }) => Some(d),
+                _ => return Ok(None),
+            }
+        };
+        let m = parent.as_ref().unwrap_or(self);
+        let Some(f) = m.lookup(&name)? else { return Ok(None) };
+        let fd = m.layers[f.layer].try_clone().ctx(|| "duplicating a layer fd".into())?;
+        Ok(Some((fd, f)))
+    }
+
     /// Looks `name` up as overlayfs would.
-    fn lookup(&self, name: &CStr) -> Result<Option<Found>> {
+    pub(crate) fn lookup(&self, name: &CStr) -> Result<Option<Found>> {
         let mut first: Option<(Stat, usize)> = None;
         let mut dirs = Vec::new();
         for (i, fd) in self.layers.iter().enumerate() {
@@ -216,7 +250,7 @@ impl Merged {
     }
 
     /// Every visible name, sorted.
-    fn list(&self) -> Result<BTreeSet<CString>> {
+    pub(crate) fn list(&self) -> Result<BTreeSet<CString>> {
         let mut names = BTreeSet::new();
         for fd in &self.layers {
             for e in fsutil::list_dir(fd).ctx(|| "listing a lower directory".into())? {

@@ -4,12 +4,14 @@
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 
+use super::changes::{self, Change, ChangeKind, Merged};
 use super::gotar::{Header, Writer};
 use super::input::hex_digest;
 use super::{fsx, whiteout};
@@ -62,22 +64,30 @@ impl Driver {
 
     fn export(&self, id: &str, parent: Option<&str>, writer: impl Write, digest: bool) -> Result<DiffStats> {
         let (layers, native) = self.layers_for(id, parent)?;
-        if !native {
-            return Err(Error::Unsupported(format!(
-                "diff of layer {id:?} against {parent:?}, which is not its parent ({:?}), needs Docker's \
-                 naive (mounted) diff, which ovl2 does not implement yet",
-                layers.parent
-            )));
-        }
         let mut out = Out::new(writer, digest);
         let mut ex = Exporter {
             tw: Writer::new(&mut out),
+            native,
             seen: HashMap::new(),
             entries: 0,
             buf: vec![0u8; 256 * 1024],
         };
         let mut prefix = Vec::new();
-        ex.walk(layers.upper.as_fd(), &mut prefix)?;
+        if native {
+            ex.walk(layers.upper.as_fd(), &mut prefix)?;
+        } else {
+            let (new, old) = self.naive_views(layers, parent)?;
+            match parent {
+                // Docker tars the whole layer as mounted.
+                None => ex.walk_merged(&new, &mut prefix)?,
+                // Docker exports the changes against the other layer, whiteouts stamped now.
+                Some(_) => {
+                    for c in changes::naive(&new, &old)? {
+                        ex.change(&new, &c)?;
+                    }
+                }
+            }
+        }
         ex.tw.finish().ctx(|| "writing the end of the tar".into())?;
         let entries = ex.entries;
         drop(ex);
@@ -185,6 +195,9 @@ impl<W: Write> Write for Out<W> {
 
 struct Exporter<W: Write> {
     tw: Writer<W>,
+    /// Docker's native Diff (overlay whiteouts and opaque dirs converted to AUFS markers)
+    /// rather than a plain tar of a merged view.
+    native: bool,
     /// First path written for each multiply-linked inode (Go keys by inode number alone).
     seen: HashMap<u64, Vec<u8>>,
     entries: u64,
@@ -248,14 +261,40 @@ impl<W: Write> Exporter<W> {
             let plen = prefix.len();
             prefix.extend_from_slice(ent.name.to_bytes());
             let st = rfs::statat(dir, &ent.name, AtFlags::SYMLINK_NOFOLLOW).ctx(|| format!("stat of {}", show(prefix)))?;
-            let r = self.entry(dir, &ent.name, &st, prefix);
+            let r = match self.entry(dir, &ent.name, &st, prefix) {
+                Ok(Some(sub)) => self.walk(sub.as_fd(), prefix),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
             prefix.truncate(plen);
             r?;
         }
         Ok(())
     }
 
-    fn entry(&mut self, dir: BorrowedFd<'_>, name: &CStr, st: &Stat, rel: &mut Vec<u8>) -> Result<()> {
+    /// The same walk over a merged view (Docker's naive diff of a whole layer).
+    fn walk_merged(&mut self, m: &Merged, prefix: &mut Vec<u8>) -> Result<()> {
+        for name in m.list()? {
+            let Some(f) = m.lookup(&name)? else { continue };
+            let plen = prefix.len();
+            prefix.extend_from_slice(name.to_bytes());
+            let r = match self.entry(m.layer(&f), &name, &f.st, prefix) {
+                Ok(Some(_)) => match &f.dir {
+                    Some(d) => self.walk_merged(d, prefix),
+                    None => Ok(()),
+                },
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            prefix.truncate(plen);
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Writes one entry; for a directory, returns it opened so the caller can descend.
+    /// `rel` gets the directory's trailing `/`.
+    fn entry(&mut self, dir: BorrowedFd<'_>, name: &CStr, st: &Stat, rel: &mut Vec<u8>) -> Result<Option<OwnedFd>> {
         let ft = FileType::from_raw_mode(st.st_mode);
         let mode = (st.st_mode & 0o7777) as i64;
         let mut h = Header {
@@ -288,7 +327,7 @@ impl<W: Write> Exporter<W> {
                 let dname = rel.clone();
                 h.name = &dname;
                 self.put(&h, &at)?;
-                if x.opaque {
+                if x.opaque && self.native {
                     let mut oname = dname.clone();
                     oname.extend_from_slice(whiteout::WH_OPAQUE);
                     let wo = Header {
@@ -306,7 +345,7 @@ impl<W: Write> Exporter<W> {
                     };
                     self.put(&wo, &at)?;
                 }
-                self.walk(fd.as_fd(), rel)?;
+                return Ok(Some(fd));
             }
             FileType::RegularFile => {
                 let fd = rfs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
@@ -363,7 +402,7 @@ impl<W: Write> Exporter<W> {
                     h.link = l;
                 }
                 let mut name = rel.clone();
-                if whiteout::is_whiteout(st) {
+                if self.native && whiteout::is_whiteout(st) {
                     // Docker's converter turns the device into an empty `.wh.` file, after the
                     // hardlink rule ran, so a linked whiteout keeps its link name.
                     let cut = rel.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
@@ -379,6 +418,47 @@ impl<W: Write> Exporter<W> {
             // Go's tar cannot write sockets; Docker logs and skips them.
             _ => {}
         }
+        Ok(None)
+    }
+
+    /// One entry of Docker's `ExportChanges`: a deletion becomes a `.wh.` marker stamped with
+    /// the current time; anything else is the path as the layer's view has it.
+    fn change(&mut self, view: &Merged, c: &Change) -> Result<()> {
+        let path = c.path.as_os_str().as_bytes();
+        let rel = &path[1..];
+        if c.kind == ChangeKind::Delete {
+            let cut = rel.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+            let mut name = rel[..cut].to_vec();
+            name.extend_from_slice(&whiteout::whiteout_name(&rel[cut..]));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| (d.as_secs() + u64::from(d.subsec_nanos() >= 500_000_000)) as i64)
+                .unwrap_or(0);
+            let h = Header {
+                name: &name,
+                link: &[],
+                flag: b'0',
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                mtime: Some(now),
+                devmajor: 0,
+                devminor: 0,
+                records: Vec::new(),
+            };
+            return self.put(&h, &show(rel));
+        }
+        let Some((dir, f)) = view.lookup_path_in(rel)? else {
+            return Err(Error::Io {
+                context: format!("exporting {}", show(rel)),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            });
+        };
+        let cut = rel.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+        let name = std::ffi::CString::new(&rel[cut..]).map_err(|_| Error::InvalidArgument("NUL in a path".into()))?;
+        let mut r = rel.to_vec();
+        self.entry(dir.as_fd(), &name, &f.st, &mut r)?;
         Ok(())
     }
 
