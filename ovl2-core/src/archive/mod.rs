@@ -10,6 +10,7 @@ mod apply;
 mod changes;
 mod export;
 mod fsx;
+mod gotar;
 mod input;
 mod size;
 pub mod whiteout;
@@ -18,13 +19,11 @@ pub use apply::{ApplyOpts, ApplyProgress, ApplyStats};
 pub use changes::{Change, ChangeKind};
 pub use export::{DiffOpts, DiffStats};
 pub use input::{detect as detect_compression, Compression};
-mod gotar;
-
 use std::os::fd::OwnedFd;
 
 use crate::driver::{describe, Driver};
 use crate::error::{Context, Error, Result};
-use crate::fsutil::{self, cstr};
+use crate::fsutil;
 use crate::{id, layout};
 
 /// A layer's upper dir and its lower chain, opened once.
@@ -62,7 +61,6 @@ impl Driver {
                 }
             }
         }
-        let _ = cstr;
         Ok(Layers { upper, lowers, parent })
     }
 
