@@ -753,3 +753,71 @@ fn apply_builds_the_tree_dockers_unpack_builds() {
         assert_eq!(v, &docker[k], "{k}");
     }
 }
+
+/// Random damage to a valid layer (bytes flipped in headers and data, cuts anywhere): apply
+/// must never panic, never touch anything outside the layer, and either succeed or fail as a
+/// corrupt archive with the layer left empty.
+#[test]
+fn mutated_tars_never_escape_or_panic() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("mutate");
+    let outside = sentinel(&s);
+    let before = snap(&outside);
+    let d = open(&s.home());
+    let o = outside.display().to_string();
+    let base = tar(&[
+        E::dir("a/"),
+        E::symlink("a/up", "../../../../"),
+        E::symlink("abs", &o),
+        E::file("a/f", b"data data data"),
+        E::hardlink("a/h", "a/f"),
+        E::file("a/.wh.x", b""),
+        E::dir("b/"),
+        E::file("b/.wh..wh..opq", b""),
+        E::file("long/".repeat(30).as_str().trim_end_matches('/'), b"pax path"),
+        E::file("x", b"y").pax("SCHILY.xattr.user.k", b"v"),
+    ]);
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let rounds = std::env::var("OVL2_MUTATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    for i in 0..rounds {
+        let mut t = base.clone();
+        match next() % 3 {
+            0 => {
+                let n = 1 + next() % 4;
+                for _ in 0..n {
+                    let at = (next() % t.len() as u64) as usize;
+                    t[at] = next() as u8;
+                }
+            }
+            1 => {
+                // Rewrite a name byte in some header to '/', '.', or a symlink-ish character.
+                let hdr = (next() % (t.len() as u64 / 512)) as usize * 512;
+                let at = hdr + (next() % 100) as usize;
+                t[at] = *[b'/', b'.', b'.', b'a', 0].get((next() % 5) as usize).unwrap();
+            }
+            _ => {
+                let cut = (next() % t.len() as u64) as usize;
+                t.truncate(cut);
+            }
+        }
+        let id = format!("m{i}");
+        d.create(&id, None, &CreateOpts::default()).unwrap();
+        match d.apply_diff(&id, None, &t[..]) {
+            Ok(_) => {}
+            Err(e) => {
+                assert!(matches!(e.kind(), ErrorKind::CorruptArchive | ErrorKind::Unsupported), "case {i}: {e}");
+                assert!(std::fs::read_dir(diff_dir(&s.home(), &id)).unwrap().next().is_none(), "case {i}");
+            }
+        }
+        assert_eq!(snap(&outside), before, "case {i}: something outside the layer changed");
+    }
+    assert!(staging_empty(&s.home()));
+}

@@ -451,6 +451,10 @@ impl Extractor<'_> {
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>, at: &At<'_>, c: &Counters) -> Result<()> {
         let raw_name = e.path_bytes().into_owned();
         let link = e.link_name_bytes().map(|l| l.into_owned());
+        // Go's reader rejects NUL in PAX names too; no path may carry one to the kernel.
+        if raw_name.contains(&0) || link.as_ref().is_some_and(|l| l.contains(&0)) {
+            return Err(refuse(at, "name or link target contains NUL"));
+        }
         let h = e.header();
         let ty = h.entry_type().as_byte();
         let kind = match ty {
