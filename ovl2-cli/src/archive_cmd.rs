@@ -26,6 +26,9 @@ pub enum ArchiveCmd {
         /// Skip the final syncfs (faster; a power cut may lose the layer's data).
         #[arg(long)]
         no_sync: bool,
+        /// Refuse the layer unless the uncompressed tar has this digest (sha256:...).
+        #[arg(long, value_name = "DIGEST")]
+        expect_digest: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -92,10 +95,10 @@ pub enum ArchiveCmd {
 /// Runs one archive command against an open store.
 pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
     match cmd {
-        ArchiveCmd::Apply { id, file, no_sync, json } => {
+        ArchiveCmd::Apply { id, file, no_sync, expect_digest, json } => {
             let parent = d.parent(&id)?;
             let (reader, len): (Box<dyn Read>, Option<u64>) = open_input(file.as_ref())?;
-            let st = apply_one(d, &id, parent.as_deref(), reader, len, !no_sync, &id)?;
+            let st = apply_one(d, &id, parent.as_deref(), reader, len, !no_sync, expect_digest.as_deref(), &id)?;
             print_stats(&id, &st, json)?;
         }
         ArchiveCmd::Diff { id, parent, output, gzip, zstd, no_digest } => {
@@ -169,7 +172,7 @@ pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
                     d.create(id, below.as_deref(), &CreateOpts::default())?;
                     made.push(id.clone());
                     let (reader, len) = open_input(Some(tar))?;
-                    let st = apply_one(d, id, below.as_deref(), reader, len, !no_sync, &tar.display().to_string())?;
+                    let st = apply_one(d, id, below.as_deref(), reader, len, !no_sync, None, &tar.display().to_string())?;
                     if !json {
                         print_stats(id, &st, false)?;
                     }
@@ -208,6 +211,7 @@ fn open_input(file: Option<&PathBuf>) -> Result<Input, Box<dyn std::error::Error
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn apply_one(
     d: &Driver,
     id: &str,
@@ -215,6 +219,7 @@ fn apply_one(
     reader: Box<dyn Read>,
     len: Option<u64>,
     sync: bool,
+    expect_digest: Option<&str>,
     label: &str,
 ) -> Result<ApplyStats, Box<dyn std::error::Error>> {
     let bar = io::stderr().is_terminal().then(|| {
@@ -238,7 +243,7 @@ fn apply_one(
             b.set_prefix(p.entries.to_string());
         }
     };
-    let opts = ApplyOpts { sync, progress: Some(&cb) };
+    let opts = ApplyOpts { sync, progress: Some(&cb), expect_digest };
     let r = d.apply_diff_with(id, parent, reader, &opts);
     if let Some(b) = &bar {
         b.finish_and_clear();

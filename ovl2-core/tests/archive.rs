@@ -443,12 +443,23 @@ fn apply_refuses_mounted_nonempty_and_wrong_parent() {
     let merged = s.home().join("kid/merged");
     std::fs::create_dir_all(&merged).unwrap();
     rustix::mount::mount("tmpfs", &merged, "tmpfs", rustix::mount::MountFlags::empty(), None).unwrap();
-    let r = d.apply_diff_with("kid", Some("base"), &data[..], &ApplyOpts { sync: true, progress: None });
+    let r = d.apply_diff_with("kid", Some("base"), &data[..], &ApplyOpts::default());
     rustix::mount::unmount(&merged, rustix::mount::UnmountFlags::DETACH).unwrap();
     assert_eq!(r.unwrap_err().kind(), ErrorKind::Busy);
     assert!(staging_empty(&s.home()));
-    // With sync on (the default), the apply completes the same way.
-    let st = d.apply_diff_with("kid", Some("base"), &data[..], &ApplyOpts::default()).unwrap();
+    // A DiffID that does not match is refused after the whole stream was read, before the
+    // layer changes.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let e = d
+        .apply_diff_with("kid", Some("base"), &data[..], &ApplyOpts { expect_digest: Some(&wrong), ..ApplyOpts::default() })
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::CorruptArchive, "{e}");
+    assert!(std::fs::read_dir(diff_dir(&s.home(), "kid")).unwrap().next().is_none());
+    // With sync on (the default) and the right digest, the apply completes.
+    let right = format!("sha256:{:x}", Sha256::digest(&data));
+    let st = d
+        .apply_diff_with("kid", Some("base"), &data[..], &ApplyOpts { expect_digest: Some(&right), ..ApplyOpts::default() })
+        .unwrap();
     assert_eq!(st.files, 1);
 }
 

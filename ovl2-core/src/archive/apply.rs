@@ -26,17 +26,24 @@ pub struct ApplyOpts<'a> {
     pub sync: bool,
     /// Called after each tar entry, for progress displays.
     pub progress: Option<&'a (dyn Fn(&ApplyProgress) + Sync)>,
+    /// The DiffID the stream must have (`sha256:<hex>`, as in an image config). On a
+    /// mismatch the apply fails as a corrupt archive and the layer stays as it was.
+    pub expect_digest: Option<&'a str>,
 }
 
 impl Default for ApplyOpts<'_> {
     fn default() -> Self {
-        ApplyOpts { sync: true, progress: None }
+        ApplyOpts { sync: true, progress: None, expect_digest: None }
     }
 }
 
 impl std::fmt::Debug for ApplyOpts<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApplyOpts").field("sync", &self.sync).field("progress", &self.progress.is_some()).finish()
+        f.debug_struct("ApplyOpts")
+            .field("sync", &self.sync)
+            .field("progress", &self.progress.is_some())
+            .field("expect_digest", &self.expect_digest)
+            .finish()
     }
 }
 
@@ -94,7 +101,7 @@ impl Driver {
     /// holds. On any error the layer is left exactly as it was. Data is synced when the store
     /// was opened with `sync` (see [`Driver::apply_diff_with`] to choose per call).
     pub fn apply_diff(&self, id: &str, parent: Option<&str>, reader: impl Read) -> Result<ApplyStats> {
-        self.apply_diff_with(id, parent, reader, &ApplyOpts { sync: self.opts.sync, progress: None })
+        self.apply_diff_with(id, parent, reader, &ApplyOpts { sync: self.opts.sync, ..ApplyOpts::default() })
     }
 
     /// [`Driver::apply_diff`] with explicit options.
@@ -182,6 +189,14 @@ impl Driver {
         }
         x.stats.tar_bytes = stream.pos;
         x.stats.digest = stream.digest();
+        if let Some(want) = opts.expect_digest {
+            if !want.eq_ignore_ascii_case(&x.stats.digest) {
+                return Err(Error::CorruptArchive {
+                    at: "the whole stream".into(),
+                    reason: format!("its digest is {}, expected {want}", x.stats.digest),
+                });
+            }
+        }
         if !x.size_exact {
             x.stats.size = size::tree_size(stage.diff.as_fd()).ctx(|| "measuring the applied layer".into())?;
         }
