@@ -832,3 +832,66 @@ fn mutated_tars_never_escape_or_panic() {
     }
     assert!(staging_empty(&s.home()));
 }
+
+/// An upper written through a mount with `redirect_dir=on` (a renamed directory carries an
+/// `overlay.redirect` xattr) cannot be read on its own: changes and diff take Docker's
+/// mounted path and agree with Docker's code on the same mounts.
+#[test]
+fn redirected_dirs_fall_back_to_mounted_views() {
+    if !require_root() {
+        return;
+    }
+    let Some(bin) = docker_tar_bin() else { return };
+    let s = Scratch::new("redirect");
+    let d = open(&s.home());
+    d.create("l1", None, &CreateOpts::default()).unwrap();
+    d.create("l2", Some("l1"), &CreateOpts::default()).unwrap();
+    d.apply_diff("l1", None, &tar(&[E::dir("dir/"), E::file("dir/f", b"f"), E::file("keep", b"k")])[..]).unwrap();
+    d.apply_diff("l2", Some("l1"), &tar(&[E::file("other", b"o")])[..]).unwrap();
+    d.create_rw("ctr", Some("l2"), &CreateOpts::default()).unwrap();
+    let md = d.metadata("ctr").unwrap();
+    let mount = |target: &Path, data: String| {
+        std::fs::create_dir_all(target).unwrap();
+        let data = std::ffi::CString::new(data).unwrap();
+        rustix::mount::mount("overlay", target, "overlay", rustix::mount::MountFlags::empty(), Some(data.as_c_str())).unwrap();
+    };
+    let umount = |p: &Path| rustix::mount::unmount(p, rustix::mount::UnmountFlags::empty()).unwrap();
+    let m = s.path().join("rw");
+    let lower = md.lower_dir.clone().unwrap();
+    mount(&m, format!("lowerdir={lower},upperdir={},workdir={},redirect_dir=on", md.upper_dir, md.work_dir));
+    std::fs::rename(m.join("dir"), m.join("moved")).unwrap();
+    umount(&m);
+    let mut v = [0u8; 256];
+    assert!(rustix::fs::lgetxattr(Path::new(&md.upper_dir).join("moved"), "trusted.overlay.redirect", &mut v[..]).is_ok());
+
+    let got: Vec<String> = d.changes("ctr", Some("l2")).unwrap().iter().map(|c| c.to_string()).collect();
+    assert_eq!(got, ["D /dir", "A /moved", "A /moved/f"]);
+    let mut ours = Vec::new();
+    d.diff("ctr", Some("l2"), &mut ours).unwrap();
+    assert!(d.mounts().unwrap().is_empty(), "the fallback puts what it mounted");
+
+    // Docker's code over the same views, mounted read-only.
+    let new = s.path().join("new");
+    let old = s.path().join("old");
+    mount(&new, format!("lowerdir={}:{lower},redirect_dir=follow", md.upper_dir));
+    mount(&old, format!("lowerdir={lower}"));
+    let ch = std::process::Command::new(&bin).arg("changes").arg(&new).arg(&old).output().unwrap();
+    let ex = std::process::Command::new(&bin).arg("export").arg(&new).arg(&old).output().unwrap();
+    umount(&new);
+    umount(&old);
+    assert_eq!(got.iter().map(|c| format!("{c}\n")).collect::<String>(), String::from_utf8(ch.stdout).unwrap());
+    let names = |t: &[u8]| -> Vec<(String, u8, Vec<u8>)> {
+        let mut a = tar::Archive::new(t);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+                (String::from_utf8_lossy(&e.path_bytes()).into_owned(), e.header().entry_type().as_byte(), data)
+            })
+            .collect()
+    };
+    assert_eq!(names(&ours), names(&ex.stdout));
+    assert_eq!(tar_names(&ours), [".wh.dir", "moved/", "moved/f"]);
+}

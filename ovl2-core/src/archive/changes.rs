@@ -60,7 +60,14 @@ impl Driver {
         if native {
             let lower = Merged::new(&layers.lowers)?;
             let hidden = opaque(layers.upper.as_fd())?;
-            native_dir(b"", layers.upper.as_fd(), Some(&lower), hidden, &mut out)?;
+            if let Err(e) = native_dir(b"", layers.upper.as_fd(), Some(&lower), hidden, &mut out) {
+                if !super::needs_mount(&e) {
+                    return Err(e);
+                }
+                drop(layers);
+                let (_mounted, new, old) = self.mounted_views(id, parent)?;
+                return naive(&new, &old);
+            }
         } else {
             let (new, old) = self.naive_views(layers, parent)?;
             naive_dir(b"", Some(&new), Some(&old), &mut out)?;
@@ -78,8 +85,15 @@ impl Driver {
             return size::tree_size(layers.upper.as_fd()).ctx(|| format!("measuring layer {id:?}"));
         }
         let (new, old) = self.naive_views(layers, parent)?;
+        naive_size(&new, &old)
+    }
+}
+
+/// Docker's naive DiffSize: added and modified non-directories of `new`, hardlinks once.
+fn naive_size(new: &Merged, old: &Merged) -> Result<u64> {
+    {
         let mut changes = Vec::new();
-        naive_dir(b"", Some(&new), Some(&old), &mut changes)?;
+        naive_dir(b"", Some(new), Some(old), &mut changes)?;
         let mut seen = HashSet::new();
         let mut total = 0u64;
         for c in changes.iter().filter(|c| c.kind != ChangeKind::Delete) {
@@ -96,7 +110,9 @@ impl Driver {
         }
         Ok(total)
     }
+}
 
+impl Driver {
     /// The layer's merged view and `parent`'s, for the naive comparison.
     pub(crate) fn naive_views(&self, layers: Layers, parent: Option<&str>) -> Result<(Merged, Merged)> {
         let mut new_fds = vec![layers.upper];
@@ -153,7 +169,7 @@ impl Merged {
         Merged::from_owned(dup.ctx(|| "duplicating layer fds".into())?)
     }
 
-    fn from_owned(fds: Vec<OwnedFd>) -> Result<Merged> {
+    pub(crate) fn from_owned(fds: Vec<OwnedFd>) -> Result<Merged> {
         // A layer root marked opaque hides everything below it.
         let mut layers = Vec::with_capacity(fds.len());
         for fd in fds {
@@ -317,9 +333,9 @@ fn redirected(fd: BorrowedFd<'_>) -> Result<bool> {
 
 fn redirect_error(path: &[u8]) -> Error {
     Error::Unsupported(format!(
-        "{} carries an overlay redirect or metacopy xattr; changes cannot be computed from the upper \
-         directory (ovl2 mounts without redirect_dir and metacopy, so another tool wrote this layer)",
-        String::from_utf8_lossy(path)
+        "{} carries an {}; changes cannot be computed from the upper directory alone",
+        String::from_utf8_lossy(path),
+        super::REDIRECT_MARK
     ))
 }
 

@@ -73,8 +73,23 @@ impl Driver {
             buf: vec![0u8; 256 * 1024],
         };
         let mut prefix = Vec::new();
-        if native {
+        // Redirected directories (renamed with redirect_dir on) make the upper unreadable on
+        // its own: check before writing anything, and take Docker's mounted path instead.
+        let redirected = native && dirs_redirected(layers.upper.as_fd())?;
+        if native && !redirected {
             ex.walk(layers.upper.as_fd(), &mut prefix)?;
+        } else if redirected {
+            drop(layers);
+            ex.native = false;
+            let (_mounted, new, old) = self.mounted_views(id, parent)?;
+            match parent {
+                None => ex.walk_merged(&new, &mut prefix)?,
+                Some(_) => {
+                    for c in changes::naive(&new, &old)? {
+                        ex.change(&new, &c)?;
+                    }
+                }
+            }
         } else {
             let (new, old) = self.naive_views(layers, parent)?;
             match parent {
@@ -506,7 +521,26 @@ impl<W: Write> Exporter<W> {
 
 fn redirect_error(at: &str) -> Error {
     Error::Unsupported(format!(
-        "{at} carries an overlay redirect or metacopy xattr, which a native diff cannot express; \
-         ovl2 mounts without redirect_dir and metacopy, so this layer was written by another tool"
+        "{at} carries an {}, which a native diff cannot express; ovl2 mounts without redirect_dir \
+         and metacopy, so this layer was written by another tool",
+        super::REDIRECT_MARK
     ))
+}
+
+/// Whether any directory of an upper carries a redirect xattr (a directory renamed through
+/// a mount with `redirect_dir`).
+fn dirs_redirected(dir: BorrowedFd<'_>) -> Result<bool> {
+    let x = read_xattrs(|b| rfs::flistxattr(dir, b), |k| fsx::fget_xattr(dir, k)).ctx(|| "reading xattrs".into())?;
+    if x.redirect {
+        return Ok(true);
+    }
+    for ent in fsutil::list_dir(dir).ctx(|| "listing the upper".into())? {
+        if ent.file_type == FileType::Directory {
+            let fd = fsutil::open_dir(dir, &ent.name).ctx(|| "opening an upper dir".into())?;
+            if dirs_redirected(fd.as_fd())? {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }

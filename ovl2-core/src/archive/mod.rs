@@ -75,3 +75,47 @@ impl Driver {
         Ok((l, native))
     }
 }
+
+/// Marks the error native walks return when the upper holds redirect or metacopy xattrs, so
+/// the callers can fall back to mounted views.
+pub(crate) const REDIRECT_MARK: &str = "overlay redirect or metacopy xattr";
+
+/// Whether `e` is the native walk's "needs a mount" error.
+pub(crate) fn needs_mount(e: &Error) -> bool {
+    matches!(e, Error::Unsupported(m) if m.contains(REDIRECT_MARK))
+}
+
+/// Layers mounted with `get` for a naive comparison; put again when dropped.
+pub(crate) struct Mounted<'d> {
+    d: &'d Driver,
+    ids: Vec<String>,
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        for id in self.ids.iter().rev() {
+            let _ = self.d.put(id);
+        }
+    }
+}
+
+impl Driver {
+    /// Docker's naive path for uppers a native walk cannot read (redirects, metacopy): mount
+    /// the layer and the parent with `get` (overlayfs follows existing redirects) and compare
+    /// the mounted trees.
+    pub(crate) fn mounted_views(&self, id: &str, parent: Option<&str>) -> Result<(Mounted<'_>, changes::Merged, changes::Merged)> {
+        let mut guard = Mounted { d: self, ids: Vec::new() };
+        let view = |layer: &str, guard: &mut Mounted<'_>| -> Result<changes::Merged> {
+            let path = self.get(layer, None)?;
+            guard.ids.push(layer.to_owned());
+            let fd = fsutil::open_dir_path(&path).ctx(|| format!("opening {}", path.display()))?;
+            changes::Merged::from_owned(vec![fd])
+        };
+        let new = view(id, &mut guard)?;
+        let old = match parent {
+            Some(p) => view(p, &mut guard)?,
+            None => changes::Merged::from_owned(Vec::new())?,
+        };
+        Ok((guard, new, old))
+    }
+}
