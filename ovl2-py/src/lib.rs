@@ -1,7 +1,313 @@
-//! Python bindings for ovl2. The pyo3 module lands with the Python issue; until then this
-//! crate only links the core so the workspace layout is complete.
+//! `ovl2._ovl2`: the native half of the Python package `ovl2`.
+//!
+//! A thin face over ovl2-core: it converts arguments and results, maps errors (in
+//! [`errors`]), and releases the GIL around every call into the store so that Python threads
+//! working on one store run in parallel. All behaviour lives in ovl2-core.
 
-/// The version the Python package will report as `ovl2.__version__`.
-pub fn version() -> &'static str {
-    ovl2_core::VERSION
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ovl2_core::{CreateOpts, Options, Owner};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use pyo3::IntoPyObjectExt;
+
+mod errors;
+
+/// An open overlay2 layer store (`ovl2.Driver` in Python; see `_ovl2.pyi` for the API docs).
+#[pyclass(frozen, module = "ovl2", name = "Driver")]
+struct PyDriver {
+    /// `None` once closed. Calls clone the `Arc` out and drop the lock before working, so a
+    /// `close()` racing a long call only ends the store's life when that call finishes.
+    inner: Mutex<Option<Arc<ovl2_core::Driver>>>,
+    home: PathBuf,
+    max_depth: usize,
+    sync: bool,
+}
+
+impl PyDriver {
+    fn slot(&self) -> MutexGuard<'_, Option<Arc<ovl2_core::Driver>>> {
+        // Nothing panics while holding the lock, but a poisoned slot is still a valid slot.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the store with the GIL released, mapping its error.
+    fn run<T, F>(&self, py: Python<'_>, f: F) -> PyResult<T>
+    where
+        T: Send,
+        F: Send + FnOnce(&ovl2_core::Driver) -> ovl2_core::Result<T>,
+    {
+        let driver = self
+            .slot()
+            .clone()
+            .ok_or_else(|| PyValueError::new_err("operation on a closed ovl2.Driver"))?;
+        py.detach(move || f(&driver))
+            .map_err(|e| errors::to_pyerr(py, e))
+    }
+}
+
+#[pymethods]
+impl PyDriver {
+    #[new]
+    #[pyo3(signature = (home, *, sync = true, max_depth = ovl2_core::KERNEL_MAX_DEPTH, repair_on_open = true, root = None))]
+    fn new(
+        py: Python<'_>,
+        home: PathBuf,
+        sync: bool,
+        max_depth: usize,
+        repair_on_open: bool,
+        root: Option<(u32, u32)>,
+    ) -> PyResult<Self> {
+        let options = Options {
+            max_depth,
+            root: root.map(|(uid, gid)| Owner { uid, gid }),
+            sync,
+            repair_on_open,
+        };
+        let driver = py
+            .detach(move || ovl2_core::Driver::open(home, options))
+            .map_err(|e| errors::to_pyerr(py, e))?;
+        let home = driver.home().to_path_buf();
+        Ok(PyDriver {
+            inner: Mutex::new(Some(Arc::new(driver))),
+            home,
+            max_depth,
+            sync,
+        })
+    }
+
+    /// The store's home directory (absolute, lexically clean).
+    #[getter]
+    fn home(&self) -> PathBuf {
+        self.home.clone()
+    }
+
+    /// The deepest chain this store allows.
+    #[getter]
+    fn max_depth(&self) -> usize {
+        self.max_depth
+    }
+
+    /// Whether metadata writes are fsynced.
+    #[getter]
+    fn sync(&self) -> bool {
+        self.sync
+    }
+
+    /// True after `close()`.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.slot().is_none()
+    }
+
+    /// Releases the store's descriptors; later calls raise ValueError. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        let driver = self.slot().take();
+        // The last reference may close several descriptors; do it without the GIL.
+        py.detach(move || drop(driver));
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.closed() { " closed" } else { "" };
+        format!(
+            "<ovl2.Driver home={:?}{state}>",
+            self.home.display().to_string()
+        )
+    }
+
+    #[pyo3(signature = (id, parent = None, *, storage_opt = None, mount_label = None))]
+    fn create(
+        &self,
+        py: Python<'_>,
+        id: String,
+        parent: Option<String>,
+        storage_opt: Option<BTreeMap<String, String>>,
+        mount_label: Option<String>,
+    ) -> PyResult<()> {
+        let opts = CreateOpts {
+            storage_opt: storage_opt.unwrap_or_default(),
+            mount_label,
+        };
+        self.run(py, move |d| d.create(&id, parent.as_deref(), &opts))
+    }
+
+    #[pyo3(signature = (id, parent = None, *, storage_opt = None, mount_label = None))]
+    fn create_rw(
+        &self,
+        py: Python<'_>,
+        id: String,
+        parent: Option<String>,
+        storage_opt: Option<BTreeMap<String, String>>,
+        mount_label: Option<String>,
+    ) -> PyResult<()> {
+        let opts = CreateOpts {
+            storage_opt: storage_opt.unwrap_or_default(),
+            mount_label,
+        };
+        self.run(py, move |d| d.create_rw(&id, parent.as_deref(), &opts))
+    }
+
+    #[pyo3(signature = (id, force = false))]
+    fn remove(&self, py: Python<'_>, id: String, force: bool) -> PyResult<()> {
+        self.run(py, move |d| d.remove(&id, force))
+    }
+
+    fn exists(&self, py: Python<'_>, id: String) -> PyResult<bool> {
+        self.run(py, move |d| d.exists(&id))
+    }
+
+    fn parent(&self, py: Python<'_>, id: String) -> PyResult<Option<String>> {
+        self.run(py, move |d| d.parent(&id))
+    }
+
+    fn metadata(&self, py: Python<'_>, id: String) -> PyResult<BTreeMap<String, String>> {
+        self.run(py, move |d| d.metadata(&id)).map(|m| m.to_map())
+    }
+
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let pairs = self.run(py, |d| d.status())?;
+        // A dict keeps insertion order, which is the order the driver reports.
+        let dict = PyDict::new(py);
+        for (k, v) in pairs {
+            dict.set_item(k, v)?;
+        }
+        Ok(dict)
+    }
+
+    fn layers(&self, py: Python<'_>) -> PyResult<Vec<Layer>> {
+        let layers = self.run(py, |d| d.layers())?;
+        Ok(layers
+            .into_iter()
+            .map(|l| Layer {
+                id: l.id,
+                parent: l.parent,
+                depth: l.depth,
+                short_id: l.short_id,
+            })
+            .collect())
+    }
+
+    #[pyo3(signature = (repair = false))]
+    fn check(&self, py: Python<'_>, repair: bool) -> PyResult<Vec<Problem>> {
+        if !repair {
+            let found = self.run(py, |d| d.check())?;
+            return Ok(found.into_iter().map(|p| Problem::new(p, false)).collect());
+        }
+        let report = self.run(py, |d| d.repair())?;
+        let repaired = report.repaired.into_iter().map(|p| Problem::new(p, true));
+        Ok(repaired
+            .chain(report.remaining.into_iter().map(|p| Problem::new(p, false)))
+            .collect())
+    }
+}
+
+/// One layer as `Driver.layers()` reports it.
+#[pyclass(frozen, eq, hash, module = "ovl2")]
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Layer {
+    /// The caller's id.
+    #[pyo3(get)]
+    id: String,
+    /// The direct parent, None for a base layer.
+    #[pyo3(get)]
+    parent: Option<String>,
+    /// Layers in the chain counting this one: 1 for a base layer.
+    #[pyo3(get)]
+    depth: usize,
+    /// The 26-character name under `l/`, when readable.
+    #[pyo3(get)]
+    short_id: Option<String>,
+}
+
+#[pymethods]
+impl Layer {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Layer(id={}, parent={}, depth={})",
+            repr(py, &self.id)?,
+            repr(py, &self.parent)?,
+            self.depth
+        ))
+    }
+}
+
+/// One problem `Driver.check()` found.
+#[pyclass(frozen, eq, module = "ovl2")]
+#[derive(Clone, PartialEq, Eq)]
+struct Problem {
+    /// The layer concerned, None for store-wide problems.
+    #[pyo3(get)]
+    layer: Option<String>,
+    /// The problem's kind as a snake_case name (`missing_link`, `stale_staging`, ...).
+    #[pyo3(get)]
+    kind: String,
+    /// A sentence naming the file and what was found.
+    #[pyo3(get)]
+    detail: String,
+    /// Whether `check(repair=True)` can fix it.
+    #[pyo3(get)]
+    repairable: bool,
+    /// Whether this call fixed it.
+    #[pyo3(get)]
+    repaired: bool,
+}
+
+impl Problem {
+    fn new(p: ovl2_core::Problem, repaired: bool) -> Self {
+        // ProblemKind's stable names are its serde names; the CLI prints the same ones.
+        let kind = serde_json::to_value(p.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Problem {
+            layer: p.layer,
+            kind,
+            detail: p.detail,
+            repairable: p.repairable,
+            repaired,
+        }
+    }
+}
+
+#[pymethods]
+impl Problem {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Problem(layer={}, kind={}, repairable={}, repaired={}, detail={})",
+            repr(py, &self.layer)?,
+            repr(py, &self.kind)?,
+            repr(py, self.repairable)?,
+            repr(py, self.repaired)?,
+            repr(py, &self.detail)?,
+        ))
+    }
+}
+
+/// Python's `repr()` of a value, so reprs quote strings the way Python users expect.
+fn repr<'py, T: IntoPyObject<'py>>(py: Python<'py>, value: T) -> PyResult<String> {
+    Ok(value.into_bound_py_any(py)?.repr()?.to_string())
+}
+
+/// The native module `ovl2._ovl2`; import `ovl2` instead.
+#[pymodule]
+fn _ovl2(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("KERNEL_MAX_DEPTH", ovl2_core::KERNEL_MAX_DEPTH)?;
+    m.add("DOCKER_MAX_DEPTH", ovl2_core::DOCKER_MAX_DEPTH)?;
+    m.add_class::<PyDriver>()?;
+    m.add_class::<Layer>()?;
+    m.add_class::<Problem>()?;
+    Ok(())
 }

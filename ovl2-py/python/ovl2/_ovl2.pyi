@@ -1,0 +1,171 @@
+"""Type stubs for the native module ``ovl2._ovl2`` (hand-written; keep in step with src/lib.rs).
+
+Errors: every method raises a subclass of :class:`ovl2.Error` (an ``OSError``), chosen by
+what went wrong: ``InvalidIdError`` for a malformed id, ``LayerNotFoundError``,
+``LayerExistsError``, ``MaxDepthError``, ``BusyError``, ``UnsupportedError``,
+``PermissionDeniedError``, ``CorruptStoreError``, ``CorruptArchiveError``. Calling a method
+of a closed :class:`Driver` raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from types import TracebackType
+from typing import Mapping, Optional, Tuple, Type, Union
+
+__version__: str
+"""The version of ovl2 (the Rust crates' version)."""
+
+KERNEL_MAX_DEPTH: int
+"""The kernel's limit on lower layers in one overlay mount (500); the default max_depth."""
+
+DOCKER_MAX_DEPTH: int
+"""Docker's own depth limit (128), for stores Docker must also be able to mount."""
+
+StrPath = Union[str, "os.PathLike[str]"]
+
+class Driver:
+    """An open overlay2 layer store, in exactly Docker's on-disk format.
+
+    Safe to share between threads; several processes may open the same home at once.
+    Use it as a context manager (or call :meth:`close`) to release the store's descriptors.
+    """
+
+    def __init__(
+        self,
+        home: StrPath,
+        *,
+        sync: bool = True,
+        max_depth: int = 500,
+        repair_on_open: bool = True,
+        root: Optional[Tuple[int, int]] = None,
+    ) -> None:
+        """Opens the store at ``home``, creating it when missing.
+
+        :param sync: fsync metadata files and directories so a power cut cannot lose them.
+        :param max_depth: deepest chain allowed, counting the layer itself (1..500);
+            use ``DOCKER_MAX_DEPTH`` when Docker must mount the store too.
+        :param repair_on_open: repair what a crash or another tool left behind.
+        :param root: ``(uid, gid)`` owning ``diff``/``work``/``merged`` (the containers'
+            remapped root); default this process's euid/egid.
+        :raises InvalidArgumentError: ``max_depth`` out of range.
+        :raises Error: the home cannot be created or opened.
+        """
+    @property
+    def home(self) -> pathlib.Path:
+        """The store's home directory, absolute and lexically clean."""
+    @property
+    def max_depth(self) -> int:
+        """The deepest chain this store allows."""
+    @property
+    def sync(self) -> bool:
+        """Whether metadata writes are fsynced."""
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+    def close(self) -> None:
+        """Releases the store. Calls already running finish first; later calls raise ValueError."""
+    def __enter__(self) -> Driver: ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool:
+        """Closes the store; never suppresses the exception."""
+    def create(
+        self,
+        id: str,
+        parent: Optional[str] = None,
+        *,
+        storage_opt: Optional[Mapping[str, str]] = None,
+        mount_label: Optional[str] = None,
+    ) -> None:
+        """Creates the read-only (image) layer ``id`` on top of ``parent`` (None: a base layer).
+
+        :raises InvalidIdError: ``id`` or ``parent`` is malformed.
+        :raises LayerExistsError: ``id`` exists.
+        :raises LayerNotFoundError: ``parent`` does not exist.
+        :raises MaxDepthError: the chain would exceed ``max_depth``.
+        :raises UnsupportedError: ``storage_opt`` has ``size`` (needs xfs quotas).
+        :raises InvalidArgumentError: ``storage_opt`` has an unknown key.
+        """
+    def create_rw(
+        self,
+        id: str,
+        parent: Optional[str] = None,
+        *,
+        storage_opt: Optional[Mapping[str, str]] = None,
+        mount_label: Optional[str] = None,
+    ) -> None:
+        """Creates a read-write (container) layer; same layout and errors as :meth:`create`."""
+    def remove(self, id: str, force: bool = False) -> None:
+        """Removes a layer: atomically out of sight first, then its files.
+
+        :raises LayerNotFoundError: no such layer.
+        :raises BusyError: other layers build on it (unless ``force``), or it is mounted.
+        """
+    def exists(self, id: str) -> bool:
+        """Whether a layer directory named ``id`` exists.
+
+        :raises InvalidIdError: ``id`` is malformed.
+        """
+    def parent(self, id: str) -> Optional[str]:
+        """The direct parent of ``id``, or None for a base layer.
+
+        :raises LayerNotFoundError: no such layer.
+        :raises CorruptStoreError: the layer's ``lower`` file is damaged.
+        """
+    def metadata(self, id: str) -> dict[str, str]:
+        """Docker's ``GetMetadata``: ``LowerDir`` (only with a parent), ``UpperDir``,
+        ``WorkDir`` and ``MergedDir``, as absolute paths.
+
+        :raises LayerNotFoundError: no such layer.
+        """
+    def status(self) -> dict[str, str]:
+        """Ordered key/value pairs: Docker's (``Backing Filesystem``, ``Supports d_type``, ...)
+        first, then ovl2's."""
+    def layers(self) -> list[Layer]:
+        """Every layer with its parent and depth, sorted by id."""
+    def check(self, repair: bool = False) -> list[Problem]:
+        """Problems in the store (stale staging dirs, broken links, ...).
+
+        With ``repair=True`` fixes what can be fixed and returns both what was fixed
+        (``repaired=True``) and what remains. Repair never deletes a layer directory.
+        """
+
+class Layer:
+    """One layer as :meth:`Driver.layers` reports it. Immutable, comparable, hashable."""
+
+    @property
+    def id(self) -> str:
+        """The caller's id."""
+    @property
+    def parent(self) -> Optional[str]:
+        """The direct parent, None for a base layer."""
+    @property
+    def depth(self) -> int:
+        """Layers in the chain counting this one: 1 for a base layer."""
+    @property
+    def short_id(self) -> Optional[str]:
+        """The 26-character name under ``l/``, when the ``link`` file is readable."""
+
+class Problem:
+    """One problem :meth:`Driver.check` found."""
+
+    @property
+    def layer(self) -> Optional[str]:
+        """The layer concerned, None for store-wide problems."""
+    @property
+    def kind(self) -> str:
+        """The kind as a snake_case name: ``stale_staging``, ``missing_link``, ``dangling_short_link``, ..."""
+    @property
+    def detail(self) -> str:
+        """A sentence naming the file and what was found."""
+    @property
+    def repairable(self) -> bool:
+        """Whether ``check(repair=True)`` can fix it."""
+    @property
+    def repaired(self) -> bool:
+        """Whether this call fixed it (only ever True with ``repair=True``)."""

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Tests the Python module `ovl2` the way a user gets it: builds the wheel with maturin,
+# installs it into a fresh virtualenv, runs the pytest suite (ovl2-py/tests) against the
+# installed package, then runs examples/python/quickstart.py.
+#
+# Self-contained: needs only python3 (>= 3.9, with the venv module), cargo, and PyPI for
+# maturin and pytest. The virtualenv and wheel live under target/ (not committed).
+#   PYTHON=python3.12 scripts/test-python.sh      # another interpreter
+#   scripts/test-python.sh -k threads -x          # extra arguments go to pytest
+# Tests that need root and overlayfs fail rather than skip when CI=true or OVL2_REQUIRE_MOUNT=1.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+python=${PYTHON:-python3}
+venv="$root/target/python/venv"
+wheels="$root/target/python/wheels"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "fresh virtualenv in ${venv#"$root"/} ($("$python" --version 2>&1))"
+rm -rf "$venv" "$wheels"
+if ! "$python" -m venv "$venv"; then
+    echo "test-python.sh: '$python -m venv' failed; install the venv module (Debian: python3-venv)" >&2
+    exit 1
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" "pytest>=7"
+
+step "build the wheel (maturin $("$venv/bin/maturin" --version | cut -d' ' -f2))"
+# --locked: build exactly the committed Cargo.lock, as CI must.
+"$venv/bin/maturin" build --release --locked --manifest-path ovl2-py/Cargo.toml \
+    --interpreter "$venv/bin/python" --out "$wheels"
+
+step "pip install the wheel"
+wheel=$(ls "$wheels"/ovl2-*.whl)
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-index "$wheel"
+
+step "pytest ovl2-py/tests"
+# Run from outside the source tree so `import ovl2` can only find the installed wheel;
+# pytest exits 5 when it collects nothing, which fails this script too.
+cd "$root/target/python"
+"$venv/bin/python" -m pytest -p no:cacheprovider -ra "$root/ovl2-py/tests" "$@"
+
+step "examples/python/quickstart.py"
+"$venv/bin/python" "$root/examples/python/quickstart.py"
+echo "test-python.sh: ok"
