@@ -5,11 +5,12 @@
 //! working on one store run in parallel. All behaviour lives in ovl2-core.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ovl2_core::{CreateOpts, Options, Owner};
-use pyo3::exceptions::PyValueError;
+use ovl2_core::{CreateOpts, MountOpts, MountStrategy, Options, Owner};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::IntoPyObjectExt;
@@ -33,16 +34,20 @@ impl PyDriver {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The open store, or ValueError once closed.
+    fn driver(&self) -> PyResult<Arc<ovl2_core::Driver>> {
+        self.slot()
+            .clone()
+            .ok_or_else(|| PyValueError::new_err("operation on a closed ovl2.Driver"))
+    }
+
     /// Runs `f` on the store with the GIL released, mapping its error.
     fn run<T, F>(&self, py: Python<'_>, f: F) -> PyResult<T>
     where
         T: Send,
         F: Send + FnOnce(&ovl2_core::Driver) -> ovl2_core::Result<T>,
     {
-        let driver = self
-            .slot()
-            .clone()
-            .ok_or_else(|| PyValueError::new_err("operation on a closed ovl2.Driver"))?;
+        let driver = self.driver()?;
         py.detach(move || f(&driver))
             .map_err(|e| errors::to_pyerr(py, e))
     }
@@ -51,7 +56,11 @@ impl PyDriver {
 #[pymethods]
 impl PyDriver {
     #[new]
-    #[pyo3(signature = (home, *, sync = true, max_depth = ovl2_core::KERNEL_MAX_DEPTH, repair_on_open = true, root = None))]
+    #[pyo3(signature = (
+        home, *, sync = true, max_depth = ovl2_core::KERNEL_MAX_DEPTH, repair_on_open = true,
+        root = None, mount_strategy = None, disabled_features = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         home: PathBuf,
@@ -59,12 +68,25 @@ impl PyDriver {
         max_depth: usize,
         repair_on_open: bool,
         root: Option<(u32, u32)>,
+        mount_strategy: Option<&str>,
+        disabled_features: Option<Vec<String>>,
     ) -> PyResult<Self> {
+        let mount_strategy = match mount_strategy {
+            None => None,
+            Some(s) => Some(s.parse::<MountStrategy>().map_err(|e| {
+                errors::to_pyerr(
+                    py,
+                    ovl2_core::Error::InvalidArgument(format!("mount_strategy: {e}")),
+                )
+            })?),
+        };
         let options = Options {
             max_depth,
             root: root.map(|(uid, gid)| Owner { uid, gid }),
             sync,
             repair_on_open,
+            mount_strategy,
+            disabled_features: disabled_features.unwrap_or_default(),
         };
         let driver = py
             .detach(move || ovl2_core::Driver::open(home, options))
@@ -211,6 +233,173 @@ impl PyDriver {
             .chain(report.remaining.into_iter().map(|p| Problem::new(p, false)))
             .collect())
     }
+    /// The mount strategy in force: "auto", "new" or "legacy".
+    #[getter]
+    fn mount_strategy(&self) -> PyResult<&'static str> {
+        Ok(self.driver()?.mount_strategy().as_str())
+    }
+
+    /// The kernel mount features found by the probes (minus the disabled ones).
+    fn features(&self, py: Python<'_>) -> PyResult<Vec<&'static str>> {
+        self.run(py, |d| Ok(d.features().names()))
+    }
+
+    #[pyo3(signature = (id, mount_label = None, *, readonly = false, volatile = false, persistent = false))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        id: String,
+        mount_label: Option<String>,
+        readonly: bool,
+        volatile: bool,
+        persistent: bool,
+    ) -> PyResult<OsString> {
+        let opts = MountOpts {
+            mount_label,
+            readonly,
+            volatile,
+            persistent,
+        };
+        // An OsString becomes a str the way os.fsdecode() makes one, so any path round-trips.
+        Ok(self
+            .run(py, move |d| d.get_with(&id, &opts))?
+            .into_os_string())
+    }
+
+    fn put(&self, py: Python<'_>, id: String) -> PyResult<()> {
+        self.run(py, move |d| d.put(&id))
+    }
+
+    #[pyo3(signature = (id, mount_label = None, *, readonly = false, volatile = false))]
+    fn mounted(
+        slf: Py<Self>,
+        id: String,
+        mount_label: Option<String>,
+        readonly: bool,
+        volatile: bool,
+    ) -> Mounted {
+        let opts = MountOpts {
+            mount_label,
+            readonly,
+            volatile,
+            persistent: false,
+        };
+        Mounted {
+            driver: slf,
+            id,
+            opts,
+            entered: Mutex::new(0),
+        }
+    }
+
+    fn mounts(&self, py: Python<'_>) -> PyResult<Vec<Mount>> {
+        let mounts = self.run(py, |d| d.mounts())?;
+        Ok(mounts
+            .into_iter()
+            .map(|m| Mount {
+                id: m.id,
+                path: m.path,
+                count: m.count,
+                persistent: m.persistent,
+                processes: m.processes,
+                readonly: m.readonly,
+                method: m.method,
+                mounted: m.mounted,
+            })
+            .collect())
+    }
+
+    fn cleanup(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, |d| d.cleanup())
+    }
+}
+
+/// What `Driver.mounted()` returns: gets the layer on entry, puts it on exit.
+#[pyclass(frozen, module = "ovl2")]
+struct Mounted {
+    driver: Py<PyDriver>,
+    id: String,
+    opts: MountOpts,
+    /// Entries not yet exited; each holds one reference.
+    entered: Mutex<u32>,
+}
+
+#[pymethods]
+impl Mounted {
+    fn __enter__(&self, py: Python<'_>) -> PyResult<PathBuf> {
+        let (id, opts) = (self.id.clone(), self.opts.clone());
+        let path = self.driver.get().run(py, move |d| d.get_with(&id, &opts))?;
+        *self.entered.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        Ok(path)
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        {
+            let mut entered = self.entered.lock().unwrap_or_else(|e| e.into_inner());
+            if *entered == 0 {
+                return Err(PyRuntimeError::new_err(
+                    "ovl2 mount context exited without being entered",
+                ));
+            }
+            *entered -= 1;
+        }
+        let id = self.id.clone();
+        self.driver.get().run(py, move |d| d.put(&id))?;
+        Ok(false)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "<ovl2.Mounted id={} readonly={}>",
+            repr(py, &self.id)?,
+            repr(py, self.opts.readonly)?
+        ))
+    }
+}
+
+/// One mounted layer as `Driver.mounts()` reports it.
+#[pyclass(frozen, eq, module = "ovl2")]
+#[derive(Clone, PartialEq, Eq)]
+struct Mount {
+    /// Layer id.
+    #[pyo3(get)]
+    id: String,
+    /// The mount point, `<home>/<id>/merged`.
+    #[pyo3(get)]
+    path: PathBuf,
+    /// All references.
+    #[pyo3(get)]
+    count: u64,
+    /// References held by the store (`persistent=True` gets).
+    #[pyo3(get)]
+    persistent: u64,
+    /// References held by live processes.
+    #[pyo3(get)]
+    processes: u64,
+    /// Mounted without an upper.
+    #[pyo3(get)]
+    readonly: bool,
+    /// How it was mounted (`new-fd`, `legacy-relative`, ...).
+    #[pyo3(get)]
+    method: String,
+    /// Whether the kernel really has it mounted.
+    #[pyo3(get)]
+    mounted: bool,
+}
+
+#[pymethods]
+impl Mount {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Mount(id={}, count={}, readonly={}, method={}, mounted={})",
+            repr(py, &self.id)?,
+            self.count,
+            repr(py, self.readonly)?,
+            repr(py, &self.method)?,
+            repr(py, self.mounted)?,
+        ))
+    }
 }
 
 /// One layer as `Driver.layers()` reports it.
@@ -309,5 +498,7 @@ fn _ovl2(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDriver>()?;
     m.add_class::<Layer>()?;
     m.add_class::<Problem>()?;
+    m.add_class::<Mount>()?;
+    m.add_class::<Mounted>()?;
     Ok(())
 }

@@ -9,6 +9,7 @@ import stat
 import pytest
 
 import ovl2
+from conftest import id_mapped
 
 
 def test_open_creates_the_docker_layout(home: pathlib.Path) -> None:
@@ -39,8 +40,8 @@ def test_options_are_keyword_only(home: pathlib.Path) -> None:
 
 
 def test_root_option_owns_the_layer_dirs(home: pathlib.Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("chown to another owner needs root")
+    if os.geteuid() != 0 or not id_mapped(5678) or not id_mapped(1234):
+        pytest.skip("chown to another owner needs root and mapped ids")
     with ovl2.Driver(home, root=(1234, 5678)) as d:
         d.create("base")
         st = (home / "base" / "diff").stat()

@@ -148,3 +148,98 @@ def test_calls_release_the_gil(home: pathlib.Path) -> None:
     assert out.returncode == 0, out.stderr
     ticks = int(out.stdout.split()[1])
     assert ticks > 10, out.stdout
+
+
+def test_threads_get_and_put_one_layer(home: pathlib.Path) -> None:
+    # Every thread repeatedly takes and drops a reference to the same container layer; while
+    # a thread holds one, the mount must be there, and after the last put nothing is left.
+    from conftest import mounts_under, need_mounts
+
+    need_mounts()
+    with ovl2.Driver(home, sync=False) as d:
+        d.create("base")
+        (home / "base" / "diff" / "f").write_text("lower")
+        d.create_rw("ctr", "base")
+        barrier = threading.Barrier(THREADS)
+
+        def churn(_: int) -> int:
+            barrier.wait()
+            seen = 0
+            for _ in range(40):
+                merged = pathlib.Path(d.get("ctr"))
+                try:
+                    seen += (merged / "f").read_text() == "lower"
+                finally:
+                    d.put("ctr")
+            return seen
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            assert list(pool.map(churn, range(THREADS))) == [40] * THREADS
+        assert mounts_under(home) == []
+        assert d.mounts() == []
+
+
+def test_threads_mount_their_own_containers_in_parallel(home: pathlib.Path) -> None:
+    from conftest import mounts_under, need_mounts
+
+    need_mounts()
+    with ovl2.Driver(home, sync=False) as d:
+        d.create("base")
+        (home / "base" / "diff" / "shared").write_text("image")
+        d.create("app", "base")
+
+        def container(t: int) -> str:
+            id = f"ctr{t}"
+            d.create_rw(id, "app")
+            for round in range(5):
+                with d.mounted(id) as root:
+                    assert (root / "shared").read_text() == "image"
+                    (root / f"round{round}").write_text(id)
+            return id
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            ids = list(pool.map(container, range(THREADS)))
+        assert mounts_under(home) == []
+        for id in ids:
+            assert sorted(p.name for p in (home / id / "diff").iterdir()) == [f"round{r}" for r in range(5)]
+            d.remove(id)
+        assert d.check() == []
+
+
+def test_mounting_releases_the_gil(home: pathlib.Path) -> None:
+    # get() waits on the layer's lock, held here by another descriptor; Python threads must
+    # keep running meanwhile (else the subprocess hangs and times out).
+    from conftest import need_mounts
+
+    need_mounts()
+    with ovl2.Driver(home) as d:
+        d.create("base")
+        d.create_rw("ctr", "base")
+    script = textwrap.dedent(
+        f"""
+        import fcntl, os, threading, time
+        import ovl2
+        home = {str(home)!r}
+        d = ovl2.Driver(home)
+        layer = os.open(os.path.join(home, "ctr"), os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(layer, fcntl.LOCK_EX)
+        t = threading.Thread(target=d.get, args=("ctr",))
+        t.start()
+        ticks = 0
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            ticks += 1
+            time.sleep(0.01)
+        assert t.is_alive(), "get() did not wait for the layer lock"
+        fcntl.flock(layer, fcntl.LOCK_UN)
+        t.join(10)
+        assert not t.is_alive()
+        assert [m.id for m in d.mounts()] == ["ctr"]
+        d.put("ctr")
+        assert d.mounts() == []
+        print("ticks", ticks)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[1]) > 10, out.stdout

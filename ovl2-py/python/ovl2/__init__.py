@@ -20,7 +20,7 @@ from ._errors import (
     PermissionDeniedError,
     UnsupportedError,
 )
-from ._ovl2 import DOCKER_MAX_DEPTH, KERNEL_MAX_DEPTH, Driver, Layer, Problem, __version__
+from ._ovl2 import DOCKER_MAX_DEPTH, KERNEL_MAX_DEPTH, Driver, Layer, Mount, Mounted, Problem, __version__
 
 __all__ = [
     "__version__",
@@ -28,6 +28,8 @@ __all__ = [
     "KERNEL_MAX_DEPTH",
     "Driver",
     "Layer",
+    "Mount",
+    "Mounted",
     "Problem",
     "Error",
     "InvalidArgumentError",

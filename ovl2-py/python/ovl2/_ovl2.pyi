@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pathlib
 from types import TracebackType
-from typing import Mapping, Optional, Tuple, Type, Union
+from typing import Literal, Mapping, Optional, Sequence, Tuple, Type, Union
 
 __version__: str
 """The version of ovl2 (the Rust crates' version)."""
@@ -40,6 +40,8 @@ class Driver:
         max_depth: int = 500,
         repair_on_open: bool = True,
         root: Optional[Tuple[int, int]] = None,
+        mount_strategy: Optional[Literal["auto", "new", "legacy"]] = None,
+        disabled_features: Optional[Sequence[str]] = None,
     ) -> None:
         """Opens the store at ``home``, creating it when missing.
 
@@ -49,7 +51,14 @@ class Driver:
         :param repair_on_open: repair what a crash or another tool left behind.
         :param root: ``(uid, gid)`` owning ``diff``/``work``/``merged`` (the containers'
             remapped root); default this process's euid/egid.
-        :raises InvalidArgumentError: ``max_depth`` out of range.
+        :param mount_strategy: how layers are mounted: ``"new"`` (``fsopen``/``lowerdir+``,
+            layers as fds where the kernel allows), ``"legacy"`` (``mount(2)`` with an
+            option string) or ``"auto"`` (the best available). None: ``$OVL2_MOUNT_STRATEGY``,
+            else ``"auto"``.
+        :param disabled_features: kernel features to treat as absent (names as
+            :meth:`features` reports them, e.g. ``"lowerdir+fd"``); works around a buggy
+            kernel. None or empty: ``$OVL2_DISABLE_FEATURES`` (comma-separated).
+        :raises InvalidArgumentError: ``max_depth`` out of range, an unknown strategy or feature.
         :raises Error: the home cannot be created or opened.
         """
     @property
@@ -61,6 +70,9 @@ class Driver:
     @property
     def sync(self) -> bool:
         """Whether metadata writes are fsynced."""
+    @property
+    def mount_strategy(self) -> Literal["auto", "new", "legacy"]:
+        """The mount strategy in force."""
     @property
     def closed(self) -> bool:
         """True after :meth:`close`."""
@@ -134,6 +146,99 @@ class Driver:
         With ``repair=True`` fixes what can be fixed and returns both what was fixed
         (``repaired=True``) and what remains. Repair never deletes a layer directory.
         """
+
+    def features(self) -> list[str]:
+        """Kernel mount features found by probing (cached per store and boot), minus the
+        disabled ones: ``fsopen``, ``lowerdir+``, ``lowerdir+fd``, ``O_PATH-fds``,
+        ``index-param``, ``userxattr``."""
+    def get(
+        self,
+        id: str,
+        mount_label: Optional[str] = None,
+        *,
+        readonly: bool = False,
+        volatile: bool = False,
+        persistent: bool = False,
+    ) -> str:
+        """Docker's ``Get``: mounts the layer (or takes another reference to its mount) and
+        returns the merged path. A base layer returns its ``diff`` path without mounting.
+
+        References are counted across threads and processes; each ``get`` needs one
+        :meth:`put`. References of a process that dies are dropped by the next ``get``.
+
+        :param mount_label: SELinux label (``context=``).
+        :param readonly: mount without an upper even if the layer is not committed.
+        :param volatile: mount with ``volatile`` (no syncs); for throwaway containers.
+        :param persistent: the reference belongs to the store and survives this process.
+        :raises LayerNotFoundError: no such layer.
+        :raises BusyError: already mounted with the other read-only/read-write mode.
+        :raises PermissionDeniedError: mounting needs privileges this process lacks.
+        """
+    def put(self, id: str) -> None:
+        """Docker's ``Put``: drops one reference; unmounts with the last one.
+
+        :raises InvalidArgumentError: the layer is not mounted.
+        :raises LayerNotFoundError: no such layer.
+        """
+    def mounted(
+        self,
+        id: str,
+        mount_label: Optional[str] = None,
+        *,
+        readonly: bool = False,
+        volatile: bool = False,
+    ) -> Mounted:
+        """A context manager: ``get`` on entry, yielding the merged path as a
+        ``pathlib.Path``, and ``put`` on exit, also when the body raises::
+
+            with driver.mounted("ctr") as root:
+                (root / "etc" / "hostname").write_text("box\n")
+        """
+    def mounts(self) -> list[Mount]:
+        """Every layer this store has mounted (or found mounted), with reference counts."""
+    def cleanup(self) -> None:
+        """Docker's ``Cleanup``: unmounts every layer of the store, whoever holds it, and
+        drops all references."""
+
+class Mounted:
+    """Returned by :meth:`Driver.mounted`; use it in a ``with`` statement."""
+
+    def __enter__(self) -> pathlib.Path: ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool:
+        """Puts the layer; never suppresses the exception."""
+
+class Mount:
+    """One mounted layer as :meth:`Driver.mounts` reports it."""
+
+    @property
+    def id(self) -> str:
+        """Layer id."""
+    @property
+    def path(self) -> pathlib.Path:
+        """The mount point, ``<home>/<id>/merged``."""
+    @property
+    def count(self) -> int:
+        """All references."""
+    @property
+    def persistent(self) -> int:
+        """References held by the store (``get(..., persistent=True)``)."""
+    @property
+    def processes(self) -> int:
+        """References held by live processes."""
+    @property
+    def readonly(self) -> bool:
+        """Mounted without an upper."""
+    @property
+    def method(self) -> str:
+        """How it was mounted: ``new-fd``, ``legacy-relative``, ..."""
+    @property
+    def mounted(self) -> bool:
+        """Whether the kernel really has it mounted."""
 
 class Layer:
     """One layer as :meth:`Driver.layers` reports it. Immutable, comparable, hashable."""
