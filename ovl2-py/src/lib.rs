@@ -56,6 +56,8 @@ impl PyDriver {
 #[pymethods]
 impl PyDriver {
     #[new]
+    /// Opens (creating when missing) the store at `home`, repairing crash leftovers unless
+    /// `repair_on_open=False`.
     #[pyo3(signature = (
         home, *, sync = true, max_depth = ovl2_core::KERNEL_MAX_DEPTH, repair_on_open = true,
         root = None, mount_strategy = None, disabled_features = None,
@@ -131,24 +133,27 @@ impl PyDriver {
         py.detach(move || drop(driver));
     }
 
+    /// Returns the driver itself.
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Closes the store; never suppresses the exception.
     #[pyo3(signature = (*_exc))]
     fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
         self.close(py);
         false
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let state = if self.closed() { " closed" } else { "" };
-        format!(
-            "<ovl2.Driver home={:?}{state}>",
-            self.home.display().to_string()
-        )
+        Ok(format!(
+            "<ovl2.Driver home={}{state}>",
+            repr(py, self.home.to_string_lossy())?
+        ))
     }
 
+    /// Creates the read-only (image) layer `id` on `parent` (None: a base layer).
     #[pyo3(signature = (id, parent = None, *, storage_opt = None, mount_label = None))]
     fn create(
         &self,
@@ -165,6 +170,7 @@ impl PyDriver {
         self.run(py, move |d| d.create(&id, parent.as_deref(), &opts))
     }
 
+    /// Creates a read-write (container) layer `id` on `parent`.
     #[pyo3(signature = (id, parent = None, *, storage_opt = None, mount_label = None))]
     fn create_rw(
         &self,
@@ -181,23 +187,28 @@ impl PyDriver {
         self.run(py, move |d| d.create_rw(&id, parent.as_deref(), &opts))
     }
 
+    /// Removes a layer; one that others build on only with `force=True`.
     #[pyo3(signature = (id, force = false))]
     fn remove(&self, py: Python<'_>, id: String, force: bool) -> PyResult<()> {
         self.run(py, move |d| d.remove(&id, force))
     }
 
+    /// Whether the layer `id` exists.
     fn exists(&self, py: Python<'_>, id: String) -> PyResult<bool> {
         self.run(py, move |d| d.exists(&id))
     }
 
+    /// The direct parent of `id`, or None for a base layer.
     fn parent(&self, py: Python<'_>, id: String) -> PyResult<Option<String>> {
         self.run(py, move |d| d.parent(&id))
     }
 
+    /// Docker's GetMetadata: LowerDir (with a parent), UpperDir, WorkDir, MergedDir.
     fn metadata(&self, py: Python<'_>, id: String) -> PyResult<BTreeMap<String, String>> {
         self.run(py, move |d| d.metadata(&id)).map(|m| m.to_map())
     }
 
+    /// Ordered key/value pairs about the store and the kernel, Docker's keys first.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let pairs = self.run(py, |d| d.status())?;
         // A dict keeps insertion order, which is the order the driver reports.
@@ -208,6 +219,7 @@ impl PyDriver {
         Ok(dict)
     }
 
+    /// Every layer with its parent and depth, sorted by id.
     fn layers(&self, py: Python<'_>) -> PyResult<Vec<Layer>> {
         let layers = self.run(py, |d| d.layers())?;
         Ok(layers
@@ -221,6 +233,7 @@ impl PyDriver {
             .collect())
     }
 
+    /// Problems in the store; with `repair=True` fixes what it can and reports both.
     #[pyo3(signature = (repair = false))]
     fn check(&self, py: Python<'_>, repair: bool) -> PyResult<Vec<Problem>> {
         if !repair {
@@ -244,6 +257,7 @@ impl PyDriver {
         self.run(py, |d| Ok(d.features().names()))
     }
 
+    /// Docker's Get: mounts the layer (or takes another reference) and returns the merged path.
     #[pyo3(signature = (id, mount_label = None, *, readonly = false, volatile = false, persistent = false))]
     fn get(
         &self,
@@ -266,10 +280,12 @@ impl PyDriver {
             .into_os_string())
     }
 
+    /// Docker's Put: drops one reference; unmounts with the last one.
     fn put(&self, py: Python<'_>, id: String) -> PyResult<()> {
         self.run(py, move |d| d.put(&id))
     }
 
+    /// A context manager: get on entry (yielding the merged pathlib.Path), put on exit.
     #[pyo3(signature = (id, mount_label = None, *, readonly = false, volatile = false))]
     fn mounted(
         slf: Py<Self>,
@@ -292,6 +308,7 @@ impl PyDriver {
         }
     }
 
+    /// Every layer this store has mounted, with its reference counts.
     fn mounts(&self, py: Python<'_>) -> PyResult<Vec<Mount>> {
         let mounts = self.run(py, |d| d.mounts())?;
         Ok(mounts
@@ -309,6 +326,7 @@ impl PyDriver {
             .collect())
     }
 
+    /// Docker's Cleanup: unmounts every layer of the store and drops all references.
     fn cleanup(&self, py: Python<'_>) -> PyResult<()> {
         self.run(py, |d| d.cleanup())
     }
@@ -326,6 +344,7 @@ struct Mounted {
 
 #[pymethods]
 impl Mounted {
+    /// Gets the layer and returns its merged path.
     fn __enter__(&self, py: Python<'_>) -> PyResult<PathBuf> {
         let (id, opts) = (self.id.clone(), self.opts.clone());
         let path = self.driver.get().run(py, move |d| d.get_with(&id, &opts))?;
@@ -333,6 +352,7 @@ impl Mounted {
         Ok(path)
     }
 
+    /// Puts the layer; never suppresses the exception.
     #[pyo3(signature = (*_exc))]
     fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
         {
