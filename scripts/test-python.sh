@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Tests the Python module `ovl2` the way a user gets it: builds the wheel with maturin,
 # installs it into a fresh virtualenv, runs the pytest suite (ovl2-py/tests) against the
-# installed package, then runs examples/python/quickstart.py.
+# installed package, checks the hand-written stubs against the module (mypy stubtest and
+# --strict), then runs examples/python/quickstart.py.
 #
 # Self-contained: needs only python3 (>= 3.9, with the venv module), cargo, and PyPI for
-# maturin and pytest. The virtualenv and wheel live under target/ (not committed).
+# maturin, pytest and mypy. The virtualenv and wheel live under target/ (not committed).
 #   PYTHON=python3.12 scripts/test-python.sh      # another interpreter
 #   scripts/test-python.sh -k threads -x          # extra arguments go to pytest
 # Tests that need root and overlayfs fail rather than skip when CI=true or OVL2_REQUIRE_MOUNT=1.
@@ -24,7 +25,8 @@ if ! "$python" -m venv "$venv"; then
     echo "test-python.sh: '$python -m venv' failed; install the venv module (Debian: python3-venv)" >&2
     exit 1
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" "pytest>=7"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "maturin>=1.9.4,<2" "pytest>=7" "mypy>=1.18"
 
 step "build the wheel (maturin $("$venv/bin/maturin" --version | cut -d' ' -f2))"
 # --locked: build exactly the committed Cargo.lock, as CI must.
@@ -40,6 +42,12 @@ step "pytest ovl2-py/tests"
 # pytest exits 5 when it collects nothing, which fails this script too.
 cd "$root/target/python"
 "$venv/bin/python" -m pytest -p no:cacheprovider -ra "$root/ovl2-py/tests" "$@"
+
+step "stubs: _ovl2.pyi matches the module (stubtest); tests and example type-check against it"
+# pyo3 classes are final and layout-disjoint; PEP 800 markers are not worth a
+# typing_extensions import in the stub.
+"$venv/bin/python" -m mypy.stubtest --ignore-disjoint-bases ovl2
+"$venv/bin/python" -m mypy --strict --no-incremental "$root/ovl2-py/tests" "$root/examples/python/quickstart.py"
 
 step "examples/python/quickstart.py"
 "$venv/bin/python" "$root/examples/python/quickstart.py"

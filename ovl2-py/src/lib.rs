@@ -17,6 +17,10 @@ use pyo3::IntoPyObjectExt;
 
 mod errors;
 
+// `Driver(max_depth=500)` is spelled as a literal so Python's signature shows it; keep it the
+// kernel's limit.
+const _: () = assert!(ovl2_core::KERNEL_MAX_DEPTH == 500);
+
 /// An open overlay2 layer store (`ovl2.Driver` in Python; see `_ovl2.pyi` for the API docs).
 #[pyclass(frozen, module = "ovl2", name = "Driver")]
 struct PyDriver {
@@ -59,7 +63,7 @@ impl PyDriver {
     /// Opens (creating when missing) the store at `home`, repairing crash leftovers unless
     /// `repair_on_open=False`.
     #[pyo3(signature = (
-        home, *, sync = true, max_depth = ovl2_core::KERNEL_MAX_DEPTH, repair_on_open = true,
+        home, *, sync = true, max_depth = 500, repair_on_open = true,
         root = None, mount_strategy = None, disabled_features = None,
     ))]
     #[allow(clippy::too_many_arguments)]

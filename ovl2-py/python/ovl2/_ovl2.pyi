@@ -12,7 +12,18 @@ from __future__ import annotations
 import os
 import pathlib
 from types import TracebackType
-from typing import Literal, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Literal, Mapping, Optional, Sequence, Tuple, Type, Union, final
+
+__all__ = [
+    "__version__",
+    "KERNEL_MAX_DEPTH",
+    "DOCKER_MAX_DEPTH",
+    "Driver",
+    "Layer",
+    "Problem",
+    "Mount",
+    "Mounted",
+]
 
 __version__: str
 """The version of ovl2 (the Rust crates' version)."""
@@ -23,8 +34,9 @@ KERNEL_MAX_DEPTH: int
 DOCKER_MAX_DEPTH: int
 """Docker's own depth limit (128), for stores Docker must also be able to mount."""
 
-StrPath = Union[str, "os.PathLike[str]"]
+_StrPath = Union[str, "os.PathLike[str]"]
 
+@final
 class Driver:
     """An open overlay2 layer store, in exactly Docker's on-disk format.
 
@@ -32,9 +44,9 @@ class Driver:
     Use it as a context manager (or call :meth:`close`) to release the store's descriptors.
     """
 
-    def __init__(
-        self,
-        home: StrPath,
+    def __new__(
+        cls,
+        home: _StrPath,
         *,
         sync: bool = True,
         max_depth: int = 500,
@@ -42,7 +54,7 @@ class Driver:
         root: Optional[Tuple[int, int]] = None,
         mount_strategy: Optional[Literal["auto", "new", "legacy"]] = None,
         disabled_features: Optional[Sequence[str]] = None,
-    ) -> None:
+    ) -> Driver:
         """Opens the store at ``home``, creating it when missing.
 
         :param sync: fsync metadata files and directories so a power cut cannot lose them.
@@ -200,6 +212,7 @@ class Driver:
         """Docker's ``Cleanup``: unmounts every layer of the store, whoever holds it, and
         drops all references."""
 
+@final
 class Mounted:
     """Returned by :meth:`Driver.mounted`; use it in a ``with`` statement."""
 
@@ -212,6 +225,7 @@ class Mounted:
     ) -> bool:
         """Puts the layer; never suppresses the exception."""
 
+@final
 class Mount:
     """One mounted layer as :meth:`Driver.mounts` reports it."""
 
@@ -240,6 +254,7 @@ class Mount:
     def mounted(self) -> bool:
         """Whether the kernel really has it mounted."""
 
+@final
 class Layer:
     """One layer as :meth:`Driver.layers` reports it. Immutable, comparable, hashable."""
 
@@ -256,6 +271,7 @@ class Layer:
     def short_id(self) -> Optional[str]:
         """The 26-character name under ``l/``, when the ``link`` file is readable."""
 
+@final
 class Problem:
     """One problem :meth:`Driver.check` found."""
 
