@@ -350,14 +350,18 @@ impl Driver {
     }
 
     /// Loads a record and makes it agree with reality: dead holders dropped, an empty
-    /// record when nothing is mounted, one external reference for a mount found in place.
+    /// record when nothing is mounted, one external reference for a mount found in place
+    /// without any record. (A record whose holders all died comes back empty, so the
+    /// caller unmounts.)
     fn reconciled_record(&self, id: &str, layer: &LockedLayer) -> Result<Record> {
         let mut rec = refs::load(&self.mounts_fd()?, id)?;
+        let recorded = rec.total() > 0;
         rec.drop_dead();
         let mounted = self.is_mounted(&layer.fd)?;
         if !mounted {
             rec = Record::default();
-        } else if rec.total() == 0 {
+        } else if !recorded {
+            // Mounted, but never by ovl2 (or its record was lost): count it once.
             rec.add(Holder::External, 1);
             rec.method = "external".into();
             rec.readonly = fsutil::file_type(&layer.fd, layout::COMMITTED).ok().flatten().is_some();
