@@ -261,3 +261,31 @@ def test_every_strategy_mounts_a_deep_chain(home: pathlib.Path, strategy: Litera
             [m] = d.mounts()
             assert m.method.startswith(strategy), m.method
         assert mounts_under(home) == []
+
+
+def test_references_of_a_killed_process_are_dropped(mount_driver: ovl2.Driver, home: pathlib.Path) -> None:
+    # A harness process that dies holding a mount must not keep it forever: the next call
+    # that looks at the layer forgets dead holders and unmounts what nobody holds.
+    import signal
+    import subprocess
+    import sys
+
+    d = mount_driver
+    build(d)
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"import ovl2, sys, time; ovl2.Driver({str(home)!r}).get('ctr'); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "held\n"
+        d.get("ctr")
+        [m] = d.mounts()
+        assert (m.count, m.processes) == (2, 2)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    [m] = d.mounts()
+    assert (m.count, m.processes) == (1, 1), "the dead process's reference is gone"
+    d.put("ctr")
+    assert mounts_under(home) == []
