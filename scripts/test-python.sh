@@ -13,7 +13,10 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+. scripts/env.sh
 python=${PYTHON:-python3}
+need "$python" "install Python 3.9 or newer"
+need cargo "install Rust from https://rustup.rs"
 venv="$root/target/python/venv"
 wheels="$root/target/python/wheels"
 
