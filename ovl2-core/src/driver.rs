@@ -116,6 +116,7 @@ pub struct Driver {
     pub(crate) links_fd: OwnedFd,
     pub(crate) private_fd: OwnedFd,
     pub(crate) staging_fd: OwnedFd,
+    pub(crate) mount_records_fd: OwnedFd,
     pub(crate) opts: Options,
     pub(crate) owner: Owner,
     pub(crate) root: Owner,
@@ -162,6 +163,10 @@ impl Driver {
             .ctx(|| format!("creating {}/.ovl2/staging", home.display()))?;
         fsutil::ensure_dir(&private_fd, layout::EMPTY, layout::DIFF_MODE, Some(root))
             .ctx(|| format!("creating {}/.ovl2/empty", home.display()))?;
+        fsutil::ensure_dir(&private_fd, layout::MOUNT_RECORDS, layout::PRIVATE_MODE, Some(owner))
+            .ctx(|| format!("creating {}/.ovl2/mounts", home.display()))?;
+        let mount_records_fd = fsutil::open_dir(&private_fd, layout::MOUNT_RECORDS)
+            .ctx(|| format!("opening {}/.ovl2/mounts", home.display()))?;
         let staging_fd = fsutil::open_dir(&private_fd, layout::STAGING)
             .ctx(|| format!("opening {}/.ovl2/staging", home.display()))?;
 
@@ -172,7 +177,8 @@ impl Driver {
             }
         }
         let mounts = MountState::new(strategy, disabled)?;
-        let driver = Driver { home, home_fd, links_fd, private_fd, staging_fd, opts: options, owner, root, mounts };
+        let driver =
+            Driver { home, home_fd, links_fd, private_fd, staging_fd, mount_records_fd, opts: options, owner, root, mounts };
         if driver.opts.repair_on_open {
             driver.repair()?;
             driver.reconcile_mounts()?;

@@ -105,9 +105,6 @@ impl Record {
     }
 }
 
-/// The records directory, `.ovl2/mounts`.
-pub(crate) const MOUNTS_DIR: &std::ffi::CStr = c"mounts";
-
 fn name(id: &str) -> CString {
     cstr(id).expect("validated id")
 }
