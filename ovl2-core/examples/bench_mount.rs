@@ -82,7 +82,7 @@ fn bare_legacy(home: &Path, lids: &[String]) -> &'static str {
         home.display()
     );
     if data.len() < page {
-        mount("overlay", &home.join("top/merged"), "overlay", MountFlags::empty(), Some(c_str(&data).as_c_str())).unwrap();
+        mount("overlay", home.join("top/merged"), "overlay", MountFlags::empty(), Some(c_str(&data).as_c_str())).unwrap();
         return "absolute";
     }
     let rel: Vec<String> = lids.iter().map(|l| format!("l/{l}")).collect();
@@ -94,10 +94,10 @@ fn bare_legacy(home: &Path, lids: &[String]) -> &'static str {
     }
     let mut fds = Vec::new();
     for l in lids {
-        fds.push(rustix::fs::open(&home.join("l").join(l), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap());
+        fds.push(rustix::fs::open(home.join("l").join(l), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap());
     }
-    let u = rustix::fs::open(&home.join("top/diff"), OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
-    let w = rustix::fs::open(&home.join("top/work"), OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+    let u = rustix::fs::open(home.join("top/diff"), OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+    let w = rustix::fs::open(home.join("top/work"), OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
     let nums: Vec<String> = fds.iter().map(|f| f.as_raw_fd().to_string()).collect();
     let data = format!("index=off,lowerdir={},upperdir={},workdir={}", nums.join(":"), u.as_raw_fd(), w.as_raw_fd());
     let target = home.join("top/merged");

@@ -407,7 +407,63 @@ mod mount_thread {
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::*;
+
+    fn features(index: bool, userxattr: bool) -> Features {
+        Features { index_param: index, userxattr, ..Features::default() }
+    }
+
+    fn with_request<T>(readonly: bool, label: Option<&str>, volatile: bool, f: impl FnOnce(&Request<'_>) -> T) -> T {
+        let root = crate::fsutil::open_dir_path(Path::new("/")).unwrap();
+        let lowers = vec!["AAAAAAAAAAAAAAAAAAAAAAAAAA".to_string(), "BBBBBBBBBBBBBBBBBBBBBBBBBB".to_string()];
+        let req = Request {
+            home: Path::new("/var/lib/o:v,l\\2"),
+            home_fd: root.as_fd(),
+            links_fd: root.as_fd(),
+            id: "ctr",
+            layer_fd: root.as_fd(),
+            lowers: &lowers,
+            readonly,
+            label,
+            volatile,
+        };
+        f(&req)
+    }
+
+    #[test]
+    fn legacy_options_match_docker_and_escape_the_home() {
+        let data = with_request(false, Some("system_u:object_r:container_file_t:s0"), false, |r| {
+            legacy_data(r, &features(true, false), &|l| r.absolute(l))
+        });
+        assert_eq!(
+            data,
+            "index=off,lowerdir=/var/lib/o\\:v\\,l\\\\2/l/AAAAAAAAAAAAAAAAAAAAAAAAAA:/var/lib/o\\:v\\,l\\\\2/l/BBBBBBBBBBBBBBBBBBBBBBBBBB,\
+             upperdir=/var/lib/o\\:v\\,l\\\\2/ctr/diff,workdir=/var/lib/o\\:v\\,l\\\\2/ctr/work,\
+             context=\"system_u:object_r:container_file_t:s0\""
+        );
+    }
+
+    #[test]
+    fn readonly_relative_userxattr_and_volatile_options() {
+        let ro = with_request(true, None, true, |r| legacy_data(r, &features(false, true), &|l| r.relative(l)));
+        // Read-only: own diff on top, no upper or work, and volatile has no meaning.
+        assert_eq!(ro, "userxattr,lowerdir=ctr/diff:l/AAAAAAAAAAAAAAAAAAAAAAAAAA:l/BBBBBBBBBBBBBBBBBBBBBBBBBB");
+        let rw = with_request(false, None, true, |r| legacy_data(r, &features(true, false), &|l| r.relative(l)));
+        assert!(rw.starts_with("index=off,volatile,lowerdir=l/AAAA"), "{rw}");
+    }
+
+    #[test]
+    fn choose_follows_the_strategy_and_the_page() {
+        let all = Features { new_api: true, lowerdir_plus: true, fd_layers: true, opath_fds: true, ..Features::default() };
+        with_request(false, None, false, |r| {
+            assert_eq!(choose(r, MountStrategy::Auto, &all).unwrap(), MountMethod::NewFd);
+            let paths = Features { fd_layers: false, opath_fds: false, ..all.clone() };
+            assert_eq!(choose(r, MountStrategy::New, &paths).unwrap(), MountMethod::NewPath);
+            assert_eq!(choose(r, MountStrategy::Legacy, &all).unwrap(), MountMethod::LegacyAbsolute);
+            assert!(choose(r, MountStrategy::New, &Features::default()).is_err());
+            assert_eq!(choose(r, MountStrategy::Auto, &Features::default()).unwrap(), MountMethod::LegacyAbsolute);
+        });
+    }
 
     #[test]
     fn escapes_option_separators() {

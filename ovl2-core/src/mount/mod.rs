@@ -313,17 +313,8 @@ impl Driver {
         ids.sort();
         ids.dedup();
         for id in ids {
-            let layer = match self.lock_layer(&id) {
-                Ok(l) => l,
-                Err(e) if e.kind() == crate::ErrorKind::NotFound => {
-                    refs::store(self.mounts_fd()?, &id, &Record::default())?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if self.is_mounted(&layer.fd)? || fsutil::file_type(&layer.fd, layout::MERGED).ok().flatten().is_some() {
-                self.unmount_layer(&id, &layer)?;
-            }
+            let Some(layer) = self.lock_layer_or_forget(&id)? else { continue };
+            self.unmount_layer(&id, &layer)?;
             refs::store(self.mounts_fd()?, &id, &Record::default())?;
         }
         self.mounts.held.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -334,14 +325,7 @@ impl Driver {
     /// unmounting what nobody holds any more. Runs on open.
     pub(crate) fn reconcile_mounts(&self) -> Result<()> {
         for id in self.recorded_mounts()? {
-            let layer = match self.lock_layer(&id) {
-                Ok(l) => l,
-                Err(e) if e.kind() == crate::ErrorKind::NotFound => {
-                    refs::store(self.mounts_fd()?, &id, &Record::default())?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+            let Some(layer) = self.lock_layer_or_forget(&id)? else { continue };
             let rec = self.reconciled_record(&id, &layer)?;
             if rec.total() == 0 {
                 self.unmount_layer(&id, &layer)?;
@@ -433,6 +417,18 @@ impl Driver {
         }
     }
 
+    /// [`Self::lock_layer`], or `None` when the layer is gone, dropping its stale record.
+    fn lock_layer_or_forget(&self, id: &str) -> Result<Option<LockedLayer>> {
+        match self.lock_layer(id) {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                refs::store(self.mounts_fd()?, id, &Record::default())?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Opens and flocks a layer directory for a mount-state change.
     fn lock_layer(&self, id: &str) -> Result<LockedLayer> {
         let fd = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
@@ -454,6 +450,18 @@ impl Driver {
         Ok(st.st_dev != parent.st_dev)
     }
 
+    /// Unmounts a layer whoever holds it and forgets its references (forced removal).
+    pub(crate) fn force_unmount(&self, id: &str) -> Result<()> {
+        // Same lock order as get/put: this process's slot, then the layer's flock.
+        let slot = self.mounts.slot(id);
+        let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(layer) = self.lock_layer_or_forget(id)? else { return Ok(()) };
+        self.unmount_layer(id, &layer)?;
+        refs::store(self.mounts_fd()?, id, &Record::default())?;
+        held.count = 0;
+        Ok(())
+    }
+
     /// Deletes a removed layer's mount record (it can only be stale: the layer was unmounted).
     pub(crate) fn forget_mount_record(&self, id: &str) -> Result<()> {
         refs::store(self.mounts_fd()?, id, &Record::default())
@@ -465,7 +473,7 @@ impl Driver {
 
     fn recorded_mounts(&self) -> Result<Vec<String>> {
         let fd = self.mounts_fd()?;
-        Ok(fsutil::list_dir(&fd)
+        Ok(fsutil::list_dir(fd)
             .ctx(|| "listing .ovl2/mounts".into())?
             .into_iter()
             .filter_map(|e| e.name.into_string().ok())
