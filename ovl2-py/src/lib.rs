@@ -9,10 +9,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ovl2_core::{CreateOpts, MountOpts, MountStrategy, Options, Owner};
+use ovl2_core::{
+    ContainerOpts, CreateOpts, InitEntry, InitKind, MountOpts, MountStrategy, Options, Owner,
+};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 use pyo3::IntoPyObjectExt;
 
 mod errors;
@@ -144,7 +146,7 @@ impl PyDriver {
 
     /// Closes the store; never suppresses the exception.
     #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> bool {
         self.close(py);
         false
     }
@@ -250,6 +252,44 @@ impl PyDriver {
             .chain(report.remaining.into_iter().map(|p| Problem::new(p, false)))
             .collect())
     }
+    /// Docker's container pair: `<ctr>-init` on `image_top`, filled with the init entries
+    /// through a mount, and the container layer `<ctr>` on it. All or nothing.
+    #[pyo3(signature = (ctr, image_top, *, init_entries = None, root = None, storage_opt = None, mount_label = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn create_container(
+        &self,
+        py: Python<'_>,
+        ctr: String,
+        image_top: String,
+        init_entries: Option<Vec<Vec<String>>>,
+        root: Option<(u32, u32)>,
+        storage_opt: Option<BTreeMap<String, String>>,
+        mount_label: Option<String>,
+    ) -> PyResult<()> {
+        let init_entries = match init_entries {
+            None => ovl2_core::docker_init_entries(),
+            Some(entries) => entries
+                .into_iter()
+                .map(init_entry_from_py)
+                .collect::<PyResult<_>>()?,
+        };
+        let opts = ContainerOpts {
+            init_entries,
+            root: root.map(|(uid, gid)| Owner { uid, gid }),
+            create: CreateOpts {
+                storage_opt: storage_opt.unwrap_or_default(),
+                mount_label,
+            },
+        };
+        self.run(py, move |d| d.create_container(&ctr, &image_top, &opts))
+    }
+
+    /// Removes a container layer and its init layer; `force` unmounts them first.
+    #[pyo3(signature = (ctr, force = false))]
+    fn remove_container(&self, py: Python<'_>, ctr: String, force: bool) -> PyResult<()> {
+        self.run(py, move |d| d.remove_container(&ctr, force))
+    }
+
     /// The mount strategy in force: "auto", "new" or "legacy".
     #[getter]
     fn mount_strategy(&self) -> PyResult<&'static str> {
@@ -358,7 +398,7 @@ impl Mounted {
 
     /// Puts the layer; never suppresses the exception.
     #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
         {
             let mut entered = self.entered.lock().unwrap_or_else(|e| e.into_inner());
             if *entered == 0 {
@@ -513,12 +553,38 @@ fn repr<'py, T: IntoPyObject<'py>>(py: Python<'py>, value: T) -> PyResult<String
     Ok(value.into_bound_py_any(py)?.repr()?.to_string())
 }
 
+/// An init entry from Python's `("dir", path)`, `("file", path)` or `("symlink", path, target)`.
+fn init_entry_from_py(entry: Vec<String>) -> PyResult<InitEntry> {
+    match entry.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["dir", path] => Ok(InitEntry::dir(path)),
+        ["file", path] => Ok(InitEntry::file(path)),
+        ["symlink", path, target] => Ok(InitEntry::symlink(path, target)),
+        _ => Err(PyValueError::new_err(format!(
+            "init entry {entry:?}: expected (\"dir\", path), (\"file\", path) or (\"symlink\", path, target)"
+        ))),
+    }
+}
+
+/// Docker's init entries, as `create_container` takes them.
+#[pyfunction]
+fn docker_init_entries(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyTuple>>> {
+    ovl2_core::docker_init_entries()
+        .into_iter()
+        .map(|e| match e.kind {
+            InitKind::Dir => PyTuple::new(py, ["dir".to_owned(), e.path]),
+            InitKind::File => PyTuple::new(py, ["file".to_owned(), e.path]),
+            InitKind::Symlink(target) => PyTuple::new(py, ["symlink".to_owned(), e.path, target]),
+        })
+        .collect()
+}
+
 /// The native module `ovl2._ovl2`; import `ovl2` instead.
 #[pymodule]
 fn _ovl2(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("KERNEL_MAX_DEPTH", ovl2_core::KERNEL_MAX_DEPTH)?;
     m.add("DOCKER_MAX_DEPTH", ovl2_core::DOCKER_MAX_DEPTH)?;
+    m.add_function(wrap_pyfunction!(docker_init_entries, m)?)?;
     m.add_class::<PyDriver>()?;
     m.add_class::<Layer>()?;
     m.add_class::<Problem>()?;

@@ -62,16 +62,23 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
 
 @pytest.fixture
 def container(image: Image, request: pytest.FixtureRequest) -> Iterator[pathlib.Path]:
-    """A new container layer on the image, mounted for the test and removed afterwards."""
+    """A new container on the image, as Docker makes one (with its init layer), mounted for
+    the test and removed afterwards."""
     id = "ctr-" + re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
     d = image.driver
-    d.create_rw(id, image.top)
+    d.create_container(id, image.top)
     try:
         with d.mounted(id) as root:
             yield root
     finally:
-        d.remove(id)
+        d.remove_container(id)
     assert mounts_under(image.home) == []
+
+
+def test_docker_init_entries_are_in_place(container: pathlib.Path) -> None:
+    assert (container / ".dockerenv").is_file()
+    assert (container / "etc" / "hostname").read_text() == ""
+    assert (container / "proc").is_dir()
 
 
 def test_image_files_are_visible(container: pathlib.Path) -> None:
@@ -100,20 +107,20 @@ def test_container_writes_stay_in_the_container(container: pathlib.Path, image: 
 
 def test_each_test_gets_a_fresh_container(container: pathlib.Path) -> None:
     # The previous test wrote these into its own container, which is gone.
-    assert not (container / "etc" / "hostname").exists()
+    assert (container / "etc" / "hostname").read_text() == ""
     assert (container / "var" / "lib" / "app" / "data").read_text() == "v2"
 
 
 def test_two_containers_side_by_side(container: pathlib.Path, image: Image) -> None:
     d = image.driver
-    d.create_rw("sidecar", image.top)
+    d.create_container("sidecar", image.top)
     try:
         with d.mounted("sidecar") as other:
             (other / "only-in-sidecar").write_text("x")
             assert not (container / "only-in-sidecar").exists()
             assert len(mounts_under(image.home)) == 2
     finally:
-        d.remove("sidecar")
+        d.remove_container("sidecar")
 
 
 def test_a_failing_body_still_unmounts(image: Image) -> None:

@@ -54,8 +54,8 @@ def test_stubs_and_py_typed_are_shipped() -> None:
     assert (pkg / "py.typed").is_file()
     stub = (pkg / "_ovl2.pyi").read_text()
     # Every public native name is declared in the stub.
-    for name in ("Driver", "Layer", "Problem", "Mount", "Mounted", "__version__", "KERNEL_MAX_DEPTH", "DOCKER_MAX_DEPTH"):
-        assert re.search(rf"^(class )?{name}\b", stub, re.M), name
+    for name in ("Driver", "Layer", "Problem", "Mount", "Mounted", "docker_init_entries", "__version__", "KERNEL_MAX_DEPTH", "DOCKER_MAX_DEPTH"):
+        assert re.search(rf"^(class |def )?{name}\b", stub, re.M), name
     for method in [m for m in dir(ovl2.Driver) if not m.startswith("_")]:
         assert re.search(rf"def {method}\(", stub), f"Driver.{method} missing from _ovl2.pyi"
 

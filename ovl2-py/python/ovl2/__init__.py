@@ -20,7 +20,17 @@ from ._errors import (
     PermissionDeniedError,
     UnsupportedError,
 )
-from ._ovl2 import DOCKER_MAX_DEPTH, KERNEL_MAX_DEPTH, Driver, Layer, Mount, Mounted, Problem, __version__
+from ._ovl2 import (
+    DOCKER_MAX_DEPTH,
+    KERNEL_MAX_DEPTH,
+    Driver,
+    Layer,
+    Mount,
+    Mounted,
+    Problem,
+    __version__,
+    docker_init_entries,
+)
 
 __all__ = [
     "__version__",
@@ -30,6 +40,7 @@ __all__ = [
     "Layer",
     "Mount",
     "Mounted",
+    "docker_init_entries",
     "Problem",
     "Error",
     "InvalidArgumentError",

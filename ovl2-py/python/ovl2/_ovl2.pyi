@@ -23,6 +23,7 @@ __all__ = [
     "Problem",
     "Mount",
     "Mounted",
+    "docker_init_entries",
 ]
 
 __version__: str
@@ -35,6 +36,14 @@ DOCKER_MAX_DEPTH: int
 """Docker's own depth limit (128), for stores Docker must also be able to mount."""
 
 _StrPath = Union[str, "os.PathLike[str]"]
+_InitEntry = Union[Tuple[Literal["dir", "file"], str], Tuple[Literal["symlink"], str, str]]
+"""An init-layer entry: ``("dir", "/proc")``, ``("file", "/etc/hosts")`` or
+``("symlink", "/etc/mtab", "/proc/mounts")``; paths are absolute inside the container."""
+
+def docker_init_entries() -> list[_InitEntry]:
+    """Docker's init entries (``/dev/pts``, ``/etc/hosts``, ``/.dockerenv``, ...), for
+    extending and passing to :meth:`Driver.create_container`."""
+
 
 @final
 class Driver:
@@ -159,6 +168,32 @@ class Driver:
         (``repaired=True``) and what remains. Repair never deletes a layer directory.
         """
 
+    def create_container(
+        self,
+        ctr: str,
+        image_top: str,
+        *,
+        init_entries: Optional[Sequence[_InitEntry]] = None,
+        root: Optional[Tuple[int, int]] = None,
+        storage_opt: Optional[Mapping[str, str]] = None,
+        mount_label: Optional[str] = None,
+    ) -> None:
+        """Creates a container as Docker does: ``<ctr>-init`` on ``image_top``, filled with
+        the init entries through a real mount (so copy-ups and whiteouts are Docker's), then
+        the container layer ``<ctr>`` on it. All or nothing, also across a crash.
+
+        :param init_entries: default :func:`docker_init_entries`.
+        :param root: ``(uid, gid)`` owning new init entries (user-namespaced containers).
+        :raises LayerNotFoundError: no ``image_top``.
+        :raises LayerExistsError: ``ctr`` or ``ctr-init`` exists.
+        :raises ValueError: a malformed init entry.
+        """
+    def remove_container(self, ctr: str, force: bool = False) -> None:
+        """Removes ``<ctr>`` and ``<ctr>-init``.
+
+        :raises BusyError: the container is mounted (``force=True`` unmounts it first).
+        :raises LayerNotFoundError: neither layer exists.
+        """
     def features(self) -> list[str]:
         """Kernel mount features found by probing (cached per store and boot), minus the
         disabled ones: ``fsopen``, ``lowerdir+``, ``lowerdir+fd``, ``O_PATH-fds``,
