@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Tests the Python module `ovl2` the way a user gets it: builds the wheel with maturin,
-# installs it into a fresh virtualenv, runs the pytest suite (ovl2-py/tests) against the
+# Tests the Python module `ovl2` the way a user gets it: builds the wheel with maturin (in a
+# virtualenv of its own), installs it into a fresh virtualenv, runs the pytest suite (ovl2-py/tests) against the
 # installed package, checks the hand-written stubs against the module (mypy stubtest and
 # --strict), then runs examples/python/quickstart.py.
 #
@@ -17,26 +17,32 @@ cd "$root"
 python=${PYTHON:-python3}
 need "$python" "install Python 3.9 or newer"
 need cargo "install Rust from https://rustup.rs"
+tools="$root/target/python/build-venv"
 venv="$root/target/python/venv"
 wheels="$root/target/python/wheels"
 
 step() { printf '\n== %s\n' "$*"; }
+# new_venv DIR PACKAGE...: a fresh virtualenv at DIR with PACKAGEs from PyPI.
+new_venv() {
+    local dir=$1
+    shift
+    rm -rf "$dir"
+    if ! "$python" -m venv "$dir"; then
+        echo "test-python.sh: '$python -m venv' failed; install the venv module (Debian: python3-venv)" >&2
+        exit 1
+    fi
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+}
 
-step "fresh virtualenv in ${venv#"$root"/} ($("$python" --version 2>&1))"
-rm -rf "$venv" "$wheels"
-if ! "$python" -m venv "$venv"; then
-    echo "test-python.sh: '$python -m venv' failed; install the venv module (Debian: python3-venv)" >&2
-    exit 1
-fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "maturin>=1.9.4,<2" "pytest>=7" "mypy>=1.18"
-
-step "build the wheel (maturin $("$venv/bin/maturin" --version | cut -d' ' -f2))"
+step "build the wheel with maturin, in its own virtualenv ($("$python" --version 2>&1))"
+new_venv "$tools" "maturin>=1.9.4,<2"
+rm -rf "$wheels"
 # --locked: build exactly the committed Cargo.lock, as CI must.
-"$venv/bin/maturin" build --release --locked --manifest-path ovl2-py/Cargo.toml \
-    --interpreter "$venv/bin/python" --out "$wheels"
+"$tools/bin/maturin" build --release --locked --manifest-path ovl2-py/Cargo.toml \
+    --interpreter "$tools/bin/python" --out "$wheels"
 
-step "pip install the wheel"
+step "pip install the wheel into a fresh virtualenv (${venv#"$root"/})"
+new_venv "$venv" "pytest>=7" "mypy>=1.18"
 wheel=$(ls "$wheels"/ovl2-*.whl)
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-index "$wheel"
 
