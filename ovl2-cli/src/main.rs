@@ -303,8 +303,10 @@ fn describe(p: &Problem) -> String {
     }
 }
 
-/// Prints layers as a tree, children under their parent, siblings by id.
+/// Prints layers as a tree, children under their parent, siblings by id. Nesting stops
+/// growing after a few dozen levels (chains go to 500), and deeper lines say their depth.
 fn print_tree(layers: &[LayerInfo]) {
+    const MAX_INDENT: usize = 24;
     let mut children: BTreeMap<Option<&str>, Vec<&LayerInfo>> = BTreeMap::new();
     let ids: std::collections::BTreeSet<&str> = layers.iter().map(|l| l.id.as_str()).collect();
     for l in layers {
@@ -312,19 +314,26 @@ fn print_tree(layers: &[LayerInfo]) {
         let key = l.parent.as_deref().filter(|p| ids.contains(p));
         children.entry(key).or_default().push(l);
     }
-    fn walk(node: Option<&str>, prefix: &str, children: &BTreeMap<Option<&str>, Vec<&LayerInfo>>) {
-        let Some(kids) = children.get(&node) else { return };
-        for (i, l) in kids.iter().enumerate() {
-            let last = i + 1 == kids.len();
-            let (branch, cont) = match node {
-                None => ("", ""),
-                Some(_) if last => ("└── ", "    "),
-                Some(_) => ("├── ", "│   "),
-            };
-            println!("{prefix}{branch}{}", l.id);
-            walk(Some(&l.id), &format!("{prefix}{cont}"), children);
+    // Iterative, so a 500-deep chain needs no deep recursion.
+    let mut stack: Vec<(&LayerInfo, String, bool, usize)> = Vec::new();
+    if let Some(roots) = children.get(&None) {
+        for r in roots.iter().rev() {
+            stack.push((r, String::new(), true, 0));
         }
     }
-    // Iterative depth would be nicer for 500-deep chains, but recursion depth 500 is fine.
-    walk(None, "", &children);
+    while let Some((l, prefix, last, level)) = stack.pop() {
+        let (branch, cont) = match (level, last) {
+            (0, _) => ("", ""),
+            (_, true) => ("└── ", "    "),
+            (_, false) => ("├── ", "│   "),
+        };
+        let note = if level >= MAX_INDENT { format!("  [depth {}]", l.depth) } else { String::new() };
+        println!("{prefix}{branch}{}{note}", l.id);
+        let child_prefix = if level >= MAX_INDENT { prefix.clone() } else { format!("{prefix}{cont}") };
+        if let Some(kids) = children.get(&Some(l.id.as_str())) {
+            for (i, k) in kids.iter().enumerate().rev() {
+                stack.push((k, child_prefix.clone(), i + 1 == kids.len(), level + 1));
+            }
+        }
+    }
 }

@@ -90,7 +90,7 @@ impl Request<'_> {
             v.push(Layer::Own("diff"));
         }
         v.extend(self.lowers.iter().map(|l| Layer::Short(l)));
-        if v.len() == 1 {
+        if self.readonly && v.len() == 1 {
             v.push(Layer::Empty);
         }
         v

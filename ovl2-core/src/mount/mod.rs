@@ -200,8 +200,8 @@ impl Driver {
             return Ok(merged);
         }
         let layer = self.lock_layer(id)?;
-        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let lowers: Vec<String> = match &files.lower {
+        let lower = fsutil::read_small(&layer.fd, layout::LOWER).ctx(|| format!("reading {id}/lower"))?;
+        let lowers: Vec<String> = match &lower {
             Some(l) => layout::parse_lower(l)
                 .map_err(|m| Error::Corrupt(format!("layer {id:?}: {}", crate::driver::describe("lower", &m))))?
                 .into_iter()
@@ -286,6 +286,9 @@ impl Driver {
     pub fn mounts(&self) -> Result<Vec<MountInfo>> {
         let mut out = Vec::new();
         for id in self.recorded_mounts()? {
+            if !refs::maybe_held(self.mounts_fd()?, &id) && !self.layer_mounted_quick(&id) {
+                continue;
+            }
             let Ok(layer) = self.lock_layer(&id) else { continue };
             let rec = self.reconciled_record(&id, &layer)?;
             if rec.total() == 0 {
@@ -325,6 +328,9 @@ impl Driver {
     /// unmounting what nobody holds any more. Runs on open.
     pub(crate) fn reconcile_mounts(&self) -> Result<()> {
         for id in self.recorded_mounts()? {
+            if !refs::maybe_held(self.mounts_fd()?, &id) && self.layer_exists_quick(&id) {
+                continue;
+            }
             let Some(layer) = self.lock_layer_or_forget(&id)? else { continue };
             let rec = self.reconciled_record(&id, &layer)?;
             if rec.total() == 0 {
@@ -379,7 +385,29 @@ impl Driver {
 
     fn mount_layer(&self, req: &engine::Request<'_>, method: MountMethod) -> Result<()> {
         let (id, lfd) = (req.id, req.layer_fd);
-        fsutil::ensure_dir(lfd, layout::MERGED, layout::MERGED_MODE, Some(self.root)).ctx(|| format!("creating {id}/merged"))?;
+        // Docker's format has merged/ only while mounted, so this runs on every first get:
+        // skip the chown when the process already is the containers' root.
+        let merged_owner = (self.root != self.owner).then_some(self.root);
+        match rustix::fs::mkdirat(lfd, layout::MERGED, rustix::fs::Mode::from_raw_mode(layout::MERGED_MODE)) {
+            Ok(()) => {
+                if let Some(o) = merged_owner {
+                    rustix::fs::chownat(
+                        lfd,
+                        layout::MERGED,
+                        Some(rustix::fs::Uid::from_raw(o.uid)),
+                        Some(rustix::fs::Gid::from_raw(o.gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| Error::io(format!("chown of {id}/merged"), e))?;
+                }
+                rustix::fs::chmodat(lfd, layout::MERGED, rustix::fs::Mode::from_raw_mode(layout::MERGED_MODE), AtFlags::empty())
+                    .map_err(|e| Error::io(format!("chmod of {id}/merged"), e))?;
+            }
+            // A merged/ left by someone else: make it ours, checking it is a directory.
+            Err(Errno::EXIST) => fsutil::ensure_dir(lfd, layout::MERGED, layout::MERGED_MODE, Some(self.root))
+                .ctx(|| format!("creating {id}/merged"))?,
+            Err(e) => return Err(Error::io(format!("creating {id}/merged"), e)),
+        }
         if !req.readonly {
             // A volatile mount that was not cleanly unmounted leaves this marker, and the
             // kernel then refuses the workdir; containers/storage removes it the same way.
@@ -388,8 +416,8 @@ impl Driver {
             }
         }
         engine::mount(req, method, self.features())?;
-        if !req.readonly {
-            // Docker chowns work/work to the remapped root; it matters in user namespaces.
+        if !req.readonly && self.root != self.owner {
+            // Docker chowns work/work to the remapped root (the kernel made it as us).
             let _ = rustix::fs::chownat(
                 lfd,
                 c"work/work",
@@ -429,6 +457,14 @@ impl Driver {
         }
     }
 
+    fn layer_exists_quick(&self, id: &str) -> bool {
+        matches!(self.open_layer_dir(id), Ok(Some(_)))
+    }
+
+    fn layer_mounted_quick(&self, id: &str) -> bool {
+        matches!(self.open_layer_dir(id), Ok(Some(fd)) if self.is_mounted(&fd).unwrap_or(false))
+    }
+
     /// Opens and flocks a layer directory for a mount-state change.
     fn lock_layer(&self, id: &str) -> Result<LockedLayer> {
         let fd = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
@@ -464,7 +500,7 @@ impl Driver {
 
     /// Deletes a removed layer's mount record (it can only be stale: the layer was unmounted).
     pub(crate) fn forget_mount_record(&self, id: &str) -> Result<()> {
-        refs::store(self.mounts_fd()?, id, &Record::default())
+        refs::delete(self.mounts_fd()?, id)
     }
 
     fn mounts_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>> {
