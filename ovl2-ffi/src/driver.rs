@@ -174,9 +174,9 @@ pub extern "C" fn ovl2_home(driver: *const ovl2_driver) -> *const c_char {
 fn create_opts(opts: *const ovl2_create_opts) -> FfiResult<CreateOpts> {
     // SAFETY: NULL or a readable struct with valid pointers (caller contract).
     let o = unsafe { sized_struct(opts, "ovl2_create_opts", ovl2_create_opts::defaults())? };
-    let mut out = CreateOpts::default();
     // SAFETY: pointers inside the struct follow the same contract.
-    out.mount_label = unsafe { opt_str_arg(o.mount_label, "opts->mount_label")? }.map(str::to_owned);
+    let mount_label = unsafe { opt_str_arg(o.mount_label, "opts->mount_label")? }.map(str::to_owned);
+    let mut out = CreateOpts { mount_label, ..CreateOpts::default() };
     for kv in unsafe { str_array(o.storage_opt, "opts->storage_opt")? } {
         let (k, v) = kv
             .split_once('=')
