@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ovl2_core::{CreateOpts, Driver, LayerInfo, Options, Problem};
+use ovl2_core::{CreateOpts, Driver, LayerInfo, MountOpts, MountStrategy, Options, Problem};
 
 /// Docker overlay2-compatible layer store.
 #[derive(Parser, Debug)]
@@ -18,6 +18,9 @@ struct Cli {
     /// Deepest chain allowed (1 to 500; 128 keeps the store mountable by Docker).
     #[arg(long, global = true, default_value_t = ovl2_core::KERNEL_MAX_DEPTH)]
     max_depth: usize,
+    /// How to mount: auto, new (fsopen/lowerdir+) or legacy (mount(2)). Default: $OVL2_MOUNT_STRATEGY, else auto.
+    #[arg(long, global = true, value_name = "STRATEGY")]
+    mount_strategy: Option<MountStrategy>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -68,6 +71,34 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Mount a layer (another reference if already mounted) and print its path.
+    Mount {
+        /// Layer id.
+        id: String,
+        /// SELinux mount label.
+        #[arg(long)]
+        label: Option<String>,
+        /// Mount read-only (no upper), even if the layer is not committed.
+        #[arg(long)]
+        ro: bool,
+        /// Mount with `volatile` (no syncs; for throwaway containers).
+        #[arg(long)]
+        volatile: bool,
+    },
+    /// Drop one reference taken by `mount`; unmounts with the last one.
+    #[command(alias = "unmount")]
+    Umount {
+        /// Layer id.
+        id: String,
+    },
+    /// List this store's mounts with their reference counts.
+    Mounts {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unmount every layer of the store and drop all references.
+    Cleanup,
     /// Look for damage; exits 1 while problems remain.
     Check {
         /// Fix what can be fixed.
@@ -93,7 +124,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // `check` must see the store as it is, so only it skips the repair on open.
     let repair_on_open = !matches!(cli.cmd, Cmd::Check { .. });
-    let opts = Options { max_depth: cli.max_depth, repair_on_open, ..Options::default() };
+    let opts = Options {
+        max_depth: cli.max_depth,
+        repair_on_open,
+        mount_strategy: cli.mount_strategy,
+        ..Options::default()
+    };
     let d = Driver::open(&cli.home, opts)?;
     match cli.cmd {
         Cmd::Create { id, parent, rw, storage_opt } => {
@@ -138,6 +174,32 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }
             }
         }
+        Cmd::Mount { id, label, ro, volatile } => {
+            // Each command is its own process, so its reference must outlive it.
+            let opts = MountOpts { mount_label: label, readonly: ro, volatile, persistent: true };
+            println!("{}", d.get_with(&id, &opts)?.display());
+        }
+        Cmd::Umount { id } => d.put(&id)?,
+        Cmd::Mounts { json } => {
+            let mounts = d.mounts()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&mounts)?);
+            } else {
+                for m in mounts {
+                    println!(
+                        "{}\t{}\tcount={} (persistent {}, processes {})\t{}\t{}",
+                        m.id,
+                        m.path.display(),
+                        m.count,
+                        m.persistent,
+                        m.processes,
+                        if m.readonly { "ro" } else { "rw" },
+                        m.method
+                    );
+                }
+            }
+        }
+        Cmd::Cleanup => d.cleanup()?,
         Cmd::Check { repair, json } => {
             let (repaired, remaining) = if repair {
                 let r = d.repair()?;

@@ -14,6 +14,7 @@ use crate::fsutil::{self, cstr, Owner};
 use crate::id;
 use crate::layout::{self, Malformed};
 use crate::lock::{lock_store, StoreLock};
+use crate::mount::{MountState, MountStrategy};
 
 /// The kernel's limit on lower layers in one overlay mount (`OVL_MAX_STACK`).
 pub const KERNEL_MAX_DEPTH: usize = 500;
@@ -33,13 +34,21 @@ pub struct Options {
     /// fsync metadata files and directories so a power cut cannot lose or empty them.
     /// Turning it off keeps crash safety against killed processes but not power loss.
     pub sync: bool,
-    /// Repair what a crash or another tool left behind when opening (see [`Driver::repair`]).
+    /// Repair what a crash or another tool left behind when opening (see [`Driver::repair`]),
+    /// and reconcile mount reference counts with the kernel.
     pub repair_on_open: bool,
+    /// How to mount; `None` means `OVL2_MOUNT_STRATEGY` if set, else auto.
+    pub mount_strategy: Option<MountStrategy>,
+    /// Kernel features to treat as absent even when the probe finds them (names as in
+    /// `status()`'s "Mount features", e.g. `lowerdir+fd`): a way around a buggy kernel, and
+    /// how the fallbacks for older kernels are tested. Empty means `OVL2_DISABLE_FEATURES`
+    /// (comma-separated) if set.
+    pub disabled_features: Vec<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_depth: KERNEL_MAX_DEPTH, root: None, sync: true, repair_on_open: true }
+        Options { max_depth: KERNEL_MAX_DEPTH, root: None, sync: true, repair_on_open: true, mount_strategy: None, disabled_features: Vec::new() }
     }
 }
 
@@ -110,6 +119,7 @@ pub struct Driver {
     pub(crate) opts: Options,
     pub(crate) owner: Owner,
     pub(crate) root: Owner,
+    pub(crate) mounts: MountState,
 }
 
 /// What is on disk for one layer, read without judging it.
@@ -129,6 +139,10 @@ impl Driver {
                 options.max_depth
             )));
         }
+        let strategy = match options.mount_strategy {
+            Some(s) => s,
+            None => MountStrategy::from_env()?.unwrap_or_default(),
+        };
         let home = clean_absolute(home.as_ref())?;
         let owner = Owner { uid: rustix::process::geteuid().as_raw(), gid: rustix::process::getegid().as_raw() };
         let root = options.root.unwrap_or(owner);
@@ -146,12 +160,22 @@ impl Driver {
             .ctx(|| format!("opening {}/.ovl2", home.display()))?;
         fsutil::ensure_dir(&private_fd, layout::STAGING, layout::PRIVATE_MODE, Some(owner))
             .ctx(|| format!("creating {}/.ovl2/staging", home.display()))?;
+        fsutil::ensure_dir(&private_fd, layout::EMPTY, layout::DIFF_MODE, Some(root))
+            .ctx(|| format!("creating {}/.ovl2/empty", home.display()))?;
         let staging_fd = fsutil::open_dir(&private_fd, layout::STAGING)
             .ctx(|| format!("opening {}/.ovl2/staging", home.display()))?;
 
-        let driver = Driver { home, home_fd, links_fd, private_fd, staging_fd, opts: options, owner, root };
+        let mut disabled = options.disabled_features.clone();
+        if disabled.is_empty() {
+            if let Ok(v) = std::env::var("OVL2_DISABLE_FEATURES") {
+                disabled = v.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            }
+        }
+        let mounts = MountState::new(strategy, disabled)?;
+        let driver = Driver { home, home_fd, links_fd, private_fd, staging_fd, opts: options, owner, root, mounts };
         if driver.opts.repair_on_open {
             driver.repair()?;
+            driver.reconcile_mounts()?;
         }
         Ok(driver)
     }
@@ -319,11 +343,11 @@ impl Driver {
         }
         let cid = cstr(id).expect("validated");
         let dir = fsutil::open_dir(&self.home_fd, &cid).ctx(|| format!("opening layer {id:?}"))?;
+        // The layer lock waits out a get/put in progress; none of them takes the store lock,
+        // so waiting here while holding it cannot deadlock.
+        fsutil::flock(&dir, true, false).ctx(|| format!("locking layer {id:?}"))?;
         if self.is_mounted(&dir)? {
             return Err(Error::Busy { id: id.to_owned(), reason: "it is mounted (put it first)".into() });
-        }
-        if !fsutil::flock(&dir, true, true).ctx(|| format!("locking layer {id:?}"))? {
-            return Err(Error::Busy { id: id.to_owned(), reason: "another process is working on it".into() });
         }
         let trash = cstr(&format!("rm-{}", fsutil::random_hex(12))).expect("ascii");
         rfs::renameat_with(&self.home_fd, &cid, &self.staging_fd, &trash, RenameFlags::NOREPLACE)
@@ -333,6 +357,7 @@ impl Driver {
         if let Some(lid) = lid {
             self.unlink_short_link_if_ours(&lid, id)?;
         }
+        self.forget_mount_record(id)?;
         drop(lock);
         // `dir` keeps the flock, so repair() in another process leaves this tree to us.
         fsutil::remove_tree(&self.staging_fd, &trash).ctx(|| format!("deleting the files of layer {id:?}"))?;
@@ -353,15 +378,6 @@ impl Driver {
             self.sync_dir(&self.links_fd, "l")?;
         }
         Ok(())
-    }
-
-    /// True when something is mounted on the layer's `merged/`.
-    fn is_mounted(&self, layer_dir: &OwnedFd) -> Result<bool> {
-        let Ok(st) = rfs::statat(layer_dir, layout::MERGED, AtFlags::SYMLINK_NOFOLLOW) else {
-            return Ok(false);
-        };
-        let parent = rfs::fstat(layer_dir).ctx(|| "stat of layer dir".into())?;
-        Ok(st.st_dev != parent.st_dev)
     }
 
     /// Ids of layers whose lower chain contains the short id `lid`.

@@ -25,6 +25,9 @@ pub const COMMITTED: &CStr = c"committed";
 pub const PRIVATE_DIR: &CStr = c".ovl2";
 /// Under [`PRIVATE_DIR`]: layers being built or torn down.
 pub const STAGING: &CStr = c"staging";
+/// Under [`PRIVATE_DIR`]: an always-empty directory, the second lower of a read-only
+/// mount of a base layer (overlay needs two lowers when there is no upper).
+pub const EMPTY: &CStr = c"empty";
 /// Under [`PRIVATE_DIR`]: the store lock file.
 pub const LOCK: &CStr = c"lock";
 

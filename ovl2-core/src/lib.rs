@@ -22,12 +22,14 @@ pub mod fsutil;
 pub mod id;
 pub mod layout;
 mod lock;
+mod mount;
 mod status;
 
 pub use check::{Problem, ProblemKind, RepairReport};
 pub use driver::{CreateOpts, Driver, LayerInfo, Metadata, Options, DOCKER_MAX_DEPTH, KERNEL_MAX_DEPTH};
 pub use error::{Error, ErrorKind, Result};
 pub use fsutil::Owner;
+pub use mount::{Features, MountInfo, MountMethod, MountOpts, MountStrategy};
 
 /// The library version (the crate version).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

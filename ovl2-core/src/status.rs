@@ -80,6 +80,8 @@ impl Driver {
             ("Max depth".into(), self.opts.max_depth.to_string()),
             ("Kernel".into(), rustix::system::uname().release().to_string_lossy().into_owned()),
             ("Overlay filesystem".into(), yes(overlay_registered())),
+            ("Mount strategy".into(), self.mount_strategy().as_str().into()),
+            ("Mount features".into(), self.features().names().join(",")),
             ("Overlay parameters".into(), params.join(",")),
         ])
     }

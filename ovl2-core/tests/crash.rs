@@ -28,12 +28,24 @@ impl Rng {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("worker") {
-        worker(Path::new(&args[2]), &args[3], args[4].parse().unwrap(), args[5].parse().unwrap());
-        return;
+    match args.get(1).map(String::as_str) {
+        Some("worker") => {
+            worker(Path::new(&args[2]), &args[3], args[4].parse().unwrap(), args[5].parse().unwrap());
+            return;
+        }
+        Some("worker-getput") => return worker_getput(Path::new(&args[2]), &args[3]),
+        Some("worker-hold") => return worker_hold(Path::new(&args[2]), &args[3]),
+        Some("worker-rootless") => return worker_rootless(Path::new(&args[2]), &args[3]),
+        _ => {}
     }
     let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
-    let tests: &[(&str, fn())] = &[("kill_during_create_remove", kill_during_create_remove), ("processes_share_a_store", processes_share_a_store)];
+    let tests: &[(&str, fn())] = &[
+        ("kill_during_create_remove", kill_during_create_remove),
+        ("processes_share_a_store", processes_share_a_store),
+        ("mount_refcounts_across_processes", mount_refcounts_across_processes),
+        ("killed_mount_holder_is_reconciled", killed_mount_holder_is_reconciled),
+        ("rootless_get_put", rootless_get_put),
+    ];
     let (mut passed, mut failed) = (0, 0);
     for (name, f) in tests {
         if filter.as_deref().is_some_and(|flt| !name.contains(flt)) {
@@ -169,4 +181,130 @@ fn processes_share_a_store() {
         }
     }
     eprintln!("  {} layers after 4 x 150 concurrent operations", layers.len());
+}
+
+/// 8 threads x 200 get/put of one layer.
+fn worker_getput(home: &Path, id: &str) {
+    let d = std::sync::Arc::new(Driver::open(home, Options::default()).expect("open"));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let d = d.clone();
+            let id = id.to_owned();
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    let p = d.get(&id, None).expect("get");
+                    assert!(p.join("bottom").exists(), "lower visible while held");
+                    d.put(&id).expect("put");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+}
+
+/// Mounts a layer, says so, and waits to be killed.
+fn worker_hold(home: &Path, id: &str) {
+    let d = Driver::open(home, Options::default()).expect("open");
+    let p = d.get(id, None).expect("get");
+    println!("{}", p.display());
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+/// Runs inside `unshare -Urm`: mounts with userxattr, writes through the mount, puts.
+fn worker_rootless(home: &Path, id: &str) {
+    let d = Driver::open(home, Options::default()).expect("open in user namespace");
+    let st = d.status().expect("status");
+    let userxattr = st.iter().find(|(k, _)| k == "userxattr").map(|(_, v)| v.clone());
+    assert_eq!(userxattr.as_deref(), Some("true"), "status must say userxattr inside a user namespace");
+    let p = d.get(id, None).expect("rootless get");
+    assert!(p.join("bottom").exists());
+    std::fs::write(p.join("from-userns"), "hello").expect("write through rootless mount");
+    std::fs::remove_file(p.join("bottom")).expect("delete lower file in userns");
+    d.put(id).expect("rootless put");
+    assert!(!p.exists(), "merged removed");
+    println!("rootless ok");
+}
+
+fn mounted(p: &Path) -> bool {
+    mountinfo_options(p).is_some()
+}
+
+fn small_chain(home: &Path) {
+    let d = open(home);
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    std::fs::write(home.join("base/diff/bottom"), "b").unwrap();
+    d.create_rw("ctr", Some("base"), &CreateOpts::default()).unwrap();
+}
+
+fn mount_refcounts_across_processes() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("mrefs");
+    let home = s.home();
+    small_chain(&home);
+    let spawn = || Command::new(std::env::current_exe().unwrap()).args(["worker-getput", home.to_str().unwrap(), "ctr"]).spawn().unwrap();
+    let (mut a, mut b) = (spawn(), spawn());
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success(), "a get/put worker failed");
+    assert!(!mounted(&home.join("ctr/merged")), "no mount left");
+    assert!(!home.join("ctr/merged").exists());
+    assert!(open(&home).mounts().unwrap().is_empty(), "zero count");
+    assert!(!home.join(".ovl2/mounts/ctr").exists());
+}
+
+fn killed_mount_holder_is_reconciled() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("mkill");
+    let home = s.home();
+    small_chain(&home);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["worker-hold", home.to_str().unwrap(), "ctr"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let merged = PathBuf::from(line.trim());
+    assert!(mounted(&merged), "the worker mounted {merged:?}");
+    // Another process's view while the holder lives: one reference, held by a process.
+    let m = Driver::open(&home, Options::default()).unwrap().mounts().unwrap();
+    assert_eq!((m.len(), m[0].count, m[0].processes), (1, 1, 1), "{m:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(mounted(&merged), "the kernel keeps the mount after its holder dies");
+    let d = open(&home); // reconciles
+    assert!(!mounted(&merged), "open dropped the dead holder's reference and unmounted");
+    assert!(d.mounts().unwrap().is_empty());
+    assert!(!merged.exists());
+}
+
+fn rootless_get_put() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("rootless");
+    let home = s.home();
+    small_chain(&home);
+    let out = Command::new("unshare")
+        .args(["-Urm", std::env::current_exe().unwrap().to_str().unwrap(), "worker-rootless", home.to_str().unwrap(), "ctr"])
+        .output()
+        .expect("run unshare");
+    assert!(
+        out.status.success(),
+        "rootless worker failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(home.join("ctr/diff/from-userns")).unwrap(), "hello");
+    // The whiteout made inside the user namespace is a real one.
+    let wh = std::fs::symlink_metadata(home.join("ctr/diff/bottom")).unwrap();
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "{wh:?}");
+    assert!(open(&home).check().unwrap().is_empty());
 }

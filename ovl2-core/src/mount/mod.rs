@@ -1,0 +1,470 @@
+//! Mounting layers: Docker's `Get`/`Put` with reference counts that hold across processes.
+//!
+//! The flow of a `get`: take the layer's lock (a flock on its directory, shared by every
+//! process), load its record, forget holders that died, agree with the kernel (a mount that
+//! vanished resets the record; a mount found in place counts once, as in Docker), add our
+//! reference, and mount if nothing was mounted. `put` is the mirror image, unmounting when
+//! the last reference goes. A process that already holds a layer answers a repeated `get`
+//! from memory, without a syscall.
+
+mod engine;
+mod probe;
+mod refs;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustix::fs::{AtFlags, FileType};
+use rustix::io::Errno;
+
+pub use engine::MountMethod;
+pub use probe::Features;
+use refs::{Holder, Record};
+
+use crate::driver::Driver;
+use crate::error::{Context, Error, Result};
+use crate::fsutil::{self, cstr};
+use crate::{id, layout};
+
+/// Which kernel interface mounts use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MountStrategy {
+    /// The best the kernel offers: `new` when available, else `legacy`.
+    #[default]
+    Auto,
+    /// `fsopen`/`fsconfig` with one `lowerdir+` per layer (as fds where possible).
+    New,
+    /// `mount(2)` with an option string (absolute, relative, or fd-number layer names).
+    Legacy,
+}
+
+impl MountStrategy {
+    /// The name used by the option, the CLI flag and `OVL2_MOUNT_STRATEGY`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountStrategy::Auto => "auto",
+            MountStrategy::New => "new",
+            MountStrategy::Legacy => "legacy",
+        }
+    }
+
+    /// The strategy named by `OVL2_MOUNT_STRATEGY`, if set.
+    pub fn from_env() -> Result<Option<MountStrategy>> {
+        match std::env::var("OVL2_MOUNT_STRATEGY") {
+            Ok(v) if !v.is_empty() => v
+                .parse()
+                .map(Some)
+                .map_err(|e| Error::InvalidArgument(format!("OVL2_MOUNT_STRATEGY: {e}"))),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl FromStr for MountStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(MountStrategy::Auto),
+            "new" => Ok(MountStrategy::New),
+            "legacy" => Ok(MountStrategy::Legacy),
+            other => Err(format!("unknown mount strategy {other:?} (expected auto, new or legacy)")),
+        }
+    }
+}
+
+/// Options for [`Driver::get_with`].
+#[derive(Debug, Clone, Default)]
+pub struct MountOpts {
+    /// SELinux label, passed as `context="<label>"`.
+    pub mount_label: Option<String>,
+    /// Mount without an upper even if the layer is not committed (inspect an image).
+    pub readonly: bool,
+    /// Mount with `volatile` (no syncs to the upper); for throwaway containers only.
+    pub volatile: bool,
+    /// The reference belongs to the store, not to this process: it survives the process and
+    /// is released only by a `put` (this is what each `ovl2 mount` command takes).
+    pub persistent: bool,
+}
+
+/// One mounted layer, as [`Driver::mounts`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MountInfo {
+    /// Layer id.
+    pub id: String,
+    /// The mount point, `<home>/<id>/merged`.
+    pub path: PathBuf,
+    /// All references.
+    pub count: u64,
+    /// References held by the store (`persistent`).
+    pub persistent: u64,
+    /// References held by live processes.
+    pub processes: u64,
+    /// Mounted without an upper.
+    pub readonly: bool,
+    /// How it was mounted (`new-fd`, `legacy-relative`, ...).
+    pub method: String,
+    /// Whether the kernel really has it mounted.
+    pub mounted: bool,
+}
+
+/// Per-`Driver` mount state.
+#[derive(Debug)]
+pub(crate) struct MountState {
+    strategy: MountStrategy,
+    disabled: Vec<String>,
+    features: OnceLock<Features>,
+    token: String,
+    start: u64,
+    /// References this `Driver` holds per layer; a slot's mutex also serialises this
+    /// process's get/put of that layer.
+    held: Mutex<HashMap<String, Arc<Mutex<Held>>>>,
+}
+
+impl MountState {
+    pub(crate) fn new(strategy: MountStrategy, disabled: Vec<String>) -> Result<MountState> {
+        if let Some(bad) = disabled.iter().find(|d| !Features::ALL.contains(&d.as_str())) {
+            return Err(Error::InvalidArgument(format!(
+                "unknown feature {bad:?} to disable (known: {})",
+                Features::ALL.join(", ")
+            )));
+        }
+        Ok(MountState {
+            strategy,
+            disabled,
+            features: OnceLock::new(),
+            token: fsutil::random_hex(6),
+            start: refs::process_start_time(std::process::id()).unwrap_or(0),
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn me(&self) -> Holder {
+        Holder::Process { pid: std::process::id(), start: self.start, token: self.token.clone() }
+    }
+
+    fn slot(&self, id: &str) -> Arc<Mutex<Held>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_owned()).or_default().clone()
+    }
+}
+
+/// This `Driver`'s references to one layer's mount, and whether that mount is read-only
+/// (so a repeated get is answered from memory only when the mount fits the request).
+#[derive(Debug, Default)]
+struct Held {
+    count: u64,
+    readonly: bool,
+    /// A plain `get` (no explicit read-only) would ask for this very mount.
+    plain_ok: bool,
+}
+
+/// A layer dir locked for mount-state changes; the flock goes with the fd.
+struct LockedLayer {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Driver {
+    /// The mount strategy in force (option, else `OVL2_MOUNT_STRATEGY`, else auto).
+    pub fn mount_strategy(&self) -> MountStrategy {
+        self.mounts.strategy
+    }
+
+    /// Kernel features found by the probes (cached per store and boot).
+    pub fn features(&self) -> &Features {
+        self.mounts
+            .features
+            .get_or_init(|| probe::load_or_probe(&self.private_fd).without(&self.mounts.disabled))
+    }
+
+    /// Docker's `Get`: mounts the layer (or takes another reference to its mount) and returns
+    /// the merged path. A base layer returns its `diff` path without mounting, as in Docker.
+    pub fn get(&self, id: &str, mount_label: Option<&str>) -> Result<PathBuf> {
+        self.get_with(id, &MountOpts { mount_label: mount_label.map(str::to_owned), ..MountOpts::default() })
+    }
+
+    /// [`Driver::get`] with every option.
+    pub fn get_with(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
+        id::validate(id)?;
+        if let Some(l) = &opts.mount_label {
+            if l.contains(['\0', '"', ',']) {
+                return Err(Error::InvalidArgument(format!("mount label {l:?} contains NUL, '\"' or ','")));
+            }
+        }
+        let merged = self.home.join(id).join("merged");
+        let slot = self.mounts.slot(id);
+        let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let fits = if opts.readonly { held.readonly } else { held.plain_ok };
+        if held.count > 0 && !opts.persistent && fits {
+            held.count += 1;
+            return Ok(merged);
+        }
+        let layer = self.lock_layer(id)?;
+        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let lowers: Vec<String> = match &files.lower {
+            Some(l) => layout::parse_lower(l)
+                .map_err(|m| Error::Corrupt(format!("layer {id:?}: {}", crate::driver::describe("lower", &m))))?
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            None => Vec::new(),
+        };
+        if lowers.is_empty() && !opts.readonly {
+            return Ok(self.home.join(id).join("diff"));
+        }
+        let committed = fsutil::file_type(&layer.fd, layout::COMMITTED).ctx(|| format!("stat of {id}/committed"))?.is_some();
+        let readonly = opts.readonly || committed || lowers.is_empty();
+
+        let mut rec = self.reconciled_record(id, &layer)?;
+        let mounted = rec.total() > 0;
+        if mounted && rec.readonly != readonly {
+            return Err(Error::Busy {
+                id: id.to_owned(),
+                reason: format!("it is already mounted {}", if rec.readonly { "read-only" } else { "read-write" }),
+            });
+        }
+        let holder = if opts.persistent { Holder::Store } else { self.mounts.me() };
+        rec.add(holder.clone(), 1);
+        rec.readonly = readonly;
+        // Record the reference before mounting: a crash in between leaves a record that
+        // the next reconcile drops (nothing mounted), never a mount nobody accounts for.
+        refs::store(&self.mounts_fd()?, id, &rec)?;
+        if !mounted {
+            match self.mount_layer(id, &layer, &lowers, readonly, opts) {
+                Ok(method) => {
+                    rec.method = method.as_str().to_owned();
+                    refs::store(&self.mounts_fd()?, id, &rec)?;
+                }
+                Err(e) => {
+                    rec.release(&holder);
+                    let _ = refs::store(&self.mounts_fd()?, id, &rec);
+                    let _ = rustix::fs::unlinkat(&layer.fd, layout::MERGED, AtFlags::REMOVEDIR);
+                    return Err(e);
+                }
+            }
+        }
+        if !opts.persistent {
+            held.count += 1;
+            held.readonly = readonly;
+            held.plain_ok = readonly == (committed || lowers.is_empty());
+        }
+        Ok(merged)
+    }
+
+    /// Docker's `Put`: drops one reference (this process's, else a persistent one) and
+    /// unmounts when none is left. A base layer's put is a no-op, as in Docker.
+    pub fn put(&self, id: &str) -> Result<()> {
+        id::validate(id)?;
+        let slot = self.mounts.slot(id);
+        let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if held.count > 1 {
+            held.count -= 1;
+            return Ok(());
+        }
+        let layer = self.lock_layer(id)?;
+        let mut rec = self.reconciled_record(id, &layer)?;
+        let mine = self.mounts.me();
+        let released =
+            (held.count == 1 && rec.release(&mine)) || rec.release(&Holder::Store) || rec.release(&Holder::External);
+        held.count = 0;
+        if !released {
+            let is_base = fsutil::file_type(&layer.fd, layout::LOWER).ctx(|| format!("stat of {id}/lower"))?.is_none();
+            if is_base {
+                return Ok(());
+            }
+            return Err(Error::InvalidArgument(format!("layer {id:?} is not mounted")));
+        }
+        if rec.total() == 0 {
+            self.unmount_layer(id, &layer)?;
+        }
+        refs::store(&self.mounts_fd()?, id, &rec)
+    }
+
+    /// Every layer ovl2 has mounted (or found mounted), with its reference counts.
+    pub fn mounts(&self) -> Result<Vec<MountInfo>> {
+        let mut out = Vec::new();
+        for id in self.recorded_mounts()? {
+            let Ok(layer) = self.lock_layer(&id) else { continue };
+            let rec = self.reconciled_record(&id, &layer)?;
+            if rec.total() == 0 {
+                continue;
+            }
+            out.push(MountInfo {
+                path: self.home.join(&id).join("merged"),
+                count: rec.total(),
+                persistent: rec.count_of(|h| matches!(h, Holder::Store)),
+                processes: rec.count_of(|h| matches!(h, Holder::Process { .. })),
+                readonly: rec.readonly,
+                method: rec.method.clone(),
+                mounted: self.is_mounted(&layer.fd)?,
+                id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Unmounts every layer of this store, whoever holds it, and forgets all references
+    /// (Docker's `Cleanup`).
+    pub fn cleanup(&self) -> Result<()> {
+        let mut ids: Vec<String> = self.recorded_mounts()?;
+        ids.extend(self.layer_ids()?);
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            let layer = match self.lock_layer(&id) {
+                Ok(l) => l,
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                    refs::store(&self.mounts_fd()?, &id, &Record::default())?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if self.is_mounted(&layer.fd)? || fsutil::file_type(&layer.fd, layout::MERGED).ok().flatten().is_some() {
+                self.unmount_layer(&id, &layer)?;
+            }
+            refs::store(&self.mounts_fd()?, &id, &Record::default())?;
+        }
+        self.mounts.held.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        Ok(())
+    }
+
+    /// Brings every record in line with the kernel and with which processes are alive,
+    /// unmounting what nobody holds any more. Runs on open.
+    pub(crate) fn reconcile_mounts(&self) -> Result<()> {
+        for id in self.recorded_mounts()? {
+            let layer = match self.lock_layer(&id) {
+                Ok(l) => l,
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                    refs::store(&self.mounts_fd()?, &id, &Record::default())?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let rec = self.reconciled_record(&id, &layer)?;
+            if rec.total() == 0 {
+                self.unmount_layer(&id, &layer)?;
+            }
+            refs::store(&self.mounts_fd()?, &id, &rec)?;
+        }
+        Ok(())
+    }
+
+    /// Loads a record and makes it agree with reality: dead holders dropped, an empty
+    /// record when nothing is mounted, one external reference for a mount found in place
+    /// without any record. (A record whose holders all died comes back empty, so the
+    /// caller unmounts.)
+    fn reconciled_record(&self, id: &str, layer: &LockedLayer) -> Result<Record> {
+        let mut rec = refs::load(&self.mounts_fd()?, id)?;
+        let recorded = rec.total() > 0;
+        rec.drop_dead();
+        let mounted = self.is_mounted(&layer.fd)?;
+        if !mounted {
+            rec = Record::default();
+        } else if !recorded {
+            // Mounted, but never by ovl2 (or its record was lost): count it once.
+            rec.add(Holder::External, 1);
+            rec.method = "external".into();
+            rec.readonly = fsutil::file_type(&layer.fd, layout::COMMITTED).ok().flatten().is_some();
+        }
+        Ok(rec)
+    }
+
+    fn mount_layer(&self, id: &str, layer: &LockedLayer, lowers: &[String], readonly: bool, opts: &MountOpts) -> Result<MountMethod> {
+        let lfd = &layer.fd;
+        fsutil::ensure_dir(lfd, layout::MERGED, layout::MERGED_MODE, Some(self.root)).ctx(|| format!("creating {id}/merged"))?;
+        if !readonly {
+            // A volatile mount that was not cleanly unmounted leaves this marker, and the
+            // kernel then refuses the workdir; containers/storage removes it the same way.
+            let _ = fsutil::remove_tree(lfd, c"work/work/incompat/volatile");
+            let _ = rustix::fs::unlinkat(lfd, c"work/work/incompat", AtFlags::REMOVEDIR);
+        }
+        let req = engine::Request {
+            home: &self.home,
+            home_fd: std::os::fd::AsFd::as_fd(&self.home_fd),
+            links_fd: std::os::fd::AsFd::as_fd(&self.links_fd),
+            id,
+            layer_fd: std::os::fd::AsFd::as_fd(lfd),
+            lowers,
+            readonly,
+            label: opts.mount_label.as_deref(),
+            volatile: opts.volatile,
+        };
+        let method = engine::mount(&req, self.mounts.strategy, self.features())?;
+        if !readonly {
+            // Docker chowns work/work to the remapped root; it matters in user namespaces.
+            let _ = rustix::fs::chownat(
+                lfd,
+                c"work/work",
+                Some(rustix::fs::Uid::from_raw(self.root.uid)),
+                Some(rustix::fs::Gid::from_raw(self.root.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            );
+        }
+        Ok(method)
+    }
+
+    fn unmount_layer(&self, id: &str, layer: &LockedLayer) -> Result<()> {
+        if self.is_mounted(&layer.fd)? {
+            let path = self.home.join(id).join("merged");
+            match rustix::mount::unmount(&path, rustix::mount::UnmountFlags::DETACH) {
+                Ok(()) | Err(Errno::INVAL) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(Error::io(format!("unmounting {}", path.display()), e)),
+            }
+        }
+        match rustix::fs::unlinkat(&layer.fd, layout::MERGED, AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            // Something was left inside an unmounted merged/: keep it, Docker does too.
+            Err(Errno::NOTEMPTY) | Err(Errno::BUSY) => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {id}/merged"), e)),
+        }
+    }
+
+    /// Opens and flocks a layer directory for a mount-state change.
+    fn lock_layer(&self, id: &str) -> Result<LockedLayer> {
+        let fd = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        fsutil::flock(&fd, true, false).ctx(|| format!("locking layer {id:?}"))?;
+        Ok(LockedLayer { fd })
+    }
+
+    /// True when something is mounted on the layer's `merged/`.
+    pub(crate) fn is_mounted(&self, layer_dir: &std::os::fd::OwnedFd) -> Result<bool> {
+        let st = match rustix::fs::statat(layer_dir, layout::MERGED, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(Error::io("stat of merged", e)),
+        };
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            return Ok(false);
+        }
+        let parent = rustix::fs::fstat(layer_dir).ctx(|| "stat of layer dir".into())?;
+        Ok(st.st_dev != parent.st_dev)
+    }
+
+    /// Deletes a removed layer's mount record (it can only be stale: the layer was unmounted).
+    pub(crate) fn forget_mount_record(&self, id: &str) -> Result<()> {
+        refs::store(&self.mounts_fd()?, id, &Record::default())
+    }
+
+    fn mounts_fd(&self) -> Result<std::os::fd::OwnedFd> {
+        fsutil::ensure_dir(&self.private_fd, refs::MOUNTS_DIR, layout::PRIVATE_MODE, None)
+            .ctx(|| "creating .ovl2/mounts".into())?;
+        fsutil::open_dir(&self.private_fd, refs::MOUNTS_DIR).ctx(|| "opening .ovl2/mounts".into())
+    }
+
+    fn recorded_mounts(&self) -> Result<Vec<String>> {
+        let fd = self.mounts_fd()?;
+        Ok(fsutil::list_dir(&fd)
+            .ctx(|| "listing .ovl2/mounts".into())?
+            .into_iter()
+            .filter_map(|e| e.name.into_string().ok())
+            .filter(|n| id::validate(n).is_ok())
+            .collect())
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Driver>();
+    let _ = cstr;
+}
