@@ -30,7 +30,7 @@
  *
  * Ownership. Every object or string the library hands out names the one function that
  * frees it (ovl2_close, ovl2_error_free, ovl2_string_free, ovl2_metadata_free,
- * ovl2_kv_list_free, ovl2_layer_list_free, ovl2_problem_list_free,
+ * ovl2_kv_list_free, ovl2_layer_list_free, ovl2_problem_list_free, ovl2_mount_list_free,
  * ovl2_repair_report_free). Strings inside returned structs belong to the struct. Static
  * strings (ovl2_version, ovl2_status_name, ovl2_problem_kind_name) are never freed.
  * Out-pointers are set to NULL/false/0 when a call fails.
@@ -38,13 +38,25 @@
  * Threads. A driver handle may be used from many threads at once; only ovl2_close must
  * not race with other calls on the same handle. Several processes may open one store.
  *
- * Extensible structs. ovl2_options and ovl2_create_opts start with a `size` field: fill
- * them with their *_init function, then change fields.
+ * Extensible structs. ovl2_options, ovl2_create_opts and ovl2_mount_opts start with a
+ * `size` field: fill them with their *_init function, then change fields.
  */
 
 /** The soname major version of this header; matches libovl2.so.0. */
 #define OVL2_ABI_VERSION 0
 
+
+// `ovl2_options.mount_strategy`: `OVL2_MOUNT_STRATEGY` from the environment, else auto.
+#define OVL2_MOUNT_STRATEGY_DEFAULT 0
+
+// `ovl2_options.mount_strategy`: the best the kernel offers (new API, else legacy).
+#define OVL2_MOUNT_STRATEGY_AUTO 1
+
+// `ovl2_options.mount_strategy`: `fsopen`/`fsconfig` with one `lowerdir+` per layer.
+#define OVL2_MOUNT_STRATEGY_NEW 2
+
+// `ovl2_options.mount_strategy`: `mount(2)` with an option string.
+#define OVL2_MOUNT_STRATEGY_LEGACY 3
 
 // Outcome of every fallible call. The numeric values are part of the ABI and never change;
 // new values may be added at the end, so treat unknown values like `OVL2_STATUS_IO`.
@@ -149,6 +161,14 @@ typedef struct ovl2_options {
   uint32_t root_uid;
   // Group of the store and layer dirs when `set_root` is true.
   uint32_t root_gid;
+  // How layers are mounted: one of the `OVL2_MOUNT_STRATEGY_*` values. Default
+  // `OVL2_MOUNT_STRATEGY_DEFAULT`: the `OVL2_MOUNT_STRATEGY` environment variable
+  // (auto|new|legacy) if set, else auto.
+  uint32_t mount_strategy;
+  // Kernel features to treat as absent, comma-separated as in the status key "Mount
+  // features" (e.g. "lowerdir+fd"), to work around a buggy kernel; borrowed for the call.
+  // NULL (the default) means the `OVL2_DISABLE_FEATURES` environment variable, if set.
+  const char *disabled_features;
 } ovl2_options;
 
 // Per-layer options for `ovl2_create` and `ovl2_create_rw`. Fill it with
@@ -162,6 +182,50 @@ typedef struct ovl2_create_opts {
   // overlay2 knows only "size", which ovl2 refuses with OVL2_STATUS_UNSUPPORTED.
   const char *const *storage_opt;
 } ovl2_create_opts;
+
+// Options for `ovl2_get_with`. Fill it with `ovl2_mount_opts_init`, then set fields.
+typedef struct ovl2_mount_opts {
+  // `sizeof(ovl2_mount_opts)`, set by `ovl2_mount_opts_init`.
+  size_t size;
+  // SELinux label passed as `context="..."`, or NULL; borrowed for the call.
+  const char *mount_label;
+  // Mount without an upper even when the layer is not committed (inspect an image).
+  bool readonly;
+  // Mount with `volatile` (no syncs to the upper): for throwaway containers only.
+  bool volatile_mount;
+  // The reference belongs to the store, not to this process: it survives the process
+  // and is released only by an `ovl2_put` (from any process).
+  bool persistent;
+} ovl2_mount_opts;
+
+// One mounted layer, as `ovl2_mounts` reports it.
+typedef struct ovl2_mount_info {
+  // Layer id.
+  const char *id;
+  // The mount point, `<home>/<id>/merged`.
+  const char *path;
+  // All references.
+  uint64_t count;
+  // References held by the store (persistent gets).
+  uint64_t persistent;
+  // References held by live processes.
+  uint64_t processes;
+  // Mounted without an upper.
+  bool readonly;
+  // How it was mounted: "new-fd", "new-path", "legacy-absolute", "legacy-relative",
+  // "legacy-fd", or "" when not recorded.
+  const char *method;
+  // Whether the kernel really has it mounted.
+  bool mounted;
+} ovl2_mount_info;
+
+// A list of mounts. `items` is NULL when `len` is 0.
+typedef struct ovl2_mount_list {
+  // The mounts, `len` of them.
+  const struct ovl2_mount_info *items;
+  // How many mounts.
+  size_t len;
+} ovl2_mount_list;
 
 // The paths Docker's `GetMetadata` returns for a layer. Made by `ovl2_layer_metadata`,
 // freed (with all its strings) by `ovl2_metadata_free`.
@@ -266,14 +330,17 @@ enum ovl2_status ovl2_create_opts_init(struct ovl2_create_opts *opts);
 // releases with `ovl2_close`; on failure `*out` is NULL.
 //
 // Errors: INVALID_ARGUMENT (NULL or empty `home`, NULL `out`, max_depth outside 1..=500,
-// bad `opts->size`), PERMISSION, IO, CORRUPT (repair found damage it cannot fix).
+// bad `opts->size`, unknown mount strategy or feature name, bad `OVL2_MOUNT_STRATEGY`),
+// PERMISSION, IO, CORRUPT (repair found damage it cannot fix).
 enum ovl2_status ovl2_open(const char *home,
                            const struct ovl2_options *opts,
                            struct ovl2_driver **out,
                            struct ovl2_error **err);
 
 // Closes a handle from `ovl2_open` and frees it. NULL is a no-op. No other call may be
-// running on, or made afterwards with, this handle. Mounts made through it stay mounted.
+// running on, or made afterwards with, this handle. Mounts taken through it are not
+// released: `ovl2_put` them first (or `ovl2_cleanup`); references of a process that has
+// exited are dropped by the next open or get of that layer.
 void ovl2_close(struct ovl2_driver *driver);
 
 // The store's home directory, absolute and lexically clean.
@@ -348,6 +415,63 @@ void ovl2_error_free(struct ovl2_error *err);
 // A static name for a status ("OK", "NOT_FOUND", ...). Never NULL, never free it.
 // Unknown values give "UNKNOWN".
 const char *ovl2_status_name(int status);
+
+// Fills `opts` with the defaults (no label, read-write when possible, process-owned
+// reference) and sets `opts->size`.
+//
+// Errors: OVL2_STATUS_INVALID_ARGUMENT when `opts` is NULL.
+enum ovl2_status ovl2_mount_opts_init(struct ovl2_mount_opts *opts);
+
+// Docker's Get: mounts layer `id` (or takes another reference to its mount) and sets
+// `*out` to the path to use: `<home>/<id>/merged`, or `<home>/<id>/diff` for a base layer,
+// which is not mounted (as in Docker). Each successful get needs one `ovl2_put`.
+// `mount_label` may be NULL.
+//
+// Ownership: free `*out` with `ovl2_string_free`.
+// Errors: INVALID_ARGUMENT (NULL argument, bad id, label with NUL, '"' or ','), NOT_FOUND,
+// BUSY (mounted read-only and asked read-write, or the other way round), PERMISSION (not
+// allowed to mount), UNSUPPORTED (the kernel cannot mount this chain), CORRUPT, IO.
+enum ovl2_status ovl2_get(const struct ovl2_driver *driver,
+                          const char *id,
+                          const char *mount_label,
+                          char **out,
+                          struct ovl2_error **err);
+
+// `ovl2_get` with every option; `opts` may be NULL for the defaults.
+//
+// Ownership and errors as `ovl2_get`; also INVALID_ARGUMENT for a bad `opts->size`.
+enum ovl2_status ovl2_get_with(const struct ovl2_driver *driver,
+                               const char *id,
+                               const struct ovl2_mount_opts *opts,
+                               char **out,
+                               struct ovl2_error **err);
+
+// Docker's Put: drops one reference to layer `id`'s mount (this process's, else a
+// persistent one) and unmounts when none is left. A base layer's put does nothing.
+//
+// Errors: INVALID_ARGUMENT (NULL argument, bad id, or the layer is not mounted),
+// NOT_FOUND, BUSY (unmount refused), IO.
+enum ovl2_status ovl2_put(const struct ovl2_driver *driver,
+                          const char *id,
+                          struct ovl2_error **err);
+
+// Sets `*out` to every layer of the store that is mounted (by any process), with its
+// reference counts.
+//
+// Ownership: free `*out` with `ovl2_mount_list_free`.
+// Errors: INVALID_ARGUMENT (NULL argument), IO.
+enum ovl2_status ovl2_mounts(const struct ovl2_driver *driver,
+                             struct ovl2_mount_list **out,
+                             struct ovl2_error **err);
+
+// Frees a list from `ovl2_mounts`, including its strings. NULL is a no-op.
+void ovl2_mount_list_free(struct ovl2_mount_list *list);
+
+// Docker's Cleanup: unmounts every layer of the store, whoever holds it, and forgets all
+// references. Use it when shutting the store down for good.
+//
+// Errors: INVALID_ARGUMENT (NULL driver), BUSY (an unmount was refused), PERMISSION, IO.
+enum ovl2_status ovl2_cleanup(const struct ovl2_driver *driver, struct ovl2_error **err);
 
 // Sets `*out` to the metadata of layer `id` (NULL on failure).
 //

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * libovl2 quickstart: open a store, build a chain of layers, read their Docker metadata,
- * list layers and status, check the store, handle errors, clean up.
+ * libovl2 quickstart: open a store, build a chain of layers, put content in the base layer,
+ * mount the container layer and read and write through it, unmount, list layers, mounts and
+ * status, check the store, handle errors, clean up. Mounting needs root (or a user
+ * namespace where overlayfs mounts are allowed).
  *
  *   make && ./quickstart [STORE_DIR]     (STORE_DIR defaults to a new temporary directory)
  *
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Prints and frees a failed call's error; returns whether the call succeeded. */
 static int ok(ovl2_status s, ovl2_error *err, const char *what) {
@@ -56,11 +59,57 @@ int main(int argc, char **argv) {
     if (!ok(ovl2_layer_metadata(d, "container", &m, &err), err, "metadata")) goto fail;
     printf("LowerDir  %s\nUpperDir  %s\nWorkDir   %s\nMergedDir %s\n", m->lower_dir, m->upper_dir,
            m->work_dir, m->merged_dir);
+    char container_diff[4096];
+    snprintf(container_diff, sizeof container_diff, "%s", m->upper_dir);
     ovl2_metadata_free(m);
 
-    /* Next steps of the full quickstart join here as the library gains them: apply a layer
-     * tar from an fd, mount the container layer (get), read a file under MergedDir,
-     * unmount (put), and export the diff to an fd. */
+    /* Content for the base layer. Written straight into its diff dir here; applying a
+     * layer tar from an fd (ovl2_apply_diff) takes this place once the library has it. */
+    if (!ok(ovl2_layer_metadata(d, "base", &m, &err), err, "metadata base")) goto fail;
+    char path[8192];
+    snprintf(path, sizeof path, "%s/hello.txt", m->upper_dir);
+    ovl2_metadata_free(m);
+    FILE *f = fopen(path, "w");
+    if (!f || fputs("hello from the base layer\n", f) < 0 || fclose(f) != 0) {
+        perror(path);
+        goto fail;
+    }
+
+    /* Mount the container layer (Docker's Get), read a file from the base through it, write
+     * one, and unmount (Put). Every successful get needs one put. */
+    char *merged = NULL;
+    if (!ok(ovl2_get(d, "container", NULL, &merged, &err), err, "get container")) goto fail;
+    printf("mounted at %s\n", merged);
+    char line[256] = "";
+    snprintf(path, sizeof path, "%s/hello.txt", merged);
+    f = fopen(path, "r");
+    if (!f || !fgets(line, sizeof line, f)) {
+        perror(path);
+        ovl2_string_free(merged);
+        goto fail;
+    }
+    fclose(f);
+    printf("read through the mount: %s", line);
+    snprintf(path, sizeof path, "%s/note.txt", merged);
+    f = fopen(path, "w");
+    if (f) {
+        fputs("written in the container\n", f);
+        fclose(f);
+    }
+    ovl2_string_free(merged);
+
+    ovl2_mount_list *mounts = NULL;
+    if (!ok(ovl2_mounts(d, &mounts, &err), err, "mounts")) goto fail;
+    for (size_t i = 0; i < mounts->len; i++)
+        printf("mount %s: %llu reference(s), method %s\n", mounts->items[i].id,
+               (unsigned long long)mounts->items[i].count, mounts->items[i].method);
+    ovl2_mount_list_free(mounts);
+    if (!ok(ovl2_put(d, "container", &err), err, "put container")) goto fail;
+    snprintf(path, sizeof path, "%s/note.txt", container_diff);
+    printf("the write landed in the container's diff: %s\n", access(path, F_OK) == 0 ? "yes" : "no");
+
+    /* Exporting the container's changes as a tar to an fd (ovl2_diff) joins here once the
+     * library has it. */
 
     ovl2_layer_list *layers = NULL;
     if (!ok(ovl2_layers(d, &layers, &err), err, "layers")) goto fail;

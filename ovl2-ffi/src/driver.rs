@@ -4,7 +4,7 @@
 use std::ffi::{c_char, CString};
 use std::os::unix::ffi::OsStrExt;
 
-use ovl2_core::{CreateOpts, Driver, Options, Owner};
+use ovl2_core::{CreateOpts, Driver, MountStrategy, Options, Owner};
 
 use crate::args::{c_string_opt, opt_str_arg, out_arg, path_arg, sized_struct, str_arg, str_array};
 use crate::error::{boundary, guard, ovl2_error, ovl2_status, FfiResult, Failure};
@@ -41,7 +41,24 @@ pub struct ovl2_options {
     pub root_uid: u32,
     /// Group of the store and layer dirs when `set_root` is true.
     pub root_gid: u32,
+    /// How layers are mounted: one of the `OVL2_MOUNT_STRATEGY_*` values. Default
+    /// `OVL2_MOUNT_STRATEGY_DEFAULT`: the `OVL2_MOUNT_STRATEGY` environment variable
+    /// (auto|new|legacy) if set, else auto.
+    pub mount_strategy: u32,
+    /// Kernel features to treat as absent, comma-separated as in the status key "Mount
+    /// features" (e.g. "lowerdir+fd"), to work around a buggy kernel; borrowed for the call.
+    /// NULL (the default) means the `OVL2_DISABLE_FEATURES` environment variable, if set.
+    pub disabled_features: *const c_char,
 }
+
+/// `ovl2_options.mount_strategy`: `OVL2_MOUNT_STRATEGY` from the environment, else auto.
+pub const OVL2_MOUNT_STRATEGY_DEFAULT: u32 = 0;
+/// `ovl2_options.mount_strategy`: the best the kernel offers (new API, else legacy).
+pub const OVL2_MOUNT_STRATEGY_AUTO: u32 = 1;
+/// `ovl2_options.mount_strategy`: `fsopen`/`fsconfig` with one `lowerdir+` per layer.
+pub const OVL2_MOUNT_STRATEGY_NEW: u32 = 2;
+/// `ovl2_options.mount_strategy`: `mount(2)` with an option string.
+pub const OVL2_MOUNT_STRATEGY_LEGACY: u32 = 3;
 
 impl ovl2_options {
     fn defaults() -> Self {
@@ -54,6 +71,8 @@ impl ovl2_options {
             set_root: false,
             root_uid: 0,
             root_gid: 0,
+            mount_strategy: OVL2_MOUNT_STRATEGY_DEFAULT,
+            disabled_features: std::ptr::null(),
         }
     }
 }
@@ -119,7 +138,8 @@ pub extern "C" fn ovl2_create_opts_init(opts: *mut ovl2_create_opts) -> ovl2_sta
 /// releases with `ovl2_close`; on failure `*out` is NULL.
 ///
 /// Errors: INVALID_ARGUMENT (NULL or empty `home`, NULL `out`, max_depth outside 1..=500,
-/// bad `opts->size`), PERMISSION, IO, CORRUPT (repair found damage it cannot fix).
+/// bad `opts->size`, unknown mount strategy or feature name, bad `OVL2_MOUNT_STRATEGY`),
+/// PERMISSION, IO, CORRUPT (repair found damage it cannot fix).
 #[no_mangle]
 pub extern "C" fn ovl2_open(
     home: *const c_char,
@@ -136,11 +156,24 @@ pub extern "C" fn ovl2_open(
                 sized_struct(opts, "ovl2_options", ovl2_options::defaults())?,
             )
         };
+        let mount_strategy = match o.mount_strategy {
+            OVL2_MOUNT_STRATEGY_DEFAULT => None,
+            OVL2_MOUNT_STRATEGY_AUTO => Some(MountStrategy::Auto),
+            OVL2_MOUNT_STRATEGY_NEW => Some(MountStrategy::New),
+            OVL2_MOUNT_STRATEGY_LEGACY => Some(MountStrategy::Legacy),
+            other => return Err(Failure::invalid(format!("unknown mount_strategy {other}"))),
+        };
+        // SAFETY: NULL or a NUL-terminated string (documented field contract).
+        let disabled_features = unsafe { opt_str_arg(o.disabled_features, "opts->disabled_features")? }
+            .map(|s| s.split(',').map(str::trim).filter(|f| !f.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
         let options = Options {
             max_depth: o.max_depth as usize,
             root: o.set_root.then_some(Owner { uid: o.root_uid, gid: o.root_gid }),
             sync: o.sync,
             repair_on_open: o.repair_on_open,
+            mount_strategy,
+            disabled_features,
         };
         let inner = Driver::open(home, options)?;
         let home = CString::new(inner.home().as_os_str().as_bytes()).map_err(|_| Failure::invalid("home contains NUL"))?;
@@ -150,7 +183,9 @@ pub extern "C" fn ovl2_open(
 }
 
 /// Closes a handle from `ovl2_open` and frees it. NULL is a no-op. No other call may be
-/// running on, or made afterwards with, this handle. Mounts made through it stay mounted.
+/// running on, or made afterwards with, this handle. Mounts taken through it are not
+/// released: `ovl2_put` them first (or `ovl2_cleanup`); references of a process that has
+/// exited are dropped by the next open or get of that layer.
 #[no_mangle]
 pub extern "C" fn ovl2_close(driver: *mut ovl2_driver) {
     guard((), || {

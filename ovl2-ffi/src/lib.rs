@@ -18,12 +18,14 @@
 mod args;
 mod driver;
 mod error;
+mod mount;
 mod queries;
 
 use std::ffi::c_char;
 
 pub use driver::*;
 pub use error::{ovl2_error, ovl2_error_errno, ovl2_error_free, ovl2_error_message, ovl2_error_status, ovl2_status};
+pub use mount::*;
 pub use queries::*;
 
 /// The library version ("0.1.0") as a static NUL-terminated string. Never free it.

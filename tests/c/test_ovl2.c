@@ -110,6 +110,7 @@ static void test_null_tolerance(void) {
     ovl2_layer_list_free(NULL);
     ovl2_problem_list_free(NULL);
     ovl2_repair_report_free(NULL);
+    ovl2_mount_list_free(NULL);
     CHECK(1, "free functions accept NULL");
 
     CHECK(ovl2_options_init(NULL) == OVL2_STATUS_INVALID_ARGUMENT, "options_init(NULL)");
@@ -475,6 +476,220 @@ static void test_threads(void) {
     ovl2_close(d);
 }
 
+
+/* Whether this run may mount; without root it fails under CI=true or OVL2_REQUIRE_MOUNT=1
+ * (the project rule: mount tests never silently skip in CI) and skips otherwise. */
+static int can_mount(void) {
+    if (geteuid() == 0) return 1;
+    const char *ci = getenv("CI"), *req = getenv("OVL2_REQUIRE_MOUNT");
+    int required = (ci && strcmp(ci, "true") == 0) || (req && strcmp(req, "1") == 0);
+    CHECK(!required, "mount tests need root (CI=true or OVL2_REQUIRE_MOUNT=1 is set)");
+    if (!required) printf("SKIP mount tests: not root\n");
+    return 0;
+}
+
+static int write_file(const char *dir, const char *name, const char *text) {
+    char p[PATH_MAX * 2];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    if (!f) return 0;
+    fputs(text, f);
+    return fclose(f) == 0;
+}
+
+static int file_is(const char *dir, const char *name, const char *text) {
+    char p[PATH_MAX * 2], buf[256] = {0};
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    return n == strlen(text) && memcmp(buf, text, n) == 0;
+}
+
+/* Reports the single entry for `id` in the store's mounts, or zeros. */
+static ovl2_mount_info mount_of(ovl2_driver *d, const char *id, size_t *total) {
+    ovl2_mount_info out;
+    memset(&out, 0, sizeof out);
+    ovl2_mount_list *ml = NULL;
+    OK(ovl2_mounts(d, &ml, &e_), "mounts");
+    *total = ml ? ml->len : 0;
+    for (size_t i = 0; ml && i < ml->len; i++)
+        if (strcmp(ml->items[i].id, id) == 0) {
+            out = ml->items[i];
+            out.id = out.path = out.method = NULL; /* freed with the list */
+            out.method = strncmp(ml->items[i].method, "legacy", 6) == 0 ? "legacy" : "new";
+        }
+    ovl2_mount_list_free(ml);
+    return out;
+}
+
+struct getput {
+    ovl2_driver *d;
+    const char *id;
+};
+
+static void *getput_main(void *arg) {
+    struct getput *g = arg;
+    for (int i = 0; i < 10; i++) {
+        char *p = NULL;
+        OK(ovl2_get(g->d, g->id, NULL, &p, &e_), "thread get");
+        CHECK(p && file_is(p, "hello.txt", "from base"), "thread reads through the mount");
+        ovl2_string_free(p);
+        OK(ovl2_put(g->d, g->id, &e_), "thread put");
+    }
+    return NULL;
+}
+
+static void test_mounts(void) {
+    if (!can_mount()) return;
+    char home[PATH_MAX], want[PATH_MAX * 2];
+    path_in(home, "store-mount");
+    ovl2_driver *d = NULL;
+    ovl2_options o;
+    ovl2_options_init(&o);
+    o.sync = false;
+    CHECK(o.mount_strategy == OVL2_MOUNT_STRATEGY_DEFAULT && o.disabled_features == NULL, "mount option defaults");
+    OK(ovl2_open(home, &o, &d, &e_), "open for mounts");
+    if (!d) return;
+    const char *home_abs = ovl2_home(d);
+
+    OK(ovl2_create(d, "base", NULL, NULL, &e_), "create base");
+    OK(ovl2_create(d, "app", "base", NULL, &e_), "create app");
+    OK(ovl2_create_rw(d, "ctr", "app", NULL, &e_), "create ctr");
+    ovl2_metadata *m = NULL;
+    OK(ovl2_layer_metadata(d, "base", &m, &e_), "metadata base");
+    CHECK(m && write_file(m->upper_dir, "hello.txt", "from base"), "write into base/diff");
+    ovl2_metadata_free(m);
+    OK(ovl2_layer_metadata(d, "app", &m, &e_), "metadata app");
+    CHECK(m && write_file(m->upper_dir, "app.txt", "from app"), "write into app/diff");
+    ovl2_metadata_free(m);
+
+    /* get / put with reference counts */
+    char *p = NULL;
+    OK(ovl2_get(d, "ctr", NULL, &p, &e_), "get ctr");
+    snprintf(want, sizeof want, "%s/ctr/merged", home_abs);
+    CHECK(p && strcmp(p, want) == 0, "get returns %s, got %s", want, p ? p : "(null)");
+    CHECK(p && file_is(p, "hello.txt", "from base") && file_is(p, "app.txt", "from app"), "read lower files via mount");
+    CHECK(p && write_file(p, "new.txt", "from ctr"), "write through the mount");
+    snprintf(want, sizeof want, "%s/ctr/diff", home_abs);
+    CHECK(file_is(want, "new.txt", "from ctr"), "write lands in ctr/diff");
+    ovl2_string_free(p);
+    size_t total = 0;
+    ovl2_mount_info mi = mount_of(d, "ctr", &total);
+    CHECK(total == 1 && mi.count == 1 && mi.processes == 1 && mi.persistent == 0 && mi.mounted && !mi.readonly,
+          "mounts after one get: total %zu count %llu", total, (unsigned long long)mi.count);
+    OK(ovl2_get(d, "ctr", "", &p, &e_), "second get ctr");
+    ovl2_string_free(p);
+    FAILS(ovl2_remove(d, "ctr", false, &e_), OVL2_STATUS_BUSY, EBUSY, "remove a mounted layer");
+    OK(ovl2_put(d, "ctr", &e_), "first put");
+    mi = mount_of(d, "ctr", &total);
+    CHECK(mi.mounted, "still mounted after one of two puts");
+    OK(ovl2_put(d, "ctr", &e_), "second put");
+    mi = mount_of(d, "ctr", &total);
+    CHECK(total == 0 && !mi.mounted, "unmounted after the last put (%zu mounts)", total);
+    FAILS(ovl2_put(d, "ctr", &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "put of an unmounted layer");
+
+    /* A base layer is not mounted: get returns its diff dir. */
+    OK(ovl2_get(d, "base", NULL, &p, &e_), "get base");
+    snprintf(want, sizeof want, "%s/base/diff", home_abs);
+    CHECK(p && strcmp(p, want) == 0, "get base returns diff, got %s", p ? p : "(null)");
+    ovl2_string_free(p);
+    OK(ovl2_put(d, "base", &e_), "put base");
+
+    /* get errors */
+    FAILS(ovl2_get(d, "nope", NULL, &p, &e_), OVL2_STATUS_NOT_FOUND, ENOENT, "get missing");
+    CHECK(p == NULL, "get clears *out on failure");
+    FAILS(ovl2_get(d, NULL, NULL, &p, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "get(NULL id)");
+    FAILS(ovl2_get(d, "ctr", NULL, NULL, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "get(NULL out)");
+    FAILS(ovl2_get(NULL, "ctr", NULL, &p, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "get(NULL driver)");
+    FAILS(ovl2_get(d, "ctr", "a,b", &p, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "get(label with ,)");
+    FAILS(ovl2_get(d, "../x", NULL, &p, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "get(bad id)");
+    FAILS(ovl2_put(d, NULL, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "put(NULL id)");
+    FAILS(ovl2_put(NULL, "ctr", &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "put(NULL driver)");
+    FAILS(ovl2_put(d, "nope", &e_), OVL2_STATUS_NOT_FOUND, ENOENT, "put missing");
+
+    /* get_with: read-only and persistent references */
+    ovl2_mount_opts mo;
+    CHECK(ovl2_mount_opts_init(NULL) == OVL2_STATUS_INVALID_ARGUMENT, "mount_opts_init(NULL)");
+    CHECK(ovl2_mount_opts_init(&mo) == OVL2_STATUS_OK && mo.size == sizeof mo && !mo.readonly && !mo.persistent &&
+              !mo.volatile_mount && mo.mount_label == NULL,
+          "mount_opts_init");
+    mo.readonly = true;
+    OK(ovl2_get_with(d, "ctr", &mo, &p, &e_), "get_with readonly");
+    CHECK(p && file_is(p, "new.txt", "from ctr"), "readonly mount shows the layer's own files");
+    CHECK(p && !write_file(p, "nope.txt", "x"), "readonly mount refuses writes");
+    ovl2_string_free(p);
+    mi = mount_of(d, "ctr", &total);
+    CHECK(mi.readonly && mi.mounted, "mounts says readonly");
+    FAILS(ovl2_get(d, "ctr", NULL, &p, &e_), OVL2_STATUS_BUSY, EBUSY, "read-write get of a read-only mount");
+    OK(ovl2_put(d, "ctr", &e_), "put readonly");
+    ovl2_mount_opts_init(&mo);
+    mo.persistent = true;
+    mo.volatile_mount = true;
+    OK(ovl2_get_with(d, "ctr", &mo, &p, &e_), "get_with persistent+volatile");
+    ovl2_string_free(p);
+    mi = mount_of(d, "ctr", &total);
+    CHECK(mi.persistent == 1 && mi.processes == 0 && mi.mounted, "persistent reference recorded");
+    OK(ovl2_put(d, "ctr", &e_), "put persistent");
+    OK(ovl2_get_with(d, "ctr", NULL, &p, &e_), "get_with NULL opts");
+    ovl2_string_free(p);
+    OK(ovl2_put(d, "ctr", &e_), "put after get_with NULL opts");
+    ovl2_mount_opts_init(&mo);
+    mo.size = 2;
+    FAILS(ovl2_get_with(d, "ctr", &mo, &p, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "get_with bad size");
+    ovl2_mount_opts_init(&mo);
+    mo.mount_label = "a\"b";
+    FAILS(ovl2_get_with(d, "ctr", &mo, &p, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "get_with bad label");
+    FAILS(ovl2_get_with(d, NULL, NULL, &p, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "get_with(NULL id)");
+    FAILS(ovl2_get_with(d, "ctr", NULL, NULL, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "get_with(NULL out)");
+    FAILS(ovl2_mounts(d, NULL, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "mounts(NULL out)");
+    ovl2_mount_list *ml = (ovl2_mount_list *)&passed;
+    FAILS(ovl2_mounts(NULL, &ml, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "mounts(NULL driver)");
+    CHECK(ml == NULL, "mounts clears *out on failure");
+    ovl2_mount_list_free(NULL);
+
+    /* Threads share the handle and one layer's mount. */
+    enum { N = 4 };
+    pthread_t t[N];
+    struct getput g = {d, "ctr"};
+    for (int i = 0; i < N; i++) pthread_create(&t[i], NULL, getput_main, &g);
+    for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
+    mi = mount_of(d, "ctr", &total);
+    CHECK(total == 0, "threads' get/put balanced out (%zu mounts left)", total);
+
+    /* cleanup unmounts whatever is held. */
+    OK(ovl2_get(d, "ctr", NULL, &p, &e_), "get before cleanup");
+    ovl2_string_free(p);
+    OK(ovl2_get(d, "app", NULL, &p, &e_), "get app before cleanup");
+    ovl2_string_free(p);
+    OK(ovl2_cleanup(d, &e_), "cleanup");
+    mi = mount_of(d, "ctr", &total);
+    CHECK(total == 0 && !mi.mounted, "cleanup left %zu mounts", total);
+    FAILS(ovl2_cleanup(NULL, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "cleanup(NULL driver)");
+    ovl2_close(d);
+
+    /* Mount strategy and feature options. */
+    ovl2_options_init(&o);
+    o.mount_strategy = 42;
+    FAILS(ovl2_open(home, &o, &d, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "open(unknown mount strategy)");
+    ovl2_options_init(&o);
+    o.disabled_features = "warp-drive";
+    FAILS(ovl2_open(home, &o, &d, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "open(unknown feature)");
+    ovl2_options_init(&o);
+    o.mount_strategy = OVL2_MOUNT_STRATEGY_LEGACY;
+    o.disabled_features = "lowerdir+fd, O_PATH-fds";
+    OK(ovl2_open(home, &o, &d, &e_), "open legacy");
+    if (!d) return;
+    OK(ovl2_get(d, "ctr", NULL, &p, &e_), "legacy get");
+    CHECK(p && file_is(p, "hello.txt", "from base"), "legacy mount reads lower files");
+    ovl2_string_free(p);
+    mi = mount_of(d, "ctr", &total);
+    CHECK(mi.method && strcmp(mi.method, "legacy") == 0, "mounted with the legacy strategy");
+    OK(ovl2_put(d, "ctr", &e_), "legacy put");
+    ovl2_close(d);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) {
         snprintf(work, sizeof work, "%s", argv[1]);
@@ -492,6 +707,7 @@ int main(int argc, char **argv) {
     test_layers();
     test_max_depth();
     test_threads();
+    test_mounts();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

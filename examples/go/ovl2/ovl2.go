@@ -79,7 +79,8 @@ type Driver struct {
 }
 
 type config struct {
-	opts C.ovl2_options
+	opts     C.ovl2_options
+	disabled string
 }
 
 // Option changes how Open opens a store.
@@ -111,6 +112,33 @@ func WithRoot(uid, gid uint32) Option {
 	}
 }
 
+// MountStrategy selects the kernel interface used for mounts.
+type MountStrategy int
+
+// Mount strategies.
+const (
+	// MountDefault uses $OVL2_MOUNT_STRATEGY (auto|new|legacy) if set, else MountAuto.
+	MountDefault MountStrategy = C.OVL2_MOUNT_STRATEGY_DEFAULT
+	// MountAuto uses the best the kernel offers: MountNew when available, else MountLegacy.
+	MountAuto MountStrategy = C.OVL2_MOUNT_STRATEGY_AUTO
+	// MountNew uses fsopen/fsconfig with one lowerdir+ per layer.
+	MountNew MountStrategy = C.OVL2_MOUNT_STRATEGY_NEW
+	// MountLegacy uses mount(2) with an option string.
+	MountLegacy MountStrategy = C.OVL2_MOUNT_STRATEGY_LEGACY
+)
+
+// WithMountStrategy sets how layers are mounted.
+func WithMountStrategy(s MountStrategy) Option {
+	return func(c *config) { c.opts.mount_strategy = C.uint32_t(s) }
+}
+
+// WithDisabledFeatures treats kernel features as absent even when present (names as in
+// the status key "Mount features", e.g. "lowerdir+fd"), to work around a buggy kernel.
+// Without it, $OVL2_DISABLE_FEATURES applies.
+func WithDisabledFeatures(names ...string) Option {
+	return func(c *config) { c.disabled = strings.Join(names, ",") }
+}
+
 // Open opens (creating when missing) the store at home.
 func Open(home string, opts ...Option) (*Driver, error) {
 	var c config
@@ -122,6 +150,9 @@ func Open(home string, opts ...Option) (*Driver, error) {
 	defer a.free()
 	chome, err := a.str("open", "", "home", home)
 	if err != nil {
+		return nil, err
+	}
+	if c.opts.disabled_features, err = a.optStr("open", "", "disabled features", c.disabled); err != nil {
 		return nil, err
 	}
 	var d *C.ovl2_driver
@@ -461,4 +492,118 @@ func (d *Driver) Repair() (RepairReport, error) {
 	}
 	defer C.ovl2_repair_report_free(r)
 	return RepairReport{Repaired: goProblems(r.repaired), Remaining: goProblems(r.remaining)}, nil
+}
+
+// MountOpts are the options of GetWith.
+type MountOpts struct {
+	MountLabel string // SELinux label, passed as context="..."
+	ReadOnly   bool   // mount without an upper even when the layer is not committed
+	Volatile   bool   // mount with "volatile" (no syncs to the upper): throwaway containers only
+	// Persistent makes the reference belong to the store rather than this process: it
+	// survives the process and is released only by a Put (from any process).
+	Persistent bool
+}
+
+// Get mounts layer id (or takes another reference to its mount) and returns the path to
+// use: <home>/<id>/merged, or <home>/<id>/diff for a base layer, which is not mounted (as
+// in Docker). Every successful Get needs one Put.
+func (d *Driver) Get(id, mountLabel string) (string, error) {
+	return d.GetWith(id, &MountOpts{MountLabel: mountLabel})
+}
+
+// GetWith is Get with every option; opts may be nil.
+func (d *Driver) GetWith(id string, opts *MountOpts) (string, error) {
+	var out *C.char
+	err := d.with(func(cd *C.ovl2_driver) error {
+		var a cargs
+		defer a.free()
+		cid, err := a.str("get", id, "id", id)
+		if err != nil {
+			return err
+		}
+		var mo C.ovl2_mount_opts
+		C.ovl2_mount_opts_init(&mo)
+		if opts != nil {
+			if mo.mount_label, err = a.optStr("get", id, "mount label", opts.MountLabel); err != nil {
+				return err
+			}
+			mo.readonly = C.bool(opts.ReadOnly)
+			mo.volatile_mount = C.bool(opts.Volatile)
+			mo.persistent = C.bool(opts.Persistent)
+		}
+		return call("get", id, func(e **C.ovl2_error) C.enum_ovl2_status {
+			return C.ovl2_get_with(cd, cid, &mo, &out, e)
+		})
+	})
+	if err != nil {
+		return "", err
+	}
+	defer C.ovl2_string_free(out)
+	return C.GoString(out), nil
+}
+
+// Put drops one reference to layer id's mount and unmounts when none is left. A base
+// layer's Put does nothing; a layer that is not mounted gives ErrInvalidArgument.
+func (d *Driver) Put(id string) error {
+	return d.with(func(cd *C.ovl2_driver) error {
+		var a cargs
+		defer a.free()
+		cid, err := a.str("put", id, "id", id)
+		if err != nil {
+			return err
+		}
+		return call("put", id, func(e **C.ovl2_error) C.enum_ovl2_status {
+			return C.ovl2_put(cd, cid, e)
+		})
+	})
+}
+
+// Mount is one mounted layer, as Mounts reports it.
+type Mount struct {
+	ID         string
+	Path       string // <home>/<id>/merged
+	Count      uint64 // all references
+	Persistent uint64 // references held by the store
+	Processes  uint64 // references held by live processes
+	ReadOnly   bool
+	Method     string // "new-fd", "legacy-relative", ...
+	Mounted    bool   // whether the kernel really has it mounted
+}
+
+// Mounts lists every layer of the store that is mounted, by any process.
+func (d *Driver) Mounts() ([]Mount, error) {
+	var l *C.ovl2_mount_list
+	err := d.with(func(cd *C.ovl2_driver) error {
+		return call("mounts", "", func(e **C.ovl2_error) C.enum_ovl2_status {
+			return C.ovl2_mounts(cd, &l, e)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer C.ovl2_mount_list_free(l)
+	out := make([]Mount, 0, l.len)
+	for _, m := range unsafe.Slice(l.items, l.len) {
+		out = append(out, Mount{
+			ID:         C.GoString(m.id),
+			Path:       C.GoString(m.path),
+			Count:      uint64(m.count),
+			Persistent: uint64(m.persistent),
+			Processes:  uint64(m.processes),
+			ReadOnly:   bool(m.readonly),
+			Method:     C.GoString(m.method),
+			Mounted:    bool(m.mounted),
+		})
+	}
+	return out, nil
+}
+
+// Cleanup unmounts every layer of the store, whoever holds it, and forgets all references
+// (Docker's Cleanup).
+func (d *Driver) Cleanup() error {
+	return d.with(func(cd *C.ovl2_driver) error {
+		return call("cleanup", "", func(e **C.ovl2_error) C.enum_ovl2_status {
+			return C.ovl2_cleanup(cd, e)
+		})
+	})
 }

@@ -1,8 +1,9 @@
 //go:build linux
 
 // Command ovl2-quickstart walks through the ovl2 Go API on a store: it builds a chain of
-// layers, prints their Docker metadata, the store status and layer list, checks the store,
-// shows how errors are matched, and cleans up.
+// layers, puts content in the base layer, mounts the container layer and reads and writes
+// through it, prints metadata, mounts, status and layers, checks the store, shows how
+// errors are matched, and cleans up. Mounting needs root.
 //
 //	ovl2-quickstart [STORE_DIR]    (a temporary directory by default)
 package main
@@ -61,8 +62,46 @@ func run(home string) error {
 	for _, k := range []string{"LowerDir", "UpperDir", "WorkDir", "MergedDir"} {
 		fmt.Printf("%-9s %s\n", k, m.Map()[k])
 	}
-	// (Mounting, applying a layer tar and exporting the diff join here as the library
-	// gains them: Get/Put, ApplyDiff, Diff.)
+
+	// Content for the base layer, written straight into its diff dir; ApplyDiff (a layer
+	// tar from an io.Reader) takes this place once the library has it.
+	base, err := d.Metadata("base")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(base.UpperDir, "hello.txt"), []byte("hello from the base layer\n"), 0o644); err != nil {
+		return err
+	}
+
+	// Mount the container layer, read through it, write to it, unmount.
+	merged, err := d.Get("container", "")
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(filepath.Join(merged, "hello.txt"))
+	if err != nil {
+		d.Put("container")
+		return err
+	}
+	fmt.Printf("read through the mount at %s: %s", merged, b)
+	if err := os.WriteFile(filepath.Join(merged, "note.txt"), []byte("written in the container\n"), 0o644); err != nil {
+		d.Put("container")
+		return err
+	}
+	mounts, err := d.Mounts()
+	if err != nil {
+		return err
+	}
+	for _, mt := range mounts {
+		fmt.Printf("mount %s: %d reference(s), method %s\n", mt.ID, mt.Count, mt.Method)
+	}
+	if err := d.Put("container"); err != nil {
+		return err
+	}
+	_, err = os.Stat(filepath.Join(m.UpperDir, "note.txt"))
+	fmt.Println("the write landed in the container's diff:", err == nil)
+	// Exporting the container's changes (Diff, an io.ReadCloser of a tar) joins here once
+	// the library has it.
 
 	st, err := d.Status()
 	if err != nil {
