@@ -308,7 +308,7 @@ typedef struct ovl2_repair_report {
 extern "C" {
 #endif // __cplusplus
 
-// The library version ("0.1.0") as a static NUL-terminated string. Never free it.
+// The library version (e.g. "0.1.0") as a static NUL-terminated string. Never free it.
 const char *ovl2_version(void);
 
 // Fills `opts` with the defaults (max_depth 500, sync and repair_on_open on, root = the
@@ -393,7 +393,8 @@ enum ovl2_status ovl2_parent(const struct ovl2_driver *driver,
                              char **out,
                              struct ovl2_error **err);
 
-// Frees a string the library handed out (`ovl2_parent`, ...). NULL is a no-op.
+// Frees a string the library handed out through a `char **out` (`ovl2_parent`, `ovl2_get`,
+// `ovl2_get_with`). NULL is a no-op. Strings inside structs are freed with their struct.
 void ovl2_string_free(char *s);
 
 // The status of an error. Returns `OVL2_STATUS_INVALID_ARGUMENT` for NULL.

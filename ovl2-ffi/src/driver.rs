@@ -325,7 +325,8 @@ pub extern "C" fn ovl2_parent(
     })
 }
 
-/// Frees a string the library handed out (`ovl2_parent`, ...). NULL is a no-op.
+/// Frees a string the library handed out through a `char **out` (`ovl2_parent`, `ovl2_get`,
+/// `ovl2_get_with`). NULL is a no-op. Strings inside structs are freed with their struct.
 #[no_mangle]
 pub extern "C" fn ovl2_string_free(s: *mut c_char) {
     // SAFETY: NULL or a string from this library, freed once (caller contract).

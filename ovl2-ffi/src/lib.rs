@@ -28,7 +28,7 @@ pub use error::{ovl2_error, ovl2_error_errno, ovl2_error_free, ovl2_error_messag
 pub use mount::*;
 pub use queries::*;
 
-/// The library version ("0.1.0") as a static NUL-terminated string. Never free it.
+/// The library version (e.g. "0.1.0") as a static NUL-terminated string. Never free it.
 #[no_mangle]
 pub extern "C" fn ovl2_version() -> *const c_char {
     static V: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
