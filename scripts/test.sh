@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the whole ovl2 test suite: Rust unit and integration tests (real overlay mounts,
+# SIGKILL crash loops, multi-process runs), the CLI, and interop with Docker's own overlay2
+# driver. Run as root: mount tests fail, not skip, when CI=true or OVL2_REQUIRE_MOUNT=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+need cargo "install Rust from https://rustup.rs"
+need go "install Go 1.24 or newer"
+
+section() { printf '\n==> %s\n' "$*"; }
+
+section "Rust workspace: build, unit and integration tests"
+cargo build --workspace --locked
+cargo test --workspace --locked
+
+section "Docker interop: Docker's overlay2 driver and ovl2 on the same stores"
+OVL2_BIN="$PWD/target/debug/ovl2" tests/docker-interop/run.sh
+
+section "all test suites passed"
