@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ovl2_core::{CreateOpts, Driver, LayerInfo, MountOpts, MountStrategy, Options, Problem};
+use ovl2_core::{ContainerOpts, CreateOpts, Driver, InitEntry, LayerInfo, MountOpts, MountStrategy, Options, Owner, Problem};
 
 /// Docker overlay2-compatible layer store.
 #[derive(Parser, Debug)]
@@ -99,6 +99,9 @@ enum Cmd {
     },
     /// Unmount every layer of the store and drop all references.
     Cleanup,
+    /// Container layers: `<ctr>-init` plus `<ctr>`, as Docker makes them.
+    #[command(subcommand)]
+    Container(ContainerCmd),
     /// Look for damage; exits 1 while problems remain.
     Check {
         /// Fix what can be fixed.
@@ -107,6 +110,39 @@ enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ContainerCmd {
+    /// Create `<CTR>-init` on the image top, fill it with Docker's init entries, and create
+    /// the container layer `<CTR>` on it.
+    Create {
+        /// Container layer id.
+        ctr: String,
+        /// The image's top layer.
+        #[arg(long)]
+        image: String,
+        /// Also create an empty file at this absolute path in the init layer.
+        #[arg(long = "init-file", value_name = "PATH")]
+        init_file: Vec<String>,
+        /// Also create a directory at this absolute path in the init layer.
+        #[arg(long = "init-dir", value_name = "PATH")]
+        init_dir: Vec<String>,
+        /// Start from no init entries instead of Docker's.
+        #[arg(long)]
+        no_default_init: bool,
+        /// The container's root on the host, for user-namespaced containers.
+        #[arg(long, value_name = "UID:GID")]
+        remap_root: Option<String>,
+    },
+    /// Remove the container layer and its init layer.
+    Rm {
+        /// Container layer id.
+        ctr: String,
+        /// Unmount it first if it is mounted.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -200,6 +236,17 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
         }
         Cmd::Cleanup => d.cleanup()?,
+        Cmd::Container(ContainerCmd::Create { ctr, image, init_file, init_dir, no_default_init, remap_root }) => {
+            let mut opts = ContainerOpts::default();
+            if no_default_init {
+                opts.init_entries.clear();
+            }
+            opts.init_entries.extend(init_file.iter().map(|p| InitEntry::file(p)));
+            opts.init_entries.extend(init_dir.iter().map(|p| InitEntry::dir(p)));
+            opts.root = remap_root.as_deref().map(parse_owner).transpose()?;
+            d.create_container(&ctr, &image, &opts)?;
+        }
+        Cmd::Container(ContainerCmd::Rm { ctr, force }) => d.remove_container(&ctr, force)?,
         Cmd::Check { repair, json } => {
             let (repaired, remaining) = if repair {
                 let r = d.repair()?;
@@ -240,6 +287,12 @@ fn parse_storage_opts(raw: &[String]) -> Result<BTreeMap<String, String>, String
             None => Err(format!("storage option {kv:?} is not KEY=VALUE")),
         })
         .collect()
+}
+
+fn parse_owner(s: &str) -> Result<Owner, String> {
+    let (u, g) = s.split_once(':').ok_or_else(|| format!("--remap-root {s:?} is not UID:GID"))?;
+    let num = |v: &str| v.parse::<u32>().map_err(|_| format!("--remap-root {s:?}: {v:?} is not a number"));
+    Ok(Owner { uid: num(u)?, gid: num(g)? })
 }
 
 fn describe(p: &Problem) -> String {

@@ -116,6 +116,7 @@ pub struct Driver {
     pub(crate) links_fd: OwnedFd,
     pub(crate) private_fd: OwnedFd,
     pub(crate) staging_fd: OwnedFd,
+    pub(crate) mount_records_fd: OwnedFd,
     pub(crate) opts: Options,
     pub(crate) owner: Owner,
     pub(crate) root: Owner,
@@ -162,6 +163,10 @@ impl Driver {
             .ctx(|| format!("creating {}/.ovl2/staging", home.display()))?;
         fsutil::ensure_dir(&private_fd, layout::EMPTY, layout::DIFF_MODE, Some(root))
             .ctx(|| format!("creating {}/.ovl2/empty", home.display()))?;
+        fsutil::ensure_dir(&private_fd, layout::MOUNT_RECORDS, layout::PRIVATE_MODE, Some(owner))
+            .ctx(|| format!("creating {}/.ovl2/mounts", home.display()))?;
+        let mount_records_fd = fsutil::open_dir(&private_fd, layout::MOUNT_RECORDS)
+            .ctx(|| format!("opening {}/.ovl2/mounts", home.display()))?;
         let staging_fd = fsutil::open_dir(&private_fd, layout::STAGING)
             .ctx(|| format!("opening {}/.ovl2/staging", home.display()))?;
 
@@ -172,7 +177,16 @@ impl Driver {
             }
         }
         let mounts = MountState::new(strategy, disabled)?;
-        let driver = Driver { home, home_fd, links_fd, private_fd, staging_fd, opts: options, owner, root, mounts };
+        let driver =
+            Driver { home, home_fd, links_fd, private_fd, staging_fd, mount_records_fd, opts: options, owner, root, mounts };
+        // Overlayfs needs d_type to tell whiteouts from files; Docker refuses such stores too.
+        if !driver.supports_d_type()? {
+            return Err(Error::Unsupported(format!(
+                "the filesystem under {} does not report file types in directory entries (d_type); \
+                 overlay cannot work on it (an xfs filesystem needs ftype=1)",
+                driver.home.display()
+            )));
+        }
         if driver.opts.repair_on_open {
             driver.repair()?;
             driver.reconcile_mounts()?;
@@ -236,14 +250,30 @@ impl Driver {
                 e => Error::io(format!("moving staged layer {id:?} into place"), e),
             });
         }
-        // The layer is now complete on disk; what follows is durability and the parent's
-        // marker, both of which repair() restores after a crash.
-        self.sync_dir(&self.staging_fd, "staging")?;
-        self.sync_dir(&self.home_fd, "home")?;
-        if let Some(p) = parent {
-            self.mark_committed(p)?;
+        // The layer is complete on disk. What follows (durability, the parent's marker) is
+        // restored by repair() after a crash; if it fails now, the caller gets an error, so
+        // take the layer back out: a failed create leaves nothing behind.
+        let finish = self
+            .sync_dir(&self.staging_fd, "staging")
+            .and_then(|()| self.sync_dir(&self.home_fd, "home"))
+            .and_then(|()| parent.map_or(Ok(()), |p| self.mark_committed(p)));
+        if let Err(e) = finish {
+            let lid = staged.short_link.as_deref().and_then(|l| l.to_str().ok()).unwrap_or_default().to_owned();
+            self.discard_new_layer(id, &lid);
+            return Err(e);
         }
         Ok(())
+    }
+
+    /// Takes a just-created layer back out (same steps as remove, no checks: nothing can
+    /// build on it yet, as the store lock is still held).
+    fn discard_new_layer(&self, id: &str, lid: &str) {
+        let cid = cstr(id).expect("validated");
+        let trash = cstr(&format!("rm-{}", fsutil::random_hex(12))).expect("ascii");
+        if rfs::renameat_with(&self.home_fd, &cid, &self.staging_fd, &trash, RenameFlags::NOREPLACE).is_ok() {
+            let _ = self.unlink_short_link_if_ours(lid, id);
+            let _ = fsutil::remove_tree(&self.staging_fd, &trash);
+        }
     }
 
     /// Reads `parent` and returns the lower chain a child of it gets (nearest first).
@@ -315,6 +345,29 @@ impl Driver {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
             Err(e) => Err(Error::io(format!("writing {id}/committed"), e)),
         }
+    }
+
+    /// Whether `id` carries the `committed` marker.
+    pub(crate) fn is_committed(&self, id: &str) -> Result<bool> {
+        let dir = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        Ok(fsutil::file_type(&dir, layout::COMMITTED).ctx(|| format!("stat of {id}/committed"))?.is_some())
+    }
+
+    /// Takes back a `committed` marker that a rolled-back child wrote, if no child exists
+    /// now. (Docker never removes the marker; this only undoes ovl2's own failed step.)
+    pub(crate) fn uncommit_if_childless(&self, id: &str) -> Result<()> {
+        let _lock = self.lock(true)?;
+        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let Some(lid) = files.link.as_deref().and_then(|l| layout::parse_link(l).ok()) else { return Ok(()) };
+        if self.children_of(lid)?.is_empty() {
+            let dir = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            match rfs::unlinkat(&dir, layout::COMMITTED, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(Error::io(format!("removing {id}/committed"), e)),
+            }
+            self.sync_dir(&dir, id)?;
+        }
+        Ok(())
     }
 
     /// Removes a layer. A layer that other layers build on is refused unless `force`.
@@ -566,7 +619,8 @@ impl Staged {
 }
 
 fn validate_create_opts(opts: &CreateOpts) -> Result<()> {
-    for key in opts.storage_opt.keys() {
+    // Any key is an error (overlay2 knows only "size", which ovl2 cannot honour); name the first.
+    if let Some(key) = opts.storage_opt.keys().next() {
         return Err(match key.to_ascii_lowercase().as_str() {
             "size" => Error::Unsupported(
                 "storage option \"size\" needs xfs project quotas, which ovl2 does not manage".into(),

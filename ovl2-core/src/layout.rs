@@ -28,6 +28,8 @@ pub const STAGING: &CStr = c"staging";
 /// Under [`PRIVATE_DIR`]: an always-empty directory, the second lower of a read-only
 /// mount of a base layer (overlay needs two lowers when there is no upper).
 pub const EMPTY: &CStr = c"empty";
+/// Under [`PRIVATE_DIR`]: one mount reference record per mounted layer.
+pub const MOUNT_RECORDS: &CStr = c"mounts";
 /// Under [`PRIVATE_DIR`]: the store lock file.
 pub const LOCK: &CStr = c"lock";
 

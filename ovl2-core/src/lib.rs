@@ -16,6 +16,7 @@
 //! ```
 
 mod check;
+mod container;
 mod driver;
 mod error;
 pub mod fsutil;
@@ -26,6 +27,7 @@ mod mount;
 mod status;
 
 pub use check::{Problem, ProblemKind, RepairReport};
+pub use container::{docker_init_entries, init_layer_id, ContainerOpts, InitEntry, InitKind};
 pub use driver::{CreateOpts, Driver, LayerInfo, Metadata, Options, DOCKER_MAX_DEPTH, KERNEL_MAX_DEPTH};
 pub use error::{Error, ErrorKind, Result};
 pub use fsutil::Owner;

@@ -87,7 +87,7 @@ impl Driver {
     }
 
     /// Whether readdir on the backing filesystem reports entry types (Docker refuses without).
-    fn supports_d_type(&self) -> Result<bool> {
+    pub(crate) fn supports_d_type(&self) -> Result<bool> {
         let fd = rustix::fs::openat(
             &self.private_fd,
             c".",

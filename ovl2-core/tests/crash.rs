@@ -34,6 +34,7 @@ fn main() {
             return;
         }
         Some("worker-getput") => return worker_getput(Path::new(&args[2]), &args[3]),
+        Some("worker-getput-forever") => return worker_getput_forever(Path::new(&args[2]), &args[3]),
         Some("worker-hold") => return worker_hold(Path::new(&args[2]), &args[3]),
         Some("worker-rootless") => return worker_rootless(Path::new(&args[2]), &args[3]),
         _ => {}
@@ -45,6 +46,7 @@ fn main() {
         ("mount_refcounts_across_processes", mount_refcounts_across_processes),
         ("killed_mount_holder_is_reconciled", killed_mount_holder_is_reconciled),
         ("rootless_get_put", rootless_get_put),
+        ("kill_during_get_put", kill_during_get_put),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, f) in tests {
@@ -307,4 +309,52 @@ fn rootless_get_put() {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "{wh:?}");
     assert!(open(&home).check().unwrap().is_empty());
+}
+
+/// get/put in a loop, alternating process and persistent references, until killed.
+fn worker_getput_forever(home: &Path, id: &str) {
+    let d = Driver::open(home, Options::default()).expect("open");
+    let persistent = ovl2_core::MountOpts { persistent: true, ..Default::default() };
+    loop {
+        d.get(id, None).expect("get");
+        d.get_with(id, &persistent).expect("persistent get");
+        d.put(id).expect("put");
+        d.put(id).expect("put");
+    }
+}
+
+fn kill_during_get_put() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("mkillloop");
+    let home = s.home();
+    small_chain(&home);
+    let merged = home.join("ctr/merged");
+    let mut rng = Rng(0xfeed_beef ^ u64::from(std::process::id()));
+    let mut stranded = 0;
+    for k in 0..60 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["worker-getput-forever", home.to_str().unwrap(), "ctr"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(3_000 + rng.below(20_000)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // A persistent reference can legitimately survive its process; drop it the way a
+        // user would, then nothing may be left.
+        let d = open(&home);
+        for m in d.mounts().unwrap() {
+            assert_eq!(m.processes, 0, "kill {k}: a dead process still holds a reference: {m:?}");
+            for _ in 0..m.persistent {
+                d.put("ctr").unwrap();
+            }
+            stranded += 1;
+        }
+        assert!(d.mounts().unwrap().is_empty(), "kill {k}: references left");
+        assert!(!mounted(&merged), "kill {k}: still mounted");
+        assert!(!merged.exists(), "kill {k}: merged/ left");
+        assert!(d.check().unwrap().is_empty());
+    }
+    eprintln!("  60 kills during get/put; {stranded} left a persistent reference, as designed");
 }

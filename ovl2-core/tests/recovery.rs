@@ -195,3 +195,34 @@ fn docker_half_created_layer_is_completed() {
     assert!(d.check().unwrap().is_empty());
     assert_complete(&home, "half", false);
 }
+
+#[test]
+fn create_on_a_full_disk_fails_cleanly_at_every_step() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("fullcreate");
+    let fs = s.path().join("fs");
+    // A tiny filesystem whose inodes run out, so ENOSPC can hit every step in turn.
+    tiny_fs(&fs, c"size=4m,nr_inodes=200,mode=755");
+    let home = fs.join("home");
+    let d = Driver::open(&home, Options { sync: false, ..Options::default() }).unwrap();
+    d.create("base", None, &co()).unwrap();
+    let filler = fs.join("filler");
+    let n = fill_inodes(&filler);
+    let mut failures = 0;
+    for k in 0..n {
+        std::fs::remove_file(filler.join(k.to_string())).unwrap();
+        let before = snapshot(&home);
+        match d.create("child", Some("base"), &co()) {
+            Ok(()) => break,
+            Err(e) => {
+                failures += 1;
+                assert_eq!(snapshot(&home), before, "failure {failures} ({e}) changed the store");
+            }
+        }
+    }
+    assert!(failures >= 3, "ENOSPC hit several steps ({failures})");
+    assert_complete(&home, "child", true);
+    assert!(d.check().unwrap().is_empty());
+}

@@ -124,28 +124,54 @@ impl Request<'_> {
     }
 }
 
-/// Mounts `req` on `<id>/merged` with the chosen strategy.
-pub(crate) fn mount(req: &Request<'_>, strategy: MountStrategy, f: &Features) -> Result<MountMethod> {
+/// Decides how `req` will be mounted, before anything is touched, so the reference record
+/// can name the method in the same write that records the intent.
+pub(crate) fn choose(req: &Request<'_>, strategy: MountStrategy, f: &Features) -> Result<MountMethod> {
     let new_ok = f.new_api && (f.fd_layers || f.lowerdir_plus);
-    match strategy {
-        MountStrategy::New if !new_ok => Err(Error::Unsupported(
-            "the new mount API with lowerdir+ is not available on this kernel (use the legacy strategy)".into(),
-        )),
-        MountStrategy::New | MountStrategy::Auto if new_ok => mount_new(req, f),
-        _ => mount_legacy(req, f),
+    Ok(match strategy {
+        MountStrategy::New if !new_ok => {
+            return Err(Error::Unsupported(
+                "the new mount API with lowerdir+ is not available on this kernel (use the legacy strategy)".into(),
+            ))
+        }
+        MountStrategy::New | MountStrategy::Auto if new_ok => {
+            if f.fd_layers {
+                MountMethod::NewFd
+            } else {
+                MountMethod::NewPath
+            }
+        }
+        _ if fits(&legacy_data(req, f, &|l| req.absolute(l))) => MountMethod::LegacyAbsolute,
+        _ if fits(&legacy_data(req, f, &|l| req.relative(l))) => MountMethod::LegacyRelative,
+        _ => MountMethod::LegacyFd,
+    })
+}
+
+/// Mounts `req` on `<id>/merged` the way [`choose`] decided.
+pub(crate) fn mount(req: &Request<'_>, method: MountMethod, f: &Features) -> Result<()> {
+    match method {
+        MountMethod::NewFd | MountMethod::NewPath => mount_new(req, f, method == MountMethod::NewFd),
+        MountMethod::LegacyAbsolute => {
+            let target = format!("{}/{}/merged", req.home.display(), req.id);
+            legacy_mount_call(req, None, &target, &legacy_data(req, f, &|l| req.absolute(l)))
+        }
+        MountMethod::LegacyRelative => {
+            let target = format!("{}/merged", req.id);
+            legacy_mount_call(req, Some(req.home_fd), &target, &legacy_data(req, f, &|l| req.relative(l)))
+        }
+        MountMethod::LegacyFd => mount_legacy_fd(req, f),
     }
 }
 
-fn mount_new(req: &Request<'_>, f: &Features) -> Result<MountMethod> {
+fn mount_new(req: &Request<'_>, f: &Features, use_fds: bool) -> Result<()> {
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| Error::io("fsopen(\"overlay\")", e))?;
     let fd_flags = if f.opath_fds { OFlags::PATH } else { OFlags::RDONLY };
     // Keep every fd alive until the superblock exists.
     let mut keep: Vec<OwnedFd> = Vec::new();
-    let method = if f.fd_layers { MountMethod::NewFd } else { MountMethod::NewPath };
     let configure = |keep: &mut Vec<OwnedFd>| -> Result<()> {
         let set_str = |k: &str, v: &str| fsconfig_set_string(&fs, k, v).map_err(|e| (k.to_owned(), e));
         let layer = |key: &str, l: &Layer<'_>, keep: &mut Vec<OwnedFd>| -> Result<()> {
-            if f.fd_layers {
+            if use_fds {
                 let fd = req.open(l, fd_flags)?;
                 fsconfig_set_fd(&fs, key, &fd).map_err(|e| config_error(&fs, key, e))?;
                 keep.push(fd);
@@ -193,8 +219,7 @@ fn mount_new(req: &Request<'_>, f: &Features) -> Result<MountMethod> {
     let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
         .map_err(|e| Error::io(format!("fsmount of layer {:?}", req.id), e))?;
     move_mount(&mnt, c"", req.layer_fd, layout::MERGED, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
-        .map_err(|e| Error::io(format!("attaching the mount of {:?} at {}/merged", req.id, req.id), e))?;
-    Ok(method)
+        .map_err(|e| Error::io(format!("attaching the mount of {:?} at {}/merged", req.id, req.id), e))
 }
 
 /// An fsconfig failure with the kernel's own explanation from the context's message log.
@@ -253,20 +278,7 @@ fn fits(data: &str) -> bool {
     data.len() < rustix::param::page_size()
 }
 
-fn mount_legacy(req: &Request<'_>, f: &Features) -> Result<MountMethod> {
-    let abs = legacy_data(req, f, &|l| req.absolute(l));
-    if fits(&abs) {
-        let target = format!("{}/{}/merged", req.home.display(), req.id);
-        legacy_mount_call(req, &target, &abs)?;
-        return Ok(MountMethod::LegacyAbsolute);
-    }
-    let rel = legacy_data(req, f, &|l| req.relative(l));
-    if fits(&rel) {
-        let target = format!("{}/merged", req.id);
-        let home_fd = req.home_fd;
-        on_private_thread(home_fd, |_| legacy_mount_call(req, &target, &rel))?;
-        return Ok(MountMethod::LegacyRelative);
-    }
+fn mount_legacy_fd(req: &Request<'_>, f: &Features) -> Result<()> {
     // Name every layer by an fd number relative to /proc/self/fd.
     let mut fds: std::collections::HashMap<String, OwnedFd> = std::collections::HashMap::new();
     let mut all = req.layers();
@@ -288,36 +300,170 @@ fn mount_legacy(req: &Request<'_>, f: &Features) -> Result<MountMethod> {
     let proc_fd = crate::fsutil::open_dir_path(Path::new("/proc/self/fd"))
         .map_err(|e| Error::io("opening /proc/self/fd", e))?;
     let target = format!("{}/merged", req.layer_fd.as_raw_fd());
-    on_private_thread(proc_fd.as_fd(), |_| legacy_mount_call(req, &target, &data))?;
-    Ok(MountMethod::LegacyFd)
+    legacy_mount_call(req, Some(proc_fd.as_fd()), &target, &data)
 }
 
-fn legacy_mount_call(req: &Request<'_>, target: &str, data: &str) -> Result<()> {
+/// `mount(2)` with an option string; with `cwd`, from the mount thread sitting in that
+/// directory, so relative layer names resolve there.
+fn legacy_mount_call(req: &Request<'_>, cwd: Option<BorrowedFd<'_>>, target: &str, data: &str) -> Result<()> {
     let data = CString::new(data).map_err(|_| Error::InvalidArgument("mount options contain NUL".into()))?;
-    rustix::mount::mount("overlay", target, "overlay", MountFlags::empty(), data.as_c_str())
-        .map_err(|e| Error::io(format!("error creating overlay mount to {}/merged ({} bytes of options)", req.id, data.as_bytes().len()), e))
+    let target_c = CString::new(target).map_err(|_| Error::InvalidArgument("mount target contains NUL".into()))?;
+    let res = match cwd {
+        None => rustix::mount::mount(c"overlay", target_c.as_c_str(), c"overlay", MountFlags::empty(), data.as_c_str()),
+        Some(dir) => {
+            let dir = dir.try_clone_to_owned().map_err(|e| Error::io("duplicating a directory fd", e))?;
+            mount_thread::run(dir, target_c, data.clone())?
+        }
+    };
+    res.map_err(|e| {
+        Error::io(
+            format!("error creating overlay mount to {}/merged ({} bytes of options)", req.id, data.as_bytes().len()),
+            e,
+        )
+    })
 }
 
-/// Runs `f` on a fresh thread whose working directory is `dir`. The thread first unshares
-/// its filesystem context, so the chdir never affects the rest of the process.
-fn on_private_thread<T: Send>(dir: BorrowedFd<'_>, f: impl FnOnce(()) -> Result<T> + Send) -> Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: CLONE_FS only detaches this thread's cwd/root/umask; no fd table is
-            // unshared, so fds stay valid on every thread.
-            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }
-                .map_err(|e| Error::io("unshare(CLONE_FS) on the mount thread", e))?;
-            rustix::process::fchdir(dir).map_err(|e| Error::io("chdir on the mount thread", e))?;
-            f(())
-        })
-        .join()
-        .map_err(|_| Error::Corrupt("the mount thread panicked".into()))?
-    })
+/// One long-lived thread per process for mounts that need a working directory. It unshares
+/// its filesystem context once, so its chdirs never affect the rest of the process, and it
+/// saves spawning a thread per mount. After a fork the child starts its own.
+mod mount_thread {
+    use std::ffi::CString;
+    use std::os::fd::OwnedFd;
+    use std::sync::mpsc::{channel, sync_channel, Sender, SyncSender};
+    use std::sync::Mutex;
+
+    use crate::error::{Error, Result};
+
+    struct Job {
+        dir: OwnedFd,
+        target: CString,
+        data: CString,
+        reply: SyncSender<rustix::io::Result<()>>,
+    }
+
+    static THREAD: Mutex<Option<(u32, Sender<Job>)>> = Mutex::new(None);
+
+    pub(super) fn run(dir: OwnedFd, target: CString, data: CString) -> Result<rustix::io::Result<()>> {
+        let (reply, answer) = sync_channel(1);
+        let mut job = Job { dir, target, data, reply };
+        for _ in 0..2 {
+            let tx = sender()?;
+            match tx.send(job) {
+                Ok(()) => return answer.recv().map_err(|_| Error::Corrupt("the mount thread died".into())),
+                // The thread is gone (it exited after a failure): start another once.
+                Err(e) => {
+                    job = e.0;
+                    *THREAD.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
+            }
+        }
+        Err(Error::Corrupt("the mount thread cannot be started".into()))
+    }
+
+    fn sender() -> Result<Sender<Job>> {
+        let mut slot = THREAD.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = std::process::id();
+        if let Some((owner, tx)) = slot.as_ref() {
+            if *owner == pid {
+                return Ok(tx.clone());
+            }
+        }
+        let (tx, rx) = channel::<Job>();
+        let (ready_tx, ready_rx) = sync_channel(1);
+        std::thread::Builder::new()
+            .name("ovl2-mount".into())
+            .spawn(move || {
+                // SAFETY: CLONE_FS only detaches this thread's cwd/root/umask; the fd table
+                // stays shared, so fds remain valid on every thread.
+                let unshared = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) };
+                let ok = unshared.is_ok();
+                let _ = ready_tx.send(unshared);
+                if !ok {
+                    return;
+                }
+                for job in rx {
+                    let r = rustix::process::fchdir(&job.dir).and_then(|()| {
+                        rustix::mount::mount(
+                            c"overlay",
+                            job.target.as_c_str(),
+                            c"overlay",
+                            rustix::mount::MountFlags::empty(),
+                            job.data.as_c_str(),
+                        )
+                    });
+                    let _ = job.reply.send(r);
+                }
+            })
+            .map_err(|e| Error::io("starting the mount thread", e))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::io("unshare(CLONE_FS) on the mount thread", e)),
+            Err(_) => return Err(Error::Corrupt("the mount thread died while starting".into())),
+        }
+        *slot = Some((pid, tx.clone()));
+        Ok(tx)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::*;
+
+    fn features(index: bool, userxattr: bool) -> Features {
+        Features { index_param: index, userxattr, ..Features::default() }
+    }
+
+    fn with_request<T>(readonly: bool, label: Option<&str>, volatile: bool, f: impl FnOnce(&Request<'_>) -> T) -> T {
+        let root = crate::fsutil::open_dir_path(Path::new("/")).unwrap();
+        let lowers = vec!["AAAAAAAAAAAAAAAAAAAAAAAAAA".to_string(), "BBBBBBBBBBBBBBBBBBBBBBBBBB".to_string()];
+        let req = Request {
+            home: Path::new("/var/lib/o:v,l\\2"),
+            home_fd: root.as_fd(),
+            links_fd: root.as_fd(),
+            id: "ctr",
+            layer_fd: root.as_fd(),
+            lowers: &lowers,
+            readonly,
+            label,
+            volatile,
+        };
+        f(&req)
+    }
+
+    #[test]
+    fn legacy_options_match_docker_and_escape_the_home() {
+        let data = with_request(false, Some("system_u:object_r:container_file_t:s0"), false, |r| {
+            legacy_data(r, &features(true, false), &|l| r.absolute(l))
+        });
+        assert_eq!(
+            data,
+            "index=off,lowerdir=/var/lib/o\\:v\\,l\\\\2/l/AAAAAAAAAAAAAAAAAAAAAAAAAA:/var/lib/o\\:v\\,l\\\\2/l/BBBBBBBBBBBBBBBBBBBBBBBBBB,\
+             upperdir=/var/lib/o\\:v\\,l\\\\2/ctr/diff,workdir=/var/lib/o\\:v\\,l\\\\2/ctr/work,\
+             context=\"system_u:object_r:container_file_t:s0\""
+        );
+    }
+
+    #[test]
+    fn readonly_relative_userxattr_and_volatile_options() {
+        let ro = with_request(true, None, true, |r| legacy_data(r, &features(false, true), &|l| r.relative(l)));
+        // Read-only: own diff on top, no upper or work, and volatile has no meaning.
+        assert_eq!(ro, "userxattr,lowerdir=ctr/diff:l/AAAAAAAAAAAAAAAAAAAAAAAAAA:l/BBBBBBBBBBBBBBBBBBBBBBBBBB");
+        let rw = with_request(false, None, true, |r| legacy_data(r, &features(true, false), &|l| r.relative(l)));
+        assert!(rw.starts_with("index=off,volatile,lowerdir=l/AAAA"), "{rw}");
+    }
+
+    #[test]
+    fn choose_follows_the_strategy_and_the_page() {
+        let all = Features { new_api: true, lowerdir_plus: true, fd_layers: true, opath_fds: true, ..Features::default() };
+        with_request(false, None, false, |r| {
+            assert_eq!(choose(r, MountStrategy::Auto, &all).unwrap(), MountMethod::NewFd);
+            let paths = Features { fd_layers: false, opath_fds: false, ..all.clone() };
+            assert_eq!(choose(r, MountStrategy::New, &paths).unwrap(), MountMethod::NewPath);
+            assert_eq!(choose(r, MountStrategy::Legacy, &all).unwrap(), MountMethod::LegacyAbsolute);
+            assert!(choose(r, MountStrategy::New, &Features::default()).is_err());
+            assert_eq!(choose(r, MountStrategy::Auto, &Features::default()).unwrap(), MountMethod::LegacyAbsolute);
+        });
+    }
 
     #[test]
     fn escapes_option_separators() {

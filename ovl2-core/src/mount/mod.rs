@@ -226,18 +226,20 @@ impl Driver {
         let holder = if opts.persistent { Holder::Store } else { self.mounts.me() };
         rec.add(holder.clone(), 1);
         rec.readonly = readonly;
-        // Record the reference before mounting: a crash in between leaves a record that
-        // the next reconcile drops (nothing mounted), never a mount nobody accounts for.
-        refs::store(&self.mounts_fd()?, id, &rec)?;
-        if !mounted {
-            match self.mount_layer(id, &layer, &lowers, readonly, opts) {
-                Ok(method) => {
-                    rec.method = method.as_str().to_owned();
-                    refs::store(&self.mounts_fd()?, id, &rec)?;
-                }
+        if mounted {
+            refs::store(self.mounts_fd()?, id, &rec)?;
+        } else {
+            let req = self.mount_request(id, &layer, &lowers, readonly, opts);
+            let method = engine::choose(&req, self.mounts.strategy, self.features())?;
+            rec.method = method.as_str().to_owned();
+            // Record the reference before mounting: a crash in between leaves a record that
+            // the next reconcile drops (nothing mounted), never a mount nobody accounts for.
+            refs::store(self.mounts_fd()?, id, &rec)?;
+            match self.mount_layer(&req, method) {
+                Ok(()) => {}
                 Err(e) => {
                     rec.release(&holder);
-                    let _ = refs::store(&self.mounts_fd()?, id, &rec);
+                    let _ = refs::store(self.mounts_fd()?, id, &rec);
                     let _ = rustix::fs::unlinkat(&layer.fd, layout::MERGED, AtFlags::REMOVEDIR);
                     return Err(e);
                 }
@@ -277,7 +279,7 @@ impl Driver {
         if rec.total() == 0 {
             self.unmount_layer(id, &layer)?;
         }
-        refs::store(&self.mounts_fd()?, id, &rec)
+        refs::store(self.mounts_fd()?, id, &rec)
     }
 
     /// Every layer ovl2 has mounted (or found mounted), with its reference counts.
@@ -311,18 +313,9 @@ impl Driver {
         ids.sort();
         ids.dedup();
         for id in ids {
-            let layer = match self.lock_layer(&id) {
-                Ok(l) => l,
-                Err(e) if e.kind() == crate::ErrorKind::NotFound => {
-                    refs::store(&self.mounts_fd()?, &id, &Record::default())?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if self.is_mounted(&layer.fd)? || fsutil::file_type(&layer.fd, layout::MERGED).ok().flatten().is_some() {
-                self.unmount_layer(&id, &layer)?;
-            }
-            refs::store(&self.mounts_fd()?, &id, &Record::default())?;
+            let Some(layer) = self.lock_layer_or_forget(&id)? else { continue };
+            self.unmount_layer(&id, &layer)?;
+            refs::store(self.mounts_fd()?, &id, &Record::default())?;
         }
         self.mounts.held.lock().unwrap_or_else(|e| e.into_inner()).clear();
         Ok(())
@@ -332,19 +325,12 @@ impl Driver {
     /// unmounting what nobody holds any more. Runs on open.
     pub(crate) fn reconcile_mounts(&self) -> Result<()> {
         for id in self.recorded_mounts()? {
-            let layer = match self.lock_layer(&id) {
-                Ok(l) => l,
-                Err(e) if e.kind() == crate::ErrorKind::NotFound => {
-                    refs::store(&self.mounts_fd()?, &id, &Record::default())?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+            let Some(layer) = self.lock_layer_or_forget(&id)? else { continue };
             let rec = self.reconciled_record(&id, &layer)?;
             if rec.total() == 0 {
                 self.unmount_layer(&id, &layer)?;
             }
-            refs::store(&self.mounts_fd()?, &id, &rec)?;
+            refs::store(self.mounts_fd()?, &id, &rec)?;
         }
         Ok(())
     }
@@ -354,7 +340,7 @@ impl Driver {
     /// without any record. (A record whose holders all died comes back empty, so the
     /// caller unmounts.)
     fn reconciled_record(&self, id: &str, layer: &LockedLayer) -> Result<Record> {
-        let mut rec = refs::load(&self.mounts_fd()?, id)?;
+        let mut rec = refs::load(self.mounts_fd()?, id)?;
         let recorded = rec.total() > 0;
         rec.drop_dead();
         let mounted = self.is_mounted(&layer.fd)?;
@@ -369,28 +355,40 @@ impl Driver {
         Ok(rec)
     }
 
-    fn mount_layer(&self, id: &str, layer: &LockedLayer, lowers: &[String], readonly: bool, opts: &MountOpts) -> Result<MountMethod> {
-        let lfd = &layer.fd;
-        fsutil::ensure_dir(lfd, layout::MERGED, layout::MERGED_MODE, Some(self.root)).ctx(|| format!("creating {id}/merged"))?;
-        if !readonly {
-            // A volatile mount that was not cleanly unmounted leaves this marker, and the
-            // kernel then refuses the workdir; containers/storage removes it the same way.
-            let _ = fsutil::remove_tree(lfd, c"work/work/incompat/volatile");
-            let _ = rustix::fs::unlinkat(lfd, c"work/work/incompat", AtFlags::REMOVEDIR);
-        }
-        let req = engine::Request {
+    fn mount_request<'a>(
+        &'a self,
+        id: &'a str,
+        layer: &'a LockedLayer,
+        lowers: &'a [String],
+        readonly: bool,
+        opts: &'a MountOpts,
+    ) -> engine::Request<'a> {
+        use std::os::fd::AsFd;
+        engine::Request {
             home: &self.home,
-            home_fd: std::os::fd::AsFd::as_fd(&self.home_fd),
-            links_fd: std::os::fd::AsFd::as_fd(&self.links_fd),
+            home_fd: self.home_fd.as_fd(),
+            links_fd: self.links_fd.as_fd(),
             id,
-            layer_fd: std::os::fd::AsFd::as_fd(lfd),
+            layer_fd: layer.fd.as_fd(),
             lowers,
             readonly,
             label: opts.mount_label.as_deref(),
             volatile: opts.volatile,
-        };
-        let method = engine::mount(&req, self.mounts.strategy, self.features())?;
-        if !readonly {
+        }
+    }
+
+    fn mount_layer(&self, req: &engine::Request<'_>, method: MountMethod) -> Result<()> {
+        let (id, lfd) = (req.id, req.layer_fd);
+        fsutil::ensure_dir(lfd, layout::MERGED, layout::MERGED_MODE, Some(self.root)).ctx(|| format!("creating {id}/merged"))?;
+        if !req.readonly {
+            // A volatile mount that was not cleanly unmounted leaves this marker, and the
+            // kernel then refuses the workdir; containers/storage removes it the same way.
+            if fsutil::file_type(lfd, c"work/work/incompat").ok().flatten().is_some() {
+                let _ = fsutil::remove_tree(lfd, c"work/work/incompat");
+            }
+        }
+        engine::mount(req, method, self.features())?;
+        if !req.readonly {
             // Docker chowns work/work to the remapped root; it matters in user namespaces.
             let _ = rustix::fs::chownat(
                 lfd,
@@ -400,7 +398,7 @@ impl Driver {
                 AtFlags::SYMLINK_NOFOLLOW,
             );
         }
-        Ok(method)
+        Ok(())
     }
 
     fn unmount_layer(&self, id: &str, layer: &LockedLayer) -> Result<()> {
@@ -416,6 +414,18 @@ impl Driver {
             // Something was left inside an unmounted merged/: keep it, Docker does too.
             Err(Errno::NOTEMPTY) | Err(Errno::BUSY) => Ok(()),
             Err(e) => Err(Error::io(format!("removing {id}/merged"), e)),
+        }
+    }
+
+    /// [`Self::lock_layer`], or `None` when the layer is gone, dropping its stale record.
+    fn lock_layer_or_forget(&self, id: &str) -> Result<Option<LockedLayer>> {
+        match self.lock_layer(id) {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                refs::store(self.mounts_fd()?, id, &Record::default())?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -440,20 +450,30 @@ impl Driver {
         Ok(st.st_dev != parent.st_dev)
     }
 
-    /// Deletes a removed layer's mount record (it can only be stale: the layer was unmounted).
-    pub(crate) fn forget_mount_record(&self, id: &str) -> Result<()> {
-        refs::store(&self.mounts_fd()?, id, &Record::default())
+    /// Unmounts a layer whoever holds it and forgets its references (forced removal).
+    pub(crate) fn force_unmount(&self, id: &str) -> Result<()> {
+        // Same lock order as get/put: this process's slot, then the layer's flock.
+        let slot = self.mounts.slot(id);
+        let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(layer) = self.lock_layer_or_forget(id)? else { return Ok(()) };
+        self.unmount_layer(id, &layer)?;
+        refs::store(self.mounts_fd()?, id, &Record::default())?;
+        held.count = 0;
+        Ok(())
     }
 
-    fn mounts_fd(&self) -> Result<std::os::fd::OwnedFd> {
-        fsutil::ensure_dir(&self.private_fd, refs::MOUNTS_DIR, layout::PRIVATE_MODE, None)
-            .ctx(|| "creating .ovl2/mounts".into())?;
-        fsutil::open_dir(&self.private_fd, refs::MOUNTS_DIR).ctx(|| "opening .ovl2/mounts".into())
+    /// Deletes a removed layer's mount record (it can only be stale: the layer was unmounted).
+    pub(crate) fn forget_mount_record(&self, id: &str) -> Result<()> {
+        refs::store(self.mounts_fd()?, id, &Record::default())
+    }
+
+    fn mounts_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>> {
+        Ok(std::os::fd::AsFd::as_fd(&self.mount_records_fd))
     }
 
     fn recorded_mounts(&self) -> Result<Vec<String>> {
         let fd = self.mounts_fd()?;
-        Ok(fsutil::list_dir(&fd)
+        Ok(fsutil::list_dir(fd)
             .ctx(|| "listing .ovl2/mounts".into())?
             .into_iter()
             .filter_map(|e| e.name.into_string().ok())

@@ -105,9 +105,6 @@ impl Record {
     }
 }
 
-/// The records directory, `.ovl2/mounts`.
-pub(crate) const MOUNTS_DIR: &std::ffi::CStr = c"mounts";
-
 fn name(id: &str) -> CString {
     cstr(id).expect("validated id")
 }
@@ -126,7 +123,7 @@ pub(crate) fn load<Fd: std::os::fd::AsFd>(dir: Fd, id: &str) -> Result<Record> {
 pub(crate) fn store<Fd: std::os::fd::AsFd>(dir: Fd, id: &str, rec: &Record) -> Result<()> {
     let dir = dir.as_fd();
     if rec.total() == 0 {
-        return match rustix::fs::unlinkat(dir, &name(id), AtFlags::empty()) {
+        return match rustix::fs::unlinkat(dir, name(id), AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(Error::io(format!("removing mount record of {id:?}"), e)),
         };

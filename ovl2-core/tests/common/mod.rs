@@ -51,9 +51,7 @@ pub fn mount_points_under(root: &Path) -> Vec<PathBuf> {
 /// The super options of the mount at exactly `p`, if something is mounted there.
 pub fn mountinfo_options(p: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines()
-        .filter(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(p.to_str().unwrap()))
-        .last()
+    info.lines().rfind(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(p.to_str().unwrap()))
         .map(|l| l.rsplit(' ').next().unwrap().to_owned())
 }
 
@@ -140,4 +138,21 @@ pub fn assert_complete(home: &Path, id: &str, has_parent: bool) {
     );
     assert_eq!(dir.join("lower").exists(), has_parent, "{id}: lower");
     assert_eq!(dir.join("work").is_dir(), has_parent, "{id}: work");
+}
+
+/// Mounts a tmpfs with few inodes at `dir`, so ENOSPC can be made to hit any step.
+pub fn tiny_fs(dir: &Path, opts: &std::ffi::CStr) {
+    std::fs::create_dir_all(dir).unwrap();
+    rustix::mount::mount(c"ovl2-test", dir, c"tmpfs", rustix::mount::MountFlags::empty(), opts).unwrap();
+}
+
+/// Fills the filesystem's inodes with empty files in `dir`; returns how many it made.
+/// Deleting `dir/<k>` frees one inode again.
+pub fn fill_inodes(dir: &Path) -> usize {
+    std::fs::create_dir(dir).unwrap();
+    let mut n = 0;
+    while std::fs::write(dir.join(n.to_string()), "").is_ok() {
+        n += 1;
+    }
+    n
 }

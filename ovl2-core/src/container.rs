@@ -1,0 +1,283 @@
+//! Container layers as Docker makes them: `<ctr>-init` on the image top, filled with the
+//! entries the runtime later bind-mounts or rewrites, then `<ctr>` on top of it.
+//!
+//! The init entries are made through a real mount of the init layer, as Docker's
+//! `initlayer.Setup` does, so copy-ups and whiteouts land in the init layer's `diff` exactly as
+//! they would under Docker. All of it is fd-relative inside the mount: image content (for
+//! example a symlinked `/etc`) is never followed out of the container's root.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::driver::{CreateOpts, Driver};
+use crate::error::{Error, Result};
+use crate::fsutil::{self, cstr, Owner};
+use crate::id;
+use crate::mount::MountOpts;
+
+/// What an init entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitKind {
+    /// A directory, 0755.
+    Dir,
+    /// An empty regular file, 0755 (a bind-mount target).
+    File,
+    /// A symlink to the given target.
+    Symlink(String),
+}
+
+/// One entry of the init layer, by absolute path inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitEntry {
+    /// Absolute path inside the container, e.g. `/etc/hosts`.
+    pub path: String,
+    /// What to create there.
+    pub kind: InitKind,
+}
+
+impl InitEntry {
+    /// A directory entry.
+    pub fn dir(path: &str) -> InitEntry {
+        InitEntry { path: path.into(), kind: InitKind::Dir }
+    }
+    /// An empty-file entry.
+    pub fn file(path: &str) -> InitEntry {
+        InitEntry { path: path.into(), kind: InitKind::File }
+    }
+    /// A symlink entry.
+    pub fn symlink(path: &str, target: &str) -> InitEntry {
+        InitEntry { path: path.into(), kind: InitKind::Symlink(target.into()) }
+    }
+}
+
+/// Docker's init entries: the mount points and files the runtime bind-mounts or rewrites.
+pub fn docker_init_entries() -> Vec<InitEntry> {
+    vec![
+        InitEntry::dir("/dev/pts"),
+        InitEntry::dir("/dev/shm"),
+        InitEntry::dir("/proc"),
+        InitEntry::dir("/sys"),
+        InitEntry::file("/.dockerenv"),
+        InitEntry::file("/etc/resolv.conf"),
+        InitEntry::file("/etc/hosts"),
+        InitEntry::file("/etc/hostname"),
+        InitEntry::file("/dev/console"),
+        InitEntry::symlink("/etc/mtab", "/proc/mounts"),
+    ]
+}
+
+/// Options for [`Driver::create_container`].
+#[derive(Debug, Clone)]
+pub struct ContainerOpts {
+    /// The init entries; [`docker_init_entries`] by default. Replace the list, or push onto
+    /// it (for example `/run/secrets`).
+    pub init_entries: Vec<InitEntry>,
+    /// The container's root uid/gid on the host (user-namespaced containers); new init
+    /// entries and the directories made for them are owned by it. `None`: the store's root.
+    pub root: Option<Owner>,
+    /// Per-layer options for both layers (Docker's `CreateOpts`).
+    pub create: CreateOpts,
+}
+
+impl Default for ContainerOpts {
+    fn default() -> Self {
+        ContainerOpts { init_entries: docker_init_entries(), root: None, create: CreateOpts::default() }
+    }
+}
+
+/// The init layer's id for a container, as Docker names it.
+pub fn init_layer_id(ctr: &str) -> String {
+    format!("{ctr}-init")
+}
+
+impl Driver {
+    /// Creates `<ctr>-init` on `image_top`, fills it with the init entries through a mount,
+    /// and creates the container layer `<ctr>` on it (which marks the init layer committed).
+    /// All or nothing: on any failure neither layer is left behind.
+    pub fn create_container(&self, ctr: &str, image_top: &str, opts: &ContainerOpts) -> Result<()> {
+        let init = init_layer_id(ctr);
+        id::validate(ctr)?;
+        id::validate(&init)?;
+        id::validate(image_top)?;
+        for e in &opts.init_entries {
+            entry_components(&e.path)?;
+        }
+        if !self.exists(image_top)? {
+            return Err(Error::NotFound(image_top.to_owned()));
+        }
+        for id in [ctr, init.as_str()] {
+            if self.exists(id)? {
+                return Err(Error::Exists(id.to_owned()));
+            }
+        }
+        let top_was_committed = self.is_committed(image_top)?;
+        self.create_rw(&init, Some(image_top), &opts.create)?;
+        let res = self
+            .fill_init_layer(&init, opts)
+            .and_then(|()| self.create_rw(ctr, Some(&init), &opts.create));
+        if let Err(e) = res {
+            // Undo whatever exists of the pair; the original error is what the caller needs.
+            let _ = self.force_unmount(&init);
+            let _ = self.remove(&init, true);
+            if !top_was_committed {
+                let _ = self.uncommit_if_childless(image_top);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes a container's layer and then its init layer. Refused while the container
+    /// layer is mounted unless `force`, which unmounts it first.
+    pub fn remove_container(&self, ctr: &str, force: bool) -> Result<()> {
+        id::validate(ctr)?;
+        let init = init_layer_id(ctr);
+        let (has_ctr, has_init) = (self.exists(ctr)?, self.exists(&init)?);
+        if !has_ctr && !has_init {
+            return Err(Error::NotFound(ctr.to_owned()));
+        }
+        if has_ctr {
+            if force {
+                self.force_unmount(ctr)?;
+            }
+            self.remove(ctr, false)?;
+        }
+        if has_init {
+            if force {
+                self.force_unmount(&init)?;
+            }
+            self.remove(&init, false)?;
+        }
+        Ok(())
+    }
+
+    fn fill_init_layer(&self, init: &str, opts: &ContainerOpts) -> Result<()> {
+        let merged = self.get_with(init, &MountOpts { mount_label: opts.create.mount_label.clone(), ..MountOpts::default() })?;
+        let owner = opts.root.unwrap_or(self.root);
+        let res = (|| {
+            let root = fsutil::open_dir_path(&merged).map_err(|e| Error::io(format!("opening {}", merged.display()), e))?;
+            for e in &opts.init_entries {
+                setup_entry(&root, e, owner).map_err(|err| match err {
+                    Error::Io { context, source } => Error::Io { context: format!("init entry {}: {context}", e.path), source },
+                    other => other,
+                })?;
+            }
+            Ok(())
+        })();
+        let put = self.put(init);
+        res.and(put)
+    }
+}
+
+/// The path's components, refusing anything that is not a plain absolute path.
+fn entry_components(path: &str) -> Result<Vec<&str>> {
+    let rest = path.strip_prefix('/').ok_or_else(|| bad_entry(path, "must be absolute"))?;
+    let comps: Vec<&str> = rest.split('/').collect();
+    if comps.iter().any(|c| c.is_empty() || *c == "." || *c == ".." || c.contains('\0')) {
+        return Err(bad_entry(path, "must be a plain path without empty, '.' or '..' components"));
+    }
+    Ok(comps)
+}
+
+fn bad_entry(path: &str, why: &str) -> Error {
+    Error::InvalidArgument(format!("init entry {path:?} {why}"))
+}
+
+/// Docker's rule for one entry: unlink every component of the path (files and symlinks go,
+/// directories stay), then create what is missing: parents 0755 owned by root (only the new
+/// ones), then the entry itself.
+fn setup_entry(root: &OwnedFd, e: &InitEntry, owner: Owner) -> Result<()> {
+    let comps = entry_components(&e.path)?;
+    let (last, parents) = comps.split_last().expect("at least one component");
+    let io = |what: &str, err: Errno| Error::io(what.to_owned(), err);
+
+    // Unlink pass: walk down, unlinking each component; stop where the path ends.
+    let mut dir = root.try_clone().map_err(|err| Error::io("dup of the mount root", err))?;
+    let mut complete = true;
+    for c in &comps {
+        let name = cstr(c).expect("checked");
+        let _ = rustix::fs::unlinkat(&dir, &name, AtFlags::empty());
+        if c == last {
+            break;
+        }
+        match open_child(dir.as_fd(), &name) {
+            Ok(fd) => dir = fd,
+            Err(Errno::NOENT) => {
+                complete = false;
+                break;
+            }
+            Err(err) => return Err(io(&format!("opening {c}"), err)),
+        }
+    }
+    if complete && exists(dir.as_fd(), last)? {
+        return Ok(());
+    }
+
+    // Create pass.
+    let mut dir = root.try_clone().map_err(|err| Error::io("dup of the mount root", err))?;
+    for c in parents {
+        let name = cstr(c).expect("checked");
+        match rustix::fs::mkdirat(&dir, &name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => set_owner_mode(dir.as_fd(), &name, owner, Some(0o755))?,
+            Err(Errno::EXIST) => {}
+            Err(err) => return Err(io(&format!("creating {c}"), err)),
+        }
+        dir = open_child(dir.as_fd(), &name).map_err(|err| io(&format!("opening {c}"), err))?;
+    }
+    let name = cstr(last).expect("checked");
+    match &e.kind {
+        InitKind::Dir => match rustix::fs::mkdirat(&dir, &name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => set_owner_mode(dir.as_fd(), &name, owner, Some(0o755)),
+            Err(Errno::EXIST) => Ok(()),
+            Err(err) => Err(io("creating the directory", err)),
+        },
+        InitKind::File => {
+            let fd = rustix::fs::openat(
+                &dir,
+                &name,
+                OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o755),
+            )
+            .map_err(|err| io("creating the file", err))?;
+            rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(owner.uid)), Some(rustix::fs::Gid::from_raw(owner.gid)))
+                .map_err(|err| io("chown of the file", err))?;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755)).map_err(|err| io("chmod of the file", err))
+        }
+        InitKind::Symlink(target) => match rustix::fs::symlinkat(target.as_str(), &dir, &name) {
+            Ok(()) | Err(Errno::EXIST) => Ok(()),
+            Err(err) => Err(io("creating the symlink", err)),
+        },
+    }
+}
+
+fn open_child(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+}
+
+/// Whether `name` exists. After the unlink pass only a directory can still be there, so not
+/// following a final symlink agrees with Docker's `os.Stat`.
+fn exists(dir: BorrowedFd<'_>, name: &str) -> Result<bool> {
+    let name = cstr(name).expect("checked");
+    match rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(_) => Ok(true),
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(Error::io("stat of an init entry", e)),
+    }
+}
+
+fn set_owner_mode(dir: BorrowedFd<'_>, name: &std::ffi::CStr, owner: Owner, mode: Option<u32>) -> Result<()> {
+    rustix::fs::chownat(
+        dir,
+        name,
+        Some(rustix::fs::Uid::from_raw(owner.uid)),
+        Some(rustix::fs::Gid::from_raw(owner.gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| Error::io("chown of an init entry", e))?;
+    if let Some(m) = mode {
+        rustix::fs::chmodat(dir, name, Mode::from_raw_mode(m), AtFlags::empty()).map_err(|e| Error::io("chmod of an init entry", e))?;
+    }
+    Ok(())
+}
