@@ -9,6 +9,7 @@ use rustix::fs::{AtFlags, FileType};
 use crate::driver::{describe, Driver};
 use crate::error::{Context, Result};
 use crate::fsutil::{self, cstr};
+use crate::id;
 use crate::layout::{self, Malformed};
 
 /// What kind of damage a [`Problem`] is.
@@ -32,6 +33,8 @@ pub enum ProblemKind {
     DanglingShortLink,
     /// An `l/` symlink to a live layer that nothing refers to (Docker leaks these).
     UnusedShortLink,
+    /// A container whose creator died before both of its layers existed.
+    IncompleteContainer,
     /// Something under `l/` that is not a symlink.
     StrayShortLink,
     /// Two layers claim the same short id.
@@ -112,6 +115,7 @@ impl Driver {
     fn scan(&self, fix: bool) -> Result<Vec<Problem>> {
         let mut problems = Vec::new();
         self.scan_staging(fix, &mut problems)?;
+        self.scan_pending(fix, &mut problems)?;
         let mut recs = self.read_recs()?;
         let links = self.read_short_links()?;
 
@@ -316,6 +320,41 @@ impl Driver {
                     .ctx(|| format!("removing .ovl2/staging/{}", fsutil::os(&ent.name).to_string_lossy()))?;
             }
             problems.push(stale(&ent.name));
+        }
+        Ok(())
+    }
+
+    fn scan_pending(&self, fix: bool, problems: &mut Vec<Problem>) -> Result<()> {
+        let dir = self.pending_dir()?;
+        for ent in fsutil::list_dir(&dir).ctx(|| "listing .ovl2/pending".into())? {
+            let ctr = fsutil::os(&ent.name).to_string_lossy().into_owned();
+            let fd = match rustix::fs::openat(
+                &dir,
+                &ent.name,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err(crate::Error::io(format!("opening .ovl2/pending/{ctr}"), e)),
+            };
+            // Its creator holds the lock while it works.
+            if !fsutil::flock(&fd, true, true).ctx(|| "locking a pending record".into())? {
+                continue;
+            }
+            if id::validate(&ctr).is_err() {
+                continue;
+            }
+            let record = fsutil::read_small(&dir, &ent.name).ctx(|| format!("reading .ovl2/pending/{ctr}"))?.unwrap_or_default();
+            if fix {
+                self.finish_pending_container(&ctr, &record)?;
+            }
+            problems.push(Problem {
+                layer: Some(ctr.clone()),
+                kind: ProblemKind::IncompleteContainer,
+                detail: format!("container {ctr:?} was being created by a process that died"),
+                repairable: true,
+            });
         }
         Ok(())
     }

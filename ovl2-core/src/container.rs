@@ -113,7 +113,14 @@ impl Driver {
             }
         }
         let top_was_committed = self.is_committed(image_top)?;
-        self.create_rw(&init, Some(image_top), &opts.create)?;
+        // Until the pair exists, a record says so: if this process dies half way, repair
+        // (on the next open) finishes the rollback below.
+        let pending = Pending::begin(self, ctr, image_top, top_was_committed)?;
+        let res = self.create_rw(&init, Some(image_top), &opts.create);
+        if let Err(e) = res {
+            pending.end(self);
+            return Err(e);
+        }
         let res = self
             .fill_init_layer(&init, opts)
             .and_then(|()| self.create_rw(ctr, Some(&init), &opts.create));
@@ -124,8 +131,10 @@ impl Driver {
             if !top_was_committed {
                 let _ = self.uncommit_if_childless(image_top);
             }
+            pending.end(self);
             return Err(e);
         }
+        pending.end(self);
         Ok(())
     }
 
@@ -138,19 +147,32 @@ impl Driver {
         if !has_ctr && !has_init {
             return Err(Error::NotFound(ctr.to_owned()));
         }
-        if has_ctr {
-            if force {
-                self.force_unmount(ctr)?;
+        if has_ctr && !force {
+            // Refuse before anything changes.
+            if self.mounts()?.iter().any(|m| m.id == ctr) {
+                return Err(Error::Busy { id: ctr.to_owned(), reason: "it is mounted (put it first, or force)".into() });
             }
-            self.remove(ctr, false)?;
         }
-        if has_init {
-            if force {
-                self.force_unmount(&init)?;
+        // The record makes the pair's removal finish even if this process dies between the
+        // two layers (repair removes a lone init layer). The image top is left as it is.
+        let pending = Pending::begin(self, ctr, "", true)?;
+        let res = (|| {
+            if has_ctr {
+                if force {
+                    self.force_unmount(ctr)?;
+                }
+                self.remove(ctr, false)?;
             }
-            self.remove(&init, false)?;
-        }
-        Ok(())
+            if has_init {
+                if force {
+                    self.force_unmount(&init)?;
+                }
+                self.remove(&init, false)?;
+            }
+            Ok(())
+        })();
+        pending.end(self);
+        res
     }
 
     fn fill_init_layer(&self, init: &str, opts: &ContainerOpts) -> Result<()> {
@@ -168,6 +190,74 @@ impl Driver {
         })();
         let put = self.put(init);
         res.and(put)
+    }
+}
+
+/// A container being created: `.ovl2/pending/<ctr>`, flocked while its creator lives, holding
+/// the image top's id and whether the top was already committed.
+struct Pending {
+    name: std::ffi::CString,
+    _fd: OwnedFd,
+}
+
+impl Pending {
+    fn begin(d: &Driver, ctr: &str, image_top: &str, top_was_committed: bool) -> Result<Pending> {
+        let dir = d.pending_dir()?;
+        let name = cstr(ctr).expect("validated");
+        let fd = rustix::fs::openat(
+            &dir,
+            &name,
+            OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| Error::io(format!("creating the pending record of container {ctr:?}"), e))?;
+        if !fsutil::flock(&fd, true, true).map_err(|e| Error::io("locking a pending record", e))? {
+            return Err(Error::Busy { id: ctr.to_owned(), reason: "another process is creating this container".into() });
+        }
+        let content = format!("{image_top}\n{}\n", if top_was_committed { "committed" } else { "uncommitted" });
+        rustix::fs::ftruncate(&fd, 0)
+            .and_then(|()| rustix::io::write(&fd, content.as_bytes()).map(|_| ()))
+            .map_err(|e| Error::io(format!("writing the pending record of container {ctr:?}"), e))?;
+        if d.options().sync {
+            rustix::fs::fsync(&fd).and_then(|()| rustix::fs::fsync(&dir)).map_err(|e| Error::io("syncing a pending record", e))?;
+        }
+        Ok(Pending { name, _fd: fd })
+    }
+
+    /// Drops the record (the pair is complete, or fully rolled back).
+    fn end(self, d: &Driver) {
+        if let Ok(dir) = d.pending_dir() {
+            let _ = rustix::fs::unlinkat(&dir, &self.name, AtFlags::empty());
+        }
+    }
+}
+
+impl Driver {
+    pub(crate) fn pending_dir(&self) -> Result<OwnedFd> {
+        fsutil::open_dir(&self.private_fd, crate::layout::PENDING).map_err(|e| Error::io("opening .ovl2/pending", e))
+    }
+
+    /// Repair's half: a record whose creator died. A container whose layer exists is
+    /// complete and only loses the record; otherwise its init layer is removed and the image
+    /// top's `committed` taken back if it gained it. Runs under the store lock.
+    pub(crate) fn finish_pending_container(&self, ctr: &str, record: &[u8]) -> Result<()> {
+        let init = init_layer_id(ctr);
+        if !self.exists(ctr)? && self.exists(&init)? {
+            self.force_unmount(&init)?;
+            self.unlink_layer_locked(&init, true)?.delete(self)?;
+            let text = String::from_utf8_lossy(record);
+            let mut lines = text.lines();
+            if let (Some(top), Some("uncommitted")) = (lines.next(), lines.next()) {
+                if id::validate(top).is_ok() && self.exists(top)? {
+                    self.uncommit_if_childless_locked(top)?;
+                }
+            }
+        }
+        let dir = self.pending_dir()?;
+        match rustix::fs::unlinkat(&dir, cstr(ctr).expect("listed name").as_c_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(Error::io(format!("removing the pending record of {ctr:?}"), e)),
+        }
     }
 }
 

@@ -165,6 +165,8 @@ impl Driver {
             .ctx(|| format!("creating {}/.ovl2/empty", home.display()))?;
         fsutil::ensure_dir(&private_fd, layout::MOUNT_RECORDS, layout::PRIVATE_MODE, Some(owner))
             .ctx(|| format!("creating {}/.ovl2/mounts", home.display()))?;
+        fsutil::ensure_dir(&private_fd, layout::PENDING, layout::PRIVATE_MODE, Some(owner))
+            .ctx(|| format!("creating {}/.ovl2/pending", home.display()))?;
         let mount_records_fd = fsutil::open_dir(&private_fd, layout::MOUNT_RECORDS)
             .ctx(|| format!("opening {}/.ovl2/mounts", home.display()))?;
         let staging_fd = fsutil::open_dir(&private_fd, layout::STAGING)
@@ -357,6 +359,10 @@ impl Driver {
     /// now. (Docker never removes the marker; this only undoes ovl2's own failed step.)
     pub(crate) fn uncommit_if_childless(&self, id: &str) -> Result<()> {
         let _lock = self.lock(true)?;
+        self.uncommit_if_childless_locked(id)
+    }
+
+    pub(crate) fn uncommit_if_childless_locked(&self, id: &str) -> Result<()> {
         let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let Some(lid) = files.link.as_deref().and_then(|l| layout::parse_link(l).ok()) else { return Ok(()) };
         if self.children_of(lid)?.is_empty() {
@@ -377,6 +383,14 @@ impl Driver {
     pub fn remove(&self, id: &str, force: bool) -> Result<()> {
         id::validate(id)?;
         let lock = self.lock(true)?;
+        let gone = self.unlink_layer_locked(id, force)?;
+        drop(lock);
+        gone.delete(self)
+    }
+
+    /// The part of [`Driver::remove`] that needs the store lock (held by the caller): checks,
+    /// then the rename out of sight. The files go with [`Unlinked::delete`], lock or no lock.
+    pub(crate) fn unlink_layer_locked(&self, id: &str, force: bool) -> Result<Unlinked> {
         let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let lid = files.link.as_deref().and_then(|l| layout::parse_link(l).ok()).map(str::to_owned);
         if !force {
@@ -411,11 +425,7 @@ impl Driver {
             self.unlink_short_link_if_ours(&lid, id)?;
         }
         self.forget_mount_record(id)?;
-        drop(lock);
-        // `dir` keeps the flock, so repair() in another process leaves this tree to us.
-        fsutil::remove_tree(&self.staging_fd, &trash).ctx(|| format!("deleting the files of layer {id:?}"))?;
-        drop(dir);
-        Ok(())
+        Ok(Unlinked { id: id.to_owned(), trash, dir })
     }
 
     pub(crate) fn unlink_short_link_if_ours(&self, lid: &str, id: &str) -> Result<()> {
@@ -588,6 +598,22 @@ impl Driver {
         if self.opts.sync {
             fsutil::fsync(fd).ctx(|| format!("syncing {what}"))?;
         }
+        Ok(())
+    }
+}
+
+/// A removed layer's files, renamed into staging and still flocked (so repair in another
+/// process leaves them to us) until [`Unlinked::delete`] removes them.
+pub(crate) struct Unlinked {
+    id: String,
+    trash: CString,
+    dir: OwnedFd,
+}
+
+impl Unlinked {
+    pub(crate) fn delete(self, d: &Driver) -> Result<()> {
+        fsutil::remove_tree(&d.staging_fd, &self.trash).ctx(|| format!("deleting the files of layer {:?}", self.id))?;
+        drop(self.dir);
         Ok(())
     }
 }
