@@ -99,6 +99,10 @@ make -s -C tests/c clean
 step "Go: vet, test, race, example"
 cd examples/go
 export GOFLAGS=${GOFLAGS:--mod=mod}
+# Go's build cache does not key cgo packages on what `#cgo pkg-config` prints, so a cached
+# build could link against an earlier run's (deleted) prefix. The CGO_* variables are part
+# of the key: naming this run's prefix in them forces a build against this library.
+export CGO_CFLAGS="-O2 -g $(pkg-config --cflags ovl2)" CGO_LDFLAGS="-O2 -g $(pkg-config --libs ovl2)"
 test -z "$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 go vet ./...
 go test -count=1 -v ./... 2>&1 | tee "$work/go.log" | grep -E '^(=== RUN|--- |ok|FAIL|PASS)' | grep -v '=== RUN'
