@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole ovl2 test suite: Rust unit and integration tests (real overlay mounts,
-# SIGKILL crash loops, multi-process runs), the CLI, and interop with Docker's own overlay2
-# driver. Run as root: mount tests fail, not skip, when CI=true or OVL2_REQUIRE_MOUNT=1.
+# SIGKILL crash loops, multi-process runs), the CLI, interop with Docker's own overlay2
+# driver, the C ABI (under valgrind), the Go package and the Python module. Run as root: mount tests fail, not skip, when CI=true or OVL2_REQUIRE_MOUNT=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -16,5 +16,11 @@ cargo test --workspace --locked
 
 section "Docker interop: Docker's overlay2 driver and ovl2 on the same stores"
 OVL2_BIN="$PWD/target/debug/ovl2" tests/docker-interop/run.sh
+
+section "C ABI and Go: header freshness, exported symbols, C tests under valgrind, go vet/test"
+scripts/test-c-go.sh
+
+section "Python: build the wheel with maturin, install it in a fresh virtualenv, pytest"
+scripts/test-python.sh
 
 section "all test suites passed"

@@ -1,10 +1,34 @@
-//! C ABI for ovl2. Thin: converts types and errors only; all logic lives in ovl2-core.
-//! The full driver surface lands with the C ABI issue; this crate already builds the
-//! `libovl2` artefacts so the workspace layout is in place from the start.
+//! C ABI for ovl2 (`libovl2.so`, `libovl2.a`, header `include/ovl2.h`). Thin: it converts
+//! arguments, results and errors; all logic lives in ovl2-core.
+//!
+//! Conventions every function follows (see the header for the per-function contract):
+//! - fallible calls return an `ovl2_status` and take a last `ovl2_error **err`, which may be
+//!   NULL; on failure `*err` receives an error the caller frees with `ovl2_error_free`, on
+//!   success it is set to NULL. Nothing is kept per thread, so Go callers whose goroutines
+//!   hop between OS threads get the right error.
+//! - no panic crosses the boundary: it becomes `OVL2_STATUS_PANIC`;
+//! - NULL or malformed arguments give `OVL2_STATUS_INVALID_ARGUMENT`;
+//! - everything the library allocates for the caller has one documented `*_free` function.
+
+#![allow(non_camel_case_types)]
+// The exported functions are called from C, where `unsafe` means nothing; their pointer
+// contracts are documented per function and checked (NULL) in `args`.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+mod args;
+mod driver;
+mod error;
+mod mount;
+mod queries;
 
 use std::ffi::c_char;
 
-/// The library version as a static NUL-terminated string. Never free it.
+pub use driver::*;
+pub use error::{ovl2_error, ovl2_error_errno, ovl2_error_free, ovl2_error_message, ovl2_error_status, ovl2_status};
+pub use mount::*;
+pub use queries::*;
+
+/// The library version (e.g. "0.1.0") as a static NUL-terminated string. Never free it.
 #[no_mangle]
 pub extern "C" fn ovl2_version() -> *const c_char {
     static V: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
@@ -13,9 +37,91 @@ pub extern "C" fn ovl2_version() -> *const c_char {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::error::{boundary, Failure};
+    use std::ffi::CStr;
+
     #[test]
     fn version_matches_core() {
-        let v = unsafe { std::ffi::CStr::from_ptr(super::ovl2_version()) };
+        let v = unsafe { CStr::from_ptr(ovl2_version()) };
         assert_eq!(v.to_str().unwrap(), ovl2_core::VERSION);
+    }
+
+    #[test]
+    fn panic_becomes_status_and_message() {
+        let mut err: *mut ovl2_error = std::ptr::null_mut();
+        let st = boundary(&mut err, || panic!("boom {}", 42));
+        assert_eq!(st, ovl2_status::Panic);
+        assert_eq!(ovl2_error_status(err), ovl2_status::Panic);
+        let msg = unsafe { CStr::from_ptr(ovl2_error_message(err)) }.to_str().unwrap().to_owned();
+        assert!(msg.contains("boom 42"), "{msg}");
+        ovl2_error_free(err);
+        // With err == NULL only the status comes back.
+        assert_eq!(boundary(std::ptr::null_mut(), || panic!("quiet")), ovl2_status::Panic);
+    }
+
+    #[test]
+    fn success_clears_err_and_failure_fills_it() {
+        let mut err: *mut ovl2_error = std::ptr::dangling_mut(); // junk the call must overwrite
+        assert_eq!(boundary(&mut err, || Ok(())), ovl2_status::Ok);
+        assert!(err.is_null());
+        assert_eq!(boundary(&mut err, || Err(Failure::null("id"))), ovl2_status::InvalidArgument);
+        assert_eq!(ovl2_error_errno(err), libc::EINVAL);
+        let msg = unsafe { CStr::from_ptr(ovl2_error_message(err)) };
+        assert_eq!(msg.to_str().unwrap(), "id must not be NULL");
+        ovl2_error_free(err);
+    }
+
+    #[test]
+    fn core_errors_map_to_stable_statuses() {
+        let cases = [
+            (ovl2_core::Error::NotFound("x".into()), ovl2_status::NotFound, libc::ENOENT),
+            (ovl2_core::Error::Exists("x".into()), ovl2_status::Exists, libc::EEXIST),
+            (ovl2_core::Error::MaxDepth { id: "x".into(), depth: 3, limit: 2 }, ovl2_status::MaxDepth, libc::ETOOMANYREFS),
+            (ovl2_core::Error::Busy { id: "x".into(), reason: "r".into() }, ovl2_status::Busy, libc::EBUSY),
+            (ovl2_core::Error::Unsupported("u".into()), ovl2_status::Unsupported, libc::EOPNOTSUPP),
+            (ovl2_core::Error::Corrupt("c".into()), ovl2_status::Corrupt, libc::EUCLEAN),
+            (
+                ovl2_core::Error::CorruptArchive { at: "a".into(), reason: "r".into() },
+                ovl2_status::CorruptArchive,
+                libc::EBADMSG,
+            ),
+            (
+                ovl2_core::Error::Io { context: "c".into(), source: std::io::Error::from_raw_os_error(libc::EIO) },
+                ovl2_status::Io,
+                libc::EIO,
+            ),
+            (
+                ovl2_core::Error::Io { context: "c".into(), source: std::io::Error::from_raw_os_error(libc::EACCES) },
+                ovl2_status::Permission,
+                libc::EACCES,
+            ),
+        ];
+        for (e, status, errno) in cases {
+            let mut err: *mut ovl2_error = std::ptr::null_mut();
+            assert_eq!(boundary(&mut err, || Err(e.into())), status);
+            assert_eq!(ovl2_error_errno(err), errno);
+            ovl2_error_free(err);
+        }
+    }
+
+    #[test]
+    fn options_struct_versions() {
+        // An older caller's smaller struct: fields past its size keep their defaults.
+        let mut o = std::mem::MaybeUninit::<ovl2_options>::uninit();
+        assert_eq!(ovl2_options_init(o.as_mut_ptr()), ovl2_status::Ok);
+        let mut o = unsafe { o.assume_init() };
+        o.size = std::mem::offset_of!(ovl2_options, sync);
+        o.max_depth = 7;
+        o.sync = false;
+        let got = unsafe { crate::args::sized_struct(&o, "o", ovl2_options_init_value()) }.ok().unwrap();
+        assert_eq!(got.max_depth, 7);
+        assert!(got.sync, "a field beyond the caller's size must take its default");
+    }
+
+    fn ovl2_options_init_value() -> ovl2_options {
+        let mut o = std::mem::MaybeUninit::<ovl2_options>::uninit();
+        ovl2_options_init(o.as_mut_ptr());
+        unsafe { o.assume_init() }
     }
 }

@@ -1,7 +1,594 @@
-//! Python bindings for ovl2. The pyo3 module lands with the Python issue; until then this
-//! crate only links the core so the workspace layout is complete.
+//! `ovl2._ovl2`: the native half of the Python package `ovl2`.
+//!
+//! A thin face over ovl2-core: it converts arguments and results, maps errors (in
+//! [`errors`]), and releases the GIL around every call into the store so that Python threads
+//! working on one store run in parallel. All behaviour lives in ovl2-core.
 
-/// The version the Python package will report as `ovl2.__version__`.
-pub fn version() -> &'static str {
-    ovl2_core::VERSION
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ovl2_core::{
+    ContainerOpts, CreateOpts, InitEntry, InitKind, MountOpts, MountStrategy, Options, Owner,
+};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::IntoPyObjectExt;
+
+mod errors;
+
+// `Driver(max_depth=500)` is spelled as a literal so Python's signature shows it; keep it the
+// kernel's limit.
+const _: () = assert!(ovl2_core::KERNEL_MAX_DEPTH == 500);
+
+/// An open overlay2 layer store (`ovl2.Driver` in Python; see `_ovl2.pyi` for the API docs).
+#[pyclass(frozen, module = "ovl2", name = "Driver")]
+struct PyDriver {
+    /// `None` once closed. Calls clone the `Arc` out and drop the lock before working, so a
+    /// `close()` racing a long call only ends the store's life when that call finishes.
+    inner: Mutex<Option<Arc<ovl2_core::Driver>>>,
+    home: PathBuf,
+    max_depth: usize,
+    sync: bool,
+}
+
+impl PyDriver {
+    fn slot(&self) -> MutexGuard<'_, Option<Arc<ovl2_core::Driver>>> {
+        // Nothing panics while holding the lock, but a poisoned slot is still a valid slot.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open store, or ValueError once closed.
+    fn driver(&self) -> PyResult<Arc<ovl2_core::Driver>> {
+        self.slot()
+            .clone()
+            .ok_or_else(|| PyValueError::new_err("operation on a closed ovl2.Driver"))
+    }
+
+    /// Runs `f` on the store with the GIL released, mapping its error.
+    fn run<T, F>(&self, py: Python<'_>, f: F) -> PyResult<T>
+    where
+        T: Send,
+        F: Send + FnOnce(&ovl2_core::Driver) -> ovl2_core::Result<T>,
+    {
+        let driver = self.driver()?;
+        py.detach(move || f(&driver))
+            .map_err(|e| errors::to_pyerr(py, e))
+    }
+}
+
+#[pymethods]
+impl PyDriver {
+    #[new]
+    /// Opens (creating when missing) the store at `home`, repairing crash leftovers unless
+    /// `repair_on_open=False`.
+    #[pyo3(signature = (
+        home, *, sync = true, max_depth = 500, repair_on_open = true,
+        root = None, mount_strategy = None, disabled_features = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        home: PathBuf,
+        sync: bool,
+        max_depth: usize,
+        repair_on_open: bool,
+        root: Option<(u32, u32)>,
+        mount_strategy: Option<&str>,
+        disabled_features: Option<Vec<String>>,
+    ) -> PyResult<Self> {
+        let mount_strategy = match mount_strategy {
+            None => None,
+            Some(s) => Some(s.parse::<MountStrategy>().map_err(|e| {
+                errors::to_pyerr(
+                    py,
+                    ovl2_core::Error::InvalidArgument(format!("mount_strategy: {e}")),
+                )
+            })?),
+        };
+        let options = Options {
+            max_depth,
+            root: root.map(|(uid, gid)| Owner { uid, gid }),
+            sync,
+            repair_on_open,
+            mount_strategy,
+            disabled_features: disabled_features.unwrap_or_default(),
+        };
+        let driver = py
+            .detach(move || ovl2_core::Driver::open(home, options))
+            .map_err(|e| errors::to_pyerr(py, e))?;
+        let home = driver.home().to_path_buf();
+        Ok(PyDriver {
+            inner: Mutex::new(Some(Arc::new(driver))),
+            home,
+            max_depth,
+            sync,
+        })
+    }
+
+    /// The store's home directory (absolute, lexically clean).
+    #[getter]
+    fn home(&self) -> PathBuf {
+        self.home.clone()
+    }
+
+    /// The deepest chain this store allows.
+    #[getter]
+    fn max_depth(&self) -> usize {
+        self.max_depth
+    }
+
+    /// Whether metadata writes are fsynced.
+    #[getter]
+    fn sync(&self) -> bool {
+        self.sync
+    }
+
+    /// True after `close()`.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.slot().is_none()
+    }
+
+    /// Releases the store's descriptors; later calls raise ValueError. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        let driver = self.slot().take();
+        // The last reference may close several descriptors; do it without the GIL.
+        py.detach(move || drop(driver));
+    }
+
+    /// Returns the driver itself.
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Closes the store; never suppresses the exception.
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let state = if self.closed() { " closed" } else { "" };
+        Ok(format!(
+            "<ovl2.Driver home={}{state}>",
+            repr(py, self.home.to_string_lossy())?
+        ))
+    }
+
+    /// Creates the read-only (image) layer `id` on `parent` (None: a base layer).
+    #[pyo3(signature = (id, parent = None, *, storage_opt = None, mount_label = None))]
+    fn create(
+        &self,
+        py: Python<'_>,
+        id: String,
+        parent: Option<String>,
+        storage_opt: Option<BTreeMap<String, String>>,
+        mount_label: Option<String>,
+    ) -> PyResult<()> {
+        let opts = CreateOpts {
+            storage_opt: storage_opt.unwrap_or_default(),
+            mount_label,
+        };
+        self.run(py, move |d| d.create(&id, parent.as_deref(), &opts))
+    }
+
+    /// Creates a read-write (container) layer `id` on `parent`.
+    #[pyo3(signature = (id, parent = None, *, storage_opt = None, mount_label = None))]
+    fn create_rw(
+        &self,
+        py: Python<'_>,
+        id: String,
+        parent: Option<String>,
+        storage_opt: Option<BTreeMap<String, String>>,
+        mount_label: Option<String>,
+    ) -> PyResult<()> {
+        let opts = CreateOpts {
+            storage_opt: storage_opt.unwrap_or_default(),
+            mount_label,
+        };
+        self.run(py, move |d| d.create_rw(&id, parent.as_deref(), &opts))
+    }
+
+    /// Removes a layer; one that others build on only with `force=True`.
+    #[pyo3(signature = (id, force = false))]
+    fn remove(&self, py: Python<'_>, id: String, force: bool) -> PyResult<()> {
+        self.run(py, move |d| d.remove(&id, force))
+    }
+
+    /// Whether the layer `id` exists.
+    fn exists(&self, py: Python<'_>, id: String) -> PyResult<bool> {
+        self.run(py, move |d| d.exists(&id))
+    }
+
+    /// The direct parent of `id`, or None for a base layer.
+    fn parent(&self, py: Python<'_>, id: String) -> PyResult<Option<String>> {
+        self.run(py, move |d| d.parent(&id))
+    }
+
+    /// Docker's GetMetadata: LowerDir (with a parent), UpperDir, WorkDir, MergedDir.
+    fn metadata(&self, py: Python<'_>, id: String) -> PyResult<BTreeMap<String, String>> {
+        self.run(py, move |d| d.metadata(&id)).map(|m| m.to_map())
+    }
+
+    /// Ordered key/value pairs about the store and the kernel, Docker's keys first.
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let pairs = self.run(py, |d| d.status())?;
+        // A dict keeps insertion order, which is the order the driver reports.
+        let dict = PyDict::new(py);
+        for (k, v) in pairs {
+            dict.set_item(k, v)?;
+        }
+        Ok(dict)
+    }
+
+    /// Every layer with its parent and depth, sorted by id.
+    fn layers(&self, py: Python<'_>) -> PyResult<Vec<Layer>> {
+        let layers = self.run(py, |d| d.layers())?;
+        Ok(layers
+            .into_iter()
+            .map(|l| Layer {
+                id: l.id,
+                parent: l.parent,
+                depth: l.depth,
+                short_id: l.short_id,
+            })
+            .collect())
+    }
+
+    /// Problems in the store; with `repair=True` fixes what it can and reports both.
+    #[pyo3(signature = (repair = false))]
+    fn check(&self, py: Python<'_>, repair: bool) -> PyResult<Vec<Problem>> {
+        if !repair {
+            let found = self.run(py, |d| d.check())?;
+            return Ok(found.into_iter().map(|p| Problem::new(p, false)).collect());
+        }
+        let report = self.run(py, |d| d.repair())?;
+        let repaired = report.repaired.into_iter().map(|p| Problem::new(p, true));
+        Ok(repaired
+            .chain(report.remaining.into_iter().map(|p| Problem::new(p, false)))
+            .collect())
+    }
+    /// Docker's container pair: `<ctr>-init` on `image_top`, filled with the init entries
+    /// through a mount, and the container layer `<ctr>` on it. All or nothing.
+    #[pyo3(signature = (ctr, image_top, *, init_entries = None, root = None, storage_opt = None, mount_label = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn create_container(
+        &self,
+        py: Python<'_>,
+        ctr: String,
+        image_top: String,
+        init_entries: Option<Vec<Vec<String>>>,
+        root: Option<(u32, u32)>,
+        storage_opt: Option<BTreeMap<String, String>>,
+        mount_label: Option<String>,
+    ) -> PyResult<()> {
+        let init_entries = match init_entries {
+            None => ovl2_core::docker_init_entries(),
+            Some(entries) => entries
+                .into_iter()
+                .map(init_entry_from_py)
+                .collect::<PyResult<_>>()?,
+        };
+        let opts = ContainerOpts {
+            init_entries,
+            root: root.map(|(uid, gid)| Owner { uid, gid }),
+            create: CreateOpts {
+                storage_opt: storage_opt.unwrap_or_default(),
+                mount_label,
+            },
+        };
+        self.run(py, move |d| d.create_container(&ctr, &image_top, &opts))
+    }
+
+    /// Removes a container layer and its init layer; `force` unmounts them first.
+    #[pyo3(signature = (ctr, force = false))]
+    fn remove_container(&self, py: Python<'_>, ctr: String, force: bool) -> PyResult<()> {
+        self.run(py, move |d| d.remove_container(&ctr, force))
+    }
+
+    /// The mount strategy in force: "auto", "new" or "legacy".
+    #[getter]
+    fn mount_strategy(&self) -> PyResult<&'static str> {
+        Ok(self.driver()?.mount_strategy().as_str())
+    }
+
+    /// The kernel mount features found by the probes (minus the disabled ones).
+    fn features(&self, py: Python<'_>) -> PyResult<Vec<&'static str>> {
+        self.run(py, |d| Ok(d.features().names()))
+    }
+
+    /// Docker's Get: mounts the layer (or takes another reference) and returns the merged path.
+    #[pyo3(signature = (id, mount_label = None, *, readonly = false, volatile = false, persistent = false))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        id: String,
+        mount_label: Option<String>,
+        readonly: bool,
+        volatile: bool,
+        persistent: bool,
+    ) -> PyResult<OsString> {
+        let opts = MountOpts {
+            mount_label,
+            readonly,
+            volatile,
+            persistent,
+        };
+        // An OsString becomes a str the way os.fsdecode() makes one, so any path round-trips.
+        Ok(self
+            .run(py, move |d| d.get_with(&id, &opts))?
+            .into_os_string())
+    }
+
+    /// Docker's Put: drops one reference; unmounts with the last one.
+    fn put(&self, py: Python<'_>, id: String) -> PyResult<()> {
+        self.run(py, move |d| d.put(&id))
+    }
+
+    /// A context manager: get on entry (yielding the merged pathlib.Path), put on exit.
+    #[pyo3(signature = (id, mount_label = None, *, readonly = false, volatile = false))]
+    fn mounted(
+        slf: Py<Self>,
+        id: String,
+        mount_label: Option<String>,
+        readonly: bool,
+        volatile: bool,
+    ) -> Mounted {
+        let opts = MountOpts {
+            mount_label,
+            readonly,
+            volatile,
+            persistent: false,
+        };
+        Mounted {
+            driver: slf,
+            id,
+            opts,
+            entered: Mutex::new(0),
+        }
+    }
+
+    /// Every layer this store has mounted, with its reference counts.
+    fn mounts(&self, py: Python<'_>) -> PyResult<Vec<Mount>> {
+        let mounts = self.run(py, |d| d.mounts())?;
+        Ok(mounts
+            .into_iter()
+            .map(|m| Mount {
+                id: m.id,
+                path: m.path,
+                count: m.count,
+                persistent: m.persistent,
+                processes: m.processes,
+                readonly: m.readonly,
+                method: m.method,
+                mounted: m.mounted,
+            })
+            .collect())
+    }
+
+    /// Docker's Cleanup: unmounts every layer of the store and drops all references.
+    fn cleanup(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, |d| d.cleanup())
+    }
+}
+
+/// What `Driver.mounted()` returns: gets the layer on entry, puts it on exit.
+#[pyclass(frozen, module = "ovl2")]
+struct Mounted {
+    driver: Py<PyDriver>,
+    id: String,
+    opts: MountOpts,
+    /// Entries not yet exited; each holds one reference.
+    entered: Mutex<u32>,
+}
+
+#[pymethods]
+impl Mounted {
+    /// Gets the layer and returns its merged path.
+    fn __enter__(&self, py: Python<'_>) -> PyResult<PathBuf> {
+        let (id, opts) = (self.id.clone(), self.opts.clone());
+        let path = self.driver.get().run(py, move |d| d.get_with(&id, &opts))?;
+        *self.entered.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        Ok(path)
+    }
+
+    /// Puts the layer; never suppresses the exception.
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        {
+            let mut entered = self.entered.lock().unwrap_or_else(|e| e.into_inner());
+            if *entered == 0 {
+                return Err(PyRuntimeError::new_err(
+                    "ovl2 mount context exited without being entered",
+                ));
+            }
+            *entered -= 1;
+        }
+        let id = self.id.clone();
+        self.driver.get().run(py, move |d| d.put(&id))?;
+        Ok(false)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "<ovl2.Mounted id={} readonly={}>",
+            repr(py, &self.id)?,
+            repr(py, self.opts.readonly)?
+        ))
+    }
+}
+
+/// One mounted layer as `Driver.mounts()` reports it.
+#[pyclass(frozen, eq, module = "ovl2")]
+#[derive(Clone, PartialEq, Eq)]
+struct Mount {
+    /// Layer id.
+    #[pyo3(get)]
+    id: String,
+    /// The mount point, `<home>/<id>/merged`.
+    #[pyo3(get)]
+    path: PathBuf,
+    /// All references.
+    #[pyo3(get)]
+    count: u64,
+    /// References held by the store (`persistent=True` gets).
+    #[pyo3(get)]
+    persistent: u64,
+    /// References held by live processes.
+    #[pyo3(get)]
+    processes: u64,
+    /// Mounted without an upper.
+    #[pyo3(get)]
+    readonly: bool,
+    /// How it was mounted (`new-fd`, `legacy-relative`, ...).
+    #[pyo3(get)]
+    method: String,
+    /// Whether the kernel really has it mounted.
+    #[pyo3(get)]
+    mounted: bool,
+}
+
+#[pymethods]
+impl Mount {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Mount(id={}, count={}, readonly={}, method={}, mounted={})",
+            repr(py, &self.id)?,
+            self.count,
+            repr(py, self.readonly)?,
+            repr(py, &self.method)?,
+            repr(py, self.mounted)?,
+        ))
+    }
+}
+
+/// One layer as `Driver.layers()` reports it.
+#[pyclass(frozen, eq, hash, module = "ovl2")]
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Layer {
+    /// The caller's id.
+    #[pyo3(get)]
+    id: String,
+    /// The direct parent, None for a base layer.
+    #[pyo3(get)]
+    parent: Option<String>,
+    /// Layers in the chain counting this one: 1 for a base layer.
+    #[pyo3(get)]
+    depth: usize,
+    /// The 26-character name under `l/`, when readable.
+    #[pyo3(get)]
+    short_id: Option<String>,
+}
+
+#[pymethods]
+impl Layer {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Layer(id={}, parent={}, depth={})",
+            repr(py, &self.id)?,
+            repr(py, &self.parent)?,
+            self.depth
+        ))
+    }
+}
+
+/// One problem `Driver.check()` found.
+#[pyclass(frozen, eq, module = "ovl2")]
+#[derive(Clone, PartialEq, Eq)]
+struct Problem {
+    /// The layer concerned, None for store-wide problems.
+    #[pyo3(get)]
+    layer: Option<String>,
+    /// The problem's kind as a snake_case name (`missing_link`, `stale_staging`, ...).
+    #[pyo3(get)]
+    kind: String,
+    /// A sentence naming the file and what was found.
+    #[pyo3(get)]
+    detail: String,
+    /// Whether `check(repair=True)` can fix it.
+    #[pyo3(get)]
+    repairable: bool,
+    /// Whether this call fixed it.
+    #[pyo3(get)]
+    repaired: bool,
+}
+
+impl Problem {
+    fn new(p: ovl2_core::Problem, repaired: bool) -> Self {
+        // ProblemKind's stable names are its serde names; the CLI prints the same ones.
+        let kind = serde_json::to_value(p.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Problem {
+            layer: p.layer,
+            kind,
+            detail: p.detail,
+            repairable: p.repairable,
+            repaired,
+        }
+    }
+}
+
+#[pymethods]
+impl Problem {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Problem(layer={}, kind={}, repairable={}, repaired={}, detail={})",
+            repr(py, &self.layer)?,
+            repr(py, &self.kind)?,
+            repr(py, self.repairable)?,
+            repr(py, self.repaired)?,
+            repr(py, &self.detail)?,
+        ))
+    }
+}
+
+/// Python's `repr()` of a value, so reprs quote strings the way Python users expect.
+fn repr<'py, T: IntoPyObject<'py>>(py: Python<'py>, value: T) -> PyResult<String> {
+    Ok(value.into_bound_py_any(py)?.repr()?.to_string())
+}
+
+/// An init entry from Python's `("dir", path)`, `("file", path)` or `("symlink", path, target)`.
+fn init_entry_from_py(entry: Vec<String>) -> PyResult<InitEntry> {
+    match entry.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["dir", path] => Ok(InitEntry::dir(path)),
+        ["file", path] => Ok(InitEntry::file(path)),
+        ["symlink", path, target] => Ok(InitEntry::symlink(path, target)),
+        _ => Err(PyValueError::new_err(format!(
+            "init entry {entry:?}: expected (\"dir\", path), (\"file\", path) or (\"symlink\", path, target)"
+        ))),
+    }
+}
+
+/// Docker's init entries, as `create_container` takes them.
+#[pyfunction]
+fn docker_init_entries(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyTuple>>> {
+    ovl2_core::docker_init_entries()
+        .into_iter()
+        .map(|e| match e.kind {
+            InitKind::Dir => PyTuple::new(py, ["dir".to_owned(), e.path]),
+            InitKind::File => PyTuple::new(py, ["file".to_owned(), e.path]),
+            InitKind::Symlink(target) => PyTuple::new(py, ["symlink".to_owned(), e.path, target]),
+        })
+        .collect()
+}
+
+/// The native module `ovl2._ovl2`; import `ovl2` instead.
+#[pymodule]
+fn _ovl2(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("KERNEL_MAX_DEPTH", ovl2_core::KERNEL_MAX_DEPTH)?;
+    m.add("DOCKER_MAX_DEPTH", ovl2_core::DOCKER_MAX_DEPTH)?;
+    m.add_function(wrap_pyfunction!(docker_init_entries, m)?)?;
+    m.add_class::<PyDriver>()?;
+    m.add_class::<Layer>()?;
+    m.add_class::<Problem>()?;
+    m.add_class::<Mount>()?;
+    m.add_class::<Mounted>()?;
+    Ok(())
 }

@@ -1,0 +1,40 @@
+//go:build linux
+
+package ovl2_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"example.invalid/ovl2/examples/go/ovl2"
+)
+
+func Example() {
+	dir, _ := os.MkdirTemp("", "ovl2-example-")
+	defer os.RemoveAll(dir)
+
+	d, err := ovl2.Open(filepath.Join(dir, "store"), ovl2.WithMaxDepth(ovl2.DockerMaxDepth))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer d.Close()
+
+	_ = d.Create("base", "", nil)
+	_ = d.Create("app", "base", nil)
+	_ = d.CreateReadWrite("container", "app", nil)
+
+	layers, _ := d.Layers()
+	for _, l := range layers {
+		fmt.Printf("%s depth=%d parent=%q\n", l.ID, l.Depth, l.Parent)
+	}
+	err = d.Remove("base")
+	fmt.Println("remove base busy:", errors.Is(err, ovl2.ErrBusy))
+	// Output:
+	// app depth=2 parent="base"
+	// base depth=1 parent=""
+	// container depth=3 parent="app"
+	// remove base busy: true
+}

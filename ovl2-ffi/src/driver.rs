@@ -1,0 +1,335 @@
+//! The driver handle and the layer-store operations: open/close, create, remove and the
+//! read-only queries. Each function converts arguments, calls ovl2-core, converts the result.
+
+use std::ffi::{c_char, CString};
+use std::os::unix::ffi::OsStrExt;
+
+use ovl2_core::{CreateOpts, Driver, MountStrategy, Options, Owner};
+
+use crate::args::{c_string_opt, opt_str_arg, out_arg, path_arg, sized_struct, str_arg, str_array};
+use crate::error::{boundary, guard, ovl2_error, ovl2_status, FfiResult, Failure};
+
+/// An open layer store. Opaque; made by `ovl2_open`, released by `ovl2_close`.
+///
+/// Thread safety: every function taking a `const ovl2_driver *` may be called on the same
+/// handle from many threads at once. `ovl2_close` must not race with any other call on it.
+pub struct ovl2_driver {
+    inner: Driver,
+    home: CString,
+}
+
+/// Options for `ovl2_open`. Fill it with `ovl2_options_init` first, then change fields, so
+/// new fields added in later versions get their defaults.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ovl2_options {
+    /// `sizeof(ovl2_options)`, set by `ovl2_options_init`; lets the library tell which
+    /// version of the struct the caller was built with.
+    pub size: usize,
+    /// Deepest chain allowed, counting the layer itself (1..=500). Default 500, the kernel's
+    /// limit; use 128 when Docker must be able to mount the store too.
+    pub max_depth: u32,
+    /// fsync metadata so a power cut cannot lose or empty it. Default true.
+    pub sync: bool,
+    /// Repair what a crash left behind when opening. Default true.
+    pub repair_on_open: bool,
+    /// Use `root_uid`/`root_gid` as the owner of layer contents (user-namespace remapping).
+    /// Default false: this process's euid/egid.
+    pub set_root: bool,
+    /// Owner of `diff/`, `work/` and `merged/` when `set_root` is true.
+    pub root_uid: u32,
+    /// Group of the store and layer dirs when `set_root` is true.
+    pub root_gid: u32,
+    /// How layers are mounted: one of the `OVL2_MOUNT_STRATEGY_*` values. Default
+    /// `OVL2_MOUNT_STRATEGY_DEFAULT`: the `OVL2_MOUNT_STRATEGY` environment variable
+    /// (auto|new|legacy) if set, else auto.
+    pub mount_strategy: u32,
+    /// Kernel features to treat as absent, comma-separated as in the status key "Mount
+    /// features" (e.g. "lowerdir+fd"), to work around a buggy kernel; borrowed for the call.
+    /// NULL (the default) means the `OVL2_DISABLE_FEATURES` environment variable, if set.
+    pub disabled_features: *const c_char,
+}
+
+/// `ovl2_options.mount_strategy`: `OVL2_MOUNT_STRATEGY` from the environment, else auto.
+pub const OVL2_MOUNT_STRATEGY_DEFAULT: u32 = 0;
+/// `ovl2_options.mount_strategy`: the best the kernel offers (new API, else legacy).
+pub const OVL2_MOUNT_STRATEGY_AUTO: u32 = 1;
+/// `ovl2_options.mount_strategy`: `fsopen`/`fsconfig` with one `lowerdir+` per layer.
+pub const OVL2_MOUNT_STRATEGY_NEW: u32 = 2;
+/// `ovl2_options.mount_strategy`: `mount(2)` with an option string.
+pub const OVL2_MOUNT_STRATEGY_LEGACY: u32 = 3;
+
+impl ovl2_options {
+    fn defaults() -> Self {
+        let d = Options::default();
+        ovl2_options {
+            size: std::mem::size_of::<ovl2_options>(),
+            max_depth: d.max_depth as u32,
+            sync: d.sync,
+            repair_on_open: d.repair_on_open,
+            set_root: false,
+            root_uid: 0,
+            root_gid: 0,
+            mount_strategy: OVL2_MOUNT_STRATEGY_DEFAULT,
+            disabled_features: std::ptr::null(),
+        }
+    }
+}
+
+/// Per-layer options for `ovl2_create` and `ovl2_create_rw`. Fill it with
+/// `ovl2_create_opts_init`, then set fields. Pointers are borrowed for the call only.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ovl2_create_opts {
+    /// `sizeof(ovl2_create_opts)`, set by `ovl2_create_opts_init`.
+    pub size: usize,
+    /// SELinux mount label, or NULL for none.
+    pub mount_label: *const c_char,
+    /// Docker's `--storage-opt` as a NULL-terminated array of "key=value" strings, or NULL.
+    /// overlay2 knows only "size", which ovl2 refuses with OVL2_STATUS_UNSUPPORTED.
+    pub storage_opt: *const *const c_char,
+}
+
+impl ovl2_create_opts {
+    fn defaults() -> Self {
+        ovl2_create_opts {
+            size: std::mem::size_of::<ovl2_create_opts>(),
+            mount_label: std::ptr::null(),
+            storage_opt: std::ptr::null(),
+        }
+    }
+}
+
+/// Resolves a handle argument.
+///
+/// # Safety
+/// `d` is NULL or a live handle from `ovl2_open`.
+pub(crate) unsafe fn handle<'a>(d: *const ovl2_driver) -> FfiResult<&'a Driver> {
+    // SAFETY: caller contract.
+    unsafe { d.as_ref() }.map(|d| &d.inner).ok_or_else(|| Failure::null("driver"))
+}
+
+/// Fills `opts` with the defaults (max_depth 500, sync and repair_on_open on, root = the
+/// calling process) and sets `opts->size`.
+///
+/// Errors: OVL2_STATUS_INVALID_ARGUMENT when `opts` is NULL.
+#[no_mangle]
+pub extern "C" fn ovl2_options_init(opts: *mut ovl2_options) -> ovl2_status {
+    // SAFETY: `opts` is NULL or writable (caller contract); out_arg checks NULL.
+    boundary(std::ptr::null_mut(), || unsafe { out_arg(opts, "opts", ovl2_options::defaults()) }.map(drop))
+}
+
+/// Fills `opts` with empty per-layer options and sets `opts->size`.
+///
+/// Errors: OVL2_STATUS_INVALID_ARGUMENT when `opts` is NULL.
+#[no_mangle]
+pub extern "C" fn ovl2_create_opts_init(opts: *mut ovl2_create_opts) -> ovl2_status {
+    // SAFETY: as in ovl2_options_init.
+    boundary(std::ptr::null_mut(), || unsafe { out_arg(opts, "opts", ovl2_create_opts::defaults()) }.map(drop))
+}
+
+/// Opens (creating when missing) the store at `home` and repairs what a crash left behind
+/// unless `opts->repair_on_open` is false. A relative `home` is resolved against the current
+/// directory once, here; `ovl2_home` returns the absolute path.
+///
+/// `opts` may be NULL for the defaults. On success `*out` is a new handle that the caller
+/// releases with `ovl2_close`; on failure `*out` is NULL.
+///
+/// Errors: INVALID_ARGUMENT (NULL or empty `home`, NULL `out`, max_depth outside 1..=500,
+/// bad `opts->size`, unknown mount strategy or feature name, bad `OVL2_MOUNT_STRATEGY`),
+/// PERMISSION, IO, CORRUPT (repair found damage it cannot fix).
+#[no_mangle]
+pub extern "C" fn ovl2_open(
+    home: *const c_char,
+    opts: *const ovl2_options,
+    out: *mut *mut ovl2_driver,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: pointer arguments follow the documented contract; helpers check NULL.
+        let (out, home, o) = unsafe {
+            (
+                out_arg(out, "out", std::ptr::null_mut())?,
+                path_arg(home, "home")?,
+                sized_struct(opts, "ovl2_options", ovl2_options::defaults())?,
+            )
+        };
+        let mount_strategy = match o.mount_strategy {
+            OVL2_MOUNT_STRATEGY_DEFAULT => None,
+            OVL2_MOUNT_STRATEGY_AUTO => Some(MountStrategy::Auto),
+            OVL2_MOUNT_STRATEGY_NEW => Some(MountStrategy::New),
+            OVL2_MOUNT_STRATEGY_LEGACY => Some(MountStrategy::Legacy),
+            other => return Err(Failure::invalid(format!("unknown mount_strategy {other}"))),
+        };
+        // SAFETY: NULL or a NUL-terminated string (documented field contract).
+        let disabled_features = unsafe { opt_str_arg(o.disabled_features, "opts->disabled_features")? }
+            .map(|s| s.split(',').map(str::trim).filter(|f| !f.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let options = Options {
+            max_depth: o.max_depth as usize,
+            root: o.set_root.then_some(Owner { uid: o.root_uid, gid: o.root_gid }),
+            sync: o.sync,
+            repair_on_open: o.repair_on_open,
+            mount_strategy,
+            disabled_features,
+        };
+        let inner = Driver::open(home, options)?;
+        let home = CString::new(inner.home().as_os_str().as_bytes()).map_err(|_| Failure::invalid("home contains NUL"))?;
+        *out = Box::into_raw(Box::new(ovl2_driver { inner, home }));
+        Ok(())
+    })
+}
+
+/// Closes a handle from `ovl2_open` and frees it. NULL is a no-op. No other call may be
+/// running on, or made afterwards with, this handle. Mounts taken through it are not
+/// released: `ovl2_put` them first (or `ovl2_cleanup`); references of a process that has
+/// exited are dropped by the next open or get of that layer.
+#[no_mangle]
+pub extern "C" fn ovl2_close(driver: *mut ovl2_driver) {
+    guard((), || {
+        if !driver.is_null() {
+            // SAFETY: made by Box::into_raw in ovl2_open and closed once (caller contract).
+            drop(unsafe { Box::from_raw(driver) });
+        }
+    })
+}
+
+/// The store's home directory, absolute and lexically clean.
+///
+/// Ownership: borrowed from the handle; valid until `ovl2_close`. Returns NULL when
+/// `driver` is NULL.
+#[no_mangle]
+pub extern "C" fn ovl2_home(driver: *const ovl2_driver) -> *const c_char {
+    // SAFETY: NULL or a live handle (caller contract).
+    guard(std::ptr::null(), || unsafe { driver.as_ref() }.map_or(std::ptr::null(), |d| d.home.as_ptr()))
+}
+
+fn create_opts(opts: *const ovl2_create_opts) -> FfiResult<CreateOpts> {
+    // SAFETY: NULL or a readable struct with valid pointers (caller contract).
+    let o = unsafe { sized_struct(opts, "ovl2_create_opts", ovl2_create_opts::defaults())? };
+    // SAFETY: pointers inside the struct follow the same contract.
+    let mount_label = unsafe { opt_str_arg(o.mount_label, "opts->mount_label")? }.map(str::to_owned);
+    let mut out = CreateOpts { mount_label, ..CreateOpts::default() };
+    for kv in unsafe { str_array(o.storage_opt, "opts->storage_opt")? } {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Failure::invalid(format!("storage option {kv:?} is not key=value")))?;
+        out.storage_opt.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(out)
+}
+
+fn create_common(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    parent: *const c_char,
+    opts: *const ovl2_create_opts,
+    err: *mut *mut ovl2_error,
+    rw: bool,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: pointer arguments follow the documented contract; helpers check NULL.
+        let (d, id, parent) = unsafe { (handle(driver)?, str_arg(id, "id")?, opt_str_arg(parent, "parent")?) };
+        let opts = create_opts(opts)?;
+        if rw {
+            d.create_rw(id, parent, &opts)?;
+        } else {
+            d.create(id, parent, &opts)?;
+        }
+        Ok(())
+    })
+}
+
+/// Creates a read-only (image) layer `id` on `parent` (NULL for a base layer). `opts` may
+/// be NULL. The layer appears whole or not at all, even if the process dies mid-way.
+///
+/// Errors: INVALID_ARGUMENT (NULL `driver`/`id`, bad id, unknown storage option),
+/// EXISTS, NOT_FOUND (parent), MAX_DEPTH, UNSUPPORTED (storage option "size"), IO.
+#[no_mangle]
+pub extern "C" fn ovl2_create(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    parent: *const c_char,
+    opts: *const ovl2_create_opts,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    create_common(driver, id, parent, opts, err, false)
+}
+
+/// Creates a read-write (container) layer; same arguments and errors as `ovl2_create`.
+#[no_mangle]
+pub extern "C" fn ovl2_create_rw(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    parent: *const c_char,
+    opts: *const ovl2_create_opts,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    create_common(driver, id, parent, opts, err, true)
+}
+
+/// Removes layer `id`. A layer other layers build on is refused unless `force`.
+///
+/// Errors: INVALID_ARGUMENT, NOT_FOUND, BUSY (has children, is mounted, or another process
+/// works on it), IO.
+#[no_mangle]
+pub extern "C" fn ovl2_remove(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    force: bool,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (d, id) = unsafe { (handle(driver)?, str_arg(id, "id")?) };
+        Ok(d.remove(id, force)?)
+    })
+}
+
+/// Sets `*out` to whether a layer `id` exists (false on failure).
+///
+/// Errors: INVALID_ARGUMENT (NULL argument, bad id), IO.
+#[no_mangle]
+pub extern "C" fn ovl2_exists(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    out: *mut bool,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (out, d, id) = unsafe { (out_arg(out, "out", false)?, handle(driver)?, str_arg(id, "id")?) };
+        *out = d.exists(id)?;
+        Ok(())
+    })
+}
+
+/// Sets `*out` to the id of the direct parent of `id`, or to NULL for a base layer.
+///
+/// Ownership: a non-NULL `*out` belongs to the caller; free it with `ovl2_string_free`.
+/// Errors: INVALID_ARGUMENT, NOT_FOUND, CORRUPT (the parent link is broken), IO.
+#[no_mangle]
+pub extern "C" fn ovl2_parent(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    out: *mut *mut c_char,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (out, d, id) = unsafe { (out_arg(out, "out", std::ptr::null_mut())?, handle(driver)?, str_arg(id, "id")?) };
+        *out = c_string_opt(d.parent(id)?.as_deref()).cast_mut();
+        Ok(())
+    })
+}
+
+/// Frees a string the library handed out through a `char **out` (`ovl2_parent`, `ovl2_get`,
+/// `ovl2_get_with`). NULL is a no-op. Strings inside structs are freed with their struct.
+#[no_mangle]
+pub extern "C" fn ovl2_string_free(s: *mut c_char) {
+    // SAFETY: NULL or a string from this library, freed once (caller contract).
+    guard((), || unsafe { crate::args::free_c_string(s) })
+}
+

@@ -1,0 +1,425 @@
+//! Read-only queries and check/repair, each returning a plain C struct the caller frees
+//! with its matching `*_free` function. Strings inside those structs belong to the struct.
+
+use std::ffi::{c_char, c_int};
+
+use ovl2_core::{Problem, ProblemKind};
+
+use crate::args::{c_string, c_string_opt, free_c_string, from_raw_slice, into_raw_slice, out_arg, str_arg};
+use crate::driver::{handle, ovl2_driver};
+use crate::error::{boundary, guard, ovl2_error, ovl2_status};
+
+/// The paths Docker's `GetMetadata` returns for a layer. Made by `ovl2_layer_metadata`,
+/// freed (with all its strings) by `ovl2_metadata_free`.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_metadata {
+    /// Lower layers' `diff` dirs, nearest first, joined by ':'; NULL for a base layer.
+    pub lower_dir: *const c_char,
+    /// `<home>/<id>/diff`.
+    pub upper_dir: *const c_char,
+    /// `<home>/<id>/work`.
+    pub work_dir: *const c_char,
+    /// `<home>/<id>/merged`.
+    pub merged_dir: *const c_char,
+}
+
+/// Sets `*out` to the metadata of layer `id` (NULL on failure).
+///
+/// Ownership: free `*out` with `ovl2_metadata_free`.
+/// Errors: INVALID_ARGUMENT, NOT_FOUND, CORRUPT (a lower link does not resolve), IO.
+#[no_mangle]
+pub extern "C" fn ovl2_layer_metadata(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    out: *mut *mut ovl2_metadata,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (out, d, id) = unsafe { (out_arg(out, "out", std::ptr::null_mut())?, handle(driver)?, str_arg(id, "id")?) };
+        let m = d.metadata(id)?;
+        *out = Box::into_raw(Box::new(ovl2_metadata {
+            lower_dir: c_string_opt(m.lower_dir.as_deref()),
+            upper_dir: c_string(&m.upper_dir),
+            work_dir: c_string(&m.work_dir),
+            merged_dir: c_string(&m.merged_dir),
+        }));
+        Ok(())
+    })
+}
+
+/// Frees metadata from `ovl2_layer_metadata`, including its strings. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn ovl2_metadata_free(m: *mut ovl2_metadata) {
+    guard((), || {
+        if m.is_null() {
+            return;
+        }
+        // SAFETY: made by Box::into_raw in ovl2_layer_metadata, freed once (caller contract).
+        let m = unsafe { Box::from_raw(m) };
+        for s in [m.lower_dir, m.upper_dir, m.work_dir, m.merged_dir] {
+            // SAFETY: each string was made by c_string/c_string_opt.
+            unsafe { free_c_string(s) };
+        }
+    })
+}
+
+/// One key/value pair.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_kv {
+    /// The key, e.g. "Backing Filesystem".
+    pub key: *const c_char,
+    /// The value, e.g. "extfs".
+    pub value: *const c_char,
+}
+
+/// An ordered list of key/value pairs. `items` is NULL when `len` is 0.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_kv_list {
+    /// The pairs, `len` of them.
+    pub items: *const ovl2_kv,
+    /// How many pairs.
+    pub len: usize,
+}
+
+/// Sets `*out` to the store's status, as Docker's `Status()`: its keys first ("Backing
+/// Filesystem", "Supports d_type", "Using metacopy", "Native Overlay Diff", "userxattr"),
+/// then ovl2's ("Home", "Layers", "Max depth", ...).
+///
+/// Ownership: free `*out` with `ovl2_kv_list_free`.
+/// Errors: INVALID_ARGUMENT (NULL argument), IO.
+#[no_mangle]
+pub extern "C" fn ovl2_driver_status(
+    driver: *const ovl2_driver,
+    out: *mut *mut ovl2_kv_list,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (out, d) = unsafe { (out_arg(out, "out", std::ptr::null_mut())?, handle(driver)?) };
+        let items: Vec<ovl2_kv> =
+            d.status()?.iter().map(|(k, v)| ovl2_kv { key: c_string(k), value: c_string(v) }).collect();
+        let (items, len) = into_raw_slice(items);
+        *out = Box::into_raw(Box::new(ovl2_kv_list { items, len }));
+        Ok(())
+    })
+}
+
+/// Frees a list from `ovl2_driver_status`, including its strings. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn ovl2_kv_list_free(list: *mut ovl2_kv_list) {
+    guard((), || {
+        if list.is_null() {
+            return;
+        }
+        // SAFETY: made by ovl2_driver_status, freed once (caller contract).
+        let list = unsafe { Box::from_raw(list) };
+        for kv in unsafe { from_raw_slice(list.items.cast_mut(), list.len) } {
+            // SAFETY: made by c_string.
+            unsafe {
+                free_c_string(kv.key);
+                free_c_string(kv.value);
+            }
+        }
+    })
+}
+
+/// One layer as `ovl2_layers` reports it.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_layer {
+    /// The layer's id.
+    pub id: *const c_char,
+    /// The direct parent's id; NULL for a base layer (or when the store cannot tell).
+    pub parent: *const c_char,
+    /// Layers in the chain counting this one: 1 for a base layer.
+    pub depth: usize,
+    /// The 26-character name under `l/`; NULL when the `link` file is unreadable.
+    pub short_id: *const c_char,
+}
+
+/// A list of layers sorted by id. `items` is NULL when `len` is 0.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_layer_list {
+    /// The layers, `len` of them.
+    pub items: *const ovl2_layer,
+    /// How many layers.
+    pub len: usize,
+}
+
+/// Sets `*out` to every layer in the store with its parent and depth, sorted by id.
+///
+/// Ownership: free `*out` with `ovl2_layer_list_free`.
+/// Errors: INVALID_ARGUMENT (NULL argument), IO.
+#[no_mangle]
+pub extern "C" fn ovl2_layers(
+    driver: *const ovl2_driver,
+    out: *mut *mut ovl2_layer_list,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (out, d) = unsafe { (out_arg(out, "out", std::ptr::null_mut())?, handle(driver)?) };
+        let items: Vec<ovl2_layer> = d
+            .layers()?
+            .iter()
+            .map(|l| ovl2_layer {
+                id: c_string(&l.id),
+                parent: c_string_opt(l.parent.as_deref()),
+                depth: l.depth,
+                short_id: c_string_opt(l.short_id.as_deref()),
+            })
+            .collect();
+        let (items, len) = into_raw_slice(items);
+        *out = Box::into_raw(Box::new(ovl2_layer_list { items, len }));
+        Ok(())
+    })
+}
+
+/// Frees a list from `ovl2_layers`, including its strings. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn ovl2_layer_list_free(list: *mut ovl2_layer_list) {
+    guard((), || {
+        if list.is_null() {
+            return;
+        }
+        // SAFETY: made by ovl2_layers, freed once (caller contract).
+        let list = unsafe { Box::from_raw(list) };
+        for l in unsafe { from_raw_slice(list.items.cast_mut(), list.len) } {
+            // SAFETY: made by c_string/c_string_opt.
+            unsafe {
+                free_c_string(l.id);
+                free_c_string(l.parent);
+                free_c_string(l.short_id);
+            }
+        }
+    })
+}
+
+/// What kind of damage a problem is. Values are stable; unknown future kinds are reported
+/// as OVL2_PROBLEM_KIND_OTHER.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ovl2_problem_kind {
+    /// A kind this version of the C ABI does not name yet; see the detail text.
+    Other = 0,
+    /// A leftover staging or removal dir whose owner is gone.
+    StaleStaging = 1,
+    /// A layer dir without `diff/` (not repairable).
+    MissingDiff = 2,
+    /// A layer without a `link` file, or with an empty one.
+    MissingLink = 3,
+    /// A `link` file whose content is not a short id.
+    MalformedLink = 4,
+    /// The layer's `l/<short>` symlink is missing.
+    MissingShortLink = 5,
+    /// `l/<short>` points somewhere other than `../<id>/diff`.
+    WrongShortLink = 6,
+    /// An `l/` symlink whose layer no longer exists.
+    DanglingShortLink = 7,
+    /// An `l/` symlink to a live layer that nothing refers to.
+    UnusedShortLink = 8,
+    /// Something under `l/` that is not a symlink.
+    StrayShortLink = 9,
+    /// Two layers claim the same short id.
+    DuplicateShortId = 10,
+    /// A `lower` file that cannot be parsed.
+    MalformedLower = 11,
+    /// A `lower` entry naming a short id no layer has.
+    UnknownLower = 12,
+    /// A `lower` chain that disagrees with its parent's chain.
+    InconsistentLower = 13,
+    /// A chain deeper than the store's limit.
+    TooDeep = 14,
+    /// A layer with a parent but no `work/`.
+    MissingWork = 15,
+    /// A layer with children but no `committed` marker.
+    MissingCommitted = 16,
+}
+
+const PROBLEM_KINDS: [(ovl2_problem_kind, &str); 17] = [
+    (ovl2_problem_kind::Other, "other\0"),
+    (ovl2_problem_kind::StaleStaging, "stale_staging\0"),
+    (ovl2_problem_kind::MissingDiff, "missing_diff\0"),
+    (ovl2_problem_kind::MissingLink, "missing_link\0"),
+    (ovl2_problem_kind::MalformedLink, "malformed_link\0"),
+    (ovl2_problem_kind::MissingShortLink, "missing_short_link\0"),
+    (ovl2_problem_kind::WrongShortLink, "wrong_short_link\0"),
+    (ovl2_problem_kind::DanglingShortLink, "dangling_short_link\0"),
+    (ovl2_problem_kind::UnusedShortLink, "unused_short_link\0"),
+    (ovl2_problem_kind::StrayShortLink, "stray_short_link\0"),
+    (ovl2_problem_kind::DuplicateShortId, "duplicate_short_id\0"),
+    (ovl2_problem_kind::MalformedLower, "malformed_lower\0"),
+    (ovl2_problem_kind::UnknownLower, "unknown_lower\0"),
+    (ovl2_problem_kind::InconsistentLower, "inconsistent_lower\0"),
+    (ovl2_problem_kind::TooDeep, "too_deep\0"),
+    (ovl2_problem_kind::MissingWork, "missing_work\0"),
+    (ovl2_problem_kind::MissingCommitted, "missing_committed\0"),
+];
+
+impl From<ProblemKind> for ovl2_problem_kind {
+    fn from(k: ProblemKind) -> Self {
+        use ovl2_problem_kind as C;
+        match k {
+            ProblemKind::StaleStaging => C::StaleStaging,
+            ProblemKind::MissingDiff => C::MissingDiff,
+            ProblemKind::MissingLink => C::MissingLink,
+            ProblemKind::MalformedLink => C::MalformedLink,
+            ProblemKind::MissingShortLink => C::MissingShortLink,
+            ProblemKind::WrongShortLink => C::WrongShortLink,
+            ProblemKind::DanglingShortLink => C::DanglingShortLink,
+            ProblemKind::UnusedShortLink => C::UnusedShortLink,
+            ProblemKind::StrayShortLink => C::StrayShortLink,
+            ProblemKind::DuplicateShortId => C::DuplicateShortId,
+            ProblemKind::MalformedLower => C::MalformedLower,
+            ProblemKind::UnknownLower => C::UnknownLower,
+            ProblemKind::InconsistentLower => C::InconsistentLower,
+            ProblemKind::TooDeep => C::TooDeep,
+            ProblemKind::MissingWork => C::MissingWork,
+            ProblemKind::MissingCommitted => C::MissingCommitted,
+            _ => C::Other,
+        }
+    }
+}
+
+/// A static snake_case name for a problem kind ("missing_link", ...), the same names the
+/// CLI's JSON output uses. Never NULL, never free it; unknown values give "other".
+#[no_mangle]
+pub extern "C" fn ovl2_problem_kind_name(kind: c_int) -> *const c_char {
+    PROBLEM_KINDS.iter().find(|(k, _)| *k as c_int == kind).map_or("other\0", |(_, n)| n).as_ptr().cast()
+}
+
+/// One thing `ovl2_check` found.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_problem {
+    /// The layer concerned, or NULL when the problem is not about one layer.
+    pub layer: *const c_char,
+    /// What is wrong.
+    pub kind: ovl2_problem_kind,
+    /// A sentence naming the file and what was found.
+    pub detail: *const c_char,
+    /// Whether `ovl2_repair` can fix it.
+    pub repairable: bool,
+}
+
+/// A list of problems. `items` is NULL when `len` is 0.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_problem_list {
+    /// The problems, `len` of them.
+    pub items: *const ovl2_problem,
+    /// How many problems.
+    pub len: usize,
+}
+
+fn problem_list(ps: Vec<Problem>) -> ovl2_problem_list {
+    let items: Vec<ovl2_problem> = ps
+        .iter()
+        .map(|p| ovl2_problem {
+            layer: c_string_opt(p.layer.as_deref()),
+            kind: p.kind.into(),
+            detail: c_string(&p.detail),
+            repairable: p.repairable,
+        })
+        .collect();
+    let (items, len) = into_raw_slice(items);
+    ovl2_problem_list { items, len }
+}
+
+/// # Safety
+/// `l` was made by [`problem_list`] and is freed once.
+unsafe fn free_problems(l: &ovl2_problem_list) {
+    // SAFETY: caller contract.
+    for p in unsafe { from_raw_slice(l.items.cast_mut(), l.len) } {
+        // SAFETY: made by c_string/c_string_opt.
+        unsafe {
+            free_c_string(p.layer);
+            free_c_string(p.detail);
+        }
+    }
+}
+
+/// Scans the store and sets `*out` to what a crash or another tool left behind. Changes
+/// nothing; an empty list means the store is sound.
+///
+/// Ownership: free `*out` with `ovl2_problem_list_free`.
+/// Errors: INVALID_ARGUMENT (NULL argument), IO.
+#[no_mangle]
+pub extern "C" fn ovl2_check(
+    driver: *const ovl2_driver,
+    out: *mut *mut ovl2_problem_list,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (out, d) = unsafe { (out_arg(out, "out", std::ptr::null_mut())?, handle(driver)?) };
+        *out = Box::into_raw(Box::new(problem_list(d.check()?)));
+        Ok(())
+    })
+}
+
+/// Frees a list from `ovl2_check`, including its strings. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn ovl2_problem_list_free(list: *mut ovl2_problem_list) {
+    guard((), || {
+        if !list.is_null() {
+            // SAFETY: made by ovl2_check, freed once (caller contract).
+            let list = unsafe { Box::from_raw(list) };
+            unsafe { free_problems(&list) };
+        }
+    })
+}
+
+/// What `ovl2_repair` did.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_repair_report {
+    /// Problems found and fixed.
+    pub repaired: ovl2_problem_list,
+    /// Problems still there afterwards (those repair cannot fix).
+    pub remaining: ovl2_problem_list,
+}
+
+/// Fixes what `ovl2_check` reports as repairable (never deleting a layer directory) and
+/// sets `*out` to what was fixed and what remains.
+///
+/// Ownership: free `*out` with `ovl2_repair_report_free`.
+/// Errors: INVALID_ARGUMENT (NULL argument), PERMISSION, IO.
+#[no_mangle]
+pub extern "C" fn ovl2_repair(
+    driver: *const ovl2_driver,
+    out: *mut *mut ovl2_repair_report,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (out, d) = unsafe { (out_arg(out, "out", std::ptr::null_mut())?, handle(driver)?) };
+        let r = d.repair()?;
+        *out = Box::into_raw(Box::new(ovl2_repair_report {
+            repaired: problem_list(r.repaired),
+            remaining: problem_list(r.remaining),
+        }));
+        Ok(())
+    })
+}
+
+/// Frees a report from `ovl2_repair`, including both lists. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn ovl2_repair_report_free(report: *mut ovl2_repair_report) {
+    guard((), || {
+        if !report.is_null() {
+            // SAFETY: made by ovl2_repair, freed once (caller contract).
+            let r = unsafe { Box::from_raw(report) };
+            unsafe {
+                free_problems(&r.repaired);
+                free_problems(&r.remaining);
+            }
+        }
+    })
+}

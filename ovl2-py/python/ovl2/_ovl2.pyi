@@ -1,0 +1,327 @@
+"""Type stubs for the native module ``ovl2._ovl2`` (hand-written; keep in step with src/lib.rs).
+
+Errors: every method raises a subclass of :class:`ovl2.Error` (an ``OSError``), chosen by
+what went wrong: ``InvalidIdError`` for a malformed id, ``LayerNotFoundError``,
+``LayerExistsError``, ``MaxDepthError``, ``BusyError``, ``UnsupportedError``,
+``PermissionDeniedError``, ``CorruptStoreError``, ``CorruptArchiveError``. Calling a method
+of a closed :class:`Driver` raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from types import TracebackType
+from typing import Literal, Mapping, Optional, Sequence, Tuple, Type, Union, final
+
+__all__ = [
+    "__version__",
+    "KERNEL_MAX_DEPTH",
+    "DOCKER_MAX_DEPTH",
+    "Driver",
+    "Layer",
+    "Problem",
+    "Mount",
+    "Mounted",
+    "docker_init_entries",
+]
+
+__version__: str
+"""The version of ovl2 (the Rust crates' version)."""
+
+KERNEL_MAX_DEPTH: int
+"""The kernel's limit on lower layers in one overlay mount (500); the default max_depth."""
+
+DOCKER_MAX_DEPTH: int
+"""Docker's own depth limit (128), for stores Docker must also be able to mount."""
+
+_StrPath = Union[str, "os.PathLike[str]"]
+_InitEntry = Union[Tuple[Literal["dir", "file"], str], Tuple[Literal["symlink"], str, str]]
+"""An init-layer entry: ``("dir", "/proc")``, ``("file", "/etc/hosts")`` or
+``("symlink", "/etc/mtab", "/proc/mounts")``; paths are absolute inside the container."""
+
+def docker_init_entries() -> list[_InitEntry]:
+    """Docker's init entries (``/dev/pts``, ``/etc/hosts``, ``/.dockerenv``, ...), for
+    extending and passing to :meth:`Driver.create_container`."""
+
+
+@final
+class Driver:
+    """An open overlay2 layer store, in exactly Docker's on-disk format.
+
+    Safe to share between threads; several processes may open the same home at once.
+    Use it as a context manager (or call :meth:`close`) to release the store's descriptors.
+    """
+
+    def __new__(
+        cls,
+        home: _StrPath,
+        *,
+        sync: bool = True,
+        max_depth: int = 500,
+        repair_on_open: bool = True,
+        root: Optional[Tuple[int, int]] = None,
+        mount_strategy: Optional[Literal["auto", "new", "legacy"]] = None,
+        disabled_features: Optional[Sequence[str]] = None,
+    ) -> Driver:
+        """Opens the store at ``home``, creating it when missing.
+
+        :param sync: fsync metadata files and directories so a power cut cannot lose them.
+        :param max_depth: deepest chain allowed, counting the layer itself (1..500);
+            use ``DOCKER_MAX_DEPTH`` when Docker must mount the store too.
+        :param repair_on_open: repair what a crash or another tool left behind.
+        :param root: ``(uid, gid)`` owning ``diff``/``work``/``merged`` (the containers'
+            remapped root); default this process's euid/egid.
+        :param mount_strategy: how layers are mounted: ``"new"`` (``fsopen``/``lowerdir+``,
+            layers as fds where the kernel allows), ``"legacy"`` (``mount(2)`` with an
+            option string) or ``"auto"`` (the best available). None: ``$OVL2_MOUNT_STRATEGY``,
+            else ``"auto"``.
+        :param disabled_features: kernel features to treat as absent (names as
+            :meth:`features` reports them, e.g. ``"lowerdir+fd"``); works around a buggy
+            kernel. None or empty: ``$OVL2_DISABLE_FEATURES`` (comma-separated).
+        :raises InvalidArgumentError: ``max_depth`` out of range, an unknown strategy or feature.
+        :raises Error: the home cannot be created or opened.
+        """
+    @property
+    def home(self) -> pathlib.Path:
+        """The store's home directory, absolute and lexically clean."""
+    @property
+    def max_depth(self) -> int:
+        """The deepest chain this store allows."""
+    @property
+    def sync(self) -> bool:
+        """Whether metadata writes are fsynced."""
+    @property
+    def mount_strategy(self) -> Literal["auto", "new", "legacy"]:
+        """The mount strategy in force."""
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+    def close(self) -> None:
+        """Releases the store. Calls already running finish first; later calls raise ValueError."""
+    def __enter__(self) -> Driver: ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool:
+        """Closes the store; never suppresses the exception."""
+    def create(
+        self,
+        id: str,
+        parent: Optional[str] = None,
+        *,
+        storage_opt: Optional[Mapping[str, str]] = None,
+        mount_label: Optional[str] = None,
+    ) -> None:
+        """Creates the read-only (image) layer ``id`` on top of ``parent`` (None: a base layer).
+
+        :raises InvalidIdError: ``id`` or ``parent`` is malformed.
+        :raises LayerExistsError: ``id`` exists.
+        :raises LayerNotFoundError: ``parent`` does not exist.
+        :raises MaxDepthError: the chain would exceed ``max_depth``.
+        :raises UnsupportedError: ``storage_opt`` has ``size`` (needs xfs quotas).
+        :raises InvalidArgumentError: ``storage_opt`` has an unknown key.
+        """
+    def create_rw(
+        self,
+        id: str,
+        parent: Optional[str] = None,
+        *,
+        storage_opt: Optional[Mapping[str, str]] = None,
+        mount_label: Optional[str] = None,
+    ) -> None:
+        """Creates a read-write (container) layer; same layout and errors as :meth:`create`."""
+    def remove(self, id: str, force: bool = False) -> None:
+        """Removes a layer: atomically out of sight first, then its files.
+
+        :raises LayerNotFoundError: no such layer.
+        :raises BusyError: other layers build on it (unless ``force``), or it is mounted.
+        """
+    def exists(self, id: str) -> bool:
+        """Whether a layer directory named ``id`` exists.
+
+        :raises InvalidIdError: ``id`` is malformed.
+        """
+    def parent(self, id: str) -> Optional[str]:
+        """The direct parent of ``id``, or None for a base layer.
+
+        :raises LayerNotFoundError: no such layer.
+        :raises CorruptStoreError: the layer's ``lower`` file is damaged.
+        """
+    def metadata(self, id: str) -> dict[str, str]:
+        """Docker's ``GetMetadata``: ``LowerDir`` (only with a parent), ``UpperDir``,
+        ``WorkDir`` and ``MergedDir``, as absolute paths.
+
+        :raises LayerNotFoundError: no such layer.
+        """
+    def status(self) -> dict[str, str]:
+        """Ordered key/value pairs: Docker's (``Backing Filesystem``, ``Supports d_type``, ...)
+        first, then ovl2's."""
+    def layers(self) -> list[Layer]:
+        """Every layer with its parent and depth, sorted by id."""
+    def check(self, repair: bool = False) -> list[Problem]:
+        """Problems in the store (stale staging dirs, broken links, ...).
+
+        With ``repair=True`` fixes what can be fixed and returns both what was fixed
+        (``repaired=True``) and what remains. Repair never deletes a layer directory.
+        """
+
+    def create_container(
+        self,
+        ctr: str,
+        image_top: str,
+        *,
+        init_entries: Optional[Sequence[_InitEntry]] = None,
+        root: Optional[Tuple[int, int]] = None,
+        storage_opt: Optional[Mapping[str, str]] = None,
+        mount_label: Optional[str] = None,
+    ) -> None:
+        """Creates a container as Docker does: ``<ctr>-init`` on ``image_top``, filled with
+        the init entries through a real mount (so copy-ups and whiteouts are Docker's), then
+        the container layer ``<ctr>`` on it. All or nothing, also across a crash.
+
+        :param init_entries: default :func:`docker_init_entries`.
+        :param root: ``(uid, gid)`` owning new init entries (user-namespaced containers).
+        :raises LayerNotFoundError: no ``image_top``.
+        :raises LayerExistsError: ``ctr`` or ``ctr-init`` exists.
+        :raises ValueError: a malformed init entry.
+        """
+    def remove_container(self, ctr: str, force: bool = False) -> None:
+        """Removes ``<ctr>`` and ``<ctr>-init``.
+
+        :raises BusyError: the container is mounted (``force=True`` unmounts it first).
+        :raises LayerNotFoundError: neither layer exists.
+        """
+    def features(self) -> list[str]:
+        """Kernel mount features found by probing (cached per store and boot), minus the
+        disabled ones: ``fsopen``, ``lowerdir+``, ``lowerdir+fd``, ``O_PATH-fds``,
+        ``index-param``, ``userxattr``."""
+    def get(
+        self,
+        id: str,
+        mount_label: Optional[str] = None,
+        *,
+        readonly: bool = False,
+        volatile: bool = False,
+        persistent: bool = False,
+    ) -> str:
+        """Docker's ``Get``: mounts the layer (or takes another reference to its mount) and
+        returns the merged path. A base layer returns its ``diff`` path without mounting.
+
+        References are counted across threads and processes; each ``get`` needs one
+        :meth:`put`. References of a process that dies are dropped by the next ``get``.
+
+        :param mount_label: SELinux label (``context=``).
+        :param readonly: mount without an upper even if the layer is not committed.
+        :param volatile: mount with ``volatile`` (no syncs); for throwaway containers.
+        :param persistent: the reference belongs to the store and survives this process.
+        :raises LayerNotFoundError: no such layer.
+        :raises BusyError: already mounted with the other read-only/read-write mode.
+        :raises PermissionDeniedError: mounting needs privileges this process lacks.
+        """
+    def put(self, id: str) -> None:
+        """Docker's ``Put``: drops one reference; unmounts with the last one.
+
+        :raises InvalidArgumentError: the layer is not mounted.
+        :raises LayerNotFoundError: no such layer.
+        """
+    def mounted(
+        self,
+        id: str,
+        mount_label: Optional[str] = None,
+        *,
+        readonly: bool = False,
+        volatile: bool = False,
+    ) -> Mounted:
+        """A context manager: ``get`` on entry, yielding the merged path as a
+        ``pathlib.Path``, and ``put`` on exit, also when the body raises::
+
+            with driver.mounted("ctr") as root:
+                (root / "etc" / "hostname").write_text("box\n")
+        """
+    def mounts(self) -> list[Mount]:
+        """Every layer this store has mounted (or found mounted), with reference counts."""
+    def cleanup(self) -> None:
+        """Docker's ``Cleanup``: unmounts every layer of the store, whoever holds it, and
+        drops all references."""
+
+@final
+class Mounted:
+    """Returned by :meth:`Driver.mounted`; use it in a ``with`` statement."""
+
+    def __enter__(self) -> pathlib.Path: ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool:
+        """Puts the layer; never suppresses the exception."""
+
+@final
+class Mount:
+    """One mounted layer as :meth:`Driver.mounts` reports it."""
+
+    @property
+    def id(self) -> str:
+        """Layer id."""
+    @property
+    def path(self) -> pathlib.Path:
+        """The mount point, ``<home>/<id>/merged``."""
+    @property
+    def count(self) -> int:
+        """All references."""
+    @property
+    def persistent(self) -> int:
+        """References held by the store (``get(..., persistent=True)``)."""
+    @property
+    def processes(self) -> int:
+        """References held by live processes."""
+    @property
+    def readonly(self) -> bool:
+        """Mounted without an upper."""
+    @property
+    def method(self) -> str:
+        """How it was mounted: ``new-fd``, ``legacy-relative``, ..."""
+    @property
+    def mounted(self) -> bool:
+        """Whether the kernel really has it mounted."""
+
+@final
+class Layer:
+    """One layer as :meth:`Driver.layers` reports it. Immutable, comparable, hashable."""
+
+    @property
+    def id(self) -> str:
+        """The caller's id."""
+    @property
+    def parent(self) -> Optional[str]:
+        """The direct parent, None for a base layer."""
+    @property
+    def depth(self) -> int:
+        """Layers in the chain counting this one: 1 for a base layer."""
+    @property
+    def short_id(self) -> Optional[str]:
+        """The 26-character name under ``l/``, when the ``link`` file is readable."""
+
+@final
+class Problem:
+    """One problem :meth:`Driver.check` found."""
+
+    @property
+    def layer(self) -> Optional[str]:
+        """The layer concerned, None for store-wide problems."""
+    @property
+    def kind(self) -> str:
+        """The kind as a snake_case name: ``stale_staging``, ``missing_link``, ``dangling_short_link``, ..."""
+    @property
+    def detail(self) -> str:
+        """A sentence naming the file and what was found."""
+    @property
+    def repairable(self) -> bool:
+        """Whether ``check(repair=True)`` can fix it."""
+    @property
+    def repaired(self) -> bool:
+        """Whether this call fixed it (only ever True with ``repair=True``)."""

@@ -1,0 +1,93 @@
+"""Shared fixtures for the ovl2 Python tests."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+from typing import Iterator
+
+import pytest
+
+import ovl2
+
+
+def mounts_required() -> bool:
+    """Tests needing root and overlayfs must fail, not skip, in CI (see DEVELOPERS.md)."""
+    return os.environ.get("CI") == "true" or os.environ.get("OVL2_REQUIRE_MOUNT") == "1"
+
+
+def need_root(why: str) -> None:
+    """Skips a root-only test outside CI; fails it in CI so it can never silently vanish."""
+    if os.geteuid() != 0:
+        if mounts_required():
+            pytest.fail(f"needs root ({why}) and CI=true/OVL2_REQUIRE_MOUNT=1 forbids skipping")
+        pytest.skip(f"needs root ({why})")
+
+
+def id_mapped(n: int) -> bool:
+    """Whether uid and gid ``n`` exist in this user namespace (not so in ``unshare -Ur``)."""
+    for table in ("/proc/self/uid_map", "/proc/self/gid_map"):
+        with open(table) as f:
+            if not any(int(i) <= n < int(i) + int(c) for i, _, c in (line.split() for line in f)):
+                return False
+    return True
+
+
+def overlay_available() -> bool:
+    try:
+        with open("/proc/filesystems") as f:
+            return any(line.split()[-1] == "overlay" for line in f if line.strip())
+    except OSError:
+        return False
+
+
+def need_mounts() -> None:
+    """Skips a test that mounts overlays outside CI; fails it under CI=true."""
+    need_root("mounting overlayfs")
+    if not overlay_available():
+        if mounts_required():
+            pytest.fail("overlayfs is not available and CI=true/OVL2_REQUIRE_MOUNT=1 forbids skipping")
+        pytest.skip("overlayfs is not available")
+
+
+def mount_points() -> list[str]:
+    """Mount points of this mount namespace, from /proc/self/mountinfo (octal escapes decoded)."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            raw = line.split()[4]
+            out.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), raw))
+    return out
+
+
+def mounts_under(path: os.PathLike[str] | str) -> list[str]:
+    prefix = os.fspath(path).rstrip("/") + "/"
+    return [m for m in mount_points() if m.startswith(prefix)]
+
+
+@pytest.fixture
+def mount_driver(home: pathlib.Path) -> Iterator[ovl2.Driver]:
+    """An open store on a machine that can mount; checks nothing is left mounted afterwards."""
+    need_mounts()
+    with ovl2.Driver(home, sync=False) as d:
+        try:
+            yield d
+        finally:
+            leftover = mounts_under(home)
+            if leftover:
+                d.cleanup()
+            assert leftover == [], f"test left mounts behind: {leftover}"
+
+
+@pytest.fixture
+def home(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A path for a new store (not yet created)."""
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def driver(home: pathlib.Path) -> Iterator[ovl2.Driver]:
+    """An open store, closed after the test."""
+    with ovl2.Driver(home) as d:
+        yield d
