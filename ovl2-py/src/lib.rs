@@ -10,14 +10,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ovl2_core::{
-    ContainerOpts, CreateOpts, InitEntry, InitKind, MountOpts, MountStrategy, Options, Owner,
+    ApplyOpts, ContainerOpts, CreateOpts, DiffOpts, InitEntry, InitKind, MountOpts, MountStrategy,
+    Options, Owner,
 };
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+use crate::io::{Dest, Failure, PyFailure, Source};
 use pyo3::IntoPyObjectExt;
 
 mod errors;
+mod io;
 
 // `Driver(max_depth=500)` is spelled as a literal so Python's signature shows it; keep it the
 // kernel's limit.
@@ -56,6 +61,26 @@ impl PyDriver {
         let driver = self.driver()?;
         py.detach(move || f(&driver))
             .map_err(|e| errors::to_pyerr(py, e))
+    }
+
+    /// [`PyDriver::run`] for calls that read or write a caller's stream: an exception the
+    /// caller's file object raised is re-raised as it was, and a path that cannot be opened
+    /// raises the usual `OSError` subclass.
+    fn run_stream<T, F>(&self, py: Python<'_>, failure: PyFailure, f: F) -> PyResult<T>
+    where
+        T: Send,
+        F: Send + FnOnce(&ovl2_core::Driver) -> Result<T, Failure>,
+    {
+        let driver = self.driver()?;
+        let failed = match py.detach(move || f(&driver)) {
+            Ok(v) => return Ok(v),
+            Err(f) => f,
+        };
+        Err(match (failure.take(), failed) {
+            (Some(raised), _) => raised,
+            (None, Failure::Open(e, path)) => io::open_error(e, path),
+            (None, Failure::Core(e)) => errors::to_pyerr(py, e),
+        })
     }
 }
 
@@ -290,6 +315,82 @@ impl PyDriver {
         self.run(py, move |d| d.remove_container(&ctr, force))
     }
 
+    /// Applies a layer tar (plain, gzip or zstd) to the empty layer `id` whose parent is `parent`.
+    #[pyo3(signature = (id, source, parent = None, *, sync = None))]
+    fn apply_diff(
+        &self,
+        py: Python<'_>,
+        id: String,
+        source: &Bound<'_, PyAny>,
+        parent: Option<String>,
+        sync: Option<bool>,
+    ) -> PyResult<ApplyStats> {
+        let source = Source::from_py(source)?;
+        let failure = PyFailure::default();
+        let stats = self.run_stream(py, failure.clone(), move |d| {
+            let opts = ApplyOpts {
+                sync: sync.unwrap_or(d.options().sync),
+                progress: None,
+            };
+            source.with_reader(&failure, |r| {
+                d.apply_diff_with(&id, parent.as_deref(), r, &opts)
+            })
+        })?;
+        Ok(ApplyStats::from(stats))
+    }
+
+    /// Writes layer `id` as a tar in Docker's layer format, relative to its parent `parent`.
+    #[pyo3(signature = (id, dest, parent = None, *, digest = true))]
+    fn diff(
+        &self,
+        py: Python<'_>,
+        id: String,
+        dest: &Bound<'_, PyAny>,
+        parent: Option<String>,
+        digest: bool,
+    ) -> PyResult<DiffStats> {
+        let dest = Dest::from_py(dest)?;
+        let failure = PyFailure::default();
+        let opts = DiffOpts { digest };
+        let stats = self.run_stream(py, failure.clone(), move |d| {
+            dest.with_writer(&failure, |w| d.diff_with(&id, parent.as_deref(), w, &opts))
+        })?;
+        Ok(DiffStats {
+            tar_bytes: stats.tar_bytes,
+            digest: stats.digest,
+            entries: stats.entries,
+        })
+    }
+
+    /// Docker's DiffSize: bytes layer `id` adds or changes relative to `parent`.
+    #[pyo3(signature = (id, parent = None))]
+    fn diff_size(&self, py: Python<'_>, id: String, parent: Option<String>) -> PyResult<u64> {
+        self.run(py, move |d| d.diff_size(&id, parent.as_deref()))
+    }
+
+    /// Paths layer `id` adds, modifies or deletes relative to `parent`, sorted by path.
+    #[pyo3(signature = (id, parent = None))]
+    fn changes<'py>(
+        &self,
+        py: Python<'py>,
+        id: String,
+        parent: Option<String>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        static CHANGE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        static KIND: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        let changes = self.run(py, move |d| d.changes(&id, parent.as_deref()))?;
+        let change = CHANGE.import(py, "ovl2._types", "Change")?;
+        let kind = KIND.import(py, "ovl2._types", "ChangeKind")?;
+        changes
+            .into_iter()
+            .map(|c| {
+                // Docker's numeric kinds (Modify 0, Add 1, Delete 2) are the enum's values.
+                let k = kind.call1((c.kind as u8,))?;
+                change.call1((c.path.into_os_string(), k))
+            })
+            .collect()
+    }
+
     /// The mount strategy in force: "auto", "new" or "legacy".
     #[getter]
     fn mount_strategy(&self) -> PyResult<&'static str> {
@@ -466,6 +567,124 @@ impl Mount {
     }
 }
 
+/// What `Driver.apply_diff()` did.
+#[pyclass(frozen, module = "ovl2")]
+struct ApplyStats {
+    /// Docker's ApplyDiff size: lstat sizes of the layer's non-directories, hardlinks once.
+    #[pyo3(get)]
+    size: u64,
+    /// `sha256:<hex>` of the uncompressed tar (the layer's DiffID).
+    #[pyo3(get)]
+    digest: String,
+    /// Length of the uncompressed tar.
+    #[pyo3(get)]
+    tar_bytes: u64,
+    /// How the input was compressed: "none", "gzip" or "zstd".
+    #[pyo3(get)]
+    compression: String,
+    /// Tar entries read.
+    #[pyo3(get)]
+    entries: u64,
+    /// Regular files written.
+    #[pyo3(get)]
+    files: u64,
+    /// Directories created or updated.
+    #[pyo3(get)]
+    dirs: u64,
+    /// Symlinks created.
+    #[pyo3(get)]
+    symlinks: u64,
+    /// Hardlinks created.
+    #[pyo3(get)]
+    hardlinks: u64,
+    /// Whiteouts turned into overlay whiteouts.
+    #[pyo3(get)]
+    whiteouts: u64,
+    /// Directories marked opaque.
+    #[pyo3(get)]
+    opaque_dirs: u64,
+    /// Devices and fifos created.
+    #[pyo3(get)]
+    special: u64,
+    /// Entries deliberately not applied.
+    #[pyo3(get)]
+    skipped: u64,
+    /// Overlay-private xattrs dropped.
+    #[pyo3(get)]
+    dropped_xattrs: u64,
+}
+
+impl From<ovl2_core::ApplyStats> for ApplyStats {
+    fn from(s: ovl2_core::ApplyStats) -> Self {
+        ApplyStats {
+            size: s.size,
+            digest: s.digest,
+            tar_bytes: s.tar_bytes,
+            compression: serde_name(&s.compression),
+            entries: s.entries,
+            files: s.files,
+            dirs: s.dirs,
+            symlinks: s.symlinks,
+            hardlinks: s.hardlinks,
+            whiteouts: s.whiteouts,
+            opaque_dirs: s.opaque_dirs,
+            special: s.special,
+            skipped: s.skipped,
+            dropped_xattrs: s.dropped_xattrs,
+        }
+    }
+}
+
+#[pymethods]
+impl ApplyStats {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "ApplyStats(size={}, digest={}, compression={}, entries={}, files={}, dirs={}, whiteouts={})",
+            self.size,
+            repr(py, &self.digest)?,
+            repr(py, &self.compression)?,
+            self.entries,
+            self.files,
+            self.dirs,
+            self.whiteouts,
+        ))
+    }
+}
+
+/// What `Driver.diff()` wrote.
+#[pyclass(frozen, module = "ovl2")]
+struct DiffStats {
+    /// Length of the tar stream.
+    #[pyo3(get)]
+    tar_bytes: u64,
+    /// `sha256:<hex>` of the tar stream (the layer's DiffID); None with `digest=False`.
+    #[pyo3(get)]
+    digest: Option<String>,
+    /// Tar entries written.
+    #[pyo3(get)]
+    entries: u64,
+}
+
+#[pymethods]
+impl DiffStats {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "DiffStats(tar_bytes={}, digest={}, entries={})",
+            self.tar_bytes,
+            repr(py, &self.digest)?,
+            self.entries
+        ))
+    }
+}
+
+/// The stable name of a core enum value: its serde name, which the CLI's JSON uses too.
+fn serde_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// One layer as `Driver.layers()` reports it.
 #[pyclass(frozen, eq, hash, module = "ovl2")]
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -519,11 +738,7 @@ struct Problem {
 
 impl Problem {
     fn new(p: ovl2_core::Problem, repaired: bool) -> Self {
-        // ProblemKind's stable names are its serde names; the CLI prints the same ones.
-        let kind = serde_json::to_value(p.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let kind = serde_name(&p.kind);
         Problem {
             layer: p.layer,
             kind,
@@ -590,5 +805,7 @@ fn _ovl2(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Problem>()?;
     m.add_class::<Mount>()?;
     m.add_class::<Mounted>()?;
+    m.add_class::<ApplyStats>()?;
+    m.add_class::<DiffStats>()?;
     Ok(())
 }

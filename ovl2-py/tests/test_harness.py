@@ -1,12 +1,12 @@
-"""A test harness the way ovl2 is meant to be used from Python: one image built per module,
-a fresh container mounted per test, and nothing left mounted afterwards.
+"""A test harness the way ovl2 is meant to be used from Python: an image built from layer
+tarballs once per module, a fresh container mounted per test, and nothing left mounted
+afterwards.
 
 Needs root and overlayfs; fails instead of skipping when CI=true or OVL2_REQUIRE_MOUNT=1.
 """
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 from typing import Iterator, NamedTuple
@@ -15,6 +15,7 @@ import pytest
 
 import ovl2
 from conftest import mounts_under, need_mounts
+from tarballs import layer_tar
 
 
 class Image(NamedTuple):
@@ -23,22 +24,32 @@ class Image(NamedTuple):
     top: str
 
 
-# Each layer: files to write, and paths it deletes from the layers below.
-LAYERS: list[tuple[str, dict[str, str], list[str]]] = [
-    ("base", {"etc/os-release": "NAME=ovl2-test\n", "bin/tool": "#!/bin/sh\necho v1\n", "var/lib/app/data": "v1"}, []),
-    ("update", {"var/lib/app/data": "v2", "etc/motd": "welcome\n"}, ["bin/tool"]),
-    ("config", {"etc/app.conf": "debug = false\n"}, []),
+# The image: one layer tarball each, as a registry would serve them (the second gzipped).
+LAYERS: list[tuple[str, bytes]] = [
+    (
+        "base",
+        layer_tar(
+            {
+                "etc": ("dir", ""),
+                "etc/os-release": "NAME=ovl2-test\n",
+                "bin": ("dir", ""),
+                "bin/tool": "#!/bin/sh\necho v1\n",
+                "var": ("dir", ""),
+                "var/lib": ("dir", ""),
+                "var/lib/app": ("dir", ""),
+                "var/lib/app/data": "v1",
+            }
+        ),
+    ),
+    (
+        "update",
+        layer_tar(
+            {"var/lib/app/data": "v2", "etc/motd": "welcome\n", "bin/tool": ("whiteout", "")},
+            gz=True,
+        ),
+    ),
+    ("config", layer_tar({"etc/app.conf": "debug = false\n"})),
 ]
-
-
-def write_layer(diff: pathlib.Path, files: dict[str, str], deletes: list[str]) -> None:
-    """Fills a layer's diff directory, with overlay whiteouts (0:0 char devices) for deletions."""
-    for rel, text in files.items():
-        (diff / rel).parent.mkdir(parents=True, exist_ok=True)
-        (diff / rel).write_text(text)
-    for rel in deletes:
-        (diff / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.mknod(diff / rel, 0o600 | 0o020000, os.makedev(0, 0))
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +58,16 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
     home = tmp_path_factory.mktemp("harness") / "store"
     with ovl2.Driver(home, sync=False) as d:
         parent = None
-        for id, files, deletes in LAYERS:
+        for id, tar in LAYERS:
             d.create(id, parent)
-            write_layer(pathlib.Path(d.metadata(id)["UpperDir"]), files, deletes)
+            d.apply_diff(id, tar, parent)
             parent = id
         assert parent is not None
         yield Image(d, home, parent)
         # The whole module leaves the image as it found it: no containers, no mounts.
         assert mounts_under(home) == []
         assert d.mounts() == []
-        assert [l.id for l in d.layers()] == sorted(id for id, _, _ in LAYERS)
+        assert [l.id for l in d.layers()] == sorted(id for id, _ in LAYERS)
         assert d.check() == []
 
 
@@ -94,6 +105,21 @@ def test_upper_layers_win(container: pathlib.Path) -> None:
 def test_deleted_files_are_gone(container: pathlib.Path) -> None:
     assert not (container / "bin" / "tool").exists()
     assert sorted(p.name for p in (container / "bin").iterdir()) == []
+
+
+def test_container_changes_are_what_the_test_did(container: pathlib.Path, image: Image) -> None:
+    (container / "etc" / "hostname").write_text("box\n")
+    (container / "etc" / "motd").unlink()
+    (container / "etc" / "new.conf").write_text("x\n")
+    id = container.parent.name
+    # As `docker diff`: against the init layer, so the init entries do not show.
+    kinds = {c.path: c.kind for c in image.driver.changes(id, id + "-init")}
+    assert kinds == {
+        "/etc": ovl2.ChangeKind.MODIFY,
+        "/etc/hostname": ovl2.ChangeKind.MODIFY,
+        "/etc/motd": ovl2.ChangeKind.DELETE,
+        "/etc/new.conf": ovl2.ChangeKind.ADD,
+    }
 
 
 def test_container_writes_stay_in_the_container(container: pathlib.Path, image: Image) -> None:

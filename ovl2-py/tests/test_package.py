@@ -54,7 +54,7 @@ def test_stubs_and_py_typed_are_shipped() -> None:
     assert (pkg / "py.typed").is_file()
     stub = (pkg / "_ovl2.pyi").read_text()
     # Every public native name is declared in the stub.
-    for name in ("Driver", "Layer", "Problem", "Mount", "Mounted", "docker_init_entries", "__version__", "KERNEL_MAX_DEPTH", "DOCKER_MAX_DEPTH"):
+    for name in ("Driver", "Layer", "Problem", "Mount", "Mounted", "ApplyStats", "DiffStats", "docker_init_entries", "__version__", "KERNEL_MAX_DEPTH", "DOCKER_MAX_DEPTH"):
         assert re.search(rf"^(class |def )?{name}\b", stub, re.M), name
     for method in [m for m in dir(ovl2.Driver) if not m.startswith("_")]:
         assert re.search(rf"def {method}\(", stub), f"Driver.{method} missing from _ovl2.pyi"
@@ -68,7 +68,7 @@ def test_public_names() -> None:
     assert ovl2.DOCKER_MAX_DEPTH == 128
 
 
-@pytest.mark.parametrize("cls", [ovl2.Layer, ovl2.Problem, ovl2.Mount, ovl2.Mounted])
+@pytest.mark.parametrize("cls", [ovl2.Layer, ovl2.Problem, ovl2.Mount, ovl2.Mounted, ovl2.ApplyStats, ovl2.DiffStats])
 def test_result_values_cannot_be_built_by_hand(cls: type) -> None:
     # They are values the driver hands out; no constructor keeps them truthful.
     with pytest.raises(TypeError):

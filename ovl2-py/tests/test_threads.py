@@ -243,3 +243,69 @@ def test_mounting_releases_the_gil(home: pathlib.Path) -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.split()[1]) > 10, out.stdout
+
+
+def test_threads_apply_layers_in_parallel(driver: ovl2.Driver) -> None:
+    # Each thread builds its own three-layer chain from tarballs, from bytes and from file
+    # objects, then exports and checks it; all against one Driver.
+    import hashlib
+    import io
+
+    from tarballs import layer_tar
+
+    def chain(t: int) -> list[str]:
+        digests = []
+        parent = None
+        for i in range(3):
+            id = f"t{t}-l{i}"
+            tar = layer_tar({f"dir{i}": ("dir", ""), f"dir{i}/file": f"thread {t} layer {i}\n" * 500})
+            driver.create(id, parent)
+            source = tar if i % 2 else io.BytesIO(tar)
+            st = driver.apply_diff(id, source, parent)
+            assert st.digest == "sha256:" + hashlib.sha256(tar).hexdigest()
+            assert driver.diff_size(id, parent) == st.size
+            assert [c.path for c in driver.changes(id, parent)] == [f"/dir{i}", f"/dir{i}/file"]
+            exported = driver.diff(id, io.BytesIO(), parent).digest
+            assert exported is not None
+            digests.append(exported)
+            parent = id
+        return digests
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        results = list(pool.map(chain, range(THREADS)))
+    assert all(len(set(d)) == 3 for d in results)
+    assert len(driver.layers()) == 3 * THREADS
+    assert driver.check() == []
+
+
+def test_apply_from_a_pipe_releases_the_gil(home: pathlib.Path) -> None:
+    # apply_diff blocks reading a pipe that only this process's main thread fills. Were the
+    # GIL held while reading, the writer could never run: the subprocess would hang.
+    with ovl2.Driver(home) as d:
+        d.create("base")
+    script = textwrap.dedent(
+        f"""
+        import os, threading, sys
+        sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
+        import ovl2
+        from tarballs import layer_tar
+        tar = layer_tar({{"big": b"x" * (4 << 20)}})
+        d = ovl2.Driver({str(home)!r})
+        r, w = os.pipe()
+        result = []
+        t = threading.Thread(target=lambda: result.append(d.apply_diff("base", r)))
+        t.start()
+        view = memoryview(tar)
+        while view:
+            n = os.write(w, view[:65536])
+            view = view[n:]
+        os.close(w)
+        t.join(30)
+        assert not t.is_alive() and result, "apply did not finish"
+        os.close(r)
+        print(result[0].tar_bytes == len(tar), result[0].files)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "1"]

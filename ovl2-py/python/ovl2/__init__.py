@@ -23,6 +23,8 @@ from ._errors import (
 from ._ovl2 import (
     DOCKER_MAX_DEPTH,
     KERNEL_MAX_DEPTH,
+    ApplyStats,
+    DiffStats,
     Driver,
     Layer,
     Mount,
@@ -31,6 +33,7 @@ from ._ovl2 import (
     __version__,
     docker_init_entries,
 )
+from ._types import Change, ChangeKind
 
 __all__ = [
     "__version__",
@@ -42,6 +45,10 @@ __all__ = [
     "Mounted",
     "docker_init_entries",
     "Problem",
+    "ApplyStats",
+    "DiffStats",
+    "Change",
+    "ChangeKind",
     "Error",
     "InvalidArgumentError",
     "InvalidIdError",

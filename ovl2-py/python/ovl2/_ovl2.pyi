@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pathlib
 from types import TracebackType
-from typing import Literal, Mapping, Optional, Sequence, Tuple, Type, Union, final
+from typing import Literal, Mapping, Optional, Protocol, Sequence, Tuple, Type, Union, final
 
 __all__ = [
     "__version__",
@@ -24,6 +24,8 @@ __all__ = [
     "Mount",
     "Mounted",
     "docker_init_entries",
+    "ApplyStats",
+    "DiffStats",
 ]
 
 __version__: str
@@ -35,6 +37,8 @@ KERNEL_MAX_DEPTH: int
 DOCKER_MAX_DEPTH: int
 """Docker's own depth limit (128), for stores Docker must also be able to mount."""
 
+from ovl2._types import Change
+
 _StrPath = Union[str, "os.PathLike[str]"]
 _InitEntry = Union[Tuple[Literal["dir", "file"], str], Tuple[Literal["symlink"], str, str]]
 """An init-layer entry: ``("dir", "/proc")``, ``("file", "/etc/hosts")`` or
@@ -44,6 +48,19 @@ def docker_init_entries() -> list[_InitEntry]:
     """Docker's init entries (``/dev/pts``, ``/etc/hosts``, ``/.dockerenv``, ...), for
     extending and passing to :meth:`Driver.create_container`."""
 
+
+class _Reader(Protocol):
+    """A binary file object to read a layer from: anything with ``read(size)``."""
+
+    def read(self, size: int, /) -> Optional[bytes]: ...
+
+class _Writer(Protocol):
+    """A binary file object to write a layer to: anything with ``write(data)``."""
+
+    def write(self, data: bytes, /) -> Optional[int]: ...
+
+_Source = Union[_StrPath, bytes, bytearray, _Reader, int]
+_Dest = Union[_StrPath, _Writer, int]
 
 @final
 class Driver:
@@ -194,6 +211,58 @@ class Driver:
         :raises BusyError: the container is mounted (``force=True`` unmounts it first).
         :raises LayerNotFoundError: neither layer exists.
         """
+    def apply_diff(
+        self,
+        id: str,
+        source: _Source,
+        parent: Optional[str] = None,
+        *,
+        sync: Optional[bool] = None,
+    ) -> ApplyStats:
+        """Applies a layer tar (plain, gzip or zstd; detected) to the empty layer ``id``.
+
+        Nothing outside the layer's ``diff`` is created, changed or followed, whatever the tar
+        holds; on any error the layer is left as it was.
+
+        :param source: a path (str or PathLike), ``bytes``/``bytearray``, a binary file
+            object (anything with ``read(n)``), or an int fd (read from its current offset;
+            the caller keeps it open). Paths, bytes and fds are read without the GIL.
+        :param parent: the layer's own parent (None for a base layer), as in Docker's
+            ``ApplyDiff``.
+        :param sync: flush the data to disk before returning; default the store's ``sync``.
+        :raises CorruptArchiveError: the stream is malformed, truncated or hostile.
+        :raises InvalidArgumentError: ``parent`` is not the layer's parent, or the layer
+            already has content.
+        :raises LayerNotFoundError: no such layer.
+        :raises BusyError: the layer is mounted.
+        :raises OSError: a ``source`` path cannot be opened (``FileNotFoundError``, ...);
+            an exception raised by a file object propagates unchanged.
+        """
+    def diff(
+        self, id: str, dest: _Dest, parent: Optional[str] = None, *, digest: bool = True
+    ) -> DiffStats:
+        """Writes layer ``id`` as a tar in Docker's layer format (deterministic bytes).
+
+        :param dest: a path (created or truncated), a binary file object (anything with
+            ``write``; ``flush`` is called at the end) or an int fd.
+        :param parent: the layer's own parent (None for a base layer).
+        :param digest: compute the stream's sha256 (on a helper thread); turn it off when
+            hashing the stream yourself.
+        :raises UnsupportedError: ``parent`` is not the layer's own parent.
+        :raises LayerNotFoundError: no such layer.
+        """
+    def diff_size(self, id: str, parent: Optional[str] = None) -> int:
+        """Docker's ``DiffSize``: with the layer's own parent, the size of its ``diff`` (what
+        :meth:`apply_diff` returned); against another layer, the sizes of the
+        non-directories it adds or modifies, hardlinks counted once."""
+    def changes(self, id: str, parent: Optional[str] = None) -> list[Change]:
+        """Paths layer ``id`` adds, modifies or deletes relative to ``parent``, sorted by
+        path, by Docker's rules.
+
+        With the layer's own parent only what its ``diff`` mentions is looked up (fast); any
+        other ``parent`` (None, for a layer that has a parent, means an empty base) compares
+        the two merged views in full, as Docker's naive diff does.
+        """
     def features(self) -> list[str]:
         """Kernel mount features found by probing (cached per store and boot), minus the
         disabled ones: ``fsopen``, ``lowerdir+``, ``lowerdir+fd``, ``O_PATH-fds``,
@@ -288,6 +357,68 @@ class Mount:
     @property
     def mounted(self) -> bool:
         """Whether the kernel really has it mounted."""
+
+@final
+class ApplyStats:
+    """What :meth:`Driver.apply_diff` did."""
+
+    @property
+    def size(self) -> int:
+        """Docker's ApplyDiff size: lstat sizes of the layer's non-directories, hardlinks once."""
+    @property
+    def digest(self) -> str:
+        """``sha256:<hex>`` of the uncompressed tar (the layer's DiffID)."""
+    @property
+    def tar_bytes(self) -> int:
+        """Length of the uncompressed tar."""
+    @property
+    def compression(self) -> Literal["none", "gzip", "zstd"]:
+        """How the input was compressed."""
+    @property
+    def entries(self) -> int:
+        """Tar entries read (extension headers not counted)."""
+    @property
+    def files(self) -> int:
+        """Regular files written."""
+    @property
+    def dirs(self) -> int:
+        """Directories created or updated."""
+    @property
+    def symlinks(self) -> int:
+        """Symlinks created."""
+    @property
+    def hardlinks(self) -> int:
+        """Hardlinks created."""
+    @property
+    def whiteouts(self) -> int:
+        """``.wh.NAME`` entries turned into overlay whiteouts."""
+    @property
+    def opaque_dirs(self) -> int:
+        """Directories marked opaque (``.wh..wh..opq``)."""
+    @property
+    def special(self) -> int:
+        """Character and block devices and fifos created."""
+    @property
+    def skipped(self) -> int:
+        """Entries deliberately not applied (PAX global headers, AUFS metadata, devices in a
+        user namespace)."""
+    @property
+    def dropped_xattrs(self) -> int:
+        """Overlay-private xattrs found and dropped."""
+
+@final
+class DiffStats:
+    """What :meth:`Driver.diff` wrote."""
+
+    @property
+    def tar_bytes(self) -> int:
+        """Length of the tar stream."""
+    @property
+    def digest(self) -> Optional[str]:
+        """``sha256:<hex>`` of the tar stream (the layer's DiffID); None with ``digest=False``."""
+    @property
+    def entries(self) -> int:
+        """Tar entries written (whiteouts and opaque markers included)."""
 
 @final
 class Layer:
