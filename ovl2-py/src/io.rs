@@ -17,6 +17,9 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyInt, PyString};
 
+/// Smallest read asked of a Python file object.
+const FILE_CHUNK: usize = 1 << 20;
+
 /// The first exception a Python file object raised during a call.
 #[derive(Clone, Default)]
 pub(crate) struct PyFailure(Arc<Mutex<Option<PyErr>>>);
