@@ -206,10 +206,13 @@ impl Read for PyReader {
             let chunk = Python::attach(|py| -> PyResult<Option<Vec<u8>>> {
                 // Ctrl-C interrupts an apply from a file object, as it would a Python loop.
                 py.check_signals()?;
+                // Ask for at least 1 MiB: each call has to win the GIL back, which costs up
+                // to a switch interval (5 ms) when other Python threads are busy.
+                let want = buf.len().max(FILE_CHUNK);
                 let got = self
                     .file
                     .bind(py)
-                    .call_method1(intern!(py, "read"), (buf.len(),))?;
+                    .call_method1(intern!(py, "read"), (want,))?;
                 if got.is_none() {
                     return Ok(None);
                 }

@@ -316,7 +316,7 @@ impl PyDriver {
     }
 
     /// Applies a layer tar (plain, gzip or zstd) to the empty layer `id` whose parent is `parent`.
-    #[pyo3(signature = (id, source, parent = None, *, sync = None))]
+    #[pyo3(signature = (id, source, parent = None, *, sync = None, expect_digest = None))]
     fn apply_diff(
         &self,
         py: Python<'_>,
@@ -324,6 +324,7 @@ impl PyDriver {
         source: &Bound<'_, PyAny>,
         parent: Option<String>,
         sync: Option<bool>,
+        expect_digest: Option<String>,
     ) -> PyResult<ApplyStats> {
         let source = Source::from_py(source)?;
         let failure = PyFailure::default();
@@ -331,6 +332,7 @@ impl PyDriver {
             let opts = ApplyOpts {
                 sync: sync.unwrap_or(d.options().sync),
                 progress: None,
+                expect_digest: expect_digest.as_deref(),
             };
             source.with_reader(&failure, |r| {
                 d.apply_diff_with(&id, parent.as_deref(), r, &opts)

@@ -11,6 +11,7 @@ import io
 import os
 import pathlib
 import stat
+import tarfile
 from typing import Any, Callable
 
 import pytest
@@ -214,11 +215,25 @@ def test_diff_to_a_file_object_that_writes_a_little_at_a_time(driver: ovl2.Drive
     assert out.flushed
 
 
-def test_diff_against_another_layer_is_unsupported(driver: ovl2.Driver) -> None:
+def test_diff_against_another_layer(driver: ovl2.Driver) -> None:
+    # Against anything but its own parent, Docker's naive path: compare the merged views.
     driver.create("a")
+    driver.apply_diff("a", layer_tar({"from-a": "a"}))
     driver.create("b", "a")
-    with pytest.raises(ovl2.UnsupportedError):
-        driver.diff("b", io.BytesIO(), "other")
+    driver.apply_diff("b", layer_tar({"from-b": "b"}), "a")
+    own = io.BytesIO()
+    driver.diff("b", own, "a")
+    full = io.BytesIO()
+    driver.diff("b", full, None)
+    own.seek(0)
+    full.seek(0)
+    with tarfile.open(fileobj=own) as t:
+        assert t.getnames() == ["from-b"]
+    with tarfile.open(fileobj=full) as t:
+        assert sorted(t.getnames()) == ["from-a", "from-b"]
+    assert {c.path for c in driver.changes("b", None)} == {"/from-a", "/from-b"}
+    with pytest.raises(ovl2.LayerNotFoundError):
+        driver.diff("b", io.BytesIO(), "missing")
     with pytest.raises(ovl2.LayerNotFoundError):
         driver.diff("missing", io.BytesIO())
 
@@ -344,6 +359,19 @@ def test_apply_into_a_mounted_layer_is_busy(mount_driver: ovl2.Driver) -> None:
     with d.mounted("ctr"):
         with pytest.raises(ovl2.BusyError):
             d.apply_diff("ctr", layer_tar({"x": "y"}), "base")
+
+
+def test_expect_digest(driver: ovl2.Driver, home: pathlib.Path) -> None:
+    driver.create("base")
+    wrong = "sha256:" + "0" * 64
+    with pytest.raises(ovl2.CorruptArchiveError) as ei:
+        driver.apply_diff("base", BASE_TAR, expect_digest=wrong)
+    assert wrong in str(ei.value)
+    assert list((home / "base" / "diff").iterdir()) == [], "nothing applied on a mismatch"
+    # A gzipped stream is checked by its uncompressed digest, the DiffID.
+    st = driver.apply_diff("base", layer_tar(BASE, gz=True), expect_digest=sha256(BASE_TAR))
+    assert st.digest == sha256(BASE_TAR)
+    check_base(home, "base")
 
 
 def test_sync_per_call(driver: ovl2.Driver) -> None:

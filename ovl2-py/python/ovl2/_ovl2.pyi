@@ -218,6 +218,7 @@ class Driver:
         parent: Optional[str] = None,
         *,
         sync: Optional[bool] = None,
+        expect_digest: Optional[str] = None,
     ) -> ApplyStats:
         """Applies a layer tar (plain, gzip or zstd; detected) to the empty layer ``id``.
 
@@ -230,7 +231,10 @@ class Driver:
         :param parent: the layer's own parent (None for a base layer), as in Docker's
             ``ApplyDiff``.
         :param sync: flush the data to disk before returning; default the store's ``sync``.
-        :raises CorruptArchiveError: the stream is malformed, truncated or hostile.
+        :param expect_digest: the DiffID the uncompressed stream must have
+            (``sha256:<hex>``, as in an image config); checked before the layer is swapped in.
+        :raises CorruptArchiveError: the stream is malformed, truncated or hostile, or its
+            digest is not ``expect_digest``.
         :raises InvalidArgumentError: ``parent`` is not the layer's parent, or the layer
             already has content.
         :raises LayerNotFoundError: no such layer.
@@ -245,10 +249,11 @@ class Driver:
 
         :param dest: a path (created or truncated), a binary file object (anything with
             ``write``; ``flush`` is called at the end) or an int fd.
-        :param parent: the layer's own parent (None for a base layer).
+        :param parent: the layer's own parent (None for a base layer) for the layer's own
+            changes; any other layer (None included, for a layer that has a parent) exports
+            what differs between the two merged views, as Docker's naive diff does.
         :param digest: compute the stream's sha256 (on a helper thread); turn it off when
             hashing the stream yourself.
-        :raises UnsupportedError: ``parent`` is not the layer's own parent.
         :raises LayerNotFoundError: no such layer.
         """
     def diff_size(self, id: str, parent: Optional[str] = None) -> int:
