@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
+import typing
 
 __all__ = ["Change", "ChangeKind"]
 
@@ -19,7 +19,7 @@ class ChangeKind(enum.Enum):
     """Present only in the parent (``D``)."""
 
 
-class Change(NamedTuple):
+class Change(typing.NamedTuple):
     """One entry of :meth:`ovl2.Driver.changes`."""
 
     path: str
