@@ -40,8 +40,9 @@
  * Threads. A driver handle may be used from many threads at once; only ovl2_close must
  * not race with other calls on the same handle. Several processes may open one store.
  *
- * Extensible structs. ovl2_options, ovl2_create_opts and ovl2_mount_opts start with a
- * `size` field: fill them with their *_init function, then change fields.
+ * Extensible structs. ovl2_options, ovl2_create_opts, ovl2_mount_opts, ovl2_apply_opts and
+ * ovl2_diff_opts start with a `size` field: fill them with their *_init function, then
+ * change fields.
  */
 
 /** The soname major version of this header; matches libovl2.so.0. */
@@ -197,15 +198,39 @@ typedef struct ovl2_apply_stats {
   uint64_t dropped_xattrs;
 } ovl2_apply_stats;
 
+// Options for `ovl2_apply_diff_with`. Fill it with `ovl2_apply_opts_init`, then set fields.
+typedef struct ovl2_apply_opts {
+  // `sizeof(ovl2_apply_opts)`, set by `ovl2_apply_opts_init`.
+  size_t size;
+  // The DiffID the uncompressed stream must have ("sha256:<hex>", as in an image
+  // config), or NULL. On a mismatch the apply fails with OVL2_STATUS_CORRUPT_ARCHIVE and
+  // the layer stays empty. Borrowed for the call.
+  const char *expect_digest;
+  // Use `sync` below instead of the store's `sync` option for this apply.
+  bool set_sync;
+  // Flush the applied data to disk (one syncfs) before the layer counts as complete.
+  bool sync;
+} ovl2_apply_opts;
+
 // What `ovl2_diff` wrote. Made by the library, freed with `ovl2_diff_stats_free`.
 typedef struct ovl2_diff_stats {
   // Length of the tar stream.
   uint64_t tar_bytes;
-  // "sha256:<hex>" of the tar stream: the layer's DiffID. Never NULL from `ovl2_diff`.
+  // "sha256:<hex>" of the tar stream: the layer's DiffID; NULL only when
+  // `ovl2_diff_with` ran with `opts->digest` off.
   const char *digest;
   // Tar entries written (whiteouts and opaque markers included).
   uint64_t entries;
 } ovl2_diff_stats;
+
+// Options for `ovl2_diff_with`. Fill it with `ovl2_diff_opts_init`, then set fields.
+typedef struct ovl2_diff_opts {
+  // `sizeof(ovl2_diff_opts)`, set by `ovl2_diff_opts_init`.
+  size_t size;
+  // Compute the stream's sha256 (default true). Off, the export does no more work than
+  // `tar -c`, and the stats' `digest` is NULL.
+  bool digest;
+} ovl2_diff_opts;
 
 // One changed path.
 typedef struct ovl2_change {
@@ -413,6 +438,22 @@ enum ovl2_status ovl2_apply_diff(const struct ovl2_driver *driver,
                                  struct ovl2_apply_stats **out,
                                  struct ovl2_error **err);
 
+// Fills `opts` with the defaults (no expected digest, the store's sync setting) and sets
+// `opts->size`.
+//
+// Errors: OVL2_STATUS_INVALID_ARGUMENT when `opts` is NULL.
+enum ovl2_status ovl2_apply_opts_init(struct ovl2_apply_opts *opts);
+
+// `ovl2_apply_diff` with options; `opts` may be NULL for the defaults. Same ownership and
+// errors, plus CORRUPT_ARCHIVE when the stream's digest is not `opts->expect_digest`.
+enum ovl2_status ovl2_apply_diff_with(const struct ovl2_driver *driver,
+                                      const char *id,
+                                      const char *parent,
+                                      int fd,
+                                      const struct ovl2_apply_opts *opts,
+                                      struct ovl2_apply_stats **out,
+                                      struct ovl2_error **err);
+
 // Frees stats from `ovl2_apply_diff`, including the digest. NULL is a no-op.
 void ovl2_apply_stats_free(struct ovl2_apply_stats *stats);
 
@@ -435,6 +476,20 @@ enum ovl2_status ovl2_diff(const struct ovl2_driver *driver,
                            int fd,
                            struct ovl2_diff_stats **out,
                            struct ovl2_error **err);
+
+// Fills `opts` with the defaults (digest on) and sets `opts->size`.
+//
+// Errors: OVL2_STATUS_INVALID_ARGUMENT when `opts` is NULL.
+enum ovl2_status ovl2_diff_opts_init(struct ovl2_diff_opts *opts);
+
+// `ovl2_diff` with options; `opts` may be NULL for the defaults. Same ownership and errors.
+enum ovl2_status ovl2_diff_with(const struct ovl2_driver *driver,
+                                const char *id,
+                                const char *parent,
+                                int fd,
+                                const struct ovl2_diff_opts *opts,
+                                struct ovl2_diff_stats **out,
+                                struct ovl2_error **err);
 
 // Frees stats from `ovl2_diff`, including the digest. NULL is a no-op.
 void ovl2_diff_stats_free(struct ovl2_diff_stats *stats);

@@ -8,9 +8,11 @@ use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 
-use ovl2_core::{ApplyStats, ChangeKind, Compression, DiffStats};
+use ovl2_core::{ApplyOpts, ApplyStats, ChangeKind, Compression, DiffOpts, DiffStats};
 
-use crate::args::{c_string, c_string_opt, free_c_string, from_raw_slice, into_raw_slice, opt_str_arg, out_arg, str_arg, Fd};
+use crate::args::{
+    c_string, c_string_opt, free_c_string, from_raw_slice, into_raw_slice, opt_str_arg, out_arg, sized_struct, str_arg, Fd,
+};
 use crate::driver::{handle, ovl2_driver};
 use crate::error::{boundary, guard, ovl2_error, ovl2_status, FfiResult};
 
@@ -118,12 +120,77 @@ pub extern "C" fn ovl2_apply_diff(
     out: *mut *mut ovl2_apply_stats,
     err: *mut *mut ovl2_error,
 ) -> ovl2_status {
+    ovl2_apply_diff_with(driver, id, parent, fd, std::ptr::null(), out, err)
+}
+
+/// Options for `ovl2_apply_diff_with`. Fill it with `ovl2_apply_opts_init`, then set fields.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ovl2_apply_opts {
+    /// `sizeof(ovl2_apply_opts)`, set by `ovl2_apply_opts_init`.
+    pub size: usize,
+    /// The DiffID the uncompressed stream must have ("sha256:<hex>", as in an image
+    /// config), or NULL. On a mismatch the apply fails with OVL2_STATUS_CORRUPT_ARCHIVE and
+    /// the layer stays empty. Borrowed for the call.
+    pub expect_digest: *const c_char,
+    /// Use `sync` below instead of the store's `sync` option for this apply.
+    pub set_sync: bool,
+    /// Flush the applied data to disk (one syncfs) before the layer counts as complete.
+    pub sync: bool,
+}
+
+/// Fills `opts` with the defaults (no expected digest, the store's sync setting) and sets
+/// `opts->size`.
+///
+/// Errors: OVL2_STATUS_INVALID_ARGUMENT when `opts` is NULL.
+#[no_mangle]
+pub extern "C" fn ovl2_apply_opts_init(opts: *mut ovl2_apply_opts) -> ovl2_status {
+    // SAFETY: NULL or writable (caller contract); out_arg checks NULL.
+    boundary(std::ptr::null_mut(), || unsafe { out_arg(opts, "opts", apply_opts_defaults()) }.map(drop))
+}
+
+fn apply_opts_defaults() -> ovl2_apply_opts {
+    ovl2_apply_opts {
+        size: std::mem::size_of::<ovl2_apply_opts>(),
+        expect_digest: std::ptr::null(),
+        set_sync: false,
+        sync: true,
+    }
+}
+
+/// `ovl2_apply_diff` with options; `opts` may be NULL for the defaults. Same ownership and
+/// errors, plus CORRUPT_ARCHIVE when the stream's digest is not `opts->expect_digest`.
+#[no_mangle]
+pub extern "C" fn ovl2_apply_diff_with(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    parent: *const c_char,
+    fd: c_int,
+    opts: *const ovl2_apply_opts,
+    out: *mut *mut ovl2_apply_stats,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
     boundary(err, || {
         // SAFETY: documented pointer contract; helpers check NULL.
-        let (d, id, parent) = unsafe { (handle(driver)?, str_arg(id, "id")?, opt_str_arg(parent, "parent")?) };
+        let (d, id, parent, o) = unsafe {
+            (
+                handle(driver)?,
+                str_arg(id, "id")?,
+                opt_str_arg(parent, "parent")?,
+                sized_struct(opts, "ovl2_apply_opts", apply_opts_defaults())?,
+            )
+        };
+        // SAFETY: NULL or a NUL-terminated string (documented field contract).
+        let expect_digest = unsafe { opt_str_arg(o.expect_digest, "opts->expect_digest")? };
         let out = if out.is_null() { None } else { Some(unsafe { out_arg(out, "out", std::ptr::null_mut())? }) };
         let file = borrowed_file(fd, "fd")?;
-        let stats = d.apply_diff(id, parent, &*file)?;
+        let aopts = ApplyOpts {
+            sync: if o.set_sync { o.sync } else { d.options().sync },
+            expect_digest,
+            ..ApplyOpts::default()
+        };
+        let stats = d.apply_diff_with(id, parent, &*file, &aopts)?;
         if let Some(out) = out {
             *out = Box::into_raw(Box::new(ovl2_apply_stats::from(stats)));
         }
@@ -149,7 +216,8 @@ pub extern "C" fn ovl2_apply_stats_free(stats: *mut ovl2_apply_stats) {
 pub struct ovl2_diff_stats {
     /// Length of the tar stream.
     pub tar_bytes: u64,
-    /// "sha256:<hex>" of the tar stream: the layer's DiffID. Never NULL from `ovl2_diff`.
+    /// "sha256:<hex>" of the tar stream: the layer's DiffID; NULL only when
+    /// `ovl2_diff_with` ran with `opts->digest` off.
     pub digest: *const c_char,
     /// Tar entries written (whiteouts and opaque markers included).
     pub entries: u64,
@@ -183,12 +251,58 @@ pub extern "C" fn ovl2_diff(
     out: *mut *mut ovl2_diff_stats,
     err: *mut *mut ovl2_error,
 ) -> ovl2_status {
+    ovl2_diff_with(driver, id, parent, fd, std::ptr::null(), out, err)
+}
+
+/// Options for `ovl2_diff_with`. Fill it with `ovl2_diff_opts_init`, then set fields.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ovl2_diff_opts {
+    /// `sizeof(ovl2_diff_opts)`, set by `ovl2_diff_opts_init`.
+    pub size: usize,
+    /// Compute the stream's sha256 (default true). Off, the export does no more work than
+    /// `tar -c`, and the stats' `digest` is NULL.
+    pub digest: bool,
+}
+
+fn diff_opts_defaults() -> ovl2_diff_opts {
+    ovl2_diff_opts { size: std::mem::size_of::<ovl2_diff_opts>(), digest: true }
+}
+
+/// Fills `opts` with the defaults (digest on) and sets `opts->size`.
+///
+/// Errors: OVL2_STATUS_INVALID_ARGUMENT when `opts` is NULL.
+#[no_mangle]
+pub extern "C" fn ovl2_diff_opts_init(opts: *mut ovl2_diff_opts) -> ovl2_status {
+    // SAFETY: NULL or writable (caller contract); out_arg checks NULL.
+    boundary(std::ptr::null_mut(), || unsafe { out_arg(opts, "opts", diff_opts_defaults()) }.map(drop))
+}
+
+/// `ovl2_diff` with options; `opts` may be NULL for the defaults. Same ownership and errors.
+#[no_mangle]
+pub extern "C" fn ovl2_diff_with(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    parent: *const c_char,
+    fd: c_int,
+    opts: *const ovl2_diff_opts,
+    out: *mut *mut ovl2_diff_stats,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
     boundary(err, || {
         // SAFETY: documented pointer contract; helpers check NULL.
-        let (d, id, parent) = unsafe { (handle(driver)?, str_arg(id, "id")?, opt_str_arg(parent, "parent")?) };
+        let (d, id, parent, o) = unsafe {
+            (
+                handle(driver)?,
+                str_arg(id, "id")?,
+                opt_str_arg(parent, "parent")?,
+                sized_struct(opts, "ovl2_diff_opts", diff_opts_defaults())?,
+            )
+        };
         let out = if out.is_null() { None } else { Some(unsafe { out_arg(out, "out", std::ptr::null_mut())? }) };
         let file = borrowed_file(fd, "fd")?;
-        let stats = d.diff(id, parent, &*file)?;
+        let stats = d.diff_with(id, parent, &*file, &DiffOpts { digest: o.digest })?;
         if let Some(out) = out {
             *out = Box::into_raw(Box::new(ovl2_diff_stats::from(stats)));
         }

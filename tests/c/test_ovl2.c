@@ -882,6 +882,52 @@ static void test_archives(void) {
         ovl2_diff_stats_free(ds2);
     }
 
+    /* diff_with: digest off leaves it NULL; same bytes */
+    ovl2_diff_opts dopt;
+    CHECK(ovl2_diff_opts_init(NULL) == OVL2_STATUS_INVALID_ARGUMENT, "diff_opts_init(NULL)");
+    CHECK(ovl2_diff_opts_init(&dopt) == OVL2_STATUS_OK && dopt.size == sizeof dopt && dopt.digest, "diff_opts_init");
+    dopt.digest = false;
+    snprintf(exp2, sizeof exp2, "%s/child-nodigest.tar", tars);
+    fd = open(exp2, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ovl2_diff_stats *dsn = NULL;
+    OK(ovl2_diff_with(d, "child", "base", fd, &dopt, &dsn, &e_), "diff_with digest off");
+    close(fd);
+    CHECK(dsn && dsn->digest == NULL && ds && dsn->tar_bytes == ds->tar_bytes, "no digest, same length");
+    CHECK(sh("cmp -s %s %s", exp1, exp2), "digest off writes the same bytes");
+    ovl2_diff_stats_free(dsn);
+    OK(ovl2_diff_with(d, "child", "base", open("/dev/null", O_WRONLY | O_CLOEXEC), NULL, NULL, &e_),
+       "diff_with NULL opts");
+    dopt.size = 3;
+    FAILS(ovl2_diff_with(d, "child", "base", 1, &dopt, NULL, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL,
+          "diff_with bad size");
+
+    /* apply_diff_with: the expected DiffID is enforced */
+    ovl2_apply_opts aopt;
+    CHECK(ovl2_apply_opts_init(NULL) == OVL2_STATUS_INVALID_ARGUMENT, "apply_opts_init(NULL)");
+    CHECK(ovl2_apply_opts_init(&aopt) == OVL2_STATUS_OK && aopt.size == sizeof aopt && aopt.expect_digest == NULL &&
+              !aopt.set_sync,
+          "apply_opts_init");
+    OK(ovl2_create(d, "want", "base", NULL, &e_), "create want");
+    aopt.expect_digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    fd = open(exp1, O_RDONLY);
+    FAILS(ovl2_apply_diff_with(d, "want", "base", fd, &aopt, NULL, &e_), can_apply ? OVL2_STATUS_CORRUPT_ARCHIVE
+                                                                                  : OVL2_STATUS_UNSUPPORTED,
+          -1, "apply with the wrong expected digest");
+    close(fd);
+    if (can_apply && ds) {
+        aopt.expect_digest = ds->digest;
+        aopt.set_sync = true;
+        aopt.sync = true;
+        fd = open(exp1, O_RDONLY);
+        OK(ovl2_apply_diff_with(d, "want", "base", fd, &aopt, &st, &e_), "apply with the right expected digest");
+        close(fd);
+        CHECK(st && strcmp(st->digest, ds->digest) == 0, "expected digest applied");
+        ovl2_apply_stats_free(st);
+    }
+    aopt.size = 0;
+    FAILS(ovl2_apply_diff_with(d, "want", "base", 0, &aopt, NULL, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL,
+          "apply_diff_with bad size");
+
     /* diff to a pipe drained by another thread, stats not wanted */
     CHECK(pipe(pfd) == 0, "pipe");
     struct drain dr = {pfd[0], 0};

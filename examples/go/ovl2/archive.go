@@ -70,6 +70,21 @@ func (d *Driver) ApplyDiff(id, parent string, r io.Reader) (int64, error) {
 
 // ApplyDiffStats is ApplyDiff returning everything the library reports.
 func (d *Driver) ApplyDiffStats(id, parent string, r io.Reader) (ApplyStats, error) {
+	return d.ApplyDiffWith(id, parent, r, nil)
+}
+
+// ApplyOpts are the options of ApplyDiffWith.
+type ApplyOpts struct {
+	// ExpectDigest is the DiffID the uncompressed stream must have ("sha256:<hex>", as in
+	// an image config); on a mismatch the apply fails with ErrCorruptArchive and the layer
+	// stays empty. "" checks nothing.
+	ExpectDigest string
+	// Sync overrides the store's sync option for this apply when not nil.
+	Sync *bool
+}
+
+// ApplyDiffWith is ApplyDiffStats with options; opts may be nil.
+func (d *Driver) ApplyDiffWith(id, parent string, r io.Reader, opts *ApplyOpts) (ApplyStats, error) {
 	var out ApplyStats
 	err := d.with(func(cd *C.ovl2_driver) error {
 		var a cargs
@@ -82,10 +97,20 @@ func (d *Driver) ApplyDiffStats(id, parent string, r io.Reader) (ApplyStats, err
 		if err != nil {
 			return err
 		}
+		var ao C.ovl2_apply_opts
+		C.ovl2_apply_opts_init(&ao)
+		if opts != nil {
+			if ao.expect_digest, err = a.optStr("apply_diff", id, "expected digest", opts.ExpectDigest); err != nil {
+				return err
+			}
+			if opts.Sync != nil {
+				ao.set_sync, ao.sync = true, C.bool(*opts.Sync)
+			}
+		}
 		var st *C.ovl2_apply_stats
 		err = withReadFd(r, func(fd C.int) error {
 			return call("apply_diff", id, func(e **C.ovl2_error) C.enum_ovl2_status {
-				return C.ovl2_apply_diff(cd, cid, cparent, fd, &st, e)
+				return C.ovl2_apply_diff_with(cd, cid, cparent, fd, &ao, &st, e)
 			})
 		})
 		if err != nil {

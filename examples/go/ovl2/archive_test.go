@@ -248,6 +248,24 @@ func TestArchiveErrors(t *testing.T) {
 	}
 }
 
+func TestApplyDiffWithExpectDigest(t *testing.T) {
+	d, _ := open(t)
+	must(t, d.Create("a", "", nil))
+	layer := makeTar(t, baseEntries...)
+	want := fmt.Sprintf("sha256:%x", sha256.Sum256(layer))
+	_, err := d.ApplyDiffWith("a", "", bytes.NewReader(layer), &ovl2.ApplyOpts{ExpectDigest: "sha256:" + strings.Repeat("0", 64)})
+	wantErr(t, err, ovl2.ErrCorruptArchive, syscall.EBADMSG, "apply_diff", "a")
+	if ch, err := d.Changes("a", ""); err != nil || len(ch) != 0 {
+		t.Fatalf("a digest mismatch left content: %v %v", ch, err)
+	}
+	on := true
+	st, err := d.ApplyDiffWith("a", "", bytes.NewReader(layer), &ovl2.ApplyOpts{ExpectDigest: want, Sync: &on})
+	must(t, err)
+	if st.Digest != want {
+		t.Fatalf("digest %s, want %s", st.Digest, want)
+	}
+}
+
 func TestConcurrentApplyDiff(t *testing.T) {
 	d, _ := open(t)
 	must(t, d.Create("base", "", nil))
