@@ -49,6 +49,15 @@
 #define OVL2_ABI_VERSION 0
 
 
+// `ovl2_init_entry.kind`: a directory, 0755.
+#define OVL2_INIT_DIR 0
+
+// `ovl2_init_entry.kind`: an empty regular file, 0755 (a bind-mount target).
+#define OVL2_INIT_FILE 1
+
+// `ovl2_init_entry.kind`: a symlink to `target`.
+#define OVL2_INIT_SYMLINK 2
+
 // `ovl2_options.mount_strategy`: `OVL2_MOUNT_STRATEGY` from the environment, else auto.
 #define OVL2_MOUNT_STRATEGY_DEFAULT 0
 
@@ -247,6 +256,39 @@ typedef struct ovl2_change_list {
   // How many changes.
   size_t len;
 } ovl2_change_list;
+
+// One init entry, by absolute path inside the container. Borrowed for the call only.
+typedef struct ovl2_init_entry {
+  // Absolute path inside the container, e.g. "/run/secrets".
+  const char *path;
+  // `OVL2_INIT_DIR`, `OVL2_INIT_FILE` or `OVL2_INIT_SYMLINK`.
+  uint32_t kind;
+  // The symlink target for `OVL2_INIT_SYMLINK`; NULL otherwise.
+  const char *target;
+} ovl2_init_entry;
+
+// Options for `ovl2_create_container`. Fill it with `ovl2_container_opts_init`, then set
+// fields. Pointers are borrowed for the call only.
+typedef struct ovl2_container_opts {
+  // `sizeof(ovl2_container_opts)`, set by `ovl2_container_opts_init`.
+  size_t size;
+  // Start from no init entries instead of Docker's (`/dev/pts`, `/etc/hosts`, ...).
+  bool no_default_entries;
+  // Entries added after the defaults (or alone, with `no_default_entries`); may be NULL
+  // when `n_entries` is 0.
+  const struct ovl2_init_entry *entries;
+  // Number of `entries`.
+  size_t n_entries;
+  // Own new init entries by `root_uid`/`root_gid` (a user-namespaced container's root)
+  // instead of the store's root.
+  bool remap_root;
+  // The container's root uid on the host, with `remap_root`.
+  uint32_t root_uid;
+  // The container's root gid on the host, with `remap_root`.
+  uint32_t root_gid;
+  // SELinux mount label for both layers, or NULL.
+  const char *mount_label;
+} ovl2_container_opts;
 
 // Options for `ovl2_open`. Fill it with `ovl2_options_init` first, then change fields, so
 // new fields added in later versions get their defaults.
@@ -518,6 +560,34 @@ enum ovl2_status ovl2_changes(const struct ovl2_driver *driver,
 
 // Frees a list from `ovl2_changes`, including its strings. NULL is a no-op.
 void ovl2_change_list_free(struct ovl2_change_list *list);
+
+// Fills `opts` with the defaults (Docker's init entries, the store's root) and sets
+// `opts->size`.
+//
+// Errors: INVALID_ARGUMENT (NULL `opts`).
+enum ovl2_status ovl2_container_opts_init(struct ovl2_container_opts *opts);
+
+// Creates container `ctr` on the image layer `image_top` as Docker does: `<ctr>-init`,
+// filled through a mount with the init entries, then `<ctr>` on it. `opts` may be NULL for
+// Docker's entries. All or nothing, even if the process dies mid-way (the next open
+// finishes the rollback).
+//
+// Errors: INVALID_ARGUMENT (NULL argument, bad id, bad entry path or kind), NOT_FOUND
+// (`image_top`), EXISTS (`ctr` or `<ctr>-init`), BUSY (another process creates it), IO.
+enum ovl2_status ovl2_create_container(const struct ovl2_driver *driver,
+                                       const char *ctr,
+                                       const char *image_top,
+                                       const struct ovl2_container_opts *opts,
+                                       struct ovl2_error **err);
+
+// Removes container `ctr`: the container layer, then `<ctr>-init`. Refused while the
+// container layer is mounted unless `force`, which unmounts it first.
+//
+// Errors: INVALID_ARGUMENT, NOT_FOUND (neither layer exists), BUSY (mounted), IO.
+enum ovl2_status ovl2_remove_container(const struct ovl2_driver *driver,
+                                       const char *ctr,
+                                       bool force,
+                                       struct ovl2_error **err);
 
 // Fills `opts` with the defaults (max_depth 500, sync and repair_on_open on, root = the
 // calling process) and sets `opts->size`.

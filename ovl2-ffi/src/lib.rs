@@ -17,6 +17,7 @@
 
 mod archive;
 mod args;
+mod container;
 mod driver;
 mod error;
 mod mount;
@@ -25,6 +26,7 @@ mod queries;
 use std::ffi::c_char;
 
 pub use archive::*;
+pub use container::*;
 pub use driver::*;
 pub use error::{ovl2_error, ovl2_error_errno, ovl2_error_free, ovl2_error_message, ovl2_error_status, ovl2_status};
 pub use mount::*;

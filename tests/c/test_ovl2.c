@@ -1014,6 +1014,115 @@ static void test_archives(void) {
     ovl2_close(d);
 }
 
+/* Container layers: <ctr>-init with init entries, then <ctr>; every argument error. */
+static void test_containers(void) {
+    if (!can_mount()) return;
+    char home[PATH_MAX], want[PATH_MAX * 2];
+    path_in(home, "store-ctr");
+    ovl2_driver *d = NULL;
+    ovl2_options o;
+    ovl2_options_init(&o);
+    o.sync = false;
+    OK(ovl2_open(home, &o, &d, &e_), "open for containers");
+    if (!d) return;
+    const char *home_abs = ovl2_home(d);
+    OK(ovl2_create(d, "img", NULL, NULL, &e_), "create img");
+
+    ovl2_container_opts co;
+    CHECK(ovl2_container_opts_init(&co) == OVL2_STATUS_OK && co.size == sizeof co && !co.no_default_entries &&
+              co.n_entries == 0 && co.entries == NULL && !co.remap_root && co.mount_label == NULL,
+          "container opts defaults");
+    CHECK(ovl2_container_opts_init(NULL) == OVL2_STATUS_INVALID_ARGUMENT, "container_opts_init(NULL)");
+
+    FAILS(ovl2_create_container(NULL, "c", "img", NULL, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "create_container(NULL driver)");
+    FAILS(ovl2_create_container(d, NULL, "img", NULL, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "create_container(NULL ctr)");
+    FAILS(ovl2_create_container(d, "c", NULL, NULL, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "create_container(NULL image)");
+    FAILS(ovl2_create_container(d, "../c", "img", NULL, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "create_container(bad id)");
+    FAILS(ovl2_create_container(d, "c", "missing", NULL, &e_), OVL2_STATUS_NOT_FOUND, ENOENT, "create_container(missing image)");
+    FAILS_NOERR(ovl2_create_container(d, "c", "missing", NULL, NULL), OVL2_STATUS_NOT_FOUND, "create_container(missing image)");
+    ovl2_init_entry bad[] = {
+        {"relative", OVL2_INIT_FILE, NULL},
+        {"/x", 7, NULL},
+        {"/x", OVL2_INIT_SYMLINK, NULL},
+        {NULL, OVL2_INIT_DIR, NULL},
+        {"/etc/../../escape", OVL2_INIT_FILE, NULL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ovl2_container_opts_init(&co);
+        co.entries = &bad[i];
+        co.n_entries = 1;
+        FAILS(ovl2_create_container(d, "c", "img", &co, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "bad init entry");
+    }
+    ovl2_container_opts_init(&co);
+    co.n_entries = 2;
+    FAILS(ovl2_create_container(d, "c", "img", &co, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "NULL entries, n_entries 2");
+    co.n_entries = 0;
+    co.size = 3;
+    FAILS(ovl2_create_container(d, "c", "img", &co, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "container opts size 3");
+    bool b = true;
+    OK(ovl2_exists(d, "c-init", &b, &e_), "exists c-init");
+    CHECK(!b, "refused creates left no init layer");
+
+    /* Docker's entries plus two of ours, owned by a remapped root. */
+    ovl2_container_opts_init(&co);
+    ovl2_init_entry extra[] = {{"/run/secrets", OVL2_INIT_DIR, NULL}, {"/etc/motd", OVL2_INIT_SYMLINK, "/dev/null"}};
+    co.entries = extra;
+    co.n_entries = 2;
+    co.remap_root = true;
+    co.root_uid = 100000;
+    co.root_gid = 100001;
+    OK(ovl2_create_container(d, "c1", "img", &co, &e_), "create_container c1");
+    FAILS(ovl2_create_container(d, "c1", "img", NULL, &e_), OVL2_STATUS_EXISTS, EEXIST, "create_container twice");
+    char *par = NULL;
+    OK(ovl2_parent(d, "c1", &par, &e_), "parent of c1");
+    CHECK(par && strcmp(par, "c1-init") == 0, "c1 sits on c1-init, got %s", par ? par : "(null)");
+    ovl2_string_free(par);
+    struct stat st;
+    snprintf(want, sizeof want, "%s/c1-init/diff/run/secrets", home_abs);
+    CHECK(stat(want, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 100000 && st.st_gid == 100001,
+          "extra dir owned by the remapped root");
+    snprintf(want, sizeof want, "%s/c1-init/diff/etc/hosts", home_abs);
+    CHECK(stat(want, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 07777) == 0755 && st.st_size == 0,
+          "Docker's empty 0755 /etc/hosts");
+    char target[64] = {0};
+    snprintf(want, sizeof want, "%s/c1-init/diff/etc/motd", home_abs);
+    CHECK(readlink(want, target, sizeof target - 1) == 9 && strcmp(target, "/dev/null") == 0, "extra symlink");
+    snprintf(want, sizeof want, "%s/c1-init/committed", home_abs);
+    CHECK(access(want, F_OK) == 0, "init layer committed once the container sits on it");
+
+    /* Only our entries. */
+    ovl2_container_opts_init(&co);
+    ovl2_init_entry only = {"/only", OVL2_INIT_FILE, NULL};
+    co.no_default_entries = true;
+    co.entries = &only;
+    co.n_entries = 1;
+    OK(ovl2_create_container(d, "c2", "img", &co, &e_), "create_container c2 without defaults");
+    snprintf(want, sizeof want, "%s/c2-init/diff/only", home_abs);
+    CHECK(access(want, F_OK) == 0, "c2's only entry");
+    snprintf(want, sizeof want, "%s/c2-init/diff/.dockerenv", home_abs);
+    CHECK(access(want, F_OK) != 0, "no default entries in c2");
+
+    /* Removal: refused while mounted unless forced. */
+    char *p = NULL;
+    OK(ovl2_get(d, "c1", NULL, &p, &e_), "mount c1");
+    ovl2_string_free(p);
+    FAILS(ovl2_remove_container(d, "c1", false, &e_), OVL2_STATUS_BUSY, EBUSY, "remove mounted container");
+    OK(ovl2_remove_container(d, "c1", true, &e_), "force-remove mounted container");
+    OK(ovl2_exists(d, "c1", &b, &e_), "exists c1");
+    CHECK(!b, "c1 gone");
+    OK(ovl2_exists(d, "c1-init", &b, &e_), "exists c1-init");
+    CHECK(!b, "c1-init gone");
+    OK(ovl2_remove_container(d, "c2", false, &e_), "remove c2");
+    FAILS(ovl2_remove_container(d, "c2", false, &e_), OVL2_STATUS_NOT_FOUND, ENOENT, "remove container twice");
+    FAILS(ovl2_remove_container(NULL, "c2", false, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "remove_container(NULL driver)");
+    FAILS(ovl2_remove_container(d, NULL, false, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "remove_container(NULL ctr)");
+    ovl2_mount_list *ml = NULL;
+    OK(ovl2_mounts(d, &ml, &e_), "mounts after container tests");
+    CHECK(ml && ml->len == 0, "nothing left mounted");
+    ovl2_mount_list_free(ml);
+    ovl2_close(d);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) {
         snprintf(work, sizeof work, "%s", argv[1]);
@@ -1033,6 +1142,7 @@ int main(int argc, char **argv) {
     test_threads();
     test_mounts();
     test_archives();
+    test_containers();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
