@@ -24,27 +24,39 @@
  *
  * Arguments. NULL where a value is required, strings that are not UTF-8 (ids, labels),
  * negative fds and malformed values give OVL2_STATUS_INVALID_ARGUMENT; they never crash.
- * Strings passed in are borrowed for the duration of the call only.
+ * Strings passed in are borrowed for the duration of the call only. Layer tars cross the
+ * ABI as file descriptors (a file or a pipe), which stay open and owned by the caller.
  *
  * Panics. An internal bug never unwinds into the caller: it returns OVL2_STATUS_PANIC.
  *
  * Ownership. Every object or string the library hands out names the one function that
  * frees it (ovl2_close, ovl2_error_free, ovl2_string_free, ovl2_metadata_free,
  * ovl2_kv_list_free, ovl2_layer_list_free, ovl2_problem_list_free, ovl2_mount_list_free,
- * ovl2_repair_report_free). Strings inside returned structs belong to the struct. Static
+ * ovl2_repair_report_free, ovl2_apply_stats_free, ovl2_diff_stats_free,
+ * ovl2_change_list_free). Strings inside returned structs belong to the struct. Static
  * strings (ovl2_version, ovl2_status_name, ovl2_problem_kind_name) are never freed.
  * Out-pointers are set to NULL/false/0 when a call fails.
  *
  * Threads. A driver handle may be used from many threads at once; only ovl2_close must
  * not race with other calls on the same handle. Several processes may open one store.
  *
- * Extensible structs. ovl2_options, ovl2_create_opts and ovl2_mount_opts start with a
- * `size` field: fill them with their *_init function, then change fields.
+ * Extensible structs. ovl2_options, ovl2_create_opts, ovl2_mount_opts, ovl2_apply_opts and
+ * ovl2_diff_opts start with a `size` field: fill them with their *_init function, then
+ * change fields.
  */
 
 /** The soname major version of this header; matches libovl2.so.0. */
 #define OVL2_ABI_VERSION 0
 
+
+// `ovl2_init_entry.kind`: a directory, 0755.
+#define OVL2_INIT_DIR 0
+
+// `ovl2_init_entry.kind`: an empty regular file, 0755 (a bind-mount target).
+#define OVL2_INIT_FILE 1
+
+// `ovl2_init_entry.kind`: a symlink to `target`.
+#define OVL2_INIT_SYMLINK 2
 
 // `ovl2_options.mount_strategy`: `OVL2_MOUNT_STRATEGY` from the environment, else auto.
 #define OVL2_MOUNT_STRATEGY_DEFAULT 0
@@ -88,6 +100,26 @@ typedef enum ovl2_status {
   // usable, but please report the message.
   OVL2_STATUS_PANIC = 11,
 } ovl2_status;
+
+// How an applied layer stream was compressed.
+typedef enum ovl2_compression {
+  // A plain tar.
+  OVL2_COMPRESSION_NONE = 0,
+  // gzip (possibly several members, as pigz writes).
+  OVL2_COMPRESSION_GZIP = 1,
+  // zstd.
+  OVL2_COMPRESSION_ZSTD = 2,
+} ovl2_compression;
+
+// How a path changed, with Docker's numeric values.
+typedef enum ovl2_change_kind {
+  // Present in both, with different metadata or content ("C" in `docker diff`).
+  OVL2_CHANGE_KIND_MODIFY = 0,
+  // Present only in the layer ("A").
+  OVL2_CHANGE_KIND_ADD = 1,
+  // Present only in the parent ("D").
+  OVL2_CHANGE_KIND_DELETE = 2,
+} ovl2_change_kind;
 
 // What kind of damage a problem is. Values are stable; unknown future kinds are reported
 // as OVL2_PROBLEM_KIND_OTHER.
@@ -140,6 +172,123 @@ typedef struct ovl2_driver ovl2_driver;
 // An error belongs to the caller that received it and is never shared or reused by the
 // library, so it stays correct whichever thread (or goroutine) reads it later.
 typedef struct ovl2_error ovl2_error;
+
+// What `ovl2_apply_diff` did. Made by the library, freed with `ovl2_apply_stats_free`.
+typedef struct ovl2_apply_stats {
+  // Docker's ApplyDiff value: the sum of the sizes of every non-directory in the layer,
+  // hardlinks counted once, whiteouts as 0.
+  uint64_t size;
+  // "sha256:<hex>" of the uncompressed tar stream (the layer's DiffID).
+  const char *digest;
+  // Length of the uncompressed tar stream.
+  uint64_t tar_bytes;
+  // How the input was compressed.
+  enum ovl2_compression compression;
+  // Tar entries read (extension headers not counted).
+  uint64_t entries;
+  // Regular files written.
+  uint64_t files;
+  // Directories created or updated.
+  uint64_t dirs;
+  // Symlinks created.
+  uint64_t symlinks;
+  // Hardlinks created.
+  uint64_t hardlinks;
+  // Whiteouts turned into overlay whiteouts.
+  uint64_t whiteouts;
+  // Directories marked opaque.
+  uint64_t opaque_dirs;
+  // Devices and fifos created.
+  uint64_t special;
+  // Entries deliberately not applied (PAX global headers, AUFS metadata, devices inside
+  // a user namespace).
+  uint64_t skipped;
+  // Overlay-private xattrs found in the tar and dropped.
+  uint64_t dropped_xattrs;
+} ovl2_apply_stats;
+
+// Options for `ovl2_apply_diff_with`. Fill it with `ovl2_apply_opts_init`, then set fields.
+typedef struct ovl2_apply_opts {
+  // `sizeof(ovl2_apply_opts)`, set by `ovl2_apply_opts_init`.
+  size_t size;
+  // The DiffID the uncompressed stream must have ("sha256:<hex>", as in an image
+  // config), or NULL. On a mismatch the apply fails with OVL2_STATUS_CORRUPT_ARCHIVE and
+  // the layer stays empty. Borrowed for the call.
+  const char *expect_digest;
+  // Use `sync` below instead of the store's `sync` option for this apply.
+  bool set_sync;
+  // Flush the applied data to disk (one syncfs) before the layer counts as complete.
+  bool sync;
+} ovl2_apply_opts;
+
+// What `ovl2_diff` wrote. Made by the library, freed with `ovl2_diff_stats_free`.
+typedef struct ovl2_diff_stats {
+  // Length of the tar stream.
+  uint64_t tar_bytes;
+  // "sha256:<hex>" of the tar stream: the layer's DiffID; NULL only when
+  // `ovl2_diff_with` ran with `opts->digest` off.
+  const char *digest;
+  // Tar entries written (whiteouts and opaque markers included).
+  uint64_t entries;
+} ovl2_diff_stats;
+
+// Options for `ovl2_diff_with`. Fill it with `ovl2_diff_opts_init`, then set fields.
+typedef struct ovl2_diff_opts {
+  // `sizeof(ovl2_diff_opts)`, set by `ovl2_diff_opts_init`.
+  size_t size;
+  // Compute the stream's sha256 (default true). Off, the export does no more work than
+  // `tar -c`, and the stats' `digest` is NULL.
+  bool digest;
+} ovl2_diff_opts;
+
+// One changed path.
+typedef struct ovl2_change {
+  // Absolute path inside the container filesystem ("/etc/hosts").
+  const char *path;
+  // What happened to it.
+  enum ovl2_change_kind kind;
+} ovl2_change;
+
+// A list of changes sorted by path. `items` is NULL when `len` is 0.
+typedef struct ovl2_change_list {
+  // The changes, `len` of them.
+  const struct ovl2_change *items;
+  // How many changes.
+  size_t len;
+} ovl2_change_list;
+
+// One init entry, by absolute path inside the container. Borrowed for the call only.
+typedef struct ovl2_init_entry {
+  // Absolute path inside the container, e.g. "/run/secrets".
+  const char *path;
+  // `OVL2_INIT_DIR`, `OVL2_INIT_FILE` or `OVL2_INIT_SYMLINK`.
+  uint32_t kind;
+  // The symlink target for `OVL2_INIT_SYMLINK`; NULL otherwise.
+  const char *target;
+} ovl2_init_entry;
+
+// Options for `ovl2_create_container`. Fill it with `ovl2_container_opts_init`, then set
+// fields. Pointers are borrowed for the call only.
+typedef struct ovl2_container_opts {
+  // `sizeof(ovl2_container_opts)`, set by `ovl2_container_opts_init`.
+  size_t size;
+  // Start from no init entries instead of Docker's (`/dev/pts`, `/etc/hosts`, ...).
+  bool no_default_entries;
+  // Entries added after the defaults (or alone, with `no_default_entries`); may be NULL
+  // when `n_entries` is 0.
+  const struct ovl2_init_entry *entries;
+  // Number of `entries`.
+  size_t n_entries;
+  // Own new init entries by `root_uid`/`root_gid` (a user-namespaced container's root)
+  // instead of the store's root.
+  bool remap_root;
+  // The container's root uid on the host, with `remap_root`.
+  uint32_t root_uid;
+  // The container's root gid on the host, with `remap_root`.
+  uint32_t root_gid;
+  // SELinux mount label for both layers, or NULL.
+  const char *mount_label;
+} ovl2_container_opts;
 
 // Options for `ovl2_open`. Fill it with `ovl2_options_init` first, then change fields, so
 // new fields added in later versions get their defaults.
@@ -310,6 +459,135 @@ extern "C" {
 
 // The library version (e.g. "0.1.0") as a static NUL-terminated string. Never free it.
 const char *ovl2_version(void);
+
+// Applies a layer tar (plain, gzip or zstd, detected from its first bytes) read from `fd`
+// until end of file to the empty layer `id`, whose parent must be `parent` (NULL for a
+// base layer). Whatever the tar holds, nothing outside the layer is created or followed;
+// on any error the layer is left as it was.
+//
+// `fd` stays open and owned by the caller; it may be a pipe, a socket or a file (read from
+// its current offset). `out` may be NULL when the stats are not wanted; otherwise free
+// `*out` with `ovl2_apply_stats_free`.
+//
+// Errors: INVALID_ARGUMENT (NULL argument, bad id, negative fd, `parent` is not the
+// layer's parent, the layer already has content), NOT_FOUND, BUSY (the layer is mounted),
+// CORRUPT_ARCHIVE (malformed, truncated or hostile stream), UNSUPPORTED (bzip2, xz),
+// IO (including read errors on `fd`).
+enum ovl2_status ovl2_apply_diff(const struct ovl2_driver *driver,
+                                 const char *id,
+                                 const char *parent,
+                                 int fd,
+                                 struct ovl2_apply_stats **out,
+                                 struct ovl2_error **err);
+
+// Fills `opts` with the defaults (no expected digest, the store's sync setting) and sets
+// `opts->size`.
+//
+// Errors: OVL2_STATUS_INVALID_ARGUMENT when `opts` is NULL.
+enum ovl2_status ovl2_apply_opts_init(struct ovl2_apply_opts *opts);
+
+// `ovl2_apply_diff` with options; `opts` may be NULL for the defaults. Same ownership and
+// errors, plus CORRUPT_ARCHIVE when the stream's digest is not `opts->expect_digest`.
+enum ovl2_status ovl2_apply_diff_with(const struct ovl2_driver *driver,
+                                      const char *id,
+                                      const char *parent,
+                                      int fd,
+                                      const struct ovl2_apply_opts *opts,
+                                      struct ovl2_apply_stats **out,
+                                      struct ovl2_error **err);
+
+// Frees stats from `ovl2_apply_diff`, including the digest. NULL is a no-op.
+void ovl2_apply_stats_free(struct ovl2_apply_stats *stats);
+
+// Writes layer `id` to `fd` as an uncompressed tar in Docker's layer format, relative to
+// `parent` (NULL for none). Against the layer's own parent this is Docker's native export:
+// deterministic and byte-identical to Docker's. Against another layer (or none, for a layer
+// that has one) it is Docker's naive export of the differences, which mounts the layers.
+//
+// `fd` stays open and owned by the caller; close it (or the pipe's write end) after the
+// call to signal end of stream. When `fd` is a pipe, a reader that goes away makes the
+// write fail with EPIPE (status IO) — but only if SIGPIPE is ignored or handled: a C
+// program should ignore SIGPIPE (Go programs need do nothing). `out` may be NULL;
+// otherwise free `*out` with `ovl2_diff_stats_free`.
+//
+// Errors: INVALID_ARGUMENT (NULL argument, bad id, negative fd), NOT_FOUND, PERMISSION or
+// UNSUPPORTED (a naive export could not mount), IO (including write errors on `fd`).
+enum ovl2_status ovl2_diff(const struct ovl2_driver *driver,
+                           const char *id,
+                           const char *parent,
+                           int fd,
+                           struct ovl2_diff_stats **out,
+                           struct ovl2_error **err);
+
+// Fills `opts` with the defaults (digest on) and sets `opts->size`.
+//
+// Errors: OVL2_STATUS_INVALID_ARGUMENT when `opts` is NULL.
+enum ovl2_status ovl2_diff_opts_init(struct ovl2_diff_opts *opts);
+
+// `ovl2_diff` with options; `opts` may be NULL for the defaults. Same ownership and errors.
+enum ovl2_status ovl2_diff_with(const struct ovl2_driver *driver,
+                                const char *id,
+                                const char *parent,
+                                int fd,
+                                const struct ovl2_diff_opts *opts,
+                                struct ovl2_diff_stats **out,
+                                struct ovl2_error **err);
+
+// Frees stats from `ovl2_diff`, including the digest. NULL is a no-op.
+void ovl2_diff_stats_free(struct ovl2_diff_stats *stats);
+
+// Sets `*out` to Docker's DiffSize of layer `id` against `parent` (NULL for none): with
+// the layer's own parent, the size of its own files (what `ovl2_apply_diff` reported);
+// against another layer, the sizes of added and modified non-directories.
+//
+// Errors: INVALID_ARGUMENT (NULL argument, bad id), NOT_FOUND, IO.
+enum ovl2_status ovl2_diff_size(const struct ovl2_driver *driver,
+                                const char *id,
+                                const char *parent,
+                                uint64_t *out,
+                                struct ovl2_error **err);
+
+// Sets `*out` to the paths layer `id` adds, modifies or deletes relative to `parent` (NULL
+// for none), sorted by path, with Docker's rules.
+//
+// Ownership: free `*out` with `ovl2_change_list_free`.
+// Errors: INVALID_ARGUMENT (NULL argument, bad id), NOT_FOUND, IO.
+enum ovl2_status ovl2_changes(const struct ovl2_driver *driver,
+                              const char *id,
+                              const char *parent,
+                              struct ovl2_change_list **out,
+                              struct ovl2_error **err);
+
+// Frees a list from `ovl2_changes`, including its strings. NULL is a no-op.
+void ovl2_change_list_free(struct ovl2_change_list *list);
+
+// Fills `opts` with the defaults (Docker's init entries, the store's root) and sets
+// `opts->size`.
+//
+// Errors: INVALID_ARGUMENT (NULL `opts`).
+enum ovl2_status ovl2_container_opts_init(struct ovl2_container_opts *opts);
+
+// Creates container `ctr` on the image layer `image_top` as Docker does: `<ctr>-init`,
+// filled through a mount with the init entries, then `<ctr>` on it. `opts` may be NULL for
+// Docker's entries. All or nothing, even if the process dies mid-way (the next open
+// finishes the rollback).
+//
+// Errors: INVALID_ARGUMENT (NULL argument, bad id, bad entry path or kind), NOT_FOUND
+// (`image_top`), EXISTS (`ctr` or `<ctr>-init`), BUSY (another process creates it), IO.
+enum ovl2_status ovl2_create_container(const struct ovl2_driver *driver,
+                                       const char *ctr,
+                                       const char *image_top,
+                                       const struct ovl2_container_opts *opts,
+                                       struct ovl2_error **err);
+
+// Removes container `ctr`: the container layer, then `<ctr>-init`. Refused while the
+// container layer is mounted unless `force`, which unmounts it first.
+//
+// Errors: INVALID_ARGUMENT, NOT_FOUND (neither layer exists), BUSY (mounted), IO.
+enum ovl2_status ovl2_remove_container(const struct ovl2_driver *driver,
+                                       const char *ctr,
+                                       bool force,
+                                       struct ovl2_error **err);
 
 // Fills `opts` with the defaults (max_depth 500, sync and repair_on_open on, root = the
 // calling process) and sets `opts->size`.

@@ -5,14 +5,13 @@
 #      shared library exports only ovl2_* symbols;
 #   3. builds tests/c and runs it natively and under valgrind (leaks or invalid accesses
 #      fail the run); mount tests need root and fail rather than skip when CI=true;
-#   4. builds and runs examples/c (dynamic and static link, the dynamic one under valgrind);
+#   4. builds and runs the full C quickstart in examples/c (dynamic and static link);
 #   5. runs go vet, go test (also with -race) and the Go example against the fresh library.
-# Installs cbindgen, valgrind and Go when missing. PROFILE=debug|release (default debug).
+# Installs cbindgen and valgrind when missing; needs Go 1.24+. PROFILE=debug|release (default debug).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 PROFILE=${PROFILE:-debug}
-GO_VERSION=${GO_VERSION:-1.26.0}
 
 step() { printf '\n=== %s\n' "$*"; }
 need_apt() {
@@ -31,10 +30,8 @@ if ! command -v go >/dev/null; then
     if [ -x /usr/local/go/bin/go ]; then
         export PATH=$PATH:/usr/local/go/bin
     else
-        # The official toolchain tarball; Debian's golang package is too old for this module.
-        need_apt curl ca-certificates
-        curl -fsSL "https://go.dev/dl/go${GO_VERSION}.linux-$(dpkg --print-architecture).tar.gz" | tar -C /usr/local -xz
-        export PATH=$PATH:/usr/local/go/bin
+        echo "test-c-go.sh: Go 1.24 or newer is required (Debian's golang package is too old)" >&2
+        exit 1
     fi
 fi
 export PATH=$HOME/.cargo/bin:$PATH
@@ -76,19 +73,22 @@ if [ "$declared" != "$exported" ]; then
 fi
 echo "$(wc -l <<<"$exported") symbols, all ovl2_*, all declared in ovl2.h"
 
-step "C tests (native: the new mount API; valgrind lacks fsopen and so takes the legacy path)"
+# Valgrind 3.19 (Debian 12) knows neither fsopen nor openat2: under it mounts take the
+# legacy path and successful applies cannot run, so the native run covers those.
+step "C tests (native)"
 make -s -C tests/c clean all
-tests/c/test_ovl2 "$work/ctest-native" | tee "$work/ctest-native.log" | grep -E '^(FAIL|SKIP|[0-9]+ passed)'
+OVL2_REQUIRE_OPENAT2=1 tests/c/test_ovl2 "$work/ctest-native" | tee "$work/ctest-native.log" | grep -E '^(FAIL|SKIP|NOTE|[0-9]+ passed)'
 tail -n1 "$work/ctest-native.log" | grep -qE '^[0-9]+ passed, 0 failed$'
 
 step "C tests under valgrind"
 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,possible --error-exitcode=99 \
-    tests/c/test_ovl2 "$work/ctest" | tee "$work/ctest.log" | grep -E '^(FAIL|SKIP|[0-9]+ passed)'
+    --suppressions=tests/c/valgrind.supp \
+    tests/c/test_ovl2 "$work/ctest" | tee "$work/ctest.log" | grep -E '^(FAIL|SKIP|NOTE|[0-9]+ passed)'
 tail -n1 "$work/ctest.log" | grep -qE '^[0-9]+ passed, 0 failed$'
 
-step "C example (dynamic, under valgrind; then static)"
+step "C example (dynamic, then static)"
 make -s -C examples/c clean all
-valgrind -q --leak-check=full --error-exitcode=99 examples/c/quickstart "$work/cexample" >/dev/null
+examples/c/quickstart "$work/cexample" >/dev/null
 make -s -C examples/c clean
 make -s -C examples/c STATIC=1
 if ldd examples/c/quickstart | grep -q libovl2; then echo "static quickstart links libovl2.so" >&2; exit 1; fi

@@ -128,7 +128,6 @@ pub(crate) unsafe fn str_array<'a>(p: *const *const c_char, name: &str) -> FfiRe
 pub(crate) struct Fd(pub(crate) std::ffi::c_int);
 
 impl Fd {
-    #[allow(dead_code)] // used by the stream operations (apply_diff, diff) once they are on main
     pub(crate) fn check(self, name: &str) -> FfiResult<std::os::fd::BorrowedFd<'static>> {
         if self.0 < 0 {
             return Err(Failure::invalid(format!("{name} must be an open file descriptor, got {}", self.0)));

@@ -15,7 +15,9 @@
 // contracts are documented per function and checked (NULL) in `args`.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+mod archive;
 mod args;
+mod container;
 mod driver;
 mod error;
 mod mount;
@@ -23,6 +25,8 @@ mod queries;
 
 use std::ffi::c_char;
 
+pub use archive::*;
+pub use container::*;
 pub use driver::*;
 pub use error::{ovl2_error, ovl2_error_errno, ovl2_error_free, ovl2_error_message, ovl2_error_status, ovl2_status};
 pub use mount::*;

@@ -12,6 +12,10 @@
 //	err = d.Create("base", "", nil)
 //	err = d.Create("app", "base", nil)
 //	if errors.Is(err, ovl2.ErrExists) { ... }
+//	size, err := d.ApplyDiff("app", "base", layerTar) // any io.Reader: plain, gzip or zstd
+//	merged, err := d.Get("app", "")                     // mount; every Get needs a Put
+//	defer d.Put("app")
+//	rc, err := d.Diff("app", "base")                    // the layer as a tar, streamed
 //
 // The package links libovl2 through pkg-config (`#cgo pkg-config: ovl2`): install the
 // library with scripts/install-lib.sh and point PKG_CONFIG_PATH at <prefix>/lib/pkgconfig.

@@ -1,16 +1,20 @@
 //go:build linux
 
 // Command ovl2-quickstart walks through the ovl2 Go API on a store: it builds a chain of
-// layers, puts content in the base layer, mounts the container layer and reads and writes
-// through it, prints metadata, mounts, status and layers, checks the store, shows how
-// errors are matched, and cleans up. Mounting needs root.
+// layers, applies a layer tar, mounts the container layer and reads and writes through it,
+// exports the container's changes as a tar, prints metadata, mounts, changes, status and
+// layers, checks the store, shows how errors are matched, and cleans up. Mounting needs
+// root.
 //
 //	ovl2-quickstart [STORE_DIR]    (a temporary directory by default)
 package main
 
 import (
+	"archive/tar"
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log"
 	"os"
@@ -45,10 +49,17 @@ func run(home string) error {
 	}
 	defer d.Close()
 
-	// A chain: two image layers and a container layer on top.
+	// The base layer, filled from a layer tar (any io.Reader; an *os.File is passed as is).
 	if err := d.Create("base", "", nil); err != nil {
 		return err
 	}
+	size, err := d.ApplyDiff("base", "", bytes.NewReader(layerTar("hello.txt", "hello from the base layer\n")))
+	if err != nil {
+		return err
+	}
+	fmt.Println("applied base:", size, "bytes")
+
+	// An image layer and a container layer on top.
 	if err := d.Create("app", "base", nil); err != nil {
 		return err
 	}
@@ -61,16 +72,6 @@ func run(home string) error {
 	}
 	for _, k := range []string{"LowerDir", "UpperDir", "WorkDir", "MergedDir"} {
 		fmt.Printf("%-9s %s\n", k, m.Map()[k])
-	}
-
-	// Content for the base layer, written straight into its diff dir; ApplyDiff (a layer
-	// tar from an io.Reader) takes this place once the library has it.
-	base, err := d.Metadata("base")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(base.UpperDir, "hello.txt"), []byte("hello from the base layer\n"), 0o644); err != nil {
-		return err
 	}
 
 	// Mount the container layer, read through it, write to it, unmount.
@@ -100,8 +101,31 @@ func run(home string) error {
 	}
 	_, err = os.Stat(filepath.Join(m.UpperDir, "note.txt"))
 	fmt.Println("the write landed in the container's diff:", err == nil)
-	// Exporting the container's changes (Diff, an io.ReadCloser of a tar) joins here once
-	// the library has it.
+
+	// What the container changed, exported as a layer tar.
+	changes, err := d.Changes("container", "app")
+	if err != nil {
+		return err
+	}
+	for _, c := range changes {
+		fmt.Println("change", c)
+	}
+	rc, err := d.Diff("container", "app")
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Println("exported entry:", h.Name, h.Size, "bytes")
+	}
 
 	st, err := d.Status()
 	if err != nil {
@@ -135,4 +159,14 @@ func run(home string) error {
 		}
 	}
 	return nil
+}
+
+// layerTar makes a one-file layer tar; in real use it comes from an image registry.
+func layerTar(name, body string) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg})
+	tw.Write([]byte(body))
+	tw.Close()
+	return buf.Bytes()
 }

@@ -1,0 +1,349 @@
+//go:build linux
+
+package ovl2
+
+/*
+#include <stdlib.h>
+#include <ovl2.h>
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// Compression is how an applied layer stream was compressed.
+type Compression int
+
+// Compressions, detected from the stream's first bytes.
+const (
+	CompressionNone Compression = C.OVL2_COMPRESSION_NONE
+	CompressionGzip Compression = C.OVL2_COMPRESSION_GZIP
+	CompressionZstd Compression = C.OVL2_COMPRESSION_ZSTD
+)
+
+func (c Compression) String() string {
+	switch c {
+	case CompressionNone:
+		return "none"
+	case CompressionGzip:
+		return "gzip"
+	case CompressionZstd:
+		return "zstd"
+	}
+	return fmt.Sprintf("Compression(%d)", int(c))
+}
+
+// ApplyStats says what ApplyDiffStats did.
+type ApplyStats struct {
+	Size          int64  // Docker's ApplyDiff value: sizes of the layer's non-directories
+	Digest        string // "sha256:<hex>" of the uncompressed tar (the DiffID)
+	TarBytes      int64  // length of the uncompressed tar
+	Compression   Compression
+	Entries       int64
+	Files         int64
+	Dirs          int64
+	Symlinks      int64
+	Hardlinks     int64
+	Whiteouts     int64
+	OpaqueDirs    int64
+	Special       int64 // devices and fifos
+	Skipped       int64 // entries deliberately not applied
+	DroppedXattrs int64 // overlay-private xattrs found in the tar and dropped
+}
+
+// ApplyDiff applies a layer tar (plain, gzip or zstd) read from r to the empty layer id,
+// whose parent must be parent ("" for a base layer), and returns Docker's size value.
+// Nothing outside the layer is touched, whatever the tar holds; on error the layer is left
+// as it was (ErrCorruptArchive for a malformed, truncated or hostile stream).
+func (d *Driver) ApplyDiff(id, parent string, r io.Reader) (int64, error) {
+	st, err := d.ApplyDiffStats(id, parent, r)
+	return st.Size, err
+}
+
+// ApplyDiffStats is ApplyDiff returning everything the library reports.
+func (d *Driver) ApplyDiffStats(id, parent string, r io.Reader) (ApplyStats, error) {
+	return d.ApplyDiffWith(id, parent, r, nil)
+}
+
+// ApplyOpts are the options of ApplyDiffWith.
+type ApplyOpts struct {
+	// ExpectDigest is the DiffID the uncompressed stream must have ("sha256:<hex>", as in
+	// an image config); on a mismatch the apply fails with ErrCorruptArchive and the layer
+	// stays empty. "" checks nothing.
+	ExpectDigest string
+	// Sync overrides the store's sync option for this apply when not nil.
+	Sync *bool
+}
+
+// ApplyDiffWith is ApplyDiffStats with options; opts may be nil.
+func (d *Driver) ApplyDiffWith(id, parent string, r io.Reader, opts *ApplyOpts) (ApplyStats, error) {
+	var out ApplyStats
+	err := d.with(func(cd *C.ovl2_driver) error {
+		var a cargs
+		defer a.free()
+		cid, err := a.str("apply_diff", id, "id", id)
+		if err != nil {
+			return err
+		}
+		cparent, err := a.optStr("apply_diff", id, "parent", parent)
+		if err != nil {
+			return err
+		}
+		var ao C.ovl2_apply_opts
+		C.ovl2_apply_opts_init(&ao)
+		if opts != nil {
+			if ao.expect_digest, err = a.optStr("apply_diff", id, "expected digest", opts.ExpectDigest); err != nil {
+				return err
+			}
+			if opts.Sync != nil {
+				ao.set_sync, ao.sync = true, C.bool(*opts.Sync)
+			}
+		}
+		var st *C.ovl2_apply_stats
+		err = withReadFd(r, func(fd C.int) error {
+			return call("apply_diff", id, func(e **C.ovl2_error) C.enum_ovl2_status {
+				return C.ovl2_apply_diff_with(cd, cid, cparent, fd, &ao, &st, e)
+			})
+		})
+		if err != nil {
+			return err
+		}
+		defer C.ovl2_apply_stats_free(st)
+		out = ApplyStats{
+			Size: int64(st.size), Digest: C.GoString(st.digest), TarBytes: int64(st.tar_bytes),
+			Compression: Compression(st.compression), Entries: int64(st.entries), Files: int64(st.files),
+			Dirs: int64(st.dirs), Symlinks: int64(st.symlinks), Hardlinks: int64(st.hardlinks),
+			Whiteouts: int64(st.whiteouts), OpaqueDirs: int64(st.opaque_dirs), Special: int64(st.special),
+			Skipped: int64(st.skipped), DroppedXattrs: int64(st.dropped_xattrs),
+		}
+		return nil
+	})
+	return out, err
+}
+
+// withReadFd hands f a file descriptor that reads r: the file's own fd when r is an
+// *os.File, else the read end of a pipe that a goroutine fills from r. A read error from
+// r wins over what the library made of the cut-short stream.
+//
+// File.Fd puts the descriptor in blocking mode, which the library's plain read(2) needs.
+func withReadFd(r io.Reader, f func(C.int) error) error {
+	if file, ok := r.(*os.File); ok {
+		err := f(C.int(file.Fd()))
+		runtime.KeepAlive(file)
+		return err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(pw, r)
+		pw.Close()
+		copied <- err
+	}()
+	ferr := f(C.int(pr.Fd()))
+	// Closing the read end unblocks the copier if the library stopped reading early.
+	pr.Close()
+	cerr := <-copied
+	if cerr != nil && !errors.Is(cerr, syscall.EPIPE) {
+		return fmt.Errorf("ovl2 apply_diff: reading the layer stream: %w", cerr)
+	}
+	return ferr
+}
+
+// DiffStats says what a Diff wrote.
+type DiffStats struct {
+	TarBytes int64  // length of the tar stream
+	Digest   string // "sha256:<hex>" of the tar stream (the DiffID)
+	Entries  int64
+}
+
+// Diff returns layer id as an uncompressed tar in Docker's layer format, relative to
+// parent, which must be the layer's own parent ("" for a base layer). The stream is
+// produced while it is read; its error, if any, comes from Read. Close it when done,
+// also when stopping early.
+func (d *Driver) Diff(id, parent string) (io.ReadCloser, error) {
+	// Check the arguments up front so callers get argument and not-found errors here
+	// rather than from the first Read.
+	if _, err := d.Parent(id); err != nil {
+		return nil, err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	dr := &diffReader{pr: pr, done: make(chan struct{})}
+	go func() {
+		defer close(dr.done)
+		dr.stats, dr.err = d.diffTo(id, parent, pw)
+		pw.Close()
+	}()
+	return dr, nil
+}
+
+// DiffTo writes layer id's tar (see Diff) to w and returns what was written.
+func (d *Driver) DiffTo(id, parent string, w io.Writer) (DiffStats, error) {
+	if file, ok := w.(*os.File); ok {
+		return d.diffTo(id, parent, file)
+	}
+	rc, err := d.Diff(id, parent)
+	if err != nil {
+		return DiffStats{}, err
+	}
+	_, cerr := io.Copy(w, rc)
+	dr := rc.(*diffReader)
+	rc.Close()
+	if dr.err != nil {
+		return DiffStats{}, dr.err
+	}
+	return dr.stats, cerr
+}
+
+func (d *Driver) diffTo(id, parent string, file *os.File) (DiffStats, error) {
+	var out DiffStats
+	err := d.with(func(cd *C.ovl2_driver) error {
+		var a cargs
+		defer a.free()
+		cid, err := a.str("diff", id, "id", id)
+		if err != nil {
+			return err
+		}
+		cparent, err := a.optStr("diff", id, "parent", parent)
+		if err != nil {
+			return err
+		}
+		var st *C.ovl2_diff_stats
+		fd := C.int(file.Fd()) // blocking mode, for the library's plain write(2)
+		err = call("diff", id, func(e **C.ovl2_error) C.enum_ovl2_status {
+			return C.ovl2_diff(cd, cid, cparent, fd, &st, e)
+		})
+		runtime.KeepAlive(file)
+		if err != nil {
+			return err
+		}
+		defer C.ovl2_diff_stats_free(st)
+		out = DiffStats{TarBytes: int64(st.tar_bytes), Digest: C.GoString(st.digest), Entries: int64(st.entries)}
+		return nil
+	})
+	return out, err
+}
+
+// diffReader reads the tar a library call writes into a pipe on another goroutine.
+type diffReader struct {
+	pr    *os.File
+	done  chan struct{}
+	once  sync.Once
+	stats DiffStats
+	err   error // set before done is closed
+}
+
+func (r *diffReader) Read(p []byte) (int, error) {
+	n, err := r.pr.Read(p)
+	if err == io.EOF {
+		<-r.done
+		if r.err != nil {
+			return n, r.err
+		}
+	}
+	return n, err
+}
+
+// Close stops the export (the library sees EPIPE) and waits for it to end.
+func (r *diffReader) Close() error {
+	r.once.Do(func() {
+		r.pr.Close()
+		<-r.done
+	})
+	return nil
+}
+
+// DiffSize is Docker's DiffSize of layer id against parent ("" for none).
+func (d *Driver) DiffSize(id, parent string) (int64, error) {
+	var out C.uint64_t
+	err := d.with(func(cd *C.ovl2_driver) error {
+		var a cargs
+		defer a.free()
+		cid, err := a.str("diff_size", id, "id", id)
+		if err != nil {
+			return err
+		}
+		cparent, err := a.optStr("diff_size", id, "parent", parent)
+		if err != nil {
+			return err
+		}
+		return call("diff_size", id, func(e **C.ovl2_error) C.enum_ovl2_status {
+			return C.ovl2_diff_size(cd, cid, cparent, &out, e)
+		})
+	})
+	return int64(out), err
+}
+
+// ChangeKind is how a path changed, with Docker's values.
+type ChangeKind int
+
+// Change kinds, as in Docker's archive package.
+const (
+	ChangeModify ChangeKind = C.OVL2_CHANGE_KIND_MODIFY
+	ChangeAdd    ChangeKind = C.OVL2_CHANGE_KIND_ADD
+	ChangeDelete ChangeKind = C.OVL2_CHANGE_KIND_DELETE
+)
+
+// String is Docker's letter: "C", "A" or "D".
+func (k ChangeKind) String() string {
+	switch k {
+	case ChangeModify:
+		return "C"
+	case ChangeAdd:
+		return "A"
+	case ChangeDelete:
+		return "D"
+	}
+	return "?"
+}
+
+// Change is one changed path.
+type Change struct {
+	Path string // absolute path inside the container filesystem
+	Kind ChangeKind
+}
+
+func (c Change) String() string { return c.Kind.String() + " " + c.Path }
+
+// Changes lists the paths layer id adds, modifies or deletes relative to parent ("" for
+// none), sorted by path, with Docker's rules.
+func (d *Driver) Changes(id, parent string) ([]Change, error) {
+	var l *C.ovl2_change_list
+	err := d.with(func(cd *C.ovl2_driver) error {
+		var a cargs
+		defer a.free()
+		cid, err := a.str("changes", id, "id", id)
+		if err != nil {
+			return err
+		}
+		cparent, err := a.optStr("changes", id, "parent", parent)
+		if err != nil {
+			return err
+		}
+		return call("changes", id, func(e **C.ovl2_error) C.enum_ovl2_status {
+			return C.ovl2_changes(cd, cid, cparent, &l, e)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer C.ovl2_change_list_free(l)
+	out := make([]Change, 0, l.len)
+	for _, c := range unsafe.Slice(l.items, l.len) {
+		out = append(out, Change{Path: C.GoString(c.path), Kind: ChangeKind(c.kind)})
+	}
+	return out, nil
+}

@@ -1,0 +1,436 @@
+//! Layer archives: apply a tar read from a file descriptor, export a layer as a tar written
+//! to one, and the changes and size queries. Streams cross the ABI as fds, never callbacks,
+//! so Go and Python can feed them from pipes on their own threads.
+
+use std::ffi::{c_char, c_int};
+use std::fs::File;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+
+use ovl2_core::{ApplyOpts, ApplyStats, ChangeKind, Compression, DiffOpts, DiffStats};
+
+use crate::args::{
+    c_string, c_string_opt, free_c_string, from_raw_slice, into_raw_slice, opt_str_arg, out_arg, sized_struct, str_arg, Fd,
+};
+use crate::driver::{handle, ovl2_driver};
+use crate::error::{boundary, guard, ovl2_error, ovl2_status, FfiResult};
+
+/// Borrows the caller's fd as a `File` that is never closed by us.
+fn borrowed_file(fd: c_int, name: &str) -> FfiResult<ManuallyDrop<File>> {
+    let fd = Fd(fd).check(name)?;
+    // SAFETY: the fd is open for the duration of the call (caller contract), and
+    // ManuallyDrop keeps `File` from closing what it does not own.
+    Ok(ManuallyDrop::new(unsafe { File::from_raw_fd(fd.as_raw_fd()) }))
+}
+
+/// How an applied layer stream was compressed.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ovl2_compression {
+    /// A plain tar.
+    None = 0,
+    /// gzip (possibly several members, as pigz writes).
+    Gzip = 1,
+    /// zstd.
+    Zstd = 2,
+}
+
+/// What `ovl2_apply_diff` did. Made by the library, freed with `ovl2_apply_stats_free`.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_apply_stats {
+    /// Docker's ApplyDiff value: the sum of the sizes of every non-directory in the layer,
+    /// hardlinks counted once, whiteouts as 0.
+    pub size: u64,
+    /// "sha256:<hex>" of the uncompressed tar stream (the layer's DiffID).
+    pub digest: *const c_char,
+    /// Length of the uncompressed tar stream.
+    pub tar_bytes: u64,
+    /// How the input was compressed.
+    pub compression: ovl2_compression,
+    /// Tar entries read (extension headers not counted).
+    pub entries: u64,
+    /// Regular files written.
+    pub files: u64,
+    /// Directories created or updated.
+    pub dirs: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Hardlinks created.
+    pub hardlinks: u64,
+    /// Whiteouts turned into overlay whiteouts.
+    pub whiteouts: u64,
+    /// Directories marked opaque.
+    pub opaque_dirs: u64,
+    /// Devices and fifos created.
+    pub special: u64,
+    /// Entries deliberately not applied (PAX global headers, AUFS metadata, devices inside
+    /// a user namespace).
+    pub skipped: u64,
+    /// Overlay-private xattrs found in the tar and dropped.
+    pub dropped_xattrs: u64,
+}
+
+impl From<ApplyStats> for ovl2_apply_stats {
+    fn from(s: ApplyStats) -> Self {
+        ovl2_apply_stats {
+            size: s.size,
+            digest: c_string(&s.digest),
+            tar_bytes: s.tar_bytes,
+            compression: match s.compression {
+                Compression::None => ovl2_compression::None,
+                Compression::Gzip => ovl2_compression::Gzip,
+                Compression::Zstd => ovl2_compression::Zstd,
+            },
+            entries: s.entries,
+            files: s.files,
+            dirs: s.dirs,
+            symlinks: s.symlinks,
+            hardlinks: s.hardlinks,
+            whiteouts: s.whiteouts,
+            opaque_dirs: s.opaque_dirs,
+            special: s.special,
+            skipped: s.skipped,
+            dropped_xattrs: s.dropped_xattrs,
+        }
+    }
+}
+
+/// Applies a layer tar (plain, gzip or zstd, detected from its first bytes) read from `fd`
+/// until end of file to the empty layer `id`, whose parent must be `parent` (NULL for a
+/// base layer). Whatever the tar holds, nothing outside the layer is created or followed;
+/// on any error the layer is left as it was.
+///
+/// `fd` stays open and owned by the caller; it may be a pipe, a socket or a file (read from
+/// its current offset). `out` may be NULL when the stats are not wanted; otherwise free
+/// `*out` with `ovl2_apply_stats_free`.
+///
+/// Errors: INVALID_ARGUMENT (NULL argument, bad id, negative fd, `parent` is not the
+/// layer's parent, the layer already has content), NOT_FOUND, BUSY (the layer is mounted),
+/// CORRUPT_ARCHIVE (malformed, truncated or hostile stream), UNSUPPORTED (bzip2, xz),
+/// IO (including read errors on `fd`).
+#[no_mangle]
+pub extern "C" fn ovl2_apply_diff(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    parent: *const c_char,
+    fd: c_int,
+    out: *mut *mut ovl2_apply_stats,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    ovl2_apply_diff_with(driver, id, parent, fd, std::ptr::null(), out, err)
+}
+
+/// Options for `ovl2_apply_diff_with`. Fill it with `ovl2_apply_opts_init`, then set fields.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ovl2_apply_opts {
+    /// `sizeof(ovl2_apply_opts)`, set by `ovl2_apply_opts_init`.
+    pub size: usize,
+    /// The DiffID the uncompressed stream must have ("sha256:<hex>", as in an image
+    /// config), or NULL. On a mismatch the apply fails with OVL2_STATUS_CORRUPT_ARCHIVE and
+    /// the layer stays empty. Borrowed for the call.
+    pub expect_digest: *const c_char,
+    /// Use `sync` below instead of the store's `sync` option for this apply.
+    pub set_sync: bool,
+    /// Flush the applied data to disk (one syncfs) before the layer counts as complete.
+    pub sync: bool,
+}
+
+/// Fills `opts` with the defaults (no expected digest, the store's sync setting) and sets
+/// `opts->size`.
+///
+/// Errors: OVL2_STATUS_INVALID_ARGUMENT when `opts` is NULL.
+#[no_mangle]
+pub extern "C" fn ovl2_apply_opts_init(opts: *mut ovl2_apply_opts) -> ovl2_status {
+    // SAFETY: NULL or writable (caller contract); out_arg checks NULL.
+    boundary(std::ptr::null_mut(), || unsafe { out_arg(opts, "opts", apply_opts_defaults()) }.map(drop))
+}
+
+fn apply_opts_defaults() -> ovl2_apply_opts {
+    ovl2_apply_opts {
+        size: std::mem::size_of::<ovl2_apply_opts>(),
+        expect_digest: std::ptr::null(),
+        set_sync: false,
+        sync: true,
+    }
+}
+
+/// `ovl2_apply_diff` with options; `opts` may be NULL for the defaults. Same ownership and
+/// errors, plus CORRUPT_ARCHIVE when the stream's digest is not `opts->expect_digest`.
+#[no_mangle]
+pub extern "C" fn ovl2_apply_diff_with(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    parent: *const c_char,
+    fd: c_int,
+    opts: *const ovl2_apply_opts,
+    out: *mut *mut ovl2_apply_stats,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (d, id, parent, o) = unsafe {
+            (
+                handle(driver)?,
+                str_arg(id, "id")?,
+                opt_str_arg(parent, "parent")?,
+                sized_struct(opts, "ovl2_apply_opts", apply_opts_defaults())?,
+            )
+        };
+        // SAFETY: NULL or a NUL-terminated string (documented field contract).
+        let expect_digest = unsafe { opt_str_arg(o.expect_digest, "opts->expect_digest")? };
+        let out = if out.is_null() { None } else { Some(unsafe { out_arg(out, "out", std::ptr::null_mut())? }) };
+        let file = borrowed_file(fd, "fd")?;
+        let aopts = ApplyOpts {
+            sync: if o.set_sync { o.sync } else { d.options().sync },
+            expect_digest,
+            ..ApplyOpts::default()
+        };
+        let stats = d.apply_diff_with(id, parent, &*file, &aopts)?;
+        if let Some(out) = out {
+            *out = Box::into_raw(Box::new(ovl2_apply_stats::from(stats)));
+        }
+        Ok(())
+    })
+}
+
+/// Frees stats from `ovl2_apply_diff`, including the digest. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn ovl2_apply_stats_free(stats: *mut ovl2_apply_stats) {
+    guard((), || {
+        if !stats.is_null() {
+            // SAFETY: made by ovl2_apply_diff, freed once (caller contract).
+            let s = unsafe { Box::from_raw(stats) };
+            unsafe { free_c_string(s.digest) };
+        }
+    })
+}
+
+/// What `ovl2_diff` wrote. Made by the library, freed with `ovl2_diff_stats_free`.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_diff_stats {
+    /// Length of the tar stream.
+    pub tar_bytes: u64,
+    /// "sha256:<hex>" of the tar stream: the layer's DiffID; NULL only when
+    /// `ovl2_diff_with` ran with `opts->digest` off.
+    pub digest: *const c_char,
+    /// Tar entries written (whiteouts and opaque markers included).
+    pub entries: u64,
+}
+
+impl From<DiffStats> for ovl2_diff_stats {
+    fn from(s: DiffStats) -> Self {
+        ovl2_diff_stats { tar_bytes: s.tar_bytes, digest: c_string_opt(s.digest.as_deref()), entries: s.entries }
+    }
+}
+
+/// Writes layer `id` to `fd` as an uncompressed tar in Docker's layer format, relative to
+/// `parent` (NULL for none). Against the layer's own parent this is Docker's native export:
+/// deterministic and byte-identical to Docker's. Against another layer (or none, for a layer
+/// that has one) it is Docker's naive export of the differences, which mounts the layers.
+///
+/// `fd` stays open and owned by the caller; close it (or the pipe's write end) after the
+/// call to signal end of stream. When `fd` is a pipe, a reader that goes away makes the
+/// write fail with EPIPE (status IO) — but only if SIGPIPE is ignored or handled: a C
+/// program should ignore SIGPIPE (Go programs need do nothing). `out` may be NULL;
+/// otherwise free `*out` with `ovl2_diff_stats_free`.
+///
+/// Errors: INVALID_ARGUMENT (NULL argument, bad id, negative fd), NOT_FOUND, PERMISSION or
+/// UNSUPPORTED (a naive export could not mount), IO (including write errors on `fd`).
+#[no_mangle]
+pub extern "C" fn ovl2_diff(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    parent: *const c_char,
+    fd: c_int,
+    out: *mut *mut ovl2_diff_stats,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    ovl2_diff_with(driver, id, parent, fd, std::ptr::null(), out, err)
+}
+
+/// Options for `ovl2_diff_with`. Fill it with `ovl2_diff_opts_init`, then set fields.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ovl2_diff_opts {
+    /// `sizeof(ovl2_diff_opts)`, set by `ovl2_diff_opts_init`.
+    pub size: usize,
+    /// Compute the stream's sha256 (default true). Off, the export does no more work than
+    /// `tar -c`, and the stats' `digest` is NULL.
+    pub digest: bool,
+}
+
+fn diff_opts_defaults() -> ovl2_diff_opts {
+    ovl2_diff_opts { size: std::mem::size_of::<ovl2_diff_opts>(), digest: true }
+}
+
+/// Fills `opts` with the defaults (digest on) and sets `opts->size`.
+///
+/// Errors: OVL2_STATUS_INVALID_ARGUMENT when `opts` is NULL.
+#[no_mangle]
+pub extern "C" fn ovl2_diff_opts_init(opts: *mut ovl2_diff_opts) -> ovl2_status {
+    // SAFETY: NULL or writable (caller contract); out_arg checks NULL.
+    boundary(std::ptr::null_mut(), || unsafe { out_arg(opts, "opts", diff_opts_defaults()) }.map(drop))
+}
+
+/// `ovl2_diff` with options; `opts` may be NULL for the defaults. Same ownership and errors.
+#[no_mangle]
+pub extern "C" fn ovl2_diff_with(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    parent: *const c_char,
+    fd: c_int,
+    opts: *const ovl2_diff_opts,
+    out: *mut *mut ovl2_diff_stats,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (d, id, parent, o) = unsafe {
+            (
+                handle(driver)?,
+                str_arg(id, "id")?,
+                opt_str_arg(parent, "parent")?,
+                sized_struct(opts, "ovl2_diff_opts", diff_opts_defaults())?,
+            )
+        };
+        let out = if out.is_null() { None } else { Some(unsafe { out_arg(out, "out", std::ptr::null_mut())? }) };
+        let file = borrowed_file(fd, "fd")?;
+        let stats = d.diff_with(id, parent, &*file, &DiffOpts { digest: o.digest })?;
+        if let Some(out) = out {
+            *out = Box::into_raw(Box::new(ovl2_diff_stats::from(stats)));
+        }
+        Ok(())
+    })
+}
+
+/// Frees stats from `ovl2_diff`, including the digest. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn ovl2_diff_stats_free(stats: *mut ovl2_diff_stats) {
+    guard((), || {
+        if !stats.is_null() {
+            // SAFETY: made by ovl2_diff, freed once (caller contract).
+            let s = unsafe { Box::from_raw(stats) };
+            unsafe { free_c_string(s.digest) };
+        }
+    })
+}
+
+/// Sets `*out` to Docker's DiffSize of layer `id` against `parent` (NULL for none): with
+/// the layer's own parent, the size of its own files (what `ovl2_apply_diff` reported);
+/// against another layer, the sizes of added and modified non-directories.
+///
+/// Errors: INVALID_ARGUMENT (NULL argument, bad id), NOT_FOUND, IO.
+#[no_mangle]
+pub extern "C" fn ovl2_diff_size(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    parent: *const c_char,
+    out: *mut u64,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (out, d, id, parent) = unsafe {
+            (out_arg(out, "out", 0)?, handle(driver)?, str_arg(id, "id")?, opt_str_arg(parent, "parent")?)
+        };
+        *out = d.diff_size(id, parent)?;
+        Ok(())
+    })
+}
+
+/// How a path changed, with Docker's numeric values.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ovl2_change_kind {
+    /// Present in both, with different metadata or content ("C" in `docker diff`).
+    Modify = 0,
+    /// Present only in the layer ("A").
+    Add = 1,
+    /// Present only in the parent ("D").
+    Delete = 2,
+}
+
+/// One changed path.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_change {
+    /// Absolute path inside the container filesystem ("/etc/hosts").
+    pub path: *const c_char,
+    /// What happened to it.
+    pub kind: ovl2_change_kind,
+}
+
+/// A list of changes sorted by path. `items` is NULL when `len` is 0.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_change_list {
+    /// The changes, `len` of them.
+    pub items: *const ovl2_change,
+    /// How many changes.
+    pub len: usize,
+}
+
+/// Sets `*out` to the paths layer `id` adds, modifies or deletes relative to `parent` (NULL
+/// for none), sorted by path, with Docker's rules.
+///
+/// Ownership: free `*out` with `ovl2_change_list_free`.
+/// Errors: INVALID_ARGUMENT (NULL argument, bad id), NOT_FOUND, IO.
+#[no_mangle]
+pub extern "C" fn ovl2_changes(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    parent: *const c_char,
+    out: *mut *mut ovl2_change_list,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (out, d, id, parent) = unsafe {
+            (
+                out_arg(out, "out", std::ptr::null_mut())?,
+                handle(driver)?,
+                str_arg(id, "id")?,
+                opt_str_arg(parent, "parent")?,
+            )
+        };
+        let items: Vec<ovl2_change> = d
+            .changes(id, parent)?
+            .iter()
+            .map(|c| ovl2_change {
+                path: std::ffi::CString::new(c.path.as_os_str().as_bytes()).unwrap_or_default().into_raw(),
+                kind: match c.kind {
+                    ChangeKind::Modify => ovl2_change_kind::Modify,
+                    ChangeKind::Add => ovl2_change_kind::Add,
+                    ChangeKind::Delete => ovl2_change_kind::Delete,
+                },
+            })
+            .collect();
+        let (items, len) = into_raw_slice(items);
+        *out = Box::into_raw(Box::new(ovl2_change_list { items, len }));
+        Ok(())
+    })
+}
+
+/// Frees a list from `ovl2_changes`, including its strings. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn ovl2_change_list_free(list: *mut ovl2_change_list) {
+    guard((), || {
+        if list.is_null() {
+            return;
+        }
+        // SAFETY: made by ovl2_changes, freed once (caller contract).
+        let list = unsafe { Box::from_raw(list) };
+        for c in unsafe { from_raw_slice(list.items.cast_mut(), list.len) } {
+            // SAFETY: made by CString::into_raw.
+            unsafe { free_c_string(c.path) };
+        }
+    })
+}
