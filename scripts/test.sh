@@ -10,7 +10,9 @@ need go "install Go 1.24 or newer"
 
 section() { printf '\n==> %s\n' "$*"; }
 
-section "Rust workspace: build, unit and integration tests"
+section "Rust workspace: format, lints, build, unit and integration tests"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked
 cargo test --workspace --locked
 

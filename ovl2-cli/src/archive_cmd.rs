@@ -172,7 +172,8 @@ pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
                     d.create(id, below.as_deref(), &CreateOpts::default())?;
                     made.push(id.clone());
                     let (reader, len) = open_input(Some(tar))?;
-                    let st = apply_one(d, id, below.as_deref(), reader, len, !no_sync, None, &tar.display().to_string())?;
+                    let st =
+                        apply_one(d, id, below.as_deref(), reader, len, !no_sync, None, &tar.display().to_string())?;
                     if !json {
                         print_stats(id, &st, false)?;
                     }
@@ -189,10 +190,7 @@ pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
                 return Err(e);
             }
             if json {
-                let v: Vec<_> = results
-                    .iter()
-                    .map(|(id, st)| serde_json::json!({"id": id, "stats": st}))
-                    .collect();
+                let v: Vec<_> = results.iter().map(|(id, st)| serde_json::json!({"id": id, "stats": st})).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
         }

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 mod archive_cmd;
 
-use ovl2_core::{ContainerOpts, CreateOpts, Driver, InitEntry, LayerInfo, MountOpts, MountStrategy, Options, Owner, Problem};
+use ovl2_core::{
+    ContainerOpts, CreateOpts, Driver, InitEntry, LayerInfo, MountOpts, MountStrategy, Options, Owner, Problem,
+};
 
 /// Docker overlay2-compatible layer store.
 #[derive(Parser, Debug)]
@@ -165,12 +167,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // `check` must see the store as it is, so only it skips the repair on open.
     let repair_on_open = !matches!(cli.cmd, Cmd::Check { .. });
-    let opts = Options {
-        max_depth: cli.max_depth,
-        repair_on_open,
-        mount_strategy: cli.mount_strategy,
-        ..Options::default()
-    };
+    let opts =
+        Options { max_depth: cli.max_depth, repair_on_open, mount_strategy: cli.mount_strategy, ..Options::default() };
     let d = Driver::open(&cli.home, opts)?;
     match cli.cmd {
         Cmd::Create { id, parent, rw, storage_opt } => {
@@ -206,7 +204,9 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             if json {
                 let fields: Vec<String> = pairs
                     .iter()
-                    .map(|(k, v)| format!("  {}: {}", serde_json::to_string(k).unwrap(), serde_json::to_string(v).unwrap()))
+                    .map(|(k, v)| {
+                        format!("  {}: {}", serde_json::to_string(k).unwrap(), serde_json::to_string(v).unwrap())
+                    })
                     .collect();
                 println!("{{\n{}\n}}", fields.join(",\n"));
             } else {

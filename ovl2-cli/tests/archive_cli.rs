@@ -65,7 +65,9 @@ impl Drop for Home {
 
 fn require_root() -> bool {
     let root = rustix::process::geteuid().is_root();
-    if !root && (std::env::var("CI").as_deref() == Ok("true") || std::env::var("OVL2_REQUIRE_MOUNT").as_deref() == Ok("1")) {
+    if !root
+        && (std::env::var("CI").as_deref() == Ok("true") || std::env::var("OVL2_REQUIRE_MOUNT").as_deref() == Ok("1"))
+    {
         panic!("needs root; CI=true forbids skipping");
     }
     root
@@ -83,7 +85,8 @@ fn import_mount_change_export() {
         return;
     }
     let h = Home::new("main");
-    let base = h.tarball("base.tar", &[("etc/os-release", "ID=demo\n"), ("README", "base\n"), ("app/old.py", "old")], None);
+    let base =
+        h.tarball("base.tar", &[("etc/os-release", "ID=demo\n"), ("README", "base\n"), ("app/old.py", "old")], None);
     let app = h.tarball("app.tar.gz", &[("app/main.py", "print('hi')\n"), ("app/.wh.old.py", "")], Some("gzip"));
     let out = h.ok(&["import", base.to_str().unwrap(), app.to_str().unwrap(), "--top", "img", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -111,7 +114,8 @@ fn import_mount_change_export() {
     h.ok(&["diff", "ctr", "--zstd", "-o", outz.to_str().unwrap()]);
     // The same diff applies as a new layer, compressed or not.
     h.ok(&["create", "again", "--parent", "img"]);
-    let st: serde_json::Value = serde_json::from_str(&h.ok(&["apply", "again", outz.to_str().unwrap(), "--json"])).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&h.ok(&["apply", "again", outz.to_str().unwrap(), "--json"])).unwrap();
     assert_eq!(st["compression"], "zstd");
     assert_eq!(h.ok(&["changes", "again"]), h.ok(&["changes", "ctr"]));
     // A second apply onto a layer with content is refused, as is a broken import (which
@@ -135,11 +139,8 @@ fn rootless_apply_uses_user_xattrs() {
     let t = h.tarball("t.tar", &[("d/f", "a"), ("d/.wh..wh..opq", ""), (".wh.gone", "")], None);
     let bin = env!("CARGO_BIN_EXE_ovl2");
     let home = h.home();
-    let script = format!(
-        "{bin} --home {0} create x && {bin} --home {0} apply x {1} --json",
-        home.display(),
-        t.display()
-    );
+    let script =
+        format!("{bin} --home {0} create x && {bin} --home {0} apply x {1} --json", home.display(), t.display());
     let o = Command::new("unshare").args(["-Urm", "sh", "-c", &script]).output();
     let o = match o {
         Ok(o) => o,

@@ -45,7 +45,9 @@ impl Drop for Home {
 
 fn require_root() -> bool {
     let root = rustix::process::geteuid().is_root();
-    if !root && (std::env::var("CI").as_deref() == Ok("true") || std::env::var("OVL2_REQUIRE_MOUNT").as_deref() == Ok("1")) {
+    if !root
+        && (std::env::var("CI").as_deref() == Ok("true") || std::env::var("OVL2_REQUIRE_MOUNT").as_deref() == Ok("1"))
+    {
         panic!("needs root; CI=true forbids skipping");
     }
     root
@@ -72,7 +74,10 @@ fn create_ls_inspect_rm_check() {
     assert_eq!(meta["UpperDir"], format!("{home}/ctr/diff"));
     let status = h.ok(&["status", "--json"]);
     let keys: Vec<&str> = status.lines().filter_map(|l| l.trim().split('"').nth(1)).collect();
-    assert_eq!(&keys[..5], ["Backing Filesystem", "Supports d_type", "Using metacopy", "Native Overlay Diff", "userxattr"]);
+    assert_eq!(
+        &keys[..5],
+        ["Backing Filesystem", "Supports d_type", "Using metacopy", "Native Overlay Diff", "userxattr"]
+    );
     assert_eq!(h.ok(&["check"]), "no problems\n");
     let e = h.fail(&["rm", "base"]);
     assert!(e.contains("busy") && e.contains("force"), "{e}");

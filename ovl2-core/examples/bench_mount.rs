@@ -33,7 +33,11 @@ fn build(root: &Path, n: usize) -> PathBuf {
 }
 
 fn lowers(home: &Path) -> Vec<String> {
-    std::fs::read_to_string(home.join("top/lower")).unwrap().split(':').map(|s| s.trim_start_matches("l/").to_owned()).collect()
+    std::fs::read_to_string(home.join("top/lower"))
+        .unwrap()
+        .split(':')
+        .map(|s| s.trim_start_matches("l/").to_owned())
+        .collect()
 }
 
 fn unmount(p: &Path) {
@@ -42,7 +46,8 @@ fn unmount(p: &Path) {
 
 /// The bare new-API sequence ovl2 issues, without ovl2 around it.
 fn bare_new(home: &Path, lids: &[String], fds: bool) {
-    let open = |p: &Path| rustix::fs::open(p, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+    let open =
+        |p: &Path| rustix::fs::open(p, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).unwrap();
     fsconfig_set_string(&fs, "source", "overlay").unwrap();
     fsconfig_set_string(&fs, "index", "off").unwrap();
@@ -68,7 +73,8 @@ fn bare_new(home: &Path, lids: &[String], fds: bool) {
     }
     fsconfig_create(&fs).unwrap();
     let m = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).unwrap();
-    move_mount(&m, "", rustix::fs::CWD, home.join("top/merged").as_path(), MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).unwrap();
+    move_mount(&m, "", rustix::fs::CWD, home.join("top/merged").as_path(), MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .unwrap();
 }
 
 /// The bare `mount(2)` call with the option string form ovl2 would choose for this chain.
@@ -82,7 +88,8 @@ fn bare_legacy(home: &Path, lids: &[String]) -> &'static str {
         home.display()
     );
     if data.len() < page {
-        mount("overlay", home.join("top/merged"), "overlay", MountFlags::empty(), Some(c_str(&data).as_c_str())).unwrap();
+        mount("overlay", home.join("top/merged"), "overlay", MountFlags::empty(), Some(c_str(&data).as_c_str()))
+            .unwrap();
         return "absolute";
     }
     let rel: Vec<String> = lids.iter().map(|l| format!("l/{l}")).collect();
@@ -94,7 +101,10 @@ fn bare_legacy(home: &Path, lids: &[String]) -> &'static str {
     }
     let mut fds = Vec::new();
     for l in lids {
-        fds.push(rustix::fs::open(home.join("l").join(l), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap());
+        fds.push(
+            rustix::fs::open(home.join("l").join(l), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .unwrap(),
+        );
     }
     let u = rustix::fs::open(home.join("top/diff"), OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
     let w = rustix::fs::open(home.join("top/work"), OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
@@ -128,7 +138,12 @@ fn main() {
         ] {
             let d = Driver::open(
                 &home,
-                Options { sync: false, mount_strategy: Some(strategy), disabled_features: disabled.clone(), ..Options::default() },
+                Options {
+                    sync: false,
+                    mount_strategy: Some(strategy),
+                    disabled_features: disabled.clone(),
+                    ..Options::default()
+                },
             )
             .unwrap();
             let merged = home.join("top/merged");

@@ -158,9 +158,9 @@ impl Driver {
             .map(|r| {
                 let c = match r.lower.as_deref() {
                     None => Some(Vec::new()),
-                    Some(l) => layout::parse_lower(l.trim_ascii())
-                        .ok()
-                        .map(|v| v.into_iter().map(str::to_owned).collect()),
+                    Some(l) => {
+                        layout::parse_lower(l.trim_ascii()).ok().map(|v| v.into_iter().map(str::to_owned).collect())
+                    }
                 };
                 (r.id.as_str(), c)
             })
@@ -231,7 +231,12 @@ impl Driver {
                         .ctx(|| format!("creating {}/work", r.id))?;
                     self.sync_dir(&dir, &r.id)?;
                 }
-                problems.push(self.problem(&r.id, ProblemKind::MissingWork, "layer has a parent but no work/".into(), true));
+                problems.push(self.problem(
+                    &r.id,
+                    ProblemKind::MissingWork,
+                    "layer has a parent but no work/".into(),
+                    true,
+                ));
             }
         }
         for r in &recs {
@@ -270,7 +275,12 @@ impl Driver {
                     format!("l/{name} points to {:?}, which is not a layer", String::from_utf8_lossy(target)),
                 ),
                 Some(_) if referenced.contains(name) => continue,
-                Some(id) => (ProblemKind::UnusedShortLink, format!("l/{name} points to layer {id:?}, whose link file names another short id, and no lower uses it")),
+                Some(id) => (
+                    ProblemKind::UnusedShortLink,
+                    format!(
+                        "l/{name} points to layer {id:?}, whose link file names another short id, and no lower uses it"
+                    ),
+                ),
             };
             if fix {
                 let cname = cstr(name).expect("ascii");
@@ -345,7 +355,8 @@ impl Driver {
             if id::validate(&ctr).is_err() {
                 continue;
             }
-            let record = fsutil::read_small(&dir, &ent.name).ctx(|| format!("reading .ovl2/pending/{ctr}"))?.unwrap_or_default();
+            let record =
+                fsutil::read_small(&dir, &ent.name).ctx(|| format!("reading .ovl2/pending/{ctr}"))?.unwrap_or_default();
             if fix {
                 self.finish_pending_container(&ctr, &record)?;
             }
@@ -454,7 +465,8 @@ impl Driver {
         if fix {
             let clid = cstr(lid).expect("ascii");
             let tmp = cstr(&format!(".tmp-{lid}-{}", fsutil::random_hex(6))).expect("ascii");
-            rustix::fs::symlinkat(want.as_str(), &self.links_fd, &tmp).ctx(|| format!("creating a link for l/{lid}"))?;
+            rustix::fs::symlinkat(want.as_str(), &self.links_fd, &tmp)
+                .ctx(|| format!("creating a link for l/{lid}"))?;
             if let Err(e) = rustix::fs::renameat(&self.links_fd, &tmp, &self.links_fd, &clid) {
                 let _ = rustix::fs::unlinkat(&self.links_fd, &tmp, AtFlags::empty());
                 return Err(crate::Error::io(format!("replacing l/{lid}"), e));

@@ -121,9 +121,7 @@ impl Driver {
             pending.end(self);
             return Err(e);
         }
-        let res = self
-            .fill_init_layer(&init, opts)
-            .and_then(|()| self.create_rw(ctr, Some(&init), &opts.create));
+        let res = self.fill_init_layer(&init, opts).and_then(|()| self.create_rw(ctr, Some(&init), &opts.create));
         if let Err(e) = res {
             // Undo whatever exists of the pair; the original error is what the caller needs.
             let _ = self.force_unmount(&init);
@@ -150,7 +148,10 @@ impl Driver {
         if has_ctr && !force {
             // Refuse before anything changes.
             if self.mounts()?.iter().any(|m| m.id == ctr) {
-                return Err(Error::Busy { id: ctr.to_owned(), reason: "it is mounted (put it first, or force)".into() });
+                return Err(Error::Busy {
+                    id: ctr.to_owned(),
+                    reason: "it is mounted (put it first, or force)".into(),
+                });
             }
         }
         // The record makes the pair's removal finish even if this process dies between the
@@ -176,13 +177,17 @@ impl Driver {
     }
 
     fn fill_init_layer(&self, init: &str, opts: &ContainerOpts) -> Result<()> {
-        let merged = self.get_with(init, &MountOpts { mount_label: opts.create.mount_label.clone(), ..MountOpts::default() })?;
+        let merged =
+            self.get_with(init, &MountOpts { mount_label: opts.create.mount_label.clone(), ..MountOpts::default() })?;
         let owner = opts.root.unwrap_or(self.root);
         let res = (|| {
-            let root = fsutil::open_dir_path(&merged).map_err(|e| Error::io(format!("opening {}", merged.display()), e))?;
+            let root =
+                fsutil::open_dir_path(&merged).map_err(|e| Error::io(format!("opening {}", merged.display()), e))?;
             for e in &opts.init_entries {
                 setup_entry(&root, e, owner).map_err(|err| match err {
-                    Error::Io { context, source } => Error::Io { context: format!("init entry {}: {context}", e.path), source },
+                    Error::Io { context, source } => {
+                        Error::Io { context: format!("init entry {}: {context}", e.path), source }
+                    }
                     other => other,
                 })?;
             }
@@ -212,14 +217,19 @@ impl Pending {
         )
         .map_err(|e| Error::io(format!("creating the pending record of container {ctr:?}"), e))?;
         if !fsutil::flock(&fd, true, true).map_err(|e| Error::io("locking a pending record", e))? {
-            return Err(Error::Busy { id: ctr.to_owned(), reason: "another process is creating this container".into() });
+            return Err(Error::Busy {
+                id: ctr.to_owned(),
+                reason: "another process is creating this container".into(),
+            });
         }
         let content = format!("{image_top}\n{}\n", if top_was_committed { "committed" } else { "uncommitted" });
         rustix::fs::ftruncate(&fd, 0)
             .and_then(|()| rustix::io::write(&fd, content.as_bytes()).map(|_| ()))
             .map_err(|e| Error::io(format!("writing the pending record of container {ctr:?}"), e))?;
         if d.options().sync {
-            rustix::fs::fsync(&fd).and_then(|()| rustix::fs::fsync(&dir)).map_err(|e| Error::io("syncing a pending record", e))?;
+            rustix::fs::fsync(&fd)
+                .and_then(|()| rustix::fs::fsync(&dir))
+                .map_err(|e| Error::io("syncing a pending record", e))?;
         }
         Ok(Pending { name, _fd: fd })
     }
@@ -331,8 +341,12 @@ fn setup_entry(root: &OwnedFd, e: &InitEntry, owner: Owner) -> Result<()> {
                 Mode::from_raw_mode(0o755),
             )
             .map_err(|err| io("creating the file", err))?;
-            rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(owner.uid)), Some(rustix::fs::Gid::from_raw(owner.gid)))
-                .map_err(|err| io("chown of the file", err))?;
+            rustix::fs::fchown(
+                &fd,
+                Some(rustix::fs::Uid::from_raw(owner.uid)),
+                Some(rustix::fs::Gid::from_raw(owner.gid)),
+            )
+            .map_err(|err| io("chown of the file", err))?;
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755)).map_err(|err| io("chmod of the file", err))
         }
         InitKind::Symlink(target) => match rustix::fs::symlinkat(target.as_str(), &dir, &name) {
@@ -343,7 +357,12 @@ fn setup_entry(root: &OwnedFd, e: &InitEntry, owner: Owner) -> Result<()> {
 }
 
 fn open_child(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 /// Whether `name` exists. After the unlink pass only a directory can still be there, so not
@@ -367,7 +386,8 @@ fn set_owner_mode(dir: BorrowedFd<'_>, name: &std::ffi::CStr, owner: Owner, mode
     )
     .map_err(|e| Error::io("chown of an init entry", e))?;
     if let Some(m) = mode {
-        rustix::fs::chmodat(dir, name, Mode::from_raw_mode(m), AtFlags::empty()).map_err(|e| Error::io("chmod of an init entry", e))?;
+        rustix::fs::chmodat(dir, name, Mode::from_raw_mode(m), AtFlags::empty())
+            .map_err(|e| Error::io("chmod of an init entry", e))?;
     }
     Ok(())
 }

@@ -48,7 +48,14 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_depth: KERNEL_MAX_DEPTH, root: None, sync: true, repair_on_open: true, mount_strategy: None, disabled_features: Vec::new() }
+        Options {
+            max_depth: KERNEL_MAX_DEPTH,
+            root: None,
+            sync: true,
+            repair_on_open: true,
+            mount_strategy: None,
+            disabled_features: Vec::new(),
+        }
     }
 }
 
@@ -157,8 +164,8 @@ impl Driver {
         fsutil::ensure_dir(&home_fd, layout::PRIVATE_DIR, layout::PRIVATE_MODE, Some(owner))
             .ctx(|| format!("creating {}/.ovl2", home.display()))?;
         let links_fd = fsutil::open_dir(&home_fd, layout::LINK_DIR).ctx(|| format!("opening {}/l", home.display()))?;
-        let private_fd = fsutil::open_dir(&home_fd, layout::PRIVATE_DIR)
-            .ctx(|| format!("opening {}/.ovl2", home.display()))?;
+        let private_fd =
+            fsutil::open_dir(&home_fd, layout::PRIVATE_DIR).ctx(|| format!("opening {}/.ovl2", home.display()))?;
         fsutil::ensure_dir(&private_fd, layout::STAGING, layout::PRIVATE_MODE, Some(owner))
             .ctx(|| format!("creating {}/.ovl2/staging", home.display()))?;
         fsutil::ensure_dir(&private_fd, layout::EMPTY, layout::DIFF_MODE, Some(root))
@@ -179,8 +186,18 @@ impl Driver {
             }
         }
         let mounts = MountState::new(strategy, disabled)?;
-        let driver =
-            Driver { home, home_fd, links_fd, private_fd, staging_fd, mount_records_fd, opts: options, owner, root, mounts };
+        let driver = Driver {
+            home,
+            home_fd,
+            links_fd,
+            private_fd,
+            staging_fd,
+            mount_records_fd,
+            opts: options,
+            owner,
+            root,
+            mounts,
+        };
         // Overlayfs needs d_type to tell whiteouts from files; Docker refuses such stores too.
         if !driver.supports_d_type()? {
             return Err(Error::Unsupported(format!(
@@ -245,7 +262,8 @@ impl Driver {
 
         let staged = self.stage_layer(id, &chain)?;
         let cid = cstr(id).expect("validated id has no NUL");
-        if let Err(e) = rfs::renameat_with(&self.staging_fd, &staged.name, &self.home_fd, &cid, RenameFlags::NOREPLACE) {
+        if let Err(e) = rfs::renameat_with(&self.staging_fd, &staged.name, &self.home_fd, &cid, RenameFlags::NOREPLACE)
+        {
             staged.abandon(self);
             return Err(match e {
                 Errno::EXIST => Error::Exists(id.to_owned()),
@@ -306,11 +324,19 @@ impl Driver {
     fn fill_staged(&self, staged: &Staged, id: &str, chain: &[String]) -> Result<CString> {
         let dir = &staged.fd;
         let at = || format!("staging layer {id:?}");
-        fsutil::mkdir(dir, layout::DIFF, layout::DIFF_MODE, Some(self.root)).ctx(|| format!("{}: creating diff", at()))?;
+        fsutil::mkdir(dir, layout::DIFF, layout::DIFF_MODE, Some(self.root))
+            .ctx(|| format!("{}: creating diff", at()))?;
         if !chain.is_empty() {
-            fsutil::mkdir(dir, layout::WORK, layout::WORK_MODE, Some(self.root)).ctx(|| format!("{}: creating work", at()))?;
-            fsutil::write_new(dir, layout::LOWER, layout::format_lower(chain).as_bytes(), layout::META_FILE_MODE, self.opts.sync)
-                .ctx(|| format!("{}: writing lower", at()))?;
+            fsutil::mkdir(dir, layout::WORK, layout::WORK_MODE, Some(self.root))
+                .ctx(|| format!("{}: creating work", at()))?;
+            fsutil::write_new(
+                dir,
+                layout::LOWER,
+                layout::format_lower(chain).as_bytes(),
+                layout::META_FILE_MODE,
+                self.opts.sync,
+            )
+            .ctx(|| format!("{}: writing lower", at()))?;
         }
         let lid = self.new_short_link(id)?;
         let res = fsutil::write_new(dir, layout::LINK, lid.as_bytes(), layout::META_FILE_MODE, self.opts.sync)
@@ -478,9 +504,11 @@ impl Driver {
         let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let Some(lower) = files.lower else { return Ok(None) };
         let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(id, &describe("lower", &m)))?;
-        Ok(Some(self.resolve_short_id(lids[0])?.ok_or_else(|| {
-            corrupt_layer(id, &format!("its parent l/{} is missing (run check --repair)", lids[0]))
-        })?))
+        Ok(Some(
+            self.resolve_short_id(lids[0])?.ok_or_else(|| {
+                corrupt_layer(id, &format!("its parent l/{} is missing (run check --repair)", lids[0]))
+            })?,
+        ))
     }
 
     /// Docker's `GetMetadata`: absolute `LowerDir` (resolved through `l/`), `UpperDir`,
@@ -523,10 +551,9 @@ impl Driver {
             if let Some(l) = &lid {
                 by_lid.insert(l.clone(), id.clone());
             }
-            let lower: Option<Vec<String>> = files
-                .lower
-                .as_deref()
-                .map(|l| layout::parse_lower(l).map(|v| v.into_iter().map(str::to_owned).collect()).unwrap_or_default());
+            let lower: Option<Vec<String>> = files.lower.as_deref().map(|l| {
+                layout::parse_lower(l).map(|v| v.into_iter().map(str::to_owned).collect()).unwrap_or_default()
+            });
             recs.push((id, lid, lower));
         }
         let mut out = Vec::with_capacity(recs.len());

@@ -30,12 +30,7 @@ fn gid(g: u32) -> Option<rfs::Gid> {
 
 /// Opens a directory below `dir` without following a final symlink.
 pub fn open_dir<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<OwnedFd> {
-    Ok(rfs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
+    Ok(rfs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?)
 }
 
 /// Opens a path (absolute or relative to the cwd) as a directory fd.
@@ -98,8 +93,7 @@ pub fn write_atomic<Fd: AsFd>(dir: Fd, name: &CStr, data: &[u8], mode: u32, sync
     tmp.push(b'-');
     tmp.extend_from_slice(random_hex(8).as_bytes());
     let tmp = CString::new(tmp).expect("no NUL in temp name");
-    let res = write_new(dir, &tmp, data, mode, sync)
-        .and_then(|()| Ok(rfs::renameat(dir, &tmp, dir, name)?));
+    let res = write_new(dir, &tmp, data, mode, sync).and_then(|()| Ok(rfs::renameat(dir, &tmp, dir, name)?));
     if res.is_err() {
         let _ = rfs::unlinkat(dir, &tmp, AtFlags::empty());
     }
@@ -124,12 +118,7 @@ fn write_all(fd: &OwnedFd, mut data: &[u8]) -> io::Result<()> {
 
 /// Reads a small metadata file; `Ok(None)` when it does not exist.
 pub fn read_small<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<Option<Vec<u8>>> {
-    let fd = match rfs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
+    let fd = match rfs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(None),
         Err(e) => return Err(e.into()),

@@ -28,7 +28,8 @@ mod mount;
 pub(crate) mod status;
 
 pub use archive::{
-    detect_compression, whiteout, ApplyOpts, ApplyProgress, ApplyStats, Change, ChangeKind, Compression, DiffOpts, DiffStats,
+    detect_compression, whiteout, ApplyOpts, ApplyProgress, ApplyStats, Change, ChangeKind, Compression, DiffOpts,
+    DiffStats,
 };
 pub use check::{Problem, ProblemKind, RepairReport};
 pub use container::{docker_init_entries, init_layer_id, ContainerOpts, InitEntry, InitKind};

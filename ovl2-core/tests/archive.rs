@@ -2,10 +2,10 @@
 //! deterministic), changes and diff_size, plus a hostile-tar corpus and damaged streams.
 
 mod common;
-#[path = "common/tarb.rs"]
-mod tarb;
 #[path = "common/docker_tool.rs"]
 mod docker_tool;
+#[path = "common/tarb.rs"]
+mod tarb;
 
 use docker_tool::docker_tar_bin;
 
@@ -82,8 +82,14 @@ fn snap_walk(root: &Path, p: &Path, out: &mut BTreeMap<String, String>, inodes: 
         let mt = if ft.is_dir() { String::new() } else { format!(" mtime={}.{:09}", md.mtime(), md.mtime_nsec()) };
         out.insert(
             rel.clone(),
-            format!("{what} mode={:o} {}:{} size={}{mt}{link} xattrs={:?}", md.mode() & 0o7777, md.uid(), md.gid(),
-                if ft.is_dir() { 0 } else { md.size() }, xattrs(&n)),
+            format!(
+                "{what} mode={:o} {}:{} size={}{mt}{link} xattrs={:?}",
+                md.mode() & 0o7777,
+                md.uid(),
+                md.gid(),
+                if ft.is_dir() { 0 } else { md.size() },
+                xattrs(&n)
+            ),
         );
         if ft.is_dir() {
             snap_walk(root, &n, out, inodes);
@@ -200,10 +206,9 @@ fn whiteouts_and_opaque_dirs_become_overlay_form() {
                 E::dir("a/"),
                 E::file("a/.wh..wh..opq", b""),
                 E::file("a/new", b"3"),
-                E::file("planted", b"p").pax("SCHILY.xattr.trusted.overlay.redirect", b"/etc").pax(
-                    "SCHILY.xattr.user.overlay.origin",
-                    b"x",
-                ),
+                E::file("planted", b"p")
+                    .pax("SCHILY.xattr.trusted.overlay.redirect", b"/etc")
+                    .pax("SCHILY.xattr.user.overlay.origin", b"x"),
             ])[..],
         )
         .unwrap();
@@ -318,13 +323,29 @@ fn hostile_corpus(outside: &Path) -> Vec<(&'static str, Vec<u8>, bool)> {
         ("absolute", tar(&[E::file(&format!("{o}/victim"), b"pwn")]), false),
         ("absolute-dotdot", tar(&[E::file("/../../victim", b"pwn")]), false),
         ("symlink-then-write", tar(&[E::symlink("esc", &o), E::file("esc/victim", b"pwn")]), false),
-        ("symlink-rel-then-write", tar(&[E::symlink("esc", "../../../../../../../../"), E::file(&format!("esc{o}/victim"), b"pwn")]), false),
-        ("symlink-dir-then-write", tar(&[E::dir("d/"), E::symlink("d", &format!("{o}/etc")), E::file("d/passwd", b"pwn")]), false),
-        ("symlink-replaces-dir-chain", tar(&[E::dir("a/"), E::dir("a/b/"), E::symlink("a", &o), E::file("a/victim", b"pwn")]), false),
+        (
+            "symlink-rel-then-write",
+            tar(&[E::symlink("esc", "../../../../../../../../"), E::file(&format!("esc{o}/victim"), b"pwn")]),
+            false,
+        ),
+        (
+            "symlink-dir-then-write",
+            tar(&[E::dir("d/"), E::symlink("d", &format!("{o}/etc")), E::file("d/passwd", b"pwn")]),
+            false,
+        ),
+        (
+            "symlink-replaces-dir-chain",
+            tar(&[E::dir("a/"), E::dir("a/b/"), E::symlink("a", &o), E::file("a/victim", b"pwn")]),
+            false,
+        ),
         ("hardlink-outside-abs", tar(&[E::hardlink("h", &format!("{o}/victim"))]), true),
         ("hardlink-outside-dotdot", tar(&[E::hardlink("h", "../victim")]), true),
         ("hardlink-through-symlink", tar(&[E::symlink("s", &o), E::hardlink("h", "s/victim")]), true),
-        ("hardlink-to-symlink-then-write", tar(&[E::symlink("s", &format!("{o}/victim")), E::hardlink("h", "s"), E::file("h", b"pwn")]), false),
+        (
+            "hardlink-to-symlink-then-write",
+            tar(&[E::symlink("s", &format!("{o}/victim")), E::hardlink("h", "s"), E::file("h", b"pwn")]),
+            false,
+        ),
         ("symlink-final-then-file", tar(&[E::symlink("f", &format!("{o}/victim")), E::file("f", b"pwn")]), false),
         ("whiteout-dotdot", tar(&[E::file(".wh...", b"")]), true),
         ("whiteout-dot", tar(&[E::file("a/.wh..", b"")]), true),
@@ -333,7 +354,11 @@ fn hostile_corpus(outside: &Path) -> Vec<(&'static str, Vec<u8>, bool)> {
         ("opaque-through-symlink", tar(&[E::symlink("s", &o), E::file("s/.wh..wh..opq", b"")]), false),
         ("long-component", tar(&[E::file(&"x".repeat(300), b"pwn")]), true),
         ("long-path", tar(&[E::file(&"d/".repeat(2100), b"pwn")]), true),
-        ("duplicate", tar(&[E::file("dup", b"one"), E::file("dup", b"two"), E::dir("dup/"), E::file("dup", b"three")]), false),
+        (
+            "duplicate",
+            tar(&[E::file("dup", b"one"), E::file("dup", b"two"), E::dir("dup/"), E::file("dup", b"three")]),
+            false,
+        ),
         ("dir-over-file-over-link", tar(&[E::symlink("x", &o), E::dir("x/"), E::file("x/victim", b"pwn")]), false),
         ("root-as-file", tar(&[E::file("/", b"pwn")]), true),
         ("symlink-with-data", tar(&[E { data: b"hidden header".to_vec(), ..E::symlink("s", "t") }]), true),
@@ -394,7 +419,10 @@ fn damaged_streams_fail_cleanly_and_leave_the_layer() {
         let e = d.apply_diff(&id, None, &input[..]).expect_err(&what);
         assert_eq!(e.kind(), ErrorKind::CorruptArchive, "{what}: {e}");
         let msg = e.to_string();
-        assert!(msg.contains("entry") || msg.contains("byte") || msg.contains("header") || msg.contains("stream"), "{what}: {msg}");
+        assert!(
+            msg.contains("entry") || msg.contains("byte") || msg.contains("header") || msg.contains("stream"),
+            "{what}: {msg}"
+        );
         assert!(std::fs::read_dir(diff_dir(&s.home(), &id)).unwrap().next().is_none(), "{what}");
         assert!(staging_empty(&s.home()), "{what}");
     };
@@ -451,14 +479,24 @@ fn apply_refuses_mounted_nonempty_and_wrong_parent() {
     // layer changes.
     let wrong = format!("sha256:{}", "0".repeat(64));
     let e = d
-        .apply_diff_with("kid", Some("base"), &data[..], &ApplyOpts { expect_digest: Some(&wrong), ..ApplyOpts::default() })
+        .apply_diff_with(
+            "kid",
+            Some("base"),
+            &data[..],
+            &ApplyOpts { expect_digest: Some(&wrong), ..ApplyOpts::default() },
+        )
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::CorruptArchive, "{e}");
     assert!(std::fs::read_dir(diff_dir(&s.home(), "kid")).unwrap().next().is_none());
     // With sync on (the default) and the right digest, the apply completes.
     let right = format!("sha256:{:x}", Sha256::digest(&data));
     let st = d
-        .apply_diff_with("kid", Some("base"), &data[..], &ApplyOpts { expect_digest: Some(&right), ..ApplyOpts::default() })
+        .apply_diff_with(
+            "kid",
+            Some("base"),
+            &data[..],
+            &ApplyOpts { expect_digest: Some(&right), ..ApplyOpts::default() },
+        )
         .unwrap();
     assert_eq!(st.files, 1);
 }
@@ -490,7 +528,8 @@ fn changes_follow_dockers_rules() {
         ])[..],
     )
     .unwrap();
-    d.apply_diff("l2", Some("l1"), &tar(&[E::dir("etc/"), E::file("etc/.wh.b", b""), E::file("etc/c", b"c")])[..]).unwrap();
+    d.apply_diff("l2", Some("l1"), &tar(&[E::dir("etc/"), E::file("etc/.wh.b", b""), E::file("etc/c", b"c")])[..])
+        .unwrap();
     d.apply_diff(
         "l3",
         Some("l2"),
@@ -513,7 +552,15 @@ fn changes_follow_dockers_rules() {
     .unwrap();
     let got: Vec<String> = d.changes("l3", Some("l2")).unwrap().iter().map(|c| c.to_string()).collect();
     let want = [
-        "C /etc", "C /etc/a", "D /etc/c", "A /new", "A /new/sub", "A /new/sub/f", "D /opt", "C /var", "C /var/lib",
+        "C /etc",
+        "C /etc/a",
+        "D /etc/c",
+        "A /new",
+        "A /new/sub",
+        "A /new/sub/f",
+        "D /opt",
+        "C /var",
+        "C /var/lib",
         "D /var/lib/x",
     ];
     assert_eq!(got, want);
@@ -525,7 +572,18 @@ fn changes_follow_dockers_rules() {
     let vs_l1: Vec<String> = d.changes("l3", Some("l1")).unwrap().iter().map(|c| c.to_string()).collect();
     assert_eq!(
         vs_l1,
-        ["C /etc", "C /etc/a", "D /etc/b", "A /new", "A /new/sub", "A /new/sub/f", "D /opt", "C /var", "C /var/lib", "D /var/lib/x"]
+        [
+            "C /etc",
+            "C /etc/a",
+            "D /etc/b",
+            "A /new",
+            "A /new/sub",
+            "A /new/sub/f",
+            "D /opt",
+            "C /var",
+            "C /var/lib",
+            "D /var/lib/x"
+        ]
     );
     // A base layer: everything is added.
     let base: Vec<String> = d.changes("l1", None).unwrap().iter().map(|c| c.to_string()).collect();
@@ -548,7 +606,12 @@ fn add_edge_cases(diff: &Path) {
     symlink("t".repeat(150), p("edge/long-target")).unwrap();
     // Large ids need PAX records; times outside USTAR's octal range too.
     std::fs::write(p("edge/bigid"), b"id").unwrap();
-    rustix::fs::chown(p("edge/bigid"), Some(rustix::fs::Uid::from_raw(3_000_000)), Some(rustix::fs::Gid::from_raw(70_000))).unwrap();
+    rustix::fs::chown(
+        p("edge/bigid"),
+        Some(rustix::fs::Uid::from_raw(3_000_000)),
+        Some(rustix::fs::Gid::from_raw(70_000)),
+    )
+    .unwrap();
     for (name, secs) in [("edge/old", -86_400i64), ("edge/future", 9_000_000_000)] {
         std::fs::write(p(name), b"t").unwrap();
         let ts = rustix::fs::Timestamps {
@@ -559,7 +622,14 @@ fn add_edge_cases(diff: &Path) {
     }
     // Kernel whiteouts share one inode (overlay's shared whiteout): Docker's quirk keeps the
     // link name on the converted entry.
-    rustix::fs::mknodat(rustix::fs::CWD, p("edge/wh1"), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::empty(), 0).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        p("edge/wh1"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::empty(),
+        0,
+    )
+    .unwrap();
     std::fs::hard_link(p("edge/wh1"), p("edge/wh2")).unwrap();
     // A v3 (namespaced) capability is written back as v2.
     std::fs::write(p("edge/capv3"), b"c").unwrap();
@@ -607,7 +677,11 @@ fn diff_bytes_match_dockers_native_diff() {
         let theirs = std::process::Command::new(&bin).arg(diff_dir(&s.home(), id)).output().unwrap();
         assert!(theirs.status.success(), "{}", String::from_utf8_lossy(&theirs.stderr));
         if ours != theirs.stdout {
-            let pos = ours.iter().zip(&theirs.stdout).position(|(a, b)| a != b).unwrap_or(ours.len().min(theirs.stdout.len()));
+            let pos = ours
+                .iter()
+                .zip(&theirs.stdout)
+                .position(|(a, b)| a != b)
+                .unwrap_or(ours.len().min(theirs.stdout.len()));
             let blk = pos / 512 * 512;
             panic!(
                 "{id}: bytes differ at {pos} (lengths {} vs {})\nours:   {:?}\ndocker: {:?}",
@@ -620,7 +694,14 @@ fn diff_bytes_match_dockers_native_diff() {
         assert_eq!(st.digest.unwrap(), format!("sha256:{:x}", Sha256::digest(&theirs.stdout)));
         if id == "top" {
             let names = tar_names(&ours);
-            for want in ["edge/wh2", "edge/.wh.wh2", "edge/sticky/.wh..wh..opq", "usr/.wh..wh..opq", "etc/.wh.passwd", "edge/bigid"] {
+            for want in [
+                "edge/wh2",
+                "edge/.wh.wh2",
+                "edge/sticky/.wh..wh..opq",
+                "usr/.wh..wh..opq",
+                "etc/.wh.passwd",
+                "edge/bigid",
+            ] {
                 assert!(names.iter().any(|n| n == want) || want == "edge/wh2", "{want} missing from {names:?}");
             }
             assert!(!names.iter().any(|n| n.ends_with("sock")));
@@ -688,7 +769,10 @@ fn three_layer_image_through_a_real_mount() {
     assert_eq!(d.apply_diff("ctr", Some("l3"), &tar(&[E::file("x", b"x")])[..]).unwrap_err().kind(), ErrorKind::Busy);
     d.put("ctr").unwrap();
     let ch: Vec<String> = d.changes("ctr", Some("l3")).unwrap().iter().map(|c| c.to_string()).collect();
-    assert_eq!(ch, ["C /etc", "C /etc/os-release", "C /opt", "C /opt/app", "D /opt/app/new.py", "A /srv", "A /srv/data"]);
+    assert_eq!(
+        ch,
+        ["C /etc", "C /etc/os-release", "C /opt", "C /opt/app", "D /opt/app/new.py", "A /srv", "A /srv/data"]
+    );
     let mut t = Vec::new();
     d.diff("ctr", Some("l3"), &mut t).unwrap();
     assert_eq!(tar_names(&t), ["etc/", "etc/os-release", "opt/", "opt/app/", "opt/app/.wh.new.py", "srv/", "srv/data"]);
@@ -735,12 +819,8 @@ fn apply_builds_the_tree_dockers_unpack_builds() {
     d.apply_diff("base", None, &data[..]).unwrap();
     let theirs = s.path().join("docker");
     std::fs::create_dir_all(&theirs).unwrap();
-    let mut child = std::process::Command::new(&bin)
-        .arg("apply")
-        .arg(&theirs)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        std::process::Command::new(&bin).arg("apply").arg(&theirs).stdin(std::process::Stdio::piped()).spawn().unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), &data).unwrap();
     assert!(child.wait().unwrap().success());
     // Whiteouts carry the time they were made in both (neither sets it); implied parents
@@ -853,7 +933,8 @@ fn redirected_dirs_fall_back_to_mounted_views() {
     let mount = |target: &Path, data: String| {
         std::fs::create_dir_all(target).unwrap();
         let data = std::ffi::CString::new(data).unwrap();
-        rustix::mount::mount("overlay", target, "overlay", rustix::mount::MountFlags::empty(), Some(data.as_c_str())).unwrap();
+        rustix::mount::mount("overlay", target, "overlay", rustix::mount::MountFlags::empty(), Some(data.as_c_str()))
+            .unwrap();
     };
     let umount = |p: &Path| rustix::mount::unmount(p, rustix::mount::UnmountFlags::empty()).unwrap();
     let m = s.path().join("rw");
@@ -862,7 +943,9 @@ fn redirected_dirs_fall_back_to_mounted_views() {
     std::fs::rename(m.join("dir"), m.join("moved")).unwrap();
     umount(&m);
     let mut v = [0u8; 256];
-    assert!(rustix::fs::lgetxattr(Path::new(&md.upper_dir).join("moved"), "trusted.overlay.redirect", &mut v[..]).is_ok());
+    assert!(
+        rustix::fs::lgetxattr(Path::new(&md.upper_dir).join("moved"), "trusted.overlay.redirect", &mut v[..]).is_ok()
+    );
 
     let got: Vec<String> = d.changes("ctr", Some("l2")).unwrap().iter().map(|c| c.to_string()).collect();
     assert_eq!(got, ["D /dir", "A /moved", "A /moved/f"]);

@@ -125,12 +125,15 @@ fn gen_layer(rng: &mut Rng, m: &mut Model, layer: usize) -> Vec<E> {
             remove_subtree(m, &x);
             whited.push(x);
         } else if kind < 75 {
-            let dirs: Vec<String> = m.iter().filter(|(_, n)| matches!(n, Node::Dir(_))).map(|(k, _)| k.clone()).collect();
+            let dirs: Vec<String> =
+                m.iter().filter(|(_, n)| matches!(n, Node::Dir(_))).map(|(k, _)| k.clone()).collect();
             if dirs.is_empty() {
                 continue;
             }
             let d = rng.pick(&dirs).clone();
-            if created.iter().any(|c| c.starts_with(&format!("{d}/"))) || whited.iter().any(|w| under(&d, w) || under(w, &d)) {
+            if created.iter().any(|c| c.starts_with(&format!("{d}/")))
+                || whited.iter().any(|w| under(&d, w) || under(w, &d))
+            {
                 continue;
             }
             parents(m, &mut out, &mut created, &d);
@@ -260,13 +263,20 @@ fn random_stacks_mount_to_the_aufs_model() {
             let parent = ids.last().cloned();
             d.create(&id, parent.as_deref(), &CreateOpts::default()).unwrap();
             let data = tar(&entries);
-            let st = d.apply_diff(&id, parent.as_deref(), &data[..]).unwrap_or_else(|e| panic!("seed {seed} layer {layer}: {e}"));
+            let st = d
+                .apply_diff(&id, parent.as_deref(), &data[..])
+                .unwrap_or_else(|e| panic!("seed {seed} layer {layer}: {e}"));
             assert_eq!(d.diff_size(&id, parent.as_deref()).unwrap(), st.size);
             ids.push(id.clone());
             let lowers: Vec<PathBuf> = ids.iter().rev().map(|i| diff_of(&s.home(), i)).collect();
             let mnt = s.path().join(format!("m-{seed}-{layer}"));
             let m = Mount::new(&mnt, &lowers, &spare);
-            assert_eq!(read_tree(&mnt), model, "seed {seed} layer {layer}: merged mount differs from the AUFS model\n{:?}", entries.iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect::<Vec<_>>());
+            assert_eq!(
+                read_tree(&mnt),
+                model,
+                "seed {seed} layer {layer}: merged mount differs from the AUFS model\n{:?}",
+                entries.iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect::<Vec<_>>()
+            );
             // ovl2's native changes against Docker's ChangesDirs over the mounted trees.
             if let Some(bin) = &docker {
                 let pm;
@@ -280,7 +290,8 @@ fn random_stacks_mount_to_the_aufs_model() {
                 let out = std::process::Command::new(bin).arg("changes").arg(&mnt).arg(&old).output().unwrap();
                 assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
                 let theirs = String::from_utf8(out.stdout).unwrap();
-                let ours: String = d.changes(&id, parent.as_deref()).unwrap().iter().map(|c| format!("{c}\n")).collect();
+                let ours: String =
+                    d.changes(&id, parent.as_deref()).unwrap().iter().map(|c| format!("{c}\n")).collect();
                 assert_eq!(ours, theirs, "seed {seed} layer {layer}: changes differ from Docker's");
                 if layer >= 2 {
                     // Against a layer that is not the parent: the naive comparison.
@@ -296,7 +307,11 @@ fn random_stacks_mount_to_the_aufs_model() {
                     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
                     let mut t = Vec::new();
                     d.diff(&id, Some(&ids[layer - 2]), &mut t).unwrap();
-                    assert_eq!(entries_of(&t), entries_of(&out.stdout), "seed {seed} layer {layer}: naive diff differs");
+                    assert_eq!(
+                        entries_of(&t),
+                        entries_of(&out.stdout),
+                        "seed {seed} layer {layer}: naive diff differs"
+                    );
                 }
                 if layer >= 1 {
                     // A whole layer against no parent: Docker tars the mounted view.
@@ -304,7 +319,10 @@ fn random_stacks_mount_to_the_aufs_model() {
                     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
                     let mut t = Vec::new();
                     d.diff(&id, None, &mut t).unwrap();
-                    assert!(t == out.stdout, "seed {seed} layer {layer}: naive diff with no parent differs from Docker's bytes");
+                    assert!(
+                        t == out.stdout,
+                        "seed {seed} layer {layer}: naive diff with no parent differs from Docker's bytes"
+                    );
                 }
             }
             drop(m);
@@ -317,7 +335,11 @@ fn random_stacks_mount_to_the_aufs_model() {
             let mut lowers2 = lowers.clone();
             lowers2[0] = diff_of(&s.home(), &copy);
             let m2 = Mount::new(&s.path().join(format!("c-{seed}-{layer}")), &lowers2, &spare);
-            assert_eq!(read_tree(&m2.0), model, "seed {seed} layer {layer}: diff -> apply changed the tree (was {before:?})");
+            assert_eq!(
+                read_tree(&m2.0),
+                model,
+                "seed {seed} layer {layer}: diff -> apply changed the tree (was {before:?})"
+            );
         }
     }
 }

@@ -27,11 +27,7 @@ fn image(home: &Path) -> Driver {
 
 /// path -> "type mode uid:gid [target]" for everything under `dir`.
 fn tree(dir: &Path) -> BTreeMap<String, String> {
-    snapshot(dir)
-        .into_iter()
-        .filter(|(k, _)| !k.is_empty())
-        .map(|(k, v)| (k, v.replace(" \"\"", "")))
-        .collect()
+    snapshot(dir).into_iter().filter(|(k, _)| !k.is_empty()).map(|(k, v)| (k, v.replace(" \"\"", ""))).collect()
 }
 
 #[test]
@@ -126,7 +122,10 @@ fn refusals_leave_nothing_behind() {
     d.create("img", None, &CreateOpts::default()).unwrap();
     let before = snapshot(&home);
     assert_eq!(d.create_container("c", "missing", &ContainerOpts::default()).unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(d.create_container("../c", "img", &ContainerOpts::default()).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        d.create_container("../c", "img", &ContainerOpts::default()).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
     let bad = ContainerOpts { init_entries: vec![InitEntry::file("/etc/../../escape")], ..ContainerOpts::default() };
     let e = d.create_container("c", "img", &bad).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);

@@ -251,7 +251,12 @@ fn mount_refcounts_across_processes() {
     let s = Scratch::new("mrefs");
     let home = s.home();
     small_chain(&home);
-    let spawn = || Command::new(std::env::current_exe().unwrap()).args(["worker-getput", home.to_str().unwrap(), "ctr"]).spawn().unwrap();
+    let spawn = || {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["worker-getput", home.to_str().unwrap(), "ctr"])
+            .spawn()
+            .unwrap()
+    };
     let (mut a, mut b) = (spawn(), spawn());
     assert!(a.wait().unwrap().success() && b.wait().unwrap().success(), "a get/put worker failed");
     assert!(!mounted(&home.join("ctr/merged")), "no mount left");
@@ -297,7 +302,13 @@ fn rootless_get_put() {
     let home = s.home();
     small_chain(&home);
     let out = Command::new("unshare")
-        .args(["-Urm", std::env::current_exe().unwrap().to_str().unwrap(), "worker-rootless", home.to_str().unwrap(), "ctr"])
+        .args([
+            "-Urm",
+            std::env::current_exe().unwrap().to_str().unwrap(),
+            "worker-rootless",
+            home.to_str().unwrap(),
+            "ctr",
+        ])
         .output()
         .expect("run unshare");
     assert!(

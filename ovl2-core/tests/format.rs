@@ -137,7 +137,10 @@ fn queries() {
     );
     let status = d.status().unwrap();
     let keys: Vec<&str> = status.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(&keys[..5], ["Backing Filesystem", "Supports d_type", "Using metacopy", "Native Overlay Diff", "userxattr"]);
+    assert_eq!(
+        &keys[..5],
+        ["Backing Filesystem", "Supports d_type", "Using metacopy", "Native Overlay Diff", "userxattr"]
+    );
     assert!(status.iter().any(|(k, v)| k == "Layers" && v == "4"));
     assert!(status.iter().any(|(k, v)| k == "Supports d_type" && v == "true"));
 }
@@ -177,7 +180,8 @@ fn create_refusals_change_nothing() {
     d.create("a", None, &co()).unwrap();
     let before = snapshot(&home);
     let long = "x".repeat(256);
-    let bad_ids = ["", "a/b", "a\0b", ".", "..", ".ovl2", ".hidden", "l", "backingFsBlockDev", long.as_str(), "../a", "/abs"];
+    let bad_ids =
+        ["", "a/b", "a\0b", ".", "..", ".ovl2", ".hidden", "l", "backingFsBlockDev", long.as_str(), "../a", "/abs"];
     for id in bad_ids {
         let e = d.create(id, None, &co()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{id:?}: {e}");

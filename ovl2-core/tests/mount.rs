@@ -55,13 +55,21 @@ fn exercise_rw(d: &Driver, home: &Path, id: &str, depth: usize) -> String {
     let merged = d.get(id, None).unwrap();
     assert_eq!(merged, home.join(id).join("merged"));
     assert!(mounted_at(&merged), "{id} mounted");
-    assert_eq!(std::fs::read_to_string(merged.join("bottom")).unwrap(), "from L1", "{id}: bottom visible through {depth} layers");
+    assert_eq!(
+        std::fs::read_to_string(merged.join("bottom")).unwrap(),
+        "from L1",
+        "{id}: bottom visible through {depth} layers"
+    );
     if depth > 2 {
         let f = format!("f{}", depth - 1);
         assert_eq!(std::fs::read_to_string(merged.join(&f)).unwrap(), format!("from L{}", depth - 1));
     }
     std::fs::write(merged.join("written"), "up").unwrap();
-    assert_eq!(std::fs::read_to_string(home.join(id).join("diff/written")).unwrap(), "up", "writes land in the top diff");
+    assert_eq!(
+        std::fs::read_to_string(home.join(id).join("diff/written")).unwrap(),
+        "up",
+        "writes land in the top diff"
+    );
     std::fs::remove_file(merged.join("bottom")).unwrap();
     let wh = std::fs::symlink_metadata(home.join(id).join("diff/bottom")).unwrap();
     assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "deleting a lower file leaves a 0:0 whiteout");
@@ -316,7 +324,8 @@ fn status_reports_mount_features() {
     }
     let cached = std::fs::read_to_string(s.home().join(".ovl2/features")).unwrap();
     assert!(cached.lines().next().unwrap().contains("userns="));
-    let e = Driver::open(s.home(), Options { disabled_features: vec!["bogus".into()], ..Options::default() }).unwrap_err();
+    let e =
+        Driver::open(s.home(), Options { disabled_features: vec!["bogus".into()], ..Options::default() }).unwrap_err();
     assert!(e.to_string().contains("bogus"));
 }
 

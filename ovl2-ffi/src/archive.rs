@@ -11,7 +11,8 @@ use std::os::unix::ffi::OsStrExt;
 use ovl2_core::{ApplyOpts, ApplyStats, ChangeKind, Compression, DiffOpts, DiffStats};
 
 use crate::args::{
-    c_string, c_string_opt, free_c_string, from_raw_slice, into_raw_slice, opt_str_arg, out_arg, sized_struct, str_arg, Fd,
+    c_string, c_string_opt, free_c_string, from_raw_slice, into_raw_slice, opt_str_arg, out_arg, sized_struct, str_arg,
+    Fd,
 };
 use crate::driver::{handle, ovl2_driver};
 use crate::error::{boundary, guard, ovl2_error, ovl2_status, FfiResult};
@@ -337,9 +338,8 @@ pub extern "C" fn ovl2_diff_size(
 ) -> ovl2_status {
     boundary(err, || {
         // SAFETY: documented pointer contract; helpers check NULL.
-        let (out, d, id, parent) = unsafe {
-            (out_arg(out, "out", 0)?, handle(driver)?, str_arg(id, "id")?, opt_str_arg(parent, "parent")?)
-        };
+        let (out, d, id, parent) =
+            unsafe { (out_arg(out, "out", 0)?, handle(driver)?, str_arg(id, "id")?, opt_str_arg(parent, "parent")?) };
         *out = d.diff_size(id, parent)?;
         Ok(())
     })

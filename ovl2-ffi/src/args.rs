@@ -4,7 +4,7 @@
 use std::ffi::{c_char, CStr, CString};
 use std::mem::size_of;
 
-use crate::error::{FfiResult, Failure};
+use crate::error::{Failure, FfiResult};
 
 /// A required UTF-8 string argument (layer ids, labels).
 ///
@@ -80,7 +80,9 @@ pub(crate) unsafe fn sized_struct<T: Copy>(p: *const T, name: &str, defaults: T)
     // SAFETY: the struct starts with its size (caller contract).
     let theirs = unsafe { p.cast::<usize>().read_unaligned() };
     if theirs < size_of::<usize>() {
-        return Err(Failure::invalid(format!("{name}->size is {theirs}; set it to sizeof({name}) (use its init function)")));
+        return Err(Failure::invalid(format!(
+            "{name}->size is {theirs}; set it to sizeof({name}) (use its init function)"
+        )));
     }
     if theirs > ours {
         // SAFETY: the caller vouches for `theirs` readable bytes.

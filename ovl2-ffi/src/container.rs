@@ -6,7 +6,7 @@ use ovl2_core::{ContainerOpts, InitEntry, Owner};
 
 use crate::args::{opt_str_arg, sized_struct, str_arg};
 use crate::driver::{handle, ovl2_driver};
-use crate::error::{boundary, ovl2_error, ovl2_status, FfiResult, Failure};
+use crate::error::{boundary, ovl2_error, ovl2_status, Failure, FfiResult};
 
 /// `ovl2_init_entry.kind`: a directory, 0755.
 pub const OVL2_INIT_DIR: u32 = 0;

@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use ovl2_core::{CreateOpts, Driver, MountStrategy, Options, Owner};
 
 use crate::args::{c_string_opt, opt_str_arg, out_arg, path_arg, sized_struct, str_arg, str_array};
-use crate::error::{boundary, guard, ovl2_error, ovl2_status, FfiResult, Failure};
+use crate::error::{boundary, guard, ovl2_error, ovl2_status, Failure, FfiResult};
 
 /// An open layer store. Opaque; made by `ovl2_open`, released by `ovl2_close`.
 ///
@@ -176,7 +176,8 @@ pub extern "C" fn ovl2_open(
             disabled_features,
         };
         let inner = Driver::open(home, options)?;
-        let home = CString::new(inner.home().as_os_str().as_bytes()).map_err(|_| Failure::invalid("home contains NUL"))?;
+        let home =
+            CString::new(inner.home().as_os_str().as_bytes()).map_err(|_| Failure::invalid("home contains NUL"))?;
         *out = Box::into_raw(Box::new(ovl2_driver { inner, home }));
         Ok(())
     })
@@ -213,9 +214,8 @@ fn create_opts(opts: *const ovl2_create_opts) -> FfiResult<CreateOpts> {
     let mount_label = unsafe { opt_str_arg(o.mount_label, "opts->mount_label")? }.map(str::to_owned);
     let mut out = CreateOpts { mount_label, ..CreateOpts::default() };
     for kv in unsafe { str_array(o.storage_opt, "opts->storage_opt")? } {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| Failure::invalid(format!("storage option {kv:?} is not key=value")))?;
+        let (k, v) =
+            kv.split_once('=').ok_or_else(|| Failure::invalid(format!("storage option {kv:?} is not key=value")))?;
         out.storage_opt.insert(k.to_owned(), v.to_owned());
     }
     Ok(out)
@@ -332,4 +332,3 @@ pub extern "C" fn ovl2_string_free(s: *mut c_char) {
     // SAFETY: NULL or a string from this library, freed once (caller contract).
     guard((), || unsafe { crate::args::free_c_string(s) })
 }
-

@@ -81,7 +81,11 @@ mod tests {
         let cases = [
             (ovl2_core::Error::NotFound("x".into()), ovl2_status::NotFound, libc::ENOENT),
             (ovl2_core::Error::Exists("x".into()), ovl2_status::Exists, libc::EEXIST),
-            (ovl2_core::Error::MaxDepth { id: "x".into(), depth: 3, limit: 2 }, ovl2_status::MaxDepth, libc::ETOOMANYREFS),
+            (
+                ovl2_core::Error::MaxDepth { id: "x".into(), depth: 3, limit: 2 },
+                ovl2_status::MaxDepth,
+                libc::ETOOMANYREFS,
+            ),
             (ovl2_core::Error::Busy { id: "x".into(), reason: "r".into() }, ovl2_status::Busy, libc::EBUSY),
             (ovl2_core::Error::Unsupported("u".into()), ovl2_status::Unsupported, libc::EOPNOTSUPP),
             (ovl2_core::Error::Corrupt("c".into()), ovl2_status::Corrupt, libc::EUCLEAN),

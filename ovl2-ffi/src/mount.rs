@@ -6,7 +6,9 @@ use std::os::unix::ffi::OsStrExt;
 
 use ovl2_core::MountOpts;
 
-use crate::args::{c_string, free_c_string, from_raw_slice, into_raw_slice, opt_str_arg, out_arg, sized_struct, str_arg};
+use crate::args::{
+    c_string, free_c_string, from_raw_slice, into_raw_slice, opt_str_arg, out_arg, sized_struct, str_arg,
+};
 use crate::driver::{handle, ovl2_driver};
 use crate::error::{boundary, guard, ovl2_error, ovl2_status};
 

@@ -43,6 +43,5 @@ pub(crate) fn to_pyerr(py: Python<'_>, err: Error) -> PyErr {
         Ok(PyErr::from_value(exc))
     };
     // Failing to build the exception (ovl2._errors missing) must still surface the message.
-    raise()
-        .unwrap_or_else(|e| PyRuntimeError::new_err(format!("{err} (and raising it failed: {e})")))
+    raise().unwrap_or_else(|e| PyRuntimeError::new_err(format!("{err} (and raising it failed: {e})")))
 }

@@ -87,17 +87,13 @@ pub(crate) enum Dest {
 fn dup_fd(obj: &Bound<'_, PyAny>) -> PyResult<OwnedFd> {
     let fd: i32 = obj.extract()?;
     if fd < 0 {
-        return Err(PyValueError::new_err(format!(
-            "file descriptor cannot be negative: {fd}"
-        )));
+        return Err(PyValueError::new_err(format!("file descriptor cannot be negative: {fd}")));
     }
     // SAFETY: F_DUPFD_CLOEXEC only reads its integer arguments; an fd that is not open fails
     // with EBADF instead of being touched.
     let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
     if new < 0 {
-        let errno = io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EBADF);
+        let errno = io::Error::last_os_error().raw_os_error().unwrap_or(libc::EBADF);
         return Err(PyOSError::new_err((errno, strerror(errno))));
     }
     // SAFETY: `new` is a fresh descriptor owned by nothing else.
@@ -144,12 +140,7 @@ impl Source {
             }
             Source::Bytes(b) => f(&mut &b[..])?,
             Source::Fd(fd) => f(&mut File::from(fd))?,
-            Source::File(file) => f(&mut PyReader {
-                file,
-                failure: failure.clone(),
-                pending: Vec::new(),
-                at: 0,
-            })?,
+            Source::File(file) => f(&mut PyReader { file, failure: failure.clone(), pending: Vec::new(), at: 0 })?,
         })
     }
 }
@@ -183,10 +174,7 @@ impl Dest {
                 f(&mut file)?
             }
             Dest::Fd(fd) => f(&mut File::from(fd))?,
-            Dest::File(file) => f(&mut PyWriter {
-                file,
-                failure: failure.clone(),
-            })?,
+            Dest::File(file) => f(&mut PyWriter { file, failure: failure.clone() })?,
         })
     }
 }
@@ -209,10 +197,7 @@ impl Read for PyReader {
                 // Ask for at least 1 MiB: each call has to win the GIL back, which costs up
                 // to a switch interval (5 ms) when other Python threads are busy.
                 let want = buf.len().max(FILE_CHUNK);
-                let got = self
-                    .file
-                    .bind(py)
-                    .call_method1(intern!(py, "read"), (want,))?;
+                let got = self.file.bind(py).call_method1(intern!(py, "read"), (want,))?;
                 if got.is_none() {
                     return Ok(None);
                 }
@@ -222,9 +207,7 @@ impl Read for PyReader {
             .map_err(|e| self.failure.keep(e))?;
             match chunk {
                 None => {
-                    let e = PyBlockingIOError::new_err(
-                        "source file object has no data ready (non-blocking)",
-                    );
+                    let e = PyBlockingIOError::new_err("source file object has no data ready (non-blocking)");
                     return Err(self.failure.keep(e));
                 }
                 Some(c) => {
@@ -250,22 +233,14 @@ impl Write for PyWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         Python::attach(|py| -> PyResult<usize> {
             py.check_signals()?;
-            let n = self
-                .file
-                .bind(py)
-                .call_method1(intern!(py, "write"), (PyBytes::new(py, buf),))?;
+            let n = self.file.bind(py).call_method1(intern!(py, "write"), (PyBytes::new(py, buf),))?;
             if n.is_none() {
                 // A raw file in non-blocking mode that took nothing.
-                return Err(PyBlockingIOError::new_err(
-                    "dest file object accepted no data (non-blocking)",
-                ));
+                return Err(PyBlockingIOError::new_err("dest file object accepted no data (non-blocking)"));
             }
             let n: usize = n.extract()?;
             if n > buf.len() {
-                return Err(PyValueError::new_err(format!(
-                    "write() returned {n} for {} bytes",
-                    buf.len()
-                )));
+                return Err(PyValueError::new_err(format!("write() returned {n} for {} bytes", buf.len())));
             }
             Ok(n)
         })

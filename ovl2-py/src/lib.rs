@@ -10,8 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ovl2_core::{
-    ApplyOpts, ContainerOpts, CreateOpts, DiffOpts, InitEntry, InitKind, MountOpts, MountStrategy,
-    Options, Owner,
+    ApplyOpts, ContainerOpts, CreateOpts, DiffOpts, InitEntry, InitKind, MountOpts, MountStrategy, Options, Owner,
 };
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -47,9 +46,7 @@ impl PyDriver {
 
     /// The open store, or ValueError once closed.
     fn driver(&self) -> PyResult<Arc<ovl2_core::Driver>> {
-        self.slot()
-            .clone()
-            .ok_or_else(|| PyValueError::new_err("operation on a closed ovl2.Driver"))
+        self.slot().clone().ok_or_else(|| PyValueError::new_err("operation on a closed ovl2.Driver"))
     }
 
     /// Runs `f` on the store with the GIL released, mapping its error.
@@ -59,8 +56,7 @@ impl PyDriver {
         F: Send + FnOnce(&ovl2_core::Driver) -> ovl2_core::Result<T>,
     {
         let driver = self.driver()?;
-        py.detach(move || f(&driver))
-            .map_err(|e| errors::to_pyerr(py, e))
+        py.detach(move || f(&driver)).map_err(|e| errors::to_pyerr(py, e))
     }
 
     /// [`PyDriver::run`] for calls that read or write a caller's stream: an exception the
@@ -107,10 +103,7 @@ impl PyDriver {
         let mount_strategy = match mount_strategy {
             None => None,
             Some(s) => Some(s.parse::<MountStrategy>().map_err(|e| {
-                errors::to_pyerr(
-                    py,
-                    ovl2_core::Error::InvalidArgument(format!("mount_strategy: {e}")),
-                )
+                errors::to_pyerr(py, ovl2_core::Error::InvalidArgument(format!("mount_strategy: {e}")))
             })?),
         };
         let options = Options {
@@ -121,16 +114,9 @@ impl PyDriver {
             mount_strategy,
             disabled_features: disabled_features.unwrap_or_default(),
         };
-        let driver = py
-            .detach(move || ovl2_core::Driver::open(home, options))
-            .map_err(|e| errors::to_pyerr(py, e))?;
+        let driver = py.detach(move || ovl2_core::Driver::open(home, options)).map_err(|e| errors::to_pyerr(py, e))?;
         let home = driver.home().to_path_buf();
-        Ok(PyDriver {
-            inner: Mutex::new(Some(Arc::new(driver))),
-            home,
-            max_depth,
-            sync,
-        })
+        Ok(PyDriver { inner: Mutex::new(Some(Arc::new(driver))), home, max_depth, sync })
     }
 
     /// The store's home directory (absolute, lexically clean).
@@ -178,10 +164,7 @@ impl PyDriver {
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let state = if self.closed() { " closed" } else { "" };
-        Ok(format!(
-            "<ovl2.Driver home={}{state}>",
-            repr(py, self.home.to_string_lossy())?
-        ))
+        Ok(format!("<ovl2.Driver home={}{state}>", repr(py, self.home.to_string_lossy())?))
     }
 
     /// Creates the read-only (image) layer `id` on `parent` (None: a base layer).
@@ -194,10 +177,7 @@ impl PyDriver {
         storage_opt: Option<BTreeMap<String, String>>,
         mount_label: Option<String>,
     ) -> PyResult<()> {
-        let opts = CreateOpts {
-            storage_opt: storage_opt.unwrap_or_default(),
-            mount_label,
-        };
+        let opts = CreateOpts { storage_opt: storage_opt.unwrap_or_default(), mount_label };
         self.run(py, move |d| d.create(&id, parent.as_deref(), &opts))
     }
 
@@ -211,10 +191,7 @@ impl PyDriver {
         storage_opt: Option<BTreeMap<String, String>>,
         mount_label: Option<String>,
     ) -> PyResult<()> {
-        let opts = CreateOpts {
-            storage_opt: storage_opt.unwrap_or_default(),
-            mount_label,
-        };
+        let opts = CreateOpts { storage_opt: storage_opt.unwrap_or_default(), mount_label };
         self.run(py, move |d| d.create_rw(&id, parent.as_deref(), &opts))
     }
 
@@ -255,12 +232,7 @@ impl PyDriver {
         let layers = self.run(py, |d| d.layers())?;
         Ok(layers
             .into_iter()
-            .map(|l| Layer {
-                id: l.id,
-                parent: l.parent,
-                depth: l.depth,
-                short_id: l.short_id,
-            })
+            .map(|l| Layer { id: l.id, parent: l.parent, depth: l.depth, short_id: l.short_id })
             .collect())
     }
 
@@ -273,9 +245,7 @@ impl PyDriver {
         }
         let report = self.run(py, |d| d.repair())?;
         let repaired = report.repaired.into_iter().map(|p| Problem::new(p, true));
-        Ok(repaired
-            .chain(report.remaining.into_iter().map(|p| Problem::new(p, false)))
-            .collect())
+        Ok(repaired.chain(report.remaining.into_iter().map(|p| Problem::new(p, false))).collect())
     }
     /// Docker's container pair: `<ctr>-init` on `image_top`, filled with the init entries
     /// through a mount, and the container layer `<ctr>` on it. All or nothing.
@@ -293,18 +263,12 @@ impl PyDriver {
     ) -> PyResult<()> {
         let init_entries = match init_entries {
             None => ovl2_core::docker_init_entries(),
-            Some(entries) => entries
-                .into_iter()
-                .map(init_entry_from_py)
-                .collect::<PyResult<_>>()?,
+            Some(entries) => entries.into_iter().map(init_entry_from_py).collect::<PyResult<_>>()?,
         };
         let opts = ContainerOpts {
             init_entries,
             root: root.map(|(uid, gid)| Owner { uid, gid }),
-            create: CreateOpts {
-                storage_opt: storage_opt.unwrap_or_default(),
-                mount_label,
-            },
+            create: CreateOpts { storage_opt: storage_opt.unwrap_or_default(), mount_label },
         };
         self.run(py, move |d| d.create_container(&ctr, &image_top, &opts))
     }
@@ -334,9 +298,7 @@ impl PyDriver {
                 progress: None,
                 expect_digest: expect_digest.as_deref(),
             };
-            source.with_reader(&failure, |r| {
-                d.apply_diff_with(&id, parent.as_deref(), r, &opts)
-            })
+            source.with_reader(&failure, |r| d.apply_diff_with(&id, parent.as_deref(), r, &opts))
         })?;
         Ok(ApplyStats::from(stats))
     }
@@ -357,11 +319,7 @@ impl PyDriver {
         let stats = self.run_stream(py, failure.clone(), move |d| {
             dest.with_writer(&failure, |w| d.diff_with(&id, parent.as_deref(), w, &opts))
         })?;
-        Ok(DiffStats {
-            tar_bytes: stats.tar_bytes,
-            digest: stats.digest,
-            entries: stats.entries,
-        })
+        Ok(DiffStats { tar_bytes: stats.tar_bytes, digest: stats.digest, entries: stats.entries })
     }
 
     /// Docker's DiffSize: bytes layer `id` adds or changes relative to `parent`.
@@ -372,12 +330,7 @@ impl PyDriver {
 
     /// Paths layer `id` adds, modifies or deletes relative to `parent`, sorted by path.
     #[pyo3(signature = (id, parent = None))]
-    fn changes<'py>(
-        &self,
-        py: Python<'py>,
-        id: String,
-        parent: Option<String>,
-    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    fn changes<'py>(&self, py: Python<'py>, id: String, parent: Option<String>) -> PyResult<Vec<Bound<'py, PyAny>>> {
         static CHANGE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         static KIND: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         let changes = self.run(py, move |d| d.changes(&id, parent.as_deref()))?;
@@ -415,16 +368,9 @@ impl PyDriver {
         volatile: bool,
         persistent: bool,
     ) -> PyResult<OsString> {
-        let opts = MountOpts {
-            mount_label,
-            readonly,
-            volatile,
-            persistent,
-        };
+        let opts = MountOpts { mount_label, readonly, volatile, persistent };
         // An OsString becomes a str the way os.fsdecode() makes one, so any path round-trips.
-        Ok(self
-            .run(py, move |d| d.get_with(&id, &opts))?
-            .into_os_string())
+        Ok(self.run(py, move |d| d.get_with(&id, &opts))?.into_os_string())
     }
 
     /// Docker's Put: drops one reference; unmounts with the last one.
@@ -434,25 +380,9 @@ impl PyDriver {
 
     /// A context manager: get on entry (yielding the merged pathlib.Path), put on exit.
     #[pyo3(signature = (id, mount_label = None, *, readonly = false, volatile = false))]
-    fn mounted(
-        slf: Py<Self>,
-        id: String,
-        mount_label: Option<String>,
-        readonly: bool,
-        volatile: bool,
-    ) -> Mounted {
-        let opts = MountOpts {
-            mount_label,
-            readonly,
-            volatile,
-            persistent: false,
-        };
-        Mounted {
-            driver: slf,
-            id,
-            opts,
-            entered: Mutex::new(0),
-        }
+    fn mounted(slf: Py<Self>, id: String, mount_label: Option<String>, readonly: bool, volatile: bool) -> Mounted {
+        let opts = MountOpts { mount_label, readonly, volatile, persistent: false };
+        Mounted { driver: slf, id, opts, entered: Mutex::new(0) }
     }
 
     /// Every layer this store has mounted, with its reference counts.
@@ -505,9 +435,7 @@ impl Mounted {
         {
             let mut entered = self.entered.lock().unwrap_or_else(|e| e.into_inner());
             if *entered == 0 {
-                return Err(PyRuntimeError::new_err(
-                    "ovl2 mount context exited without being entered",
-                ));
+                return Err(PyRuntimeError::new_err("ovl2 mount context exited without being entered"));
             }
             *entered -= 1;
         }
@@ -517,11 +445,7 @@ impl Mounted {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!(
-            "<ovl2.Mounted id={} readonly={}>",
-            repr(py, &self.id)?,
-            repr(py, self.opts.readonly)?
-        ))
+        Ok(format!("<ovl2.Mounted id={} readonly={}>", repr(py, &self.id)?, repr(py, self.opts.readonly)?))
     }
 }
 
@@ -681,10 +605,7 @@ impl DiffStats {
 
 /// The stable name of a core enum value: its serde name, which the CLI's JSON uses too.
 fn serde_name<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// One layer as `Driver.layers()` reports it.
@@ -708,12 +629,7 @@ struct Layer {
 #[pymethods]
 impl Layer {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!(
-            "Layer(id={}, parent={}, depth={})",
-            repr(py, &self.id)?,
-            repr(py, &self.parent)?,
-            self.depth
-        ))
+        Ok(format!("Layer(id={}, parent={}, depth={})", repr(py, &self.id)?, repr(py, &self.parent)?, self.depth))
     }
 }
 
@@ -741,13 +657,7 @@ struct Problem {
 impl Problem {
     fn new(p: ovl2_core::Problem, repaired: bool) -> Self {
         let kind = serde_name(&p.kind);
-        Problem {
-            layer: p.layer,
-            kind,
-            detail: p.detail,
-            repairable: p.repairable,
-            repaired,
-        }
+        Problem { layer: p.layer, kind, detail: p.detail, repairable: p.repairable, repaired }
     }
 }
 

@@ -275,7 +275,8 @@ impl Stage {
         let setup = || -> Result<(OwnedFd, OwnedFd)> {
             let fd = fsutil::open_dir(&d.staging_fd, &name).ctx(|| "opening an apply staging dir".into())?;
             fsutil::flock(&fd, true, false).ctx(|| "locking an apply staging dir".into())?;
-            fsutil::mkdir(&fd, layout::DIFF, layout::DIFF_MODE, Some(d.root)).ctx(|| "creating the staged diff".into())?;
+            fsutil::mkdir(&fd, layout::DIFF, layout::DIFF_MODE, Some(d.root))
+                .ctx(|| "creating the staged diff".into())?;
             let diff = fsutil::open_dir(&fd, layout::DIFF).ctx(|| "opening the staged diff".into())?;
             Ok((fd, diff))
         };
@@ -440,8 +441,8 @@ impl Extractor<'_> {
         {
             let entries = archive.entries().map_err(|e| input::stream_error(counters, after(&last), e))?;
             for entry in entries {
-                let mut entry =
-                    entry.map_err(|e| input::stream_error(counters, format!("the header after {}", after(&last)), e))?;
+                let mut entry = entry
+                    .map_err(|e| input::stream_error(counters, format!("the header after {}", after(&last)), e))?;
                 last.clear();
                 last.extend_from_slice(&entry.path_bytes());
                 self.entry(&mut entry, &At(&last), counters)?;
@@ -592,7 +593,8 @@ impl Extractor<'_> {
         }
         let fd = self.resolve_parent(dir, at)?;
         let st = rfs::fstat(&fd).map_err(|e| sys(at, "stat of the parent directory", e))?;
-        let acl = fsx::fget_xattr(&fd, c"system.posix_acl_default").map_err(|e| sys(at, "reading the parent's ACL", errno(&e)))?;
+        let acl = fsx::fget_xattr(&fd, c"system.posix_acl_default")
+            .map_err(|e| sys(at, "reading the parent's ACL", errno(&e)))?;
         Ok((fd, st.st_mode & 0o2000 == 0 && acl.is_none()))
     }
 
@@ -614,9 +616,13 @@ impl Extractor<'_> {
                     rfs::mkdirat(p, &name, Mode::from_raw_mode(0o755))
                         .map_err(|e| sys(at, "creating an implied parent directory", e))?;
                     let fd = fsutil::open_dir(p, &name).map_err(|e| sys(at, "opening an implied parent", errno(&e)))?;
-                    rfs::fchown(&fd, Some(rfs::Uid::from_raw(self.owner.uid)), Some(rfs::Gid::from_raw(self.owner.gid)))
-                        .and_then(|()| rfs::fchmod(&fd, Mode::from_raw_mode(0o755)))
-                        .map_err(|e| sys(at, "setting up an implied parent", e))?;
+                    rfs::fchown(
+                        &fd,
+                        Some(rfs::Uid::from_raw(self.owner.uid)),
+                        Some(rfs::Gid::from_raw(self.owner.gid)),
+                    )
+                    .and_then(|()| rfs::fchmod(&fd, Mode::from_raw_mode(0o755)))
+                    .map_err(|e| sys(at, "setting up an implied parent", e))?;
                     cur = Some(fd);
                 }
                 Err(e) => return Err(sys(at, "resolving the parent directory", e)),
@@ -631,18 +637,16 @@ impl Extractor<'_> {
         match rfs::statat(parent, &cname, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if whiteout::is_whiteout(&st) => {}
             Ok(_) => return Err(refuse(at, "whiteout for an entry this same archive creates")),
-            Err(Errno::NOENT) => {
-                match rfs::mknodat(parent, &cname, FileType::CharacterDevice, Mode::empty(), 0) {
-                    Ok(()) => {}
-                    Err(Errno::PERM) => {
-                        return Err(Error::Unsupported(format!(
-                            "{at}: creating a whiteout (character device 0:0) is not permitted here; \
+            Err(Errno::NOENT) => match rfs::mknodat(parent, &cname, FileType::CharacterDevice, Mode::empty(), 0) {
+                Ok(()) => {}
+                Err(Errno::PERM) => {
+                    return Err(Error::Unsupported(format!(
+                        "{at}: creating a whiteout (character device 0:0) is not permitted here; \
                              it needs CAP_MKNOD or Linux >= 5.8 in a user namespace"
-                        )))
-                    }
-                    Err(e) => return Err(sys(at, "creating a whiteout", e)),
+                    )))
                 }
-            }
+                Err(e) => return Err(sys(at, "creating a whiteout", e)),
+            },
             Err(e) => return Err(sys(at, "looking up the whiteout target", e)),
         }
         rfs::chownat(
@@ -696,7 +700,8 @@ impl Extractor<'_> {
                 // A new file already has our ids and, when the umask keeps every bit, its mode:
                 // most files in a layer then need neither chown nor chmod.
                 let skip_chown = plain_parent && (meta.uid, meta.gid) == self.me;
-                let skip_chmod = plain_parent && meta.mode & !0o777 == 0 && self.umask.is_some_and(|u| meta.mode & u == 0);
+                let skip_chmod =
+                    plain_parent && meta.mode & !0o777 == 0 && self.umask.is_some_and(|u| meta.mode & u == 0);
                 self.meta_file(&fd, meta, skip_chown, skip_chmod, at)?;
                 self.stats.size += n;
                 self.stats.files += 1;
@@ -798,7 +803,8 @@ impl Extractor<'_> {
     /// Makes room for an entry whose name exists: a directory over a directory merges
     /// (returns true); anything else replaces what is there, keeping the size count right.
     fn clear(&mut self, parent: BorrowedFd<'_>, name: &CStr, kind: Kind, at: &At<'_>) -> Result<bool> {
-        let st = rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| sys(at, "looking up the entry", e))?;
+        let st =
+            rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| sys(at, "looking up the entry", e))?;
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
             if kind == Kind::Dir {
                 return Ok(true);
@@ -876,7 +882,14 @@ impl Extractor<'_> {
 
     /// The same for entries that cannot be opened for I/O (symlinks, devices, fifos, links).
     /// `mode_and_times` is false for symlinks (no lchmod) and links to symlinks.
-    fn meta_at(&mut self, parent: BorrowedFd<'_>, name: &CStr, m: &Meta, mode_and_times: bool, at: &At<'_>) -> Result<()> {
+    fn meta_at(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+        m: &Meta,
+        mode_and_times: bool,
+        at: &At<'_>,
+    ) -> Result<()> {
         rfs::chownat(
             parent,
             name,
@@ -897,7 +910,8 @@ impl Extractor<'_> {
                 .map_err(|e| sys(at, "setting the mode", e))?;
         }
         // Symlinks get their own times (lutimes), as Docker does.
-        rfs::utimensat(parent, name, &m.times, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| sys(at, "setting the times", e))?;
+        rfs::utimensat(parent, name, &m.times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| sys(at, "setting the times", e))?;
         Ok(())
     }
 

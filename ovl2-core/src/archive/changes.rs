@@ -156,7 +156,10 @@ pub(crate) fn naive(new: &Merged, old: &Merged) -> Result<Vec<Change>> {
 
 fn opaque(fd: BorrowedFd<'_>) -> Result<bool> {
     for key in [whiteout::OPAQUE_TRUSTED, whiteout::OPAQUE_USER] {
-        if fsx::fget_xattr(fd, key).ctx(|| "reading the opaque xattr".into())?.is_some_and(|v| whiteout::is_opaque_value(&v)) {
+        if fsx::fget_xattr(fd, key)
+            .ctx(|| "reading the opaque xattr".into())?
+            .is_some_and(|v| whiteout::is_opaque_value(&v))
+        {
             return Ok(true);
         }
     }
@@ -217,7 +220,12 @@ impl Merged {
             let st = match rfs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::NOENT) => continue,
-                Err(e) => return Err(Error::io(format!("stat of {:?} in a lower layer", OsStr::from_bytes(name.to_bytes())), e)),
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("stat of {:?} in a lower layer", OsStr::from_bytes(name.to_bytes())),
+                        e,
+                    ))
+                }
             };
             let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
             if first.is_none() {
@@ -239,7 +247,11 @@ impl Merged {
                 break;
             }
         }
-        Ok(first.map(|(st, layer)| Found { st, layer, dir: if dirs.is_empty() { None } else { Some(Merged { layers: dirs }) } }))
+        Ok(first.map(|(st, layer)| Found {
+            st,
+            layer,
+            dir: if dirs.is_empty() { None } else { Some(Merged { layers: dirs }) },
+        }))
     }
 
     fn lookup_path(&self, rel: &[u8]) -> Result<Option<Found>> {
@@ -298,13 +310,13 @@ fn capability_at(dir: BorrowedFd<'_>, name: &CStr, st: &Stat) -> Result<Option<V
 
 /// go-archive's `sameFsTime`: equal, or the same second with one side lacking nanoseconds.
 fn same_time(a: &Stat, b: &Stat) -> bool {
-    a.st_mtime == b.st_mtime
-        && (a.st_mtime_nsec == b.st_mtime_nsec || a.st_mtime_nsec == 0 || b.st_mtime_nsec == 0)
+    a.st_mtime == b.st_mtime && (a.st_mtime_nsec == b.st_mtime_nsec || a.st_mtime_nsec == 0 || b.st_mtime_nsec == 0)
 }
 
 /// go-archive's `statDifferent`.
 fn stat_different(old: &Stat, new: &Stat) -> bool {
-    if old.st_mode != new.st_mode || old.st_uid != new.st_uid || old.st_gid != new.st_gid || old.st_rdev != new.st_rdev {
+    if old.st_mode != new.st_mode || old.st_uid != new.st_uid || old.st_gid != new.st_gid || old.st_rdev != new.st_rdev
+    {
         return true;
     }
     let dir = FileType::from_raw_mode(old.st_mode) == FileType::Directory;
@@ -391,8 +403,12 @@ fn native_dir(
         let new_ty = FileType::from_raw_mode(new.st_mode);
         if new_ty == FileType::RegularFile && new.st_blocks == 0 && new.st_size > 0 {
             // Possibly a metacopy-only copy-up, whose data lives in the lower layer.
-            if fsx::lget_xattr_at(upper, &ent.name, c"trusted.overlay.metacopy").ctx(|| "reading xattrs".into())?.is_some()
-                || fsx::lget_xattr_at(upper, &ent.name, c"user.overlay.metacopy").ctx(|| "reading xattrs".into())?.is_some()
+            if fsx::lget_xattr_at(upper, &ent.name, c"trusted.overlay.metacopy")
+                .ctx(|| "reading xattrs".into())?
+                .is_some()
+                || fsx::lget_xattr_at(upper, &ent.name, c"user.overlay.metacopy")
+                    .ctx(|| "reading xattrs".into())?
+                    .is_some()
             {
                 return Err(redirect_error(&child));
             }
@@ -476,8 +492,7 @@ fn naive_dir(path: &[u8], new: Option<&Merged>, old: Option<&Merged>, out: &mut 
             }
             Some(of) => {
                 let o = old.expect("found in old");
-                let modified =
-                    stat_different(&of.st, &nf.st) || new.capability(&nf, n)? != o.capability(&of, n)?;
+                let modified = stat_different(&of.st, &nf.st) || new.capability(&nf, n)? != o.capability(&of, n)?;
                 if modified {
                     push(out, &child, ChangeKind::Modify);
                     changed = true;

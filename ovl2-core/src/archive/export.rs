@@ -228,7 +228,10 @@ struct Xattrs {
     redirect: bool,
 }
 
-fn read_xattrs(list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>, get: impl Fn(&CStr) -> io::Result<Option<Vec<u8>>>) -> io::Result<Xattrs> {
+fn read_xattrs(
+    list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    get: impl Fn(&CStr) -> io::Result<Option<Vec<u8>>>,
+) -> io::Result<Xattrs> {
     let mut buf = vec![0u8; 1024];
     let n = loop {
         match list(&mut buf) {
@@ -275,7 +278,8 @@ impl<W: Write> Exporter<W> {
         for ent in ents {
             let plen = prefix.len();
             prefix.extend_from_slice(ent.name.to_bytes());
-            let st = rfs::statat(dir, &ent.name, AtFlags::SYMLINK_NOFOLLOW).ctx(|| format!("stat of {}", show(prefix)))?;
+            let st =
+                rfs::statat(dir, &ent.name, AtFlags::SYMLINK_NOFOLLOW).ctx(|| format!("stat of {}", show(prefix)))?;
             let r = match self.entry(dir, &ent.name, &st, prefix) {
                 Ok(Some(sub)) => self.walk(sub.as_fd(), prefix),
                 Ok(None) => Ok(()),

@@ -10,8 +10,7 @@ use rustix::io::Errno;
 
 /// How every path inside a layer is resolved: as if the layer were `/`, never through
 /// `/proc` magic links, never onto another mount.
-pub const IN_ROOT: ResolveFlags =
-    ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS).union(ResolveFlags::NO_XDEV);
+pub const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS).union(ResolveFlags::NO_XDEV);
 
 /// Opens the directory `path` (relative, `/`-separated) inside `root`, following symlinks as
 /// a chroot would. An empty path is the root itself.

@@ -119,8 +119,8 @@ pub(crate) fn open<'a, R: Read + 'a>(reader: R, c: Arc<Counters>) -> Result<(Tar
         Compression::None => Box::new(buf),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
         Compression::Zstd => {
-            let d = zstd::stream::read::Decoder::with_buffer(buf)
-                .map_err(|e| Error::io("starting the zstd decoder", e))?;
+            let d =
+                zstd::stream::read::Decoder::with_buffer(buf).map_err(|e| Error::io("starting the zstd decoder", e))?;
             Box::new(d)
         }
     };

@@ -103,7 +103,11 @@ impl Driver {
     /// Docker's naive path for uppers a native walk cannot read (redirects, metacopy): mount
     /// the layer and the parent with `get` (overlayfs follows existing redirects) and compare
     /// the mounted trees.
-    pub(crate) fn mounted_views(&self, id: &str, parent: Option<&str>) -> Result<(Mounted<'_>, changes::Merged, changes::Merged)> {
+    pub(crate) fn mounted_views(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+    ) -> Result<(Mounted<'_>, changes::Merged, changes::Merged)> {
         let mut guard = Mounted { d: self, ids: Vec::new() };
         let view = |layer: &str, guard: &mut Mounted<'_>| -> Result<changes::Merged> {
             let path = self.get(layer, None)?;

@@ -297,8 +297,8 @@ fn mount_legacy_fd(req: &Request<'_>, f: &Features) -> Result<()> {
             rustix::param::page_size()
         )));
     }
-    let proc_fd = crate::fsutil::open_dir_path(Path::new("/proc/self/fd"))
-        .map_err(|e| Error::io("opening /proc/self/fd", e))?;
+    let proc_fd =
+        crate::fsutil::open_dir_path(Path::new("/proc/self/fd")).map_err(|e| Error::io("opening /proc/self/fd", e))?;
     let target = format!("{}/merged", req.layer_fd.as_raw_fd());
     legacy_mount_call(req, Some(proc_fd.as_fd()), &target, &data)
 }
@@ -454,7 +454,8 @@ mod tests {
 
     #[test]
     fn choose_follows_the_strategy_and_the_page() {
-        let all = Features { new_api: true, lowerdir_plus: true, fd_layers: true, opath_fds: true, ..Features::default() };
+        let all =
+            Features { new_api: true, lowerdir_plus: true, fd_layers: true, opath_fds: true, ..Features::default() };
         with_request(false, None, false, |r| {
             assert_eq!(choose(r, MountStrategy::Auto, &all).unwrap(), MountMethod::NewFd);
             let paths = Features { fd_layers: false, opath_fds: false, ..all.clone() };

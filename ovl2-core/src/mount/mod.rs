@@ -53,10 +53,9 @@ impl MountStrategy {
     /// The strategy named by `OVL2_MOUNT_STRATEGY`, if set.
     pub fn from_env() -> Result<Option<MountStrategy>> {
         match std::env::var("OVL2_MOUNT_STRATEGY") {
-            Ok(v) if !v.is_empty() => v
-                .parse()
-                .map(Some)
-                .map_err(|e| Error::InvalidArgument(format!("OVL2_MOUNT_STRATEGY: {e}"))),
+            Ok(v) if !v.is_empty() => {
+                v.parse().map(Some).map_err(|e| Error::InvalidArgument(format!("OVL2_MOUNT_STRATEGY: {e}")))
+            }
             _ => Ok(None),
         }
     }
@@ -172,9 +171,7 @@ impl Driver {
 
     /// Kernel features found by the probes (cached per store and boot).
     pub fn features(&self) -> &Features {
-        self.mounts
-            .features
-            .get_or_init(|| probe::load_or_probe(&self.private_fd).without(&self.mounts.disabled))
+        self.mounts.features.get_or_init(|| probe::load_or_probe(&self.private_fd).without(&self.mounts.disabled))
     }
 
     /// Docker's `Get`: mounts the layer (or takes another reference to its mount) and returns
@@ -212,7 +209,8 @@ impl Driver {
         if lowers.is_empty() && !opts.readonly {
             return Ok(self.home.join(id).join("diff"));
         }
-        let committed = fsutil::file_type(&layer.fd, layout::COMMITTED).ctx(|| format!("stat of {id}/committed"))?.is_some();
+        let committed =
+            fsutil::file_type(&layer.fd, layout::COMMITTED).ctx(|| format!("stat of {id}/committed"))?.is_some();
         let readonly = opts.readonly || committed || lowers.is_empty();
 
         let mut rec = self.reconciled_record(id, &layer)?;
@@ -400,8 +398,13 @@ impl Driver {
                     )
                     .map_err(|e| Error::io(format!("chown of {id}/merged"), e))?;
                 }
-                rustix::fs::chmodat(lfd, layout::MERGED, rustix::fs::Mode::from_raw_mode(layout::MERGED_MODE), AtFlags::empty())
-                    .map_err(|e| Error::io(format!("chmod of {id}/merged"), e))?;
+                rustix::fs::chmodat(
+                    lfd,
+                    layout::MERGED,
+                    rustix::fs::Mode::from_raw_mode(layout::MERGED_MODE),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| Error::io(format!("chmod of {id}/merged"), e))?;
             }
             // A merged/ left by someone else: make it ours, checking it is a directory.
             Err(Errno::EXIST) => fsutil::ensure_dir(lfd, layout::MERGED, layout::MERGED_MODE, Some(self.root))

@@ -146,7 +146,8 @@ pub(crate) fn store<Fd: std::os::fd::AsFd>(dir: Fd, id: &str, rec: &Record) -> R
         Err(e) => return Err(Error::io(format!("opening the mount record of {id:?}"), e)),
     };
     let text = rec.encode();
-    let n = rustix::io::pwrite(&fd, text.as_bytes(), 0).map_err(|e| Error::io(format!("writing the mount record of {id:?}"), e))?;
+    let n = rustix::io::pwrite(&fd, text.as_bytes(), 0)
+        .map_err(|e| Error::io(format!("writing the mount record of {id:?}"), e))?;
     if n != text.len() {
         return Err(Error::io(format!("writing the mount record of {id:?}"), Errno::NOSPC));
     }

@@ -51,7 +51,8 @@ pub fn mount_points_under(root: &Path) -> Vec<PathBuf> {
 /// The super options of the mount at exactly `p`, if something is mounted there.
 pub fn mountinfo_options(p: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().rfind(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(p.to_str().unwrap()))
+    info.lines()
+        .rfind(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(p.to_str().unwrap()))
         .map(|l| l.rsplit(' ').next().unwrap().to_owned())
 }
 
@@ -102,7 +103,13 @@ fn walk(root: &Path, p: &Path, out: &mut BTreeMap<String, String>) {
         format!("dir {:o} {}:{}", md.permissions().mode() & 0o7777, md.uid(), md.gid())
     } else if ft.is_file() {
         let c = std::fs::read(p).unwrap_or_default();
-        format!("file {:o} {}:{} {:?}", md.permissions().mode() & 0o7777, md.uid(), md.gid(), String::from_utf8_lossy(&c))
+        format!(
+            "file {:o} {}:{} {:?}",
+            md.permissions().mode() & 0o7777,
+            md.uid(),
+            md.gid(),
+            String::from_utf8_lossy(&c)
+        )
     } else {
         format!("other {:o}", md.mode())
     };

@@ -90,7 +90,17 @@ fn record(k: &str, v: &[u8]) -> Vec<u8> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn header(name: &[u8], ty: u8, mode: u32, uid: u32, gid: u32, size: u64, mtime: u64, link: &[u8], dev: (u32, u32)) -> [u8; 512] {
+fn header(
+    name: &[u8],
+    ty: u8,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: u64,
+    link: &[u8],
+    dev: (u32, u32),
+) -> [u8; 512] {
     let mut b = [0u8; 512];
     let n = name.len().min(100);
     b[..n].copy_from_slice(&name[..n]);
