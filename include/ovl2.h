@@ -616,9 +616,9 @@ enum ovl2_status ovl2_open(const char *home,
                            struct ovl2_error **err);
 
 // Closes a handle from `ovl2_open` and frees it. NULL is a no-op. No other call may be
-// running on, or made afterwards with, this handle. Mounts taken through it are not
-// released: `ovl2_put` them first (or `ovl2_cleanup`); references of a process that has
-// exited are dropped by the next open or get of that layer.
+// running on, or made afterwards with, this handle. References it took with `ovl2_get`
+// are released (a layer nobody else holds is unmounted); persistent references from
+// `ovl2_get_with` stay until an `ovl2_put`.
 void ovl2_close(struct ovl2_driver *driver);
 
 // The store's home directory, absolute and lexically clean.

@@ -165,6 +165,10 @@ pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
             let ids: Vec<String> =
                 (1..=tars.len()).map(|i| if i == tars.len() { top.clone() } else { format!("{top}-{i}") }).collect();
             let mut made: Vec<String> = Vec::new();
+            let parent_was_committed = match &parent {
+                Some(p) => d.is_committed(p)?,
+                None => true,
+            };
             let mut below = parent.clone();
             let mut results = Vec::new();
             let res = (|| -> Result<(), Box<dyn std::error::Error>> {
@@ -183,10 +187,9 @@ pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
                 Ok(())
             })();
             if let Err(e) = res {
-                // All or nothing: take back the layers this run created, top first.
-                for id in made.iter().rev() {
-                    let _ = d.remove(id, true);
-                }
+                // All or nothing: take back the layers this run created, and the parent's
+                // committed marker if they gave it one.
+                let _ = d.undo_created(&made, parent.as_deref(), parent_was_committed);
                 return Err(e);
             }
             if json {

@@ -127,6 +127,13 @@ fn import_mount_change_export() {
     assert!(err.contains("bad layer archive"), "{err}");
     let ls = h.ok(&["ls"]);
     assert!(!ls.contains("bad"), "{ls}");
+    // Found in review: a broken import on top of an uncommitted layer left it committed (so
+    // it then mounted read-only). All or nothing includes the parent's marker.
+    h.ok(&["create", "p", "--parent", "img", "--rw"]);
+    assert!(!h.0.join("p/committed").exists());
+    h.fail(&["import", base.to_str().unwrap(), broken.to_str().unwrap(), "--top", "bad2", "--parent", "p"]);
+    assert!(!h.0.join("p/committed").exists(), "the failed import took back the marker it caused");
+    assert_eq!(h.ok(&["check"]), "no problems\n");
 }
 
 #[test]

@@ -125,10 +125,7 @@ impl Driver {
         if let Err(e) = res {
             // Undo whatever exists of the pair; the original error is what the caller needs.
             let _ = self.force_unmount(&init);
-            let _ = self.remove(&init, true);
-            if !top_was_committed {
-                let _ = self.uncommit_if_childless(image_top);
-            }
+            let _ = self.undo_created(std::slice::from_ref(&init), Some(image_top), top_was_committed);
             pending.end(self);
             return Err(e);
         }
@@ -207,6 +204,9 @@ struct Pending {
 
 impl Pending {
     fn begin(d: &Driver, ctr: &str, image_top: &str, top_was_committed: bool) -> Result<Pending> {
+        // As for staging: repair takes the store lock exclusively, so holding it shared until
+        // the record is flocked keeps another process's open from deleting it first.
+        let _store = d.lock(false)?;
         let dir = d.pending_dir()?;
         let name = cstr(ctr).expect("validated");
         let fd = rustix::fs::openat(

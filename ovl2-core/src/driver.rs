@@ -375,10 +375,33 @@ impl Driver {
         }
     }
 
-    /// Whether `id` carries the `committed` marker.
-    pub(crate) fn is_committed(&self, id: &str) -> Result<bool> {
+    /// Whether `id` carries the `committed` marker (a child was created on it, so it mounts
+    /// read-only).
+    pub fn is_committed(&self, id: &str) -> Result<bool> {
+        id::validate(id)?;
         let dir = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         Ok(fsutil::file_type(&dir, layout::COMMITTED).ctx(|| format!("stat of {id}/committed"))?.is_some())
+    }
+
+    /// Undoes a multi-step build that failed half way: removes the layers it `created`
+    /// (top first) and, when `parent` gained its `committed` marker from them
+    /// (`parent_was_committed` false) and no other child is left, takes the marker back, so
+    /// the store is as it was before. Layers already gone are fine.
+    pub fn undo_created(&self, created: &[String], parent: Option<&str>, parent_was_committed: bool) -> Result<()> {
+        let mut first = None;
+        for id in created.iter().rev() {
+            if let Err(e) = self.remove(id, true) {
+                if e.kind() != crate::ErrorKind::NotFound {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        if let (Some(p), false) = (parent, parent_was_committed) {
+            if self.exists(p)? {
+                self.uncommit_if_childless(p)?;
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Takes back a `committed` marker that a rolled-back child wrote, if no child exists

@@ -49,6 +49,7 @@ fn main() {
         ("rootless_get_put", rootless_get_put),
         ("kill_during_get_put", kill_during_get_put),
         ("kill_during_container_create_remove", kill_during_container_create_remove),
+        ("dead_holder_seen_by_a_long_lived_driver", dead_holder_seen_by_a_long_lived_driver),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, f) in tests {
@@ -433,4 +434,33 @@ fn kill_during_container_create_remove() {
         }
     }
     eprintln!("  60 kills; {repaired} half-made containers rolled back by open");
+}
+
+/// Found in review: a Driver opened before the holder died must not stack a second mount
+/// on the same upper/workdir (its open-time reconcile ran too early to see the death).
+fn dead_holder_seen_by_a_long_lived_driver() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("deadlong");
+    let home = s.home();
+    small_chain(&home);
+    let d = open(&home); // opened while the holder is still alive
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["worker-hold", home.to_str().unwrap(), "ctr"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let merged = PathBuf::from(line.trim());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let count = || mount_points_under(&merged).len();
+    assert_eq!(count(), 1, "the dead holder's mount is still there");
+    d.get("ctr", None).unwrap();
+    assert_eq!(count(), 1, "exactly one mount on merged/ after get, not two stacked");
+    d.put("ctr").unwrap();
+    assert_eq!(count(), 0, "nothing left after the put");
+    assert!(d.mounts().unwrap().is_empty());
 }

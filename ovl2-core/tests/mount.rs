@@ -331,3 +331,49 @@ fn status_reports_mount_features() {
 
 #[allow(dead_code)]
 fn unused(_: PathBuf) {}
+
+#[test]
+fn closing_a_driver_gives_back_its_references() {
+    // Found in review: a dropped Driver's references stayed until the process exited.
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("dropref");
+    let home = s.home();
+    build_chain(&home, 2, &[2]);
+    let d = open(&home);
+    let merged = d.get("rw2", None).unwrap();
+    d.get("rw2", None).unwrap();
+    let keep = open(&home);
+    keep.get_with("L1", &MountOpts { readonly: true, persistent: true, ..MountOpts::default() }).unwrap();
+    drop(d);
+    assert!(!mounted_at(&merged), "the closed handle's references are gone");
+    let d = open(&home);
+    assert_eq!(d.put("rw2").unwrap_err().kind(), ErrorKind::InvalidArgument);
+    d.remove("rw2", false).unwrap();
+    assert!(mounted_at(&home.join("L1/merged")), "persistent references outlive the handle");
+    drop(keep);
+    assert!(mounted_at(&home.join("L1/merged")));
+    d.put("L1").unwrap();
+    assert!(!mounted_at(&home.join("L1/merged")));
+}
+
+#[test]
+fn a_base_layer_put_pairs_with_its_own_get() {
+    // Found in review: get(base) takes no reference, so its put released someone else's
+    // read-only mount of the same base layer.
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("baseput");
+    let home = s.home();
+    build_chain(&home, 2, &[2]);
+    let other = open(&home);
+    let ro = other.get_with("L1", &MountOpts { readonly: true, persistent: true, ..MountOpts::default() }).unwrap();
+    let d = open(&home);
+    assert_eq!(d.get("L1", None).unwrap(), home.join("L1/diff"));
+    d.put("L1").unwrap();
+    assert!(mounted_at(&ro), "the other holder's read-only mount stays");
+    other.put("L1").unwrap();
+    assert!(!mounted_at(&ro));
+}

@@ -226,3 +226,43 @@ fn create_on_a_full_disk_fails_cleanly_at_every_step() {
     assert_complete(&home, "child", true);
     assert!(d.check().unwrap().is_empty());
 }
+
+#[test]
+fn repair_in_other_handles_never_deletes_a_live_apply() {
+    // Found in review: an apply's staging dir could be deleted by another process's open
+    // (repair) between its mkdir and its flock.
+    let s = Scratch::new("applyrace");
+    let home = s.home();
+    let d = std::sync::Arc::new(open_fast(&home));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(5);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, "f", &b"hello"[..]).unwrap();
+    let layer = b.into_inner().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let openers: Vec<_> = (0..2)
+        .map(|_| {
+            let (home, stop) = (home.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    drop(open_fast(&home));
+                }
+            })
+        })
+        .collect();
+    for i in 0..400 {
+        let id = format!("l{i}");
+        d.create(&id, None, &co()).unwrap();
+        d.apply_diff(&id, None, &layer[..]).unwrap_or_else(|e| panic!("apply {i} raced with repair: {e}"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for o in openers {
+        o.join().unwrap();
+    }
+    assert!(d.check().unwrap().is_empty());
+}

@@ -184,9 +184,9 @@ pub extern "C" fn ovl2_open(
 }
 
 /// Closes a handle from `ovl2_open` and frees it. NULL is a no-op. No other call may be
-/// running on, or made afterwards with, this handle. Mounts taken through it are not
-/// released: `ovl2_put` them first (or `ovl2_cleanup`); references of a process that has
-/// exited are dropped by the next open or get of that layer.
+/// running on, or made afterwards with, this handle. References it took with `ovl2_get`
+/// are released (a layer nobody else holds is unmounted); persistent references from
+/// `ovl2_get_with` stay until an `ovl2_put`.
 #[no_mangle]
 pub extern "C" fn ovl2_close(driver: *mut ovl2_driver) {
     guard((), || {

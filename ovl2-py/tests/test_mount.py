@@ -273,7 +273,8 @@ def test_references_of_a_killed_process_are_dropped(mount_driver: ovl2.Driver, h
     d = mount_driver
     build(d)
     child = subprocess.Popen(
-        [sys.executable, "-c", f"import ovl2, sys, time; ovl2.Driver({str(home)!r}).get('ctr'); print('held', flush=True); time.sleep(60)"],
+        # The child keeps its Driver: closing (or dropping) one gives its references back.
+        [sys.executable, "-c", f"import ovl2, sys, time; d = ovl2.Driver({str(home)!r}); d.get('ctr'); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -288,4 +289,16 @@ def test_references_of_a_killed_process_are_dropped(mount_driver: ovl2.Driver, h
     [m] = d.mounts()
     assert (m.count, m.processes) == (1, 1), "the dead process's reference is gone"
     d.put("ctr")
+    assert mounts_under(home) == []
+
+
+def test_closing_a_driver_gives_back_its_references(mount_driver: ovl2.Driver, home: pathlib.Path) -> None:
+    d = mount_driver
+    build(d)
+    other = ovl2.Driver(str(home))
+    other.get("ctr")
+    other.get("ctr")  # answered from memory: the store sees one process reference
+    assert [(m.id, m.processes) for m in d.mounts()] == [("ctr", 1)]
+    other.close()
+    assert d.mounts() == []
     assert mounts_under(home) == []

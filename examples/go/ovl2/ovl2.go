@@ -170,7 +170,8 @@ func Open(home string, opts ...Option) (*Driver, error) {
 }
 
 // Close releases the store, waiting for calls in flight. Later calls return ErrClosed.
-// Mounts stay mounted. Closing twice is harmless.
+// References this handle took with Get are released (a layer nobody else holds is
+// unmounted); persistent references (GetWith) stay. Closing twice is harmless.
 func (d *Driver) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -230,8 +230,14 @@ impl Driver {
         rfs::renameat_with(&stage.fd, layout::DIFF, &layer, layout::DIFF, RenameFlags::EXCHANGE)
             .ctx(|| format!("swapping the applied diff into layer {id:?}"))?;
         if sync {
-            fsutil::fsync(&layer).ctx(|| format!("syncing layer {id:?}"))?;
-            fsutil::fsync(&stage.fd).ctx(|| "syncing the staging dir".into())?;
+            let synced = fsutil::fsync(&layer)
+                .ctx(|| format!("syncing layer {id:?}"))
+                .and_then(|()| fsutil::fsync(&stage.fd).ctx(|| "syncing the staging dir".into()));
+            if let Err(e) = synced {
+                // The caller gets an error, so the layer must be as it was: swap back.
+                let _ = rfs::renameat_with(&stage.fd, layout::DIFF, &layer, layout::DIFF, RenameFlags::EXCHANGE);
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -269,6 +275,9 @@ struct Stage {
 
 impl Stage {
     fn new(d: &Driver) -> Result<Stage> {
+        // Repair (exclusive store lock) deletes staging entries it can flock; hold the lock
+        // shared until ours is flocked, or another process's open could delete it first.
+        let _store = d.lock(false)?;
         let name = cstr(&format!("apply-{}", fsutil::random_hex(12))).expect("ascii");
         fsutil::mkdir(&d.staging_fd, &name, layout::PRIVATE_MODE, Some(d.owner))
             .ctx(|| "creating an apply staging dir".into())?;

@@ -156,6 +156,10 @@ struct Held {
     readonly: bool,
     /// A plain `get` (no explicit read-only) would ask for this very mount.
     plain_ok: bool,
+    /// Plain gets of a base layer, answered with its `diff` and no reference (Docker's
+    /// rule); each matching put is consumed here, so it never releases a reference that
+    /// someone else holds on a read-only mount of the same layer.
+    base_gets: u64,
 }
 
 /// A layer dir locked for mount-state changes; the flock goes with the fd.
@@ -207,6 +211,9 @@ impl Driver {
             None => Vec::new(),
         };
         if lowers.is_empty() && !opts.readonly {
+            if !opts.persistent {
+                held.base_gets += 1;
+            }
             return Ok(self.home.join(id).join("diff"));
         }
         let committed =
@@ -227,6 +234,11 @@ impl Driver {
         if mounted {
             refs::store(self.mounts_fd()?, id, &rec)?;
         } else {
+            if self.is_mounted(&layer.fd)? {
+                // Never two overlay mounts on one upper/workdir (the kernel would allow it
+                // with index=off, with undefined results).
+                return Err(Error::Busy { id: id.to_owned(), reason: "something else is mounted on merged/".into() });
+            }
             let req = self.mount_request(id, &layer, &lowers, readonly, opts);
             let method = engine::choose(&req, self.mounts.strategy, self.features())?;
             rec.method = method.as_str().to_owned();
@@ -259,6 +271,10 @@ impl Driver {
         let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
         if held.count > 1 {
             held.count -= 1;
+            return Ok(());
+        }
+        if held.count == 0 && held.base_gets > 0 {
+            held.base_gets -= 1;
             return Ok(());
         }
         let layer = self.lock_layer(id)?;
@@ -347,7 +363,14 @@ impl Driver {
         let mut rec = refs::load(self.mounts_fd()?, id)?;
         let recorded = rec.total() > 0;
         rec.drop_dead();
-        let mounted = self.is_mounted(&layer.fd)?;
+        let mut mounted = self.is_mounted(&layer.fd)?;
+        if mounted && recorded && rec.total() == 0 {
+            // Every holder died: the mount is nobody's. Take it down now, under the layer
+            // lock, so no caller can stack a second mount on the same upper and workdir.
+            self.unmount_layer(id, layer)?;
+            refs::store(self.mounts_fd()?, id, &Record::default())?;
+            mounted = false;
+        }
         if !mounted {
             rec = Record::default();
         } else if !recorded {
@@ -448,6 +471,35 @@ impl Driver {
         }
     }
 
+    /// Gives back every reference this `Driver` holds, unmounting what nobody else holds.
+    /// Runs when the `Driver` is dropped: a closed handle's references would otherwise stay
+    /// in force for as long as the process lives, with no handle left that could put them.
+    pub(crate) fn release_held(&self) {
+        let held: Vec<(String, Arc<Mutex<Held>>)> = self
+            .mounts
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let me = self.mounts.me();
+        for (id, slot) in held {
+            let mut h = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if h.count == 0 {
+                continue;
+            }
+            h.count = 0;
+            let Ok(layer) = self.lock_layer(&id) else { continue };
+            let Ok(mut rec) = self.reconciled_record(&id, &layer) else { continue };
+            while rec.release(&me) {}
+            if rec.total() == 0 {
+                let _ = self.unmount_layer(&id, &layer);
+            }
+            let _ = refs::store(self.mounts_fd().expect("records dir"), &id, &rec);
+        }
+    }
+
     /// [`Self::lock_layer`], or `None` when the layer is gone, dropping its stale record.
     fn lock_layer_or_forget(&self, id: &str) -> Result<Option<LockedLayer>> {
         match self.lock_layer(id) {
@@ -526,4 +578,10 @@ fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<Driver>();
     let _ = cstr;
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.release_held();
+    }
 }

@@ -115,7 +115,10 @@ class Driver:
     def closed(self) -> bool:
         """True after :meth:`close`."""
     def close(self) -> None:
-        """Releases the store. Calls already running finish first; later calls raise ValueError."""
+        """Releases the store. Calls already running finish first; later calls raise ValueError.
+
+        Mount references this Driver took with :meth:`get` are given back (a layer nobody else
+        holds is unmounted); persistent references stay until a :meth:`put`."""
     def __enter__(self) -> Driver: ...
     def __exit__(
         self,
