@@ -274,14 +274,7 @@ fn killed_mount_holder_is_reconciled() {
     let s = Scratch::new("mkill");
     let home = s.home();
     small_chain(&home);
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["worker-hold", home.to_str().unwrap(), "ctr"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    let merged = PathBuf::from(line.trim());
+    let (mut child, merged) = spawn_holder(&home, "ctr");
     assert!(mounted(&merged), "the worker mounted {merged:?}");
     // Another process's view while the holder lives: one reference, held by a process.
     let m = Driver::open(&home, Options::default()).unwrap().mounts().unwrap();
@@ -446,14 +439,7 @@ fn dead_holder_seen_by_a_long_lived_driver() {
     let home = s.home();
     small_chain(&home);
     let d = open(&home); // opened while the holder is still alive
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["worker-hold", home.to_str().unwrap(), "ctr"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    let merged = PathBuf::from(line.trim());
+    let (mut child, merged) = spawn_holder(&home, "ctr");
     child.kill().unwrap();
     child.wait().unwrap();
     let count = || mount_points_under(&merged).len();
@@ -463,4 +449,16 @@ fn dead_holder_seen_by_a_long_lived_driver() {
     d.put("ctr").unwrap();
     assert_eq!(count(), 0, "nothing left after the put");
     assert!(d.mounts().unwrap().is_empty());
+}
+
+/// Starts a worker that mounts `id` and waits to be killed; returns it with the merged path.
+fn spawn_holder(home: &Path, id: &str) -> (Child, PathBuf) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["worker-hold", home.to_str().unwrap(), id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    (child, PathBuf::from(line.trim()))
 }
