@@ -2,76 +2,10 @@
 //! layer through a mount, list and export its changes; and a rootless apply.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-struct Home(PathBuf);
-
-impl Home {
-    fn new(tag: &str) -> Home {
-        let p = std::env::temp_dir().join(format!("ovl2-cli-arch-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Home(p)
-    }
-    fn home(&self) -> PathBuf {
-        self.0.join("home")
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_ovl2"));
-        c.arg("--home").arg(self.home()).env_remove("OVL2_HOME").env_remove("OVL2_MOUNT_STRATEGY");
-        c
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "ovl2 {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
-    }
-    fn fail(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(!o.status.success(), "ovl2 {args:?} should fail");
-        let err = String::from_utf8(o.stderr).unwrap();
-        assert!(err.starts_with("ovl2: ") && err.lines().count() == 1, "{err:?}");
-        err
-    }
-    /// A tarball (GNU tar, as users make them) of the files given as (path, content);
-    /// an empty content with a `.wh.` name makes a whiteout marker.
-    fn tarball(&self, name: &str, files: &[(&str, &str)], compress: Option<&str>) -> PathBuf {
-        let src = self.0.join(format!("src-{name}"));
-        for (p, c) in files {
-            let f = src.join(p);
-            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-            std::fs::write(&f, c).unwrap();
-        }
-        let out = self.0.join(name);
-        let mut tar = Command::new("tar");
-        tar.arg("-C").arg(&src).arg("--sort=name").arg("-cf").arg(&out);
-        if let Some(z) = compress {
-            tar.arg(format!("--{z}"));
-        }
-        assert!(tar.arg(".").status().unwrap().success());
-        out
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("cleanup").output();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn require_root() -> bool {
-    let root = rustix::process::geteuid().is_root();
-    if !root
-        && (std::env::var("CI").as_deref() == Ok("true") || std::env::var("OVL2_REQUIRE_MOUNT").as_deref() == Ok("1"))
-    {
-        panic!("needs root; CI=true forbids skipping");
-    }
-    root
-}
+mod common;
+use common::*;
 
 fn tar_list(p: &Path) -> Vec<String> {
     let o = Command::new("tar").arg("-tf").arg(p).output().unwrap();
@@ -84,7 +18,7 @@ fn import_mount_change_export() {
     if !require_root() {
         return;
     }
-    let h = Home::new("main");
+    let h = Home::new("arch-main");
     let base =
         h.tarball("base.tar", &[("etc/os-release", "ID=demo\n"), ("README", "base\n"), ("app/old.py", "old")], None);
     let app = h.tarball("app.tar.gz", &[("app/main.py", "print('hi')\n"), ("app/.wh.old.py", "")], Some("gzip"));
@@ -107,10 +41,10 @@ fn import_mount_change_export() {
     h.ok(&["umount", "ctr"]);
 
     assert_eq!(h.ok(&["changes", "ctr"]), "D /README\nC /etc\nC /etc/os-release\nA /new.txt\n");
-    let out = h.0.join("ctr.tar");
+    let out = h.scratch().join("ctr.tar");
     h.ok(&["diff", "ctr", "-o", out.to_str().unwrap()]);
     assert_eq!(tar_list(&out), [".wh.README", "etc/", "etc/os-release", "new.txt"]);
-    let outz = h.0.join("ctr.tar.zst");
+    let outz = h.scratch().join("ctr.tar.zst");
     h.ok(&["diff", "ctr", "--zstd", "-o", outz.to_str().unwrap()]);
     // The same diff applies as a new layer, compressed or not.
     h.ok(&["create", "again", "--parent", "img"]);
@@ -121,7 +55,7 @@ fn import_mount_change_export() {
     // A second apply onto a layer with content is refused, as is a broken import (which
     // takes back every layer it made).
     h.fail(&["apply", "again", out.to_str().unwrap()]);
-    let broken = h.0.join("broken.tar");
+    let broken = h.scratch().join("broken.tar");
     std::fs::write(&broken, &std::fs::read(&base).unwrap()[..1000]).unwrap();
     let err = h.fail(&["import", base.to_str().unwrap(), broken.to_str().unwrap(), "--top", "bad"]);
     assert!(err.contains("bad layer archive"), "{err}");
@@ -130,9 +64,9 @@ fn import_mount_change_export() {
     // Found in review: a broken import on top of an uncommitted layer left it committed (so
     // it then mounted read-only). All or nothing includes the parent's marker.
     h.ok(&["create", "p", "--parent", "img", "--rw"]);
-    assert!(!h.0.join("p/committed").exists());
+    assert!(!h.home().join("p/committed").exists());
     h.fail(&["import", base.to_str().unwrap(), broken.to_str().unwrap(), "--top", "bad2", "--parent", "p"]);
-    assert!(!h.0.join("p/committed").exists(), "the failed import took back the marker it caused");
+    assert!(!h.home().join("p/committed").exists(), "the failed import took back the marker it caused");
     assert_eq!(h.ok(&["check"]), "no problems\n");
 }
 
@@ -142,7 +76,7 @@ fn rootless_apply_uses_user_xattrs() {
         return;
     }
     let strict = std::env::var("CI").as_deref() == Ok("true");
-    let h = Home::new("rootless");
+    let h = Home::new("arch-rootless");
     let t = h.tarball("t.tar", &[("d/f", "a"), ("d/.wh..wh..opq", ""), (".wh.gone", "")], None);
     let bin = env!("CARGO_BIN_EXE_ovl2");
     let home = h.home();

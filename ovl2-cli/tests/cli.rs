@@ -1,57 +1,9 @@
 //! The `ovl2` command line, run as a user would: one process per command.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-struct Home(PathBuf);
-
-impl Home {
-    fn new(tag: &str) -> Home {
-        let p = std::env::temp_dir().join(format!("ovl2-cli-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Home(p)
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_ovl2"))
-            .arg("--home")
-            .arg(&self.0)
-            .args(args)
-            .env_remove("OVL2_HOME")
-            .env_remove("OVL2_MOUNT_STRATEGY")
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "ovl2 {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
-    }
-    fn fail(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(!o.status.success(), "ovl2 {args:?} should fail");
-        let err = String::from_utf8(o.stderr).unwrap();
-        assert_eq!(err.lines().count(), 1, "an error is one line: {err:?}");
-        assert!(err.starts_with("ovl2: "), "{err}");
-        err
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_ovl2")).arg("--home").arg(&self.0).arg("cleanup").output();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn require_root() -> bool {
-    let root = rustix::process::geteuid().is_root();
-    if !root
-        && (std::env::var("CI").as_deref() == Ok("true") || std::env::var("OVL2_REQUIRE_MOUNT").as_deref() == Ok("1"))
-    {
-        panic!("needs root; CI=true forbids skipping");
-    }
-    root
-}
+mod common;
+use common::*;
 
 fn is_mounted(p: &Path) -> bool {
     let want = p.to_str().unwrap();
@@ -69,7 +21,7 @@ fn create_ls_inspect_rm_check() {
     let ctr = ls.as_array().unwrap().iter().find(|l| l["id"] == "ctr").unwrap();
     assert_eq!((ctr["parent"].as_str(), ctr["depth"].as_u64()), (Some("app"), Some(3)));
     let meta: serde_json::Value = serde_json::from_str(&h.ok(&["inspect", "ctr", "--json"])).unwrap();
-    let home = h.0.display().to_string();
+    let home = h.home().display().to_string();
     assert_eq!(meta["LowerDir"], format!("{home}/app/diff:{home}/base/diff"));
     assert_eq!(meta["UpperDir"], format!("{home}/ctr/diff"));
     let status = h.ok(&["status", "--json"]);
@@ -93,7 +45,7 @@ fn check_reports_then_repairs() {
     let h = Home::new("check");
     h.ok(&["create", "a"]);
     h.ok(&["create", "b", "--parent", "a"]);
-    for e in std::fs::read_dir(h.0.join("l")).unwrap() {
+    for e in std::fs::read_dir(h.home().join("l")).unwrap() {
         std::fs::remove_file(e.unwrap().path()).unwrap();
     }
     let o = h.run(&["check", "--json"]);
@@ -113,10 +65,10 @@ fn mount_references_outlive_each_command() {
     }
     let h = Home::new("mount");
     h.ok(&["create", "img"]);
-    std::fs::write(h.0.join("img/diff/hello"), "hi").unwrap();
+    std::fs::write(h.home().join("img/diff/hello"), "hi").unwrap();
     h.ok(&["create", "ctr", "--parent", "img", "--rw"]);
     let p = PathBuf::from(h.ok(&["mount", "ctr"]).trim());
-    assert_eq!(p, h.0.join("ctr/merged"), "mount prints the path alone");
+    assert_eq!(p, h.home().join("ctr/merged"), "mount prints the path alone");
     assert_eq!(std::fs::read_to_string(p.join("hello")).unwrap(), "hi");
     assert_eq!(h.ok(&["mount", "ctr"]).trim(), p.to_str().unwrap());
     h.ok(&["umount", "ctr"]);
