@@ -403,6 +403,38 @@ fn hostile_tars_are_refused_or_contained() {
     assert_eq!(std::fs::read(h(22, "dup")).unwrap(), b"three");
 }
 
+/// The same corpus through Docker's naive path (unpacked into a private mount of the chain):
+/// the mount root is as tight a boundary as the layer's own diff.
+#[test]
+fn hostile_tars_through_a_mounted_view_are_refused_or_contained() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("hostile-naive");
+    let outside = sentinel(&s);
+    let before = snap(&outside);
+    let d = open(&s.home());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.apply_diff("base", None, &tar(&[E::file("victim", b"lower"), E::file("etc/passwd", b"lower")])[..]).unwrap();
+    let base_before = snap(&diff_dir(&s.home(), "base"));
+    for (n, (name, data, refused)) in hostile_corpus(&outside).into_iter().enumerate() {
+        let id = format!("n{n}");
+        d.create(&id, Some("base"), &CreateOpts::default()).unwrap();
+        let r = d.apply_diff(&id, None, &data[..]);
+        if refused {
+            let e = r.expect_err(name);
+            assert_eq!(e.kind(), ErrorKind::CorruptArchive, "{name}: {e}");
+            assert!(std::fs::read_dir(diff_dir(&s.home(), &id)).unwrap().next().is_none(), "{name}: layer changed");
+        } else if let Err(e) = r {
+            assert_eq!(e.kind(), ErrorKind::CorruptArchive, "{name}: {e}");
+        }
+        assert_eq!(snap(&outside), before, "{name}: something outside the layer changed");
+        assert_eq!(snap(&diff_dir(&s.home(), "base")), base_before, "{name}: the lower layer changed");
+        assert!(staging_empty(&s.home()), "{name}: staging left behind");
+        assert_eq!(common::mount_points_under(s.path()), Vec::<std::path::PathBuf>::new(), "{name}");
+    }
+}
+
 #[test]
 fn damaged_streams_fail_cleanly_and_leave_the_layer() {
     if !require_root() {
@@ -454,7 +486,7 @@ fn damaged_streams_fail_cleanly_and_leave_the_layer() {
 }
 
 #[test]
-fn apply_refuses_mounted_nonempty_and_wrong_parent() {
+fn apply_refuses_mounted_nonempty_and_unknown_parent() {
     if !require_root() {
         return;
     }
@@ -463,7 +495,10 @@ fn apply_refuses_mounted_nonempty_and_wrong_parent() {
     d.create("base", None, &CreateOpts::default()).unwrap();
     d.create("kid", Some("base"), &CreateOpts::default()).unwrap();
     let data = tar(&[E::file("a", b"1")]);
-    assert_eq!(d.apply_diff("kid", None, &data[..]).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    // Any parent is accepted (Docker's naive path), but one that is no layer is a mistake.
+    let e = d.apply_diff("kid", Some("ghost"), &data[..]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("\"ghost\""), "{e}");
     assert_eq!(d.apply_diff("nope", None, &data[..]).unwrap_err().kind(), ErrorKind::NotFound);
     d.apply_diff("base", None, &data[..]).unwrap();
     assert_eq!(d.apply_diff("base", None, &data[..]).unwrap_err().kind(), ErrorKind::InvalidArgument);
@@ -843,6 +878,232 @@ fn apply_builds_the_tree_dockers_unpack_builds() {
     for (k, v) in &ours {
         assert_eq!(v, &docker[k], "{k}");
     }
+}
+
+/// Snapshot of `id`'s mounted view (`get`, then `put`).
+fn view(d: &Driver, id: &str) -> BTreeMap<String, String> {
+    let p = d.get(id, None).unwrap();
+    let v = snap(&p);
+    d.put(id).unwrap();
+    v
+}
+
+/// Read-write overlay mount for Docker's side of a comparison, detached on drop.
+struct RwMount(std::path::PathBuf);
+impl RwMount {
+    fn new(at: &Path, lowers: &[std::path::PathBuf]) -> RwMount {
+        let (upper, work, merged) = (at.join("upper"), at.join("work"), at.join("merged"));
+        for p in [&upper, &work, &merged] {
+            std::fs::create_dir_all(p).unwrap();
+        }
+        let ls: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+        let data =
+            format!("index=off,lowerdir={},upperdir={},workdir={}", ls.join(":"), upper.display(), work.display());
+        rustix::mount::mount(
+            "overlay",
+            &merged,
+            "overlay",
+            rustix::mount::MountFlags::empty(),
+            std::ffi::CString::new(data).unwrap().as_c_str(),
+        )
+        .unwrap();
+        RwMount(merged)
+    }
+}
+impl Drop for RwMount {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+/// A base and a middle layer to apply onto, as tars.
+fn naive_chain() -> (Vec<u8>, Vec<u8>) {
+    let base = tar(&[
+        E::dir("etc/").mode(0o755),
+        E::file("etc/a", b"base a"),
+        E::file("etc/b", b"base b"),
+        E::file("d/x", b"x"),
+        E::file("d/sub/y", b"y"),
+        E::file("o/p", b"p"),
+        E::file("o/q", b"q"),
+        E::file("o/keep", b"old keep"),
+        E::file("o2/p", b"p"),
+        E::file("o2/sub/deep", b"deep"),
+        E::file("t1", b"link target").mode(0o640),
+        E::symlink("sym", "etc/a"),
+    ]);
+    let mid = tar(&[E::file("etc/c", b"mid c"), E::file("d/z", b"z"), E::file("o2/sub/kept", b"from mid")]);
+    (base, mid)
+}
+
+/// What a layer tar does on top of [`naive_chain`]: replace, delete (files, trees, nothing),
+/// opaque directories in both orders, hardlinks to lower files, a file turned directory.
+fn naive_tar() -> Vec<u8> {
+    tar(&[
+        E::dir("etc/").mode(0o750),
+        E::file("etc/a", b"new a, longer"),
+        E::file("etc/.wh.b", b""),
+        E::file(".wh.d", b""),
+        E::dir("o/"),
+        E::file("o/keep", b"new keep"),
+        E::file("o/.wh..wh..opq", b""),
+        E::dir("o2/"),
+        E::file("o2/.wh..wh..opq", b""),
+        E::dir("o2/sub/"),
+        E::file("o2/sub/kept", b"kept"),
+        E::file("new/deep/file", b"implied parents").owner(7, 8),
+        E::hardlink("hl", "t1"),
+        E::file(".wh.nothing", b""),
+        E::file("gone-later", b"short-lived"),
+        E::file(".wh.gone-later", b""),
+        E::dir("etc/c/"),
+        E::file("etc/c/inner", b"file became a dir"),
+        E::symlink("sym2", "/etc/a"),
+    ])
+}
+
+#[test]
+fn apply_onto_another_parent_builds_dockers_naive_tree() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("naive");
+    let d = open(&s.home());
+    let (base, mid) = naive_chain();
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.apply_diff("base", None, &base[..]).unwrap();
+    d.create("mid", Some("base"), &CreateOpts::default()).unwrap();
+    d.apply_diff("mid", Some("base"), &mid[..]).unwrap();
+    let data = naive_tar();
+    let header_bytes: u64 = {
+        let mut a = tar::Archive::new(&data[..]);
+        a.entries().unwrap().map(|e| e.unwrap().header().size().unwrap()).sum()
+    };
+    // No parent and a parent that is not the layer's own both take the naive path.
+    for (id, parent) in [("t-none", None), ("t-base", Some("base"))] {
+        d.create(id, Some("mid"), &CreateOpts::default()).unwrap();
+        let st = d.apply_diff(id, parent, &data[..]).unwrap();
+        assert_eq!(st.size, header_bytes, "{id}: Docker's naive ApplyDiff returns the unpacked header sizes");
+        assert_eq!(st.whiteouts, 0, "{id}: whiteouts are deletions here");
+        assert!(staging_empty(&s.home()), "{id}");
+        // Deleted lower entries are overlay whiteouts in the layer's own diff now.
+        let wh = std::fs::symlink_metadata(diff_dir(&s.home(), id).join("etc/b")).unwrap();
+        assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "{id}");
+    }
+    // The private mount works on every strategy (legacy attaches it for a moment).
+    let legacy = Driver::open(
+        s.home(),
+        Options { sync: false, mount_strategy: Some(ovl2_core::MountStrategy::Legacy), ..Options::default() },
+    )
+    .unwrap();
+    legacy.create("t-legacy", Some("mid"), &CreateOpts::default()).unwrap();
+    assert_eq!(legacy.apply_diff("t-legacy", None, &data[..]).unwrap().size, header_bytes);
+    drop(legacy);
+    assert_eq!(common::mount_points_under(s.path()), Vec::<std::path::PathBuf>::new());
+    let ours = view(&d, "t-none");
+    assert_eq!(ours, view(&d, "t-base"));
+    assert_eq!(ours, view(&d, "t-legacy"));
+    assert!(!ours.contains_key("etc/b") && !ours.contains_key("d") && !ours.contains_key("gone-later"));
+    assert!(!ours.contains_key("o/p") && !ours.contains_key("o2/p") && !ours.contains_key("o2/sub/deep"));
+    assert!(ours.contains_key("o/keep") && ours.contains_key("o2/sub/kept") && ours.contains_key("etc/c/inner"));
+    assert!(ours["hl"].contains("hardlink-of=") || ours["t1"].contains("hardlink-of="), "{:?}", ours["hl"]);
+    // The layer still exports and sizes like any other.
+    assert!(d.diff_size("t-none", Some("mid")).unwrap() > 0);
+
+    let Some(bin) = docker_tar_bin() else { return };
+    let m = RwMount::new(&s.path().join("docker"), &[diff_dir(&s.home(), "mid"), diff_dir(&s.home(), "base")]);
+    let mut child = std::process::Command::new(&bin)
+        .arg("applylayer")
+        .arg(&m.0)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let size: u64 = String::from_utf8(out.stdout).unwrap().trim().parse().unwrap();
+    assert_eq!(size, header_bytes, "Docker's ApplyUncompressedLayer size");
+    let docker = snap(&m.0);
+    assert_eq!(ours.keys().collect::<Vec<_>>(), docker.keys().collect::<Vec<_>>());
+    for (k, v) in &ours {
+        assert_eq!(v, &docker[k], "{k}");
+    }
+}
+
+/// Docker's `DriverBenchDiffApplyN`: the whole tree of a child layer (`Diff(upper, "")`)
+/// applied with `ApplyDiff(layer, "")` onto a fresh child of the same base.
+#[test]
+fn apply_of_a_full_tree_onto_a_child_like_dockers_bench() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("bench-apply");
+    let d = open(&s.home());
+    let many = |prefix: &str, n: usize| -> Vec<E> {
+        (0..n).map(|i| E::file(&format!("{prefix}/f{i}"), format!("{prefix} {i}").as_bytes())).collect()
+    };
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.apply_diff("base", None, &tar(&many("b", 20))[..]).unwrap();
+    d.create("upper", Some("base"), &CreateOpts::default()).unwrap();
+    d.apply_diff("upper", Some("base"), &tar(&many("u", 20))[..]).unwrap();
+    let diff_size = d.diff_size("upper", None).unwrap();
+    let mut arch = Vec::new();
+    d.diff("upper", None, &mut arch).unwrap();
+    d.create("diff", Some("base"), &CreateOpts::default()).unwrap();
+    let st = d.apply_diff("diff", None, &arch[..]).unwrap();
+    assert_eq!(st.size, diff_size, "Apply diff size mismatch");
+    assert_eq!(view(&d, "diff"), view(&d, "upper"));
+}
+
+#[test]
+fn failed_naive_apply_leaves_the_layer_and_no_mount() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("naive-fail");
+    let d = open(&s.home());
+    let (base, _) = naive_chain();
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.apply_diff("base", None, &base[..]).unwrap();
+    d.create("kid", Some("base"), &CreateOpts::default()).unwrap();
+    let mut data = naive_tar();
+    data.truncate(data.len() - 1024 - 10);
+    let e = d.apply_diff("kid", None, &data[..]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::CorruptArchive, "{e}");
+    // A name that climbs out is refused inside the mounted view too, before anything lands.
+    let evil = tar(&[E::file("etc/.wh.a", b""), E::file("../escape", b"x")]);
+    let e = d.apply_diff("kid", None, &evil[..]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::CorruptArchive, "{e}");
+    assert!(!s.home().join("escape").exists() && !s.path().join("escape").exists());
+    assert!(std::fs::read_dir(diff_dir(&s.home(), "kid")).unwrap().next().is_none());
+    assert!(staging_empty(&s.home()));
+    assert_eq!(common::mount_points_under(s.path()), Vec::<std::path::PathBuf>::new());
+    assert_eq!(view(&d, "kid")["etc/a"], view(&d, "base")["etc/a"]);
+}
+
+#[test]
+fn apply_refuses_a_layer_that_a_mounted_layer_builds_on() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("lower-busy");
+    let d = open(&s.home());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.create("mid", Some("base"), &CreateOpts::default()).unwrap();
+    d.create("top", Some("mid"), &CreateOpts::default()).unwrap();
+    let data = tar(&[E::file("a", b"1")]);
+    d.get("top", None).unwrap();
+    // A grandchild's mount uses base/diff as a lower as much as a child's does.
+    for (id, parent) in [("base", None), ("mid", Some("base"))] {
+        let e = d.apply_diff(id, parent, &data[..]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Busy, "{id}: {e}");
+        assert!(e.to_string().contains("\"top\""), "{e}");
+        assert!(std::fs::read_dir(diff_dir(&s.home(), id)).unwrap().next().is_none());
+    }
+    d.put("top").unwrap();
+    d.apply_diff("base", None, &data[..]).unwrap();
+    assert!(staging_empty(&s.home()));
 }
 
 /// Random damage to a valid layer (bytes flipped in headers and data, cuts anywhere): apply

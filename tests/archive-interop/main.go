@@ -8,6 +8,9 @@
 //	dockertar export NEW OLD     ExportChanges(NEW, ChangesDirs(NEW, OLD)): Docker's naive Diff
 //	dockertar apply DIR < TAR    Unpack with the overlay whiteout format into DIR (what
 //	                             Docker's overlay2 ApplyDiff runs, minus the chroot)
+//	dockertar applylayer DIR < TAR
+//	                             ApplyUncompressedLayer into DIR, a mounted layer (what the
+//	                             naive ApplyDiff runs, minus the chroot); prints the size
 package main
 
 import (
@@ -53,6 +56,15 @@ func main() {
 		if err != nil {
 			panic(err)
 		}
+	case len(os.Args) == 3 && os.Args[1] == "applylayer":
+		if err := os.Chdir(os.Args[2]); err != nil {
+			panic(err)
+		}
+		size, err := archive.ApplyUncompressedLayer(os.Args[2], os.Stdin, &archive.TarOptions{})
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(size)
 	default:
 		os.Stderr.WriteString("usage: dockertar DIFF_DIR | dockertar changes NEW OLD | dockertar apply DIR < TAR\n")
 		os.Exit(2)

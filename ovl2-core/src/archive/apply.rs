@@ -11,6 +11,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Time
 use rustix::io::Errno;
 
 use super::input::{self, Compression, Counters};
+use super::naive::Naive;
 use super::whiteout::{self, TarName};
 use super::{fsx, size};
 use crate::driver::Driver;
@@ -94,8 +95,14 @@ pub struct ApplyStats {
 }
 
 impl Driver {
-    /// Applies a layer tar (plain, gzip or zstd) to the empty layer `id`, whose parent must be
-    /// `parent`, and returns Docker's size value, the tar's digest and entry counts.
+    /// Applies a layer tar (plain, gzip or zstd) to the empty layer `id` and returns Docker's
+    /// size value, the tar's digest and entry counts.
+    ///
+    /// When `parent` is the layer's own parent (`None` for a base layer), the tar is written
+    /// straight into the layer's `diff` (Docker's overlay2 path: whiteouts become overlay
+    /// whiteouts). Any other `parent`, `None` included, takes Docker's naive path: the tar is
+    /// unpacked into the layer's mounted view, where a whiteout deletes what the lower layers
+    /// show (see `docs/archives.md`).
     ///
     /// Nothing outside the layer's `diff` is created, changed or followed, whatever the tar
     /// holds. On any error the layer is left exactly as it was. Data is synced when the store
@@ -116,30 +123,44 @@ impl Driver {
         if let Some(p) = parent {
             id::validate(p)?;
         }
-        let real = self.parent(id)?;
-        if real.as_deref() != parent {
-            return Err(Error::InvalidArgument(format!(
-                "apply_diff: {:?} is not the parent of layer {id:?} (its parent is {:?}); \
-                 ovl2 applies only onto a layer's own parent",
-                parent, real
-            )));
+        let native = self.parent(id)?.as_deref() == parent;
+        if let (false, Some(p)) = (native, parent) {
+            // Docker's naive path never looks at the parent, but a name that is no layer is
+            // a caller's mistake worth reporting.
+            if !self.exists(p)? {
+                return Err(Error::NotFound(p.to_owned()));
+            }
         }
         // Fail fast before reading the stream; checked again under the layer lock at the swap.
         {
             let layer = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
-            check_target(id, &layer)?;
+            check_target(self, id, &layer)?;
         }
         let stage = Stage::new(self)?;
-        let res = self.apply_staged(id, &stage, reader, opts);
+        let res = if native {
+            self.extract(stage.diff.as_fd(), None, reader, opts)
+                .and_then(|stats| self.finish_staged(id, &stage, stats, opts))
+        } else {
+            self.apply_naive(id, &stage, reader, opts)
+        };
         stage.discard(self);
         res
     }
 
-    fn apply_staged(&self, id: &str, stage: &Stage, reader: impl Read, opts: &ApplyOpts<'_>) -> Result<ApplyStats> {
+    /// Extracts the tar into `root`. With `naive`, whiteouts and opaque markers delete what
+    /// `root` shows instead of becoming overlay whiteouts (Docker's naive unpack).
+    pub(super) fn extract(
+        &self,
+        root: BorrowedFd<'_>,
+        naive: Option<Naive>,
+        reader: impl Read,
+        opts: &ApplyOpts<'_>,
+    ) -> Result<ApplyStats> {
         let counters = Arc::new(Counters::default());
         let (stream, compression) = input::open(reader, counters.clone())?;
         let mut x = Extractor {
-            root: stage.diff.as_fd(),
+            naive,
+            root,
             owner: self.root,
             opaque_xattr: whiteout::opaque_xattr_for_apply(),
             userns: crate::status::in_user_namespace(),
@@ -197,8 +218,11 @@ impl Driver {
                 });
             }
         }
-        if !x.size_exact {
-            x.stats.size = size::tree_size(stage.diff.as_fd()).ctx(|| "measuring the applied layer".into())?;
+        if let Some(n) = &x.naive {
+            // Docker's naive ApplyDiff returns what its unpacker counted: every header's size.
+            x.stats.size = n.header_bytes;
+        } else if !x.size_exact {
+            x.stats.size = size::tree_size(root).ctx(|| "measuring the applied layer".into())?;
         }
         if let Some(p) = opts.progress {
             p(&ApplyProgress {
@@ -207,7 +231,17 @@ impl Driver {
                 tar_bytes: x.stats.tar_bytes,
             });
         }
-        let stats = x.stats;
+        Ok(x.stats)
+    }
+
+    /// Syncs the staged `diff` (when asked) and swaps it into the layer.
+    pub(super) fn finish_staged(
+        &self,
+        id: &str,
+        stage: &Stage,
+        stats: ApplyStats,
+        opts: &ApplyOpts<'_>,
+    ) -> Result<ApplyStats> {
         if opts.sync {
             rfs::syncfs(&stage.diff).ctx(|| "syncing the applied layer (syncfs)".into())?;
         }
@@ -226,7 +260,7 @@ impl Driver {
             Ok(st) if st.st_dev == here.st_dev && st.st_ino == here.st_ino => {}
             _ => return Err(Error::NotFound(id.to_owned())),
         }
-        check_target(id, &layer)?;
+        check_target(self, id, &layer)?;
         rfs::renameat_with(&stage.fd, layout::DIFF, &layer, layout::DIFF, RenameFlags::EXCHANGE)
             .ctx(|| format!("swapping the applied diff into layer {id:?}"))?;
         if sync {
@@ -243,14 +277,16 @@ impl Driver {
     }
 }
 
-/// Refuses a layer that is mounted or whose `diff` already has content.
-fn check_target(id: &str, layer: &OwnedFd) -> Result<()> {
+/// Refuses a layer that is mounted, that a mounted layer builds on, or whose `diff` already
+/// has content.
+fn check_target(d: &Driver, id: &str, layer: &OwnedFd) -> Result<()> {
     let here = rfs::fstat(layer).ctx(|| format!("stat of layer {id:?}"))?;
     if let Ok(st) = rfs::statat(layer, layout::MERGED, AtFlags::SYMLINK_NOFOLLOW) {
         if st.st_dev != here.st_dev {
             return Err(Error::Busy { id: id.to_owned(), reason: "it is mounted; put it first".into() });
         }
     }
+    d.refuse_if_lower_of_a_mount(id)?;
     let diff = match fsutil::open_dir(layer, layout::DIFF) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
@@ -267,10 +303,10 @@ fn check_target(id: &str, layer: &OwnedFd) -> Result<()> {
 }
 
 /// `.ovl2/staging/apply-<random>/diff`, locked so repair leaves it alone while we work.
-struct Stage {
-    name: CString,
-    fd: OwnedFd,
-    diff: OwnedFd,
+pub(super) struct Stage {
+    pub(super) name: CString,
+    pub(super) fd: OwnedFd,
+    pub(super) diff: OwnedFd,
 }
 
 impl Stage {
@@ -334,6 +370,21 @@ enum Kind {
     Fifo,
 }
 
+impl Kind {
+    /// The entry type in words, for messages.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Reg => "regular file",
+            Kind::Dir => "directory",
+            Kind::Symlink => "symlink",
+            Kind::Link => "hardlink",
+            Kind::Char => "character device",
+            Kind::Block => "block device",
+            Kind::Fifo => "fifo",
+        }
+    }
+}
+
 /// What a header says about an entry's metadata.
 struct Meta {
     mode: u32,
@@ -344,6 +395,8 @@ struct Meta {
 }
 
 struct Extractor<'a> {
+    /// Docker's naive unpack (into a mounted view) instead of the overlay whiteout format.
+    naive: Option<Naive>,
     root: BorrowedFd<'a>,
     owner: Owner,
     opaque_xattr: &'static CStr,
@@ -361,14 +414,14 @@ struct Extractor<'a> {
     size_exact: bool,
 }
 
-fn refuse(at: &At<'_>, reason: impl Into<String>) -> Error {
+pub(super) fn refuse(at: &At<'_>, reason: impl Into<String>) -> Error {
     Error::CorruptArchive { at: at.to_string(), reason: reason.into() }
 }
 
 /// A failed system call on behalf of an entry: the tar's fault when the errno says the tree
 /// contradicts it (missing parent, a file where a dir should be, a loop, a name too long,
 /// an escape attempt), an I/O error otherwise.
-fn sys(at: &At<'_>, what: &str, e: Errno) -> Error {
+pub(super) fn sys(at: &At<'_>, what: &str, e: Errno) -> Error {
     match e {
         Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV | Errno::NAMETOOLONG | Errno::EXIST | Errno::ISDIR => {
             Error::CorruptArchive { at: at.to_string(), reason: format!("{what}: {}", io::Error::from(e)) }
@@ -501,7 +554,10 @@ impl Extractor<'_> {
         // Go's reader (Docker's) reads no data for header-only types, so data here would make
         // the two parsers see different archives.
         if kind != Kind::Reg && e.size() != 0 {
-            return Err(refuse(at, format!("a {kind:?} entry carries {} bytes of data", e.size())));
+            return Err(refuse(at, format!("a {} entry carries {} bytes of data", kind.name(), e.size())));
+        }
+        if let Some(n) = &mut self.naive {
+            n.header_bytes += e.size();
         }
         let bad = |what: &str| refuse(at, format!("malformed {what} field"));
         let mode = h.mode().map_err(|_| bad("mode"))? & 0o7777;
@@ -569,15 +625,24 @@ impl Extractor<'_> {
             }
             TarName::Opaque => {
                 let (parent, plain) = self.parent(&dir_path, at)?;
-                let r = rfs::fsetxattr(&parent, self.opaque_xattr, b"y", rfs::XattrFlags::empty());
+                let r = match &self.naive {
+                    Some(n) => {
+                        n.opaque(parent.as_fd(), &dir_path).map_err(|e| sys(at, "emptying the opaque directory", e))
+                    }
+                    None => rfs::fsetxattr(&parent, self.opaque_xattr, b"y", rfs::XattrFlags::empty())
+                        .map_err(|e| sys(at, "marking the directory opaque", e)),
+                };
                 self.cache = Some((dir_path, parent, plain));
-                r.map_err(|e| sys(at, "marking the directory opaque", e))?;
+                r?;
                 self.stats.opaque_dirs += 1;
                 Ok(())
             }
             TarName::Whiteout(name) => {
                 let (parent, plain) = self.parent(&dir_path, at)?;
-                let r = self.whiteout(parent.as_fd(), name, &meta, at);
+                let r = match &self.naive {
+                    Some(_) => Naive::whiteout(parent.as_fd(), name, at),
+                    None => self.whiteout(parent.as_fd(), name, &meta, at),
+                };
                 self.cache = Some((dir_path, parent, plain));
                 r
             }
@@ -585,6 +650,9 @@ impl Extractor<'_> {
                 let (parent, plain) = self.parent(&dir_path, at)?;
                 let r = self.plain(parent.as_fd(), plain, &comps, kind, link.as_deref(), dev, &meta, e, at);
                 self.cache = Some((dir_path, parent, plain));
+                if let (Ok(()), Some(n)) = (&r, &mut self.naive) {
+                    n.unpacked(join(&comps));
+                }
                 r
             }
         }

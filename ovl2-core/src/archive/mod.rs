@@ -12,6 +12,7 @@ mod export;
 mod fsx;
 mod gotar;
 mod input;
+mod naive;
 mod size;
 pub mod whiteout;
 
@@ -62,6 +63,23 @@ impl Driver {
             }
         }
         Ok(Layers { upper, lowers, parent })
+    }
+
+    /// Refuses to change `id`'s diff while a layer that builds on it is mounted: that mount
+    /// uses the diff as a lower, and overlayfs leaves changes to a live lower undefined.
+    pub(crate) fn refuse_if_lower_of_a_mount(&self, id: &str) -> Result<()> {
+        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let Some(lid) = files.link.as_deref().and_then(|l| layout::parse_link(l).ok()) else { return Ok(()) };
+        for child in self.children_of(lid)? {
+            let Some(dir) = self.open_layer_dir(&child)? else { continue };
+            if self.is_mounted(&dir)? {
+                return Err(Error::Busy {
+                    id: id.to_owned(),
+                    reason: format!("layer {child:?} builds on it and is mounted; put it first"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Opens the layers for a diff/changes call and says whether `parent` is the real parent

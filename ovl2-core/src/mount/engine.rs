@@ -163,7 +163,40 @@ pub(crate) fn mount(req: &Request<'_>, method: MountMethod, f: &Features) -> Res
     }
 }
 
+/// Mounts `req` the way [`choose`] decided but attaches it nowhere a path could reach: the
+/// returned fd is the mount's root, and the mount goes away with the last fd on it (or with
+/// the process). Used for private views, such as applying a tar through a staged upper.
+/// The new API never attaches the mount; a legacy mount sits on `<id>/merged` only until
+/// it is opened and lazily detached.
+pub(crate) fn mount_detached(req: &Request<'_>, method: MountMethod, f: &Features) -> Result<OwnedFd> {
+    let attached = match method {
+        MountMethod::NewFd | MountMethod::NewPath => return new_mount_fd(req, f, method == MountMethod::NewFd),
+        _ => {
+            mount(req, method, f)?;
+            rustix::fs::openat(
+                req.layer_fd,
+                layout::MERGED,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        }
+    };
+    let target = format!("/proc/self/fd/{}/merged", req.layer_fd.as_raw_fd());
+    let detached = rustix::mount::unmount(target.as_str(), rustix::mount::UnmountFlags::DETACH)
+        .map_err(|e| Error::io(format!("detaching the private mount at {}/merged", req.id), e));
+    let root = attached.map_err(|e| Error::io(format!("opening the private mount at {}/merged", req.id), e))?;
+    detached?;
+    Ok(root)
+}
+
 fn mount_new(req: &Request<'_>, f: &Features, use_fds: bool) -> Result<()> {
+    let mnt = new_mount_fd(req, f, use_fds)?;
+    move_mount(&mnt, c"", req.layer_fd, layout::MERGED, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(|e| Error::io(format!("attaching the mount of {:?} at {}/merged", req.id, req.id), e))
+}
+
+/// Builds the overlay with the new mount API and returns the detached mount.
+fn new_mount_fd(req: &Request<'_>, f: &Features, use_fds: bool) -> Result<OwnedFd> {
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| Error::io("fsopen(\"overlay\")", e))?;
     let fd_flags = if f.opath_fds { OFlags::PATH } else { OFlags::RDONLY };
     // Keep every fd alive until the superblock exists.
@@ -216,10 +249,8 @@ fn mount_new(req: &Request<'_>, f: &Features, use_fds: bool) -> Result<()> {
     };
     configure(&mut keep)?;
     drop(keep);
-    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
-        .map_err(|e| Error::io(format!("fsmount of layer {:?}", req.id), e))?;
-    move_mount(&mnt, c"", req.layer_fd, layout::MERGED, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
-        .map_err(|e| Error::io(format!("attaching the mount of {:?} at {}/merged", req.id, req.id), e))
+    fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .map_err(|e| Error::io(format!("fsmount of layer {:?}", req.id), e))
 }
 
 /// An fsconfig failure with the kernel's own explanation from the context's message log.

@@ -188,8 +188,15 @@ impl Driver {
     pub fn get_with(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
         id::validate(id)?;
         if let Some(l) = &opts.mount_label {
-            if l.contains(['\0', '"', ',']) {
-                return Err(Error::InvalidArgument(format!("mount label {l:?} contains NUL, '\"' or ','")));
+            if let Some(c) = l.chars().find(|c| matches!(c, '\0' | '"' | ',')) {
+                let what = match c {
+                    '\0' => "a NUL byte",
+                    '"' => "a double quote",
+                    _ => "a comma",
+                };
+                return Err(Error::InvalidArgument(format!(
+                    "mount label contains {what}, which overlay mount options cannot carry"
+                )));
             }
         }
         let merged = self.home.join(id).join("merged");
@@ -402,6 +409,32 @@ impl Driver {
             label: opts.mount_label.as_deref(),
             volatile: opts.volatile,
         }
+    }
+
+    /// Mounts a private read-write overlay of the chain `lowers` (short ids, nearest first)
+    /// with `<dir>/diff` as upper and `<dir>/work` as workdir, where `dir` is `rel` below
+    /// home, and returns the mount's root fd. Nothing records it and no `get` sees it: it is
+    /// gone when the fd is closed or the process dies.
+    pub(crate) fn mount_private(
+        &self,
+        dir: std::os::fd::BorrowedFd<'_>,
+        rel: &str,
+        lowers: &[String],
+    ) -> Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        let req = engine::Request {
+            home: &self.home,
+            home_fd: self.home_fd.as_fd(),
+            links_fd: self.links_fd.as_fd(),
+            id: rel,
+            layer_fd: dir,
+            lowers,
+            readonly: false,
+            label: None,
+            volatile: false,
+        };
+        let method = engine::choose(&req, self.mounts.strategy, self.features())?;
+        engine::mount_detached(&req, method, self.features())
     }
 
     fn mount_layer(&self, req: &engine::Request<'_>, method: MountMethod) -> Result<()> {
