@@ -175,8 +175,9 @@ typedef struct ovl2_error ovl2_error;
 
 // What `ovl2_apply_diff` did. Made by the library, freed with `ovl2_apply_stats_free`.
 typedef struct ovl2_apply_stats {
-  // Docker's ApplyDiff value: the sum of the sizes of every non-directory in the layer,
-  // hardlinks counted once, whiteouts as 0.
+  // Docker's ApplyDiff value. Onto the layer's own parent: the sum of the sizes of every
+  // non-directory in the layer, hardlinks counted once, whiteouts as 0. Onto any other
+  // parent (Docker's naive path): the sum of the tar's entry sizes.
   uint64_t size;
   // "sha256:<hex>" of the uncompressed tar stream (the layer's DiffID).
   const char *digest;
@@ -461,16 +462,20 @@ extern "C" {
 const char *ovl2_version(void);
 
 // Applies a layer tar (plain, gzip or zstd, detected from its first bytes) read from `fd`
-// until end of file to the empty layer `id`, whose parent must be `parent` (NULL for a
-// base layer). Whatever the tar holds, nothing outside the layer is created or followed;
-// on any error the layer is left as it was.
+// until end of file to the empty layer `id`. With `parent` the layer's own parent (NULL for
+// a base layer) the tar is written straight into the layer's diff; any other `parent`
+// (NULL for a layer that has one) unpacks it into the layer's mounted view, as Docker's
+// naive ApplyDiff does (whiteouts delete what the lower layers show; needs mounting
+// rights). Whatever the tar holds, nothing outside the layer is created or followed; on
+// any error the layer is left as it was.
 //
 // `fd` stays open and owned by the caller; it may be a pipe, a socket or a file (read from
 // its current offset). `out` may be NULL when the stats are not wanted; otherwise free
 // `*out` with `ovl2_apply_stats_free`.
 //
-// Errors: INVALID_ARGUMENT (NULL argument, bad id, negative fd, `parent` is not the
-// layer's parent, the layer already has content), NOT_FOUND, BUSY (the layer is mounted),
+// Errors: INVALID_ARGUMENT (NULL argument, bad id, negative fd, the layer already has
+// content), NOT_FOUND (no layer `id` or `parent`), BUSY (the layer, or a layer built on
+// it, is mounted),
 // CORRUPT_ARCHIVE (malformed, truncated or hostile stream), UNSUPPORTED (bzip2, xz),
 // IO (including read errors on `fd`).
 enum ovl2_status ovl2_apply_diff(const struct ovl2_driver *driver,

@@ -9,6 +9,7 @@ package ovl2
 import "C"
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -43,7 +44,7 @@ func (c Compression) String() string {
 
 // ApplyStats says what ApplyDiffStats did.
 type ApplyStats struct {
-	Size          int64  // Docker's ApplyDiff value: sizes of the layer's non-directories
+	Size          int64  // Docker's ApplyDiff value (see ApplyDiff)
 	Digest        string // "sha256:<hex>" of the uncompressed tar (the DiffID)
 	TarBytes      int64  // length of the uncompressed tar
 	Compression   Compression
@@ -59,10 +60,20 @@ type ApplyStats struct {
 	DroppedXattrs int64 // overlay-private xattrs found in the tar and dropped
 }
 
-// ApplyDiff applies a layer tar (plain, gzip or zstd) read from r to the empty layer id,
-// whose parent must be parent ("" for a base layer), and returns Docker's size value.
+// ApplyDiff applies a layer tar (plain, gzip or zstd) read from r to the empty layer id and
+// returns Docker's size value, as Docker's ApplyDiff does for any parent:
+//
+//   - parent is the layer's own parent ("" for a base layer): the tar is written straight
+//     into the layer's diff (whiteouts become overlay whiteouts); the size is that of the
+//     layer's non-directories.
+//   - any other parent ("" for a layer that has one): the tar is unpacked into the
+//     layer's mounted view, as Docker's naive ApplyDiff does (whiteouts delete what the
+//     lower layers show); the size is the sum of the tar's entry sizes. Needs mounting
+//     rights when the layer has a parent.
+//
 // Nothing outside the layer is touched, whatever the tar holds; on error the layer is left
-// as it was (ErrCorruptArchive for a malformed, truncated or hostile stream).
+// as it was (ErrCorruptArchive for a malformed, truncated or hostile stream, ErrNotFound
+// when parent names no layer, ErrBusy when the layer or a layer on it is mounted).
 func (d *Driver) ApplyDiff(id, parent string, r io.Reader) (int64, error) {
 	st, err := d.ApplyDiffStats(id, parent, r)
 	return st.Size, err
@@ -85,7 +96,19 @@ type ApplyOpts struct {
 
 // ApplyDiffWith is ApplyDiffStats with options; opts may be nil.
 func (d *Driver) ApplyDiffWith(id, parent string, r io.Reader, opts *ApplyOpts) (ApplyStats, error) {
+	return d.ApplyDiffContext(context.Background(), id, parent, r, opts)
+}
+
+// ApplyDiffContext is ApplyDiffWith that stops when ctx is done: the stream is cut, the
+// library rolls the apply back (the layer stays empty) and the error wraps ctx.Err(), so
+// errors.Is(err, context.Canceled) holds. An apply that completed before the cancellation
+// took effect stays applied and returns no error. A reader blocked in Read is abandoned:
+// the goroutine copying it ends when its Read returns.
+func (d *Driver) ApplyDiffContext(ctx context.Context, id, parent string, r io.Reader, opts *ApplyOpts) (ApplyStats, error) {
 	var out ApplyStats
+	if err := ctx.Err(); err != nil {
+		return out, fmt.Errorf("ovl2 apply_diff %s: %w", id, err)
+	}
 	err := d.with(func(cd *C.ovl2_driver) error {
 		var a cargs
 		defer a.free()
@@ -108,7 +131,7 @@ func (d *Driver) ApplyDiffWith(id, parent string, r io.Reader, opts *ApplyOpts) 
 			}
 		}
 		var st *C.ovl2_apply_stats
-		err = withReadFd(r, func(fd C.int) error {
+		err = withReadFd(ctx, id, r, func(fd C.int) error {
 			return call("apply_diff", id, func(e **C.ovl2_error) C.enum_ovl2_status {
 				return C.ovl2_apply_diff_with(cd, cid, cparent, fd, &ao, &st, e)
 			})
@@ -130,12 +153,14 @@ func (d *Driver) ApplyDiffWith(id, parent string, r io.Reader, opts *ApplyOpts) 
 }
 
 // withReadFd hands f a file descriptor that reads r: the file's own fd when r is an
-// *os.File, else the read end of a pipe that a goroutine fills from r. A read error from
-// r wins over what the library made of the cut-short stream.
+// *os.File and ctx can never be cancelled, else the read end of a pipe that a goroutine
+// fills from r. A read error from r wins over what the library made of the cut-short
+// stream. When ctx is done the pipe is closed, so the library sees the stream end early
+// and fails (rolling back); that failure is returned wrapping ctx.Err().
 //
 // File.Fd puts the descriptor in blocking mode, which the library's plain read(2) needs.
-func withReadFd(r io.Reader, f func(C.int) error) error {
-	if file, ok := r.(*os.File); ok {
+func withReadFd(ctx context.Context, id string, r io.Reader, f func(C.int) error) error {
+	if file, ok := r.(*os.File); ok && ctx.Done() == nil {
 		err := f(C.int(file.Fd()))
 		runtime.KeepAlive(file)
 		return err
@@ -144,15 +169,26 @@ func withReadFd(r io.Reader, f func(C.int) error) error {
 	if err != nil {
 		return err
 	}
+	var closeW sync.Once
+	cut := func() { closeW.Do(func() { pw.Close() }) }
 	copied := make(chan error, 1)
 	go func() {
 		_, err := io.Copy(pw, r)
-		pw.Close()
+		cut()
 		copied <- err
 	}()
+	stop := context.AfterFunc(ctx, cut)
 	ferr := f(C.int(pr.Fd()))
+	stop()
 	// Closing the read end unblocks the copier if the library stopped reading early.
 	pr.Close()
+	if cerr := ctx.Err(); cerr != nil {
+		// The copier may sit in r.Read for good: do not wait for it.
+		if ferr == nil {
+			return nil
+		}
+		return fmt.Errorf("ovl2 apply_diff %s: %w (rolled back: %w)", id, cerr, ferr)
+	}
 	cerr := <-copied
 	if cerr != nil && !errors.Is(cerr, syscall.EPIPE) {
 		return fmt.Errorf("ovl2 apply_diff: reading the layer stream: %w", cerr)
@@ -167,11 +203,28 @@ type DiffStats struct {
 	Entries  int64
 }
 
+// DiffOpts are the options of DiffContext and DiffToContext.
+type DiffOpts struct {
+	// NoDigest skips the stream's sha256 (DiffStats.Digest is then ""): the export does
+	// no more work than tar -c. Use it when hashing the stream yourself.
+	NoDigest bool
+}
+
 // Diff returns layer id as an uncompressed tar in Docker's layer format, relative to
-// parent, which must be the layer's own parent ("" for a base layer). The stream is
-// produced while it is read; its error, if any, comes from Read. Close it when done,
-// also when stopping early.
+// parent: the layer's own parent ("" for a base layer) exports the layer's diff; any
+// other parent ("" for a layer that has one) exports what differs between the two
+// mounted views, as Docker's naive Diff does. The stream is produced while it is read;
+// its error, if any, comes from Read. Close it when done, also when stopping early.
 func (d *Driver) Diff(id, parent string) (io.ReadCloser, error) {
+	return d.DiffContext(context.Background(), id, parent, nil)
+}
+
+// DiffContext is Diff with options (opts may be nil) that stops when ctx is done: the
+// export ends at its next write, and Read returns an error wrapping ctx.Err().
+func (d *Driver) DiffContext(ctx context.Context, id, parent string, opts *DiffOpts) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("ovl2 diff %s: %w", id, err)
+	}
 	// Check the arguments up front so callers get argument and not-found errors here
 	// rather than from the first Read.
 	if _, err := d.Parent(id); err != nil {
@@ -181,34 +234,45 @@ func (d *Driver) Diff(id, parent string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	dr := &diffReader{pr: pr, done: make(chan struct{})}
+	dr := &diffReader{pr: pr, done: make(chan struct{}), ctx: ctx, id: id}
 	go func() {
 		defer close(dr.done)
-		dr.stats, dr.err = d.diffTo(id, parent, pw)
+		dr.stats, dr.err = d.diffTo(id, parent, pw, opts)
 		pw.Close()
 	}()
+	// Closing the read end makes the library's next write fail (EPIPE): the export ends.
+	dr.stop = context.AfterFunc(ctx, dr.closeRead)
 	return dr, nil
 }
 
 // DiffTo writes layer id's tar (see Diff) to w and returns what was written.
 func (d *Driver) DiffTo(id, parent string, w io.Writer) (DiffStats, error) {
-	if file, ok := w.(*os.File); ok {
-		return d.diffTo(id, parent, file)
+	return d.DiffToContext(context.Background(), id, parent, w, nil)
+}
+
+// DiffToContext is DiffTo with options (opts may be nil) that stops when ctx is done,
+// returning an error that wraps ctx.Err(); w then holds a cut-short tar.
+func (d *Driver) DiffToContext(ctx context.Context, id, parent string, w io.Writer, opts *DiffOpts) (DiffStats, error) {
+	if file, ok := w.(*os.File); ok && ctx.Done() == nil {
+		return d.diffTo(id, parent, file, opts)
 	}
-	rc, err := d.Diff(id, parent)
+	rc, err := d.DiffContext(ctx, id, parent, opts)
 	if err != nil {
 		return DiffStats{}, err
 	}
 	_, cerr := io.Copy(w, rc)
 	dr := rc.(*diffReader)
 	rc.Close()
+	if err := ctx.Err(); err != nil && (cerr != nil || dr.err != nil) {
+		return DiffStats{}, fmt.Errorf("ovl2 diff %s: %w", id, err)
+	}
 	if dr.err != nil {
 		return DiffStats{}, dr.err
 	}
 	return dr.stats, cerr
 }
 
-func (d *Driver) diffTo(id, parent string, file *os.File) (DiffStats, error) {
+func (d *Driver) diffTo(id, parent string, file *os.File, opts *DiffOpts) (DiffStats, error) {
 	var out DiffStats
 	err := d.with(func(cd *C.ovl2_driver) error {
 		var a cargs
@@ -221,17 +285,25 @@ func (d *Driver) diffTo(id, parent string, file *os.File) (DiffStats, error) {
 		if err != nil {
 			return err
 		}
+		var do C.ovl2_diff_opts
+		C.ovl2_diff_opts_init(&do)
+		if opts != nil {
+			do.digest = C.bool(!opts.NoDigest)
+		}
 		var st *C.ovl2_diff_stats
 		fd := C.int(file.Fd()) // blocking mode, for the library's plain write(2)
 		err = call("diff", id, func(e **C.ovl2_error) C.enum_ovl2_status {
-			return C.ovl2_diff(cd, cid, cparent, fd, &st, e)
+			return C.ovl2_diff_with(cd, cid, cparent, fd, &do, &st, e)
 		})
 		runtime.KeepAlive(file)
 		if err != nil {
 			return err
 		}
 		defer C.ovl2_diff_stats_free(st)
-		out = DiffStats{TarBytes: int64(st.tar_bytes), Digest: C.GoString(st.digest), Entries: int64(st.entries)}
+		out = DiffStats{TarBytes: int64(st.tar_bytes), Entries: int64(st.entries)}
+		if st.digest != nil {
+			out.Digest = C.GoString(st.digest)
+		}
 		return nil
 	})
 	return out, err
@@ -239,15 +311,27 @@ func (d *Driver) diffTo(id, parent string, file *os.File) (DiffStats, error) {
 
 // diffReader reads the tar a library call writes into a pipe on another goroutine.
 type diffReader struct {
-	pr    *os.File
-	done  chan struct{}
-	once  sync.Once
-	stats DiffStats
-	err   error // set before done is closed
+	pr       *os.File
+	done     chan struct{}
+	once     sync.Once
+	readOnce sync.Once
+	ctx      context.Context
+	id       string
+	stop     func() bool // unregisters the cancellation
+	stats    DiffStats
+	err      error // set before done is closed
 }
+
+func (r *diffReader) closeRead() { r.readOnce.Do(func() { r.pr.Close() }) }
 
 func (r *diffReader) Read(p []byte) (int, error) {
 	n, err := r.pr.Read(p)
+	if err != nil {
+		if cerr := r.ctx.Err(); cerr != nil {
+			<-r.done
+			return n, fmt.Errorf("ovl2 diff %s: %w", r.id, cerr)
+		}
+	}
 	if err == io.EOF {
 		<-r.done
 		if r.err != nil {
@@ -260,7 +344,8 @@ func (r *diffReader) Read(p []byte) (int, error) {
 // Close stops the export (the library sees EPIPE) and waits for it to end.
 func (r *diffReader) Close() error {
 	r.once.Do(func() {
-		r.pr.Close()
+		r.stop()
+		r.closeRead()
 		<-r.done
 	})
 	return nil

@@ -6,6 +6,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"example.invalid/ovl2/examples/go/ovl2"
 )
@@ -196,8 +198,9 @@ func TestArchiveErrors(t *testing.T) {
 
 	_, err = d.ApplyDiff("base", "", bytes.NewReader(good))
 	wantErr(t, err, ovl2.ErrInvalidArgument, syscall.EINVAL, "apply_diff", "base")
-	_, err = d.ApplyDiff("child", "", bytes.NewReader(good))
-	wantErr(t, err, ovl2.ErrInvalidArgument, syscall.EINVAL, "apply_diff", "child")
+	// Any parent is accepted (Docker's naive path), but one that is no layer is a mistake.
+	_, err = d.ApplyDiff("child", "ghost", bytes.NewReader(good))
+	wantErr(t, err, ovl2.ErrNotFound, syscall.ENOENT, "apply_diff", "child")
 	_, err = d.ApplyDiff("nope", "", bytes.NewReader(good))
 	wantErr(t, err, ovl2.ErrNotFound, syscall.ENOENT, "apply_diff", "nope")
 	_, err = d.ApplyDiff("a\x00b", "", bytes.NewReader(good))
@@ -304,5 +307,190 @@ func TestConcurrentApplyDiff(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// stalled yields data, then blocks in Read until release is closed: a network stream that
+// stopped delivering.
+type stalled struct {
+	data    []byte
+	release chan struct{}
+}
+
+func (s *stalled) Read(p []byte) (int, error) {
+	if len(s.data) > 0 {
+		n := copy(p, s.data)
+		s.data = s.data[n:]
+		return n, nil
+	}
+	<-s.release
+	return 0, io.EOF
+}
+
+func stagingEmpty(t *testing.T, home string) {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(home, ".ovl2", "staging"))
+	must(t, err)
+	if len(ents) != 0 {
+		t.Fatalf("staging left behind: %v", ents)
+	}
+}
+
+func TestApplyDiffContextCancels(t *testing.T) {
+	d, home := open(t)
+	must(t, d.Create("a", "", nil))
+	layer := makeTar(t, entry{name: "big.bin", body: string(bytes.Repeat([]byte{'x'}, 1<<20))}, entry{name: "z", body: "z"})
+	half := layer[:len(layer)/2]
+	empty := func() {
+		t.Helper()
+		if ch, err := d.Changes("a", ""); err != nil || len(ch) != 0 {
+			t.Fatalf("a cancelled apply left content: %v %v", ch, err)
+		}
+		stagingEmpty(t, home)
+	}
+
+	// A reader that stalls: cancellation cuts the stream and the apply rolls back.
+	r := &stalled{data: half, release: make(chan struct{})}
+	defer close(r.release)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	_, err := d.ApplyDiffContext(ctx, "a", "", r, nil)
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, ovl2.ErrCorruptArchive) {
+		t.Fatalf("cancelled apply: %v", err)
+	}
+	empty()
+
+	// An *os.File (here a pipe nobody finishes writing) goes through the cancellable copy
+	// too, and a deadline counts as a cancellation.
+	pr, pw, err := os.Pipe()
+	must(t, err)
+	defer pw.Close()
+	defer pr.Close()
+	_, err = pw.Write(half[:4096])
+	must(t, err)
+	ctx, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	_, err = d.ApplyDiffContext(ctx, "a", "", pr, nil)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("apply past its deadline: %v", err)
+	}
+	empty()
+
+	// Already cancelled: nothing starts.
+	_, err = d.ApplyDiffContext(ctx, "a", "", bytes.NewReader(layer), nil)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("apply with a done context: %v", err)
+	}
+	empty()
+
+	// A context that is never cancelled changes nothing.
+	st, err := d.ApplyDiffContext(context.Background(), "a", "", bytes.NewReader(layer), nil)
+	must(t, err)
+	if st.Files != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestDiffContextCancelsAndNoDigest(t *testing.T) {
+	d, home := open(t)
+	must(t, d.Create("big", "", nil))
+	_, err := d.ApplyDiff("big", "", bytes.NewReader(makeTar(t, entry{name: "big.bin", body: string(bytes.Repeat([]byte{'x'}, 8<<20))})))
+	must(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	rc, err := d.DiffContext(ctx, "big", "", nil)
+	must(t, err)
+	_, err = io.ReadFull(rc, make([]byte, 1000))
+	must(t, err)
+	cancel()
+	_, err = io.ReadAll(rc)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("read after cancel: %v", err)
+	}
+	must(t, rc.Close())
+	_, err = d.DiffToContext(ctx, "big", "", io.Discard, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("DiffToContext with a done context: %v", err)
+	}
+	// Cancelled while copying into a file: the export stops and says why.
+	f, err := os.Create(filepath.Join(t.TempDir(), "out.tar"))
+	must(t, err)
+	defer f.Close()
+	ctx, cancel = context.WithCancel(context.Background())
+	slow := &slowWriter{w: f, after: 1 << 20, cancel: cancel}
+	_, err = d.DiffToContext(ctx, "big", "", slow, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("DiffToContext cancelled mid-stream: %v", err)
+	}
+	if ps, err := d.Check(); err != nil || len(ps) != 0 {
+		t.Fatalf("store after cancelled exports: %v %v", ps, err)
+	}
+	stagingEmpty(t, home)
+
+	// The digest can be turned off; the bytes are the same.
+	var with, without bytes.Buffer
+	st, err := d.DiffTo("big", "", &with)
+	must(t, err)
+	ns, err := d.DiffToContext(context.Background(), "big", "", &without, &ovl2.DiffOpts{NoDigest: true})
+	must(t, err)
+	if st.Digest == "" || ns.Digest != "" || ns.TarBytes != st.TarBytes || !bytes.Equal(with.Bytes(), without.Bytes()) {
+		t.Fatalf("with digest %+v, without %+v", st, ns)
+	}
+	f2, err := os.Create(filepath.Join(t.TempDir(), "nodigest.tar"))
+	must(t, err)
+	defer f2.Close()
+	ns, err = d.DiffToContext(context.Background(), "big", "", f2, &ovl2.DiffOpts{NoDigest: true})
+	must(t, err)
+	if ns.Digest != "" || ns.TarBytes != st.TarBytes {
+		t.Fatalf("to a file without digest: %+v", ns)
+	}
+}
+
+// slowWriter cancels once `after` bytes went through.
+type slowWriter struct {
+	w      io.Writer
+	after  int
+	n      int
+	cancel func()
+}
+
+func (s *slowWriter) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	s.n += n
+	if s.n >= s.after {
+		s.cancel()
+	}
+	return n, err
+}
+
+// Docker's DriverBenchDiffApplyN: ApplyDiff(layer, "") of another child's whole tree.
+func TestApplyDiffOntoNoParent(t *testing.T) {
+	needMount(t)
+	d, _ := open(t)
+	must(t, d.Create("base", "", nil))
+	_, err := d.ApplyDiff("base", "", bytes.NewReader(makeTar(t, baseEntries...)))
+	must(t, err)
+	must(t, d.Create("upper", "base", nil))
+	// Only additions and changes, as in Docker's bench: a whole-tree tar has no whiteouts,
+	// so what the upper deleted would still show from base in the copy.
+	_, err = d.ApplyDiff("upper", "base", bytes.NewReader(makeTar(t, childEntries[2:]...)))
+	must(t, err)
+	want, err := d.DiffSize("upper", "")
+	must(t, err)
+	rc, err := d.Diff("upper", "")
+	must(t, err)
+	must(t, d.Create("copy", "base", nil))
+	size, err := d.ApplyDiff("copy", "", rc)
+	rc.Close()
+	must(t, err)
+	if size != want {
+		t.Fatalf("Apply diff size mismatch: %d vs %d", size, want)
+	}
+	a, err := d.Changes("copy", "")
+	must(t, err)
+	b, err := d.Changes("upper", "")
+	must(t, err)
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Fatalf("trees differ:\n%v\n%v", a, b)
 	}
 }

@@ -62,8 +62,10 @@ pub struct ApplyProgress {
 /// What an apply did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ApplyStats {
-    /// Docker's ApplyDiff value: the sum of `lstat` sizes of every non-directory in the
-    /// layer, hardlinks counted once, whiteouts as 0.
+    /// Docker's ApplyDiff value. Onto the layer's own parent: the sum of `lstat` sizes of
+    /// every non-directory in the layer, hardlinks counted once, whiteouts as 0. Onto any
+    /// other parent (Docker's naive path): the sum of the tar's entry sizes, as moby's
+    /// `ApplyUncompressedLayer` returns.
     pub size: u64,
     /// `sha256:<hex>` of the uncompressed tar stream (the layer's DiffID).
     pub digest: String,
