@@ -279,7 +279,9 @@ impl PyDriver {
         self.run(py, move |d| d.remove_container(&ctr, force))
     }
 
-    /// Applies a layer tar (plain, gzip or zstd) to the empty layer `id` whose parent is `parent`.
+    /// Applies a layer tar (plain, gzip or zstd) to the empty layer `id`. `parent` defaults to
+    /// the layer's own parent (the native path); `""` is Docker's "no parent", and any other
+    /// parent applies through the mounted view, as Docker's naive ApplyDiff does.
     #[pyo3(signature = (id, source, parent = None, *, sync = None, expect_digest = None))]
     fn apply_diff(
         &self,
@@ -297,6 +299,10 @@ impl PyDriver {
                 sync: sync.unwrap_or(d.options().sync),
                 progress: None,
                 expect_digest: expect_digest.as_deref(),
+            };
+            let parent = match parent {
+                None => d.parent(&id)?,
+                Some(p) => docker_parent(Some(p)),
             };
             source.with_reader(&failure, |r| d.apply_diff_with(&id, parent.as_deref(), r, &opts))
         })?;
@@ -317,7 +323,7 @@ impl PyDriver {
         let failure = PyFailure::default();
         let opts = DiffOpts { digest };
         let stats = self.run_stream(py, failure.clone(), move |d| {
-            dest.with_writer(&failure, |w| d.diff_with(&id, parent.as_deref(), w, &opts))
+            dest.with_writer(&failure, |w| d.diff_with(&id, docker_parent(parent).as_deref(), w, &opts))
         })?;
         Ok(DiffStats { tar_bytes: stats.tar_bytes, digest: stats.digest, entries: stats.entries })
     }
@@ -325,7 +331,7 @@ impl PyDriver {
     /// Docker's DiffSize: bytes layer `id` adds or changes relative to `parent`.
     #[pyo3(signature = (id, parent = None))]
     fn diff_size(&self, py: Python<'_>, id: String, parent: Option<String>) -> PyResult<u64> {
-        self.run(py, move |d| d.diff_size(&id, parent.as_deref()))
+        self.run(py, move |d| d.diff_size(&id, docker_parent(parent).as_deref()))
     }
 
     /// Paths layer `id` adds, modifies or deletes relative to `parent`, sorted by path.
@@ -333,7 +339,7 @@ impl PyDriver {
     fn changes<'py>(&self, py: Python<'py>, id: String, parent: Option<String>) -> PyResult<Vec<Bound<'py, PyAny>>> {
         static CHANGE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         static KIND: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-        let changes = self.run(py, move |d| d.changes(&id, parent.as_deref()))?;
+        let changes = self.run(py, move |d| d.changes(&id, docker_parent(parent).as_deref()))?;
         let change = CHANGE.import(py, "ovl2._types", "Change")?;
         let kind = KIND.import(py, "ovl2._types", "ChangeKind")?;
         changes
@@ -680,15 +686,24 @@ fn repr<'py, T: IntoPyObject<'py>>(py: Python<'py>, value: T) -> PyResult<String
     Ok(value.into_bound_py_any(py)?.repr()?.to_string())
 }
 
+/// Docker spells "no parent" as `""`; Python callers may use either that or None.
+fn docker_parent(parent: Option<String>) -> Option<String> {
+    parent.filter(|p| !p.is_empty())
+}
+
 /// An init entry from Python's `("dir", path)`, `("file", path)` or `("symlink", path, target)`.
 fn init_entry_from_py(entry: Vec<String>) -> PyResult<InitEntry> {
     match entry.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["dir", path] => Ok(InitEntry::dir(path)),
         ["file", path] => Ok(InitEntry::file(path)),
         ["symlink", path, target] => Ok(InitEntry::symlink(path, target)),
-        _ => Err(PyValueError::new_err(format!(
-            "init entry {entry:?}: expected (\"dir\", path), (\"file\", path) or (\"symlink\", path, target)"
-        ))),
+        _ => {
+            let shown: Vec<String> = entry.iter().map(|s| format!("'{s}'")).collect();
+            Err(PyValueError::new_err(format!(
+                "init entry ({}): expected ('dir', path), ('file', path) or ('symlink', path, target)",
+                shown.join(", ")
+            )))
+        }
     }
 }
 

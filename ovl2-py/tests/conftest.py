@@ -91,3 +91,33 @@ def driver(home: pathlib.Path) -> Iterator[ovl2.Driver]:
     """An open store, closed after the test."""
     with ovl2.Driver(home) as d:
         yield d
+
+
+# Rust debug formatting that must never reach a user: Option and Result wrappers, and
+# quotes escaped by a Debug of an already quoted string.
+RUST_DEBUG_TEXT = re.compile(r'\bSome\(|\bNone\b|\bOk\(|\bErr\(|\\"')
+
+
+def rust_debug_text(message: str) -> list[str]:
+    """The Rust debug artefacts in ``message`` (none, in a good message)."""
+    return RUST_DEBUG_TEXT.findall(message)
+
+
+@pytest.fixture(autouse=True)
+def no_rust_debug_text_in_errors() -> Iterator[list[str]]:
+    """Records the message of every ``ovl2.Error`` a test makes (raised or not) and fails the
+    test if one carries Rust debug text: the whole suite is the corpus of error messages."""
+    seen: list[str] = []
+    original = ovl2.Error.__init__
+
+    def record(self: ovl2.Error, *args: object) -> None:
+        original(self, *args)
+        seen.append(str(self))
+
+    ovl2.Error.__init__ = record  # type: ignore[method-assign, assignment]
+    try:
+        yield seen
+    finally:
+        ovl2.Error.__init__ = original  # type: ignore[method-assign]
+    bad = [m for m in seen if rust_debug_text(m)]
+    assert bad == [], f"error messages with Rust debug text: {bad}"

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import pathlib
 import sys
+from typing import Any, Callable
 
 import pytest
 
 import ovl2
-from conftest import id_mapped
+from conftest import id_mapped, rust_debug_text
+from tarballs import layer_tar
 
 CLASSES: dict[type[ovl2.Error], int] = {
     ovl2.InvalidArgumentError: errno.EINVAL,
@@ -188,3 +191,40 @@ def test_failed_calls_leave_no_pending_exception(driver: ovl2.Driver) -> None:
     driver.create("ok")
     assert driver.exists("ok")
     assert sys.exc_info() == (None, None, None)
+
+
+def test_messages_carry_no_rust_debug_text(driver: ovl2.Driver, home: pathlib.Path) -> None:
+    # Issue 11: apply_diff's parent check once said `None is not the parent ... Some("b")`.
+    driver.create("b")
+    driver.create("u", "b")
+    good = layer_tar({"x": "y"})
+    untyped: Any = driver
+    calls: list[Callable[[], object]] = [
+        lambda: driver.apply_diff("u", good, "ghost"),
+        lambda: driver.apply_diff("missing", good),
+        lambda: driver.apply_diff("u", layer_tar({"../x": "y"})),
+        lambda: driver.apply_diff("u", good[:700]),
+        lambda: driver.apply_diff("u", good, expect_digest="sha256:" + "0" * 64),
+        lambda: driver.create("u"),
+        lambda: driver.create("x", "missing"),
+        lambda: driver.create("x", storage_opt={"colour": "blue"}),
+        lambda: driver.create("x", storage_opt={"size": "1G"}),
+        lambda: driver.remove("b"),
+        lambda: driver.parent("missing"),
+        lambda: driver.metadata("missing"),
+        lambda: driver.diff("missing", io.BytesIO()),
+        lambda: driver.changes("u", "missing"),
+        lambda: driver.diff_size("missing"),
+        lambda: driver.put("u"),
+        lambda: driver.get("u", 'bad"label'),
+        lambda: driver.create_container("c", "missing"),
+        lambda: untyped.create_container("c", "b", init_entries=[("bogus", "x")]),
+        lambda: ovl2.Driver(home, max_depth=0),
+    ]
+    messages = []
+    for call in calls:
+        with pytest.raises((ovl2.Error, ValueError)) as ei:
+            call()
+        messages.append(str(ei.value))
+    assert [m for m in messages if rust_debug_text(m)] == []
+    assert not driver.exists("x") and not driver.exists("c")

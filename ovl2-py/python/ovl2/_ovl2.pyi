@@ -231,17 +231,19 @@ class Driver:
         :param source: a path (str or PathLike), ``bytes``/``bytearray``, a binary file
             object (anything with ``read(n)``), or an int fd (read from its current offset;
             the caller keeps it open). Paths, bytes and fds are read without the GIL.
-        :param parent: the layer's own parent (None for a base layer), as in Docker's
-            ``ApplyDiff``.
+        :param parent: omitted (None): the layer's own parent, the fast path that writes
+            the tar straight into the layer's ``diff``. ``""`` is Docker's "no parent"; it
+            and any layer other than the layer's own parent apply through the layer's mounted
+            view, as Docker's naive ``ApplyDiff`` does (whiteouts delete what the lower layers
+            show; the returned size is the sum of the tar's entry sizes, as Docker returns).
         :param sync: flush the data to disk before returning; default the store's ``sync``.
         :param expect_digest: the DiffID the uncompressed stream must have
             (``sha256:<hex>``, as in an image config); checked before the layer is swapped in.
         :raises CorruptArchiveError: the stream is malformed, truncated or hostile, or its
             digest is not ``expect_digest``.
-        :raises InvalidArgumentError: ``parent`` is not the layer's parent, or the layer
-            already has content.
-        :raises LayerNotFoundError: no such layer.
-        :raises BusyError: the layer is mounted.
+        :raises InvalidArgumentError: the layer already has content.
+        :raises LayerNotFoundError: no such layer, or no layer ``parent``.
+        :raises BusyError: the layer is mounted, or a mounted layer builds on it.
         :raises OSError: a ``source`` path cannot be opened (``FileNotFoundError``, ...);
             an exception raised by a file object propagates unchanged.
         """
