@@ -70,12 +70,20 @@ impl Driver {
     pub(crate) fn refuse_if_lower_of_a_mount(&self, id: &str) -> Result<()> {
         let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let Some(lid) = files.link.as_deref().and_then(|l| layout::parse_link(l).ok()) else { return Ok(()) };
-        for child in self.children_of(lid)? {
-            let Some(dir) = self.open_layer_dir(&child)? else { continue };
-            if self.is_mounted(&dir)? {
+        // One stat per layer finds the mounted ones (merged/ on another device); only their
+        // lower chains are read, so an apply stays cheap in a store of many layers.
+        let home_dev = rustix::fs::fstat(&self.home_fd).ctx(|| format!("stat of {}", self.home.display()))?.st_dev;
+        for other in self.layer_ids()? {
+            let merged = fsutil::cstr(&format!("{other}/merged")).expect("validated id");
+            match rustix::fs::statat(&self.home_fd, &merged, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if st.st_dev != home_dev && other != id => {}
+                _ => continue,
+            }
+            let Some(lower) = self.read_layer_files(&other)?.and_then(|f| f.lower) else { continue };
+            if layout::parse_lower(&lower).is_ok_and(|lids| lids.contains(&lid)) {
                 return Err(Error::Busy {
                     id: id.to_owned(),
-                    reason: format!("layer {child:?} builds on it and is mounted; put it first"),
+                    reason: format!("layer {other:?} builds on it and is mounted; put it first"),
                 });
             }
         }
