@@ -984,7 +984,7 @@ fn apply_onto_another_parent_builds_dockers_naive_tree() {
         d.create(id, Some("mid"), &CreateOpts::default()).unwrap();
         let st = d.apply_diff(id, parent, &data[..]).unwrap();
         assert_eq!(st.size, header_bytes, "{id}: Docker's naive ApplyDiff returns the unpacked header sizes");
-        assert_eq!(st.whiteouts, 0, "{id}: whiteouts are deletions here");
+        assert_eq!((st.whiteouts, st.opaque_dirs), (0, 0), "{id}: whiteouts and opaque markers are deletions here");
         assert!(staging_empty(&s.home()), "{id}");
         // Deleted lower entries are overlay whiteouts in the layer's own diff now.
         let wh = std::fs::symlink_metadata(diff_dir(&s.home(), id).join("etc/b")).unwrap();

@@ -636,7 +636,9 @@ impl Extractor<'_> {
                 };
                 self.cache = Some((dir_path, parent, plain));
                 r?;
-                self.stats.opaque_dirs += 1;
+                if self.naive.is_none() {
+                    self.stats.opaque_dirs += 1;
+                }
                 Ok(())
             }
             TarName::Whiteout(name) => {
