@@ -256,7 +256,8 @@ class Driver:
             ``write``; ``flush`` is called at the end) or an int fd.
         :param parent: the layer's own parent (None for a base layer) for the layer's own
             changes; any other layer (None included, for a layer that has a parent) exports
-            what differs between the two merged views, as Docker's naive diff does.
+            what differs between the two merged views, as Docker's naive diff does. ``""``
+            (Docker's spelling) is the same as None.
         :param digest: compute the stream's sha256 (on a helper thread); turn it off when
             hashing the stream yourself.
         :raises LayerNotFoundError: no such layer.
@@ -264,14 +265,15 @@ class Driver:
     def diff_size(self, id: str, parent: Optional[str] = None) -> int:
         """Docker's ``DiffSize``: with the layer's own parent, the size of its ``diff`` (what
         :meth:`apply_diff` returned); against another layer, the sizes of the
-        non-directories it adds or modifies, hardlinks counted once."""
+        non-directories it adds or modifies, hardlinks counted once. ``parent=""`` is the
+        same as None (no parent)."""
     def changes(self, id: str, parent: Optional[str] = None) -> list[Change]:
         """Paths layer ``id`` adds, modifies or deletes relative to ``parent``, sorted by
         path, by Docker's rules.
 
         With the layer's own parent only what its ``diff`` mentions is looked up (fast); any
-        other ``parent`` (None, for a layer that has a parent, means an empty base) compares
-        the two merged views in full, as Docker's naive diff does.
+        other ``parent`` (None or ``""``, for a layer that has a parent, means an empty base)
+        compares the two merged views in full, as Docker's naive diff does.
         """
     def features(self) -> list[str]:
         """Kernel mount features found by probing (cached per store and boot), minus the
