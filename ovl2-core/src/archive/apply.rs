@@ -13,7 +13,7 @@ use rustix::io::Errno;
 use super::input::{self, Compression, Counters};
 use super::naive::Naive;
 use super::whiteout::{self, TarName};
-use super::{fsx, size};
+use super::{fsx, gotar, size};
 use crate::driver::Driver;
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, cstr, Owner};
@@ -432,6 +432,9 @@ pub(super) fn sys(at: &At<'_>, what: &str, e: Errno) -> Error {
     }
 }
 
+/// The last second Go's `time.Unix(0, 1<<63-1)` reaches (Docker's `unixMaxTime`).
+const MAX_UNIX_SECS: i64 = i64::MAX / 1_000_000_000;
+
 /// Cleans a tar name as Go's `filepath.Clean` followed by a join onto the layer root: `.`
 /// and empty components go, `..` pops, a leading `/` is dropped. `None` means the name
 /// climbs above the root.
@@ -490,7 +493,7 @@ impl Extractor<'_> {
         counters: &Counters,
         progress: Option<&(dyn Fn(&ApplyProgress) + Sync)>,
     ) -> Result<(u64, String)> {
-        let mut archive = tar::Archive::new(BufReader::with_capacity(64 * 1024, reader));
+        let mut tr = gotar::Reader::new(BufReader::with_capacity(64 * 1024, reader));
         // The last entry's name, formatted only when an error needs it.
         let mut last: Vec<u8> = Vec::new();
         let after = |last: &[u8]| {
@@ -502,41 +505,40 @@ impl Extractor<'_> {
         };
         // Where the header after the last entry starts: the end-of-archive block must be there.
         let mut end_pos = 0u64;
-        {
-            let entries = archive.entries().map_err(|e| input::stream_error(counters, after(&last), e))?;
-            for entry in entries {
-                let mut entry = entry
-                    .map_err(|e| input::stream_error(counters, format!("the header after {}", after(&last)), e))?;
-                last.clear();
-                last.extend_from_slice(&entry.path_bytes());
-                self.entry(&mut entry, &At(&last), counters)?;
-                self.stats.entries += 1;
-                end_pos = (entry.raw_file_position() + entry.size()).div_ceil(512) * 512;
-                if let Some(p) = progress {
-                    p(&ApplyProgress {
-                        entries: self.stats.entries,
-                        input_bytes: counters.input.load(Ordering::Relaxed),
-                        tar_bytes: entry.raw_file_position() + entry.size(),
-                    });
-                }
+        loop {
+            let e = match tr.next() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(err) => return Err(input::stream_error(counters, format!("the header after {}", after(&last)), err)),
+            };
+            last.clear();
+            last.extend_from_slice(&e.name);
+            self.entry(&e, &mut tr, &At(&last))?;
+            self.stats.entries += 1;
+            end_pos = (e.data_pos + e.data_len).div_ceil(512) * 512;
+            if let Some(p) = progress {
+                p(&ApplyProgress {
+                    entries: self.stats.entries,
+                    input_bytes: counters.input.load(Ordering::Relaxed),
+                    tar_bytes: e.data_pos + e.data_len,
+                });
             }
         }
-        let mut rest = archive.into_inner();
+        let mut rest = tr.into_inner();
         io::copy(&mut rest, &mut io::sink())
             .map_err(|e| input::stream_error(counters, format!("the end of the stream after {}", after(&last)), e))?;
         self.fix_dir_times()?;
         Ok((end_pos, after(&last)))
     }
 
-    fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>, at: &At<'_>, c: &Counters) -> Result<()> {
-        let raw_name = e.path_bytes().into_owned();
-        let link = e.link_name_bytes().map(|l| l.into_owned());
+    fn entry<R: Read>(&mut self, e: &gotar::Entry, data: &mut gotar::Reader<R>, at: &At<'_>) -> Result<()> {
+        let raw_name = &e.name;
+        let link = &e.link;
         // Go's reader rejects NUL in PAX names too; no path may carry one to the kernel.
-        if raw_name.contains(&0) || link.as_ref().is_some_and(|l| l.contains(&0)) {
+        if raw_name.contains(&0) || link.contains(&0) {
             return Err(refuse(at, "name or link target contains NUL"));
         }
-        let h = e.header();
-        let ty = h.entry_type().as_byte();
+        let ty = e.flag;
         let kind = match ty {
             b'0' | b'\0' if ty == b'\0' && raw_name.ends_with(b"/") => Kind::Dir,
             b'0' | b'\0' => Kind::Reg,
@@ -553,48 +555,50 @@ impl Extractor<'_> {
             b'S' => return Err(refuse(at, "GNU sparse files are not supported in layers")),
             t => return Err(refuse(at, format!("unsupported entry type {:?}", t as char))),
         };
-        // Go's reader (Docker's) reads no data for header-only types, so data here would make
-        // the two parsers see different archives.
-        if kind != Kind::Reg && e.size() != 0 {
-            return Err(refuse(at, format!("a {} entry carries {} bytes of data", kind.name(), e.size())));
+        // Go's reader (Docker's) reads no data for header-only types and takes what follows
+        // as the next header; another parser would skip it as data. ovl2 refuses such tars
+        // rather than let two parsers see different archives.
+        if kind != Kind::Reg && e.size != 0 {
+            return Err(refuse(at, format!("a {} entry carries {} bytes of data", kind.name(), e.size)));
         }
         if let Some(n) = &mut self.naive {
-            n.header_bytes += e.size();
+            // Not negative: a regular file's size was checked by the reader.
+            n.header_bytes += e.size as u64;
         }
         let bad = |what: &str| refuse(at, format!("malformed {what} field"));
-        let mode = h.mode().map_err(|_| bad("mode"))? & 0o7777;
-        let uid = u32::try_from(h.uid().map_err(|_| bad("uid"))?).map_err(|_| bad("uid"))?;
-        let gid = u32::try_from(h.gid().map_err(|_| bad("gid"))?).map_err(|_| bad("gid"))?;
+        let mode = (e.mode & 0o7777) as u32;
+        let uid = u32::try_from(e.uid).map_err(|_| bad("uid"))?;
+        let gid = u32::try_from(e.gid).map_err(|_| bad("gid"))?;
         let dev = match kind {
             Kind::Char | Kind::Block => {
-                let maj = h.device_major().map_err(|_| bad("devmajor"))?.unwrap_or(0);
-                let min = h.device_minor().map_err(|_| bad("devminor"))?.unwrap_or(0);
+                let maj = u32::try_from(e.devmajor).map_err(|_| bad("devmajor"))?;
+                let min = u32::try_from(e.devminor).map_err(|_| bad("devminor"))?;
                 rfs::makedev(maj, min)
             }
             _ => 0,
         };
-        let hdr_mtime = h.mtime().map_err(|_| bad("mtime"))?;
-        let mut mtime = Timespec { tv_sec: i64::try_from(hdr_mtime).unwrap_or(0), tv_nsec: 0 };
+        // Docker's boundTime: times Go cannot represent in nanoseconds become the epoch.
+        let secs = if (0..=MAX_UNIX_SECS).contains(&e.mtime) { e.mtime } else { 0 };
+        let mut mtime = Timespec { tv_sec: secs, tv_nsec: 0 };
         let mut atime = None;
+        // One value per name: Go keeps PAX records in a map, the last record of a key wins.
         let mut xattrs = Vec::new();
-        if let Some(pax) = e.pax_extensions().map_err(|e| input::stream_error(c, at.to_string(), e))? {
-            for rec in pax {
-                let rec = rec.map_err(|_| refuse(at, "malformed PAX record"))?;
-                let k = rec.key_bytes();
-                if let Some(x) = k.strip_prefix(b"SCHILY.xattr.") {
-                    if !whiteout::xattr_allowed(x) {
-                        self.stats.dropped_xattrs += 1;
-                        continue;
-                    }
-                    let name = CString::new(x).map_err(|_| refuse(at, "xattr name contains NUL"))?;
-                    xattrs.push((name, rec.value_bytes().to_vec()));
-                } else if k == b"mtime" {
-                    mtime = pax_time(rec.value_bytes()).ok_or_else(|| bad("PAX mtime"))?;
-                } else if k == b"atime" {
-                    atime = Some(pax_time(rec.value_bytes()).ok_or_else(|| bad("PAX atime"))?);
-                } else if k.starts_with(b"GNU.sparse.") {
-                    return Err(refuse(at, "PAX sparse files are not supported in layers"));
+        for (k, v) in e.pax.iter() {
+            if let Some(x) = k.strip_prefix(b"SCHILY.xattr.") {
+                if !whiteout::xattr_allowed(x) {
+                    self.stats.dropped_xattrs += 1;
+                    continue;
                 }
+                let name = CString::new(x).map_err(|_| refuse(at, "xattr name contains NUL"))?;
+                xattrs.push((name, v.to_vec()));
+            } else if v.is_empty() {
+                // Go's mergePAX: an empty value keeps the header's.
+            } else if k == b"mtime" {
+                mtime = pax_time(v).ok_or_else(|| bad("PAX mtime"))?;
+            } else if k == b"atime" {
+                atime = Some(pax_time(v).ok_or_else(|| bad("PAX atime"))?);
+            } else if k.starts_with(b"GNU.sparse.") {
+                return Err(refuse(at, "PAX sparse files are not supported in layers"));
             }
         }
         // Docker: atime is the later of the two.
@@ -604,7 +608,7 @@ impl Extractor<'_> {
         };
         let meta = Meta { mode, uid, gid, times: Timestamps { last_access: atime, last_modification: mtime }, xattrs };
 
-        let comps = clean(&raw_name).ok_or_else(|| refuse(at, "name climbs out of the layer (..)"))?;
+        let comps = clean(raw_name).ok_or_else(|| refuse(at, "name climbs out of the layer (..)"))?;
         let Some((base, dir)) = comps.split_last() else {
             // The layer root: its mode and owner are the store's, as Docker leaves them.
             if kind == Kind::Dir {
@@ -652,7 +656,7 @@ impl Extractor<'_> {
             }
             TarName::Plain => {
                 let (parent, plain) = self.parent(&dir_path, at)?;
-                let r = self.plain(parent.as_fd(), plain, &comps, kind, link.as_deref(), dev, &meta, e, at);
+                let r = self.plain(parent.as_fd(), plain, &comps, kind, link, dev, &meta, data, at);
                 self.cache = Some((dir_path, parent, plain));
                 if let (Ok(()), Some(n)) = (&r, &mut self.naive) {
                     n.unpacked(join(&comps));
@@ -749,10 +753,10 @@ impl Extractor<'_> {
         plain_parent: bool,
         comps: &[&[u8]],
         kind: Kind,
-        link: Option<&[u8]>,
+        link: &[u8],
         dev: u64,
         meta: &Meta,
-        e: &mut tar::Entry<'_, R>,
+        e: &mut gotar::Reader<R>,
         at: &At<'_>,
     ) -> Result<()> {
         let base = comps[comps.len() - 1];
@@ -804,7 +808,7 @@ impl Extractor<'_> {
                 self.stats.dirs += 1;
             }
             Kind::Symlink => {
-                let target = link.unwrap_or_default();
+                let target = link;
                 let mk = || rfs::symlinkat(target, parent, &name);
                 match mk() {
                     Err(Errno::EXIST) => {
@@ -819,7 +823,7 @@ impl Extractor<'_> {
                 self.stats.symlinks += 1;
             }
             Kind::Link => {
-                let target = link.unwrap_or_default();
+                let target = link;
                 let tcomps = clean(target).ok_or_else(|| refuse(at, "hardlink target climbs out of the layer (..)"))?;
                 let Some((tbase, tdir)) = tcomps.split_last() else {
                     return Err(refuse(at, "hardlink to the layer root"));
@@ -902,7 +906,7 @@ impl Extractor<'_> {
         Ok(false)
     }
 
-    fn copy_data<R: Read>(&mut self, fd: &OwnedFd, e: &mut tar::Entry<'_, R>, at: &At<'_>) -> Result<u64> {
+    fn copy_data<R: Read>(&mut self, fd: &OwnedFd, e: &mut gotar::Reader<R>, at: &At<'_>) -> Result<u64> {
         let mut total = 0u64;
         loop {
             let n = match e.read(&mut self.buf) {

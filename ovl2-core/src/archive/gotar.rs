@@ -1,10 +1,17 @@
-//! A tar header writer that reproduces Go's `archive/tar` byte for byte for the headers
-//! Docker's native Diff writes (`Format = PAX`, whole-second mtimes, no atime/ctime/uname/
-//! gname): a plain USTAR header when every field fits, otherwise a PAX `x` record with just
-//! the fields that need it, then the main header.
+//! Go's `archive/tar`, the parts Docker uses, reproduced in Rust so ovl2 sees exactly the
+//! archive Docker sees:
+//!
+//! - a header writer that reproduces Go's output byte for byte for the headers Docker's
+//!   native Diff writes (`Format = PAX`, whole-second mtimes, no atime/ctime/uname/gname): a
+//!   plain USTAR header when every field fits, otherwise a PAX `x` record with just the
+//!   fields that need it, then the main header;
+//! - a reader with Go's framing and limits: the same zero-block rule for the end of the
+//!   archive, the same header formats and numeric parsing, PAX records and GNU long names
+//!   merged the same way, and no extension header over 1 MiB (Go's `maxSpecialFileSize`),
+//!   checked before any of it is read, so memory stays bounded whatever a header claims.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 const BLOCK: usize = 512;
 
@@ -252,6 +259,457 @@ impl<W: Write> Writer<W> {
         }
         self.w.write_all(&[0u8; 2 * BLOCK])?;
         self.w.flush()
+    }
+}
+
+/// Go's `maxSpecialFileSize`: the most a PAX header (all its records together), a GNU long
+/// name or a GNU long link may hold. Go refuses larger ones (`header field too long`).
+pub(crate) const MAX_SPECIAL: u64 = 1 << 20;
+
+/// One entry as Go's `tar.Reader.Next` returns it, after PAX records and GNU long names were
+/// merged into it.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub name: Vec<u8>,
+    pub link: Vec<u8>,
+    pub flag: u8,
+    pub mode: i64,
+    pub uid: i64,
+    pub gid: i64,
+    /// The size the header (or a PAX `size` record) gives.
+    pub size: i64,
+    pub mtime: i64,
+    pub devmajor: i64,
+    pub devminor: i64,
+    /// The entry's PAX records, one per key (the last one wins, as in Go's map), by key.
+    pub pax: Pax,
+    /// Where the entry's data starts in the stream.
+    pub data_pos: u64,
+    /// Bytes of data that follow the header (0 for header-only types, as in Go).
+    pub data_len: u64,
+}
+
+/// PAX records kept as ranges of the one buffer they were read into: millions of tiny
+/// records cost a few bytes each, not an allocation each.
+#[derive(Debug, Default)]
+pub(crate) struct Pax {
+    buf: Vec<u8>,
+    recs: Vec<[u32; 3]>,
+}
+
+impl Pax {
+    /// The records as (key, value).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.recs.iter().map(|&[k, eq, end]| (&self.buf[k as usize..eq as usize], &self.buf[eq as usize + 1..end as usize]))
+    }
+
+    /// Parses a PAX header's data as Go's `parsePAX` does; `None` where Go says `ErrHeader`.
+    fn parse(buf: Vec<u8>) -> Option<Pax> {
+        let mut recs: Vec<[u32; 3]> = Vec::new();
+        let mut at = 0usize;
+        while at < buf.len() {
+            let s = &buf[at..];
+            let sp = s.iter().position(|&b| b == b' ')?;
+            let n: i64 = go_parse_int(&s[..sp])?;
+            if n < 5 || n > s.len() as i64 {
+                return None;
+            }
+            let n = n as usize;
+            if n <= sp + 1 || s[n - 1] != b'\n' {
+                return None;
+            }
+            let rec = &s[sp + 1..n - 1];
+            let eq = rec.iter().position(|&b| b == b'=')?;
+            let (k, v) = (&rec[..eq], &rec[eq + 1..]);
+            let valid = match k {
+                b"" => false,
+                b"path" | b"linkpath" | b"uname" | b"gname" => !v.contains(&0),
+                _ => !k.contains(&0),
+            };
+            if !valid {
+                return None;
+            }
+            let k0 = at + sp + 1;
+            recs.push([k0 as u32, (k0 + eq) as u32, (at + n - 1) as u32]);
+            at += n;
+        }
+        // Go keeps the last record of a key: a stable sort by key, then the last of each run.
+        let key = |r: &[u32; 3]| &buf[r[0] as usize..r[1] as usize];
+        recs.sort_by(|a, b| key(a).cmp(key(b)));
+        let mut out: Vec<[u32; 3]> = Vec::with_capacity(recs.len());
+        for r in recs {
+            match out.last_mut() {
+                Some(last) if key(last) == key(&r) => *last = r,
+                _ => out.push(r),
+            }
+        }
+        Some(Pax { buf, recs: out })
+    }
+}
+
+/// Go's `strconv.ParseInt(s, 10, 64)`.
+fn go_parse_int(s: &[u8]) -> Option<i64> {
+    let t = std::str::from_utf8(s).ok()?;
+    let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    t.parse().ok()
+}
+
+/// Go's `parser.parseString`: up to the first NUL.
+fn go_string(b: &[u8]) -> &[u8] {
+    match b.iter().position(|&c| c == 0) {
+        Some(i) => &b[..i],
+        None => b,
+    }
+}
+
+/// Go's `parser.parseOctal`; `None` where Go sets `ErrHeader`.
+fn go_octal(b: &[u8]) -> Option<i64> {
+    let start = b.iter().position(|&c| c != b' ' && c != 0).unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| c != b' ' && c != 0).map_or(start, |i| i + 1);
+    if start >= end {
+        return Some(0);
+    }
+    let t = go_string(&b[start..end]);
+    if t.is_empty() || !t.iter().all(|c| (b'0'..=b'7').contains(c)) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(t).ok()?, 8).ok().map(|x| x as i64)
+}
+
+/// Go's `parser.parseNumeric`: base-256 when the top bit is set, else octal.
+fn go_numeric(b: &[u8]) -> Option<i64> {
+    if b.first().is_some_and(|&c| c & 0x80 != 0) {
+        let inv = if b[0] & 0x40 != 0 { 0xff } else { 0 };
+        let mut x: u64 = 0;
+        for (i, &c) in b.iter().enumerate() {
+            let mut c = c ^ inv;
+            if i == 0 {
+                c &= 0x7f;
+            }
+            if x >> 56 > 0 {
+                return None;
+            }
+            x = x << 8 | c as u64;
+        }
+        if x >> 63 > 0 {
+            return None;
+        }
+        return Some(if inv == 0xff { !(x as i64) } else { x as i64 });
+    }
+    go_octal(b)
+}
+
+/// The header formats Go's `getFormat` tells apart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    V7,
+    Ustar,
+    Star,
+    Gnu,
+}
+
+fn header_format(b: &[u8; BLOCK]) -> Option<Format> {
+    let value = go_octal(&b[148..156])?;
+    let (mut unsigned, mut signed) = (0i64, 0i64);
+    for (i, &c) in b.iter().enumerate() {
+        let c = if (148..156).contains(&i) { b' ' } else { c };
+        unsigned += c as i64;
+        signed += c as i8 as i64;
+    }
+    if value != unsigned && value != signed {
+        return None;
+    }
+    Some(match (&b[257..263], &b[263..265], &b[508..512]) {
+        (b"ustar\0", _, b"tar\0") => Format::Star,
+        (b"ustar\0", _, _) => Format::Ustar,
+        (b"ustar ", b" \0", _) => Format::Gnu,
+        _ => Format::V7,
+    })
+}
+
+/// Go's `isHeaderOnlyType`: these entries have no data, whatever their size field says.
+fn header_only(flag: u8) -> bool {
+    matches!(flag, b'1' | b'2' | b'3' | b'4' | b'5' | b'6')
+}
+
+fn bad_header(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("invalid tar header ({why})"))
+}
+
+/// Reads a tar stream as Go's `tar.Reader` does (see the module docs).
+pub(crate) struct Reader<R: Read> {
+    r: R,
+    /// Bytes consumed from `r`.
+    pos: u64,
+    /// Data of the current entry not yet read, then its padding.
+    remaining: u64,
+    pad: u64,
+    /// Set once the end of the archive was reached (cleanly or not).
+    done: bool,
+}
+
+impl<R: Read> Reader<R> {
+    pub fn new(r: R) -> Self {
+        Reader { r, pos: 0, remaining: 0, pad: 0, done: false }
+    }
+
+    /// The underlying reader, positioned after what the tar reader consumed.
+    pub fn into_inner(self) -> R {
+        self.r
+    }
+
+    /// Reads until `buf` is full or the stream ends; returns how much was read.
+    fn fill(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match self.r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn skip(&mut self, mut n: u64) -> io::Result<u64> {
+        let mut buf = [0u8; 8192];
+        let mut done = 0;
+        while n > 0 {
+            let k = self.fill(&mut buf[..n.min(8192) as usize])?;
+            if k == 0 {
+                break;
+            }
+            done += k as u64;
+            n -= k as u64;
+        }
+        Ok(done)
+    }
+
+    /// One header block; `None` at the end of the archive (`io.EOF` in Go).
+    fn read_block(&mut self) -> io::Result<Option<[u8; BLOCK]>> {
+        let mut b = [0u8; BLOCK];
+        match self.fill(&mut b)? {
+            0 => return Ok(None),
+            BLOCK => {}
+            _ => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stream ends inside a tar header")),
+        }
+        if b.iter().all(|&c| c == 0) {
+            // Go: two zero blocks end the archive, one followed by the end of the stream
+            // too; one followed by anything else is an invalid header, not an end.
+            let mut b2 = [0u8; BLOCK];
+            match self.fill(&mut b2)? {
+                0 => return Ok(None),
+                BLOCK => {}
+                _ => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stream ends inside a tar header")),
+            }
+            if b2.iter().all(|&c| c == 0) {
+                return Ok(None);
+            }
+            return Err(bad_header("a single zero block followed by more data"));
+        }
+        Ok(Some(b))
+    }
+
+    /// The data of an extension header, refused unread when it is over [`MAX_SPECIAL`].
+    fn special(&mut self, what: &str, hdr_name: &[u8], size: u64) -> io::Result<Vec<u8>> {
+        if size > MAX_SPECIAL {
+            let named = if hdr_name.is_empty() {
+                String::new()
+            } else {
+                format!(" (header {:?})", String::from_utf8_lossy(&hdr_name[..hdr_name.len().min(100)]))
+            };
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "header field too long: {what}{named} is {size} bytes; the limit is {MAX_SPECIAL} bytes (1 MiB), \
+                     as in Go's archive/tar"
+                ),
+            ));
+        }
+        let mut v = vec![0u8; size as usize];
+        if self.fill(&mut v)? < v.len() {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the stream ends inside a {what}")));
+        }
+        self.remaining = 0;
+        Ok(v)
+    }
+
+    /// The next entry, or `None` at the end of the archive.
+    pub fn next(&mut self) -> io::Result<Option<Entry>> {
+        if self.done {
+            return Ok(None);
+        }
+        let r = self.next_inner();
+        if !matches!(r, Ok(Some(_))) {
+            self.done = true;
+        }
+        r
+    }
+
+    fn next_inner(&mut self) -> io::Result<Option<Entry>> {
+        let mut pax: Option<Pax> = None;
+        let mut long_name: Option<Vec<u8>> = None;
+        let mut long_link: Option<Vec<u8>> = None;
+        loop {
+            // Discard the rest of the current entry and its padding.
+            let left = self.remaining;
+            if self.skip(left)? < left {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stream ends inside an entry's data"));
+            }
+            let pad = self.pad;
+            self.remaining = 0;
+            self.pad = 0;
+            if self.skip(pad)? < pad {
+                // Go's reader takes this as the end; apply then finds no end-of-archive block.
+                return Ok(None);
+            }
+            let Some(b) = self.read_block()? else { return Ok(None) };
+            let format = header_format(&b).ok_or_else(|| bad_header("bad checksum or unknown format"))?;
+            let num = |r: std::ops::Range<usize>| go_numeric(&b[r]).ok_or_else(|| bad_header("malformed number"));
+            let flag = b[156];
+            let mut name = go_string(&b[0..100]).to_vec();
+            let link = go_string(&b[157..257]).to_vec();
+            let size = num(124..136)?;
+            let mode = num(100..108)?;
+            let uid = num(108..116)?;
+            let gid = num(116..124)?;
+            let mtime = num(136..148)?;
+            let (mut devmajor, mut devminor) = (0, 0);
+            if format != Format::V7 {
+                devmajor = num(329..337)?;
+                devminor = num(337..345)?;
+                let prefix: &[u8] = match format {
+                    Format::Ustar => go_string(&b[345..500]),
+                    Format::Star => {
+                        num(476..488)?;
+                        num(488..500)?;
+                        go_string(&b[345..476])
+                    }
+                    _ => {
+                        // Go reads GNU atime/ctime leniently and, when they do not parse,
+                        // takes the field as a pre-Go1.8 USTAR prefix.
+                        let ok = (b[345] == 0 || go_numeric(&b[345..357]).is_some())
+                            && (b[357] == 0 || go_numeric(&b[357..369]).is_some());
+                        let p = go_string(&b[345..500]);
+                        if !ok && p.is_ascii() {
+                            p
+                        } else {
+                            b""
+                        }
+                    }
+                };
+                if !prefix.is_empty() {
+                    let mut n = prefix.to_vec();
+                    n.push(b'/');
+                    n.extend_from_slice(&name);
+                    name = n;
+                }
+            }
+            if size < 0 && !header_only(flag) {
+                return Err(bad_header("negative size"));
+            }
+            let data = if header_only(flag) { 0 } else { size as u64 };
+            self.remaining = data;
+            self.pad = (BLOCK as u64 - data % BLOCK as u64) % BLOCK as u64;
+            match flag {
+                b'x' | b'g' => {
+                    let what = if flag == b'x' { "a PAX extended header" } else { "a PAX global header" };
+                    let buf = self.special(what, &name, data)?;
+                    pax = Some(Pax::parse(buf).ok_or_else(|| bad_header("malformed PAX record"))?);
+                    if flag == b'x' {
+                        continue;
+                    }
+                }
+                b'L' | b'K' => {
+                    let what = if flag == b'L' { "a GNU long name" } else { "a GNU long link name" };
+                    let buf = self.special(what, &name, data)?;
+                    let v = go_string(&buf).to_vec();
+                    if flag == b'L' {
+                        long_name = Some(v);
+                    } else {
+                        long_link = Some(v);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let mut e = Entry {
+                name,
+                link,
+                flag,
+                mode,
+                uid,
+                gid,
+                size,
+                mtime,
+                devmajor,
+                devminor,
+                pax: pax.take().unwrap_or_default(),
+                data_pos: self.pos,
+                data_len: 0,
+            };
+            // Go's mergePAX: an empty value keeps the header's.
+            for (k, v) in e.pax.iter() {
+                if v.is_empty() {
+                    continue;
+                }
+                let int = || go_parse_int(v).ok_or_else(|| bad_header("malformed PAX number"));
+                match k {
+                    b"path" => e.name = v.to_vec(),
+                    b"linkpath" => e.link = v.to_vec(),
+                    b"uid" => e.uid = int()?,
+                    b"gid" => e.gid = int()?,
+                    b"size" => e.size = int()?,
+                    _ => {}
+                }
+            }
+            if flag == b'g' {
+                // Go returns the global header as an entry of its own, data already read.
+                return Ok(Some(e));
+            }
+            if let Some(n) = long_name.filter(|n| !n.is_empty()) {
+                e.name = n;
+            }
+            if let Some(l) = long_link.filter(|l| !l.is_empty()) {
+                e.link = l;
+            }
+            if e.size < 0 && !header_only(flag) {
+                return Err(bad_header("negative size"));
+            }
+            // A PAX size replaces the header's for the framing too.
+            let data = if header_only(flag) { 0 } else { e.size as u64 };
+            self.remaining = data;
+            self.pad = (BLOCK as u64 - data % BLOCK as u64) % BLOCK as u64;
+            e.data_len = data;
+            return Ok(Some(e));
+        }
+    }
+}
+
+impl<R: Read> Read for Reader<R> {
+    /// Reads the current entry's data; a stream that ends first is an `UnexpectedEof`.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = loop {
+            match self.r.read(&mut buf[..want]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => break r?,
+            }
+        };
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stream ends inside an entry's data"));
+        }
+        self.pos += n as u64;
+        self.remaining -= n as u64;
+        Ok(n)
     }
 }
 
