@@ -11,6 +11,10 @@
 //	dockertar applylayer DIR < TAR
 //	                             ApplyUncompressedLayer into DIR, a mounted layer (what the
 //	                             naive ApplyDiff runs, minus the chroot); prints the size
+//	dockertar apply-chroot DIR < TAR
+//	                             the same chrooted into DIR and unpacking to "/", exactly as
+//	                             chrootarchive.UntarUncompressed does (safe for hostile tars;
+//	                             needs root); a refusal is exit status 1 and the error on stderr
 package main
 
 import (
@@ -18,6 +22,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"syscall"
 
 	"github.com/moby/go-archive"
 	"github.com/moby/go-archive/compression"
@@ -65,6 +70,18 @@ func main() {
 			panic(err)
 		}
 		fmt.Println(size)
+	case len(os.Args) == 3 && os.Args[1] == "apply-chroot":
+		if err := syscall.Chroot(os.Args[2]); err != nil {
+			panic(err)
+		}
+		if err := os.Chdir("/"); err != nil {
+			panic(err)
+		}
+		err := archive.Unpack(os.Stdin, "/", &archive.TarOptions{WhiteoutFormat: archive.OverlayWhiteoutFormat})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	default:
 		os.Stderr.WriteString("usage: dockertar DIFF_DIR | dockertar changes NEW OLD | dockertar apply DIR < TAR\n")
 		os.Exit(2)

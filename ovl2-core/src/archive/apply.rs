@@ -388,12 +388,13 @@ impl Kind {
 }
 
 /// What a header says about an entry's metadata.
-struct Meta {
+struct Meta<'a> {
     mode: u32,
     uid: u32,
     gid: u32,
     times: Timestamps,
-    xattrs: Vec<(CString, Vec<u8>)>,
+    /// Borrowed from the header's PAX records: a header may hold a great many.
+    xattrs: Vec<(&'a [u8], &'a [u8])>,
 }
 
 struct Extractor<'a> {
@@ -434,6 +435,23 @@ pub(super) fn sys(at: &At<'_>, what: &str, e: Errno) -> Error {
 
 /// The last second Go's `time.Unix(0, 1<<63-1)` reaches (Docker's `unixMaxTime`).
 const MAX_UNIX_SECS: i64 = i64::MAX / 1_000_000_000;
+
+/// A failed chown for an entry. In a user namespace the kernel answers EINVAL for an id its
+/// uid_map/gid_map does not cover; say so, with the ids, instead of a bare "Invalid argument".
+fn chown_err(at: &At<'_>, what: &str, m: &Meta<'_>, userns: bool, e: Errno) -> Error {
+    if e == Errno::INVAL && userns {
+        return Error::io(
+            format!(
+                "{what} of {at} to uid {}, gid {}: the id is not mapped in this user namespace (a rootless \
+                 apply can only use the ids its uid_map and gid_map cover; map more, e.g. through /etc/subuid \
+                 and /etc/subgid)",
+                m.uid, m.gid
+            ),
+            e,
+        );
+    }
+    sys(at, what, e)
+}
 
 /// Cleans a tar name as Go's `filepath.Clean` followed by a join onto the layer root: `.`
 /// and empty components go, `..` pops, a leading `/` is dropped. `None` means the name
@@ -509,7 +527,14 @@ impl Extractor<'_> {
             let e = match tr.next() {
                 Ok(Some(e)) => e,
                 Ok(None) => break,
-                Err(err) => return Err(input::stream_error(counters, format!("the header after {}", after(&last)), err)),
+                Err(err) => {
+                    let at = if last.is_empty() {
+                        "the first header".to_owned()
+                    } else {
+                        format!("the header after {}", At(&last))
+                    };
+                    return Err(input::stream_error(counters, at, err));
+                }
             };
             last.clear();
             last.extend_from_slice(&e.name);
@@ -589,8 +614,10 @@ impl Extractor<'_> {
                     self.stats.dropped_xattrs += 1;
                     continue;
                 }
-                let name = CString::new(x).map_err(|_| refuse(at, "xattr name contains NUL"))?;
-                xattrs.push((name, v.to_vec()));
+                if x.contains(&0) {
+                    return Err(refuse(at, "xattr name contains NUL"));
+                }
+                xattrs.push((x, v));
             } else if v.is_empty() {
                 // Go's mergePAX: an empty value keeps the header's.
             } else if k == b"mtime" {
@@ -698,8 +725,19 @@ impl Extractor<'_> {
                 Err(Errno::NOENT) => {
                     let p = cur.as_ref().map(|f| f.as_fd()).unwrap_or(self.root);
                     let name = CString::new(comp).map_err(|_| refuse(at, "name contains NUL"))?;
-                    rfs::mkdirat(p, &name, Mode::from_raw_mode(0o755))
-                        .map_err(|e| sys(at, "creating an implied parent directory", e))?;
+                    rfs::mkdirat(p, &name, Mode::from_raw_mode(0o755)).map_err(|e| match e {
+                        // The name exists but did not resolve: a symlink that leads nowhere
+                        // inside the layer (Docker's open then fails the same way).
+                        Errno::EXIST => refuse(
+                            at,
+                            format!(
+                                "parent {} is a symlink that does not lead to a directory inside the layer: \
+                                 no such file or directory",
+                                show(&dir[..end])
+                            ),
+                        ),
+                        e => sys(at, "creating an implied parent directory", e),
+                    })?;
                     let fd = fsutil::open_dir(p, &name).map_err(|e| sys(at, "opening an implied parent", errno(&e)))?;
                     rfs::fchown(
                         &fd,
@@ -717,7 +755,7 @@ impl Extractor<'_> {
         Ok(cur.expect("a non-empty dir path has components"))
     }
 
-    fn whiteout(&mut self, parent: BorrowedFd<'_>, name: &[u8], meta: &Meta, at: &At<'_>) -> Result<()> {
+    fn whiteout(&mut self, parent: BorrowedFd<'_>, name: &[u8], meta: &Meta<'_>, at: &At<'_>) -> Result<()> {
         let cname = CString::new(name).map_err(|_| refuse(at, "name contains NUL"))?;
         match rfs::statat(parent, &cname, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if whiteout::is_whiteout(&st) => {}
@@ -741,7 +779,7 @@ impl Extractor<'_> {
             Some(rfs::Gid::from_raw(meta.gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )
-        .map_err(|e| sys(at, "setting the whiteout's owner", e))?;
+        .map_err(|e| chown_err(at, "setting the whiteout's owner", meta, self.userns, e))?;
         self.stats.whiteouts += 1;
         Ok(())
     }
@@ -755,7 +793,7 @@ impl Extractor<'_> {
         kind: Kind,
         link: &[u8],
         dev: u64,
-        meta: &Meta,
+        meta: &Meta<'_>,
         e: &mut gotar::Reader<R>,
         at: &At<'_>,
     ) -> Result<()> {
@@ -775,7 +813,7 @@ impl Extractor<'_> {
                 };
                 let fd = match open() {
                     Err(Errno::EXIST) => {
-                        self.clear(parent, &name, kind, at)?;
+                        self.clear(parent, &name, kind, comps, at)?;
                         open()
                     }
                     r => r,
@@ -796,7 +834,7 @@ impl Extractor<'_> {
                 match mk() {
                     Ok(()) => {}
                     Err(Errno::EXIST) => {
-                        if !self.clear(parent, &name, kind, at)? {
+                        if !self.clear(parent, &name, kind, comps, at)? {
                             mk().map_err(|e| sys(at, "creating the directory", e))?;
                         }
                     }
@@ -812,7 +850,7 @@ impl Extractor<'_> {
                 let mk = || rfs::symlinkat(target, parent, &name);
                 match mk() {
                     Err(Errno::EXIST) => {
-                        self.clear(parent, &name, kind, at)?;
+                        self.clear(parent, &name, kind, comps, at)?;
                         mk()
                     }
                     r => r,
@@ -843,7 +881,9 @@ impl Extractor<'_> {
                 let mk = || rfs::linkat(&tparent, &tname, parent, &name, AtFlags::empty());
                 match mk() {
                     Err(Errno::EXIST) => {
-                        self.clear(parent, &name, kind, at)?;
+                        self.clear(parent, &name, kind, comps, at)?;
+                        // Docker resolves the target's path after the removal, too.
+                        self.still_resolves(tparent.as_fd(), tdir, at)?;
                         mk()
                     }
                     r => r,
@@ -865,7 +905,7 @@ impl Extractor<'_> {
                 let mk = || rfs::mknodat(parent, &name, ft, Mode::from_raw_mode(0o600), dev);
                 let r = match mk() {
                     Err(Errno::EXIST) => {
-                        self.clear(parent, &name, kind, at)?;
+                        self.clear(parent, &name, kind, comps, at)?;
                         mk()
                     }
                     r => r,
@@ -887,10 +927,16 @@ impl Extractor<'_> {
 
     /// Makes room for an entry whose name exists: a directory over a directory merges
     /// (returns true); anything else replaces what is there, keeping the size count right.
-    fn clear(&mut self, parent: BorrowedFd<'_>, name: &CStr, kind: Kind, at: &At<'_>) -> Result<bool> {
+    ///
+    /// Removing a directory or symlink can change what the entry's own parent path means
+    /// (`etc/x -> .` then `etc/x/x/` removes `etc/x`, a component of `etc/x` itself). Docker
+    /// resolves every path afresh and then fails; so the parent is checked again here, and
+    /// the cached parent fd stays valid only because of that check.
+    fn clear(&mut self, parent: BorrowedFd<'_>, name: &CStr, kind: Kind, comps: &[&[u8]], at: &At<'_>) -> Result<bool> {
         let st =
             rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| sys(at, "looking up the entry", e))?;
-        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+        let ft = FileType::from_raw_mode(st.st_mode);
+        if ft == FileType::Directory {
             if kind == Kind::Dir {
                 return Ok(true);
             }
@@ -903,7 +949,39 @@ impl Extractor<'_> {
             }
             rfs::unlinkat(parent, name, AtFlags::empty()).map_err(|e| sys(at, "replacing an entry", e))?;
         }
+        if matches!(ft, FileType::Directory | FileType::Symlink) {
+            self.still_resolves(parent, &comps[..comps.len() - 1], at)?;
+        }
         Ok(false)
+    }
+
+    /// Refuses the entry unless `dir` (inside the root) still resolves to `fd`: a removal
+    /// took away a component of the path, and Docker's next step there fails (ENOENT).
+    fn still_resolves(&self, fd: BorrowedFd<'_>, dir: &[&[u8]], at: &At<'_>) -> Result<()> {
+        let path = join(dir);
+        let gone = || {
+            refuse(
+                at,
+                format!(
+                    "replacing the entry removed a component of its own path {}; the path no longer \
+                     exists (Docker's unpack fails here too: no such file or directory)",
+                    show(&path)
+                ),
+            )
+        };
+        let now = match fsx::open_dir_in_root(self.root, &path) {
+            Ok(now) => now,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Err(gone()),
+            Err(e) => return Err(sys(at, "resolving the parent directory again", e)),
+        };
+        let (a, b) = (
+            rfs::fstat(fd).map_err(|e| sys(at, "stat of the parent directory", e))?,
+            rfs::fstat(&now).map_err(|e| sys(at, "stat of the parent directory", e))?,
+        );
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+            return Err(gone());
+        }
+        Ok(())
     }
 
     fn copy_data<R: Read>(&mut self, fd: &OwnedFd, e: &mut gotar::Reader<R>, at: &At<'_>) -> Result<u64> {
@@ -935,25 +1013,25 @@ impl Extractor<'_> {
 
     /// Owner, xattrs, mode and (unless deferred for directories) times, in Docker's order:
     /// chown clears setuid bits and file capabilities, so it goes first.
-    fn meta_fd(&mut self, fd: &OwnedFd, m: &Meta, times: bool, at: &At<'_>) -> Result<()> {
+    fn meta_fd(&mut self, fd: &OwnedFd, m: &Meta<'_>, times: bool, at: &At<'_>) -> Result<()> {
         rfs::fchown(fd, Some(rfs::Uid::from_raw(m.uid)), Some(rfs::Gid::from_raw(m.gid)))
-            .map_err(|e| sys(at, "setting the owner", e))?;
+            .map_err(|e| chown_err(at, "setting the owner", m, self.userns, e))?;
         self.meta_rest(fd, m, false, times, at)
     }
 
-    fn meta_file(&mut self, fd: &OwnedFd, m: &Meta, skip_chown: bool, skip_chmod: bool, at: &At<'_>) -> Result<()> {
+    fn meta_file(&mut self, fd: &OwnedFd, m: &Meta<'_>, skip_chown: bool, skip_chmod: bool, at: &At<'_>) -> Result<()> {
         if !skip_chown {
             rfs::fchown(fd, Some(rfs::Uid::from_raw(m.uid)), Some(rfs::Gid::from_raw(m.gid)))
-                .map_err(|e| sys(at, "setting the owner", e))?;
+                .map_err(|e| chown_err(at, "setting the owner", m, self.userns, e))?;
         }
         self.meta_rest(fd, m, skip_chmod, true, at)
     }
 
-    fn meta_rest(&mut self, fd: &OwnedFd, m: &Meta, skip_chmod: bool, times: bool, at: &At<'_>) -> Result<()> {
+    fn meta_rest(&mut self, fd: &OwnedFd, m: &Meta<'_>, skip_chmod: bool, times: bool, at: &At<'_>) -> Result<()> {
         for (k, v) in &m.xattrs {
-            match rfs::fsetxattr(fd, k.as_c_str(), v, rfs::XattrFlags::empty()) {
+            match rfs::fsetxattr(fd, *k, v, rfs::XattrFlags::empty()) {
                 Ok(()) | Err(Errno::PERM) => {}
-                Err(e) => return Err(sys(at, &format!("setting xattr {k:?}"), e)),
+                Err(e) => return Err(sys(at, &format!("setting xattr {}", show(k)), e)),
             }
         }
         if !skip_chmod {
@@ -971,7 +1049,7 @@ impl Extractor<'_> {
         &mut self,
         parent: BorrowedFd<'_>,
         name: &CStr,
-        m: &Meta,
+        m: &Meta<'_>,
         mode_and_times: bool,
         at: &At<'_>,
     ) -> Result<()> {
@@ -982,11 +1060,11 @@ impl Extractor<'_> {
             Some(rfs::Gid::from_raw(m.gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )
-        .map_err(|e| sys(at, "setting the owner", e))?;
+        .map_err(|e| chown_err(at, "setting the owner", m, self.userns, e))?;
         for (k, v) in &m.xattrs {
-            match fsx::lset_xattr_at(parent, name, k.to_bytes(), v) {
+            match fsx::lset_xattr_at(parent, name, k, v) {
                 Ok(()) | Err(Errno::PERM) => {}
-                Err(e) => return Err(sys(at, &format!("setting xattr {k:?}"), e)),
+                Err(e) => return Err(sys(at, &format!("setting xattr {}", show(k)), e)),
             }
         }
         if mode_and_times {

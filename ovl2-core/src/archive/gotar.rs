@@ -300,7 +300,9 @@ pub(crate) struct Pax {
 impl Pax {
     /// The records as (key, value).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.recs.iter().map(|&[k, eq, end]| (&self.buf[k as usize..eq as usize], &self.buf[eq as usize + 1..end as usize]))
+        self.recs
+            .iter()
+            .map(|&[k, eq, end]| (&self.buf[k as usize..eq as usize], &self.buf[eq as usize + 1..end as usize]))
     }
 
     /// Parses a PAX header's data as Go's `parsePAX` does; `None` where Go says `ErrHeader`.

@@ -162,6 +162,31 @@ impl Tar {
     }
 }
 
+/// A bare header block (ustar, mode 0644, owner 0:0) of type `ty` claiming `size` bytes.
+pub fn raw_header(name: &[u8], ty: u8, size: u64) -> [u8; 512] {
+    header(name, ty, 0o644, 0, 0, size, 0, b"", (0, 0))
+}
+
+/// Writes an extension header (`L`, `K`, `x`, `g`) whose `size` bytes of data repeat `unit`,
+/// streamed so a huge one never sits in memory.
+pub fn write_special<W: Write>(w: &mut W, name: &[u8], ty: u8, size: u64, unit: &[u8]) {
+    w.write_all(&raw_header(name, ty, size)).unwrap();
+    let chunk: Vec<u8> = unit.iter().copied().cycle().take(unit.len() * (1usize << 16).div_ceil(unit.len())).collect();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        w.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    let pad = (512 - size % 512) % 512;
+    w.write_all(&vec![0u8; pad as usize]).unwrap();
+}
+
+/// A PAX record (`"<len> key=value\n"`).
+pub fn pax_record(k: &str, v: &[u8]) -> Vec<u8> {
+    record(k, v)
+}
+
 pub fn tar(entries: &[E]) -> Vec<u8> {
     let mut t = Tar::new();
     for e in entries {
