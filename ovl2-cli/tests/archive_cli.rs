@@ -138,7 +138,8 @@ fn header_bombs_keep_memory_flat() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{name}: {err}");
         assert!(err.contains("header field too long") && err.contains("1048576"), "{name}: {err}");
-        let kib: u64 = err.lines().find_map(|l| l.strip_prefix("maxrss=")).expect("maxrss line").trim().parse().unwrap();
+        let kib: u64 =
+            err.lines().find_map(|l| l.strip_prefix("maxrss=")).expect("maxrss line").trim().parse().unwrap();
         eprintln!("{name} ({} bytes): peak RSS {kib} KiB", data.len());
         assert!(kib < 64 * 1024, "{name}: peak RSS {kib} KiB");
         assert!(std::fs::read_dir(h.home().join("x/diff")).unwrap().next().is_none(), "{name}");

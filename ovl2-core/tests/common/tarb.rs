@@ -185,7 +185,14 @@ pub fn write_special<W: Write>(w: &mut W, name: &[u8], ty: u8, size: u64, unit: 
 /// Like [`write_special`] followed by `then`, compressed by `z` as a series of members or
 /// frames (gzip and zstd readers take their concatenation as one stream): the 1 MiB body
 /// chunk is compressed once and repeated, so a gigabyte header costs milliseconds to build.
-pub fn special_compressed(z: fn(&[u8]) -> Vec<u8>, name: &[u8], ty: u8, size: u64, unit: &[u8], then: &[u8]) -> Vec<u8> {
+pub fn special_compressed(
+    z: fn(&[u8]) -> Vec<u8>,
+    name: &[u8],
+    ty: u8,
+    size: u64,
+    unit: &[u8],
+    then: &[u8],
+) -> Vec<u8> {
     let chunk: Vec<u8> = unit.iter().copied().cycle().take(unit.len() * (1usize << 20).div_ceil(unit.len())).collect();
     let packed = z(&chunk);
     let mut out = z(&raw_header(name, ty, size));
