@@ -732,4 +732,51 @@ mod tests {
         assert_eq!(split_ustar(&long), Some((&long[..120], &long[121..])));
         assert_eq!(split_ustar(b"short"), None);
     }
+
+    #[test]
+    fn numbers_and_pax_like_go() {
+        assert_eq!(go_octal(b"0000644\0"), Some(0o644));
+        assert_eq!(go_octal(b"  644 \0"), Some(0o644));
+        assert_eq!(go_octal(b"\0\0\0"), Some(0));
+        assert_eq!(go_octal(b"64 4"), None);
+        assert_eq!(go_octal(b"9"), None);
+        assert_eq!(go_numeric(&[0x80, 0, 0, 0, 0, 0, 0, 1, 0]), Some(256));
+        assert_eq!(go_numeric(&[0xff; 8]), Some(-1));
+        let mut data = pax_record(b"path", b"a");
+        data.extend(pax_record(b"SCHILY.xattr.user.k", b"1"));
+        data.extend(pax_record(b"path", b"b"));
+        let pax = Pax::parse(data).unwrap();
+        let recs: Vec<_> = pax.iter().collect();
+        assert_eq!(recs, [(&b"SCHILY.xattr.user.k"[..], &b"1"[..]), (b"path", b"b")]);
+        assert!(Pax::parse(b"9 path=a".to_vec()).is_none());
+        assert!(Pax::parse(b"11 path=a\0b\n".to_vec()).is_none());
+    }
+
+    #[test]
+    fn one_zero_block_is_an_end_only_at_the_end() {
+        let mut w = Writer::new(Vec::new());
+        let h = Header {
+            name: b"a",
+            link: b"",
+            flag: b'0',
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 1,
+            mtime: Some(0),
+            devmajor: 0,
+            devminor: 0,
+            records: Vec::new(),
+        };
+        w.header(&h).unwrap();
+        w.data(b"x").unwrap();
+        let one = [w.w.clone(), vec![0u8; 512]].concat();
+        let mut r = Reader::new(&one[..]);
+        assert_eq!(r.next().unwrap().unwrap().name, b"a");
+        assert!(r.next().unwrap().is_none());
+        let more = [one.clone(), one[..1024].to_vec()].concat();
+        let mut r = Reader::new(&more[..]);
+        r.next().unwrap().unwrap();
+        assert!(r.next().unwrap_err().to_string().contains("invalid tar header"));
+    }
 }
