@@ -395,7 +395,37 @@ fn hostile_corpus(outside: &Path) -> Vec<(&'static str, Vec<u8>, bool)> {
         ("gnu-longlink-over-1mib", special_then(b'K', 2 << 20, b"l"), true),
         ("pax-records-over-1mib", special_then(b'x', 50_000, &tarb::pax_record("SCHILY.xattr.user.a", b"bc")), true),
         ("pax-global-over-1mib", special_then(b'g', 100_000, &tarb::pax_record("comment", b"bc")), true),
+        // Parser differentials: every reader must agree with Go's on what these name.
+        (
+            "two-pax-headers",
+            ext_then(&[(b'x', tarb::pax_record("path", b"first")), (b'x', tarb::pax_record("path", b"second"))]),
+            false,
+        ),
+        ("gnu-longname-with-nul", ext_then(&[(b'L', b"real\0hidden".to_vec())]), false),
+        (
+            "gnu-longname-over-pax-path",
+            ext_then(&[(b'L', b"from-gnu".to_vec()), (b'x', tarb::pax_record("path", b"from-pax"))]),
+            false,
+        ),
+        ("pax-empty-path-keeps-header", ext_then(&[(b'x', tarb::pax_record("path", b""))]), false),
+        (
+            "extension-header-then-end",
+            ext_then(&[(b'x', tarb::pax_record("path", b"p"))])[..1024].iter().copied().chain([0u8; 1024]).collect(),
+            false,
+        ),
     ]
+}
+
+/// Extension headers (type, data) and then a file named `header-name`.
+fn ext_then(exts: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut t = Vec::new();
+    for (ty, body) in exts {
+        t.extend_from_slice(&tarb::raw_header(b"././@LongLink", *ty, body.len() as u64));
+        t.extend_from_slice(body);
+        t.resize(t.len().div_ceil(512) * 512, 0);
+    }
+    t.extend_from_slice(&tar(&[E::file("header-name", b"data")]));
+    t
 }
 
 /// `a`, then a single zero block, then `rest`: Go's reader refuses it.
