@@ -1307,6 +1307,38 @@ fn apply_onto_another_parent_builds_dockers_naive_tree() {
     }
 }
 
+/// Issue 10 item 8a on the naive path: a whiteout that deletes a component of its own parent
+/// path (`a/s -> .`, then `a/s/.wh.s`) must not leave the next entry in the old directory;
+/// Docker's `UnpackLayer` re-creates `a/s` as an implied directory.
+#[test]
+fn naive_whiteout_of_a_path_component_is_not_followed_from_the_cache() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("naive-cache");
+    let d = open(&s.home());
+    d.create("other", None, &CreateOpts::default()).unwrap();
+    d.create("n", None, &CreateOpts::default()).unwrap();
+    let data = tar(&[E::dir("a/"), E::symlink("a/s", "."), E::file("a/s/.wh.s", b""), E::file("a/s/f", b"f")]);
+    // A parent that is not the layer's own takes the naive path.
+    d.apply_diff("n", Some("other"), &data[..]).unwrap();
+    let ours = snap(&diff_dir(&s.home(), "n"));
+    assert!(ours["a/s"].starts_with("dir ") && ours.contains_key("a/s/f") && !ours.contains_key("a/f"), "{ours:#?}");
+    let Some(bin) = docker_tar_bin() else { return };
+    let theirs = s.path().join("docker");
+    std::fs::create_dir_all(&theirs).unwrap();
+    let mut child = std::process::Command::new(&bin)
+        .arg("applylayer")
+        .arg(&theirs)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &data).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(ours, snap(&theirs));
+}
+
 /// Docker's `DriverBenchDiffApplyN`: the whole tree of a child layer (`Diff(upper, "")`)
 /// applied with `ApplyDiff(layer, "")` onto a fresh child of the same base.
 #[test]

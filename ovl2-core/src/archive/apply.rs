@@ -665,7 +665,11 @@ impl Extractor<'_> {
                     None => rfs::fsetxattr(&parent, self.opaque_xattr, b"y", rfs::XattrFlags::empty())
                         .map_err(|e| sys(at, "marking the directory opaque", e)),
                 };
-                self.cache = Some((dir_path, parent, plain));
+                // A naive opaque marker deletes entries, possibly a component of this very
+                // path (`a/s -> .`): the next entry must resolve its parent afresh.
+                if self.naive.is_none() {
+                    self.cache = Some((dir_path, parent, plain));
+                }
                 r?;
                 if self.naive.is_none() {
                     self.stats.opaque_dirs += 1;
@@ -678,7 +682,10 @@ impl Extractor<'_> {
                     Some(_) => Naive::whiteout(parent.as_fd(), name, at),
                     None => self.whiteout(parent.as_fd(), name, &meta, at),
                 };
-                self.cache = Some((dir_path, parent, plain));
+                // Likewise a naive whiteout deletes (`a/s/.wh.s` removes `a/s -> .` itself).
+                if self.naive.is_none() {
+                    self.cache = Some((dir_path, parent, plain));
+                }
                 r
             }
             TarName::Plain => {
