@@ -144,14 +144,14 @@ pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
                 Some(p) => Some(p),
                 None => d.parent(&id)?,
             };
-            let ch = d.changes(&id, parent.as_deref())?;
             if json {
+                let ch = d.changes(&id, parent.as_deref())?;
                 println!("{}", serde_json::to_string_pretty(&ch)?);
             } else {
-                let mut out = io::stdout().lock();
-                for c in ch {
-                    writeln!(out, "{c}")?;
-                }
+                // Streamed: a deep tree's full paths never need to be in memory at once.
+                let mut out = io::BufWriter::new(io::stdout().lock());
+                d.changes_each(&id, parent.as_deref(), |c| writeln!(out, "{c}"))?;
+                out.flush()?;
             }
         }
         ArchiveCmd::DiffSize { id, parent } => {

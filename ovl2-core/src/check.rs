@@ -313,8 +313,10 @@ impl Driver {
                 // A symlink or something we cannot open: nobody can hold a lock on it.
                 Err(_) => {
                     if fix {
-                        fsutil::remove_tree(&self.staging_fd, &ent.name)
-                            .ctx(|| format!("removing .ovl2/staging/{}", fsutil::os(&ent.name).to_string_lossy()))?;
+                        if let Some(p) = self.sweep_staging(&ent.name)? {
+                            problems.push(p);
+                            continue;
+                        }
                     }
                     problems.push(stale(&ent.name));
                     continue;
@@ -326,12 +328,29 @@ impl Driver {
                 continue;
             }
             if fix {
-                fsutil::remove_tree(&self.staging_fd, &ent.name)
-                    .ctx(|| format!("removing .ovl2/staging/{}", fsutil::os(&ent.name).to_string_lossy()))?;
+                if let Some(p) = self.sweep_staging(&ent.name)? {
+                    problems.push(p);
+                    continue;
+                }
             }
             problems.push(stale(&ent.name));
         }
         Ok(())
+    }
+
+    /// Removes a stale staging entry. One with a mount inside cannot be removed (removal never
+    /// crosses a mount); it is reported, not fatal, so the store stays usable.
+    fn sweep_staging(&self, name: &std::ffi::CStr) -> Result<Option<Problem>> {
+        match fsutil::remove_tree(&self.staging_fd, name) {
+            Ok(()) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => Ok(Some(Problem {
+                layer: None,
+                kind: ProblemKind::StaleStaging,
+                detail: format!(".ovl2/staging/{e}"),
+                repairable: false,
+            })),
+            Err(e) => Err(crate::error::Error::io(format!("removing .ovl2/staging/{}", fsutil::os(name).to_string_lossy()), e)),
+        }
     }
 
     fn scan_pending(&self, fix: bool, problems: &mut Vec<Problem>) -> Result<()> {

@@ -465,6 +465,14 @@ impl Driver {
         if self.is_mounted(&dir)? {
             return Err(Error::Busy { id: id.to_owned(), reason: "it is mounted (put it first)".into() });
         }
+        // Removal never crosses a mount, but refusing up front leaves the layer whole.
+        let inside = fsutil::mounts_below(&self.home.join(id)).ctx(|| "reading /proc/self/mountinfo".into())?;
+        if let Some(m) = inside.first() {
+            return Err(Error::Busy {
+                id: id.to_owned(),
+                reason: format!("{id}/{} is a mount point inside it (unmount it first)", String::from_utf8_lossy(m)),
+            });
+        }
         let trash = cstr(&format!("rm-{}", fsutil::random_hex(12))).expect("ascii");
         rfs::renameat_with(&self.home_fd, &cid, &self.staging_fd, &trash, RenameFlags::NOREPLACE)
             .ctx(|| format!("moving layer {id:?} out of the store"))?;

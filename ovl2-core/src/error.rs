@@ -116,6 +116,8 @@ impl Error {
                     Some(Errno::EXIST) => ErrorKind::Exists,
                     Some(Errno::BUSY) => ErrorKind::Busy,
                     Some(Errno::NOSYS | Errno::OPNOTSUPP) => ErrorKind::Unsupported,
+                    // A walk that stopped at a mount point (fsutil::MountPoint).
+                    None if source.kind() == io::ErrorKind::ResourceBusy => ErrorKind::Busy,
                     _ => ErrorKind::Io,
                 }
             }
@@ -127,6 +129,7 @@ impl Error {
     pub fn errno(&self) -> Option<i32> {
         use rustix::io::Errno;
         let e = match self {
+            Error::Io { source, .. } if source.kind() == io::ErrorKind::ResourceBusy => Errno::BUSY,
             Error::Io { source, .. } => return source.raw_os_error(),
             Error::InvalidId { .. } | Error::InvalidArgument(_) => Errno::INVAL,
             Error::NotFound(_) => Errno::NOENT,

@@ -195,9 +195,254 @@ pub fn list_dir<Fd: AsFd>(dir: Fd) -> io::Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// Removes `name` below `dir` and everything under it, never following symlinks and never
-/// crossing into another mount (that fails with EBUSY instead). Entries that vanish while
-/// we work are fine: another process may be removing the same tree.
+/// Open directory fds a walk keeps at most (the deepest ones). Ancestors above them are
+/// closed and re-opened through `..` (checked against the recorded device and inode) when the
+/// walk climbs back, so a walk needs the same few fds at any depth.
+pub const WALK_FDS: usize = 16;
+
+/// How a walk treats a directory that is a mount point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mounts {
+    /// Descend like into any directory (export and changes report what the kernel shows).
+    Follow,
+    /// Never cross a mount point: [`DirStack::open_child`] fails with a [`MountPoint`] error.
+    Refuse,
+}
+
+/// The error a walk gives instead of crossing into another mount (a bind mount of the same
+/// filesystem included): carries the mount's path relative to where the walk started. Its
+/// `io::ErrorKind` is `ResourceBusy`, so it maps to a busy error.
+#[derive(Debug)]
+pub struct MountPoint {
+    /// The mount point, relative to the walk's start (the name given to the walk first).
+    pub path: Vec<u8>,
+}
+
+impl std::fmt::Display for MountPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is a mount point; ovl2 never deletes across a mount (unmount it first)", self.path_lossy())
+    }
+}
+
+impl MountPoint {
+    fn path_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.path).into_owned()
+    }
+    fn err(path: Vec<u8>) -> io::Error {
+        io::Error::new(io::ErrorKind::ResourceBusy, MountPoint { path })
+    }
+}
+
+impl std::error::Error for MountPoint {}
+
+struct Level<T> {
+    /// Name in the parent level (the walk's start name for the first level).
+    name: CString,
+    dev: u64,
+    ino: u64,
+    /// Open for the deepest [`WALK_FDS`] levels only.
+    fd: Option<OwnedFd>,
+    /// The part of this directory's sorted listing not handed out yet.
+    rest: std::vec::IntoIter<Entry>,
+    data: T,
+}
+
+/// An explicit stack for depth-first walks: one level per directory on the current path,
+/// each with its name, identity, the rest of its sorted listing and the caller's `T`. At most
+/// [`WALK_FDS`] fds are open whatever the depth, and memory is the current path plus the
+/// unread listings along it, never the whole tree. Entries come in byte order of names
+/// (Go's `filepath.Walk` order).
+pub struct DirStack<T> {
+    levels: Vec<Level<T>>,
+    mounts: Mounts,
+}
+
+fn same_dir(st: &rfs::Stat, dev: u64, ino: u64) -> bool {
+    st.st_dev == dev && st.st_ino == ino
+}
+
+impl<T> DirStack<T> {
+    /// Starts a walk at the open directory `root` (listed now), known as `name` in messages.
+    pub fn new(root: OwnedFd, name: &CStr, data: T, mounts: Mounts) -> io::Result<Self> {
+        let mut s = DirStack { levels: Vec::new(), mounts };
+        s.push(name, root, data)?;
+        Ok(s)
+    }
+
+    /// How many directories are on the current path (1 at the start).
+    pub fn depth(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// The current directory (always open).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.levels.last().and_then(|l| l.fd.as_ref()).expect("the top level is open").as_fd()
+    }
+
+    /// The caller's data for the current directory.
+    pub fn data(&mut self) -> &mut T {
+        &mut self.levels.last_mut().expect("walk not finished").data
+    }
+
+    /// The caller's data for the current directory, read-only.
+    pub fn data_ref(&self) -> &T {
+        &self.levels.last().expect("walk not finished").data
+    }
+
+    /// The caller's data for the directory `up` levels above the current one (0 = current).
+    pub fn data_at(&mut self, up: usize) -> Option<&mut T> {
+        let n = self.levels.len();
+        if up >= n {
+            return None;
+        }
+        Some(&mut self.levels[n - 1 - up].data)
+    }
+
+    /// The name of the directory `up` levels above the current one (0 = current).
+    pub fn name_at(&self, up: usize) -> &CStr {
+        &self.levels[self.levels.len() - 1 - up].name
+    }
+
+    /// The current directory's name in its parent.
+    pub fn name(&self) -> &CStr {
+        &self.levels.last().expect("walk not finished").name
+    }
+
+    /// The path of the current directory from the walk's start (start name included), or of
+    /// `child` in it, for messages.
+    pub fn path(&self, child: Option<&CStr>) -> Vec<u8> {
+        let mut p = Vec::new();
+        for (i, l) in self.levels.iter().enumerate() {
+            if i > 0 {
+                p.push(b'/');
+            }
+            p.extend_from_slice(l.name.to_bytes());
+        }
+        if let Some(c) = child {
+            p.push(b'/');
+            p.extend_from_slice(c.to_bytes());
+        }
+        p
+    }
+
+    /// The next entry of the current directory, in name order; `None` when it is done.
+    pub fn next_entry(&mut self) -> Option<Entry> {
+        self.levels.last_mut().and_then(|l| l.rest.next())
+    }
+
+    /// Opens the subdirectory `name` of the current directory without following a symlink;
+    /// with [`Mounts::Refuse`], never onto another mount (a [`MountPoint`] error instead).
+    pub fn open_child(&self, name: &CStr) -> io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match self.mounts {
+            Mounts::Follow => open_dir(self.fd(), name),
+            Mounts::Refuse => match openat2_retry(self.fd(), name, flags, NO_CROSS) {
+                Err(Errno::XDEV) => Err(MountPoint::err(self.path(Some(name)))),
+                r => Ok(r?),
+            },
+        }
+    }
+
+    /// Descends into `name`, already opened as `fd` (by [`DirStack::open_child`] or the
+    /// caller), listing it now.
+    pub fn push(&mut self, name: &CStr, fd: OwnedFd, data: T) -> io::Result<()> {
+        let st = rfs::fstat(&fd)?;
+        let rest = list_dir(&fd)?.into_iter();
+        self.levels.push(Level { name: name.to_owned(), dev: st.st_dev, ino: st.st_ino, fd: Some(fd), rest, data });
+        let n = self.levels.len();
+        if n > WALK_FDS {
+            // Open levels are always the deepest ones: closing the one just above them keeps that.
+            self.levels[n - 1 - WALK_FDS].fd = None;
+        }
+        Ok(())
+    }
+
+    /// Climbs out of the current directory and returns its name and data. The parent is
+    /// re-opened through `..` when it was closed, and must still be the directory it was.
+    pub fn pop(&mut self) -> io::Result<(CString, T)> {
+        let top = self.levels.pop().expect("walk not finished");
+        if let Some(parent) = self.levels.last_mut() {
+            if parent.fd.is_none() {
+                let child = top.fd.as_ref().expect("the top level is open");
+                let fd = match self.mounts {
+                    Mounts::Follow => open_dir(child, c"..")?,
+                    Mounts::Refuse => openat2_retry(
+                        child,
+                        c"..",
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        NO_CROSS,
+                    )?,
+                };
+                if !same_dir(&rfs::fstat(&fd)?, parent.dev, parent.ino) {
+                    return Err(io::Error::other("a directory was moved while the tree was being walked"));
+                }
+                parent.fd = Some(fd);
+            }
+        }
+        Ok((top.name, top.data))
+    }
+}
+
+/// Mount points strictly below `dir` (an absolute path), from `/proc/self/mountinfo`, as
+/// paths relative to `dir`. Used to refuse a removal before anything is touched; the walk
+/// itself refuses too, whatever this finds.
+pub fn mounts_below(dir: &std::path::Path) -> io::Result<Vec<Vec<u8>>> {
+    let info = std::fs::read("/proc/self/mountinfo")?;
+    let mut base = dir.as_os_str().as_bytes().to_vec();
+    if base.last() != Some(&b'/') {
+        base.push(b'/');
+    }
+    let mut out = Vec::new();
+    for line in info.split(|&b| b == b'\n') {
+        let Some(mp) = line.split(|&b| b == b' ').nth(4) else { continue };
+        let mp = unescape_mountinfo(mp);
+        if let Some(rel) = mp.strip_prefix(base.as_slice()) {
+            if !rel.is_empty() {
+                out.push(rel.to_vec());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\' && i + 3 < s.len() && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `openat2` resolution for walks that must stay inside one mount.
+const NO_CROSS: rfs::ResolveFlags =
+    rfs::ResolveFlags::NO_XDEV.union(rfs::ResolveFlags::NO_SYMLINKS).union(rfs::ResolveFlags::NO_MAGICLINKS);
+
+fn openat2_retry<Fd: AsFd>(dir: Fd, name: &CStr, flags: OFlags, how: rfs::ResolveFlags) -> rustix::io::Result<OwnedFd> {
+    let dir = dir.as_fd();
+    loop {
+        match rfs::openat2(dir, name, flags, Mode::empty(), how) {
+            // openat2 asks the caller to retry when a rename raced with the lookup.
+            Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Removes `name` below `dir` (a single name or a relative path without symlinks) and
+/// everything under it, never following symlinks and never crossing into another mount, not
+/// even a bind mount of the same filesystem: reaching one fails with a [`MountPoint`] error
+/// and leaves the mounted tree untouched. Entries that vanish while we work are fine: another
+/// process may be removing the same tree. Works at any depth with at most [`WALK_FDS`] fds.
 pub fn remove_tree<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<()> {
     let dir = dir.as_fd();
     let st = match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -205,51 +450,57 @@ pub fn remove_tree<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<()> {
         Err(Errno::NOENT) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-        let parent_dev = rfs::fstat(dir)?.st_dev;
-        if st.st_dev != parent_dev {
-            return Err(Errno::BUSY.into());
-        }
-        remove_dir_contents(dir, name, st.st_dev)?;
-        ignore_noent(rfs::unlinkat(dir, name, AtFlags::REMOVEDIR))
-    } else {
-        ignore_noent(rfs::unlinkat(dir, name, AtFlags::empty()))
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return unlink_entry(dir, name, 0, &|| name.to_bytes().to_vec());
     }
-}
-
-fn remove_dir_contents(parent: BorrowedFd<'_>, name: &CStr, dev: u64) -> io::Result<()> {
-    let fd = match open_dir(parent, name) {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let open = || match openat2_retry(dir, name, flags, NO_CROSS) {
+        Err(Errno::XDEV) => Err(MountPoint::err(name.to_bytes().to_vec())),
+        r => Ok(r?),
+    };
+    let fd = match open() {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => return Ok(()),
         Err(e) if e.raw_os_error() == Some(Errno::ACCESS.raw_os_error()) => {
             // A mode-000 directory inside a layer: make it ours to empty.
-            rfs::chmodat(parent, name, Mode::RWXU, AtFlags::empty())?;
-            open_dir(parent, name)?
+            rfs::chmodat(dir, name, Mode::RWXU, AtFlags::empty())?;
+            open()?
         }
         Err(e) => return Err(e),
     };
-    for ent in list_dir(&fd)? {
-        if ent.file_type == FileType::Directory {
-            let st = match rfs::statat(&fd, &ent.name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::NOENT) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if st.st_dev != dev {
-                return Err(Errno::BUSY.into());
+    let mut stack = DirStack::new(fd, name, (), Mounts::Refuse)?;
+    loop {
+        match stack.next_entry() {
+            Some(ent) if ent.file_type == FileType::Directory => {
+                let fd = match stack.open_child(&ent.name) {
+                    Ok(fd) => fd,
+                    Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => continue,
+                    Err(e) if e.raw_os_error() == Some(Errno::ACCESS.raw_os_error()) => {
+                        rfs::chmodat(stack.fd(), &ent.name, Mode::RWXU, AtFlags::empty())?;
+                        stack.open_child(&ent.name)?
+                    }
+                    Err(e) => return Err(e),
+                };
+                stack.push(&ent.name, fd, ())?;
             }
-            remove_dir_contents(fd.as_fd(), &ent.name, dev)?;
-            ignore_noent(rfs::unlinkat(&fd, &ent.name, AtFlags::REMOVEDIR))?;
-        } else {
-            ignore_noent(rfs::unlinkat(&fd, &ent.name, AtFlags::empty()))?;
+            Some(ent) => unlink_entry(stack.fd(), &ent.name, 0, &|| stack.path(Some(&ent.name)))?,
+            None if stack.depth() == 1 => break,
+            None => {
+                let (child, ()) = stack.pop()?;
+                unlink_entry(stack.fd(), &child, AtFlags::REMOVEDIR.bits(), &|| stack.path(Some(&child)))?;
+            }
         }
     }
-    Ok(())
+    drop(stack);
+    unlink_entry(dir, name, AtFlags::REMOVEDIR.bits(), &|| name.to_bytes().to_vec())
 }
 
-fn ignore_noent(r: rustix::io::Result<()>) -> io::Result<()> {
-    match r {
+/// Unlinks one entry; gone already is fine, and EBUSY (something is mounted on it) becomes
+/// a [`MountPoint`] error naming it.
+fn unlink_entry(dir: BorrowedFd<'_>, name: &CStr, flags: u32, path: &dyn Fn() -> Vec<u8>) -> io::Result<()> {
+    match rfs::unlinkat(dir, name, AtFlags::from_bits_retain(flags)) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(Errno::BUSY) => Err(MountPoint::err(path())),
         Err(e) => Err(e.into()),
     }
 }

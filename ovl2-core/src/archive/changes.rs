@@ -16,7 +16,7 @@ use rustix::io::Errno;
 use super::{fsx, size, whiteout, Layers};
 use crate::driver::Driver;
 use crate::error::{Context, Error, Result};
-use crate::fsutil;
+use crate::fsutil::{self, DirStack, Mounts};
 
 /// How a path differs from the parent, with Docker's numeric values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -55,25 +55,44 @@ impl Driver {
     /// The paths layer `id` adds, modifies or deletes relative to `parent`, sorted by path,
     /// with exactly Docker's rules (see docs/archives.md).
     pub fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {
-        let (layers, native) = self.layers_for(id, parent)?;
         let mut out = Vec::new();
-        if native {
+        self.changes_each(id, parent, |c| {
+            out.push(c);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Driver::changes`], handing each change to `f` in path order instead of collecting
+    /// them. Against the real parent, memory is bounded by the number of changes (each
+    /// costing its name, not its full path) and the current path, whatever the depth: a
+    /// chain of 30,000 directories does not need its 900 MB of full paths at once.
+    pub fn changes_each(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        mut f: impl FnMut(Change) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let (layers, native) = self.layers_for(id, parent)?;
+        let all = if native {
             let lower = Merged::new(&layers.lowers)?;
-            let hidden = opaque(layers.upper.as_fd())?;
-            if let Err(e) = native_dir(b"", layers.upper.as_fd(), Some(&lower), hidden, &mut out) {
-                if !super::needs_mount(&e) {
-                    return Err(e);
+            match native_tree(layers.upper.as_fd(), lower) {
+                Ok(tree) => return tree.emit(&mut f).ctx(|| "writing the changes".into()),
+                Err(e) if super::needs_mount(&e) => {
+                    drop(layers);
+                    let (_mounted, new, old) = self.mounted_views(id, parent)?;
+                    naive(&new, &old)?
                 }
-                drop(layers);
-                let (_mounted, new, old) = self.mounted_views(id, parent)?;
-                return naive(&new, &old);
+                Err(e) => return Err(e),
             }
         } else {
             let (new, old) = self.naive_views(layers, parent)?;
-            naive_dir(b"", Some(&new), Some(&old), &mut out)?;
+            naive(&new, &old)?
+        };
+        for c in all {
+            f(c).ctx(|| "writing the changes".into())?;
         }
-        out.sort_by(|a, b| a.path.as_os_str().as_bytes().cmp(b.path.as_os_str().as_bytes()));
-        Ok(out)
+        Ok(())
     }
 
     /// Docker's `DiffSize`: with the real parent, the size of the layer's own `diff` (what
@@ -351,117 +370,220 @@ fn redirect_error(path: &[u8]) -> Error {
     ))
 }
 
-/// The native walk over one upper directory. `hidden` says the layer's view of this
-/// directory is the upper alone (it, or a directory above it, is opaque), so everything the
-/// parent's view holds here and the upper lacks is deleted. Returns whether anything below
-/// changed.
-fn native_dir(
-    path: &[u8],
-    upper: BorrowedFd<'_>,
-    lower: Option<&Merged>,
+/// The changes found so far, as a tree of names rather than full paths, so a deep tree
+/// costs memory per change, not per path byte. Node 0 is the root.
+struct Tree {
+    nodes: Vec<Node>,
+}
+
+struct Node {
+    name: Box<[u8]>,
+    kind: Option<ChangeKind>,
+    children: Vec<usize>,
+}
+
+impl Tree {
+    fn add(&mut self, parent: usize, name: &[u8], kind: Option<ChangeKind>) -> usize {
+        let i = self.nodes.len();
+        self.nodes.push(Node { name: name.into(), kind, children: Vec::new() });
+        self.nodes[parent].children.push(i);
+        i
+    }
+
+    /// Calls `f` for every change in byte order of full paths (the order Docker sorts by).
+    /// Within a directory, an entry's own path sorts at `name` and its descendants at
+    /// `name/`; names hold no `/`, so ordering these keys orders the full paths.
+    fn emit(self, f: &mut impl FnMut(Change) -> std::io::Result<()>) -> std::io::Result<()> {
+        let items = |t: &Tree, n: usize| {
+            let mut v: Vec<(Vec<u8>, usize, bool)> = Vec::new();
+            for &c in &t.nodes[n].children {
+                let node = &t.nodes[c];
+                if node.kind.is_some() {
+                    v.push((node.name.to_vec(), c, false));
+                }
+                if !node.children.is_empty() {
+                    let mut k = node.name.to_vec();
+                    k.push(b'/');
+                    v.push((k, c, true));
+                }
+            }
+            v.sort();
+            v.into_iter()
+        };
+        let mut path = Vec::new();
+        let mut stack = vec![(items(&self, 0), 0usize)];
+        while let Some((it, _)) = stack.last_mut() {
+            let Some((_, c, sub)) = it.next() else {
+                let (_, plen) = stack.pop().expect("non-empty");
+                path.truncate(plen);
+                continue;
+            };
+            let plen = path.len();
+            path.push(b'/');
+            path.extend_from_slice(&self.nodes[c].name);
+            if sub {
+                stack.push((items(&self, c), plen));
+            } else {
+                let kind = self.nodes[c].kind.expect("listed as a change");
+                f(Change { path: PathBuf::from(OsStr::from_bytes(&path)), kind })?;
+                path.truncate(plen);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the native walk keeps for each directory on its path.
+struct Level {
+    /// The directory's node in the tree, once something at or below it changed.
+    node: Option<usize>,
+    /// `None` inside an added directory: everything below is added.
+    cmp: Option<Cmp>,
+}
+
+struct Cmp {
+    /// The parent's view of this directory.
+    lower: Option<Merged>,
+    /// The layer's view of this directory is the upper alone (it or a directory above it is
+    /// opaque), so everything the parent's view holds here and the upper lacks is deleted.
     hidden: bool,
-    out: &mut Vec<Change>,
-) -> Result<bool> {
-    let ents = fsutil::list_dir(upper).ctx(|| format!("listing {}", String::from_utf8_lossy(path)))?;
-    let mut changed = false;
-    for ent in &ents {
-        let child = child_path(path, &ent.name);
+    /// The directory itself was recorded as modified.
+    modified: bool,
+    /// Something at or below it changed.
+    changed: bool,
+}
+
+/// Records `kind` for `name` in the walk's current directory, creating the nodes of the
+/// directories above it on first use; returns the new node.
+fn record(stack: &mut DirStack<Level>, tree: &mut Tree, name: &[u8], kind: Option<ChangeKind>) -> usize {
+    let mut up = 0;
+    while stack.data_at(up).expect("the root level has a node").node.is_none() {
+        up += 1;
+    }
+    let mut parent = stack.data_at(up).and_then(|l| l.node).expect("found above");
+    while up > 0 {
+        up -= 1;
+        let n = stack.name_at(up).to_bytes().to_vec();
+        parent = tree.add(parent, &n, None);
+        stack.data_at(up).expect("on the path").node = Some(parent);
+    }
+    tree.add(parent, name, kind)
+}
+
+/// The native walk: the upper tree against the lower view, on an explicit stack so the upper
+/// side needs a bounded number of fds at any depth.
+fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Tree> {
+    let mut tree = Tree { nodes: vec![Node { name: Box::new([]), kind: None, children: Vec::new() }] };
+    let hidden = opaque(upper)?;
+    let root = Level { node: Some(0), cmp: Some(Cmp { lower: Some(lower), hidden, modified: false, changed: false }) };
+    let upper = upper.try_clone_to_owned().ctx(|| "duplicating the upper dir fd".into())?;
+    let mut stack = DirStack::new(upper, c"", root, Mounts::Follow).ctx(|| "listing the upper dir".into())?;
+    let show = |s: &DirStack<Level>, n: Option<&CStr>| String::from_utf8_lossy(&s.path(n)).into_owned();
+    loop {
+        let Some(ent) = stack.next_entry() else {
+            finish_dir(&mut stack, &mut tree)?;
+            if stack.depth() == 1 {
+                return Ok(tree);
+            }
+            let (name, done) = stack.pop().ctx(|| format!("returning from {}", show(&stack, None)))?;
+            if let (Some(c), Some(p)) = (done.cmp, stack.data().cmp.as_mut()) {
+                if c.changed {
+                    p.changed = true;
+                    if !c.modified {
+                        match done.node {
+                            Some(n) => tree.nodes[n].kind = Some(ChangeKind::Modify),
+                            None => {
+                                record(&mut stack, &mut tree, name.to_bytes(), Some(ChangeKind::Modify));
+                            }
+                        }
+                    }
+                }
+            }
+            continue;
+        };
+        let name = ent.name.as_c_str();
         let mut st = None;
         if ent.file_type == FileType::CharacterDevice {
-            let s = rfs::statat(upper, &ent.name, AtFlags::SYMLINK_NOFOLLOW).ctx(|| "stat in the upper dir".into())?;
+            let s = rfs::statat(stack.fd(), name, AtFlags::SYMLINK_NOFOLLOW).ctx(|| "stat in the upper dir".into())?;
             if whiteout::is_whiteout(&s) {
-                if let Some(l) = lower {
-                    if l.lookup(&ent.name)?.is_some() {
-                        push(out, &child, ChangeKind::Delete);
-                        changed = true;
-                    }
+                let deleted = match stack.data_ref().cmp.as_ref().and_then(|c| c.lower.as_ref()) {
+                    Some(l) => l.lookup(name)?.is_some(),
+                    None => false,
+                };
+                if deleted {
+                    record(&mut stack, &mut tree, name.to_bytes(), Some(ChangeKind::Delete));
+                    stack.data().cmp.as_mut().expect("compared").changed = true;
                 }
                 continue;
             }
             st = Some(s);
         }
-        let old = match lower {
-            Some(l) => l.lookup(&ent.name)?,
+        let old = match stack.data_ref().cmp.as_ref().and_then(|c| c.lower.as_ref()) {
+            Some(l) => l.lookup(name)?,
             None => None,
         };
         let Some(old) = old else {
-            push(out, &child, ChangeKind::Add);
-            changed = true;
+            let node = record(&mut stack, &mut tree, name.to_bytes(), Some(ChangeKind::Add));
+            if let Some(c) = stack.data().cmp.as_mut() {
+                c.changed = true;
+            }
             if ent.file_type == FileType::Directory {
-                let fd = fsutil::open_dir(upper, &ent.name).ctx(|| "opening an upper dir".into())?;
+                let fd = stack.open_child(name).ctx(|| format!("opening {}", show(&stack, Some(name))))?;
                 if redirected(fd.as_fd())? {
-                    return Err(redirect_error(&child));
+                    return Err(redirect_error(&stack.path(Some(name))));
                 }
-                add_all(&child, fd.as_fd(), out)?;
+                let lvl = Level { node: Some(node), cmp: None };
+                stack.push(name, fd, lvl).ctx(|| format!("listing {}", show(&stack, Some(name))))?;
             }
             continue;
         };
         let new = match st {
             Some(s) => s,
-            None => rfs::statat(upper, &ent.name, AtFlags::SYMLINK_NOFOLLOW).ctx(|| "stat in the upper dir".into())?,
+            None => rfs::statat(stack.fd(), name, AtFlags::SYMLINK_NOFOLLOW).ctx(|| "stat in the upper dir".into())?,
         };
         let new_ty = FileType::from_raw_mode(new.st_mode);
         if new_ty == FileType::RegularFile && new.st_blocks == 0 && new.st_size > 0 {
             // Possibly a metacopy-only copy-up, whose data lives in the lower layer.
-            if fsx::lget_xattr_at(upper, &ent.name, c"trusted.overlay.metacopy")
-                .ctx(|| "reading xattrs".into())?
-                .is_some()
-                || fsx::lget_xattr_at(upper, &ent.name, c"user.overlay.metacopy")
-                    .ctx(|| "reading xattrs".into())?
-                    .is_some()
+            if fsx::lget_xattr_at(stack.fd(), name, c"trusted.overlay.metacopy").ctx(|| "reading xattrs".into())?.is_some()
+                || fsx::lget_xattr_at(stack.fd(), name, c"user.overlay.metacopy").ctx(|| "reading xattrs".into())?.is_some()
             {
-                return Err(redirect_error(&child));
+                return Err(redirect_error(&stack.path(Some(name))));
             }
         }
-        let lower_dir = lower.expect("old found implies a lower view");
-        let modified = stat_different(&old.st, &new)
-            || capability_at(upper, &ent.name, &new)? != lower_dir.capability(&old, &ent.name)?;
+        let cap_new = capability_at(stack.fd(), name, &new)?;
+        let cmp = stack.data_ref().cmp.as_ref().expect("old found implies a compared dir");
+        let lower_dir = cmp.lower.as_ref().expect("old found implies a lower view");
+        let hidden = cmp.hidden;
+        let modified = stat_different(&old.st, &new) || cap_new != lower_dir.capability(&old, name)?;
+        let mut node = None;
         if modified {
-            push(out, &child, ChangeKind::Modify);
-            changed = true;
+            node = Some(record(&mut stack, &mut tree, name.to_bytes(), Some(ChangeKind::Modify)));
+            stack.data().cmp.as_mut().expect("compared").changed = true;
         }
         if new_ty == FileType::Directory {
-            let fd = fsutil::open_dir(upper, &ent.name).ctx(|| "opening an upper dir".into())?;
+            let fd = stack.open_child(name).ctx(|| format!("opening {}", show(&stack, Some(name))))?;
             if redirected(fd.as_fd())? {
-                return Err(redirect_error(&child));
+                return Err(redirect_error(&stack.path(Some(name))));
             }
             let hide = hidden || opaque(fd.as_fd())?;
-            if native_dir(&child, fd.as_fd(), old.dir.as_ref(), hide, out)? {
-                changed = true;
-                if !modified {
-                    push(out, &child, ChangeKind::Modify);
-                }
-            }
+            let lvl = Level { node, cmp: Some(Cmp { lower: old.dir, hidden: hide, modified, changed: false }) };
+            stack.push(name, fd, lvl).ctx(|| format!("listing {}", show(&stack, Some(name))))?;
         }
     }
-    if hidden {
-        if let Some(l) = lower {
-            let mine: BTreeSet<&CStr> = ents.iter().map(|e| e.name.as_c_str()).collect();
-            for n in l.list()? {
-                if !mine.contains(n.as_c_str()) {
-                    push(out, &child_path(path, &n), ChangeKind::Delete);
-                    changed = true;
-                }
-            }
-        }
-    }
-    Ok(changed)
 }
 
-/// Everything below an added directory is added (whiteouts are invisible in the view).
-fn add_all(path: &[u8], dir: BorrowedFd<'_>, out: &mut Vec<Change>) -> Result<()> {
-    for ent in fsutil::list_dir(dir).ctx(|| "listing an upper dir".into())? {
-        if ent.file_type == FileType::CharacterDevice {
-            let s = rfs::statat(dir, &ent.name, AtFlags::SYMLINK_NOFOLLOW).ctx(|| "stat in the upper dir".into())?;
-            if whiteout::is_whiteout(&s) {
-                continue;
-            }
-        }
-        let child = child_path(path, &ent.name);
-        push(out, &child, ChangeKind::Add);
-        if ent.file_type == FileType::Directory {
-            let fd = fsutil::open_dir(dir, &ent.name).ctx(|| "opening an upper dir".into())?;
-            add_all(&child, fd.as_fd(), out)?;
+/// At the end of a directory the parent's view still holds what an opaque upper hides.
+fn finish_dir(stack: &mut DirStack<Level>, tree: &mut Tree) -> Result<()> {
+    let Some(cmp) = stack.data().cmp.as_mut() else { return Ok(()) };
+    let Some(lower) = cmp.lower.take() else { return Ok(()) };
+    if !cmp.hidden {
+        return Ok(());
+    }
+    for n in lower.list()? {
+        let present = fsutil::file_type(stack.fd(), &n).ctx(|| "stat in the upper dir".into())?.is_some();
+        if !present {
+            record(stack, tree, n.to_bytes(), Some(ChangeKind::Delete));
+            stack.data().cmp.as_mut().expect("compared").changed = true;
         }
     }
     Ok(())

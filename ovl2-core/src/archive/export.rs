@@ -17,7 +17,7 @@ use super::input::hex_digest;
 use super::{fsx, whiteout};
 use crate::driver::Driver;
 use crate::error::{Context, Error, Result};
-use crate::fsutil;
+use crate::fsutil::{self, DirStack, Mounts};
 
 /// What a [`Driver::diff`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -273,22 +273,31 @@ fn show(p: &[u8]) -> String {
 }
 
 impl<W: Write> Exporter<W> {
+    /// Docker's walk of a directory (names in byte order, parents before children), on an
+    /// explicit stack so it needs a bounded number of fds at any depth. Each level remembers
+    /// how long `prefix` was before its name was added.
     fn walk(&mut self, dir: BorrowedFd<'_>, prefix: &mut Vec<u8>) -> Result<()> {
-        let ents = fsutil::list_dir(dir).ctx(|| format!("listing {}", show(prefix)))?;
-        for ent in ents {
+        let root = dir.try_clone_to_owned().ctx(|| "duplicating the upper dir fd".into())?;
+        let mut stack =
+            DirStack::new(root, c".", prefix.len(), Mounts::Follow).ctx(|| format!("listing {}", show(prefix)))?;
+        loop {
+            let Some(ent) = stack.next_entry() else {
+                if stack.depth() == 1 {
+                    return Ok(());
+                }
+                let (_, plen) = stack.pop().ctx(|| format!("returning from {}", show(prefix)))?;
+                prefix.truncate(plen);
+                continue;
+            };
             let plen = prefix.len();
             prefix.extend_from_slice(ent.name.to_bytes());
-            let st =
-                rfs::statat(dir, &ent.name, AtFlags::SYMLINK_NOFOLLOW).ctx(|| format!("stat of {}", show(prefix)))?;
-            let r = match self.entry(dir, &ent.name, &st, prefix) {
-                Ok(Some(sub)) => self.walk(sub.as_fd(), prefix),
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
-            };
-            prefix.truncate(plen);
-            r?;
+            let st = rfs::statat(stack.fd(), &ent.name, AtFlags::SYMLINK_NOFOLLOW)
+                .ctx(|| format!("stat of {}", show(prefix)))?;
+            match self.entry(stack.fd(), &ent.name, &st, prefix)? {
+                Some(sub) => stack.push(&ent.name, sub, plen).ctx(|| format!("listing {}", show(prefix)))?,
+                None => prefix.truncate(plen),
+            }
         }
-        Ok(())
     }
 
     /// The same walk over a merged view (Docker's naive diff of a whole layer).
@@ -367,8 +376,7 @@ impl<W: Write> Exporter<W> {
                 return Ok(Some(fd));
             }
             FileType::RegularFile => {
-                let fd = rfs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                    .ctx(|| format!("opening {at}"))?;
+                let fd = open_regular(dir, name, st).ctx(|| format!("opening {at}"))?;
                 let x = read_xattrs(|b| rfs::flistxattr(&fd, b), |k| fsx::fget_xattr(&fd, k))
                     .ctx(|| format!("reading xattrs of {at}"))?;
                 if x.redirect {
@@ -523,6 +531,26 @@ impl<W: Write> Exporter<W> {
     }
 }
 
+/// Opens a file the walk saw as regular for reading. A running container can swap in a FIFO
+/// (whose open would block until a writer comes) or another file between the `lstat` and the
+/// open: O_NONBLOCK makes the open return at once whatever the entry now is, and the entry is
+/// refused unless it is still the regular file (same inode) the header describes.
+pub(crate) fn open_regular(dir: BorrowedFd<'_>, name: &CStr, st: &Stat) -> io::Result<OwnedFd> {
+    let fd = rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let now = rfs::fstat(&fd)?;
+    if FileType::from_raw_mode(now.st_mode) != FileType::RegularFile || now.st_ino != st.st_ino || now.st_dev != st.st_dev
+    {
+        return Err(io::Error::other("the file was replaced while being exported"));
+    }
+    rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
+    Ok(fd)
+}
+
 fn redirect_error(at: &str) -> Error {
     Error::Unsupported(format!(
         "{at} carries an {}, which a native diff cannot express; ovl2 mounts without redirect_dir \
@@ -538,13 +566,24 @@ fn dirs_redirected(dir: BorrowedFd<'_>) -> Result<bool> {
     if x.redirect {
         return Ok(true);
     }
-    for ent in fsutil::list_dir(dir).ctx(|| "listing the upper".into())? {
+    let root = dir.try_clone_to_owned().ctx(|| "duplicating the upper dir fd".into())?;
+    let mut stack = DirStack::new(root, c".", (), Mounts::Follow).ctx(|| "listing the upper".into())?;
+    loop {
+        let Some(ent) = stack.next_entry() else {
+            if stack.depth() == 1 {
+                return Ok(false);
+            }
+            stack.pop().ctx(|| "walking the upper".into())?;
+            continue;
+        };
         if ent.file_type == FileType::Directory {
-            let fd = fsutil::open_dir(dir, &ent.name).ctx(|| "opening an upper dir".into())?;
-            if dirs_redirected(fd.as_fd())? {
+            let fd = stack.open_child(&ent.name).ctx(|| "opening an upper dir".into())?;
+            let x = read_xattrs(|b| rfs::flistxattr(&fd, b), |k| fsx::fget_xattr(&fd, k))
+                .ctx(|| "reading xattrs".into())?;
+            if x.redirect {
                 return Ok(true);
             }
+            stack.push(&ent.name, fd, ()).ctx(|| "listing an upper dir".into())?;
         }
     }
-    Ok(false)
 }

@@ -7,32 +7,36 @@ use std::os::fd::BorrowedFd;
 
 use rustix::fs::{self as rfs, AtFlags, FileType};
 
-use crate::fsutil;
+use crate::fsutil::{DirStack, Mounts};
 
-/// Measures the tree below `dir` (not following symlinks, not crossing mounts).
+/// Measures the tree below `dir` (not following symlinks, not crossing mounts), with a
+/// bounded number of fds at any depth. Memory grows only with multiply-linked inodes.
 pub(crate) fn tree_size(dir: BorrowedFd<'_>) -> io::Result<u64> {
-    let dev = rfs::fstat(dir)?.st_dev;
     let mut seen = HashSet::new();
     let mut total = 0u64;
-    walk(dir, dev, &mut seen, &mut total)?;
-    Ok(total)
-}
-
-fn walk(dir: BorrowedFd<'_>, dev: u64, seen: &mut HashSet<(u64, u64)>, total: &mut u64) -> io::Result<()> {
-    for ent in fsutil::list_dir(dir)? {
-        if ent.file_type == FileType::Directory {
-            let fd = fsutil::open_dir(dir, &ent.name)?;
-            if rfs::fstat(&fd)?.st_dev != dev {
-                continue;
+    let mut stack = DirStack::new(dir.try_clone_to_owned()?, c".", (), Mounts::Refuse)?;
+    loop {
+        let Some(ent) = stack.next_entry() else {
+            if stack.depth() == 1 {
+                return Ok(total);
             }
-            walk(rustix::fd::AsFd::as_fd(&fd), dev, seen, total)?;
+            stack.pop()?;
+            continue;
+        };
+        if ent.file_type == FileType::Directory {
+            match stack.open_child(&ent.name) {
+                Ok(fd) => stack.push(&ent.name, fd, ())?,
+                // A mount inside the layer is not part of it.
+                Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {}
+                Err(e) => return Err(e),
+            }
         } else {
-            let st = rfs::statat(dir, &ent.name, AtFlags::SYMLINK_NOFOLLOW)?;
+            let st = rfs::statat(stack.fd(), &ent.name, AtFlags::SYMLINK_NOFOLLOW)?;
             if st.st_nlink > 1 && !seen.insert((st.st_dev, st.st_ino)) {
                 continue;
             }
-            *total += st.st_size as u64;
+            total += st.st_size as u64;
         }
     }
-    Ok(())
 }
+
