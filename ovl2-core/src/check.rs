@@ -349,7 +349,10 @@ impl Driver {
                 detail: format!(".ovl2/staging/{e}"),
                 repairable: false,
             })),
-            Err(e) => Err(crate::error::Error::io(format!("removing .ovl2/staging/{}", fsutil::os(name).to_string_lossy()), e)),
+            Err(e) => Err(crate::error::Error::io(
+                format!("removing .ovl2/staging/{}", fsutil::os(name).to_string_lossy()),
+                e,
+            )),
         }
     }
 

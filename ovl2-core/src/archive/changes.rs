@@ -544,8 +544,12 @@ fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Tree> {
         let new_ty = FileType::from_raw_mode(new.st_mode);
         if new_ty == FileType::RegularFile && new.st_blocks == 0 && new.st_size > 0 {
             // Possibly a metacopy-only copy-up, whose data lives in the lower layer.
-            if fsx::lget_xattr_at(stack.fd(), name, c"trusted.overlay.metacopy").ctx(|| "reading xattrs".into())?.is_some()
-                || fsx::lget_xattr_at(stack.fd(), name, c"user.overlay.metacopy").ctx(|| "reading xattrs".into())?.is_some()
+            if fsx::lget_xattr_at(stack.fd(), name, c"trusted.overlay.metacopy")
+                .ctx(|| "reading xattrs".into())?
+                .is_some()
+                || fsx::lget_xattr_at(stack.fd(), name, c"user.overlay.metacopy")
+                    .ctx(|| "reading xattrs".into())?
+                    .is_some()
             {
                 return Err(redirect_error(&stack.path(Some(name))));
             }

@@ -543,7 +543,9 @@ pub(crate) fn open_regular(dir: BorrowedFd<'_>, name: &CStr, st: &Stat) -> io::R
         Mode::empty(),
     )?;
     let now = rfs::fstat(&fd)?;
-    if FileType::from_raw_mode(now.st_mode) != FileType::RegularFile || now.st_ino != st.st_ino || now.st_dev != st.st_dev
+    if FileType::from_raw_mode(now.st_mode) != FileType::RegularFile
+        || now.st_ino != st.st_ino
+        || now.st_dev != st.st_dev
     {
         return Err(io::Error::other("the file was replaced while being exported"));
     }
@@ -585,5 +587,36 @@ fn dirs_redirected(dir: BorrowedFd<'_>) -> Result<bool> {
             }
             stack.push(&ent.name, fd, ()).ctx(|| "listing an upper dir".into())?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A FIFO where the walk saw a regular file: the open returns at once with an error
+    /// instead of waiting for a writer that never comes.
+    #[test]
+    fn open_regular_refuses_a_fifo_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("ovl2-open-regular-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f"), "data").unwrap();
+        let dfd = fsutil::open_dir_path(&dir).unwrap();
+        let st = rfs::statat(&dfd, c"f", AtFlags::SYMLINK_NOFOLLOW).unwrap();
+        assert!(open_regular(dfd.as_fd(), c"f", &st).is_ok());
+        std::fs::remove_file(dir.join("f")).unwrap();
+        rfs::mknodat(&dfd, c"f", FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
+        let e = open_regular(dfd.as_fd(), c"f", &st).unwrap_err();
+        assert!(e.to_string().contains("replaced"), "{e}");
+        // Another regular file swapped in (a different inode) is refused too.
+        std::fs::remove_file(dir.join("f")).unwrap();
+        std::fs::write(dir.join("g"), "other").unwrap();
+        std::fs::rename(dir.join("g"), dir.join("f")).unwrap();
+        let st2 = rfs::statat(&dfd, c"f", AtFlags::SYMLINK_NOFOLLOW).unwrap();
+        if st2.st_ino != st.st_ino {
+            assert!(open_regular(dfd.as_fd(), c"f", &st).is_err());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

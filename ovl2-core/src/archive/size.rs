@@ -39,4 +39,3 @@ pub(crate) fn tree_size(dir: BorrowedFd<'_>) -> io::Result<u64> {
         }
     }
 }
-
