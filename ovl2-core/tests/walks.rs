@@ -144,35 +144,37 @@ fn diff_never_blocks_on_a_fifo_swapped_in() {
     for i in 0..50 {
         std::fs::write(diff.join(format!("f{i:02}")), "data").unwrap();
     }
-    let fifo = s.path().join("fifo");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let swapper = {
-        let (diff, fifo, stop) = (diff.clone(), fifo.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut i = 0usize;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let target = diff.join(format!("f{:02}", i % 50));
-                let _ = rustix::fs::mknodat(
-                    rustix::fs::CWD,
-                    &fifo,
-                    rustix::fs::FileType::Fifo,
-                    rustix::fs::Mode::from_raw_mode(0o644),
-                    0,
-                );
-                let _ = std::fs::rename(&fifo, &target);
-                std::thread::yield_now();
-                let _ = std::fs::write(&fifo, "data");
-                let _ = std::fs::rename(&fifo, &target);
-                i += 1;
-            }
+    // Four swappers, each flipping its own files between a FIFO and a regular file.
+    let swappers: Vec<_> = (0..4)
+        .map(|t| {
+            let (diff, stop) = (diff.clone(), stop.clone());
+            let (fifo, reg) = (s.path().join(format!("fifo{t}")), s.path().join(format!("reg{t}")));
+            std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let target = diff.join(format!("f{:02}", t + 4 * (i % 12)));
+                    let _ = rustix::fs::mknodat(
+                        rustix::fs::CWD,
+                        &fifo,
+                        rustix::fs::FileType::Fifo,
+                        rustix::fs::Mode::from_raw_mode(0o644),
+                        0,
+                    );
+                    let _ = std::fs::write(&reg, "data");
+                    let _ = std::fs::rename(&fifo, &target);
+                    let _ = std::fs::rename(&reg, &target);
+                    i += 1;
+                }
+            })
         })
-    };
+        .collect();
     let (tx, rx) = std::sync::mpsc::channel();
     let exporter = {
         let home = home.clone();
         std::thread::spawn(move || {
             let d = open_fast(&home);
-            for _ in 0..150 {
+            for _ in 0..300 {
                 let r = d.diff("lay", None, std::io::sink());
                 tx.send(r.err().map(|e| e.to_string())).unwrap();
             }
@@ -180,7 +182,7 @@ fn diff_never_blocks_on_a_fifo_swapped_in() {
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut done = 0;
-    while done < 150 {
+    while done < 300 {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(Some(e)) => assert!(e.contains("replaced") || e.contains("No such file"), "unexpected error: {e}"),
@@ -190,7 +192,9 @@ fn diff_never_blocks_on_a_fifo_swapped_in() {
         done += 1;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    swapper.join().unwrap();
+    for t in swappers {
+        t.join().unwrap();
+    }
     exporter.join().unwrap();
     // A FIFO that is there from the start is exported as a FIFO entry, never opened.
     let _ = std::fs::remove_file(diff.join("f00"));
