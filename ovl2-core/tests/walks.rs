@@ -200,7 +200,7 @@ fn diff_never_blocks_on_a_fifo_swapped_in() {
     let _ = std::fs::remove_file(diff.join("f00"));
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &diff.join("f00"),
+        diff.join("f00"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o644),
         0,
