@@ -143,10 +143,36 @@ fn every_walk_at_the_limit(h: &Home, id: &str, full_diff: bool) {
     ok_limited(h, &["check"]);
     ok_limited(h, &["rm", id]);
     ok_limited(h, &["ls"]);
-    ok_limited(h, &["create", "after"]);
+    ok_limited(h, &["create", &format!("after-{id}")]);
     assert!(!h.home().join(id).exists(), "{id} removed");
     let check = h.ok(&["check"]);
     assert!(!check.contains("staging"), "no leftovers: {check}");
+}
+
+/// Makes `d/d/.../d/LEAF` (`n` dirs) below `dir`, one mkdirat at a time, as a container would.
+fn chain(dir: &std::path::Path, n: usize, leaf: &std::ffi::CStr) {
+    let mut fd = rustix::fs::open(dir, rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY, 0.into()).unwrap();
+    for _ in 0..n {
+        match rustix::fs::mkdirat(fd.as_fd(), c"d", 0o700.into()) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => panic!("mkdir: {e}"),
+        }
+        fd = rustix::fs::openat(
+            fd.as_fd(),
+            c"d",
+            rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW,
+            0.into(),
+        )
+        .unwrap();
+    }
+    let f = rustix::fs::openat(
+        fd.as_fd(),
+        leaf,
+        rustix::fs::OFlags::CREATE | rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::TRUNC,
+        0o644.into(),
+    )
+    .unwrap();
+    rustix::io::write(&f, b"changed in the container").unwrap();
 }
 
 #[test]
@@ -167,6 +193,14 @@ fn a_file_at_depth_2000_works_at_256_fds() {
     let (lines, last) = count_lines(&h, &["changes", "deep"]);
     assert_eq!(lines, 2001, "2000 dirs and the file are added");
     assert_eq!(last, b"d/d/d/f\n");
+    // A container layer that copied the whole chain up and changed the file: the walk meets
+    // the same 2000 directories in the upper and in the lower.
+    h.ok(&["create", "ctr", "--parent", "deep"]);
+    chain(&h.home().join("ctr/diff"), 2000, c"f");
+    let (lines, last) = count_lines(&h, &["changes", "ctr"]);
+    assert_eq!(lines, 2001, "every dir on the path and the file are modified");
+    assert_eq!(last, b"d/d/d/f\n");
+    every_walk_at_the_limit(&h, "ctr", true);
     every_walk_at_the_limit(&h, "deep", true);
 }
 
@@ -181,21 +215,7 @@ fn a_chain_of_30000_dirs_works_at_256_fds_in_bounded_memory() {
     let h = Home::new("deep-30000");
     h.ok(&["create", "base"]);
     h.ok(&["create", "ctr", "--parent", "base"]);
-    let diff = h.home().join("ctr/diff");
-    let mut fd = rustix::fs::open(&diff, rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY, 0.into()).unwrap();
-    for _ in 0..30_000 {
-        rustix::fs::mkdirat(fd.as_fd(), c"d", 0o755.into()).unwrap();
-        fd = rustix::fs::openat(
-            fd.as_fd(),
-            c"d",
-            rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW,
-            0.into(),
-        )
-        .unwrap();
-    }
-    rustix::fs::openat(fd.as_fd(), c"leaf", rustix::fs::OFlags::CREATE | rustix::fs::OFlags::WRONLY, 0o644.into())
-        .unwrap();
-    drop(fd);
+    chain(&h.home().join("ctr/diff"), 30_000, c"leaf");
     let (lines, last) = count_lines(&h, &["changes", "ctr"]);
     assert_eq!(lines, 30_001, "30,000 dirs and the leaf are added");
     assert_eq!(last, b"/d/leaf\n");

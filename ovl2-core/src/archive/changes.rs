@@ -154,6 +154,9 @@ impl Driver {
 /// contributes to it, top first, cut at the first opaque one.
 pub(crate) struct Merged {
     layers: Vec<OwnedFd>,
+    /// Which of the view's root layers each entry of `layers` is (so a deep walk can close
+    /// and re-open them).
+    ids: Vec<usize>,
 }
 
 /// One entry found in a merged view.
@@ -201,7 +204,8 @@ impl Merged {
                 break;
             }
         }
-        Ok(Merged { layers })
+        let ids = (0..layers.len()).collect();
+        Ok(Merged { layers, ids })
     }
 
     /// The layer directory an entry found in this directory lives in.
@@ -235,6 +239,7 @@ impl Merged {
     pub(crate) fn lookup(&self, name: &CStr) -> Result<Option<Found>> {
         let mut first: Option<(Stat, usize)> = None;
         let mut dirs = Vec::new();
+        let mut ids = Vec::new();
         for (i, fd) in self.layers.iter().enumerate() {
             let st = match rfs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
@@ -262,6 +267,7 @@ impl Merged {
             let dfd = fsutil::open_dir(fd, name).ctx(|| "opening a lower directory".into())?;
             let stop = opaque(dfd.as_fd())?;
             dirs.push(dfd);
+            ids.push(self.ids[i]);
             if stop {
                 break;
             }
@@ -269,7 +275,7 @@ impl Merged {
         Ok(first.map(|(st, layer)| Found {
             st,
             layer,
-            dir: if dirs.is_empty() { None } else { Some(Merged { layers: dirs }) },
+            dir: if dirs.is_empty() { None } else { Some(Merged { layers: dirs, ids }) },
         }))
     }
 
@@ -442,8 +448,8 @@ struct Level {
 }
 
 struct Cmp {
-    /// The parent's view of this directory.
-    lower: Option<Merged>,
+    /// The parent's view of this directory; parked while the walk is below it.
+    lower: Option<Lower>,
     /// The layer's view of this directory is the upper alone (it or a directory above it is
     /// opaque), so everything the parent's view holds here and the upper lacks is deleted.
     hidden: bool,
@@ -451,6 +457,79 @@ struct Cmp {
     modified: bool,
     /// Something at or below it changed.
     changed: bool,
+}
+
+/// A level's lower view: open while the walk is in the directory itself; parked while it is
+/// below. Parked, the fds of layers that also hold the child the walk went into are closed
+/// (the child's `..` gives them back); only layers the path leaves stay open, and each layer
+/// leaves the path once, so the lower side needs at most two fds per layer at any depth.
+enum Lower {
+    Open(Merged),
+    Parked(Vec<ParkedLayer>),
+}
+
+struct ParkedLayer {
+    id: usize,
+    dev: u64,
+    ino: u64,
+    fd: Option<OwnedFd>,
+}
+
+impl Lower {
+    fn view(&self) -> &Merged {
+        match self {
+            Lower::Open(m) => m,
+            Lower::Parked(_) => unreachable!("the current directory's view is open"),
+        }
+    }
+
+    /// Closes what the child view `below` can give back through `..`.
+    fn park(&mut self, below: Option<&Merged>) -> Result<()> {
+        let Lower::Open(m) = self else { return Ok(()) };
+        let m = std::mem::replace(m, Merged { layers: Vec::new(), ids: Vec::new() });
+        let mut parked = Vec::with_capacity(m.layers.len());
+        for (fd, id) in m.layers.into_iter().zip(m.ids) {
+            let st = rfs::fstat(&fd).ctx(|| "stat of a lower directory".into())?;
+            let reopenable = below.is_some_and(|b| b.ids.contains(&id));
+            parked.push(ParkedLayer {
+                id,
+                dev: st.st_dev,
+                ino: st.st_ino,
+                fd: if reopenable { None } else { Some(fd) },
+            });
+        }
+        *self = Lower::Parked(parked);
+        Ok(())
+    }
+
+    /// Re-opens a parked view from the child view the walk climbs out of.
+    fn unpark(&mut self, below: Option<&Merged>) -> Result<()> {
+        let Lower::Parked(p) = self else { return Ok(()) };
+        let mut layers = Vec::with_capacity(p.len());
+        let mut ids = Vec::with_capacity(p.len());
+        for l in p.drain(..) {
+            let fd = match l.fd {
+                Some(fd) => fd,
+                None => {
+                    let b = below.expect("closed layers have a child view");
+                    let at = b.ids.iter().position(|&i| i == l.id).expect("closed only when the child has it");
+                    let fd = fsutil::open_dir(&b.layers[at], c"..").ctx(|| "re-opening a lower directory".into())?;
+                    let st = rfs::fstat(&fd).ctx(|| "stat of a lower directory".into())?;
+                    if st.st_dev != l.dev || st.st_ino != l.ino {
+                        return Err(Error::io(
+                            "re-opening a lower directory",
+                            std::io::Error::other("a directory was moved while the tree was being walked"),
+                        ));
+                    }
+                    fd
+                }
+            };
+            layers.push(fd);
+            ids.push(l.id);
+        }
+        *self = Lower::Open(Merged { layers, ids });
+        Ok(())
+    }
 }
 
 /// Records `kind` for `name` in the walk's current directory, creating the nodes of the
@@ -475,7 +554,10 @@ fn record(stack: &mut DirStack<Level>, tree: &mut Tree, name: &[u8], kind: Optio
 fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Tree> {
     let mut tree = Tree { nodes: vec![Node { name: Box::new([]), kind: None, children: Vec::new() }] };
     let hidden = opaque(upper)?;
-    let root = Level { node: Some(0), cmp: Some(Cmp { lower: Some(lower), hidden, modified: false, changed: false }) };
+    let root = Level {
+        node: Some(0),
+        cmp: Some(Cmp { lower: Some(Lower::Open(lower)), hidden, modified: false, changed: false }),
+    };
     let upper = upper.try_clone_to_owned().ctx(|| "duplicating the upper dir fd".into())?;
     let mut stack = DirStack::new(upper, c"", root, Mounts::Follow).ctx(|| "listing the upper dir".into())?;
     let show = |s: &DirStack<Level>, n: Option<&CStr>| String::from_utf8_lossy(&s.path(n)).into_owned();
@@ -486,6 +568,12 @@ fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Tree> {
                 return Ok(tree);
             }
             let (name, done) = stack.pop().ctx(|| format!("returning from {}", show(&stack, None)))?;
+            if let Some(c) = stack.data().cmp.as_mut() {
+                let below = done.cmp.as_ref().and_then(|d| d.lower.as_ref()).map(Lower::view);
+                if let Some(l) = c.lower.as_mut() {
+                    l.unpark(below)?;
+                }
+            }
             if let (Some(c), Some(p)) = (done.cmp, stack.data().cmp.as_mut()) {
                 if c.changed {
                     p.changed = true;
@@ -506,7 +594,7 @@ fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Tree> {
         if ent.file_type == FileType::CharacterDevice {
             let s = rfs::statat(stack.fd(), name, AtFlags::SYMLINK_NOFOLLOW).ctx(|| "stat in the upper dir".into())?;
             if whiteout::is_whiteout(&s) {
-                let deleted = match stack.data_ref().cmp.as_ref().and_then(|c| c.lower.as_ref()) {
+                let deleted = match stack.data_ref().cmp.as_ref().and_then(|c| c.lower.as_ref()).map(Lower::view) {
                     Some(l) => l.lookup(name)?.is_some(),
                     None => false,
                 };
@@ -518,7 +606,7 @@ fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Tree> {
             }
             st = Some(s);
         }
-        let old = match stack.data_ref().cmp.as_ref().and_then(|c| c.lower.as_ref()) {
+        let old = match stack.data_ref().cmp.as_ref().and_then(|c| c.lower.as_ref()).map(Lower::view) {
             Some(l) => l.lookup(name)?,
             None => None,
         };
@@ -556,7 +644,7 @@ fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Tree> {
         }
         let cap_new = capability_at(stack.fd(), name, &new)?;
         let cmp = stack.data_ref().cmp.as_ref().expect("old found implies a compared dir");
-        let lower_dir = cmp.lower.as_ref().expect("old found implies a lower view");
+        let lower_dir = cmp.lower.as_ref().expect("old found implies a lower view").view();
         let hidden = cmp.hidden;
         let modified = stat_different(&old.st, &new) || cap_new != lower_dir.capability(&old, name)?;
         let mut node = None;
@@ -570,7 +658,13 @@ fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Tree> {
                 return Err(redirect_error(&stack.path(Some(name))));
             }
             let hide = hidden || opaque(fd.as_fd())?;
-            let lvl = Level { node, cmp: Some(Cmp { lower: old.dir, hidden: hide, modified, changed: false }) };
+            if let Some(l) = stack.data().cmp.as_mut().and_then(|c| c.lower.as_mut()) {
+                l.park(old.dir.as_ref())?;
+            }
+            let lvl = Level {
+                node,
+                cmp: Some(Cmp { lower: old.dir.map(Lower::Open), hidden: hide, modified, changed: false }),
+            };
             stack.push(name, fd, lvl).ctx(|| format!("listing {}", show(&stack, Some(name))))?;
         }
     }
@@ -579,11 +673,13 @@ fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Tree> {
 /// At the end of a directory the parent's view still holds what an opaque upper hides.
 fn finish_dir(stack: &mut DirStack<Level>, tree: &mut Tree) -> Result<()> {
     let Some(cmp) = stack.data().cmp.as_mut() else { return Ok(()) };
-    let Some(lower) = cmp.lower.take() else { return Ok(()) };
     if !cmp.hidden {
         return Ok(());
     }
-    for n in lower.list()? {
+    let Some(lower) = cmp.lower.take() else { return Ok(()) };
+    let names = lower.view().list();
+    stack.data().cmp.as_mut().expect("compared").lower = Some(lower);
+    for n in names? {
         let present = fsutil::file_type(stack.fd(), &n).ctx(|| "stat in the upper dir".into())?.is_some();
         if !present {
             record(stack, tree, n.to_bytes(), Some(ChangeKind::Delete));
