@@ -200,6 +200,10 @@ fn a_file_at_depth_2000_works_at_256_fds() {
     let (lines, last) = count_lines(&h, &["changes", "ctr"]);
     assert_eq!(lines, 2001, "every dir on the path and the file are modified");
     assert_eq!(last, b"d/d/d/f\n");
+    // Against another layer, Docker's naive path walks both merged views in full.
+    h.ok(&["create", "empty"]);
+    let (lines, _) = count_lines(&h, &["changes", "ctr", "--parent", "empty"]);
+    assert_eq!(lines, 2001, "against an empty layer everything is added");
     every_walk_at_the_limit(&h, "ctr", true);
     every_walk_at_the_limit(&h, "deep", true);
 }

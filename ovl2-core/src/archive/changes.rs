@@ -4,7 +4,7 @@
 //! When the caller names a layer other than the real parent, both merged views are walked
 //! in full, which is what Docker's naive path computes through two mounts.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -319,6 +319,12 @@ impl Merged {
         Ok(out)
     }
 
+    /// The same view with its own fds.
+    pub(crate) fn try_clone(&self) -> Result<Merged> {
+        let layers: std::io::Result<Vec<OwnedFd>> = self.layers.iter().map(|f| f.try_clone()).collect();
+        Ok(Merged { layers: layers.ctx(|| "duplicating layer fds".into())?, ids: self.ids.clone() })
+    }
+
     fn capability(&self, f: &Found, name: &CStr) -> Result<Option<Vec<u8>>> {
         capability_at(self.layers[f.layer].as_fd(), name, &f.st)
     }
@@ -463,12 +469,12 @@ struct Cmp {
 /// below. Parked, the fds of layers that also hold the child the walk went into are closed
 /// (the child's `..` gives them back); only layers the path leaves stay open, and each layer
 /// leaves the path once, so the lower side needs at most two fds per layer at any depth.
-enum Lower {
+pub(crate) enum Lower {
     Open(Merged),
     Parked(Vec<ParkedLayer>),
 }
 
-struct ParkedLayer {
+pub(crate) struct ParkedLayer {
     id: usize,
     dev: u64,
     ino: u64,
@@ -476,7 +482,7 @@ struct ParkedLayer {
 }
 
 impl Lower {
-    fn view(&self) -> &Merged {
+    pub(crate) fn view(&self) -> &Merged {
         match self {
             Lower::Open(m) => m,
             Lower::Parked(_) => unreachable!("the current directory's view is open"),
@@ -484,7 +490,7 @@ impl Lower {
     }
 
     /// Closes what the child view `below` can give back through `..`.
-    fn park(&mut self, below: Option<&Merged>) -> Result<()> {
+    pub(crate) fn park(&mut self, below: Option<&Merged>) -> Result<()> {
         let Lower::Open(m) = self else { return Ok(()) };
         let m = std::mem::replace(m, Merged { layers: Vec::new(), ids: Vec::new() });
         let mut parked = Vec::with_capacity(m.layers.len());
@@ -503,7 +509,7 @@ impl Lower {
     }
 
     /// Re-opens a parked view from the child view the walk climbs out of.
-    fn unpark(&mut self, below: Option<&Merged>) -> Result<()> {
+    pub(crate) fn unpark(&mut self, below: Option<&Merged>) -> Result<()> {
         let Lower::Parked(p) = self else { return Ok(()) };
         let mut layers = Vec::with_capacity(p.len());
         let mut ids = Vec::with_capacity(p.len());
@@ -689,49 +695,106 @@ fn finish_dir(stack: &mut DirStack<Level>, tree: &mut Tree) -> Result<()> {
     Ok(())
 }
 
-/// Docker's `addChanges` over two merged views, walked in full.
-fn naive_dir(path: &[u8], new: Option<&Merged>, old: Option<&Merged>, out: &mut Vec<Change>) -> Result<bool> {
+/// Docker's `addChanges` over two merged views, walked in full, on an explicit stack whose
+/// views above the current directory are parked (see [`Lower`]), so fds stay bounded at any
+/// depth.
+fn naive_dir(_path: &[u8], new: Option<&Merged>, old: Option<&Merged>, out: &mut Vec<Change>) -> Result<bool> {
+    struct Lv {
+        new: Lower,
+        old: Option<Lower>,
+        names: std::collections::btree_set::IntoIter<CString>,
+        old_left: BTreeSet<CString>,
+        /// Length of `path` before this directory's `/name`.
+        plen: usize,
+        /// Whether the parent uses what this directory's walk found (not inside an add).
+        report: bool,
+        modified: bool,
+        changed: bool,
+        start: usize,
+    }
     let Some(new) = new else { return Ok(false) };
-    let start = out.len();
-    let new_names = new.list()?;
-    let mut old_left: BTreeMap<CString, ()> = match old {
-        Some(o) => o.list()?.into_iter().map(|n| (n, ())).collect(),
-        None => BTreeMap::new(),
+    let level = |new: Merged, old: Option<Merged>, plen, report, modified, start| -> Result<Lv> {
+        let names = new.list()?.into_iter();
+        let old_left = match &old {
+            Some(o) => o.list()?,
+            None => BTreeSet::new(),
+        };
+        Ok(Lv {
+            new: Lower::Open(new),
+            old: old.map(Lower::Open),
+            names,
+            old_left,
+            plen,
+            report,
+            modified,
+            changed: false,
+            start,
+        })
     };
-    let mut changed = false;
-    for n in &new_names {
-        let child = child_path(path, n);
-        let nf = new.lookup(n)?.expect("listed names resolve");
-        let of = match old {
-            Some(o) if old_left.remove(n).is_some() => o.lookup(n)?,
+    let old = match old {
+        Some(o) => Some(o.try_clone()?),
+        None => None,
+    };
+    let mut path = Vec::new();
+    let mut stack = vec![level(new.try_clone()?, old, 0, true, false, out.len())?];
+    loop {
+        let top = stack.last_mut().expect("non-empty until the root is done");
+        let Some(n) = top.names.next() else {
+            for n in std::mem::take(&mut top.old_left) {
+                push(out, &child_path(&path, &n), ChangeKind::Delete);
+                top.changed = true;
+            }
+            let done = stack.pop().expect("non-empty");
+            let changed = done.changed || out.len() > done.start;
+            let Some(parent) = stack.last_mut() else { return Ok(changed) };
+            parent.new.unpark(Some(done.new.view()))?;
+            if let Some(o) = parent.old.as_mut() {
+                o.unpark(done.old.as_ref().map(Lower::view))?;
+            }
+            if done.report && changed {
+                parent.changed = true;
+                if !done.modified {
+                    push(out, &path, ChangeKind::Modify);
+                }
+            }
+            path.truncate(done.plen);
+            continue;
+        };
+        let nf = top.new.view().lookup(&n)?.expect("listed names resolve");
+        let of = match &top.old {
+            Some(o) if top.old_left.remove(&n) => o.view().lookup(&n)?,
             _ => None,
         };
-        match of {
+        let child = child_path(&path, &n);
+        let (sub_new, sub_old, report, modified) = match of {
             None => {
                 push(out, &child, ChangeKind::Add);
-                changed = true;
-                naive_dir(&child, nf.dir.as_ref(), None, out)?;
+                top.changed = true;
+                (nf.dir, None, false, false)
             }
             Some(of) => {
-                let o = old.expect("found in old");
-                let modified = stat_different(&of.st, &nf.st) || new.capability(&nf, n)? != o.capability(&of, n)?;
+                let o = top.old.as_ref().expect("found in old").view();
+                let modified =
+                    stat_different(&of.st, &nf.st) || top.new.view().capability(&nf, &n)? != o.capability(&of, &n)?;
                 if modified {
                     push(out, &child, ChangeKind::Modify);
-                    changed = true;
+                    top.changed = true;
                 }
                 let is_dir = FileType::from_raw_mode(nf.st.st_mode) == FileType::Directory;
-                if is_dir && naive_dir(&child, nf.dir.as_ref(), of.dir.as_ref(), out)? {
-                    changed = true;
-                    if !modified {
-                        push(out, &child, ChangeKind::Modify);
-                    }
+                if !is_dir {
+                    continue;
                 }
+                (nf.dir, of.dir, true, modified)
             }
+        };
+        let Some(sub_new) = sub_new else { continue };
+        top.new.park(Some(&sub_new))?;
+        if let Some(o) = top.old.as_mut() {
+            o.park(sub_old.as_ref())?;
         }
+        let plen = path.len();
+        path = child;
+        let lv = level(sub_new, sub_old, plen, report, modified, out.len())?;
+        stack.push(lv);
     }
-    for n in old_left.keys() {
-        push(out, &child_path(path, n), ChangeKind::Delete);
-        changed = true;
-    }
-    Ok(changed || out.len() > start)
 }

@@ -11,7 +11,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 
-use super::changes::{self, Change, ChangeKind, Merged};
+use super::changes::{self, Change, ChangeKind, Lower, Merged};
 use super::gotar::{Header, Writer};
 use super::input::hex_digest;
 use super::{fsx, whiteout};
@@ -300,24 +300,41 @@ impl<W: Write> Exporter<W> {
         }
     }
 
-    /// The same walk over a merged view (Docker's naive diff of a whole layer).
+    /// The same walk over a merged view (Docker's naive diff of a whole layer), on an explicit
+    /// stack whose views above the current directory are parked, so fds stay bounded.
     fn walk_merged(&mut self, m: &Merged, prefix: &mut Vec<u8>) -> Result<()> {
-        for name in m.list()? {
-            let Some(f) = m.lookup(&name)? else { continue };
+        struct Lv {
+            view: Lower,
+            names: std::collections::btree_set::IntoIter<std::ffi::CString>,
+            plen: usize,
+        }
+        let root = m.try_clone()?;
+        let names = root.list()?.into_iter();
+        let mut stack = vec![Lv { view: Lower::Open(root), names, plen: prefix.len() }];
+        loop {
+            let top = stack.last_mut().expect("non-empty until the root is done");
+            let Some(name) = top.names.next() else {
+                let done = stack.pop().expect("non-empty");
+                prefix.truncate(done.plen);
+                match stack.last_mut() {
+                    None => return Ok(()),
+                    Some(p) => p.view.unpark(Some(done.view.view()))?,
+                }
+                continue;
+            };
+            let Some(f) = top.view.view().lookup(&name)? else { continue };
             let plen = prefix.len();
             prefix.extend_from_slice(name.to_bytes());
-            let r = match self.entry(m.layer(&f), &name, &f.st, prefix) {
-                Ok(Some(_)) => match &f.dir {
-                    Some(d) => self.walk_merged(d, prefix),
-                    None => Ok(()),
-                },
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
-            };
-            prefix.truncate(plen);
-            r?;
+            let sub = self.entry(top.view.view().layer(&f), &name, &f.st, prefix)?;
+            match (sub, f.dir) {
+                (Some(_), Some(d)) => {
+                    let names = d.list()?.into_iter();
+                    top.view.park(Some(&d))?;
+                    stack.push(Lv { view: Lower::Open(d), names, plen });
+                }
+                _ => prefix.truncate(plen),
+            }
         }
-        Ok(())
     }
 
     /// Writes one entry; for a directory, returns it opened so the caller can descend.
