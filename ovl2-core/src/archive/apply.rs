@@ -125,6 +125,7 @@ impl Driver {
         if let Some(p) = parent {
             id::validate(p)?;
         }
+        self.writable("applying a layer archive")?;
         let native = self.parent(id)?.as_deref() == parent;
         if let (false, Some(p)) = (native, parent) {
             // Docker's naive path never looks at the parent, but a name that is no layer is
