@@ -273,3 +273,26 @@ fn fifo_link_is_recreated_from_l() {
     assert_eq!(read(&home.join("b/link")), lid);
     assert_complete(&home, "b", true);
 }
+
+/// A symlink (dangling or not) under a layer's name in home is not a layer: as a parent it
+/// does not exist, and creating a layer of that name says what is in the way (both said
+/// "File exists" or "Not a directory" before).
+#[test]
+fn a_symlink_in_home_is_not_a_layer() {
+    let s = Scratch::new("symlinkparent");
+    let home = s.home();
+    build(&home);
+    std::os::unix::fs::symlink(s.path().join("nowhere"), home.join("p")).unwrap();
+    std::os::unix::fs::symlink("a", home.join("q")).unwrap();
+    let d = Driver::open(&home, Options { sync: false, ..Options::default() }).unwrap();
+    for parent in ["p", "q"] {
+        let e = d.create("x", Some(parent), &co()).unwrap_err();
+        assert_eq!(e.kind(), ovl2_core::ErrorKind::NotFound, "{e}");
+        assert_eq!(e.to_string(), format!("layer {parent:?} does not exist"));
+    }
+    let e = d.create("p", None, &co()).unwrap_err();
+    assert!(e.to_string().contains("is a symlink, not a layer directory"), "{e}");
+    assert!(!e.to_string().contains("already exists"), "{e}");
+    assert!(!home.join("x").exists());
+    assert_eq!(std::fs::read_link(home.join("p")).unwrap(), s.path().join("nowhere"));
+}
