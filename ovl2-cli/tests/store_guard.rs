@@ -130,3 +130,54 @@ fn read_only_home_serves_reads() {
     assert!(std::process::Command::new("umount").arg(&home).status().unwrap().success());
     res.unwrap();
 }
+
+/// One damaged layer (here a FIFO as its `link`, which hung every command) stops nothing:
+/// `ls` and `create` work, `check` names it, `check --repair` fixes it, and a layer whose
+/// `lower` cannot be read is reported and removed with `rm --force`.
+#[test]
+fn a_damaged_layer_stops_no_command() {
+    let h = Home::new("guard-damage");
+    h.ok(&["create", "base"]);
+    h.ok(&["create", "a", "--parent", "base"]);
+    h.ok(&["create", "b", "--parent", "a"]);
+    let fifo = |p: &Path| {
+        std::fs::remove_file(p).unwrap();
+        assert!(std::process::Command::new("mkfifo").arg(p).status().unwrap().success());
+    };
+    fifo(&h.home().join("a/link"));
+    fifo(&h.home().join("b/lower"));
+    let run = |args: &[&str]| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut child = h.cmd().args(args).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break child.wait_with_output().unwrap();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                // Take the FIFOs away so the harness's cleanup cannot hang on them too.
+                let _ = std::fs::remove_file(h.home().join("a/link"));
+                let _ = std::fs::remove_file(h.home().join("b/lower"));
+                panic!("ovl2 {args:?} hung");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let check = run(&["check"]);
+    let out = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(!check.status.success());
+    assert!(out.contains("a: malformed_link: link file cannot be read: it is a FIFO, not a regular file"), "{out}");
+    assert!(out.contains("b: malformed_lower: lower file cannot be read: it is a FIFO"), "{out}");
+    let ls = run(&["ls"]);
+    assert!(ls.status.success());
+    assert!(String::from_utf8_lossy(&ls.stdout).contains("base\n└── a\n"));
+    let repair = run(&["check", "--repair"]);
+    let out = String::from_utf8_lossy(&repair.stdout).into_owned();
+    assert!(out.contains("repaired  a: malformed_link"), "{out}");
+    assert!(out.contains("problem   b: malformed_lower"), "{out}");
+    assert!(run(&["create", "c", "--parent", "a"]).status.success());
+    assert!(run(&["rm", "--force", "b"]).status.success());
+    assert!(run(&["rm", "c"]).status.success());
+    assert_eq!(h.ok(&["check"]), "no problems\n");
+    assert_eq!(h.ok(&["ls"]), "base\n└── a\n");
+}
