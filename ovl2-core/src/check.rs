@@ -402,10 +402,8 @@ impl Driver {
                 if fix {
                     fsutil::remove_tree(&dir, &ent.name).ctx(|| format!("removing .ovl2/pending/{ctr}"))?;
                 }
-                problems.push(stale(format!(
-                    ".ovl2/pending/{ctr} is {}, not a record; a leftover",
-                    fsutil::type_name(ft)
-                )));
+                problems
+                    .push(stale(format!(".ovl2/pending/{ctr} is {}, not a record; a leftover", fsutil::type_name(ft))));
                 continue;
             }
             let fd = fd.expect("regular file is open");

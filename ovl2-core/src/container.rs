@@ -150,7 +150,10 @@ impl Driver {
             }
             // Refuse before anything changes.
             if has_ctr && !force && self.mounts()?.iter().any(|m| m.id == ctr) {
-                return Err(Error::Busy { id: ctr.to_owned(), reason: "it is mounted (put it first, or force)".into() });
+                return Err(Error::Busy {
+                    id: ctr.to_owned(),
+                    reason: "it is mounted (put it first, or force)".into(),
+                });
             }
             Ok((has_ctr, has_init))
         })();

@@ -210,7 +210,8 @@ impl Driver {
 
         let home_fd = open_home(&home, mode)?;
         let (links_fd, private_fd, staging_fd, mount_records_fd) = if mode == OpenMode::ReadOnly {
-            let links_fd = fsutil::open_dir(&home_fd, layout::LINK_DIR).ctx(|| format!("opening {}/l", home.display()))?;
+            let links_fd =
+                fsutil::open_dir(&home_fd, layout::LINK_DIR).ctx(|| format!("opening {}/l", home.display()))?;
             let private_fd = open_optional_dir(&home_fd, layout::PRIVATE_DIR, &home, ".ovl2")?;
             let sub = |name, what| match &private_fd {
                 Some(p) => open_optional_dir(p, name, &home, what),
@@ -751,7 +752,11 @@ impl Driver {
         match fsutil::open_dir(&self.home_fd, &cid) {
             Ok(fd) => Ok(Some(fd)),
             // A symlink or file under a layer's name is not a layer (as for `exists`).
-            Err(e) if [Errno::NOENT, Errno::NOTDIR, Errno::LOOP].iter().any(|n| e.raw_os_error() == Some(n.raw_os_error())) => {
+            Err(e)
+                if [Errno::NOENT, Errno::NOTDIR, Errno::LOOP]
+                    .iter()
+                    .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
+            {
                 Ok(None)
             }
             Err(e) => Err(Error::io(format!("opening layer {id:?}"), e)),
@@ -810,7 +815,8 @@ pub(crate) struct Unlinked {
 
 impl Unlinked {
     pub(crate) fn delete(self, d: &Driver) -> Result<()> {
-        fsutil::remove_tree(d.staging("removing a layer")?, &self.trash).ctx(|| format!("deleting the files of layer {:?}", self.id))?;
+        fsutil::remove_tree(d.staging("removing a layer")?, &self.trash)
+            .ctx(|| format!("deleting the files of layer {:?}", self.id))?;
         drop(self.dir);
         Ok(())
     }

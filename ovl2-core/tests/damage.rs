@@ -173,7 +173,8 @@ fn run_case(case: &Case) {
         d.check().unwrap()
     });
     assert_eq!(snapshot(&home), before, "{name}: check changed the store");
-    let found = problems.iter().find(|p| p.kind == case.kind && p.layer.as_deref() == case.layer.or(p.layer.as_deref()));
+    let found =
+        problems.iter().find(|p| p.kind == case.kind && p.layer.as_deref() == case.layer.or(p.layer.as_deref()));
     let found = found.unwrap_or_else(|| panic!("{name}: expected {:?}, got {problems:?}", case.kind));
     assert_eq!(found.repairable, case.repairable, "{name}: {found:?}");
     assert!(!found.detail.contains("Some(") && !found.detail.contains("None"), "{name}: {}", found.detail);

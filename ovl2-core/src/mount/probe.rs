@@ -113,7 +113,11 @@ pub(crate) fn load_cached(private_fd: &OwnedFd) -> Option<Features> {
 pub(crate) fn probe_elsewhere() -> Features {
     match fsutil::open_dir_path(&std::env::temp_dir()) {
         Ok(tmp) => probe(&tmp),
-        Err(_) => Features { index_param: overlay_param("index").is_some(), userxattr: in_user_namespace(), ..Features::default() },
+        Err(_) => Features {
+            index_param: overlay_param("index").is_some(),
+            userxattr: in_user_namespace(),
+            ..Features::default()
+        },
     }
 }
 
