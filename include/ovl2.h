@@ -58,6 +58,18 @@
 // `ovl2_init_entry.kind`: a symlink to `target`.
 #define OVL2_INIT_SYMLINK 2
 
+// `ovl2_options.open_mode`: open the store, creating it when `home` is missing or an empty
+// directory (the default). A non-empty directory that is not a store is refused.
+#define OVL2_OPEN_CREATE 0
+
+// `ovl2_options.open_mode`: open an existing store for reading and writing, never create one.
+#define OVL2_OPEN_EXISTING 1
+
+// `ovl2_options.open_mode`: open an existing store and never write to it (nothing created,
+// chmod-ed or chown-ed, no repair on open); writing calls fail with OVL2_STATUS_PERMISSION
+// (errno EROFS). Works on a read-only file system and on a store Docker wrote.
+#define OVL2_OPEN_READ_ONLY 2
+
 // `ovl2_options.mount_strategy`: `OVL2_MOUNT_STRATEGY` from the environment, else auto.
 #define OVL2_MOUNT_STRATEGY_DEFAULT 0
 
@@ -319,6 +331,10 @@ typedef struct ovl2_options {
   // features" (e.g. "lowerdir+fd"), to work around a buggy kernel; borrowed for the call.
   // NULL (the default) means the `OVL2_DISABLE_FEATURES` environment variable, if set.
   const char *disabled_features;
+  // What opening may do to `home`: one of the `OVL2_OPEN_*` values. Default
+  // `OVL2_OPEN_CREATE`. (A later field: callers built against a header without it pass
+  // a smaller `size` and get the default.)
+  uint32_t open_mode;
 } ovl2_options;
 
 // Per-layer options for `ovl2_create` and `ovl2_create_rw`. Fill it with
@@ -605,16 +621,19 @@ enum ovl2_status ovl2_options_init(struct ovl2_options *opts);
 // Errors: OVL2_STATUS_INVALID_ARGUMENT when `opts` is NULL.
 enum ovl2_status ovl2_create_opts_init(struct ovl2_create_opts *opts);
 
-// Opens (creating when missing) the store at `home` and repairs what a crash left behind
-// unless `opts->repair_on_open` is false. A relative `home` is resolved against the current
+// Opens the store at `home` as `opts->open_mode` allows (by default creating it when `home`
+// is missing or an empty directory) and repairs what a crash left behind unless
+// `opts->repair_on_open` is false or the mode is `OVL2_OPEN_READ_ONLY`. A relative `home` is resolved against the current
 // directory once, here; `ovl2_home` returns the absolute path.
 //
 // `opts` may be NULL for the defaults. On success `*out` is a new handle that the caller
 // releases with `ovl2_close`; on failure `*out` is NULL.
 //
 // Errors: INVALID_ARGUMENT (NULL or empty `home`, NULL `out`, max_depth outside 1..=500,
-// bad `opts->size`, unknown mount strategy or feature name, bad `OVL2_MOUNT_STRATEGY`),
-// PERMISSION, IO, CORRUPT (repair found damage it cannot fix).
+// bad `opts->size`, unknown mount strategy, open mode or feature name, bad
+// `OVL2_MOUNT_STRATEGY`, `home` is a non-empty directory that is not a store), NOT_FOUND
+// (`home` is missing and the mode does not create), PERMISSION, IO (`home` is not a
+// directory: errno ENOTDIR), CORRUPT (repair found damage it cannot fix).
 enum ovl2_status ovl2_open(const char *home,
                            const struct ovl2_options *opts,
                            struct ovl2_driver **out,

@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 mod archive_cmd;
 
 use ovl2_core::{
-    ContainerOpts, CreateOpts, Driver, InitEntry, LayerInfo, MountOpts, MountStrategy, Options, Owner, Problem,
+    ContainerOpts, CreateOpts, Driver, InitEntry, LayerInfo, MountOpts, MountStrategy, OpenMode, Options, Owner,
+    Problem,
 };
 
 /// Docker overlay2-compatible layer store.
@@ -31,6 +32,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Create an empty store in --home (a missing or empty directory); a no-op on a store.
+    Init,
     /// Create a layer.
     Create {
         /// New layer id.
@@ -167,10 +170,16 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // `check` must see the store as it is, so only it skips the repair on open.
     let repair_on_open = !matches!(cli.cmd, Cmd::Check { .. });
-    let opts =
-        Options { max_depth: cli.max_depth, repair_on_open, mount_strategy: cli.mount_strategy, ..Options::default() };
+    let opts = Options {
+        max_depth: cli.max_depth,
+        repair_on_open,
+        mount_strategy: cli.mount_strategy,
+        open_mode: open_mode(&cli.cmd),
+        ..Options::default()
+    };
     let d = Driver::open(&cli.home, opts)?;
     match cli.cmd {
+        Cmd::Init => {}
         Cmd::Create { id, parent, rw, storage_opt } => {
             let opts = CreateOpts { storage_opt: parse_storage_opts(&storage_opt)?, mount_label: None };
             if rw {
@@ -284,6 +293,30 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a command may do to --home: only the commands that make layers create a store (and
+/// only in a missing or empty directory); reading commands never write anything.
+fn open_mode(cmd: &Cmd) -> OpenMode {
+    use archive_cmd::ArchiveCmd as A;
+    match cmd {
+        Cmd::Init
+        | Cmd::Create { .. }
+        | Cmd::Container(ContainerCmd::Create { .. })
+        | Cmd::Archive(A::Apply { .. } | A::Import { .. }) => OpenMode::Create,
+        Cmd::Rm { .. }
+        | Cmd::Mount { .. }
+        | Cmd::Umount { .. }
+        | Cmd::Cleanup
+        | Cmd::Container(ContainerCmd::Rm { .. })
+        | Cmd::Check { repair: true, .. } => OpenMode::Existing,
+        Cmd::Ls { .. }
+        | Cmd::Inspect { .. }
+        | Cmd::Status { .. }
+        | Cmd::Mounts { .. }
+        | Cmd::Check { repair: false, .. }
+        | Cmd::Archive(A::Diff { .. } | A::Changes { .. } | A::DiffSize { .. }) => OpenMode::ReadOnly,
+    }
 }
 
 fn parse_storage_opts(raw: &[String]) -> Result<BTreeMap<String, String>, String> {

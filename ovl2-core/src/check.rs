@@ -17,13 +17,15 @@ use crate::layout::{self, Malformed};
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ProblemKind {
-    /// A leftover staging or removal dir in `.ovl2/staging` whose owner is gone.
+    /// A leftover staging or removal dir in `.ovl2/staging` whose owner is gone, or an entry
+    /// in `.ovl2/staging` or `.ovl2/pending` of a type ovl2 never makes there (a FIFO, ...).
     StaleStaging,
     /// A layer dir without `diff/` (not repairable: its content is gone).
     MissingDiff,
     /// A layer without a `link` file, or with an empty one.
     MissingLink,
-    /// A `link` file whose content is not a short id.
+    /// A `link` file whose content is not a short id, or that is not a readable regular file
+    /// (repairable unless it is a directory).
     MalformedLink,
     /// The layer's `l/<short>` symlink is missing.
     MissingShortLink,
@@ -39,7 +41,7 @@ pub enum ProblemKind {
     StrayShortLink,
     /// Two layers claim the same short id.
     DuplicateShortId,
-    /// A `lower` file that cannot be parsed.
+    /// A `lower` file that cannot be parsed, or is not a regular file of at most 1 MiB.
     MalformedLower,
     /// A `lower` entry naming a short id no layer has (a parent is missing).
     UnknownLower,
@@ -47,7 +49,8 @@ pub enum ProblemKind {
     InconsistentLower,
     /// A chain deeper than the store's limit.
     TooDeep,
-    /// A layer with a parent but no `work/`.
+    /// A layer with a parent but no `work/` directory (a symlink or file there is replaced by
+    /// a fresh directory, never followed).
     MissingWork,
     /// A layer with children but no `committed` marker.
     MissingCommitted,
@@ -78,10 +81,14 @@ pub struct RepairReport {
 struct Rec {
     id: String,
     has_diff: bool,
-    has_work: bool,
+    /// The type of `work`, `None` when missing.
+    work: Option<FileType>,
     has_committed: bool,
-    link: Option<Vec<u8>>,
-    lower: Option<Vec<u8>>,
+    /// `Err`: the file cannot be read, and why (see [`crate::driver::LayerMeta`]).
+    link: std::result::Result<Option<Vec<u8>>, String>,
+    lower: std::result::Result<Option<Vec<u8>>, String>,
+    /// Whether `link` is a directory (which repair does not replace).
+    link_is_dir: bool,
     lid: Option<String>,
 }
 
@@ -156,9 +163,10 @@ impl Driver {
         let chains: BTreeMap<&str, Option<Vec<String>>> = recs
             .iter()
             .map(|r| {
-                let c = match r.lower.as_deref() {
-                    None => Some(Vec::new()),
-                    Some(l) => {
+                let c = match &r.lower {
+                    Err(_) => None,
+                    Ok(None) => Some(Vec::new()),
+                    Ok(Some(l)) => {
                         layout::parse_lower(l.trim_ascii()).ok().map(|v| v.into_iter().map(str::to_owned).collect())
                     }
                 };
@@ -175,7 +183,19 @@ impl Driver {
         };
         let mut needs_commit: BTreeSet<&str> = BTreeSet::new();
         for r in &recs {
-            let Some(lower) = &r.lower else { continue };
+            let lower = match &r.lower {
+                Ok(Some(l)) => l,
+                Ok(None) => continue,
+                Err(why) => {
+                    problems.push(self.problem(
+                        &r.id,
+                        ProblemKind::MalformedLower,
+                        format!("lower file cannot be read: it {why}"),
+                        false,
+                    ));
+                    continue;
+                }
+            };
             let lids = match layout::parse_lower(lower) {
                 Ok(v) => v,
                 Err(m) => {
@@ -224,19 +244,26 @@ impl Driver {
                     ));
                 }
             }
-            if !r.has_work {
+            if r.work != Some(FileType::Directory) {
                 if fix {
                     let dir = self.layer_dir(&r.id)?;
+                    if r.work.is_some() {
+                        // Only the entry itself goes (unlink never follows a symlink); work/
+                        // holds nothing of value while the layer is not mounted.
+                        match rustix::fs::unlinkat(&dir, layout::WORK, AtFlags::empty()) {
+                            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                            Err(e) => return Err(crate::Error::io(format!("removing {}/work", r.id), e)),
+                        }
+                    }
                     fsutil::ensure_dir(&dir, layout::WORK, layout::WORK_MODE, Some(self.root))
                         .ctx(|| format!("creating {}/work", r.id))?;
                     self.sync_dir(&dir, &r.id)?;
                 }
-                problems.push(self.problem(
-                    &r.id,
-                    ProblemKind::MissingWork,
-                    "layer has a parent but no work/".into(),
-                    true,
-                ));
+                let detail = match r.work {
+                    None => "layer has a parent but no work/".to_string(),
+                    Some(t) => format!("work is {}, not a directory", fsutil::type_name(t)),
+                };
+                problems.push(self.problem(&r.id, ProblemKind::MissingWork, detail, true));
             }
         }
         for r in &recs {
@@ -300,25 +327,35 @@ impl Driver {
     }
 
     fn scan_staging(&self, fix: bool, problems: &mut Vec<Problem>) -> Result<()> {
-        let entries = fsutil::list_dir(&self.staging_fd).ctx(|| "listing .ovl2/staging".into())?;
+        // A read-only open of a store without `.ovl2/` has nothing staged.
+        let Some(staging) = &self.staging_fd else { return Ok(()) };
+        let entries = fsutil::list_dir(staging).ctx(|| "listing .ovl2/staging".into())?;
         for ent in entries {
+            let shown = || format!(".ovl2/staging/{}", fsutil::os(&ent.name).to_string_lossy());
+            // Only directories are ever staged; O_DIRECTORY|O_NONBLOCK so that a FIFO or a
+            // device there cannot hang the open (it fails with ENOTDIR instead).
             let fd = match rustix::fs::openat(
-                &self.staging_fd,
+                staging,
                 &ent.name,
-                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::NONBLOCK
+                    | rustix::fs::OFlags::CLOEXEC,
                 rustix::fs::Mode::empty(),
             ) {
                 Ok(fd) => fd,
                 Err(rustix::io::Errno::NOENT) => continue,
-                // A symlink or something we cannot open: nobody can hold a lock on it.
+                // Not a directory, or one we cannot open: nobody can hold a lock on it.
                 Err(_) => {
                     if fix {
-                        if let Some(p) = self.sweep_staging(&ent.name)? {
+                        if let Some(p) = self.sweep_staging(staging, &ent.name)? {
                             problems.push(p);
                             continue;
                         }
                     }
-                    problems.push(stale(&ent.name));
+                    let what = fsutil::type_name(ent.file_type);
+                    problems.push(stale(format!("{} ({what}) is a leftover nothing holds", shown())));
                     continue;
                 }
             };
@@ -328,20 +365,20 @@ impl Driver {
                 continue;
             }
             if fix {
-                if let Some(p) = self.sweep_staging(&ent.name)? {
+                if let Some(p) = self.sweep_staging(staging, &ent.name)? {
                     problems.push(p);
                     continue;
                 }
             }
-            problems.push(stale(&ent.name));
+            problems.push(stale(format!("{} was left by a process that died", shown())));
         }
         Ok(())
     }
 
     /// Removes a stale staging entry. One with a mount inside cannot be removed (removal never
     /// crosses a mount); it is reported, not fatal, so the store stays usable.
-    fn sweep_staging(&self, name: &std::ffi::CStr) -> Result<Option<Problem>> {
-        match fsutil::remove_tree(&self.staging_fd, name) {
+    fn sweep_staging(&self, staging: &std::os::fd::OwnedFd, name: &std::ffi::CStr) -> Result<Option<Problem>> {
+        match fsutil::remove_tree(staging, name) {
             Ok(()) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => Ok(Some(Problem {
                 layer: None,
@@ -357,19 +394,43 @@ impl Driver {
     }
 
     fn scan_pending(&self, fix: bool, problems: &mut Vec<Problem>) -> Result<()> {
-        let dir = self.pending_dir()?;
+        let Some(dir) = self.pending_dir()? else { return Ok(()) };
         for ent in fsutil::list_dir(&dir).ctx(|| "listing .ovl2/pending".into())? {
             let ctr = fsutil::os(&ent.name).to_string_lossy().into_owned();
-            let fd = match rustix::fs::openat(
+            // Records are regular files; NONBLOCK so a FIFO cannot hang the open, and the
+            // type is checked on the open file before anything else.
+            let opened = rustix::fs::openat(
                 &dir,
                 &ent.name,
-                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::NONBLOCK
+                    | rustix::fs::OFlags::NOCTTY
+                    | rustix::fs::OFlags::CLOEXEC,
                 rustix::fs::Mode::empty(),
-            ) {
-                Ok(fd) => fd,
+            );
+            let fd = match opened {
+                Ok(fd) => Some(fd),
                 Err(rustix::io::Errno::NOENT) => continue,
+                Err(rustix::io::Errno::LOOP) => None,
                 Err(e) => return Err(crate::Error::io(format!("opening .ovl2/pending/{ctr}"), e)),
             };
+            let ft = match &fd {
+                Some(fd) => FileType::from_raw_mode(
+                    rustix::fs::fstat(fd).ctx(|| format!("stat of .ovl2/pending/{ctr}"))?.st_mode,
+                ),
+                None => FileType::Symlink,
+            };
+            if ft != FileType::RegularFile {
+                // Not a record ovl2 wrote: a leftover, removed without being read.
+                if fix {
+                    fsutil::remove_tree(&dir, &ent.name).ctx(|| format!("removing .ovl2/pending/{ctr}"))?;
+                }
+                problems
+                    .push(stale(format!(".ovl2/pending/{ctr} is {}, not a record; a leftover", fsutil::type_name(ft))));
+                continue;
+            }
+            let fd = fd.expect("regular file is open");
             // Its creator holds the lock while it works.
             if !fsutil::flock(&fd, true, true).ctx(|| "locking a pending record".into())? {
                 continue;
@@ -398,11 +459,12 @@ impl Driver {
             let Some(dir) = self.open_layer_dir(&id)? else { continue };
             let ty = |n| fsutil::file_type(&dir, n).ctx(|| format!("stat in layer {id:?}"));
             let has_diff = ty(layout::DIFF)? == Some(FileType::Directory);
-            let has_work = ty(layout::WORK)? == Some(FileType::Directory);
+            let work = ty(layout::WORK)?;
             let has_committed = ty(layout::COMMITTED)?.is_some();
-            let link = fsutil::read_small(&dir, layout::LINK).ctx(|| format!("reading {id}/link"))?;
-            let lower = fsutil::read_small(&dir, layout::LOWER).ctx(|| format!("reading {id}/lower"))?;
-            recs.push(Rec { id, has_diff, has_work, has_committed, link, lower, lid: None });
+            let link_is_dir = ty(layout::LINK)? == Some(FileType::Directory);
+            let read = |name| fsutil::read_small(&dir, name).map_err(|e| e.to_string());
+            let (link, lower) = (read(layout::LINK), read(layout::LOWER));
+            recs.push(Rec { id, has_diff, work, has_committed, link, lower, link_is_dir, lid: None });
         }
         Ok(recs)
     }
@@ -432,7 +494,26 @@ impl Driver {
         if !rec.has_diff {
             problems.push(self.problem(&rec.id, ProblemKind::MissingDiff, "layer dir has no diff/".into(), false));
         }
-        let (kind, detail, trimmed) = match rec.link.as_deref().map(layout::parse_link) {
+        let link = match &rec.link {
+            Ok(l) => l.as_deref(),
+            Err(why) => {
+                // A FIFO, symlink, device or oversized file: written afresh, as a lost one is
+                // (the rename replaces it without following or reading it). A directory
+                // cannot be replaced without deleting what is in it.
+                let repairable = !rec.link_is_dir;
+                problems.push(self.problem(
+                    &rec.id,
+                    ProblemKind::MalformedLink,
+                    format!("link file cannot be read: it {why}"),
+                    repairable,
+                ));
+                if fix && repairable {
+                    self.relink(rec, links, None)?;
+                }
+                return Ok(());
+            }
+        };
+        let (kind, detail, trimmed) = match link.map(layout::parse_link) {
             Some(Ok(lid)) => {
                 rec.lid = Some(lid.to_owned());
                 return Ok(());
@@ -440,15 +521,21 @@ impl Driver {
             None => (ProblemKind::MissingLink, "link file is missing".to_string(), None),
             Some(Err(Malformed::Empty)) => (ProblemKind::MissingLink, "link file is empty".to_string(), None),
             Some(Err(m @ Malformed::Whitespace)) => {
-                let t = String::from_utf8_lossy(rec.link.as_deref().expect("some").trim_ascii()).into_owned();
+                let t = String::from_utf8_lossy(link.expect("some").trim_ascii()).into_owned();
                 (ProblemKind::MalformedLink, describe("link", &m), Some(t))
             }
             Some(Err(m)) => (ProblemKind::MalformedLink, describe("link", &m), None),
         };
         problems.push(self.problem(&rec.id, kind, detail, true));
-        if !fix {
-            return Ok(());
+        if fix {
+            self.relink(rec, links, trimmed)?;
         }
+        Ok(())
+    }
+
+    /// Writes `rec`'s `link` file afresh: `trimmed` when given, else the short id of a
+    /// `l/` link already pointing at the layer, else a new one.
+    fn relink(&self, rec: &mut Rec, links: &BTreeMap<String, Option<Vec<u8>>>, trimmed: Option<String>) -> Result<()> {
         // Prefer a short id that already points at this layer, so children's lower files
         // (which name it) keep working; draw a new one only when none exists.
         let target = layout::link_target(&rec.id);
@@ -516,11 +603,6 @@ impl Driver {
     }
 }
 
-fn stale(name: &std::ffi::CStr) -> Problem {
-    Problem {
-        layer: None,
-        kind: ProblemKind::StaleStaging,
-        detail: format!(".ovl2/staging/{} was left by a process that died", fsutil::os(name).to_string_lossy()),
-        repairable: true,
-    }
+fn stale(detail: String) -> Problem {
+    Problem { layer: None, kind: ProblemKind::StaleStaging, detail, repairable: true }
 }

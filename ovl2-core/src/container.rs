@@ -138,22 +138,32 @@ impl Driver {
     pub fn remove_container(&self, ctr: &str, force: bool) -> Result<()> {
         id::validate(ctr)?;
         let init = init_layer_id(ctr);
-        let (has_ctr, has_init) = (self.exists(ctr)?, self.exists(&init)?);
-        if !has_ctr && !has_init {
-            return Err(Error::NotFound(ctr.to_owned()));
-        }
-        if has_ctr && !force {
+        // The record first: it is also the lock against a concurrent create or remove of the
+        // same container, so what is read below cannot change before the removal. It makes
+        // the pair's removal finish even if this process dies between the two layers (repair
+        // removes a lone init layer). The image top is left as it is.
+        let pending = Pending::begin(self, ctr, "", true)?;
+        let checked = (|| {
+            let (has_ctr, has_init) = (self.exists(ctr)?, self.exists(&init)?);
+            if !has_ctr && !has_init {
+                return Err(Error::NotFound(ctr.to_owned()));
+            }
             // Refuse before anything changes.
-            if self.mounts()?.iter().any(|m| m.id == ctr) {
+            if has_ctr && !force && self.mounts()?.iter().any(|m| m.id == ctr) {
                 return Err(Error::Busy {
                     id: ctr.to_owned(),
                     reason: "it is mounted (put it first, or force)".into(),
                 });
             }
-        }
-        // The record makes the pair's removal finish even if this process dies between the
-        // two layers (repair removes a lone init layer). The image top is left as it is.
-        let pending = Pending::begin(self, ctr, "", true)?;
+            Ok((has_ctr, has_init))
+        })();
+        let (has_ctr, has_init) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                pending.end(self);
+                return Err(e);
+            }
+        };
         let res = (|| {
             if has_ctr {
                 if force {
@@ -206,8 +216,9 @@ impl Pending {
     fn begin(d: &Driver, ctr: &str, image_top: &str, top_was_committed: bool) -> Result<Pending> {
         // As for staging: repair takes the store lock exclusively, so holding it shared until
         // the record is flocked keeps another process's open from deleting it first.
+        d.writable("recording a container change")?;
         let _store = d.lock(false)?;
-        let dir = d.pending_dir()?;
+        let dir = d.pending_dir()?.ok_or_else(|| Error::io("opening .ovl2/pending", Errno::NOENT))?;
         let name = cstr(ctr).expect("validated");
         let fd = rustix::fs::openat(
             &dir,
@@ -236,15 +247,21 @@ impl Pending {
 
     /// Drops the record (the pair is complete, or fully rolled back).
     fn end(self, d: &Driver) {
-        if let Ok(dir) = d.pending_dir() {
+        if let Ok(Some(dir)) = d.pending_dir() {
             let _ = rustix::fs::unlinkat(&dir, &self.name, AtFlags::empty());
         }
     }
 }
 
 impl Driver {
-    pub(crate) fn pending_dir(&self) -> Result<OwnedFd> {
-        fsutil::open_dir(&self.private_fd, crate::layout::PENDING).map_err(|e| Error::io("opening .ovl2/pending", e))
+    /// `.ovl2/pending`; `None` only on a read-only open of a store that has none.
+    pub(crate) fn pending_dir(&self) -> Result<Option<OwnedFd>> {
+        let Some(private) = &self.private_fd else { return Ok(None) };
+        match fsutil::open_dir(private, crate::layout::PENDING) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if self.is_read_only() && e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => Ok(None),
+            Err(e) => Err(Error::io("opening .ovl2/pending", e)),
+        }
     }
 
     /// Repair's half: a record whose creator died. A container whose layer exists is
@@ -263,7 +280,7 @@ impl Driver {
                 }
             }
         }
-        let dir = self.pending_dir()?;
+        let Some(dir) = self.pending_dir()? else { return Ok(()) };
         match rustix::fs::unlinkat(&dir, cstr(ctr).expect("listed name").as_c_str(), AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(Error::io(format!("removing the pending record of {ctr:?}"), e)),

@@ -44,6 +44,26 @@ pub struct Options {
     /// how the fallbacks for older kernels are tested. Empty means `OVL2_DISABLE_FEATURES`
     /// (comma-separated) if set.
     pub disabled_features: Vec<String>,
+    /// What opening may do to `home`: create a store, only open one, or only read one.
+    pub open_mode: OpenMode,
+}
+
+/// What [`Driver::open`] may do to `home`. Whatever the mode, an existing directory that is
+/// not empty and is not a store (it has no `l/`) is refused, never turned into one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenMode {
+    /// Open the store, creating it when `home` is missing or an empty directory (the default,
+    /// for commands that write: create, apply, import, container create, init). An existing
+    /// store gets what it lacks of `.ovl2/` (a Docker-written store has none).
+    #[default]
+    Create,
+    /// Open an existing store for reading and writing; a missing or empty `home` is refused.
+    Existing,
+    /// Open an existing store and never write to it: nothing is created, chmod-ed or chown-ed,
+    /// `repair_on_open` is skipped, and every operation that would write (create, remove,
+    /// apply, mount, repair) fails with `EROFS` ([`crate::ErrorKind::Permission`]). Works on a
+    /// read-only file system and on a Docker-written store without `.ovl2/`.
+    ReadOnly,
 }
 
 impl Default for Options {
@@ -55,6 +75,7 @@ impl Default for Options {
             repair_on_open: true,
             mount_strategy: None,
             disabled_features: Vec::new(),
+            open_mode: OpenMode::Create,
         }
     }
 }
@@ -121,9 +142,11 @@ pub struct Driver {
     pub(crate) home: PathBuf,
     pub(crate) home_fd: OwnedFd,
     pub(crate) links_fd: OwnedFd,
-    pub(crate) private_fd: OwnedFd,
-    pub(crate) staging_fd: OwnedFd,
-    pub(crate) mount_records_fd: OwnedFd,
+    /// `.ovl2/` and the directories in it: `None` only in [`OpenMode::ReadOnly`], when the
+    /// store has none (Docker wrote it).
+    pub(crate) private_fd: Option<OwnedFd>,
+    pub(crate) staging_fd: Option<OwnedFd>,
+    pub(crate) mount_records_fd: Option<OwnedFd>,
     pub(crate) opts: Options,
     pub(crate) owner: Owner,
     pub(crate) root: Owner,
@@ -137,9 +160,38 @@ pub(crate) struct LayerFiles {
     pub(crate) lower: Option<Vec<u8>>,
 }
 
+/// What is on disk for one layer, where a file that cannot be read (the wrong type, too
+/// large, unreadable) is kept as the reason instead of failing: the scans over every layer
+/// (`layers`, `check`, finding children or a short id) must go on past one damaged layer.
+#[derive(Debug)]
+pub(crate) struct LayerMeta {
+    pub(crate) link: std::result::Result<Option<Vec<u8>>, String>,
+    pub(crate) lower: std::result::Result<Option<Vec<u8>>, String>,
+}
+
+impl LayerMeta {
+    /// The layer's short id, when its `link` file is readable and well formed.
+    pub(crate) fn lid(&self) -> Option<&str> {
+        self.link.as_ref().ok()?.as_deref().and_then(|l| layout::parse_link(l).ok())
+    }
+
+    /// The parsed lower chain: `Ok(None)` for a base layer, `Err` when unreadable or malformed.
+    pub(crate) fn lower_lids(&self) -> std::result::Result<Option<Vec<&str>>, ()> {
+        match &self.lower {
+            Ok(None) => Ok(None),
+            Ok(Some(l)) => layout::parse_lower(l).map(Some).map_err(drop),
+            Err(_) => Err(()),
+        }
+    }
+}
+
 impl Driver {
-    /// Opens (creating when missing) the store at `home`, then repairs what a crash left
-    /// behind unless `options.repair_on_open` is off.
+    /// Opens the store at `home` as `options.open_mode` allows (by default creating it when
+    /// `home` is missing or empty), then repairs what a crash left behind unless
+    /// `options.repair_on_open` is off or the store is opened read-only.
+    ///
+    /// A `home` that exists and is not a directory, or is a non-empty directory without `l/`
+    /// (not a store), is refused without touching it.
     pub fn open(home: impl AsRef<Path>, options: Options) -> Result<Driver> {
         if options.max_depth == 0 || options.max_depth > KERNEL_MAX_DEPTH {
             return Err(Error::InvalidArgument(format!(
@@ -154,30 +206,45 @@ impl Driver {
         let home = clean_absolute(home.as_ref())?;
         let owner = Owner { uid: rustix::process::geteuid().as_raw(), gid: rustix::process::getegid().as_raw() };
         let root = options.root.unwrap_or(owner);
+        let mode = options.open_mode;
 
-        std::fs::create_dir_all(&home).ctx(|| format!("creating store home {}", home.display()))?;
-        let home_fd = fsutil::open_dir_path(&home).ctx(|| format!("opening store home {}", home.display()))?;
-        set_mode_owner_fd(&home_fd, layout::HOME_MODE, Owner { uid: owner.uid, gid: root.gid })
-            .ctx(|| format!("setting mode and owner of {}", home.display()))?;
-        fsutil::ensure_dir(&home_fd, layout::LINK_DIR, layout::LINK_DIR_MODE, Some(owner))
-            .ctx(|| format!("creating {}/l", home.display()))?;
-        fsutil::ensure_dir(&home_fd, layout::PRIVATE_DIR, layout::PRIVATE_MODE, Some(owner))
-            .ctx(|| format!("creating {}/.ovl2", home.display()))?;
-        let links_fd = fsutil::open_dir(&home_fd, layout::LINK_DIR).ctx(|| format!("opening {}/l", home.display()))?;
-        let private_fd =
-            fsutil::open_dir(&home_fd, layout::PRIVATE_DIR).ctx(|| format!("opening {}/.ovl2", home.display()))?;
-        fsutil::ensure_dir(&private_fd, layout::STAGING, layout::PRIVATE_MODE, Some(owner))
-            .ctx(|| format!("creating {}/.ovl2/staging", home.display()))?;
-        fsutil::ensure_dir(&private_fd, layout::EMPTY, layout::DIFF_MODE, Some(root))
-            .ctx(|| format!("creating {}/.ovl2/empty", home.display()))?;
-        fsutil::ensure_dir(&private_fd, layout::MOUNT_RECORDS, layout::PRIVATE_MODE, Some(owner))
-            .ctx(|| format!("creating {}/.ovl2/mounts", home.display()))?;
-        fsutil::ensure_dir(&private_fd, layout::PENDING, layout::PRIVATE_MODE, Some(owner))
-            .ctx(|| format!("creating {}/.ovl2/pending", home.display()))?;
-        let mount_records_fd = fsutil::open_dir(&private_fd, layout::MOUNT_RECORDS)
-            .ctx(|| format!("opening {}/.ovl2/mounts", home.display()))?;
-        let staging_fd = fsutil::open_dir(&private_fd, layout::STAGING)
-            .ctx(|| format!("opening {}/.ovl2/staging", home.display()))?;
+        let home_fd = open_home(&home, mode)?;
+        let (links_fd, private_fd, staging_fd, mount_records_fd) = if mode == OpenMode::ReadOnly {
+            let links_fd =
+                fsutil::open_dir(&home_fd, layout::LINK_DIR).ctx(|| format!("opening {}/l", home.display()))?;
+            let private_fd = open_optional_dir(&home_fd, layout::PRIVATE_DIR, &home, ".ovl2")?;
+            let sub = |name, what| match &private_fd {
+                Some(p) => open_optional_dir(p, name, &home, what),
+                None => Ok(None),
+            };
+            let staging_fd = sub(layout::STAGING, ".ovl2/staging")?;
+            let mount_records_fd = sub(layout::MOUNT_RECORDS, ".ovl2/mounts")?;
+            (links_fd, private_fd, staging_fd, mount_records_fd)
+        } else {
+            set_mode_owner_fd(&home_fd, layout::HOME_MODE, Owner { uid: owner.uid, gid: root.gid })
+                .ctx(|| format!("setting mode and owner of {}", home.display()))?;
+            fsutil::ensure_dir(&home_fd, layout::LINK_DIR, layout::LINK_DIR_MODE, Some(owner))
+                .ctx(|| format!("creating {}/l", home.display()))?;
+            fsutil::ensure_dir(&home_fd, layout::PRIVATE_DIR, layout::PRIVATE_MODE, Some(owner))
+                .ctx(|| format!("creating {}/.ovl2", home.display()))?;
+            let links_fd =
+                fsutil::open_dir(&home_fd, layout::LINK_DIR).ctx(|| format!("opening {}/l", home.display()))?;
+            let private_fd =
+                fsutil::open_dir(&home_fd, layout::PRIVATE_DIR).ctx(|| format!("opening {}/.ovl2", home.display()))?;
+            fsutil::ensure_dir(&private_fd, layout::STAGING, layout::PRIVATE_MODE, Some(owner))
+                .ctx(|| format!("creating {}/.ovl2/staging", home.display()))?;
+            fsutil::ensure_dir(&private_fd, layout::EMPTY, layout::DIFF_MODE, Some(root))
+                .ctx(|| format!("creating {}/.ovl2/empty", home.display()))?;
+            fsutil::ensure_dir(&private_fd, layout::MOUNT_RECORDS, layout::PRIVATE_MODE, Some(owner))
+                .ctx(|| format!("creating {}/.ovl2/mounts", home.display()))?;
+            fsutil::ensure_dir(&private_fd, layout::PENDING, layout::PRIVATE_MODE, Some(owner))
+                .ctx(|| format!("creating {}/.ovl2/pending", home.display()))?;
+            let mount_records_fd = fsutil::open_dir(&private_fd, layout::MOUNT_RECORDS)
+                .ctx(|| format!("opening {}/.ovl2/mounts", home.display()))?;
+            let staging_fd = fsutil::open_dir(&private_fd, layout::STAGING)
+                .ctx(|| format!("opening {}/.ovl2/staging", home.display()))?;
+            (links_fd, Some(private_fd), Some(staging_fd), Some(mount_records_fd))
+        };
 
         let mut disabled = options.disabled_features.clone();
         if disabled.is_empty() {
@@ -206,7 +273,7 @@ impl Driver {
                 driver.home.display()
             )));
         }
-        if driver.opts.repair_on_open {
+        if driver.opts.repair_on_open && mode != OpenMode::ReadOnly {
             driver.repair()?;
             driver.reconcile_mounts()?;
         }
@@ -223,8 +290,38 @@ impl Driver {
         &self.opts
     }
 
+    /// The store lock: shared for readers, exclusive for layout changes (refused read-only).
     pub(crate) fn lock(&self, exclusive: bool) -> Result<StoreLock> {
-        lock_store(&self.private_fd, exclusive)
+        if exclusive {
+            self.writable("changing the store")?;
+        }
+        match &self.private_fd {
+            Some(p) => lock_store(p, exclusive, self.opts.open_mode == OpenMode::ReadOnly),
+            // A Docker-written store opened read-only: no ovl2 writer has been here.
+            None => Ok(StoreLock::none()),
+        }
+    }
+
+    /// Whether the store was opened with [`OpenMode::ReadOnly`].
+    pub fn is_read_only(&self) -> bool {
+        self.opts.open_mode == OpenMode::ReadOnly
+    }
+
+    /// Refuses `what` (an operation that writes) on a store opened read-only.
+    pub(crate) fn writable(&self, what: &str) -> Result<()> {
+        if self.is_read_only() {
+            return Err(Error::io(
+                format!("{what}: the store {} was opened read-only", self.home.display()),
+                Errno::ROFS,
+            ));
+        }
+        Ok(())
+    }
+
+    /// `.ovl2/staging/`, for an operation that writes there.
+    pub(crate) fn staging(&self, what: &str) -> Result<std::os::fd::BorrowedFd<'_>> {
+        self.writable(what)?;
+        Ok(self.staging_fd.as_ref().expect("writable stores have .ovl2/staging").as_fd())
     }
 
     /// Creates a read-only (image) layer `id` on top of `parent` (none for a base layer).
@@ -262,11 +359,11 @@ impl Driver {
 
         let staged = self.stage_layer(id, &chain)?;
         let cid = cstr(id).expect("validated id has no NUL");
-        if let Err(e) = rfs::renameat_with(&self.staging_fd, &staged.name, &self.home_fd, &cid, RenameFlags::NOREPLACE)
-        {
+        let staging = self.staging("creating a layer")?;
+        if let Err(e) = rfs::renameat_with(staging, &staged.name, &self.home_fd, &cid, RenameFlags::NOREPLACE) {
             staged.abandon(self);
             return Err(match e {
-                Errno::EXIST => Error::Exists(id.to_owned()),
+                Errno::EXIST => self.in_the_way(id),
                 e => Error::io(format!("moving staged layer {id:?} into place"), e),
             });
         }
@@ -274,7 +371,7 @@ impl Driver {
         // restored by repair() after a crash; if it fails now, the caller gets an error, so
         // take the layer back out: a failed create leaves nothing behind.
         let finish = self
-            .sync_dir(&self.staging_fd, "staging")
+            .sync_dir(staging, "staging")
             .and_then(|()| self.sync_dir(&self.home_fd, "home"))
             .and_then(|()| parent.map_or(Ok(()), |p| self.mark_committed(p)));
         if let Err(e) = finish {
@@ -290,9 +387,10 @@ impl Driver {
     fn discard_new_layer(&self, id: &str, lid: &str) {
         let cid = cstr(id).expect("validated");
         let trash = cstr(&format!("rm-{}", fsutil::random_hex(12))).expect("ascii");
-        if rfs::renameat_with(&self.home_fd, &cid, &self.staging_fd, &trash, RenameFlags::NOREPLACE).is_ok() {
+        let Ok(staging) = self.staging("removing a layer") else { return };
+        if rfs::renameat_with(&self.home_fd, &cid, staging, &trash, RenameFlags::NOREPLACE).is_ok() {
             let _ = self.unlink_short_link_if_ours(lid, id);
-            let _ = fsutil::remove_tree(&self.staging_fd, &trash);
+            let _ = fsutil::remove_tree(staging, &trash);
         }
     }
 
@@ -440,8 +538,12 @@ impl Driver {
     /// The part of [`Driver::remove`] that needs the store lock (held by the caller): checks,
     /// then the rename out of sight. The files go with [`Unlinked::delete`], lock or no lock.
     pub(crate) fn unlink_layer_locked(&self, id: &str, force: bool) -> Result<Unlinked> {
-        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let lid = files.link.as_deref().and_then(|l| layout::parse_link(l).ok()).map(str::to_owned);
+        // A damaged layer must stay removable: unreadable files only lose us its short id.
+        let meta = self.read_layer_meta(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let lid = match meta.lid() {
+            Some(l) => Some(l.to_owned()),
+            None => self.short_id_pointing_to(id)?,
+        };
         if !force {
             if let Some(lid) = &lid {
                 let children = self.children_of(lid)?;
@@ -474,10 +576,11 @@ impl Driver {
             });
         }
         let trash = cstr(&format!("rm-{}", fsutil::random_hex(12))).expect("ascii");
-        rfs::renameat_with(&self.home_fd, &cid, &self.staging_fd, &trash, RenameFlags::NOREPLACE)
+        let staging = self.staging("removing a layer")?;
+        rfs::renameat_with(&self.home_fd, &cid, staging, &trash, RenameFlags::NOREPLACE)
             .ctx(|| format!("moving layer {id:?} out of the store"))?;
         self.sync_dir(&self.home_fd, "home")?;
-        self.sync_dir(&self.staging_fd, "staging")?;
+        self.sync_dir(staging, "staging")?;
         if let Some(lid) = lid {
             self.unlink_short_link_if_ours(&lid, id)?;
         }
@@ -500,16 +603,33 @@ impl Driver {
         Ok(())
     }
 
+    /// The `l/` name whose symlink points to `id`'s diff: the short id of a layer whose
+    /// `link` file is lost or damaged.
+    pub(crate) fn short_id_pointing_to(&self, id: &str) -> Result<Option<String>> {
+        let want = layout::link_target(id);
+        for ent in fsutil::list_dir(&self.links_fd).ctx(|| format!("listing {}/l", self.home.display()))? {
+            if ent.file_type != FileType::Symlink {
+                continue;
+            }
+            let target = fsutil::read_link(&self.links_fd, &ent.name).ctx(|| "reading an l/ link".into())?;
+            if target.as_deref() == Some(want.as_bytes()) {
+                if let Ok(name) = ent.name.into_string() {
+                    return Ok(Some(name));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Ids of layers whose lower chain contains the short id `lid`.
     pub(crate) fn children_of(&self, lid: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for id in self.layer_ids()? {
-            if let Some(files) = self.read_layer_files(&id)? {
-                if let Some(lower) = files.lower {
-                    if let Ok(lids) = layout::parse_lower(&lower) {
-                        if lids.contains(&lid) {
-                            out.push(id);
-                        }
+            // A child whose lower cannot be read cannot be told apart; check reports it.
+            if let Some(meta) = self.read_layer_meta(&id)? {
+                if let Ok(Some(lids)) = meta.lower_lids() {
+                    if lids.contains(&lid) {
+                        out.push(id);
                     }
                 }
             }
@@ -521,6 +641,22 @@ impl Driver {
     pub fn exists(&self, id: &str) -> Result<bool> {
         id::validate(id)?;
         self.exists_unlocked(id)
+    }
+
+    /// The error for a new layer whose name is taken: by a layer, or by something else.
+    fn in_the_way(&self, id: &str) -> Error {
+        let cid = cstr(id).expect("validated");
+        match fsutil::file_type(&self.home_fd, &cid) {
+            Ok(Some(FileType::Directory)) | Err(_) => Error::Exists(id.to_owned()),
+            Ok(t) => Error::io(
+                format!(
+                    "creating layer {id:?}: {} is {}, not a layer directory (remove it by hand)",
+                    self.home.join(id).display(),
+                    t.map_or("gone", fsutil::type_name)
+                ),
+                Errno::EXIST,
+            ),
+        }
     }
 
     fn exists_unlocked(&self, id: &str) -> Result<bool> {
@@ -577,14 +713,17 @@ impl Driver {
         let mut recs = Vec::new();
         let mut by_lid = BTreeMap::new();
         for id in self.layer_ids()? {
-            let Some(files) = self.read_layer_files(&id)? else { continue };
-            let lid = files.link.as_deref().and_then(|l| layout::parse_link(l).ok()).map(str::to_owned);
+            let Some(meta) = self.read_layer_meta(&id)? else { continue };
+            let lid = meta.lid().map(str::to_owned);
             if let Some(l) = &lid {
                 by_lid.insert(l.clone(), id.clone());
             }
-            let lower: Option<Vec<String>> = files.lower.as_deref().map(|l| {
-                layout::parse_lower(l).map(|v| v.into_iter().map(str::to_owned).collect()).unwrap_or_default()
-            });
+            // An unreadable or malformed lower lists the layer with an unknown parent
+            // (depth 0); `check` says what is wrong with it.
+            let lower: Option<Vec<String>> = match meta.lower_lids() {
+                Ok(l) => l.map(|v| v.into_iter().map(str::to_owned).collect()),
+                Err(()) => Some(Vec::new()),
+            };
             recs.push((id, lid, lower));
         }
         let mut out = Vec::with_capacity(recs.len());
@@ -620,9 +759,23 @@ impl Driver {
         let cid = cstr(id).expect("validated");
         match fsutil::open_dir(&self.home_fd, &cid) {
             Ok(fd) => Ok(Some(fd)),
-            Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => Ok(None),
+            // A symlink or file under a layer's name is not a layer (as for `exists`).
+            Err(e)
+                if [Errno::NOENT, Errno::NOTDIR, Errno::LOOP]
+                    .iter()
+                    .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(Error::io(format!("opening layer {id:?}"), e)),
         }
+    }
+
+    /// [`Driver::read_layer_files`] that keeps going past a damaged file (see [`LayerMeta`]).
+    pub(crate) fn read_layer_meta(&self, id: &str) -> Result<Option<LayerMeta>> {
+        let Some(dir) = self.open_layer_dir(id)? else { return Ok(None) };
+        let read = |name| fsutil::read_small(&dir, name).map_err(|e| e.to_string());
+        Ok(Some(LayerMeta { link: read(layout::LINK), lower: read(layout::LOWER) }))
     }
 
     pub(crate) fn read_layer_files(&self, id: &str) -> Result<Option<LayerFiles>> {
@@ -643,8 +796,8 @@ impl Driver {
             }
         }
         for id in self.layer_ids()? {
-            if let Some(files) = self.read_layer_files(&id)? {
-                if files.link.as_deref().and_then(|l| layout::parse_link(l).ok()) == Some(lid) {
+            if let Some(meta) = self.read_layer_meta(&id)? {
+                if meta.lid() == Some(lid) {
                     return Ok(Some(id));
                 }
             }
@@ -670,7 +823,8 @@ pub(crate) struct Unlinked {
 
 impl Unlinked {
     pub(crate) fn delete(self, d: &Driver) -> Result<()> {
-        fsutil::remove_tree(&d.staging_fd, &self.trash).ctx(|| format!("deleting the files of layer {:?}", self.id))?;
+        fsutil::remove_tree(d.staging("removing a layer")?, &self.trash)
+            .ctx(|| format!("deleting the files of layer {:?}", self.id))?;
         drop(self.dir);
         Ok(())
     }
@@ -686,9 +840,10 @@ struct Staged {
 impl Staged {
     fn new(d: &Driver) -> Result<Staged> {
         let name = cstr(&format!("new-{}", fsutil::random_hex(12))).expect("ascii");
-        fsutil::mkdir(&d.staging_fd, &name, layout::LAYER_MODE, Some(Owner { uid: d.owner.uid, gid: d.root.gid }))
+        let staging = d.staging("creating a layer")?;
+        fsutil::mkdir(staging, &name, layout::LAYER_MODE, Some(Owner { uid: d.owner.uid, gid: d.root.gid }))
             .ctx(|| "creating a staging dir".into())?;
-        let fd = fsutil::open_dir(&d.staging_fd, &name).ctx(|| "opening a staging dir".into())?;
+        let fd = fsutil::open_dir(staging, &name).ctx(|| "opening a staging dir".into())?;
         fsutil::flock(&fd, true, false).ctx(|| "locking a staging dir".into())?;
         Ok(Staged { name, fd, short_link: None })
     }
@@ -698,7 +853,9 @@ impl Staged {
         if let Some(l) = &self.short_link {
             let _ = rfs::unlinkat(&d.links_fd, l, AtFlags::empty());
         }
-        let _ = fsutil::remove_tree(&d.staging_fd, &self.name);
+        if let Ok(staging) = d.staging("creating a layer") {
+            let _ = fsutil::remove_tree(staging, &self.name);
+        }
     }
 }
 
@@ -718,6 +875,54 @@ fn validate_create_opts(opts: &CreateOpts) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Opens `home` as a directory if it may be opened in `mode`: a store (it has `l/`), or in
+/// [`OpenMode::Create`] a missing or empty directory (created here). Anything else is refused
+/// before it is changed in any way.
+fn open_home(home: &Path, mode: OpenMode) -> Result<OwnedFd> {
+    let shown = home.display();
+    let fd = match fsutil::open_dir_path(home) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) && mode == OpenMode::Create => {
+            std::fs::create_dir_all(home).ctx(|| format!("creating store home {shown}"))?;
+            fsutil::open_dir_path(home).ctx(|| format!("opening store home {shown}"))?
+        }
+        Err(e) if e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) => {
+            return Err(Error::io(format!("store home {shown} is not a directory"), e));
+        }
+        Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
+            return Err(Error::io(
+                format!("store home {shown} does not exist (a command that writes, or `ovl2 init`, creates it)"),
+                e,
+            ));
+        }
+        Err(e) => return Err(Error::io(format!("opening store home {shown}"), e)),
+    };
+    match fsutil::file_type(&fd, layout::LINK_DIR).ctx(|| format!("stat of {shown}/l"))? {
+        Some(FileType::Directory) => return Ok(fd),
+        Some(_) => return Err(not_a_store(home, "its l is not a directory")),
+        None => {}
+    }
+    let empty = fsutil::list_dir(&fd).ctx(|| format!("listing {shown}"))?.is_empty();
+    match (empty, mode) {
+        (true, OpenMode::Create) => Ok(fd),
+        (true, _) => Err(not_a_store(home, "it is empty (a command that writes, or `ovl2 init`, creates a store)")),
+        (false, _) => Err(not_a_store(home, "it is not empty and has no l/ directory")),
+    }
+}
+
+fn not_a_store(home: &Path, why: &str) -> Error {
+    Error::InvalidArgument(format!("{} is not an ovl2/overlay2 store: {why}", home.display()))
+}
+
+/// Opens `dir/name` as a directory, `None` when it does not exist (read-only opens).
+fn open_optional_dir<Fd: AsFd>(dir: Fd, name: &std::ffi::CStr, home: &Path, what: &str) -> Result<Option<OwnedFd>> {
+    match fsutil::open_dir(dir, name) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => Ok(None),
+        Err(e) => Err(Error::io(format!("opening {}/{what}", home.display()), e)),
+    }
 }
 
 fn set_mode_owner_fd(fd: &OwnedFd, mode: u32, owner: Owner) -> std::io::Result<()> {

@@ -117,12 +117,26 @@ fn write_all(fd: &OwnedFd, mut data: &[u8]) -> io::Result<()> {
 }
 
 /// Reads a small metadata file; `Ok(None)` when it does not exist.
+///
+/// Never blocks and never follows: the open is `O_NOFOLLOW | O_NONBLOCK`, so a FIFO or a
+/// device planted in the store cannot hang the caller, and anything but a regular file of at
+/// most 1 MiB is refused (`InvalidData`, saying what was found) without reading it.
 pub fn read_small<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<Option<Vec<u8>>> {
-    let fd = match rfs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rfs::openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => return Err(bad_file("is a symlink (ovl2 never follows one here)")),
         Err(e) => return Err(e.into()),
     };
+    let st = rfs::fstat(&fd)?;
+    let ft = FileType::from_raw_mode(st.st_mode);
+    if ft != FileType::RegularFile {
+        return Err(bad_file(&format!("is {}, not a regular file", type_name(ft))));
+    }
+    if st.st_size > MAX_SMALL_FILE as i64 {
+        return Err(bad_file(&format!("is {} bytes, over the {MAX_SMALL_FILE}-byte limit", st.st_size)));
+    }
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
@@ -131,12 +145,30 @@ pub fn read_small<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<Option<Vec<u8>>>
             Ok(n) => {
                 out.extend_from_slice(&buf[..n]);
                 if out.len() > MAX_SMALL_FILE {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "file is too large"));
+                    return Err(bad_file(&format!("grew over the {MAX_SMALL_FILE}-byte limit while being read")));
                 }
             }
             Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+fn bad_file(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.to_owned())
+}
+
+/// "a directory", "a FIFO", ...: what a file type is, for messages.
+pub fn type_name(ft: FileType) -> &'static str {
+    match ft {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symlink",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Unknown => "of unknown type",
     }
 }
 

@@ -16,18 +16,32 @@ use crate::layout;
 /// A held store lock; dropping it releases the lock.
 #[derive(Debug)]
 pub struct StoreLock {
-    _fd: OwnedFd,
+    _fd: Option<OwnedFd>,
+}
+
+impl StoreLock {
+    /// No lock: a read-only open of a store no ovl2 writer has ever locked.
+    pub(crate) fn none() -> StoreLock {
+        StoreLock { _fd: None }
+    }
 }
 
 /// Takes the store lock, shared (readers) or exclusive (anything that changes the layout).
-pub fn lock_store<Fd: AsFd>(private_dir: Fd, exclusive: bool) -> Result<StoreLock> {
-    let fd = rustix::fs::openat(
+/// A read-only opener never creates the lock file: without one, no ovl2 writer is at work
+/// (every writer creates it before changing anything), so there is nothing to wait for.
+pub fn lock_store<Fd: AsFd>(private_dir: Fd, exclusive: bool, read_only: bool) -> Result<StoreLock> {
+    let flags = if read_only { OFlags::RDONLY } else { OFlags::RDWR | OFlags::CREATE };
+    // NONBLOCK: a FIFO planted as the lock file must not hang the open.
+    let fd = match rustix::fs::openat(
         private_dir,
         layout::LOCK,
-        OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        flags | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
         Mode::from_raw_mode(0o600),
-    )
-    .ctx(|| "opening the store lock .ovl2/lock".into())?;
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) if read_only => return Ok(StoreLock::none()),
+        Err(e) => return Err(crate::Error::io("opening the store lock .ovl2/lock", e)),
+    };
     fsutil::flock(&fd, exclusive, false).ctx(|| "locking the store".into())?;
-    Ok(StoreLock { _fd: fd })
+    Ok(StoreLock { _fd: Some(fd) })
 }

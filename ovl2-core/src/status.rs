@@ -87,18 +87,19 @@ impl Driver {
     }
 
     /// Whether readdir on the backing filesystem reports entry types (Docker refuses without).
+    /// Looks at `l/` in `home`, which every store has (`.ovl2/` may be missing read-only).
     pub(crate) fn supports_d_type(&self) -> Result<bool> {
         let fd = rustix::fs::openat(
-            &self.private_fd,
+            &self.home_fd,
             c".",
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
         )
-        .ctx(|| "opening .ovl2".into())?;
-        let mut dir = rustix::fs::Dir::read_from(&fd).ctx(|| "reading .ovl2".into())?;
+        .ctx(|| format!("opening {}", self.home.display()))?;
+        let mut dir = rustix::fs::Dir::read_from(&fd).ctx(|| format!("reading {}", self.home.display()))?;
         while let Some(ent) = dir.read() {
-            let ent = ent.ctx(|| "reading .ovl2".into())?;
-            if ent.file_name() == layout::STAGING {
+            let ent = ent.ctx(|| format!("reading {}", self.home.display()))?;
+            if ent.file_name() == layout::LINK_DIR {
                 return Ok(ent.file_type() != FileType::Unknown);
             }
         }

@@ -197,3 +197,25 @@ fn a_full_disk_at_any_point_leaves_nothing_behind() {
     assert!(d.check().unwrap().is_empty());
     eprintln!("  {failures} failed attempts, each rolled back completely");
 }
+
+/// `remove_container` takes the container's pending lock before it looks at the layers: while
+/// another process is creating the container, the answer is "busy", not a "does not exist"
+/// read before the creator finished.
+#[test]
+fn remove_container_takes_its_lock_before_reading() {
+    let s = Scratch::new("ctr-rm-lock");
+    let home = s.home();
+    let d = image(&home);
+    // What a creator holds while it works: the flocked record .ovl2/pending/<ctr>.
+    let record = std::fs::File::create(home.join(".ovl2/pending/c1")).unwrap();
+    rustix::fs::flock(&record, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let e = d.remove_container("c1", false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    assert!(e.to_string().contains("another process is creating this container"), "{e}");
+    drop(record);
+    // Its owner gone, the record is a leftover: removal of a container that does not exist
+    // says so and leaves no record behind.
+    std::fs::remove_file(home.join(".ovl2/pending/c1")).unwrap();
+    assert_eq!(d.remove_container("c1", false).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(std::fs::read_dir(home.join(".ovl2/pending")).unwrap().count(), 0);
+}

@@ -4,7 +4,7 @@
 use std::ffi::{c_char, CString};
 use std::os::unix::ffi::OsStrExt;
 
-use ovl2_core::{CreateOpts, Driver, MountStrategy, Options, Owner};
+use ovl2_core::{CreateOpts, Driver, MountStrategy, OpenMode, Options, Owner};
 
 use crate::args::{c_string_opt, opt_str_arg, out_arg, path_arg, sized_struct, str_arg, str_array};
 use crate::error::{boundary, guard, ovl2_error, ovl2_status, Failure, FfiResult};
@@ -49,7 +49,21 @@ pub struct ovl2_options {
     /// features" (e.g. "lowerdir+fd"), to work around a buggy kernel; borrowed for the call.
     /// NULL (the default) means the `OVL2_DISABLE_FEATURES` environment variable, if set.
     pub disabled_features: *const c_char,
+    /// What opening may do to `home`: one of the `OVL2_OPEN_*` values. Default
+    /// `OVL2_OPEN_CREATE`. (A later field: callers built against a header without it pass
+    /// a smaller `size` and get the default.)
+    pub open_mode: u32,
 }
+
+/// `ovl2_options.open_mode`: open the store, creating it when `home` is missing or an empty
+/// directory (the default). A non-empty directory that is not a store is refused.
+pub const OVL2_OPEN_CREATE: u32 = 0;
+/// `ovl2_options.open_mode`: open an existing store for reading and writing, never create one.
+pub const OVL2_OPEN_EXISTING: u32 = 1;
+/// `ovl2_options.open_mode`: open an existing store and never write to it (nothing created,
+/// chmod-ed or chown-ed, no repair on open); writing calls fail with OVL2_STATUS_PERMISSION
+/// (errno EROFS). Works on a read-only file system and on a store Docker wrote.
+pub const OVL2_OPEN_READ_ONLY: u32 = 2;
 
 /// `ovl2_options.mount_strategy`: `OVL2_MOUNT_STRATEGY` from the environment, else auto.
 pub const OVL2_MOUNT_STRATEGY_DEFAULT: u32 = 0;
@@ -73,6 +87,7 @@ impl ovl2_options {
             root_gid: 0,
             mount_strategy: OVL2_MOUNT_STRATEGY_DEFAULT,
             disabled_features: std::ptr::null(),
+            open_mode: OVL2_OPEN_CREATE,
         }
     }
 }
@@ -130,16 +145,19 @@ pub extern "C" fn ovl2_create_opts_init(opts: *mut ovl2_create_opts) -> ovl2_sta
     boundary(std::ptr::null_mut(), || unsafe { out_arg(opts, "opts", ovl2_create_opts::defaults()) }.map(drop))
 }
 
-/// Opens (creating when missing) the store at `home` and repairs what a crash left behind
-/// unless `opts->repair_on_open` is false. A relative `home` is resolved against the current
+/// Opens the store at `home` as `opts->open_mode` allows (by default creating it when `home`
+/// is missing or an empty directory) and repairs what a crash left behind unless
+/// `opts->repair_on_open` is false or the mode is `OVL2_OPEN_READ_ONLY`. A relative `home` is resolved against the current
 /// directory once, here; `ovl2_home` returns the absolute path.
 ///
 /// `opts` may be NULL for the defaults. On success `*out` is a new handle that the caller
 /// releases with `ovl2_close`; on failure `*out` is NULL.
 ///
 /// Errors: INVALID_ARGUMENT (NULL or empty `home`, NULL `out`, max_depth outside 1..=500,
-/// bad `opts->size`, unknown mount strategy or feature name, bad `OVL2_MOUNT_STRATEGY`),
-/// PERMISSION, IO, CORRUPT (repair found damage it cannot fix).
+/// bad `opts->size`, unknown mount strategy, open mode or feature name, bad
+/// `OVL2_MOUNT_STRATEGY`, `home` is a non-empty directory that is not a store), NOT_FOUND
+/// (`home` is missing and the mode does not create), PERMISSION, IO (`home` is not a
+/// directory: errno ENOTDIR), CORRUPT (repair found damage it cannot fix).
 #[no_mangle]
 pub extern "C" fn ovl2_open(
     home: *const c_char,
@@ -163,6 +181,12 @@ pub extern "C" fn ovl2_open(
             OVL2_MOUNT_STRATEGY_LEGACY => Some(MountStrategy::Legacy),
             other => return Err(Failure::invalid(format!("unknown mount_strategy {other}"))),
         };
+        let open_mode = match o.open_mode {
+            OVL2_OPEN_CREATE => OpenMode::Create,
+            OVL2_OPEN_EXISTING => OpenMode::Existing,
+            OVL2_OPEN_READ_ONLY => OpenMode::ReadOnly,
+            other => return Err(Failure::invalid(format!("unknown open_mode {other}"))),
+        };
         // SAFETY: NULL or a NUL-terminated string (documented field contract).
         let disabled_features = unsafe { opt_str_arg(o.disabled_features, "opts->disabled_features")? }
             .map(|s| s.split(',').map(str::trim).filter(|f| !f.is_empty()).map(str::to_owned).collect())
@@ -174,6 +198,7 @@ pub extern "C" fn ovl2_open(
             repair_on_open: o.repair_on_open,
             mount_strategy,
             disabled_features,
+            open_mode,
         };
         let inner = Driver::open(home, options)?;
         let home =

@@ -55,7 +55,8 @@ impl From<ovl2_core::Error> for Failure {
 pub(crate) fn open_error(err: io::Error, path: PathBuf) -> PyErr {
     match err.raw_os_error() {
         Some(errno) => PyOSError::new_err((errno, strerror(errno), path.into_os_string())),
-        None => PyOSError::new_err((err.to_string(), path.into_os_string())),
+        // Never a string where the errno goes: `OSError.errno` must be an int or None.
+        None => PyOSError::new_err(format!("{err}: {}", path.display())),
     }
 }
 
@@ -104,6 +105,16 @@ fn is_int(obj: &Bound<'_, PyAny>) -> bool {
     obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>()
 }
 
+/// A path argument (str or `os.PathLike`). A NUL in it raises `ValueError("embedded null
+/// byte")`, as Python's own `os` functions do, instead of reaching a system call.
+pub(crate) fn fs_path(obj: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
+    let p: PathBuf = obj.extract()?;
+    if std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).contains(&0) {
+        return Err(PyValueError::new_err("embedded null byte"));
+    }
+    Ok(p)
+}
+
 fn is_path(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(obj.is_instance_of::<PyString>() || obj.hasattr(intern!(obj.py(), "__fspath__"))?)
 }
@@ -116,7 +127,7 @@ impl Source {
         } else if obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>() {
             Ok(Source::Bytes(obj.extract()?))
         } else if is_path(obj)? {
-            Ok(Source::Path(obj.extract()?))
+            Ok(Source::Path(fs_path(obj)?))
         } else if obj.hasattr(intern!(obj.py(), "read"))? {
             Ok(Source::File(obj.clone().unbind()))
         } else {
@@ -151,7 +162,7 @@ impl Dest {
         if is_int(obj) {
             Ok(Dest::Fd(dup_fd(obj)?))
         } else if is_path(obj)? {
-            Ok(Dest::Path(obj.extract()?))
+            Ok(Dest::Path(fs_path(obj)?))
         } else if obj.hasattr(intern!(obj.py(), "write"))? {
             Ok(Dest::File(obj.clone().unbind()))
         } else {

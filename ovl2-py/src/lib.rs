@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ovl2_core::{
-    ApplyOpts, ContainerOpts, CreateOpts, DiffOpts, InitEntry, InitKind, MountOpts, MountStrategy, Options, Owner,
+    ApplyOpts, ContainerOpts, CreateOpts, DiffOpts, InitEntry, InitKind, MountOpts, MountStrategy, OpenMode, Options,
+    Owner,
 };
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -83,23 +84,39 @@ impl PyDriver {
 #[pymethods]
 impl PyDriver {
     #[new]
-    /// Opens (creating when missing) the store at `home`, repairing crash leftovers unless
-    /// `repair_on_open=False`.
+    /// Opens the store at `home` as `open_mode` allows ("create", the default, makes one in a
+    /// missing or empty directory; "existing"; "read_only"), repairing crash leftovers unless
+    /// `repair_on_open=False` or read-only.
     #[pyo3(signature = (
         home, *, sync = true, max_depth = 500, repair_on_open = true,
-        root = None, mount_strategy = None, disabled_features = None,
+        root = None, mount_strategy = None, disabled_features = None, open_mode = "create",
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        home: PathBuf,
+        home: &Bound<'_, PyAny>,
         sync: bool,
         max_depth: usize,
         repair_on_open: bool,
         root: Option<(u32, u32)>,
         mount_strategy: Option<&str>,
         disabled_features: Option<Vec<String>>,
+        open_mode: &str,
     ) -> PyResult<Self> {
+        let home = io::fs_path(home)?;
+        let open_mode = match open_mode {
+            "create" => OpenMode::Create,
+            "existing" => OpenMode::Existing,
+            "read_only" => OpenMode::ReadOnly,
+            other => {
+                return Err(errors::to_pyerr(
+                    py,
+                    ovl2_core::Error::InvalidArgument(format!(
+                        "open_mode must be \"create\", \"existing\" or \"read_only\", not {other:?}"
+                    )),
+                ))
+            }
+        };
         let mount_strategy = match mount_strategy {
             None => None,
             Some(s) => Some(s.parse::<MountStrategy>().map_err(|e| {
@@ -113,6 +130,7 @@ impl PyDriver {
             repair_on_open,
             mount_strategy,
             disabled_features: disabled_features.unwrap_or_default(),
+            open_mode,
         };
         let driver = py.detach(move || ovl2_core::Driver::open(home, options)).map_err(|e| errors::to_pyerr(py, e))?;
         let home = driver.home().to_path_buf();

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 import stat
@@ -215,3 +216,30 @@ def test_a_store_written_here_is_read_by_a_second_driver(home: pathlib.Path) -> 
         two.create("b", "a")
         assert one.parent("b") == "a"
         assert [l.id for l in one.layers()] == [l.id for l in two.layers()] == ["a", "b"]
+
+
+def test_open_modes(home: pathlib.Path) -> None:
+    for mode in ("existing", "read_only"):
+        with pytest.raises(ovl2.LayerNotFoundError) as ei:
+            ovl2.Driver(home, open_mode=mode)
+        assert ei.value.errno == errno.ENOENT
+        assert "does not exist" in str(ei.value)
+        assert not home.exists()
+    with ovl2.Driver(home, open_mode="create") as d:
+        d.create("base")
+        d.create("app", "base")
+    os.remove(home / ".ovl2" / "lock")
+    before = sorted((str(p), p.lstat().st_mode) for p in home.rglob("*"))
+    with ovl2.Driver(home, open_mode="read_only") as d:
+        assert [layer.id for layer in d.layers()] == ["app", "base"]
+        assert d.check() == []
+        for call in (lambda: d.create("x"), lambda: d.remove("app"), lambda: d.check(repair=True)):
+            with pytest.raises(ovl2.PermissionDeniedError) as refused:
+                call()
+            assert refused.value.errno == errno.EROFS
+            assert "opened read-only" in str(refused.value)
+    assert sorted((str(p), p.lstat().st_mode) for p in home.rglob("*")) == before
+    with ovl2.Driver(home, open_mode="existing") as d:
+        d.create("x")
+    with pytest.raises(ovl2.InvalidArgumentError, match="open_mode"):
+        ovl2.Driver(home, open_mode="sideways")  # type: ignore[arg-type]

@@ -228,3 +228,34 @@ def test_messages_carry_no_rust_debug_text(driver: ovl2.Driver, home: pathlib.Pa
         messages.append(str(ei.value))
     assert [m for m in messages if rust_debug_text(m)] == []
     assert not driver.exists("x") and not driver.exists("c")
+
+
+def test_a_home_that_is_not_a_directory_says_so() -> None:
+    # It raised LayerExistsError (EEXIST from creating the home) before.
+    with pytest.raises(ovl2.Error) as ei:
+        ovl2.Driver("/dev/null")
+    assert not isinstance(ei.value, ovl2.LayerExistsError)
+    assert ei.value.errno == errno.ENOTDIR
+    assert "/dev/null is not a directory" in str(ei.value)
+
+
+def test_a_directory_that_is_not_a_store_is_refused_untouched() -> None:
+    before = os.stat("/proc/self")
+    with pytest.raises(ovl2.InvalidArgumentError) as ei:
+        ovl2.Driver("/proc/self")
+    assert "/proc/self is not an ovl2/overlay2 store" in str(ei.value)
+    after = os.stat("/proc/self")
+    assert (before.st_mode, before.st_uid, before.st_gid) == (after.st_mode, after.st_uid, after.st_gid)
+
+
+def test_a_nul_in_a_path_is_a_value_error_as_in_os(home: pathlib.Path, driver: ovl2.Driver) -> None:
+    # It was OSError with the message where the errno goes ("[Errno file name contained ...]").
+    with pytest.raises(ValueError, match="embedded null byte"):
+        os.stat("a\0b")
+    with pytest.raises(ValueError, match="embedded null byte"):
+        ovl2.Driver(str(home) + "\0x")
+    driver.create("base")
+    with pytest.raises(ValueError, match="embedded null byte"):
+        driver.apply_diff("base", str(home / "x\0.tar"))
+    with pytest.raises(ValueError, match="embedded null byte"):
+        driver.diff("base", str(home / "out\0.tar"))

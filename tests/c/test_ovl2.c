@@ -211,6 +211,60 @@ static void test_open_errors(void) {
     FAILS_NOERR(ovl2_open(NULL, NULL, &d, NULL), OVL2_STATUS_INVALID_ARGUMENT, "open(NULL home)");
 }
 
+/* open_mode: only OVL2_OPEN_CREATE makes a store; nothing is made in a non-empty directory
+ * that is not a store; a read-only handle refuses writes with EROFS. */
+static void test_open_modes(void) {
+    char home[PATH_MAX], other[PATH_MAX], junk[PATH_MAX];
+    path_in(home, "store-modes");
+    ovl2_driver *d = NULL;
+    ovl2_options o;
+    ovl2_options_init(&o);
+    CHECK(o.open_mode == OVL2_OPEN_CREATE, "open_mode defaults to OVL2_OPEN_CREATE");
+    o.open_mode = OVL2_OPEN_READ_ONLY;
+    FAILS(ovl2_open(home, &o, &d, &e_), OVL2_STATUS_NOT_FOUND, ENOENT, "read-only open of a missing home");
+    o.open_mode = OVL2_OPEN_EXISTING;
+    FAILS(ovl2_open(home, &o, &d, &e_), OVL2_STATUS_NOT_FOUND, ENOENT, "existing open of a missing home");
+    struct stat st;
+    CHECK(stat(home, &st) != 0 && errno == ENOENT, "no store was created");
+    o.open_mode = 7;
+    FAILS(ovl2_open(home, &o, &d, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "unknown open_mode");
+
+    /* A caller built before open_mode existed gets OVL2_OPEN_CREATE. */
+    ovl2_options_init(&o);
+    o.size = offsetof(ovl2_options, open_mode);
+    o.open_mode = OVL2_OPEN_READ_ONLY; /* beyond the caller's size: must be ignored */
+    OK(ovl2_open(home, &o, &d, &e_), "open(struct without open_mode) creates");
+    OK(ovl2_create(d, "base", NULL, NULL, &e_), "create base");
+    ovl2_close(d);
+
+    ovl2_options_init(&o);
+    o.open_mode = OVL2_OPEN_READ_ONLY;
+    OK(ovl2_open(home, &o, &d, &e_), "read-only open of a store");
+    FAILS(ovl2_create(d, "x", NULL, NULL, &e_), OVL2_STATUS_PERMISSION, EROFS, "create on a read-only handle");
+    FAILS(ovl2_remove(d, "base", true, &e_), OVL2_STATUS_PERMISSION, EROFS, "remove on a read-only handle");
+    ovl2_close(d);
+
+    /* A directory that is not a store is refused in every mode, and left as it was. */
+    path_in(other, "not-a-store");
+    mkdir(other, 01777);
+    chmod(other, 01777);
+    snprintf(junk, sizeof junk, "%s/someone-elses", other);
+    FILE *f = fopen(junk, "w");
+    fclose(f);
+    for (uint32_t m = OVL2_OPEN_CREATE; m <= OVL2_OPEN_READ_ONLY; m++) {
+        o.open_mode = m;
+        FAILS(ovl2_open(other, &o, &d, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "open of a non-store dir");
+    }
+    CHECK(stat(other, &st) == 0 && (st.st_mode & 07777) == 01777, "mode kept: %o", st.st_mode & 07777);
+    snprintf(junk, sizeof junk, "%s/l", other);
+    CHECK(stat(junk, &st) != 0, "no l/ made in a non-store dir");
+
+    ovl2_error *e = NULL;
+    CHECK(ovl2_open("/dev/null", NULL, &d, &e) != OVL2_STATUS_OK && ovl2_error_errno(e) == ENOTDIR,
+          "/dev/null is not a directory: %s", ovl2_error_message(e));
+    ovl2_error_free(e);
+}
+
 static int has_kv(const ovl2_kv_list *l, const char *k, const char *v) {
     for (size_t i = 0; i < l->len; i++)
         if (strcmp(l->items[i].key, k) == 0) return v == NULL || strcmp(l->items[i].value, v) == 0;
@@ -1137,6 +1191,7 @@ int main(int argc, char **argv) {
     test_static_strings();
     test_null_tolerance();
     test_open_errors();
+    test_open_modes();
     test_layers();
     test_max_depth();
     test_threads();

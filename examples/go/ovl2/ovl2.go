@@ -143,7 +143,25 @@ func WithDisabledFeatures(names ...string) Option {
 	return func(c *config) { c.disabled = strings.Join(names, ",") }
 }
 
-// Open opens (creating when missing) the store at home.
+// OpenMode says what Open may do to the home directory.
+type OpenMode int
+
+// Open modes. Whatever the mode, a non-empty directory that is not a store is refused.
+const (
+	// OpenCreate opens the store, creating it in a missing or empty directory (the default).
+	OpenCreate OpenMode = C.OVL2_OPEN_CREATE
+	// OpenExisting opens an existing store for reading and writing, never creating one.
+	OpenExisting OpenMode = C.OVL2_OPEN_EXISTING
+	// OpenReadOnly opens an existing store and never writes to it: no repair on open, and
+	// writing calls fail with ErrPermission (EROFS). Works on a read-only file system.
+	OpenReadOnly OpenMode = C.OVL2_OPEN_READ_ONLY
+)
+
+// WithOpenMode sets what Open may do to the home directory (default OpenCreate).
+func WithOpenMode(m OpenMode) Option { return func(c *config) { c.opts.open_mode = C.uint32_t(m) } }
+
+// Open opens the store at home as the open mode allows (by default creating it when home
+// is missing or an empty directory).
 func Open(home string, opts ...Option) (*Driver, error) {
 	var c config
 	C.ovl2_options_init(&c.opts)

@@ -95,6 +95,41 @@ func TestOpenOptions(t *testing.T) {
 	}
 }
 
+func TestOpenModes(t *testing.T) {
+	dir := t.TempDir()
+	home := filepath.Join(dir, "s")
+	for _, m := range []ovl2.OpenMode{ovl2.OpenExisting, ovl2.OpenReadOnly} {
+		_, err := ovl2.Open(home, ovl2.WithOpenMode(m))
+		wantErr(t, err, ovl2.ErrNotFound, syscall.ENOENT, "open", "")
+		if _, err := os.Stat(home); !os.IsNotExist(err) {
+			t.Fatalf("mode %d created the store", m)
+		}
+	}
+	d, err := ovl2.Open(home, ovl2.WithOpenMode(ovl2.OpenCreate))
+	must(t, err)
+	must(t, d.Create("base", "", nil))
+	must(t, d.Close())
+	ro, err := ovl2.Open(home, ovl2.WithOpenMode(ovl2.OpenReadOnly))
+	must(t, err)
+	defer ro.Close()
+	layers, err := ro.Layers()
+	must(t, err)
+	if len(layers) != 1 {
+		t.Fatalf("layers: %v", layers)
+	}
+	wantErr(t, ro.Create("x", "", nil), ovl2.ErrPermission, syscall.EROFS, "create", "x")
+
+	// A directory that is not a store is refused, whatever the mode, and left alone.
+	other := filepath.Join(dir, "other")
+	must(t, os.Mkdir(other, 0o755))
+	must(t, os.WriteFile(filepath.Join(other, "f"), nil, 0o600))
+	_, err = ovl2.Open(other)
+	wantErr(t, err, ovl2.ErrInvalidArgument, syscall.EINVAL, "open", "")
+	if _, err := os.Stat(filepath.Join(other, "l")); !os.IsNotExist(err) {
+		t.Fatal("open made l/ in a directory that is not a store")
+	}
+}
+
 func hasPair(st [][2]string, k, v string) bool {
 	for _, p := range st {
 		if p[0] == k {

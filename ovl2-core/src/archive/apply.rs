@@ -125,6 +125,7 @@ impl Driver {
         if let Some(p) = parent {
             id::validate(p)?;
         }
+        self.writable("applying a layer archive")?;
         let native = self.parent(id)?.as_deref() == parent;
         if let (false, Some(p)) = (native, parent) {
             // Docker's naive path never looks at the parent, but a name that is no layer is
@@ -315,12 +316,13 @@ impl Stage {
     fn new(d: &Driver) -> Result<Stage> {
         // Repair (exclusive store lock) deletes staging entries it can flock; hold the lock
         // shared until ours is flocked, or another process's open could delete it first.
+        let staging = d.staging("applying a layer archive")?;
         let _store = d.lock(false)?;
         let name = cstr(&format!("apply-{}", fsutil::random_hex(12))).expect("ascii");
-        fsutil::mkdir(&d.staging_fd, &name, layout::PRIVATE_MODE, Some(d.owner))
+        fsutil::mkdir(staging, &name, layout::PRIVATE_MODE, Some(d.owner))
             .ctx(|| "creating an apply staging dir".into())?;
         let setup = || -> Result<(OwnedFd, OwnedFd)> {
-            let fd = fsutil::open_dir(&d.staging_fd, &name).ctx(|| "opening an apply staging dir".into())?;
+            let fd = fsutil::open_dir(staging, &name).ctx(|| "opening an apply staging dir".into())?;
             fsutil::flock(&fd, true, false).ctx(|| "locking an apply staging dir".into())?;
             fsutil::mkdir(&fd, layout::DIFF, layout::DIFF_MODE, Some(d.root))
                 .ctx(|| "creating the staged diff".into())?;
@@ -330,7 +332,7 @@ impl Stage {
         match setup() {
             Ok((fd, diff)) => Ok(Stage { name, fd, diff }),
             Err(e) => {
-                let _ = fsutil::remove_tree(&d.staging_fd, &name);
+                let _ = fsutil::remove_tree(staging, &name);
                 Err(e)
             }
         }
@@ -338,7 +340,9 @@ impl Stage {
 
     /// Deletes the staging dir: the failed extraction, or the old empty diff after a swap.
     fn discard(self, d: &Driver) {
-        let _ = fsutil::remove_tree(&d.staging_fd, &self.name);
+        if let Ok(staging) = d.staging("applying a layer archive") {
+            let _ = fsutil::remove_tree(staging, &self.name);
+        }
     }
 }
 
@@ -1000,7 +1004,7 @@ impl Extractor<'_> {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
                     return Err(match err.kind() {
-                        io::ErrorKind::UnexpectedEof => refuse(at, format!("data ends early (truncated): {err}")),
+                        io::ErrorKind::UnexpectedEof => refuse(at, format!("unexpected EOF, data ends early (truncated): {err}")),
                         _ => refuse(at, format!("reading the entry's data: {err}")),
                     })
                 }

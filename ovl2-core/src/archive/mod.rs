@@ -79,8 +79,10 @@ impl Driver {
                 Ok(st) if st.st_dev != home_dev && other != id => {}
                 _ => continue,
             }
-            let Some(lower) = self.read_layer_files(&other)?.and_then(|f| f.lower) else { continue };
-            if layout::parse_lower(&lower).is_ok_and(|lids| lids.contains(&lid)) {
+            // A damaged layer's lower cannot be read; `check` reports it, and it must not
+            // stop an apply into another layer.
+            let Some(meta) = self.read_layer_meta(&other)? else { continue };
+            if meta.lower_lids().is_ok_and(|lids| lids.is_some_and(|l| l.contains(&lid))) {
                 return Err(Error::Busy {
                     id: id.to_owned(),
                     reason: format!("layer {other:?} builds on it and is mounted; put it first"),

@@ -175,7 +175,14 @@ impl Driver {
 
     /// Kernel features found by the probes (cached per store and boot).
     pub fn features(&self) -> &Features {
-        self.mounts.features.get_or_init(|| probe::load_or_probe(&self.private_fd).without(&self.mounts.disabled))
+        self.mounts.features.get_or_init(|| {
+            let found = match &self.private_fd {
+                Some(p) if !self.is_read_only() => probe::load_or_probe(p),
+                // Read-only: the cached result, else a probe outside the store.
+                p => p.as_ref().and_then(probe::load_cached).unwrap_or_else(probe::probe_elsewhere),
+            };
+            found.without(&self.mounts.disabled)
+        })
     }
 
     /// Docker's `Get`: mounts the layer (or takes another reference to its mount) and returns
@@ -187,6 +194,7 @@ impl Driver {
     /// [`Driver::get`] with every option.
     pub fn get_with(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
         id::validate(id)?;
+        self.writable("mounting a layer")?;
         if let Some(l) = &opts.mount_label {
             if let Some(c) = l.chars().find(|c| matches!(c, '\0' | '"' | ',')) {
                 let what = match c {
@@ -274,6 +282,7 @@ impl Driver {
     /// unmounts when none is left. A base layer's put is a no-op, as in Docker.
     pub fn put(&self, id: &str) -> Result<()> {
         id::validate(id)?;
+        self.writable("unmounting a layer")?;
         let slot = self.mounts.slot(id);
         let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
         if held.count > 1 {
@@ -332,6 +341,7 @@ impl Driver {
     /// Unmounts every layer of this store, whoever holds it, and forgets all references
     /// (Docker's `Cleanup`).
     pub fn cleanup(&self) -> Result<()> {
+        self.writable("unmounting the store's layers")?;
         let mut ids: Vec<String> = self.recorded_mounts()?;
         ids.extend(self.layer_ids()?);
         ids.sort();
@@ -371,7 +381,7 @@ impl Driver {
         let recorded = rec.total() > 0;
         rec.drop_dead();
         let mut mounted = self.is_mounted(&layer.fd)?;
-        if mounted && recorded && rec.total() == 0 {
+        if mounted && recorded && rec.total() == 0 && !self.is_read_only() {
             // Every holder died: the mount is nobody's. Take it down now, under the layer
             // lock, so no caller can stack a second mount on the same upper and workdir.
             self.unmount_layer(id, layer)?;
@@ -592,10 +602,17 @@ impl Driver {
     }
 
     fn mounts_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>> {
-        Ok(std::os::fd::AsFd::as_fd(&self.mount_records_fd))
+        match &self.mount_records_fd {
+            Some(fd) => Ok(std::os::fd::AsFd::as_fd(fd)),
+            None => Err(Error::io(".ovl2/mounts", rustix::io::Errno::NOENT)),
+        }
     }
 
     fn recorded_mounts(&self) -> Result<Vec<String>> {
+        if self.mount_records_fd.is_none() {
+            // A read-only open of a store without records: ovl2 never mounted anything here.
+            return Ok(Vec::new());
+        }
         let fd = self.mounts_fd()?;
         Ok(fsutil::list_dir(fd)
             .ctx(|| "listing .ovl2/mounts".into())?

@@ -92,17 +92,33 @@ fn cache_key() -> String {
 
 /// Returns the cached features for this boot, probing (and caching) when there are none.
 pub(crate) fn load_or_probe(private_fd: &OwnedFd) -> Features {
-    let key = cache_key();
-    if let Ok(Some(bytes)) = fsutil::read_small(private_fd, c"features") {
-        let text = String::from_utf8_lossy(&bytes);
-        let mut lines = text.lines();
-        if lines.next() == Some(key.as_str()) {
-            return Features::decode(lines.next().unwrap_or(""));
-        }
+    if let Some(f) = load_cached(private_fd) {
+        return f;
     }
     let f = probe(private_fd);
+    let key = cache_key();
     let _ = fsutil::write_atomic(private_fd, c"features", format!("{key}\n{}\n", f.encode()).as_bytes(), 0o600, false);
     f
+}
+
+/// The features cached for this boot, if any; never writes.
+pub(crate) fn load_cached(private_fd: &OwnedFd) -> Option<Features> {
+    let bytes = fsutil::read_small(private_fd, c"features").ok()??;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines = text.lines();
+    (lines.next() == Some(cache_key().as_str())).then(|| Features::decode(lines.next().unwrap_or("")))
+}
+
+/// Probes in a scratch dir under the system temp dir, for a store opened read-only.
+pub(crate) fn probe_elsewhere() -> Features {
+    match fsutil::open_dir_path(&std::env::temp_dir()) {
+        Ok(tmp) => probe(&tmp),
+        Err(_) => Features {
+            index_param: overlay_param("index").is_some(),
+            userxattr: in_user_namespace(),
+            ..Features::default()
+        },
+    }
 }
 
 /// Tries each feature on scratch dirs in `.ovl2/probe-<random>`. Only the superblock is

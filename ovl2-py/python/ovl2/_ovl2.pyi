@@ -80,8 +80,12 @@ class Driver:
         root: Optional[Tuple[int, int]] = None,
         mount_strategy: Optional[Literal["auto", "new", "legacy"]] = None,
         disabled_features: Optional[Sequence[str]] = None,
+        open_mode: Literal["create", "existing", "read_only"] = "create",
     ) -> Driver:
-        """Opens the store at ``home``, creating it when missing.
+        """Opens the store at ``home`` as ``open_mode`` allows.
+
+        A directory that exists, is not empty and is not a store (it has no ``l/``) is
+        refused and left untouched, whatever the mode.
 
         :param sync: fsync metadata files and directories so a power cut cannot lose them.
         :param max_depth: deepest chain allowed, counting the layer itself (1..500);
@@ -96,8 +100,16 @@ class Driver:
         :param disabled_features: kernel features to treat as absent (names as
             :meth:`features` reports them, e.g. ``"lowerdir+fd"``); works around a buggy
             kernel. None or empty: ``$OVL2_DISABLE_FEATURES`` (comma-separated).
-        :raises InvalidArgumentError: ``max_depth`` out of range, an unknown strategy or feature.
-        :raises Error: the home cannot be created or opened.
+        :param open_mode: ``"create"`` (the default) makes a store in a missing or empty
+            directory; ``"existing"`` opens only an existing store; ``"read_only"`` opens an
+            existing store and never writes to it (nothing created, chmod-ed or chown-ed, no
+            repair on open; writing calls raise :class:`PermissionDeniedError`, errno EROFS),
+            which works on a read-only file system and on a store Docker wrote.
+        :raises InvalidArgumentError: ``max_depth`` out of range, an unknown strategy, feature
+            or open mode, or ``home`` is a non-empty directory that is not a store.
+        :raises LayerNotFoundError: ``home`` is missing and ``open_mode`` does not create.
+        :raises ValueError: ``home`` contains a NUL byte (as Python's ``os`` functions).
+        :raises Error: the home cannot be created or opened (errno ENOTDIR: not a directory).
         """
     @property
     def home(self) -> pathlib.Path:
