@@ -1004,7 +1004,9 @@ impl Extractor<'_> {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
                     return Err(match err.kind() {
-                        io::ErrorKind::UnexpectedEof => refuse(at, format!("unexpected EOF, data ends early (truncated): {err}")),
+                        io::ErrorKind::UnexpectedEof => {
+                            refuse(at, format!("unexpected EOF, data ends early (truncated): {err}"))
+                        }
                         _ => refuse(at, format!("reading the entry's data: {err}")),
                     })
                 }
