@@ -208,7 +208,7 @@ impl Driver {
             // download looks exactly like that, so ovl2 insists on the end-of-archive block.
             return Err(Error::CorruptArchive {
                 at: format!("byte {} (after {last})", stream.pos),
-                reason: "stream ends without the end-of-archive block (truncated)".into(),
+                reason: "unexpected EOF: the stream ends without the end-of-archive block (truncated)".into(),
             });
         }
         x.stats.tar_bytes = stream.pos;
