@@ -60,6 +60,9 @@ pub enum ProblemKind {
     /// Something inside `.ovl2/empty`, the always-empty lower of read-only base-layer mounts
     /// (mounts refuse it); repair empties it.
     NotEmptyEmptyDir,
+    /// A layer's `merged` that is not a directory (a symlink would aim a mount outside the
+    /// store; mounts refuse it); repair removes it, as `merged` exists only while mounted.
+    BadMerged,
 }
 
 /// One thing `check` found.

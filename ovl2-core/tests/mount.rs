@@ -446,6 +446,16 @@ fn symlinked_layer_dirs_are_refused_on_every_strategy() {
             assert!(d.mounts().unwrap().is_empty(), "{method}, {what}: no reference left");
             assert!(!mounted_at(&home.join(id).join("merged")));
         }
+        // check names a symlinked merged/, and repair removes it (merged/ exists only
+        // while mounted), leaving the host dir alone.
+        let merged = home.join("ctr/merged");
+        std::os::unix::fs::symlink(&host, &merged).unwrap();
+        let raw = Driver::open(&home, Options { repair_on_open: false, ..Options::default() }).unwrap();
+        let p = raw.check().unwrap();
+        assert!(p.iter().any(|p| p.kind == ovl2_core::ProblemKind::BadMerged && p.detail.contains("symlink")), "{p:?}");
+        raw.repair().unwrap();
+        assert!(std::fs::symlink_metadata(&merged).is_err(), "repair removed the symlink");
+        assert!(host.join("hostfile").exists());
         // And with everything back in place, the same driver mounts.
         assert_eq!(exercise_rw(&d, &home, "rw3", 3), method);
     }

@@ -451,6 +451,26 @@ impl Driver {
                 repairable: true,
             });
         }
+        for id in self.layer_ids()? {
+            let Some(dir) = self.open_layer_dir(&id)? else { continue };
+            match fsutil::file_type(&dir, layout::MERGED).ctx(|| format!("stat of {id}/merged"))? {
+                None | Some(FileType::Directory) => continue,
+                Some(t) => {
+                    if fix {
+                        match rustix::fs::unlinkat(&dir, layout::MERGED, AtFlags::empty()) {
+                            Ok(()) | Err(Errno::NOENT) => {}
+                            Err(e) => return Err(Error::io(format!("removing {id}/merged"), e)),
+                        }
+                    }
+                    problems.push(crate::Problem {
+                        layer: Some(id.clone()),
+                        kind: crate::ProblemKind::BadMerged,
+                        detail: format!("{id}/merged is a {}, not a directory", refs::type_name(t)),
+                        repairable: true,
+                    });
+                }
+            }
+        }
         // A read-only open of a store without `.ovl2/` has no empty dir to check.
         let Some(private) = &self.private_fd else { return Ok(()) };
         if let Some(why) = engine::empty_dir_problem(private) {
