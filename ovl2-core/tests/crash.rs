@@ -558,7 +558,6 @@ fn worker_fork_parent_holds(home: &Path, id: &str) {
     assert!(mounted(&p), "the child's put released the parent's reference");
     d.put(id).expect("parent put");
     assert!(!mounted(&p), "the parent's put unmounts");
-    std::mem::forget(d);
 }
 
 fn run_worker(home: &Path, what: &str, id: &str) {
