@@ -621,7 +621,8 @@ impl Driver {
                     Some(FileType::Directory) | None => {}
                     Some(t) => {
                         return Err(Error::Corrupt(format!(
-                            "cannot mount layer {id:?}: {id}/merged is a {}, not a directory; refusing to mount                              through it",
+                            "cannot mount layer {id:?}: {id}/merged is a {}, not a directory; refusing to mount \
+                             through it",
                             refs::type_name(t)
                         )))
                     }
