@@ -54,6 +54,15 @@ pub enum ProblemKind {
     MissingWork,
     /// A layer with children but no `committed` marker.
     MissingCommitted,
+    /// A mount record in `.ovl2/mounts` that cannot be used (damaged, overflowing counts, not
+    /// a regular file); repair rebuilds it from the kernel's mount table.
+    BadMountRecord,
+    /// Something inside `.ovl2/empty`, the always-empty lower of read-only base-layer mounts
+    /// (mounts refuse it); repair empties it.
+    NotEmptyEmptyDir,
+    /// A layer's `merged` that is not a directory (a symlink would aim a mount outside the
+    /// store; mounts refuse it); repair removes it, as `merged` exists only while mounted.
+    BadMerged,
 }
 
 /// One thing `check` found.
@@ -123,6 +132,7 @@ impl Driver {
         let mut problems = Vec::new();
         self.scan_staging(fix, &mut problems)?;
         self.scan_pending(fix, &mut problems)?;
+        self.scan_mount_state(fix, &mut problems)?;
         let mut recs = self.read_recs()?;
         let links = self.read_short_links()?;
 

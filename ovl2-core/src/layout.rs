@@ -30,6 +30,9 @@ pub const STAGING: &CStr = c"staging";
 pub const EMPTY: &CStr = c"empty";
 /// Under [`PRIVATE_DIR`]: one mount reference record per mounted layer.
 pub const MOUNT_RECORDS: &CStr = c"mounts";
+/// Under [`PRIVATE_DIR`]: one file per `Driver` holding mounts, flocked while it lives
+/// (see `mount::refs`).
+pub const HOLDERS: &CStr = c"holders";
 /// Under [`PRIVATE_DIR`]: one record per container being created, flocked by its creator and
 /// naming the image top, so repair can finish the rollback of a creator that died.
 pub const PENDING: &CStr = c"pending";

@@ -38,6 +38,12 @@ fn main() {
         Some("worker-getput-forever") => return worker_getput_forever(Path::new(&args[2]), &args[3]),
         Some("worker-hold") => return worker_hold(Path::new(&args[2]), &args[3]),
         Some("worker-rootless") => return worker_rootless(Path::new(&args[2]), &args[3]),
+        Some("worker-fork-child-gets") => return worker_fork_child_gets(Path::new(&args[2]), &args[3]),
+        Some("worker-fork-parent-holds") => return worker_fork_parent_holds(Path::new(&args[2]), &args[3]),
+        Some("worker-open") => {
+            Driver::open(Path::new(&args[2]), Options::default()).expect("open");
+            return;
+        }
         _ => {}
     }
     let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
@@ -50,6 +56,9 @@ fn main() {
         ("kill_during_get_put", kill_during_get_put),
         ("kill_during_container_create_remove", kill_during_container_create_remove),
         ("dead_holder_seen_by_a_long_lived_driver", dead_holder_seen_by_a_long_lived_driver),
+        ("forked_child_keeps_its_mount", forked_child_keeps_its_mount),
+        ("forked_child_leaves_the_parents_references", forked_child_leaves_the_parents_references),
+        ("holder_with_a_non_utf8_name_is_alive", holder_with_a_non_utf8_name_is_alive),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, f) in tests {
@@ -209,8 +218,14 @@ fn worker_getput(home: &Path, id: &str) {
     }
 }
 
-/// Mounts a layer, says so, and waits to be killed.
+/// Mounts a layer, says so, and waits to be killed. With `OVL2_TEST_COMM` set, first renames
+/// the process to those bytes (hex), as a process with a non-UTF-8 name would be.
 fn worker_hold(home: &Path, id: &str) {
+    if let Ok(hex) = std::env::var("OVL2_TEST_COMM") {
+        let bytes: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        rustix::thread::set_name(&std::ffi::CString::new(bytes).unwrap()).expect("PR_SET_NAME");
+    }
     let d = Driver::open(home, Options::default()).expect("open");
     let p = d.get(id, None).expect("get");
     println!("{}", p.display());
@@ -461,4 +476,156 @@ fn spawn_holder(home: &Path, id: &str) -> (Child, PathBuf) {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
     (child, PathBuf::from(line.trim()))
+}
+
+/// Forks (the worker process is single-threaded, so fork is safe); `Some(pid)` in the parent.
+fn fork() -> Option<libc::pid_t> {
+    // SAFETY: called from a single-threaded worker process.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    (pid != 0).then_some(pid)
+}
+
+/// Leaves a forked child without running exit handlers or destructors twice.
+fn exit_child(ok: bool) -> ! {
+    // SAFETY: plain process exit.
+    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+}
+
+fn wait_child(pid: libc::pid_t) -> bool {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+/// Runs `child` in a forked child and returns whether it succeeded.
+fn fork_and_wait(child: impl FnOnce() -> bool) -> bool {
+    // A child forked in the same clock tick as its parent started shares its start time;
+    // real children (a multiprocessing pool) come much later.
+    std::thread::sleep(Duration::from_millis(50));
+    match fork() {
+        Some(pid) => wait_child(pid),
+        None => exit_child(std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(false)),
+    }
+}
+
+/// Another process opening the store (which reconciles every record, as `ovl2 ls` does).
+fn open_elsewhere(home: &Path) {
+    let st =
+        Command::new(std::env::current_exe().unwrap()).args(["worker-open", home.to_str().unwrap()]).status().unwrap();
+    assert!(st.success(), "worker-open failed");
+}
+
+/// Opens a Driver, forks; the child gets `id`, lets another process open the store, and
+/// checks that its mount survived and its put works (issue 10, item 5a).
+fn worker_fork_child_gets(home: &Path, id: &str) {
+    let d = Driver::open(home, Options::default()).expect("open");
+    let ok = fork_and_wait(|| {
+        let p = d.get(id, None).expect("child get");
+        open_elsewhere(home);
+        let alive = mounted(&p) && p.join("bottom").exists();
+        eprintln!("child: mount alive after another open: {alive}");
+        let put = d.put(id);
+        eprintln!("child: put: {put:?}");
+        alive && put.is_ok() && !mounted(&p)
+    });
+    assert!(ok, "the forked child lost its mount or its put failed");
+    assert!(!mounted(&home.join(id).join("merged")), "nothing left mounted");
+}
+
+/// The parent holds `id` and forks; the child drops its copy of the Driver and exits (and a
+/// second child gets and puts the layer itself); the parent's reference must survive both.
+fn worker_fork_parent_holds(home: &Path, id: &str) {
+    let d = Driver::open(home, Options::default()).expect("open");
+    let p = d.get(id, None).expect("parent get");
+    match fork() {
+        Some(pid) => assert!(wait_child(pid)),
+        None => {
+            drop(d);
+            exit_child(true)
+        }
+    }
+    open_elsewhere(home);
+    assert!(mounted(&p), "a child dropping its copy of the Driver released the parent's reference");
+    assert!(fork_and_wait(|| {
+        let q = d.get(id, None).expect("child get");
+        let r = d.put(id).is_ok() && mounted(&q);
+        eprintln!("child: get/put on a layer the parent holds: {r}");
+        r
+    }));
+    open_elsewhere(home);
+    assert!(mounted(&p), "the child's put released the parent's reference");
+    d.put(id).expect("parent put");
+    assert!(!mounted(&p), "the parent's put unmounts");
+}
+
+fn run_worker(home: &Path, what: &str, id: &str) {
+    let out = Command::new(std::env::current_exe().unwrap()).args([what, home.to_str().unwrap(), id]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issue 10, item 5a: a child's get after fork was recorded with the parent's start time,
+/// so the next open by anyone decided the child was dead and unmounted its rootfs.
+fn forked_child_keeps_its_mount() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("forkchild");
+    let home = s.home();
+    small_chain(&home);
+    run_worker(&home, "worker-fork-child-gets", "ctr");
+    assert!(open(&home).mounts().unwrap().is_empty());
+}
+
+fn forked_child_leaves_the_parents_references() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("forkparent");
+    let home = s.home();
+    small_chain(&home);
+    run_worker(&home, "worker-fork-parent-holds", "ctr");
+    assert!(open(&home).mounts().unwrap().is_empty());
+}
+
+/// Issue 10, item 5b: a holder whose process name is not UTF-8 was recorded with start time
+/// 0 and reaped by the next open.
+fn holder_with_a_non_utf8_name_is_alive() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("comm");
+    let home = s.home();
+    small_chain(&home);
+    std::env::set_var("OVL2_TEST_COMM", "ff2928fe20");
+    let (child, merged) = spawn_holder(&home, "ctr");
+    std::env::remove_var("OVL2_TEST_COMM");
+    let mut child = KillOnDrop(child);
+    let child = &mut child.0;
+    let comm = std::fs::read(format!("/proc/{}/comm", child.id())).unwrap();
+    assert_eq!(comm, b"\xff)(\xfe \n", "the holder's name is set");
+    let m = open(&home).mounts().unwrap();
+    assert!(mounted(&merged), "the next open reaped a live holder with a non-UTF-8 name");
+    assert_eq!((m.len(), m[0].processes), (1, 1), "{m:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let d = open(&home);
+    assert!(!mounted(&merged), "once it is killed, the holder is reaped");
+    assert!(d.mounts().unwrap().is_empty());
+}
+
+/// A worker killed however the test ends (a failed assertion must not leave it running).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

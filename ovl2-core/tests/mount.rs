@@ -377,3 +377,331 @@ fn a_base_layer_put_pairs_with_its_own_get() {
     other.put("L1").unwrap();
     assert!(!mounted_at(&ro));
 }
+
+/// Every way a layer can be mounted: (strategy, disabled features, expected method).
+const ALL_METHODS: &[(MountStrategy, &[&str], &str)] = &[
+    (MountStrategy::New, &[], "new-fd"),
+    (MountStrategy::New, &["lowerdir+fd"], "new-path"),
+    (MountStrategy::Legacy, &[], "legacy-absolute"),
+];
+
+/// Runs `f` on another thread and fails (instead of hanging the suite) if it blocks.
+fn within_10s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap_or_else(|_| panic!("{what} hung"))
+}
+
+/// Issue 10, item 2: a layer dir (`diff`, `work`, `merged`, or a parent's `diff` reached
+/// through `l/`) replaced by a symlink to a host directory is refused on every strategy, and
+/// the host directory is left untouched.
+#[test]
+fn symlinked_layer_dirs_are_refused_on_every_strategy() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("symdirs");
+    let home = s.home();
+    let host = s.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("hostfile"), "host").unwrap();
+    build_chain(&home, 2, &[3]);
+    let d = open_fast(&home);
+    d.create_rw("ctr", Some("L2"), &co()).unwrap();
+    // (what, layer to get, path replaced by a symlink to the host dir)
+    let cases: &[(&str, &str, &str)] = &[
+        ("own diff", "ctr", "ctr/diff"),
+        ("work", "ctr", "ctr/work"),
+        ("merged", "ctr", "ctr/merged"),
+        ("parent diff", "ctr", "L2/diff"),
+        ("own diff, read-only", "L2", "L2/diff"),
+    ];
+    for &(strategy, disabled, method) in ALL_METHODS {
+        let d = driver(&home, strategy, disabled);
+        for &(what, id, victim) in cases {
+            let victim = home.join(victim);
+            let aside = victim.with_extension("aside");
+            let existed = victim.exists();
+            if existed {
+                std::fs::rename(&victim, &aside).unwrap();
+            }
+            std::os::unix::fs::symlink(&host, &victim).unwrap();
+            let before = snapshot(&host);
+            let r = d.get(id, None);
+            let host_mounted = mounted_at(&host);
+            if let Ok(p) = &r {
+                let _ = std::fs::write(p.join("written-by-container"), "x");
+                let _ = d.put(id);
+            }
+            std::fs::remove_file(&victim).unwrap();
+            if existed {
+                std::fs::rename(&aside, &victim).unwrap();
+            }
+            assert!(!host_mounted, "{method}, {what}: mounted over the host dir");
+            let e = r.expect_err(&format!("{method}, {what}: a symlinked layer dir must be refused"));
+            assert!(e.to_string().contains("symlink"), "{method}, {what}: the error says why: {e}");
+            assert_eq!(snapshot(&host), before, "{method}, {what}: host dir untouched");
+            assert!(d.mounts().unwrap().is_empty(), "{method}, {what}: no reference left");
+            assert!(!mounted_at(&home.join(id).join("merged")));
+        }
+        // check names a symlinked merged/, and repair removes it (merged/ exists only
+        // while mounted), leaving the host dir alone.
+        let merged = home.join("ctr/merged");
+        std::os::unix::fs::symlink(&host, &merged).unwrap();
+        let raw = Driver::open(&home, Options { repair_on_open: false, ..Options::default() }).unwrap();
+        let p = raw.check().unwrap();
+        assert!(p.iter().any(|p| p.kind == ovl2_core::ProblemKind::BadMerged && p.detail.contains("symlink")), "{p:?}");
+        raw.repair().unwrap();
+        assert!(std::fs::symlink_metadata(&merged).is_err(), "repair removed the symlink");
+        assert!(host.join("hostfile").exists());
+        // And with everything back in place, the same driver mounts.
+        assert_eq!(exercise_rw(&d, &home, "rw3", 3), method);
+    }
+}
+
+/// Issue 10, item 10: files placed in `.ovl2/empty` showed up in every read-only mount of a
+/// base layer, and `check` said nothing.
+#[test]
+fn a_non_empty_empty_dir_is_refused_and_repaired() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("emptydir");
+    let home = s.home();
+    build_chain(&home, 1, &[]);
+    std::fs::write(home.join(".ovl2/empty/planted"), "x").unwrap();
+    let ro = MountOpts { readonly: true, ..MountOpts::default() };
+    // Opening with repair would empty it; these stores only check.
+    let unrepaired = |strategy, disabled: &[&str]| {
+        Driver::open(
+            &home,
+            Options {
+                repair_on_open: false,
+                mount_strategy: Some(strategy),
+                disabled_features: disabled.iter().map(|s| s.to_string()).collect(),
+                ..Options::default()
+            },
+        )
+        .unwrap()
+    };
+    for &(strategy, disabled, method) in ALL_METHODS {
+        let d = unrepaired(strategy, disabled);
+        let r = d.get_with("L1", &ro);
+        if let Ok(p) = &r {
+            let seen = p.join("planted").exists();
+            d.put("L1").unwrap();
+            panic!("{method}: mounted with a non-empty .ovl2/empty (planted file visible: {seen})");
+        }
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains(".ovl2/empty"), "{method}: {e}");
+    }
+    let raw = Driver::open(&home, Options { repair_on_open: false, ..Options::default() }).unwrap();
+    let p = raw.check().unwrap();
+    assert!(p.iter().any(|p| p.kind == ovl2_core::ProblemKind::NotEmptyEmptyDir), "{p:?}");
+    raw.repair().unwrap();
+    assert!(raw.check().unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(home.join(".ovl2/empty")).unwrap().count(), 0);
+    let p = raw.get_with("L1", &ro).unwrap();
+    assert_eq!(read(&p.join("bottom")), "from L1");
+    raw.put("L1").unwrap();
+}
+
+/// Issue 10, item 6: a FIFO at `.ovl2/mounts/<id>` hung every command but `check`, and one at
+/// `.ovl2/features` hung `mount`. Now nothing blocks, `check` names the record, and the next
+/// reference replaces it.
+#[test]
+fn fifos_in_mount_state_never_block() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("fifos");
+    let home = s.home();
+    build_chain(&home, 2, &[3]);
+    drop(open_fast(&home));
+    let mkfifo = |p: &Path| {
+        let _ = std::fs::remove_file(p);
+        rustix::fs::mknodat(rustix::fs::CWD, p, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0)
+            .unwrap();
+    };
+    mkfifo(&home.join(".ovl2/mounts/rw3"));
+    mkfifo(&home.join(".ovl2/features"));
+    let h = home.clone();
+    let problems = within_10s("check", move || {
+        Driver::open(&h, Options { repair_on_open: false, ..Options::default() }).unwrap().check().unwrap()
+    });
+    let bad: Vec<_> = problems.iter().filter(|p| p.kind == ovl2_core::ProblemKind::BadMountRecord).collect();
+    assert_eq!(bad.len(), 1, "{problems:?}");
+    assert!(bad[0].detail.contains(".ovl2/mounts/rw3") && bad[0].detail.contains("FIFO"), "{}", bad[0].detail);
+    let h = home.clone();
+    within_10s("open, get and put", move || {
+        let d = open(&h);
+        assert!(d.mounts().unwrap().is_empty());
+        let p = d.get("rw3", None).unwrap();
+        assert_eq!(read(&p.join("bottom")), "from L1");
+        assert_eq!(d.mounts().unwrap().len(), 1);
+        d.put("rw3").unwrap();
+        assert!(d.check().unwrap().is_empty(), "{:?}", d.check().unwrap());
+    });
+    assert!(std::fs::symlink_metadata(home.join(".ovl2/mounts/rw3")).unwrap().is_file(), "record replaced");
+    assert!(std::fs::symlink_metadata(home.join(".ovl2/features")).unwrap().is_file(), "features re-probed");
+}
+
+/// Issue 10, item 10: `store 18446744073709551615` plus one more reference wrapped the count
+/// around, so the mount looked unheld and was taken down. Now the record is reported as
+/// damaged and the kernel's view keeps the mount up.
+#[test]
+fn an_overflowing_mount_record_never_unmounts() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("overflow");
+    let home = s.home();
+    build_chain(&home, 2, &[3]);
+    let d = open_fast(&home);
+    let merged = d.get_with("rw3", &MountOpts { persistent: true, ..MountOpts::default() }).unwrap();
+    std::fs::write(
+        home.join(".ovl2/mounts/rw3"),
+        format!("mode rw\nmethod new-fd\nstore {}\nexternal 1\nend\n", u64::MAX),
+    )
+    .unwrap();
+    let raw = Driver::open(&home, Options { repair_on_open: false, ..Options::default() }).unwrap();
+    let p = raw.check().unwrap();
+    assert!(
+        p.iter().any(|p| p.kind == ovl2_core::ProblemKind::BadMountRecord && p.detail.contains("more than")),
+        "{p:?}"
+    );
+    let other = open(&home);
+    assert!(mounted_at(&merged), "a damaged record must not unmount a live mount");
+    assert_eq!(other.mounts().unwrap()[0].count, 1, "counted once, as a mount found in place");
+    assert!(other.check().unwrap().is_empty(), "open rebuilt the record");
+    other.put("rw3").unwrap();
+    assert!(!mounted_at(&merged));
+}
+
+/// Records written before holder files (`proc <pid> <start> <token> <n>`) are still honoured:
+/// a live process keeps its mount, a gone one is reaped.
+#[test]
+fn old_process_records_are_still_read() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("oldrec");
+    let home = s.home();
+    build_chain(&home, 2, &[3]);
+    let d = open_fast(&home);
+    let merged = d.get_with("rw3", &MountOpts { persistent: true, ..MountOpts::default() }).unwrap();
+    let stat = std::fs::read(format!("/proc/{}/stat", std::process::id())).unwrap();
+    let close = stat.iter().rposition(|&b| b == b')').unwrap();
+    let start: u64 =
+        std::str::from_utf8(&stat[close + 2..]).unwrap().split(' ').nth(19).unwrap().trim().parse().unwrap();
+    let me = std::process::id();
+    std::fs::write(home.join(".ovl2/mounts/rw3"), format!("mode rw\nmethod new-fd\nproc {me} {start} abc 1\nend\n"))
+        .unwrap();
+    let m = open(&home).mounts().unwrap();
+    assert!(mounted_at(&merged), "a live old-format holder keeps its mount");
+    assert_eq!((m[0].count, m[0].processes), (1, 1), "{m:?}");
+    let dead = start + 1;
+    std::fs::write(home.join(".ovl2/mounts/rw3"), format!("mode rw\nmethod new-fd\nproc {me} {dead} abc 1\nend\n"))
+        .unwrap();
+    drop(open(&home));
+    assert!(!mounted_at(&merged), "a gone old-format holder is reaped");
+}
+
+/// Issue 10, item 10: a label on legacy said only `Invalid argument`, and new-API label errors
+/// carried the kernel log's `e overlay:` prefix. Both now name the label (and say when
+/// SELinux is not there to apply it).
+#[test]
+fn label_errors_name_the_label() {
+    if !require_root() {
+        return;
+    }
+    if std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+        eprintln!("SELinux is enabled here; the label would be applied");
+        return;
+    }
+    let s = Scratch::new("label");
+    let home = s.home();
+    build_chain(&home, 2, &[3]);
+    for &(strategy, disabled, method) in ALL_METHODS {
+        let d = driver(&home, strategy, disabled);
+        let e = d.get("rw3", Some("system_u:object_r:container_file_t:s0")).unwrap_err().to_string();
+        assert!(e.contains("\"system_u:object_r:container_file_t:s0\""), "{method}: names the label: {e}");
+        assert!(e.contains("SELinux is not enabled"), "{method}: says why: {e}");
+        assert!(!e.contains("(e ") && !e.contains("e overlay"), "{method}: no raw kernel log prefix: {e}");
+        assert!(d.mounts().unwrap().is_empty());
+    }
+}
+
+/// Issue 10, item 10: a home whose path is not UTF-8 failed legacy mounts with ENOENT (the
+/// path went through a lossy conversion). Paths are bytes end to end.
+#[test]
+fn a_non_utf8_home_mounts_on_every_strategy() {
+    if !require_root() {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new("nonutf8");
+    let home = s.path().join(std::ffi::OsStr::from_bytes(b"h\xff\xfeome"));
+    build_chain(&home, 3, &[3]);
+    for &(strategy, disabled, method) in ALL_METHODS {
+        let d = driver(&home, strategy, disabled);
+        let p = d.get("rw3", None).unwrap_or_else(|e| panic!("{method}: {e}"));
+        assert_eq!(p, home.join("rw3/merged"));
+        assert_eq!(read(&p.join("bottom")), "from L1", "{method}");
+        std::fs::write(p.join("up"), "x").unwrap();
+        assert_eq!(read(&home.join("rw3/diff/up")), "x", "{method}: writes land in the upper");
+        std::fs::remove_file(home.join("rw3/diff/up")).unwrap();
+        assert_eq!(d.mounts().unwrap()[0].method, method);
+        d.put("rw3").unwrap();
+        assert!(!p.exists(), "{method}: unmounted and merged/ removed");
+        let p = d.get_with("L1", &MountOpts { readonly: true, ..MountOpts::default() }).unwrap();
+        assert_eq!(read(&p.join("bottom")), "from L1", "{method}");
+        d.put("L1").unwrap();
+    }
+}
+
+/// The long-chain legacy methods (`legacy-relative`, `legacy-fd`) refuse symlinked layer
+/// dirs too, the parent's reached through `l/` included.
+#[test]
+fn symlinked_layer_dirs_are_refused_by_long_legacy_mounts() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("symlong");
+    let home = s.home();
+    let host = s.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("hostfile"), "host").unwrap();
+    build_chain(&home, 500, &[129]);
+    let d = driver(&home, MountStrategy::Legacy, &[]);
+    let ro = MountOpts { readonly: true, ..MountOpts::default() };
+    // (layer, options, path swapped for a symlink, expected method)
+    let cases: &[(&str, &MountOpts, &str, &str)] = &[
+        ("rw129", &MountOpts::default(), "rw129/diff", "legacy-relative"),
+        ("rw129", &MountOpts::default(), "L100/diff", "legacy-relative"),
+        ("L500", &ro, "L500/diff", "legacy-fd"),
+        ("L500", &ro, "L3/diff", "legacy-fd"),
+    ];
+    for &(id, opts, victim, method) in cases {
+        let victim = home.join(victim);
+        let aside = victim.with_extension("aside");
+        std::fs::rename(&victim, &aside).unwrap();
+        std::os::unix::fs::symlink(&host, &victim).unwrap();
+        let r = d.get_with(id, opts);
+        if r.is_ok() {
+            d.put(id).unwrap();
+        }
+        std::fs::remove_file(&victim).unwrap();
+        std::fs::rename(&aside, &victim).unwrap();
+        let e = r.expect_err(&format!("{method}: {} symlinked must be refused", victim.display()));
+        assert!(e.to_string().contains("symlink"), "{method}: {e}");
+        assert!(d.mounts().unwrap().is_empty());
+        // Back in place, the same mount works, by the method this case is about.
+        d.get_with(id, opts).unwrap();
+        assert_eq!(d.mounts().unwrap()[0].method, method);
+        d.put(id).unwrap();
+    }
+    assert_eq!(std::fs::read_dir(&host).unwrap().count(), 1, "host dir untouched");
+}

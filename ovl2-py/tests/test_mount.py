@@ -7,6 +7,7 @@ CI=true or OVL2_REQUIRE_MOUNT=1.
 from __future__ import annotations
 
 import errno
+import multiprocessing
 import os
 import pathlib
 import stat
@@ -302,3 +303,47 @@ def test_closing_a_driver_gives_back_its_references(mount_driver: ovl2.Driver, h
     other.close()
     assert d.mounts() == []
     assert mounts_under(home) == []
+
+
+def test_a_forked_child_keeps_its_mount(mount_driver: ovl2.Driver, home: pathlib.Path) -> None:
+    """Issue 10, item 5a: multiprocessing forks by default. A child's get was recorded with
+    its parent's start time, so the next open by any other process took its mount down and
+    the child's put failed."""
+    d = mount_driver
+    build(d)
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+
+    def child() -> None:
+        try:
+            merged = d.get("ctr")
+            child_end.send(merged)
+            if not child_end.poll(30):  # another process opens the store meanwhile
+                raise TimeoutError("the parent never answered")
+            child_end.recv()
+            alive = (pathlib.Path(merged) / "base.txt").read_text() == "from base"
+            d.put("ctr")
+            child_end.send("ok" if alive else "the mount was taken down under the child")
+        except Exception as e:  # reported to the parent, which asserts
+            child_end.send(f"{type(e).__name__}: {e}")
+
+    # A daemon, so a failed assertion here cannot leave pytest waiting for it at exit.
+    proc = ctx.Process(target=child, daemon=True)
+    proc.start()
+    try:
+        assert parent_end.poll(30), "the child never got ctr"
+        merged = parent_end.recv()
+        with ovl2.Driver(home) as other:  # a second process's view: open reconciles every record
+            ms = other.mounts()
+            assert [(m.id, m.processes, m.mounted) for m in ms] == [("ctr", 1, True)], "the child's mount was reaped"
+        parent_end.send("go on")
+        assert parent_end.poll(30), "the child never finished"
+        assert parent_end.recv() == "ok"
+        proc.join(30)
+        assert proc.exitcode == 0
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    assert merged not in mount_points()
+    assert d.mounts() == []

@@ -10,9 +10,10 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::mount::{
     fsconfig_create, fsconfig_set_fd, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
     FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags,
@@ -62,6 +63,7 @@ pub(crate) struct Request<'a> {
     pub home: &'a Path,
     pub home_fd: BorrowedFd<'a>,
     pub links_fd: BorrowedFd<'a>,
+    pub private_fd: BorrowedFd<'a>,
     pub id: &'a str,
     pub layer_fd: BorrowedFd<'a>,
     /// Short ids from the layer's `lower` file, nearest first.
@@ -73,6 +75,7 @@ pub(crate) struct Request<'a> {
 }
 
 /// One layer as the engine sees it: how to name it in each method.
+#[derive(Clone, Copy)]
 enum Layer<'a> {
     /// `l/<short>` (a lower).
     Short(&'a str),
@@ -81,6 +84,14 @@ enum Layer<'a> {
     /// `.ovl2/empty`: overlay needs two lowers when there is no upper, so a read-only
     /// mount of a base layer gets this empty directory under its diff.
     Empty,
+}
+
+/// A layer directory opened without following any symlink inside the home, with the
+/// identity the kernel must find when it resolves the layer's path string.
+struct Opened {
+    fd: OwnedFd,
+    dev: u64,
+    ino: u64,
 }
 
 impl Request<'_> {
@@ -96,31 +107,157 @@ impl Request<'_> {
         v
     }
 
-    fn absolute(&self, l: &Layer<'_>) -> String {
+    /// Every layer the mount names: lowers, then upper and work when read-write.
+    fn all_layers(&self) -> Vec<Layer<'_>> {
+        let mut v = self.layers();
+        if !self.readonly {
+            v.extend([Layer::Own("diff"), Layer::Own("work")]);
+        }
+        v
+    }
+
+    /// The absolute path of a layer, as bytes: a home need not be UTF-8.
+    fn absolute(&self, l: &Layer<'_>) -> Vec<u8> {
+        let mut v = self.home.as_os_str().as_bytes().to_vec();
+        v.push(b'/');
+        v.extend_from_slice(&self.relative(l));
+        v
+    }
+
+    fn relative(&self, l: &Layer<'_>) -> Vec<u8> {
         match l {
-            Layer::Short(s) => format!("{}/l/{s}", self.home.display()),
-            Layer::Own(n) => format!("{}/{}/{n}", self.home.display(), self.id),
-            Layer::Empty => format!("{}/.ovl2/empty", self.home.display()),
+            Layer::Short(s) => format!("l/{s}").into_bytes(),
+            Layer::Own(n) => format!("{}/{n}", self.id).into_bytes(),
+            Layer::Empty => b".ovl2/empty".to_vec(),
         }
     }
 
-    fn relative(&self, l: &Layer<'_>) -> String {
-        match l {
-            Layer::Short(s) => format!("l/{s}"),
-            Layer::Own(n) => format!("{}/{n}", self.id),
-            Layer::Empty => ".ovl2/empty".to_owned(),
-        }
+    fn shown(&self, l: &Layer<'_>) -> String {
+        String::from_utf8_lossy(&self.relative(l)).into_owned()
     }
 
-    fn open(&self, l: &Layer<'_>, flags: OFlags) -> Result<OwnedFd> {
-        let flags = flags | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let r = match l {
-            // Follows the l/ symlink, as the kernel would for a path.
-            Layer::Short(s) => rustix::fs::openat(self.links_fd, *s, flags, Mode::empty()),
-            Layer::Own(n) => rustix::fs::openat(self.layer_fd, *n, flags | OFlags::NOFOLLOW, Mode::empty()),
-            Layer::Empty => rustix::fs::openat(self.home_fd, c".ovl2/empty", flags | OFlags::NOFOLLOW, Mode::empty()),
+    /// Opens a layer directory from the home's fds without following a symlink anywhere
+    /// inside the home: `l/<short>` is read (it must point to `../<id>/diff`, as Docker
+    /// writes it) and `<id>` and `diff` are opened with `O_NOFOLLOW`. A layer dir that is a
+    /// symlink (to a host directory, say) is refused, so the kernel never receives one.
+    fn open(&self, l: &Layer<'_>, flags: OFlags) -> Result<Opened> {
+        let flags = flags | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match l {
+            Layer::Short(s) => {
+                let target = rustix::fs::readlinkat(self.links_fd, *s, Vec::new())
+                    .map_err(|e| Error::io(format!("reading l/{s}, a lower layer of {:?}", self.id), e))?;
+                let Some(lower) = layout::id_from_link_target(target.as_bytes()) else {
+                    return Err(Error::Corrupt(format!(
+                        "cannot mount layer {:?}: l/{s} points to {:?}, not to ../<id>/diff; refusing to follow it \
+                         (run `ovl2 check --repair`)",
+                        self.id,
+                        String::from_utf8_lossy(target.as_bytes())
+                    )));
+                };
+                let what = format!("{lower}/diff (lower layer l/{s})");
+                let dir = self.open_one(self.home_fd, lower, OFlags::PATH | OFlags::DIRECTORY, &what, lower)?;
+                self.open_one(dir.as_fd(), "diff", flags, &what, &format!("{lower}/diff"))?
+            }
+            Layer::Own(n) => self.open_one(self.layer_fd, n, flags, &format!("{}/{n}", self.id), &self.shown(l))?,
+            Layer::Empty => {
+                // Readable (not O_PATH), to see that it is empty.
+                let readable = flags.difference(OFlags::PATH);
+                let fd = self.open_one(self.private_fd, "empty", readable, ".ovl2/empty", ".ovl2/empty")?;
+                if let Some(why) = not_empty(&fd) {
+                    return Err(Error::Corrupt(format!(
+                        "cannot mount layer {:?} read-only: .ovl2/empty {why}; anything there would show in the \
+                         mount (run `ovl2 check --repair`)",
+                        self.id
+                    )));
+                }
+                fd
+            }
         };
-        r.map_err(|e| Error::io(format!("opening layer {} for mounting {:?}", self.relative(l), self.id), e))
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(format!("stat of {}", self.shown(l)), e))?;
+        Ok(Opened { fd, dev: st.st_dev, ino: st.st_ino })
+    }
+
+    /// Opens `name` below `dir` with `flags` (which include `O_NOFOLLOW|O_DIRECTORY`),
+    /// naming a symlink or non-directory in the error.
+    fn open_one(&self, dir: BorrowedFd<'_>, name: &str, flags: OFlags, what: &str, shown: &str) -> Result<OwnedFd> {
+        let flags = flags | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(|e| {
+            match crate::fsutil::file_type(dir, &crate::fsutil::cstr(name).unwrap_or_default()) {
+                Ok(Some(t)) if t != FileType::Directory => Error::Corrupt(format!(
+                    "cannot mount layer {:?}: {shown} is a {}, not a directory; refusing to mount {what} through it \
+                     (run `ovl2 check`)",
+                    self.id,
+                    super::refs::type_name(t)
+                )),
+                _ => Error::io(format!("opening {what} to mount layer {:?}", self.id), e),
+            }
+        })
+    }
+
+    /// Checks, right before the kernel gets `path` (absolute, or relative to `base`), that it
+    /// leads to the very directory opened safely: the kernel follows symlinks in path
+    /// strings, so a layer dir swapped for a symlink would otherwise be followed.
+    fn verify(&self, base: Option<BorrowedFd<'_>>, path: &[u8], l: &Layer<'_>, opened: &Opened) -> Result<()> {
+        let st = rustix::fs::statat(base.unwrap_or(rustix::fs::CWD), path, AtFlags::empty());
+        match st {
+            Ok(st) if st.st_dev == opened.dev && st.st_ino == opened.ino => Ok(()),
+            _ => Err(Error::Corrupt(format!(
+                "cannot mount layer {:?}: the path {} does not lead to the directory {} inside the store (a symlink \
+                 or a moved home); refusing",
+                self.id,
+                String::from_utf8_lossy(path),
+                self.shown(l)
+            ))),
+        }
+    }
+
+    /// Opens every layer safely, in [`Request::all_layers`] order.
+    fn open_all(&self, flags: OFlags) -> Result<Vec<(Layer<'_>, Opened)>> {
+        self.all_layers().into_iter().map(|l| Ok((l, self.open(&l, flags)?))).collect()
+    }
+
+    /// `merged/`, checked to be a real directory (it is the mount target).
+    fn open_merged(&self) -> Result<Opened> {
+        let shown = format!("{}/merged", self.id);
+        let fd = self.open_one(self.layer_fd, "merged", OFlags::PATH, &shown, &shown)?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(format!("stat of {shown}"), e))?;
+        Ok(Opened { fd, dev: st.st_dev, ino: st.st_ino })
+    }
+}
+
+/// Why a directory opened as `fd` is not empty, if it is not.
+fn not_empty(fd: &OwnedFd) -> Option<String> {
+    let mut dir = match rustix::fs::Dir::read_from(fd) {
+        Ok(d) => d,
+        Err(e) => return Some(format!("cannot be read: {e}")),
+    };
+    while let Some(ent) = dir.read() {
+        match ent {
+            Ok(ent) if ent.file_name() == c"." || ent.file_name() == c".." => {}
+            Ok(ent) => return Some(format!("is not empty (it holds {:?})", ent.file_name().to_string_lossy())),
+            Err(e) => return Some(format!("cannot be read: {e}")),
+        }
+    }
+    None
+}
+
+/// What is wrong with `.ovl2/empty`, if anything: for `check`.
+pub(crate) fn empty_dir_problem(private_fd: &OwnedFd) -> Option<String> {
+    let n = layout::EMPTY;
+    match rustix::fs::openat(
+        private_fd,
+        n,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => not_empty(&fd),
+        Err(e) => match crate::fsutil::file_type(private_fd, n) {
+            Ok(Some(t)) if t != FileType::Directory => {
+                Some(format!("is a {}, not a directory", super::refs::type_name(t)))
+            }
+            Ok(None) => Some("is missing".into()),
+            _ => Some(format!("cannot be opened: {e}")),
+        },
     }
 }
 
@@ -147,17 +284,34 @@ pub(crate) fn choose(req: &Request<'_>, strategy: MountStrategy, f: &Features) -
     })
 }
 
-/// Mounts `req` on `<id>/merged` the way [`choose`] decided.
+/// Mounts `req` on `<id>/merged` the way [`choose`] decided. Every layer is first opened
+/// without following symlinks; methods that hand the kernel path strings check each one
+/// against those fds right before the call.
 pub(crate) fn mount(req: &Request<'_>, method: MountMethod, f: &Features) -> Result<()> {
     match method {
         MountMethod::NewFd | MountMethod::NewPath => mount_new(req, f, method == MountMethod::NewFd),
         MountMethod::LegacyAbsolute => {
-            let target = format!("{}/{}/merged", req.home.display(), req.id);
-            legacy_mount_call(req, None, &target, &legacy_data(req, f, &|l| req.absolute(l)))
+            let opened = req.open_all(OFlags::PATH)?;
+            let merged = req.open_merged()?;
+            let mut target = req.home.as_os_str().as_bytes().to_vec();
+            target.extend_from_slice(format!("/{}/merged", req.id).as_bytes());
+            let data = legacy_data(req, f, &|l| req.absolute(l));
+            for (l, o) in &opened {
+                req.verify(None, &req.absolute(l), l, o)?;
+            }
+            req.verify(None, &target, &Layer::Own("merged"), &merged)?;
+            legacy_mount_call(req, None, target, data)
         }
         MountMethod::LegacyRelative => {
-            let target = format!("{}/merged", req.id);
-            legacy_mount_call(req, Some(req.home_fd), &target, &legacy_data(req, f, &|l| req.relative(l)))
+            let opened = req.open_all(OFlags::PATH)?;
+            let merged = req.open_merged()?;
+            let target = format!("{}/merged", req.id).into_bytes();
+            let data = legacy_data(req, f, &|l| req.relative(l));
+            for (l, o) in &opened {
+                req.verify(Some(req.home_fd), &req.relative(l), l, o)?;
+            }
+            req.verify(Some(req.home_fd), &target, &Layer::Own("merged"), &merged)?;
+            legacy_mount_call(req, Some(req.home_fd), target, data)
         }
         MountMethod::LegacyFd => mount_legacy_fd(req, f),
     }
@@ -190,7 +344,9 @@ pub(crate) fn mount_detached(req: &Request<'_>, method: MountMethod, f: &Feature
 }
 
 fn mount_new(req: &Request<'_>, f: &Features, use_fds: bool) -> Result<()> {
+    let _merged = req.open_merged()?;
     let mnt = new_mount_fd(req, f, use_fds)?;
+    // No MOVE_MOUNT_T_SYMLINKS: a merged/ swapped for a symlink is not followed.
     move_mount(&mnt, c"", req.layer_fd, layout::MERGED, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
         .map_err(|e| Error::io(format!("attaching the mount of {:?} at {}/merged", req.id, req.id), e))
 }
@@ -198,82 +354,102 @@ fn mount_new(req: &Request<'_>, f: &Features, use_fds: bool) -> Result<()> {
 /// Builds the overlay with the new mount API and returns the detached mount.
 fn new_mount_fd(req: &Request<'_>, f: &Features, use_fds: bool) -> Result<OwnedFd> {
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| Error::io("fsopen(\"overlay\")", e))?;
-    let fd_flags = if f.opath_fds { OFlags::PATH } else { OFlags::RDONLY };
-    // Keep every fd alive until the superblock exists.
-    let mut keep: Vec<OwnedFd> = Vec::new();
-    let configure = |keep: &mut Vec<OwnedFd>| -> Result<()> {
-        let set_str = |k: &str, v: &str| fsconfig_set_string(&fs, k, v).map_err(|e| (k.to_owned(), e));
-        let layer = |key: &str, l: &Layer<'_>, keep: &mut Vec<OwnedFd>| -> Result<()> {
+    let fd_flags = if use_fds && !f.opath_fds { OFlags::RDONLY } else { OFlags::PATH };
+    // Every layer opened safely up front, and kept open until the superblock exists.
+    let opened = req.open_all(fd_flags)?;
+    let configure = || -> Result<()> {
+        let layer = |key: &str, l: &Layer<'_>, o: &Opened| -> Result<()> {
             if use_fds {
-                let fd = req.open(l, fd_flags)?;
-                fsconfig_set_fd(&fs, key, &fd).map_err(|e| config_error(&fs, key, e))?;
-                keep.push(fd);
-            } else {
-                // lowerdir+ values are taken raw; upperdir and workdir strings are unescaped
-                // by the kernel like legacy options.
-                let abs = if key == "lowerdir+" { req.absolute(l) } else { escape(&req.absolute(l)) };
-                let value = if abs.len() <= 255 {
+                return fsconfig_set_fd(&fs, key, &o.fd).map_err(|e| config_error(&fs, req, key, e));
+            }
+            // lowerdir+ values are taken raw; upperdir and workdir strings are unescaped
+            // by the kernel like legacy options.
+            let abs = req.absolute(l);
+            let value = if abs.len() <= 255 {
+                req.verify(None, &abs, l, o)?;
+                if key == "lowerdir+" {
                     abs
                 } else {
-                    // Too long for fsconfig: name it through an O_PATH fd instead.
-                    let fd = req.open(l, OFlags::PATH)?;
-                    let v = format!("/proc/self/fd/{}", fd.as_raw_fd());
-                    keep.push(fd);
-                    v
-                };
-                fsconfig_set_string(&fs, key, value.as_str()).map_err(|e| config_error(&fs, key, e))?;
-            }
-            Ok(())
+                    escape(&abs)
+                }
+            } else {
+                // Too long for fsconfig: name the safely opened dir through its fd.
+                format!("/proc/self/fd/{}", o.fd.as_raw_fd()).into_bytes()
+            };
+            fsconfig_set_string(&fs, key, value.as_slice()).map_err(|e| config_error(&fs, req, key, e))
         };
-        set_str("source", "overlay").map_err(|(k, e)| config_error(&fs, &k, e))?;
+        let set_str = |k: &str, v: &str| fsconfig_set_string(&fs, k, v).map_err(|e| config_error(&fs, req, k, e));
+        set_str("source", "overlay")?;
         if f.index_param {
-            set_str("index", "off").map_err(|(k, e)| config_error(&fs, &k, e))?;
+            set_str("index", "off")?;
         }
         if f.userxattr {
-            fsconfig_set_flag(&fs, "userxattr").map_err(|e| config_error(&fs, "userxattr", e))?;
+            fsconfig_set_flag(&fs, "userxattr").map_err(|e| config_error(&fs, req, "userxattr", e))?;
         }
         if req.volatile && !req.readonly {
-            fsconfig_set_flag(&fs, "volatile").map_err(|e| config_error(&fs, "volatile", e))?;
+            fsconfig_set_flag(&fs, "volatile").map_err(|e| config_error(&fs, req, "volatile", e))?;
         }
         if let Some(label) = req.label {
-            set_str("context", label).map_err(|(k, e)| config_error(&fs, &k, e))?;
+            set_str("context", label)?;
         }
-        for l in req.layers() {
-            layer("lowerdir+", &l, keep)?;
+        for (l, o) in &opened {
+            let key = match l {
+                Layer::Own("work") => "workdir",
+                Layer::Own("diff") if !req.readonly => "upperdir",
+                _ => "lowerdir+",
+            };
+            layer(key, l, o)?;
         }
-        if !req.readonly {
-            layer("upperdir", &Layer::Own("diff"), keep)?;
-            layer("workdir", &Layer::Own("work"), keep)?;
-        }
-        fsconfig_create(&fs).map_err(|e| config_error(&fs, "create", e))
+        fsconfig_create(&fs).map_err(|e| config_error(&fs, req, "create", e))
     };
-    configure(&mut keep)?;
-    drop(keep);
+    configure()?;
+    drop(opened);
     fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
         .map_err(|e| Error::io(format!("fsmount of layer {:?}", req.id), e))
 }
 
-/// An fsconfig failure with the kernel's own explanation from the context's message log.
-fn config_error(fs: &OwnedFd, key: &str, e: rustix::io::Errno) -> Error {
+/// Whether the kernel has SELinux, the only security module that applies `context=`.
+fn selinux_enabled() -> bool {
+    Path::new("/sys/fs/selinux/enforce").exists()
+        || std::fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.lines().any(|l| l.ends_with("selinuxfs")))
+}
+
+/// Why the kernel would refuse a mount label, as a sentence naming it.
+fn label_refused(label: &str) -> String {
+    if selinux_enabled() {
+        format!("the kernel refused mount label {label:?}")
+    } else {
+        format!("mount label {label:?} cannot be applied: SELinux is not enabled on this kernel")
+    }
+}
+
+/// An fsconfig failure with the kernel's own explanation from the context's message log
+/// (without the log's `e `/`w `/`i ` severity prefixes).
+fn config_error(fs: &OwnedFd, req: &Request<'_>, key: &str, e: rustix::io::Errno) -> Error {
     let mut log = Vec::new();
     let mut buf = [0u8; 1024];
     while let Ok(n) = rustix::io::read(fs, &mut buf) {
         if n == 0 {
             break;
         }
-        log.push(String::from_utf8_lossy(&buf[..n]).trim().to_owned());
+        let line = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
+        let line = ["e ", "w ", "i "].iter().find_map(|p| line.strip_prefix(p)).map(str::to_owned).unwrap_or(line);
+        log.push(line);
     }
     let detail = if log.is_empty() { String::new() } else { format!(" ({})", log.join("; ")) };
-    Error::io(format!("overlay fsconfig {key:?} failed{detail}"), e)
+    match (key, req.label) {
+        ("context", Some(label)) => Error::io(format!("{}{detail}", label_refused(label)), e),
+        _ => Error::io(format!("overlay refused {key:?} for layer {:?}{detail}", req.id), e),
+    }
 }
 
 /// Escapes a path for the legacy option string: the kernel splits options on `,` and
 /// lowerdir on `:`, and unescapes backslashes.
-pub(crate) fn escape(p: &str) -> String {
-    let mut s = String::with_capacity(p.len());
-    for c in p.chars() {
-        if matches!(c, '\\' | ':' | ',') {
-            s.push('\\');
+pub(crate) fn escape(p: &[u8]) -> Vec<u8> {
+    let mut s = Vec::with_capacity(p.len());
+    for &c in p {
+        if matches!(c, b'\\' | b':' | b',') {
+            s.push(b'\\');
         }
         s.push(c);
     }
@@ -281,45 +457,41 @@ pub(crate) fn escape(p: &str) -> String {
 }
 
 /// The legacy option string for the given way of naming layers.
-fn legacy_data(req: &Request<'_>, f: &Features, name: &dyn Fn(&Layer<'_>) -> String) -> String {
-    let mut opts = Vec::new();
+fn legacy_data(req: &Request<'_>, f: &Features, name: &dyn Fn(&Layer<'_>) -> Vec<u8>) -> Vec<u8> {
+    let mut opts: Vec<Vec<u8>> = Vec::new();
     if f.index_param {
-        opts.push("index=off".to_owned());
+        opts.push(b"index=off".to_vec());
     }
     if f.userxattr {
-        opts.push("userxattr".to_owned());
+        opts.push(b"userxattr".to_vec());
     }
     if req.volatile && !req.readonly {
-        opts.push("volatile".to_owned());
+        opts.push(b"volatile".to_vec());
     }
-    let lowers: Vec<String> = req.layers().iter().map(|l| escape(&name(l))).collect();
-    opts.push(format!("lowerdir={}", lowers.join(":")));
+    let lowers: Vec<Vec<u8>> = req.layers().iter().map(|l| escape(&name(l))).collect();
+    opts.push([b"lowerdir=".to_vec(), lowers.join(&b':')].concat());
     if !req.readonly {
-        opts.push(format!("upperdir={}", escape(&name(&Layer::Own("diff")))));
-        opts.push(format!("workdir={}", escape(&name(&Layer::Own("work")))));
+        opts.push([b"upperdir=".to_vec(), escape(&name(&Layer::Own("diff")))].concat());
+        opts.push([b"workdir=".to_vec(), escape(&name(&Layer::Own("work")))].concat());
     }
     if let Some(label) = req.label {
-        opts.push(format!("context=\"{label}\""));
+        opts.push(format!("context=\"{label}\"").into_bytes());
     }
-    opts.join(",")
+    opts.join(&b',')
 }
 
-fn fits(data: &str) -> bool {
+fn fits(data: &[u8]) -> bool {
     // The kernel copies the string into one page, including the trailing NUL.
     data.len() < rustix::param::page_size()
 }
 
 fn mount_legacy_fd(req: &Request<'_>, f: &Features) -> Result<()> {
-    // Name every layer by an fd number relative to /proc/self/fd.
-    let mut fds: std::collections::HashMap<String, OwnedFd> = std::collections::HashMap::new();
-    let mut all = req.layers();
-    if !req.readonly {
-        all.extend([Layer::Own("diff"), Layer::Own("work")]);
-    }
-    for l in &all {
-        fds.insert(req.relative(l), req.open(l, OFlags::PATH)?);
-    }
-    let data = legacy_data(req, f, &|l| fds[&req.relative(l)].as_raw_fd().to_string());
+    // Name every layer by the number of its safely opened fd, relative to /proc/self/fd.
+    let opened = req.open_all(OFlags::PATH)?;
+    let merged = req.open_merged()?;
+    let fds: std::collections::HashMap<Vec<u8>, i32> =
+        opened.iter().map(|(l, o)| (req.relative(l), o.fd.as_raw_fd())).collect();
+    let data = legacy_data(req, f, &|l| fds[&req.relative(l)].to_string().into_bytes());
     if !fits(&data) {
         return Err(Error::Unsupported(format!(
             "cannot mount layer {:?}: mount options too large even as fd numbers ({} bytes, page is {})",
@@ -330,27 +502,32 @@ fn mount_legacy_fd(req: &Request<'_>, f: &Features) -> Result<()> {
     }
     let proc_fd =
         crate::fsutil::open_dir_path(Path::new("/proc/self/fd")).map_err(|e| Error::io("opening /proc/self/fd", e))?;
-    let target = format!("{}/merged", req.layer_fd.as_raw_fd());
-    legacy_mount_call(req, Some(proc_fd.as_fd()), &target, &data)
+    let target = format!("{}/merged", req.layer_fd.as_raw_fd()).into_bytes();
+    req.verify(Some(proc_fd.as_fd()), &target, &Layer::Own("merged"), &merged)?;
+    let r = legacy_mount_call(req, Some(proc_fd.as_fd()), target, data);
+    drop(opened);
+    r
 }
 
 /// `mount(2)` with an option string; with `cwd`, from the mount thread sitting in that
 /// directory, so relative layer names resolve there.
-fn legacy_mount_call(req: &Request<'_>, cwd: Option<BorrowedFd<'_>>, target: &str, data: &str) -> Result<()> {
+fn legacy_mount_call(req: &Request<'_>, cwd: Option<BorrowedFd<'_>>, target: Vec<u8>, data: Vec<u8>) -> Result<()> {
+    let len = data.len();
     let data = CString::new(data).map_err(|_| Error::InvalidArgument("mount options contain NUL".into()))?;
     let target_c = CString::new(target).map_err(|_| Error::InvalidArgument("mount target contains NUL".into()))?;
     let res = match cwd {
         None => rustix::mount::mount(c"overlay", target_c.as_c_str(), c"overlay", MountFlags::empty(), data.as_c_str()),
         Some(dir) => {
             let dir = dir.try_clone_to_owned().map_err(|e| Error::io("duplicating a directory fd", e))?;
-            mount_thread::run(dir, target_c, data.clone())?
+            mount_thread::run(dir, target_c, data)?
         }
     };
-    res.map_err(|e| {
-        Error::io(
-            format!("error creating overlay mount to {}/merged ({} bytes of options)", req.id, data.as_bytes().len()),
-            e,
-        )
+    res.map_err(|e| match req.label {
+        // mount(2) says only EINVAL; with a label, that is by far the likeliest cause.
+        Some(label) if e == rustix::io::Errno::INVAL => {
+            Error::io(format!("error creating overlay mount to {}/merged: {}", req.id, label_refused(label)), e)
+        }
+        _ => Error::io(format!("error creating overlay mount to {}/merged ({len} bytes of options)", req.id), e),
     })
 }
 
@@ -451,6 +628,7 @@ mod tests {
             home: Path::new("/var/lib/o:v,l\\2"),
             home_fd: root.as_fd(),
             links_fd: root.as_fd(),
+            private_fd: root.as_fd(),
             id: "ctr",
             layer_fd: root.as_fd(),
             lowers: &lowers,
@@ -467,7 +645,7 @@ mod tests {
             legacy_data(r, &features(true, false), &|l| r.absolute(l))
         });
         assert_eq!(
-            data,
+            String::from_utf8(data).unwrap(),
             "index=off,lowerdir=/var/lib/o\\:v\\,l\\\\2/l/AAAAAAAAAAAAAAAAAAAAAAAAAA:/var/lib/o\\:v\\,l\\\\2/l/BBBBBBBBBBBBBBBBBBBBBBBBBB,\
              upperdir=/var/lib/o\\:v\\,l\\\\2/ctr/diff,workdir=/var/lib/o\\:v\\,l\\\\2/ctr/work,\
              context=\"system_u:object_r:container_file_t:s0\""
@@ -477,9 +655,11 @@ mod tests {
     #[test]
     fn readonly_relative_userxattr_and_volatile_options() {
         let ro = with_request(true, None, true, |r| legacy_data(r, &features(false, true), &|l| r.relative(l)));
+        let ro = String::from_utf8(ro).unwrap();
         // Read-only: own diff on top, no upper or work, and volatile has no meaning.
         assert_eq!(ro, "userxattr,lowerdir=ctr/diff:l/AAAAAAAAAAAAAAAAAAAAAAAAAA:l/BBBBBBBBBBBBBBBBBBBBBBBBBB");
         let rw = with_request(false, None, true, |r| legacy_data(r, &features(true, false), &|l| r.relative(l)));
+        let rw = String::from_utf8(rw).unwrap();
         assert!(rw.starts_with("index=off,volatile,lowerdir=l/AAAA"), "{rw}");
     }
 
@@ -499,7 +679,8 @@ mod tests {
 
     #[test]
     fn escapes_option_separators() {
-        assert_eq!(escape("/a:b,c\\d"), "/a\\:b\\,c\\\\d");
-        assert_eq!(escape("/plain/path"), "/plain/path");
+        assert_eq!(escape(b"/a:b,c\\d"), b"/a\\:b\\,c\\\\d");
+        assert_eq!(escape(b"/plain/path"), b"/plain/path");
+        assert_eq!(escape(b"/\xff:"), b"/\xff\\:", "bytes, not UTF-8");
     }
 }

@@ -12,6 +12,7 @@ mod probe;
 mod refs;
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -114,11 +115,32 @@ pub(crate) struct MountState {
     strategy: MountStrategy,
     disabled: Vec<String>,
     features: OnceLock<Features>,
-    token: String,
-    start: u64,
+    /// Who this `Driver` is in records, and in which process.
+    me: Mutex<Me>,
     /// References this `Driver` holds per layer; a slot's mutex also serialises this
     /// process's get/put of that layer.
     held: Mutex<HashMap<String, Arc<Mutex<Held>>>>,
+}
+
+/// This `Driver`'s identity as a holder. `pid` tells a forked child (which inherits a copy of
+/// all of this) from the process that made it: a child's references are its own, under its
+/// own token and holder file, and the parent's stay the parent's.
+#[derive(Debug)]
+struct Me {
+    pid: u32,
+    token: String,
+    /// `.ovl2/holders/<token>`, flocked while this `Driver` may hold references; taken at
+    /// the first process-held get.
+    lock: Option<std::os::fd::OwnedFd>,
+    /// References recorded under `token` (and gets in flight that will record one); the
+    /// holder file goes when this drops to zero, so a `Driver` holding nothing leaves none.
+    refs: u64,
+}
+
+impl Me {
+    fn new() -> Me {
+        Me { pid: std::process::id(), token: fsutil::random_hex(8), lock: None, refs: 0 }
+    }
 }
 
 impl MountState {
@@ -133,14 +155,26 @@ impl MountState {
             strategy,
             disabled,
             features: OnceLock::new(),
-            token: fsutil::random_hex(6),
-            start: refs::process_start_time(std::process::id()).unwrap_or(0),
+            me: Mutex::new(Me::new()),
             held: Mutex::new(HashMap::new()),
         })
     }
 
+    /// Starts afresh in a forked child: the references in memory and the holder file belong
+    /// to the parent. Closing the child's copy of the holder fd leaves the parent's lock in
+    /// place (the parent still has the file open). Call with no other mount-state lock held.
+    fn after_fork(&self) {
+        let mut me = self.me.lock().unwrap_or_else(|e| e.into_inner());
+        if me.pid == std::process::id() {
+            return;
+        }
+        *me = Me::new();
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// This `Driver` as a holder in records.
     fn me(&self) -> Holder {
-        Holder::Process { pid: std::process::id(), start: self.start, token: self.token.clone() }
+        Holder::Lock { token: self.me.lock().unwrap_or_else(|e| e.into_inner()).token.clone() }
     }
 
     fn slot(&self, id: &str) -> Arc<Mutex<Held>> {
@@ -160,6 +194,20 @@ struct Held {
     /// rule); each matching put is consumed here, so it never releases a reference that
     /// someone else holds on a read-only mount of the same layer.
     base_gets: u64,
+}
+
+/// Gives a holder reference back when a get fails after taking it.
+struct Unhold<'a> {
+    d: &'a Driver,
+    armed: bool,
+}
+
+impl Drop for Unhold<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.d.unhold();
+        }
+    }
 }
 
 /// A layer dir locked for mount-state changes; the flock goes with the fd.
@@ -207,6 +255,7 @@ impl Driver {
                 )));
             }
         }
+        self.mounts.after_fork();
         let merged = self.home.join(id).join("merged");
         let slot = self.mounts.slot(id);
         let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -243,8 +292,12 @@ impl Driver {
                 reason: format!("it is already mounted {}", if rec.readonly { "read-only" } else { "read-write" }),
             });
         }
-        let holder = if opts.persistent { Holder::Store } else { self.mounts.me() };
-        rec.add(holder.clone(), 1);
+        let holder = if opts.persistent { Holder::Store } else { self.holder()? };
+        // Until this get has succeeded, a failure gives the holder reference back.
+        let mut pending = Unhold { d: self, armed: !opts.persistent };
+        if !rec.add(holder.clone(), 1) {
+            return Err(Error::Busy { id: id.to_owned(), reason: "it holds the most references a count can".into() });
+        }
         rec.readonly = readonly;
         if mounted {
             refs::store(self.mounts_fd()?, id, &rec)?;
@@ -254,7 +307,7 @@ impl Driver {
                 // with index=off, with undefined results).
                 return Err(Error::Busy { id: id.to_owned(), reason: "something else is mounted on merged/".into() });
             }
-            let req = self.mount_request(id, &layer, &lowers, readonly, opts);
+            let req = self.mount_request(id, &layer, &lowers, readonly, opts)?;
             let method = engine::choose(&req, self.mounts.strategy, self.features())?;
             rec.method = method.as_str().to_owned();
             // Record the reference before mounting: a crash in between leaves a record that
@@ -270,6 +323,7 @@ impl Driver {
                 }
             }
         }
+        pending.armed = false;
         if !opts.persistent {
             held.count += 1;
             held.readonly = readonly;
@@ -283,6 +337,7 @@ impl Driver {
     pub fn put(&self, id: &str) -> Result<()> {
         id::validate(id)?;
         self.writable("unmounting a layer")?;
+        self.mounts.after_fork();
         let slot = self.mounts.slot(id);
         let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
         if held.count > 1 {
@@ -296,8 +351,8 @@ impl Driver {
         let layer = self.lock_layer(id)?;
         let mut rec = self.reconciled_record(id, &layer)?;
         let mine = self.mounts.me();
-        let released =
-            (held.count == 1 && rec.release(&mine)) || rec.release(&Holder::Store) || rec.release(&Holder::External);
+        let mine_released = held.count == 1 && rec.release(&mine);
+        let released = mine_released || rec.release(&Holder::Store) || rec.release(&Holder::External);
         held.count = 0;
         if !released {
             let is_base = fsutil::file_type(&layer.fd, layout::LOWER).ctx(|| format!("stat of {id}/lower"))?.is_none();
@@ -309,11 +364,16 @@ impl Driver {
         if rec.total() == 0 {
             self.unmount_layer(id, &layer)?;
         }
-        refs::store(self.mounts_fd()?, id, &rec)
+        refs::store(self.mounts_fd()?, id, &rec)?;
+        if mine_released {
+            self.unhold();
+        }
+        Ok(())
     }
 
     /// Every layer ovl2 has mounted (or found mounted), with its reference counts.
     pub fn mounts(&self) -> Result<Vec<MountInfo>> {
+        self.mounts.after_fork();
         let mut out = Vec::new();
         for id in self.recorded_mounts()? {
             if !refs::maybe_held(self.mounts_fd()?, &id) && !self.layer_mounted_quick(&id) {
@@ -328,7 +388,7 @@ impl Driver {
                 path: self.home.join(&id).join("merged"),
                 count: rec.total(),
                 persistent: rec.count_of(|h| matches!(h, Holder::Store)),
-                processes: rec.count_of(|h| matches!(h, Holder::Process { .. })),
+                processes: rec.count_of(|h| matches!(h, Holder::Process { .. } | Holder::Lock { .. })),
                 readonly: rec.readonly,
                 method: rec.method.clone(),
                 mounted: self.is_mounted(&layer.fd)?,
@@ -358,6 +418,7 @@ impl Driver {
     /// Brings every record in line with the kernel and with which processes are alive,
     /// unmounting what nobody holds any more. Runs on open.
     pub(crate) fn reconcile_mounts(&self) -> Result<()> {
+        self.sweep_holders();
         for id in self.recorded_mounts()? {
             if !refs::maybe_held(self.mounts_fd()?, &id) && self.layer_exists_quick(&id) {
                 continue;
@@ -372,14 +433,94 @@ impl Driver {
         Ok(())
     }
 
+    /// `check`'s part for mounts: unusable records and a `.ovl2/empty` that is not empty.
+    /// With `fix`, a record is rebuilt (as the reconcile on open would) and `empty` emptied.
+    pub(crate) fn scan_mount_state(&self, fix: bool, problems: &mut Vec<crate::Problem>) -> Result<()> {
+        for id in self.recorded_mounts()? {
+            let Some(why) = refs::problem(self.mounts_fd()?, &id) else { continue };
+            if fix {
+                if let Some(layer) = self.lock_layer_or_forget(&id)? {
+                    let rec = self.reconciled_record(&id, &layer)?;
+                    refs::store(self.mounts_fd()?, &id, &rec)?;
+                }
+            }
+            problems.push(crate::Problem {
+                layer: Some(id.clone()),
+                kind: crate::ProblemKind::BadMountRecord,
+                detail: format!("mount record .ovl2/mounts/{id} is unusable: {why}"),
+                repairable: true,
+            });
+        }
+        for id in self.layer_ids()? {
+            let Some(dir) = self.open_layer_dir(&id)? else { continue };
+            match fsutil::file_type(&dir, layout::MERGED).ctx(|| format!("stat of {id}/merged"))? {
+                None | Some(FileType::Directory) => continue,
+                Some(t) => {
+                    if fix {
+                        match rustix::fs::unlinkat(&dir, layout::MERGED, AtFlags::empty()) {
+                            Ok(()) | Err(Errno::NOENT) => {}
+                            Err(e) => return Err(Error::io(format!("removing {id}/merged"), e)),
+                        }
+                    }
+                    problems.push(crate::Problem {
+                        layer: Some(id.clone()),
+                        kind: crate::ProblemKind::BadMerged,
+                        detail: format!("{id}/merged is a {}, not a directory", refs::type_name(t)),
+                        repairable: true,
+                    });
+                }
+            }
+        }
+        // A read-only open of a store without `.ovl2/` has no empty dir to check.
+        let Some(private) = &self.private_fd else { return Ok(()) };
+        if let Some(why) = engine::empty_dir_problem(private) {
+            if fix {
+                self.reset_empty_dir()?;
+            }
+            problems.push(crate::Problem {
+                layer: None,
+                kind: crate::ProblemKind::NotEmptyEmptyDir,
+                detail: format!(".ovl2/empty {why}"),
+                repairable: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// Replaces `.ovl2/empty` by a new empty directory; what was in it is deleted.
+    fn reset_empty_dir(&self) -> Result<()> {
+        let staging = self.staging("repairing .ovl2/empty")?;
+        let private = self.private_dir()?;
+        let trash = cstr(&format!("rm-{}", fsutil::random_hex(12))).expect("ascii");
+        match rustix::fs::renameat(private, layout::EMPTY, staging, &trash) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(Error::io("moving .ovl2/empty aside", e)),
+        }
+        fsutil::mkdir(private, layout::EMPTY, layout::DIFF_MODE, Some(self.root))
+            .ctx(|| "creating .ovl2/empty".into())?;
+        fsutil::remove_tree(staging, &trash).ctx(|| "deleting what was in .ovl2/empty".into())
+    }
+
+    /// `.ovl2/`, for an operation that needs it (every store opened for writing has it).
+    fn private_dir(&self) -> Result<std::os::fd::BorrowedFd<'_>> {
+        self.writable("changing mount state")?;
+        match &self.private_fd {
+            Some(fd) => Ok(fd.as_fd()),
+            None => Err(Error::Corrupt(format!("the store {} has no .ovl2 directory", self.home.display()))),
+        }
+    }
+
     /// Loads a record and makes it agree with reality: dead holders dropped, an empty
     /// record when nothing is mounted, one external reference for a mount found in place
     /// without any record. (A record whose holders all died comes back empty, so the
     /// caller unmounts.)
     fn reconciled_record(&self, id: &str, layer: &LockedLayer) -> Result<Record> {
-        let mut rec = refs::load(self.mounts_fd()?, id)?;
+        // An unusable record (torn, damaged) says nothing: the kernel's view decides, and a
+        // mount found in place is kept for an explicit put, never taken down on a guess.
+        let mut rec = refs::load(self.mounts_fd()?, id).unwrap_or_default();
         let recorded = rec.total() > 0;
-        rec.drop_dead();
+        let holders = self.holders_dir();
+        rec.drop_dead(holders.as_ref().map(std::os::fd::AsFd::as_fd));
         let mut mounted = self.is_mounted(&layer.fd)?;
         if mounted && recorded && rec.total() == 0 && !self.is_read_only() {
             // Every holder died: the mount is nobody's. Take it down now, under the layer
@@ -392,7 +533,7 @@ impl Driver {
             rec = Record::default();
         } else if !recorded {
             // Mounted, but never by ovl2 (or its record was lost): count it once.
-            rec.add(Holder::External, 1);
+            let _ = rec.add(Holder::External, 1);
             rec.method = "external".into();
             rec.readonly = fsutil::file_type(&layer.fd, layout::COMMITTED).ok().flatten().is_some();
         }
@@ -406,19 +547,19 @@ impl Driver {
         lowers: &'a [String],
         readonly: bool,
         opts: &'a MountOpts,
-    ) -> engine::Request<'a> {
-        use std::os::fd::AsFd;
-        engine::Request {
+    ) -> Result<engine::Request<'a>> {
+        Ok(engine::Request {
             home: &self.home,
             home_fd: self.home_fd.as_fd(),
             links_fd: self.links_fd.as_fd(),
+            private_fd: self.private_dir()?,
             id,
             layer_fd: layer.fd.as_fd(),
             lowers,
             readonly,
             label: opts.mount_label.as_deref(),
             volatile: opts.volatile,
-        }
+        })
     }
 
     /// Mounts a private read-write overlay of the chain `lowers` (short ids, nearest first)
@@ -436,6 +577,7 @@ impl Driver {
             home: &self.home,
             home_fd: self.home_fd.as_fd(),
             links_fd: self.links_fd.as_fd(),
+            private_fd: self.private_dir()?,
             id: rel,
             layer_fd: dir,
             lowers,
@@ -472,9 +614,22 @@ impl Driver {
                 )
                 .map_err(|e| Error::io(format!("chmod of {id}/merged"), e))?;
             }
-            // A merged/ left by someone else: make it ours, checking it is a directory.
-            Err(Errno::EXIST) => fsutil::ensure_dir(lfd, layout::MERGED, layout::MERGED_MODE, Some(self.root))
-                .ctx(|| format!("creating {id}/merged"))?,
+            // A merged/ left by someone else: make it ours, once it is known to be a real
+            // directory (a symlink there would aim the mount outside the store).
+            Err(Errno::EXIST) => {
+                match fsutil::file_type(lfd, layout::MERGED).ctx(|| format!("stat of {id}/merged"))? {
+                    Some(FileType::Directory) | None => {}
+                    Some(t) => {
+                        return Err(Error::Corrupt(format!(
+                            "cannot mount layer {id:?}: {id}/merged is a {}, not a directory; refusing to mount \
+                             through it",
+                            refs::type_name(t)
+                        )))
+                    }
+                }
+                fsutil::ensure_dir(lfd, layout::MERGED, layout::MERGED_MODE, Some(self.root))
+                    .ctx(|| format!("creating {id}/merged"))?
+            }
             Err(e) => return Err(Error::io(format!("creating {id}/merged"), e)),
         }
         if !req.readonly {
@@ -518,6 +673,13 @@ impl Driver {
     /// Runs when the `Driver` is dropped: a closed handle's references would otherwise stay
     /// in force for as long as the process lives, with no handle left that could put them.
     pub(crate) fn release_held(&self) {
+        {
+            let me = self.mounts.me.lock().unwrap_or_else(|e| e.into_inner());
+            if me.pid != std::process::id() {
+                // A forked child's copy: whatever is in memory is the parent's to give back.
+                return;
+            }
+        }
         let held: Vec<(String, Arc<Mutex<Held>>)> = self
             .mounts
             .held
@@ -540,6 +702,106 @@ impl Driver {
                 let _ = self.unmount_layer(&id, &layer);
             }
             let _ = refs::store(self.mounts_fd().expect("records dir"), &id, &rec);
+        }
+        self.drop_holder();
+    }
+
+    /// This `Driver`'s holder token, taking its holder file on first use.
+    fn holder(&self) -> Result<Holder> {
+        let mut me = self.mounts.me.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tries = 0;
+        while me.lock.is_none() {
+            tries += 1;
+            let (dir, made) = match self.ensure_holders_dir() {
+                Ok(d) => d,
+                Err(e) if tries < 3 && e.errno() == Some(Errno::NOENT.raw_os_error()) => continue,
+                Err(e) => return Err(e),
+            };
+            match refs::take_holder(dir.as_fd(), &me.token) {
+                Ok(Some(fd)) => me.lock = Some(fd),
+                // A sweep removed the file as we made it: start again under a new name.
+                Ok(None) => me.token = fsutil::random_hex(8),
+                Err(e) => {
+                    if made {
+                        // A failed get leaves nothing behind (another process that made
+                        // its file in between keeps the directory: it is not empty).
+                        let _ = rustix::fs::unlinkat(self.private_dir()?, layout::HOLDERS, AtFlags::REMOVEDIR);
+                    }
+                    // The directory went away under us (someone else's failed get): retry.
+                    if tries < 3 && e.errno() == Some(Errno::NOENT.raw_os_error()) {
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        me.refs += 1;
+        Ok(Holder::Lock { token: me.token.clone() })
+    }
+
+    /// Gives back one holder reference taken by [`Self::holder`]; the last one removes the
+    /// holder file.
+    fn unhold(&self) {
+        let mut me = self.mounts.me.lock().unwrap_or_else(|e| e.into_inner());
+        me.refs = me.refs.saturating_sub(1);
+        if me.refs == 0 {
+            self.remove_holder_file(&mut me);
+        }
+    }
+
+    /// Removes this `Driver`'s holder file (it is closing; its references are given back).
+    fn drop_holder(&self) {
+        let mut me = self.mounts.me.lock().unwrap_or_else(|e| e.into_inner());
+        me.refs = 0;
+        self.remove_holder_file(&mut me);
+    }
+
+    fn remove_holder_file(&self, me: &mut Me) {
+        if let Some(fd) = me.lock.take() {
+            if let Some(dir) = self.holders_dir() {
+                if let Ok(n) = cstr(&me.token) {
+                    let _ = rustix::fs::unlinkat(&dir, &n, AtFlags::empty());
+                }
+            }
+            drop(fd);
+            // The directory too, when no one else has a file in it (a process making one
+            // right now finds it gone and makes it again).
+            if let Some(private) = &self.private_fd {
+                let _ = rustix::fs::unlinkat(private, layout::HOLDERS, AtFlags::REMOVEDIR);
+            }
+        }
+    }
+
+    /// `.ovl2/holders`, if it exists (it is made by the first process-held get).
+    fn holders_dir(&self) -> Option<std::os::fd::OwnedFd> {
+        fsutil::open_dir(self.private_fd.as_ref()?, layout::HOLDERS).ok()
+    }
+
+    /// Opens `.ovl2/holders`, creating it when missing (and saying so).
+    fn ensure_holders_dir(&self) -> Result<(std::os::fd::OwnedFd, bool)> {
+        let mode = rustix::fs::Mode::from_raw_mode(layout::PRIVATE_MODE);
+        let private = self.private_dir()?;
+        let made = match rustix::fs::mkdirat(private, layout::HOLDERS, mode) {
+            Ok(()) => true,
+            Err(Errno::EXIST) => false,
+            Err(e) => return Err(Error::io("creating .ovl2/holders", e)),
+        };
+        let fd = fsutil::open_dir(private, layout::HOLDERS).ctx(|| "opening .ovl2/holders".into())?;
+        Ok((fd, made))
+    }
+
+    /// Removes the holder files of `Driver`s that are gone (a process killed before it could
+    /// clean up leaves one behind).
+    fn sweep_holders(&self) {
+        let Some(dir) = self.holders_dir() else { return };
+        let Ok(entries) = fsutil::list_dir(&dir) else { return };
+        let me = self.mounts.me.lock().unwrap_or_else(|e| e.into_inner()).token.clone();
+        for e in entries {
+            if let Ok(token) = e.name.into_string() {
+                if token != me {
+                    refs::holder_alive(dir.as_fd(), &token);
+                }
+            }
         }
     }
 
