@@ -20,7 +20,7 @@ struct Cli {
     /// Store directory (Docker's overlay2 home).
     #[arg(long, global = true, env = "OVL2_HOME", default_value = "/var/lib/ovl2")]
     home: PathBuf,
-    /// Deepest chain allowed (1 to 500; 128 keeps the store mountable by Docker).
+    /// Most lower layers a layer may have, counted as Docker counts them (1 to 500; 128 keeps the store mountable by Docker).
     #[arg(long, global = true, default_value_t = ovl2_core::KERNEL_MAX_DEPTH)]
     max_depth: usize,
     /// How to mount: auto, new (fsopen/lowerdir+) or legacy (mount(2)). Default: $OVL2_MOUNT_STRATEGY, else auto.

@@ -19,7 +19,7 @@ fn create_ls_inspect_rm_check() {
     assert_eq!(h.ok(&["ls"]), "base\n└── app\n    └── ctr\n");
     let ls: serde_json::Value = serde_json::from_str(&h.ok(&["ls", "--json"])).unwrap();
     let ctr = ls.as_array().unwrap().iter().find(|l| l["id"] == "ctr").unwrap();
-    assert_eq!((ctr["parent"].as_str(), ctr["depth"].as_u64()), (Some("app"), Some(3)));
+    assert_eq!((ctr["parent"].as_str(), ctr["depth"].as_u64()), (Some("app"), Some(2)));
     let meta: serde_json::Value = serde_json::from_str(&h.ok(&["inspect", "ctr", "--json"])).unwrap();
     let home = h.home().display().to_string();
     assert_eq!(meta["LowerDir"], format!("{home}/app/diff:{home}/base/diff"));

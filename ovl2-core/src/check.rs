@@ -221,13 +221,9 @@ impl Driver {
                 }
             };
             referenced.extend(lids.iter().map(|s| s.to_string()));
-            if lids.len() + 1 > self.opts.max_depth {
-                problems.push(self.problem(
-                    &r.id,
-                    ProblemKind::TooDeep,
-                    format!("chain depth {} exceeds the store's limit of {}", lids.len() + 1, self.opts.max_depth),
-                    false,
-                ));
+            if let Err(crate::Error::MaxDepth { depth, limit, .. }) = self.check_depth(&r.id, &lids) {
+                let detail = format!("layer has {depth} lower layers, more than the store's max depth of {limit}");
+                problems.push(self.problem(&r.id, ProblemKind::TooDeep, detail, false));
             }
             let mut all_known = true;
             for lid in &lids {

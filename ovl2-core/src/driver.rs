@@ -16,17 +16,30 @@ use crate::layout::{self, Malformed};
 use crate::lock::{lock_store, StoreLock};
 use crate::mount::{MountState, MountStrategy};
 
-/// The kernel's limit on lower layers in one overlay mount (`OVL_MAX_STACK`).
+/// The kernel's limit on lower layers in one overlay mount (`OVL_MAX_STACK`): a layer with
+/// 500 lower layers still mounts read-write (its own `diff` is the upper). The default
+/// [`Options::max_depth`].
 pub const KERNEL_MAX_DEPTH: usize = 500;
 
-/// Docker's own depth limit, for stores that Docker must also be able to mount.
+/// Docker's overlay2 limit (`maxDepth`): Docker refuses a layer only when it would have more
+/// than 128 lower layers. Use it when Docker must be able to mount the store too.
 pub const DOCKER_MAX_DEPTH: usize = 128;
+
+/// The one definition of a layer's depth: the number of lower layers it sits on (the entries
+/// in its `lower` file), so a base layer has depth 0 and its child depth 1. This is how Docker
+/// counts (`len(lowers) > maxDepth` is refused) and how the kernel's limit is stated, and it
+/// is what [`Options::max_depth`], [`LayerInfo::depth`], [`Error::MaxDepth`] and `check` use.
+pub fn depth_of(lowers: &[impl AsRef<str>]) -> usize {
+    lowers.len()
+}
 
 /// How a store is opened.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Deepest chain allowed, counting the layer itself (a base layer has depth 1).
-    /// At most [`KERNEL_MAX_DEPTH`]; use [`DOCKER_MAX_DEPTH`] when Docker must mount the store too.
+    /// Most lower layers a layer may have (its [`depth_of`]; a base layer has none): creating
+    /// a deeper one fails with [`Error::MaxDepth`], exactly where Docker's `maxDepth` refuses.
+    /// 1 to [`KERNEL_MAX_DEPTH`] (the default); use [`DOCKER_MAX_DEPTH`] when Docker must
+    /// mount the store too.
     pub max_depth: usize,
     /// Owner of `diff/`, `work/` and `merged/`, and group of `home` and layer dirs: the
     /// (remapped) root of the containers. `None` means this process's euid/egid.
@@ -96,7 +109,7 @@ pub struct LayerInfo {
     pub id: String,
     /// The direct parent, `None` for a base layer (or when the store cannot tell; see `check`).
     pub parent: Option<String>,
-    /// Layers in the chain counting this one: 1 for a base layer.
+    /// The number of lower layers ([`depth_of`] its `lower`): 0 for a base layer.
     pub depth: usize,
     /// The 26-character name under `l/`, when the `link` file is readable.
     pub short_id: Option<String>,
@@ -352,10 +365,7 @@ impl Driver {
             Some(p) => self.chain_for_child(p)?,
             None => Vec::new(),
         };
-        let depth = chain.len() + 1;
-        if depth > self.opts.max_depth {
-            return Err(Error::MaxDepth { id: id.to_owned(), depth, limit: self.opts.max_depth });
-        }
+        self.check_depth(id, &chain)?;
 
         let staged = self.stage_layer(id, &chain)?;
         let cid = cstr(id).expect("validated id has no NUL");
@@ -378,6 +388,15 @@ impl Driver {
             let lid = staged.short_link.as_deref().and_then(|l| l.to_str().ok()).unwrap_or_default().to_owned();
             self.discard_new_layer(id, &lid);
             return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Refuses a layer whose lower chain is deeper than the store allows (Docker's rule).
+    pub(crate) fn check_depth(&self, id: &str, lowers: &[impl AsRef<str>]) -> Result<()> {
+        let depth = depth_of(lowers);
+        if depth > self.opts.max_depth {
+            return Err(Error::MaxDepth { id: id.to_owned(), depth, limit: self.opts.max_depth });
         }
         Ok(())
     }
@@ -729,14 +748,14 @@ impl Driver {
         let mut out = Vec::with_capacity(recs.len());
         for (id, lid, lower) in recs {
             let (parent, depth) = match &lower {
-                None => (None, 1),
+                None => (None, 0),
                 Some(lids) if lids.is_empty() => (None, 0),
                 Some(lids) => {
                     let p = match by_lid.get(&lids[0]) {
                         Some(p) => Some(p.clone()),
                         None => self.resolve_short_id(&lids[0])?,
                     };
-                    (p, lids.len() + 1)
+                    (p, depth_of(lids))
                 }
             };
             out.push(LayerInfo { id, parent, depth, short_id: lid });

@@ -54,11 +54,11 @@ pub enum Error {
     #[error("layer {0:?} already exists")]
     Exists(String),
     /// Creating the layer would make its chain deeper than allowed.
-    #[error("max depth exceeded: layer {id:?} would be at depth {depth}, the limit is {limit} layers")]
+    #[error("max depth exceeded: layer {id:?} would have {depth} lower layers, the limit is {limit}")]
     MaxDepth {
         /// The layer being created.
         id: String,
-        /// The depth it would have (a base layer has depth 1).
+        /// The depth it would have: its number of lower layers ([`crate::depth_of`]).
         depth: usize,
         /// The configured limit.
         limit: usize,

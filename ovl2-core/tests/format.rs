@@ -129,10 +129,10 @@ fn queries() {
     assert_eq!(
         got,
         vec![
-            ("a".into(), None, 1),
-            ("b".into(), Some("a".into()), 2),
-            ("c".into(), Some("a".into()), 2),
-            ("d".into(), Some("c".into()), 3),
+            ("a".into(), None, 0),
+            ("b".into(), Some("a".into()), 1),
+            ("c".into(), Some("a".into()), 1),
+            ("d".into(), Some("c".into()), 2),
         ]
     );
     let status = d.status().unwrap();
@@ -206,41 +206,53 @@ fn create_refusals_change_nothing() {
 }
 
 #[test]
-fn depth_500_accepted_501_refused() {
+fn depth_counts_lowers_500_accepted_501_refused() {
     let s = Scratch::new("depth");
     let home = s.home();
     let d = open_fast(&home);
-    d.create("L1", None, &co()).unwrap();
-    for i in 2..=500 {
+    // L0 is the base (depth 0); L<i> has i lower layers.
+    d.create("L0", None, &co()).unwrap();
+    for i in 1..=500 {
         d.create(&format!("L{i}"), Some(&format!("L{}", i - 1)), &co()).unwrap();
     }
     let lower = read(&home.join("L500/lower"));
-    assert_eq!(lower.split(':').count(), 499);
-    assert_eq!(d.layers().unwrap().iter().find(|l| l.id == "L500").unwrap().depth, 500);
+    assert_eq!(lower.split(':').count(), 500, "the kernel's limit: 500 lower layers");
+    let layers = d.layers().unwrap();
+    let depth = |id: &str| layers.iter().find(|l| l.id == id).unwrap().depth;
+    assert_eq!((depth("L0"), depth("L1"), depth("L500")), (0, 1, 500));
     let before = snapshot(&home);
     let e = d.create("L501", Some("L500"), &co()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MaxDepth);
-    assert!(e.to_string().contains("500"), "{e}");
-    assert!(e.to_string().contains("max depth exceeded"), "{e}");
+    assert_eq!(e.to_string(), "max depth exceeded: layer \"L501\" would have 501 lower layers, the limit is 500");
+    assert_eq!(d.create_rw("L501", Some("L500"), &co()).unwrap_err().kind(), ErrorKind::MaxDepth);
     assert_eq!(snapshot(&home), before);
     assert!(d.check().unwrap().is_empty());
 }
 
 #[test]
 fn docker_compatible_depth_limit() {
+    // Docker refuses a layer only when len(lowers) > 128: 128 lower layers are allowed.
     let s = Scratch::new("depth128");
     let d = Driver::open(s.home(), Options { max_depth: 128, sync: false, ..Options::default() }).unwrap();
-    d.create("L1", None, &co()).unwrap();
-    for i in 2..=128 {
+    d.create("L0", None, &co()).unwrap();
+    for i in 1..=128 {
         d.create(&format!("L{i}"), Some(&format!("L{}", i - 1)), &co()).unwrap();
     }
+    assert_eq!(d.layers().unwrap().iter().find(|l| l.id == "L128").unwrap().depth, 128);
     let e = d.create("L129", Some("L128"), &co()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MaxDepth);
-    assert!(e.to_string().contains("128"));
+    assert!(e.to_string().contains("129 lower layers, the limit is 128"), "{e}");
+    assert!(d.check().unwrap().is_empty());
     for bad in [0, 501] {
         let e = Driver::open(s.home(), Options { max_depth: bad, ..Options::default() }).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     }
+    // A store opened with a smaller limit than its layers reports them, naming both counts.
+    let small = Driver::open(s.home(), Options { max_depth: 127, repair_on_open: false, ..Options::default() }).unwrap();
+    let problems = small.check().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].layer.as_deref(), Some("L128"));
+    assert_eq!(problems[0].detail, "layer has 128 lower layers, more than the store's max depth of 127");
 }
 
 #[test]

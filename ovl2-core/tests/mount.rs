@@ -35,8 +35,9 @@ fn mounted_at(p: &Path) -> bool {
 fn mount_options(p: &Path) -> Vec<String> {
     mountinfo_options(p).expect("mounted").split(',').map(str::to_owned).collect()
 }
-/// A chain L1..=Ln with a file in each layer's diff, plus uncommitted leaves `rw<d>` at the
-/// depths given (a leaf at depth d sits on L<d-1>).
+/// A chain L1..=Ln with a file in each layer's diff (L1 is the base, so `L<i>` has i-1 lower
+/// layers), plus uncommitted leaves `rw<d>` at the depths given: `rw<d>` sits on `L<d>`, so
+/// it has exactly d lower layers (its depth, as Docker and `max_depth` count it).
 fn build_chain(home: &Path, n: usize, leaves: &[usize]) {
     let d = open_fast(home);
     d.create("L1", None, &co()).unwrap();
@@ -46,11 +47,12 @@ fn build_chain(home: &Path, n: usize, leaves: &[usize]) {
         std::fs::write(home.join(format!("L{i}/diff/f{i}")), format!("from L{i}")).unwrap();
     }
     for &depth in leaves {
-        d.create_rw(&format!("rw{depth}"), Some(&format!("L{}", depth - 1)), &co()).unwrap();
+        d.create_rw(&format!("rw{depth}"), Some(&format!("L{depth}")), &co()).unwrap();
     }
 }
 
-/// Mounts a read-write leaf and checks reads, writes, whiteouts and the final unmount.
+/// Mounts a read-write leaf with `depth` lower layers (L1..=L<depth>) and checks reads,
+/// writes, whiteouts and the final unmount.
 fn exercise_rw(d: &Driver, home: &Path, id: &str, depth: usize) -> String {
     let merged = d.get(id, None).unwrap();
     assert_eq!(merged, home.join(id).join("merged"));
@@ -58,11 +60,11 @@ fn exercise_rw(d: &Driver, home: &Path, id: &str, depth: usize) -> String {
     assert_eq!(
         std::fs::read_to_string(merged.join("bottom")).unwrap(),
         "from L1",
-        "{id}: bottom visible through {depth} layers"
+        "{id}: bottom visible through {depth} lower layers"
     );
-    if depth > 2 {
-        let f = format!("f{}", depth - 1);
-        assert_eq!(std::fs::read_to_string(merged.join(&f)).unwrap(), format!("from L{}", depth - 1));
+    if depth > 1 {
+        let f = format!("f{depth}");
+        assert_eq!(std::fs::read_to_string(merged.join(&f)).unwrap(), format!("from L{depth}"));
     }
     std::fs::write(merged.join("written"), "up").unwrap();
     assert_eq!(
@@ -100,46 +102,55 @@ fn strategy_at_depths(strategy: MountStrategy, disabled: &[&str], expect: &[(usi
     }
     let s = Scratch::new("depths");
     let home = s.home();
-    build_chain(&home, 500, &[2, 128, 129]);
+    build_chain(&home, 500, &[1, 128, 129, 500]);
     let d = driver(&home, strategy, disabled);
-    // Depth 1: a base layer is returned as its diff, unmounted, as Docker does.
+    // Depth 0: a base layer is returned as its diff, unmounted, as Docker does.
     assert_eq!(d.get("L1", None).unwrap(), home.join("L1/diff"));
     assert!(d.mounts().unwrap().is_empty());
     d.put("L1").unwrap();
     for &(depth, method) in expect {
-        let id = if depth == 500 { "L500".to_string() } else { format!("rw{depth}") };
+        let id = format!("rw{depth}");
+        assert_eq!(std::fs::read_to_string(home.join(&id).join("lower")).unwrap().split(':').count(), depth);
         let got = exercise_rw(&d, &home, &id, depth);
         assert_eq!(got, method, "{strategy:?} at depth {depth}");
     }
-    // Committed layers mount read-only; an explicit read-only mount of L500 has 500 lowers.
+    // Committed layers mount read-only (their own diff becomes a lower): L500 has 499 lower
+    // layers, so its explicit read-only mount uses all 500 lower slots the kernel has.
     check_readonly(&d, "L2", &MountOpts::default());
     check_readonly(&d, "L499", &MountOpts::default());
     check_readonly(&d, "L500", &MountOpts { readonly: true, ..MountOpts::default() });
+    // rw500 has 500 lowers: read-write it mounts (above), read-only it would need 501.
+    let e = d.get_with("rw500", &MountOpts { readonly: true, ..MountOpts::default() }).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("501") && e.to_string().contains("500"), "{e}");
+    assert!(d.mounts().unwrap().is_empty() && !home.join("rw500/merged").exists(), "the refusal left nothing");
     // Depth 501 cannot even be created.
-    assert_eq!(d.create("L501", Some("L500"), &co()).unwrap_err().kind(), ErrorKind::MaxDepth);
+    let e = d.create("past", Some("rw500"), &co()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::MaxDepth);
+    assert!(e.to_string().contains("501 lower layers, the limit is 500"), "{e}");
 }
 
 #[test]
-fn new_strategy_with_fds_at_depths_1_2_128_129_500() {
-    strategy_at_depths(MountStrategy::New, &[], &[(2, "new-fd"), (128, "new-fd"), (129, "new-fd"), (500, "new-fd")]);
+fn new_strategy_with_fds_at_depths_0_1_128_129_500() {
+    strategy_at_depths(MountStrategy::New, &[], &[(1, "new-fd"), (128, "new-fd"), (129, "new-fd"), (500, "new-fd")]);
 }
 
 #[test]
-fn new_strategy_with_paths_at_depths_1_2_128_129_500() {
+fn new_strategy_with_paths_at_depths_0_1_128_129_500() {
     // The lowerdir+ string fallback (kernels 6.8 to 6.12).
     strategy_at_depths(
         MountStrategy::New,
         &["lowerdir+fd"],
-        &[(2, "new-path"), (128, "new-path"), (129, "new-path"), (500, "new-path")],
+        &[(1, "new-path"), (128, "new-path"), (129, "new-path"), (500, "new-path")],
     );
 }
 
 #[test]
-fn legacy_strategy_at_depths_1_2_128_129_500() {
+fn legacy_strategy_at_depths_0_1_128_129_500() {
     strategy_at_depths(
         MountStrategy::Legacy,
         &[],
-        &[(2, "legacy-absolute"), (128, "legacy-relative"), (129, "legacy-relative"), (500, "legacy-fd")],
+        &[(1, "legacy-absolute"), (128, "legacy-relative"), (129, "legacy-relative"), (500, "legacy-fd")],
     );
 }
 

@@ -27,8 +27,9 @@ pub struct ovl2_options {
     /// `sizeof(ovl2_options)`, set by `ovl2_options_init`; lets the library tell which
     /// version of the struct the caller was built with.
     pub size: usize,
-    /// Deepest chain allowed, counting the layer itself (1..=500). Default 500, the kernel's
-    /// limit; use 128 when Docker must be able to mount the store too.
+    /// Most lower layers a layer may have (its depth; a base layer has 0), counted as Docker
+    /// counts them (1..=500). Default 500, the kernel's limit; use 128 (Docker's) when Docker
+    /// must be able to mount the store too.
     pub max_depth: u32,
     /// fsync metadata so a power cut cannot lose or empty it. Default true.
     pub sync: bool,

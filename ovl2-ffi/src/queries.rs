@@ -135,7 +135,7 @@ pub struct ovl2_layer {
     pub id: *const c_char,
     /// The direct parent's id; NULL for a base layer (or when the store cannot tell).
     pub parent: *const c_char,
-    /// Layers in the chain counting this one: 1 for a base layer.
+    /// The number of lower layers (entries in its `lower` file): 0 for a base layer.
     pub depth: usize,
     /// The 26-character name under `l/`; NULL when the `link` file is unreadable.
     pub short_id: *const c_char,

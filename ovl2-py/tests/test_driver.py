@@ -135,10 +135,10 @@ def test_layers_reports_parent_and_depth(driver: ovl2.Driver, home: pathlib.Path
     driver.create("c", "b")
     driver.create("a", "c")
     layers = driver.layers()
-    assert [(l.id, l.parent, l.depth) for l in layers] == [("a", "c", 3), ("b", None, 1), ("c", "b", 2)]
+    assert [(l.id, l.parent, l.depth) for l in layers] == [("a", "c", 2), ("b", None, 0), ("c", "b", 1)]
     a = layers[0]
     assert a.short_id == (home / "a" / "link").read_text()
-    assert repr(a) == "Layer(id='a', parent='c', depth=3)"
+    assert repr(a) == "Layer(id='a', parent='c', depth=2)"
     assert a == driver.layers()[0]
     assert len({*layers, *driver.layers()}) == 3
     with pytest.raises(AttributeError):

@@ -104,12 +104,14 @@ def test_layer_exists(driver: ovl2.Driver) -> None:
 
 def test_max_depth(home: pathlib.Path) -> None:
     with ovl2.Driver(home, max_depth=2) as d:
+        # Docker's rule: a layer may have max_depth lower layers ("3" has 2), not more.
         d.create("1")
         d.create("2", "1")
+        d.create("3", "2")
         with pytest.raises(ovl2.MaxDepthError) as ei:
-            d.create("3", "2")
-        check(ei.value, ovl2.MaxDepthError, "limit is 2")
-        assert not d.exists("3")
+            d.create("4", "3")
+        check(ei.value, ovl2.MaxDepthError, "would have 3 lower layers, the limit is 2")
+        assert not d.exists("4")
 
 
 def test_busy(driver: ovl2.Driver) -> None:

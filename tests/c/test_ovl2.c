@@ -386,11 +386,11 @@ static void test_layers(void) {
         for (size_t i = 0; i < ll->len; i++) {
             const ovl2_layer *l = &ll->items[i];
             CHECK(l->short_id && strlen(l->short_id) == 26, "short id of %s", l->id);
-            if (strcmp(l->id, "base") == 0) CHECK(l->depth == 1 && l->parent == NULL, "base depth/parent");
+            if (strcmp(l->id, "base") == 0) CHECK(l->depth == 0 && l->parent == NULL, "base depth/parent");
             if (strcmp(l->id, "mid") == 0)
-                CHECK(l->depth == 2 && l->parent && strcmp(l->parent, "base") == 0, "mid depth/parent");
+                CHECK(l->depth == 1 && l->parent && strcmp(l->parent, "base") == 0, "mid depth/parent");
             if (strcmp(l->id, "top") == 0)
-                CHECK(l->depth == 3 && l->parent && strcmp(l->parent, "mid") == 0, "top depth/parent");
+                CHECK(l->depth == 2 && l->parent && strcmp(l->parent, "mid") == 0, "top depth/parent");
         }
         CHECK(ll->len == 3 && strcmp(ll->items[0].id, "base") == 0 && strcmp(ll->items[2].id, "top") == 0,
               "layers sorted by id");
@@ -472,8 +472,10 @@ static void test_max_depth(void) {
     if (!d) return;
     OK(ovl2_create(d, "d1", NULL, NULL, &e_), "create d1");
     OK(ovl2_create(d, "d2", "d1", NULL, &e_), "create d2");
-    FAILS(ovl2_create(d, "d3", "d2", NULL, &e_), OVL2_STATUS_MAX_DEPTH, ETOOMANYREFS, "create past max depth");
-    FAILS(ovl2_create_rw(d, "d3", "d2", NULL, &e_), OVL2_STATUS_MAX_DEPTH, ETOOMANYREFS, "create_rw past max depth");
+    /* Docker's rule: max_depth lower layers are allowed (d3 has 2), one more is not. */
+    OK(ovl2_create(d, "d3", "d2", NULL, &e_), "create d3 with max_depth lowers");
+    FAILS(ovl2_create(d, "d4", "d3", NULL, &e_), OVL2_STATUS_MAX_DEPTH, ETOOMANYREFS, "create past max depth");
+    FAILS(ovl2_create_rw(d, "d4", "d3", NULL, &e_), OVL2_STATUS_MAX_DEPTH, ETOOMANYREFS, "create_rw past max depth");
     ovl2_close(d);
 }
 

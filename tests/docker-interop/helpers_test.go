@@ -365,9 +365,10 @@ func assertMetadataMatches(t *testing.T, d graphdriver.Driver, o ovl2CLI, id str
 func assertLs(t *testing.T, o ovl2CLI, parents map[string]string) {
 	t.Helper()
 	got := o.ls()
+	// Depth counts lower layers, as Docker's maxDepth does: 0 for a base layer.
 	depth := func(id string) int {
 		n := 0
-		for ; id != ""; id = parents[id] {
+		for id = parents[id]; id != ""; id = parents[id] {
 			n++
 		}
 		return n

@@ -33,8 +33,8 @@ func Example() {
 	err = d.Remove("base")
 	fmt.Println("remove base busy:", errors.Is(err, ovl2.ErrBusy))
 	// Output:
-	// app depth=2 parent="base"
-	// base depth=1 parent=""
-	// container depth=3 parent="app"
+	// app depth=1 parent="base"
+	// base depth=0 parent=""
+	// container depth=2 parent="app"
 	// remove base busy: true
 }

@@ -71,7 +71,7 @@ func Version() string { return C.GoString(C.ovl2_version()) }
 // MaxDepth limits, as in ovl2-core.
 const (
 	KernelMaxDepth = 500 // the kernel's limit on lower layers, and the default
-	DockerMaxDepth = 128 // Docker's limit; use it when Docker must mount the store too
+	DockerMaxDepth = 128 // Docker's limit (at most 128 lowers); use it when Docker must mount the store too
 )
 
 // Driver is an open layer store. Its methods may be called from many goroutines at once.
@@ -90,7 +90,8 @@ type config struct {
 // Option changes how Open opens a store.
 type Option func(*config)
 
-// WithMaxDepth sets the deepest chain allowed, counting the layer itself (1..500).
+// WithMaxDepth sets how many lower layers a layer may have (1..500), counted as Docker
+// counts them: a base layer has depth 0, and Docker's WithMaxDepth(128) allows 128 lowers.
 func WithMaxDepth(n int) Option {
 	return func(c *config) {
 		if n < 0 || n > 1<<31 {
@@ -428,7 +429,7 @@ func (d *Driver) Status() ([][2]string, error) {
 type Layer struct {
 	ID      string
 	Parent  string // "" for a base layer
-	Depth   int    // 1 for a base layer
+	Depth   int    // number of lower layers: 0 for a base layer
 	ShortID string // the name under l/; "" when the link file is unreadable
 }
 

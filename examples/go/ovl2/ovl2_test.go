@@ -233,11 +233,24 @@ func TestLayerLifecycle(t *testing.T) {
 }
 
 func TestMaxDepth(t *testing.T) {
+	// Docker's rule: a layer may have max-depth lowers, so c (2 lowers) fits and d does not.
 	d, _ := open(t, ovl2.WithMaxDepth(2))
 	must(t, d.Create("a", "", nil))
 	must(t, d.Create("b", "a", nil))
-	wantErr(t, d.Create("c", "b", nil), ovl2.ErrMaxDepth, syscall.ETOOMANYREFS, "create", "c")
-	wantErr(t, d.CreateReadWrite("c", "b", nil), ovl2.ErrMaxDepth, syscall.ETOOMANYREFS, "create_rw", "c")
+	must(t, d.Create("c", "b", nil))
+	err := d.Create("d", "c", nil)
+	wantErr(t, err, ovl2.ErrMaxDepth, syscall.ETOOMANYREFS, "create", "d")
+	if !strings.Contains(err.Error(), "would have 3 lower layers, the limit is 2") {
+		t.Errorf("message %q does not count lowers", err)
+	}
+	wantErr(t, d.CreateReadWrite("d", "c", nil), ovl2.ErrMaxDepth, syscall.ETOOMANYREFS, "create_rw", "d")
+	layers, err := d.Layers()
+	must(t, err)
+	for _, l := range layers {
+		if want := map[string]int{"a": 0, "b": 1, "c": 2}[l.ID]; l.Depth != want {
+			t.Errorf("layer %s depth %d, want %d", l.ID, l.Depth, want)
+		}
+	}
 }
 
 func TestCheckRepairAndCorrupt(t *testing.T) {

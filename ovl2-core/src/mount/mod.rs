@@ -283,6 +283,17 @@ impl Driver {
         let committed =
             fsutil::file_type(&layer.fd, layout::COMMITTED).ctx(|| format!("stat of {id}/committed"))?.is_some();
         let readonly = opts.readonly || committed || lowers.is_empty();
+        if readonly && lowers.len() + 1 > crate::KERNEL_MAX_DEPTH {
+            // Without an upper the layer's own diff is one more lower: a layer at the full
+            // depth mounts read-write only.
+            return Err(Error::Unsupported(format!(
+                "a read-only mount of layer {id:?} needs {} lower directories (its {} lower layers and its own \
+                 diff), more than the kernel's limit of {}; mount it read-write",
+                lowers.len() + 1,
+                lowers.len(),
+                crate::KERNEL_MAX_DEPTH
+            )));
+        }
 
         let mut rec = self.reconciled_record(id, &layer)?;
         let mounted = rec.total() > 0;

@@ -32,10 +32,12 @@ __version__: str
 """The version of ovl2 (the Rust crates' version)."""
 
 KERNEL_MAX_DEPTH: int
-"""The kernel's limit on lower layers in one overlay mount (500); the default max_depth."""
+"""The kernel's limit on lower layers in one overlay mount (500); the default max_depth.
+A layer with 500 lower layers still mounts read-write."""
 
 DOCKER_MAX_DEPTH: int
-"""Docker's own depth limit (128), for stores Docker must also be able to mount."""
+"""Docker's own depth limit (a layer may have 128 lower layers), for stores Docker must
+also be able to mount."""
 
 from ovl2._types import Change
 
@@ -88,8 +90,9 @@ class Driver:
         refused and left untouched, whatever the mode.
 
         :param sync: fsync metadata files and directories so a power cut cannot lose them.
-        :param max_depth: deepest chain allowed, counting the layer itself (1..500);
-            use ``DOCKER_MAX_DEPTH`` when Docker must mount the store too.
+        :param max_depth: most lower layers a layer may have (1..500), counted as Docker
+            counts them (a base layer has depth 0); use ``DOCKER_MAX_DEPTH`` when Docker
+            must mount the store too.
         :param repair_on_open: repair what a crash or another tool left behind.
         :param root: ``(uid, gid)`` owning ``diff``/``work``/``merged`` (the containers'
             remapped root); default this process's euid/egid.
@@ -456,7 +459,7 @@ class Layer:
         """The direct parent, None for a base layer."""
     @property
     def depth(self) -> int:
-        """Layers in the chain counting this one: 1 for a base layer."""
+        """The number of lower layers (entries in ``lower``): 0 for a base layer."""
     @property
     def short_id(self) -> Optional[str]:
         """The 26-character name under ``l/``, when the ``link`` file is readable."""
