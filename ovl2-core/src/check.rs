@@ -43,6 +43,10 @@ pub enum ProblemKind {
     DuplicateShortId,
     /// A `lower` file that cannot be parsed, or is not a regular file of at most 1 MiB.
     MalformedLower,
+    /// A layer with a parent (it has `work/`, or its children's `lower` files name its chain)
+    /// whose `lower` file is gone. Repairable from a descendant's `lower`; without one, the
+    /// parent cannot be known, and the layer is reported rather than turned into a base layer.
+    MissingLower,
     /// A `lower` entry naming a short id no layer has (a parent is missing).
     UnknownLower,
     /// A `lower` chain that disagrees with its parent's chain.
@@ -136,9 +140,15 @@ impl Driver {
         let mut recs = self.read_recs()?;
         let links = self.read_short_links()?;
 
-        // Link files first: everything else is keyed by short id.
+        // Link files first: everything else is keyed by short id. A short id lost from both
+        // `link` and `l/` is recovered from the descendants' `lower` files that still name it.
+        let recovery = Recovery::new(&recs, &links);
         for rec in &mut recs {
-            self.check_link_file(rec, &links, fix, &mut problems)?;
+            self.check_link_file(rec, &links, &recovery, fix, &mut problems)?;
+        }
+        // Then lost `lower` files, from the chains their descendants record.
+        for rec in &mut recs {
+            self.check_lost_lower(rec, &recovery, fix, &mut problems)?;
         }
         let mut owners: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for r in &recs {
@@ -494,6 +504,7 @@ impl Driver {
         &self,
         rec: &mut Rec,
         links: &BTreeMap<String, Option<Vec<u8>>>,
+        recovery: &Recovery,
         fix: bool,
         problems: &mut Vec<Problem>,
     ) -> Result<()> {
@@ -506,17 +517,18 @@ impl Driver {
                 // A FIFO, symlink, device or oversized file: written afresh, as a lost one is
                 // (the rename replaces it without following or reading it). A directory
                 // cannot be replaced without deleting what is in it.
-                let repairable = !rec.link_is_dir;
-                problems.push(self.problem(
+                let p = self.problem(
                     &rec.id,
                     ProblemKind::MalformedLink,
                     format!("link file cannot be read: it {why}"),
-                    repairable,
-                ));
-                if fix && repairable {
-                    self.relink(rec, links, None)?;
+                    true,
+                );
+                if rec.link_is_dir {
+                    problems.push(Problem { repairable: false, ..p });
+                    return Ok(());
                 }
-                return Ok(());
+                let choice = self.choose_lid(rec, links, recovery, None);
+                return self.relink(rec, choice, p, fix, problems);
             }
         };
         let (kind, detail, trimmed) = match link.map(layout::parse_link) {
@@ -532,28 +544,141 @@ impl Driver {
             }
             Some(Err(m)) => (ProblemKind::MalformedLink, describe("link", &m), None),
         };
-        problems.push(self.problem(&rec.id, kind, detail, true));
-        if fix {
-            self.relink(rec, links, trimmed)?;
-        }
-        Ok(())
+        let choice = self.choose_lid(rec, links, recovery, trimmed);
+        self.relink(rec, choice, self.problem(&rec.id, kind, detail, true), fix, problems)
     }
 
-    /// Writes `rec`'s `link` file afresh: `trimmed` when given, else the short id of a
-    /// `l/` link already pointing at the layer, else a new one.
-    fn relink(&self, rec: &mut Rec, links: &BTreeMap<String, Option<Vec<u8>>>, trimmed: Option<String>) -> Result<()> {
-        // Prefer a short id that already points at this layer, so children's lower files
-        // (which name it) keep working; draw a new one only when none exists.
+    /// The short id a layer whose `link` is unusable gets back. Prefer the one it had, so the
+    /// `lower` files of its descendants (which name it) stay valid: the trimmed link, an `l/`
+    /// name that points at this layer, or the one its descendants name.
+    fn choose_lid(
+        &self,
+        rec: &Rec,
+        links: &BTreeMap<String, Option<Vec<u8>>>,
+        recovery: &Recovery,
+        trimmed: Option<String>,
+    ) -> LidChoice {
         let target = layout::link_target(&rec.id);
-        let lid = match trimmed {
-            Some(t) => t,
-            None => match links.iter().find(|(_, t)| t.as_deref() == Some(target.as_bytes())) {
-                Some((name, _)) => name.clone(),
-                None => self.new_short_link(&rec.id)?,
-            },
+        if let Some(t) = trimmed {
+            return LidChoice::Kept(t);
+        }
+        if let Some((name, _)) = links.iter().find(|(_, t)| t.as_deref() == Some(target.as_bytes())) {
+            return LidChoice::Kept(name.clone());
+        }
+        if let Some(lid) = recovery.assigned.get(&rec.id) {
+            return LidChoice::Recovered(lid.clone());
+        }
+        match recovery.ambiguous.get(&rec.id) {
+            Some(lids) => LidChoice::Ambiguous(lids.clone()),
+            None => LidChoice::New,
+        }
+    }
+
+    /// Reports `p` and, when fixing, writes `rec`'s `link` file afresh with the chosen short
+    /// id (a new one only when nothing names the layer).
+    fn relink(
+        &self,
+        rec: &mut Rec,
+        choice: LidChoice,
+        p: Problem,
+        fix: bool,
+        problems: &mut Vec<Problem>,
+    ) -> Result<()> {
+        let known = match choice {
+            LidChoice::Kept(lid) => Some(lid),
+            LidChoice::Recovered(lid) => {
+                let detail = format!("{}; its short id {lid} is recovered from its descendants' lower files", p.detail);
+                problems.push(Problem { detail, ..p });
+                return self.write_link(rec, Some(lid), fix);
+            }
+            LidChoice::Ambiguous(lids) => {
+                // A new short id would orphan the descendants for good; a guess could give
+                // them the wrong parent. Leave it for a person, saying why.
+                let detail = format!(
+                    "{}; its short id cannot be told apart: it is one of {} (named by descendants' lower \
+                     files), which several layers that lost their short ids could own",
+                    p.detail,
+                    lids.join(", ")
+                );
+                problems.push(Problem { detail, repairable: false, ..p });
+                return Ok(());
+            }
+            LidChoice::New => None,
+        };
+        problems.push(p);
+        self.write_link(rec, known, fix)
+    }
+
+    fn write_link(&self, rec: &mut Rec, known: Option<String>, fix: bool) -> Result<()> {
+        if !fix {
+            // Report what the rest of the store would look like after the repair.
+            rec.lid = known;
+            return Ok(());
+        }
+        let lid = match known {
+            Some(lid) => lid,
+            None => self.new_short_link(&rec.id)?,
         };
         self.rewrite(&rec.id, layout::LINK, lid.as_bytes())?;
         rec.lid = Some(lid);
+        Ok(())
+    }
+
+    /// A layer whose `lower` is gone or unreadable, but whose chain its descendants record
+    /// (a child's `lower` minus its first entry): rewritten from theirs. A layer that has
+    /// `work/` (so it had a parent) and no such descendant is reported, never made a base.
+    fn check_lost_lower(
+        &self,
+        rec: &mut Rec,
+        recovery: &Recovery,
+        fix: bool,
+        problems: &mut Vec<Problem>,
+    ) -> Result<()> {
+        // `None`: missing; else what is wrong with it.
+        let broken = match &rec.lower {
+            Ok(None) => None,
+            Ok(Some(l)) => match layout::parse_lower(l) {
+                Ok(_) | Err(Malformed::Whitespace) => return Ok(()),
+                Err(m) => Some(describe("lower", &m)),
+            },
+            Err(why) => Some(format!("lower file cannot be read: it {why}")),
+        };
+        let chain = rec.lid.as_deref().and_then(|lid| recovery.chains.get(lid)).filter(|c| !c.is_empty());
+        let what = broken.clone().unwrap_or_else(|| "lower file is missing".to_string());
+        match chain {
+            Some(chain) => {
+                let lower = layout::format_lower(chain);
+                if fix {
+                    self.rewrite(&rec.id, layout::LOWER, lower.as_bytes())?;
+                }
+                let kind = if broken.is_some() { ProblemKind::MalformedLower } else { ProblemKind::MissingLower };
+                problems.push(self.problem(
+                    &rec.id,
+                    kind,
+                    format!(
+                        "{what}; its chain ({} lower layers) is recovered from its descendants' lower files",
+                        chain.len()
+                    ),
+                    true,
+                ));
+                rec.lower = Ok(Some(lower.into_bytes()));
+            }
+            // Unreadable lower without a descendant to recover it from: reported by the
+            // lower-chain scan below.
+            None if broken.is_some() => {}
+            None if rec.work.is_some() => problems.push(self.problem(
+                &rec.id,
+                ProblemKind::MissingLower,
+                format!(
+                    "{what}, but work/ shows the layer had a parent, and no layer built on it records \
+                     its chain, so its parent cannot be known (it is not treated as a base layer; remove \
+                     it with `ovl2 rm {}` and recreate it)",
+                    rec.id
+                ),
+                false,
+            )),
+            None => {}
+        }
         Ok(())
     }
 
@@ -611,4 +736,108 @@ impl Driver {
 
 fn stale(detail: String) -> Problem {
     Problem { layer: None, kind: ProblemKind::StaleStaging, detail, repairable: true }
+}
+
+/// Which short id a layer with an unusable `link` gets.
+enum LidChoice {
+    /// One it still has (a trimmed link, or an `l/` name pointing at it).
+    Kept(String),
+    /// The one its descendants' `lower` files name.
+    Recovered(String),
+    /// Any of these, as far as the store can tell.
+    Ambiguous(Vec<String>),
+    /// None: nothing names the layer, so a new one is drawn.
+    New,
+}
+
+/// What the descendants' `lower` files say about short ids and chains that their owners lost.
+///
+/// Every `lower` file `l/P0:l/P1:...:l/Pn` records, for each entry, the chain below it: the
+/// layer with short id `Pi` has the lower chain `Pi+1..Pn`. A layer that lost both its `link`
+/// and its `l/` name is the owner of a short id no layer claims when its own chain matches
+/// the recorded one (a base layer: empty chain and no `work/`; a layer whose `lower` is gone
+/// too: any non-empty chain).
+#[derive(Default)]
+struct Recovery {
+    /// Short id -> the chain below it, as recorded by the first `lower` file naming it.
+    chains: BTreeMap<String, Vec<String>>,
+    /// Layers that lost their short id -> the one the descendants name, when exactly one
+    /// layer can own it and it can own only that one.
+    assigned: BTreeMap<String, String>,
+    /// Layers that lost their short id and could own any of several named ones.
+    ambiguous: BTreeMap<String, Vec<String>>,
+}
+
+impl Recovery {
+    fn new(recs: &[Rec], links: &BTreeMap<String, Option<Vec<u8>>>) -> Recovery {
+        let mut r = Recovery::default();
+        let ids: BTreeSet<&str> = recs.iter().map(|x| x.id.as_str()).collect();
+        let parsed = |l: &std::result::Result<Option<Vec<u8>>, String>| -> Option<Vec<String>> {
+            let l = l.as_ref().ok()?.as_deref()?;
+            layout::parse_lower(l.trim_ascii()).ok().map(|v| v.into_iter().map(str::to_owned).collect())
+        };
+        for rec in recs {
+            if let Some(lids) = parsed(&rec.lower) {
+                for i in 0..lids.len() {
+                    r.chains.entry(lids[i].clone()).or_insert_with(|| lids[i + 1..].to_vec());
+                }
+            }
+        }
+        // Short ids some layer still owns, through its link file or an l/ name.
+        let mut claimed: BTreeSet<String> = BTreeSet::new();
+        let mut lidless = Vec::new();
+        for rec in recs {
+            let own =
+                rec.link.as_ref().ok().and_then(|l| l.as_deref()).and_then(|l| layout::parse_link(l.trim_ascii()).ok());
+            if let Some(l) = own {
+                claimed.insert(l.to_owned());
+                continue;
+            }
+            let target = layout::link_target(&rec.id);
+            if !links.values().any(|t| t.as_deref() == Some(target.as_bytes())) {
+                lidless.push(rec);
+            }
+        }
+        for (name, t) in links {
+            if t.as_deref().and_then(layout::id_from_link_target).is_some_and(|id| ids.contains(id)) {
+                claimed.insert(name.clone());
+            }
+        }
+        let fits = |rec: &Rec, chain: &[String]| match parsed(&rec.lower) {
+            Some(own) => own == chain,
+            // No usable lower: a layer with work/ (or a broken lower file) had a parent.
+            None => (rec.work.is_some() || !matches!(rec.lower, Ok(None))) != chain.is_empty(),
+        };
+        let mut owners: BTreeMap<&str, Vec<&Rec>> = BTreeMap::new();
+        for (lid, chain) in &r.chains {
+            if claimed.contains(lid) {
+                continue;
+            }
+            let mut cands: Vec<&Rec> = lidless.iter().copied().filter(|x| fits(x, chain)).collect();
+            // The owner of a named short id had a child, so ovl2 wrote its committed marker;
+            // prefer the candidates that have it (Docker's stores have none: no preference).
+            if cands.iter().any(|x| x.has_committed) {
+                cands.retain(|x| x.has_committed);
+            }
+            owners.insert(lid.as_str(), cands);
+        }
+        // Settle the short ids only one layer can own, then what that leaves, until nothing
+        // changes (a layer that lost its lower too fits any parented chain, so one settled
+        // short id can decide another). What stays open with several candidates is ambiguous.
+        loop {
+            let settled = owners.iter().find(|(_, c)| c.len() == 1).map(|(lid, c)| (*lid, c[0].id.as_str()));
+            let Some((lid, id)) = settled else { break };
+            r.assigned.insert(id.to_owned(), lid.to_owned());
+            owners.remove(lid);
+            for c in owners.values_mut() {
+                c.retain(|x| x.id != id);
+            }
+        }
+        for (lid, cands) in &owners {
+            for c in cands {
+                r.ambiguous.entry(c.id.clone()).or_default().push(lid.to_string());
+            }
+        }
+        r
+    }
 }
