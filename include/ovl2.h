@@ -82,6 +82,13 @@
 // `ovl2_options.mount_strategy`: `mount(2)` with an option string.
 #define OVL2_MOUNT_STRATEGY_LEGACY 3
 
+// `ovl2_remove_with` flag: unmount the layer first.
+#define OVL2_REMOVE_FORCE 1
+
+// `ovl2_remove_with` flag: remove it even when other layers build on it, as Docker's
+// graphdriver `Remove` does; those layers become orphans (`ovl2_check` reports them).
+#define OVL2_REMOVE_IGNORE_CHILDREN 2
+
 // Outcome of every fallible call. The numeric values are part of the ABI and never change;
 // new values may be added at the end, so treat unknown values like `OVL2_STATUS_IO`.
 typedef enum ovl2_status {
@@ -160,7 +167,7 @@ typedef enum ovl2_problem_kind {
   OVL2_PROBLEM_KIND_DUPLICATE_SHORT_ID = 10,
   // A `lower` file that cannot be parsed.
   OVL2_PROBLEM_KIND_MALFORMED_LOWER = 11,
-  // A `lower` entry naming a short id no layer has.
+  // A `lower` entry after the first naming a short id no layer has (an ancestor is gone).
   OVL2_PROBLEM_KIND_UNKNOWN_LOWER = 12,
   // A `lower` chain that disagrees with its parent's chain.
   OVL2_PROBLEM_KIND_INCONSISTENT_LOWER = 13,
@@ -170,6 +177,10 @@ typedef enum ovl2_problem_kind {
   OVL2_PROBLEM_KIND_MISSING_WORK = 15,
   // A layer with children but no `committed` marker.
   OVL2_PROBLEM_KIND_MISSING_COMMITTED = 16,
+  // A layer with a parent whose `lower` file is gone.
+  OVL2_PROBLEM_KIND_MISSING_LOWER = 17,
+  // A layer whose parent is gone (the detail names the command that resolves it).
+  OVL2_PROBLEM_KIND_ORPHAN = 18,
 } ovl2_problem_kind;
 
 // An open layer store. Opaque; made by `ovl2_open`, released by `ovl2_close`.
@@ -309,8 +320,9 @@ typedef struct ovl2_options {
   // `sizeof(ovl2_options)`, set by `ovl2_options_init`; lets the library tell which
   // version of the struct the caller was built with.
   size_t size;
-  // Deepest chain allowed, counting the layer itself (1..=500). Default 500, the kernel's
-  // limit; use 128 when Docker must be able to mount the store too.
+  // Most lower layers a layer may have (its depth; a base layer has 0), counted as Docker
+  // counts them (1..=500). Default 500, the kernel's limit; use 128 (Docker's) when Docker
+  // must be able to mount the store too.
   uint32_t max_depth;
   // fsync metadata so a power cut cannot lose or empty it. Default true.
   bool sync;
@@ -426,12 +438,15 @@ typedef struct ovl2_kv_list {
 typedef struct ovl2_layer {
   // The layer's id.
   const char *id;
-  // The direct parent's id; NULL for a base layer (or when the store cannot tell).
+  // The direct parent's id; NULL for a base layer (and for an orphan, see `orphan`).
   const char *parent;
-  // Layers in the chain counting this one: 1 for a base layer.
+  // The number of lower layers (entries in its `lower` file): 0 for a base layer.
   size_t depth;
   // The 26-character name under `l/`; NULL when the `link` file is unreadable.
   const char *short_id;
+  // Not a base layer, but its parent is gone from the store (so `parent` is NULL and it
+  // cannot mount); `ovl2_check` names the command that resolves it.
+  bool orphan;
 } ovl2_layer;
 
 // A list of layers sorted by id. `items` is NULL when `len` is 0.
@@ -669,7 +684,8 @@ enum ovl2_status ovl2_create_rw(const struct ovl2_driver *driver,
                                 const struct ovl2_create_opts *opts,
                                 struct ovl2_error **err);
 
-// Removes layer `id`. A layer other layers build on is refused unless `force`.
+// Removes layer `id`. A layer other layers build on is always refused (see
+// `ovl2_remove_tree`); `force` unmounts it first instead of refusing a mounted layer.
 //
 // Errors: INVALID_ARGUMENT, NOT_FOUND, BUSY (has children, is mounted, or another process
 // works on it), IO.
@@ -677,6 +693,24 @@ enum ovl2_status ovl2_remove(const struct ovl2_driver *driver,
                              const char *id,
                              bool force,
                              struct ovl2_error **err);
+
+// `ovl2_remove` with flags (`OVL2_REMOVE_FORCE`, `OVL2_REMOVE_IGNORE_CHILDREN`, or 0).
+//
+// Errors: INVALID_ARGUMENT (also an unknown flag bit), NOT_FOUND, BUSY, IO.
+enum ovl2_status ovl2_remove_with(const struct ovl2_driver *driver,
+                                  const char *id,
+                                  uint32_t flags,
+                                  struct ovl2_error **err);
+
+// Removes layer `id` and every layer built on it, deepest first (a crash midway leaves only
+// whole layers removed, never a layer whose parent is gone). Refuses, removing nothing,
+// when one of them is mounted, unless `force`, which unmounts them first.
+//
+// Errors: INVALID_ARGUMENT, NOT_FOUND, BUSY (mounted, or another process works on one), IO.
+enum ovl2_status ovl2_remove_tree(const struct ovl2_driver *driver,
+                                  const char *id,
+                                  bool force,
+                                  struct ovl2_error **err);
 
 // Sets `*out` to whether a layer `id` exists (false on failure).
 //

@@ -48,14 +48,18 @@ enum Cmd {
         #[arg(long = "storage-opt", value_name = "KEY=VALUE")]
         storage_opt: Vec<String>,
     },
-    /// Remove a layer.
+    /// Remove a layer. One that other layers build on is refused; --recursive removes it with
+    /// all of them (deepest first).
     #[command(alias = "remove")]
     Rm {
         /// Layer id.
         id: String,
-        /// Remove even if other layers build on it.
+        /// Unmount it (and, with --recursive, the layers built on it) first instead of refusing.
         #[arg(long)]
         force: bool,
+        /// Also remove every layer built on it, deepest first.
+        #[arg(short = 'r', long)]
+        recursive: bool,
     },
     /// List layers as a tree.
     #[command(alias = "list")]
@@ -109,7 +113,8 @@ enum Cmd {
     /// Container layers: `<ctr>-init` plus `<ctr>`, as Docker makes them.
     #[command(subcommand)]
     Container(ContainerCmd),
-    /// Look for damage; exits 1 while problems remain.
+    /// Look for damage. Exit status: 0 no problems, 1 problems remain (each line names the
+    /// fix, or why there is none), 2 the check could not run.
     Check {
         /// Fix what can be fixed.
         #[arg(long)]
@@ -156,13 +161,21 @@ enum ContainerCmd {
     },
 }
 
+/// `check`'s exit status when it could not run, so scripts can tell it from "problems remain" (1).
+const CHECK_FAILED: u8 = 2;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let is_check = matches!(cli.cmd, Cmd::Check { .. });
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ovl2: {e}");
-            ExitCode::FAILURE
+            if is_check {
+                ExitCode::from(CHECK_FAILED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -188,7 +201,12 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 d.create(&id, parent.as_deref(), &opts)?;
             }
         }
-        Cmd::Rm { id, force } => d.remove(&id, force)?,
+        Cmd::Rm { id, force, recursive: false } => d.remove(&id, force)?,
+        Cmd::Rm { id, force, recursive: true } => {
+            for gone in d.remove_tree(&id, force)? {
+                println!("removed {gone}");
+            }
+        }
         Cmd::Archive(c) => return archive_cmd::run(&d, c),
         Cmd::Ls { json } => {
             let layers = d.layers()?;
@@ -366,7 +384,10 @@ fn print_tree(layers: &[LayerInfo]) {
             (_, true) => ("└── ", "    "),
             (_, false) => ("├── ", "│   "),
         };
-        let note = if level >= MAX_INDENT { format!("  [depth {}]", l.depth) } else { String::new() };
+        let mut note = if level >= MAX_INDENT { format!("  [depth {}]", l.depth) } else { String::new() };
+        if l.orphan {
+            note.push_str("  [orphan: its parent is gone; see `ovl2 check`]");
+        }
         println!("{prefix}{branch}{}{note}", l.id);
         let child_prefix = if level >= MAX_INDENT { prefix.clone() } else { format!("{prefix}{cont}") };
         if let Some(kids) = children.get(&Some(l.id.as_str())) {

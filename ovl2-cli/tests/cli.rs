@@ -32,12 +32,69 @@ fn create_ls_inspect_rm_check() {
     );
     assert_eq!(h.ok(&["check"]), "no problems\n");
     let e = h.fail(&["rm", "base"]);
-    assert!(e.contains("busy") && e.contains("force"), "{e}");
+    assert!(e.contains("busy") && e.contains("`ovl2 rm --recursive base`"), "{e}");
     h.fail(&["create", "../evil"]);
     h.fail(&["create", "x", "--parent", "missing"]);
     h.fail(&["inspect", "missing"]);
     h.ok(&["rm", "ctr"]);
-    h.ok(&["rm", "base", "--force"]);
+    // --force unmounts first; it never orphans a child.
+    let e = h.fail(&["rm", "base", "--force"]);
+    assert!(e.contains("busy") && e.contains("app"), "{e}");
+    assert_eq!(h.ok(&["rm", "-r", "base"]), "removed app\nremoved base\n");
+    assert_eq!(h.ok(&["ls"]), "");
+    assert_eq!(h.ok(&["check"]), "no problems\n");
+}
+
+#[test]
+fn repair_gives_a_lost_short_id_back_to_the_parent() {
+    // The classic Docker corruption: every l/ link and mid/link lost.
+    let h = Home::new("lostlid");
+    h.ok(&["create", "base"]);
+    h.ok(&["create", "mid", "--parent", "base"]);
+    h.ok(&["create", "top", "--parent", "mid"]);
+    let lid = std::fs::read_to_string(h.home().join("mid/link")).unwrap();
+    for e in std::fs::read_dir(h.home().join("l")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    std::fs::remove_file(h.home().join("mid/link")).unwrap();
+    let out = h.ok(&["check", "--repair"]);
+    assert!(out.ends_with("no problems\n"), "{out}");
+    assert_eq!(std::fs::read_to_string(h.home().join("mid/link")).unwrap(), lid);
+    assert_eq!(h.ok(&["check"]), "no problems\n");
+    let home = h.home().display().to_string();
+    assert!(h.ok(&["inspect", "top"]).contains(&format!("{home}/mid/diff:{home}/base/diff")));
+}
+
+#[test]
+fn orphans_are_explained_and_check_exit_codes_differ() {
+    let h = Home::new("orphan");
+    h.ok(&["create", "p"]);
+    h.ok(&["create", "ch", "--parent", "p"]);
+    // Another tool removes p with its l/ name, as Docker's Remove would.
+    let lid = std::fs::read_to_string(h.home().join("p/link")).unwrap();
+    std::fs::remove_dir_all(h.home().join("p")).unwrap();
+    std::fs::remove_file(h.home().join("l").join(&lid)).unwrap();
+    let o = h.run(&["check"]);
+    assert_eq!(o.status.code(), Some(1), "problems remain: exit 1");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!(
+            "problem   ch: orphan: parent short id {lid} is gone; `ovl2 rm --recursive ch` removes it and the \
+             layers built on it\n"
+        )
+    );
+    assert_eq!(h.run(&["check", "--repair"]).status.code(), Some(1));
+    let ls: serde_json::Value = serde_json::from_str(&h.ok(&["ls", "--json"])).unwrap();
+    let ch = &ls[0];
+    assert_eq!((ch["id"].as_str(), ch["parent"].as_str(), ch["orphan"].as_bool()), (Some("ch"), None, Some(true)));
+    assert!(h.ok(&["ls"]).contains("ch  [orphan"));
+    let e = h.fail(&["inspect", "ch"]);
+    assert_eq!(e.matches("check").count(), 1, "one instruction: {e}");
+    h.ok(&["rm", "--recursive", "ch"]);
+    assert_eq!(h.run(&["check"]).status.code(), Some(0));
+    // A check that cannot run says so with its own status.
+    let o = h.run(&["--max-depth", "0", "check"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

@@ -47,8 +47,13 @@ pub enum ProblemKind {
     /// whose `lower` file is gone. Repairable from a descendant's `lower`; without one, the
     /// parent cannot be known, and the layer is reported rather than turned into a base layer.
     MissingLower,
-    /// A `lower` entry naming a short id no layer has (a parent is missing).
+    /// A `lower` entry, other than the first, naming a short id no layer has: an ancestor is
+    /// gone (the layer builds on an [`ProblemKind::Orphan`]).
     UnknownLower,
+    /// A layer whose parent (the first short id in its `lower`) is gone, removed by another
+    /// tool or by Docker's `Remove`. Not repairable: the detail names the `ovl2 rm --recursive`
+    /// command that removes it and what builds on it.
+    Orphan,
     /// A `lower` chain that disagrees with its parent's chain.
     InconsistentLower,
     /// A chain deeper than the store's limit.
@@ -236,16 +241,24 @@ impl Driver {
                 problems.push(self.problem(&r.id, ProblemKind::TooDeep, detail, false));
             }
             let mut all_known = true;
-            for lid in &lids {
-                if resolve(lid).is_none() {
-                    all_known = false;
-                    problems.push(self.problem(
-                        &r.id,
+            if let Some(k) = lids.iter().position(|lid| resolve(lid).is_none()) {
+                all_known = false;
+                // The layer right above the first gone short id is the orphan: removing it
+                // with everything built on it leaves a consistent store.
+                let orphan = if k == 0 { r.id.as_str() } else { resolve(lids[k - 1]).expect("known") };
+                let fix = format!("`ovl2 rm --recursive {orphan}` removes it and the layers built on it");
+                let (kind, detail) = if k == 0 {
+                    (ProblemKind::Orphan, format!("parent short id {} is gone; {fix}", lids[0]))
+                } else {
+                    (
                         ProblemKind::UnknownLower,
-                        format!("lower names l/{lid}, but no layer has that short id (a parent is missing)"),
-                        false,
-                    ));
-                }
+                        format!(
+                            "lower names short id {}, which is gone: it builds on orphan {orphan:?}; {fix}",
+                            lids[k]
+                        ),
+                    )
+                };
+                problems.push(self.problem(&r.id, kind, detail, false));
             }
             if all_known {
                 let parent = resolve(lids[0]).expect("known");

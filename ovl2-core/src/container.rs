@@ -271,7 +271,12 @@ impl Driver {
         let init = init_layer_id(ctr);
         if !self.exists(ctr)? && self.exists(&init)? {
             self.force_unmount(&init)?;
-            self.unlink_layer_locked(&init, true)?.delete(self)?;
+            match self.unlink_layer_locked(&init, false) {
+                Ok(gone) => gone.delete(self)?,
+                // Something else was built on the init layer since: it is in use, keep it.
+                Err(e) if e.kind() == crate::ErrorKind::Busy => {}
+                Err(e) => return Err(e),
+            }
             let text = String::from_utf8_lossy(record);
             let mut lines = text.lines();
             if let (Some(top), Some("uncommitted")) = (lines.next(), lines.next()) {

@@ -102,17 +102,32 @@ pub struct CreateOpts {
     pub mount_label: Option<String>,
 }
 
+/// How [`Driver::remove_with`] removes a layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoveOpts {
+    /// Unmount the layer first, whoever holds it; without it a mounted layer is refused.
+    pub force: bool,
+    /// Remove the layer even when other layers build on it, as Docker's graphdriver `Remove`
+    /// does (it never looks at children). Those layers become orphans that cannot mount,
+    /// which `check` reports; only for adapters that must behave exactly like Docker.
+    pub ignore_children: bool,
+}
+
 /// One layer as [`Driver::layers`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LayerInfo {
     /// The caller's id.
     pub id: String,
-    /// The direct parent, `None` for a base layer (or when the store cannot tell; see `check`).
+    /// The direct parent, `None` for a base layer (and for an orphan, see `orphan`).
     pub parent: Option<String>,
     /// The number of lower layers ([`depth_of`] its `lower`): 0 for a base layer.
     pub depth: usize,
     /// The 26-character name under `l/`, when the `link` file is readable.
     pub short_id: Option<String>,
+    /// The layer is not a base layer but its parent is not in the store (another tool
+    /// removed it, or its `lower` is unreadable): `parent` is then `None` and nothing can
+    /// mount it. `check` reports it with the command that resolves it.
+    pub orphan: bool,
 }
 
 /// The paths Docker's `GetMetadata` returns for a layer.
@@ -507,6 +522,7 @@ impl Driver {
     pub fn undo_created(&self, created: &[String], parent: Option<&str>, parent_was_committed: bool) -> Result<()> {
         let mut first = None;
         for id in created.iter().rev() {
+            // Top first, so no layer of the build has children left when it goes.
             if let Err(e) = self.remove(id, true) {
                 if e.kind() != crate::ErrorKind::NotFound {
                     first.get_or_insert(e);
@@ -542,41 +558,135 @@ impl Driver {
         Ok(())
     }
 
-    /// Removes a layer. A layer that other layers build on is refused unless `force`.
+    /// Removes a layer. A layer that other layers build on is refused (remove them first, or
+    /// all at once with [`Driver::remove_tree`]); `force` unmounts it first instead of
+    /// refusing a mounted layer.
     ///
     /// The layer is first renamed out of sight (so it is either fully there or gone), its
     /// `l/` link removed, and only then is its tree deleted, outside the store lock.
     pub fn remove(&self, id: &str, force: bool) -> Result<()> {
+        self.remove_with(id, RemoveOpts { force, ignore_children: false })
+    }
+
+    /// [`Driver::remove`] with every option, including Docker's own semantics
+    /// (`ignore_children`).
+    pub fn remove_with(&self, id: &str, opts: RemoveOpts) -> Result<()> {
         id::validate(id)?;
+        if opts.force {
+            // Refuse a layer with children before touching its mount.
+            if !opts.ignore_children {
+                let _lock = self.lock(false)?;
+                self.refuse_if_children(id)?;
+            }
+            self.force_unmount(id)?;
+        }
         let lock = self.lock(true)?;
-        let gone = self.unlink_layer_locked(id, force)?;
+        let gone = self.unlink_layer_locked(id, opts.ignore_children)?;
         drop(lock);
         gone.delete(self)
     }
 
-    /// The part of [`Driver::remove`] that needs the store lock (held by the caller): checks,
-    /// then the rename out of sight. The files go with [`Unlinked::delete`], lock or no lock.
-    pub(crate) fn unlink_layer_locked(&self, id: &str, force: bool) -> Result<Unlinked> {
-        // A damaged layer must stay removable: unreadable files only lose us its short id.
-        let meta = self.read_layer_meta(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let lid = match meta.lid() {
-            Some(l) => Some(l.to_owned()),
-            None => self.short_id_pointing_to(id)?,
-        };
-        if !force {
-            if let Some(lid) = &lid {
-                let children = self.children_of(lid)?;
-                if !children.is_empty() {
+    /// Removes a layer and every layer that builds on it, deepest first, so a crash midway
+    /// leaves a consistent store: only whole layers gone, never a layer whose parent is gone.
+    /// Refuses (before removing anything) when one of them is mounted, unless `force`, which
+    /// unmounts them first. Returns the removed ids in the order they went.
+    pub fn remove_tree(&self, id: &str, force: bool) -> Result<Vec<String>> {
+        id::validate(id)?;
+        let lock = self.lock(true)?;
+        // Every descendant names this layer somewhere in its lower; the longest chains first.
+        let mut tree: Vec<(usize, String)> = Vec::new();
+        if let Some(lid) = self.own_short_id(id)? {
+            for child in self.children_of(&lid)? {
+                let depth = match self.read_layer_meta(&child)?.map(|m| m.lower_lids().map(|l| l.map(|v| depth_of(&v))))
+                {
+                    Some(Ok(Some(d))) => d,
+                    _ => 0,
+                };
+                tree.push((depth, child));
+            }
+        }
+        tree.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut order: Vec<String> = tree.into_iter().map(|(_, id)| id).collect();
+        order.push(id.to_owned());
+        if force {
+            // Unmounting takes no store lock, and neither does a get, so release it meanwhile.
+            drop(lock);
+            for x in &order {
+                self.force_unmount(x)?;
+            }
+            return self.remove_tree_locked(id, &order, self.lock(true)?);
+        }
+        self.remove_tree_locked(id, &order, lock)
+    }
+
+    fn remove_tree_locked(&self, id: &str, order: &[String], lock: StoreLock) -> Result<Vec<String>> {
+        for x in order {
+            if let Some(dir) = self.open_layer_dir(x)? {
+                if self.is_mounted(&dir)? {
                     return Err(Error::Busy {
-                        id: id.to_owned(),
-                        reason: format!(
-                            "{} layer(s) build on it ({}); remove them first or force",
-                            children.len(),
-                            preview(&children)
-                        ),
+                        id: x.clone(),
+                        reason: format!("it is mounted (put it first, or force), and removing {id:?} would remove it"),
                     });
                 }
             }
+        }
+        let mut gone = Vec::with_capacity(order.len());
+        let mut done = Vec::with_capacity(order.len());
+        let mut failed = None;
+        for x in order {
+            match self.unlink_layer_locked(x, false) {
+                Ok(g) => {
+                    gone.push(g);
+                    done.push(x.clone());
+                }
+                // Someone else removed it meanwhile: nothing left to do for it.
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(lock);
+        for g in gone {
+            g.delete(self)?;
+        }
+        failed.map_or(Ok(done), Err)
+    }
+
+    /// A layer's short id: from its `link`, else (a damaged layer must stay removable) from
+    /// the `l/` name pointing at it.
+    fn own_short_id(&self, id: &str) -> Result<Option<String>> {
+        let meta = self.read_layer_meta(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        match meta.lid() {
+            Some(l) => Ok(Some(l.to_owned())),
+            None => self.short_id_pointing_to(id),
+        }
+    }
+
+    fn refuse_if_children(&self, id: &str) -> Result<()> {
+        let Some(lid) = self.own_short_id(id)? else { return Ok(()) };
+        let children = self.children_of(&lid)?;
+        if children.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Busy {
+            id: id.to_owned(),
+            reason: format!(
+                "{} layer(s) build on it ({}); remove them first, or all of them with `ovl2 rm --recursive {id}`",
+                children.len(),
+                preview(&children)
+            ),
+        })
+    }
+
+    /// The part of [`Driver::remove`] that needs the store lock (held by the caller): checks,
+    /// then the rename out of sight. The files go with [`Unlinked::delete`], lock or no lock.
+    pub(crate) fn unlink_layer_locked(&self, id: &str, ignore_children: bool) -> Result<Unlinked> {
+        // A damaged layer must stay removable: unreadable files only lose us its short id.
+        let lid = self.own_short_id(id)?;
+        if !ignore_children {
+            self.refuse_if_children(id)?;
         }
         let cid = cstr(id).expect("validated");
         let dir = fsutil::open_dir(&self.home_fd, &cid).ctx(|| format!("opening layer {id:?}"))?;
@@ -584,7 +694,7 @@ impl Driver {
         // so waiting here while holding it cannot deadlock.
         fsutil::flock(&dir, true, false).ctx(|| format!("locking layer {id:?}"))?;
         if self.is_mounted(&dir)? {
-            return Err(Error::Busy { id: id.to_owned(), reason: "it is mounted (put it first)".into() });
+            return Err(Error::Busy { id: id.to_owned(), reason: "it is mounted (put it first, or force)".into() });
         }
         // Removal never crosses a mount, but refusing up front leaves the layer whole.
         let inside = fsutil::mounts_below(&self.home.join(id)).ctx(|| "reading /proc/self/mountinfo".into())?;
@@ -690,11 +800,7 @@ impl Driver {
         let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let Some(lower) = files.lower else { return Ok(None) };
         let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(id, &describe("lower", &m)))?;
-        Ok(Some(
-            self.resolve_short_id(lids[0])?.ok_or_else(|| {
-                corrupt_layer(id, &format!("its parent l/{} is missing (run check --repair)", lids[0]))
-            })?,
-        ))
+        Ok(Some(self.resolve_short_id(lids[0])?.ok_or_else(|| orphaned(id, lids[0]))?))
     }
 
     /// Docker's `GetMetadata`: absolute `LowerDir` (resolved through `l/`), `UpperDir`,
@@ -710,9 +816,7 @@ impl Driver {
                 let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(id, &describe("lower", &m)))?;
                 let mut dirs = Vec::with_capacity(lids.len());
                 for lid in lids {
-                    let pid = self.resolve_short_id(lid)?.ok_or_else(|| {
-                        corrupt_layer(id, &format!("lower entry l/{lid} does not resolve (run check --repair)"))
-                    })?;
+                    let pid = self.resolve_short_id(lid)?.ok_or_else(|| orphaned(id, lid))?;
                     dirs.push(self.home.join(pid).join("diff").to_string_lossy().into_owned());
                 }
                 Some(dirs.join(":"))
@@ -758,7 +862,8 @@ impl Driver {
                     (p, depth_of(lids))
                 }
             };
-            out.push(LayerInfo { id, parent, depth, short_id: lid });
+            let orphan = lower.is_some() && parent.is_none();
+            out.push(LayerInfo { id, parent, depth, short_id: lid, orphan });
         }
         Ok(out)
     }
@@ -984,6 +1089,15 @@ pub(crate) fn describe(file: &str, m: &Malformed) -> String {
 
 fn corrupt_layer(id: &str, what: &str) -> Error {
     Error::Corrupt(format!("layer {id:?}: {what}; run `ovl2 check --repair`"))
+}
+
+/// A layer whose chain names a short id no layer has: repair cannot bring a removed layer back,
+/// so point at `check`, which names the command that resolves it.
+pub(crate) fn orphaned(id: &str, lid: &str) -> Error {
+    Error::Corrupt(format!(
+        "layer {id:?}: its lower names short id {lid}, which no layer in the store has (a layer it builds on \
+         was removed); `ovl2 check` names the command that resolves it"
+    ))
 }
 
 fn preview(ids: &[String]) -> String {

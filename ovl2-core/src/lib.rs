@@ -34,7 +34,8 @@ pub use archive::{
 pub use check::{Problem, ProblemKind, RepairReport};
 pub use container::{docker_init_entries, init_layer_id, ContainerOpts, InitEntry, InitKind};
 pub use driver::{
-    depth_of, CreateOpts, Driver, LayerInfo, Metadata, OpenMode, Options, DOCKER_MAX_DEPTH, KERNEL_MAX_DEPTH,
+    depth_of, CreateOpts, Driver, LayerInfo, Metadata, OpenMode, Options, RemoveOpts, DOCKER_MAX_DEPTH,
+    KERNEL_MAX_DEPTH,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use fsutil::Owner;

@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use common::*;
-use ovl2_core::{CreateOpts, Driver, ErrorKind, Options, Owner};
+use ovl2_core::{CreateOpts, Driver, ErrorKind, Options, Owner, ProblemKind, RemoveOpts};
 
 fn co() -> CreateOpts {
     CreateOpts::default()
@@ -165,11 +165,74 @@ fn remove_semantics() {
     assert!(!home.join("c").exists());
     assert!(!home.join("l").join(&lid_c).exists(), "l/ link removed with the layer");
     assert!(std::fs::read_dir(home.join(".ovl2/staging")).unwrap().next().is_none(), "nothing left staged");
-    // Forced removal of a parent leaves the child broken, which check reports.
-    d.remove("a", true).unwrap();
+    // force (unmount first) never orphans children either.
+    let before = snapshot(&home);
+    let e = d.remove("a", true).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy);
+    assert!(e.to_string().contains("`ovl2 rm --recursive a`"), "{e}");
+    assert_eq!(snapshot(&home), before);
+    assert!(d.check().unwrap().is_empty());
+}
+
+#[test]
+fn remove_tree_takes_the_layer_and_its_descendants_deepest_first() {
+    let s = Scratch::new("rmtree");
+    let home = s.home();
+    let d = open(&home);
+    d.create("a", None, &co()).unwrap();
+    d.create("b", Some("a"), &co()).unwrap();
+    d.create("c", Some("b"), &co()).unwrap();
+    d.create("d", Some("a"), &co()).unwrap();
+    d.create("other", None, &co()).unwrap();
+    d.create("kept", Some("other"), &co()).unwrap();
+    assert_eq!(d.remove_tree("b", false).unwrap(), ["c", "b"]);
+    assert_eq!(d.remove_tree("a", false).unwrap(), ["d", "a"]);
+    assert_eq!(d.remove_tree("kept", false).unwrap(), ["kept"]);
+    assert_eq!(d.remove_tree("a", false).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(d.remove_tree("../x", false).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    let left: Vec<_> = d.layers().unwrap().into_iter().map(|l| l.id).collect();
+    assert_eq!(left, ["other"]);
+    assert!(d.check().unwrap().is_empty());
+    assert!(std::fs::read_dir(home.join(".ovl2/staging")).unwrap().next().is_none());
+    let links: Vec<_> = std::fs::read_dir(home.join("l")).unwrap().collect();
+    assert_eq!(links.len(), 1, "only other's l/ name is left");
+}
+
+/// Docker's graphdriver `Remove` ignores children; the store it leaves is reported clearly,
+/// with the command that resolves it, and listed without pretending the orphan is a base.
+#[test]
+fn docker_style_remove_leaves_orphans_that_check_explains() {
+    let s = Scratch::new("orphan");
+    let home = s.home();
+    let d = open(&home);
+    d.create("p", None, &co()).unwrap();
+    d.create("ch", Some("p"), &co()).unwrap();
+    d.create("gc", Some("ch"), &co()).unwrap();
+    let lid_p = read(&home.join("p/link"));
+    d.remove_with("p", RemoveOpts { ignore_children: true, ..RemoveOpts::default() }).unwrap();
     let problems = d.check().unwrap();
-    assert!(problems.iter().any(|p| p.layer.as_deref() == Some("b") && !p.repairable), "{problems:?}");
-    assert_eq!(d.parent("b").unwrap_err().kind(), ErrorKind::Corrupt);
+    let got: Vec<_> = problems.iter().map(|p| (p.layer.as_deref().unwrap(), p.kind, p.repairable)).collect();
+    assert_eq!(got, [("ch", ProblemKind::Orphan, false), ("gc", ProblemKind::UnknownLower, false)]);
+    assert_eq!(
+        problems[0].detail,
+        format!("parent short id {lid_p} is gone; `ovl2 rm --recursive ch` removes it and the layers built on it")
+    );
+    assert!(problems[1].detail.contains("orphan \"ch\"") && problems[1].detail.contains("ovl2 rm --recursive ch"));
+    // Repair cannot bring p back, and says so the same way.
+    assert_eq!(d.repair().unwrap().remaining, problems);
+    let layers = d.layers().unwrap();
+    let ch = layers.iter().find(|l| l.id == "ch").unwrap();
+    assert_eq!((ch.parent.as_deref(), ch.depth, ch.orphan), (None, 1, true));
+    assert!(!layers.iter().find(|l| l.id == "gc").unwrap().orphan, "gc's parent ch is there");
+    for e in [d.parent("ch").unwrap_err(), d.metadata("ch").unwrap_err()] {
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        let msg = e.to_string();
+        assert!(msg.contains(&lid_p) && msg.contains("`ovl2 check`"), "{msg}");
+        assert_eq!(msg.matches("check").count(), 1, "one instruction, not two: {msg}");
+    }
+    // The command check names resolves it.
+    assert_eq!(d.remove_tree("ch", false).unwrap(), ["gc", "ch"]);
+    assert!(d.check().unwrap().is_empty());
 }
 
 #[test]

@@ -266,7 +266,7 @@ fn remove_and_cleanup_respect_mounts() {
     build_chain(&home, 3, &[3]);
     let d = open(&home);
     let merged = d.get("rw3", None).unwrap();
-    let e = d.remove("rw3", true).unwrap_err();
+    let e = d.remove("rw3", false).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
     assert!(e.to_string().contains("mounted"));
     d.get_with("L2", &MountOpts { persistent: true, ..MountOpts::default() }).unwrap();
@@ -275,6 +275,39 @@ fn remove_and_cleanup_respect_mounts() {
     assert!(!mounted_at(&merged) && !mounted_at(&home.join("L2/merged")));
     assert!(d.mounts().unwrap().is_empty());
     d.remove("rw3", false).unwrap();
+    // force means: unmount first, whoever holds it.
+    d.create_rw("rw3", Some("L3"), &co()).unwrap();
+    let merged = d.get("rw3", None).unwrap();
+    open(&home).get_with("rw3", &MountOpts { persistent: true, ..MountOpts::default() }).unwrap();
+    d.remove("rw3", true).unwrap();
+    assert!(!mounted_at(&merged) && !home.join("rw3").exists());
+    assert!(d.mounts().unwrap().is_empty() && d.check().unwrap().is_empty());
+    // ... but it never removes a layer others build on, mounted or not.
+    let merged = d.get("L2", None).unwrap();
+    assert_eq!(d.remove("L2", true).unwrap_err().kind(), ErrorKind::Busy);
+    assert!(mounted_at(&merged), "a refused forced remove leaves the mount alone");
+    d.put("L2").unwrap();
+}
+
+#[test]
+fn remove_tree_refuses_mounted_layers_unless_forced() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("rmtree");
+    let home = s.home();
+    build_chain(&home, 3, &[3]);
+    let d = open(&home);
+    let merged = d.get("rw3", None).unwrap();
+    let before = snapshot(&home);
+    let e = d.remove_tree("L2", false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    assert!(e.to_string().contains("\"rw3\"") && e.to_string().contains("mounted"), "{e}");
+    assert_eq!(snapshot(&home), before, "nothing removed");
+    assert_eq!(d.remove_tree("L2", true).unwrap(), ["rw3", "L3", "L2"]);
+    assert!(!mounted_at(&merged));
+    assert_eq!(d.layers().unwrap().iter().map(|l| l.id.as_str()).collect::<Vec<_>>(), ["L1"]);
+    assert!(d.check().unwrap().is_empty() && d.mounts().unwrap().is_empty());
 }
 
 #[test]

@@ -296,7 +296,8 @@ pub extern "C" fn ovl2_create_rw(
     create_common(driver, id, parent, opts, err, true)
 }
 
-/// Removes layer `id`. A layer other layers build on is refused unless `force`.
+/// Removes layer `id`. A layer other layers build on is always refused (see
+/// `ovl2_remove_tree`); `force` unmounts it first instead of refusing a mounted layer.
 ///
 /// Errors: INVALID_ARGUMENT, NOT_FOUND, BUSY (has children, is mounted, or another process
 /// works on it), IO.
@@ -311,6 +312,57 @@ pub extern "C" fn ovl2_remove(
         // SAFETY: documented pointer contract; helpers check NULL.
         let (d, id) = unsafe { (handle(driver)?, str_arg(id, "id")?) };
         Ok(d.remove(id, force)?)
+    })
+}
+
+/// `ovl2_remove_with` flag: unmount the layer first.
+pub const OVL2_REMOVE_FORCE: u32 = 1;
+/// `ovl2_remove_with` flag: remove it even when other layers build on it, as Docker's
+/// graphdriver `Remove` does; those layers become orphans (`ovl2_check` reports them).
+pub const OVL2_REMOVE_IGNORE_CHILDREN: u32 = 2;
+
+/// `ovl2_remove` with flags (`OVL2_REMOVE_FORCE`, `OVL2_REMOVE_IGNORE_CHILDREN`, or 0).
+///
+/// Errors: INVALID_ARGUMENT (also an unknown flag bit), NOT_FOUND, BUSY, IO.
+#[no_mangle]
+pub extern "C" fn ovl2_remove_with(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    flags: u32,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (d, id) = unsafe { (handle(driver)?, str_arg(id, "id")?) };
+        let unknown = flags & !(OVL2_REMOVE_FORCE | OVL2_REMOVE_IGNORE_CHILDREN);
+        if unknown != 0 {
+            return Err(ovl2_core::Error::InvalidArgument(format!("unknown remove flags {unknown:#x}")).into());
+        }
+        let opts = ovl2_core::RemoveOpts {
+            force: flags & OVL2_REMOVE_FORCE != 0,
+            ignore_children: flags & OVL2_REMOVE_IGNORE_CHILDREN != 0,
+        };
+        Ok(d.remove_with(id, opts)?)
+    })
+}
+
+/// Removes layer `id` and every layer built on it, deepest first (a crash midway leaves only
+/// whole layers removed, never a layer whose parent is gone). Refuses, removing nothing,
+/// when one of them is mounted, unless `force`, which unmounts them first.
+///
+/// Errors: INVALID_ARGUMENT, NOT_FOUND, BUSY (mounted, or another process works on one), IO.
+#[no_mangle]
+pub extern "C" fn ovl2_remove_tree(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    force: bool,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (d, id) = unsafe { (handle(driver)?, str_arg(id, "id")?) };
+        d.remove_tree(id, force)?;
+        Ok(())
     })
 }
 

@@ -133,12 +133,15 @@ pub extern "C" fn ovl2_kv_list_free(list: *mut ovl2_kv_list) {
 pub struct ovl2_layer {
     /// The layer's id.
     pub id: *const c_char,
-    /// The direct parent's id; NULL for a base layer (or when the store cannot tell).
+    /// The direct parent's id; NULL for a base layer (and for an orphan, see `orphan`).
     pub parent: *const c_char,
     /// The number of lower layers (entries in its `lower` file): 0 for a base layer.
     pub depth: usize,
     /// The 26-character name under `l/`; NULL when the `link` file is unreadable.
     pub short_id: *const c_char,
+    /// Not a base layer, but its parent is gone from the store (so `parent` is NULL and it
+    /// cannot mount); `ovl2_check` names the command that resolves it.
+    pub orphan: bool,
 }
 
 /// A list of layers sorted by id. `items` is NULL when `len` is 0.
@@ -172,6 +175,7 @@ pub extern "C" fn ovl2_layers(
                 parent: c_string_opt(l.parent.as_deref()),
                 depth: l.depth,
                 short_id: c_string_opt(l.short_id.as_deref()),
+                orphan: l.orphan,
             })
             .collect();
         let (items, len) = into_raw_slice(items);
@@ -230,7 +234,7 @@ pub enum ovl2_problem_kind {
     DuplicateShortId = 10,
     /// A `lower` file that cannot be parsed.
     MalformedLower = 11,
-    /// A `lower` entry naming a short id no layer has.
+    /// A `lower` entry after the first naming a short id no layer has (an ancestor is gone).
     UnknownLower = 12,
     /// A `lower` chain that disagrees with its parent's chain.
     InconsistentLower = 13,
@@ -240,9 +244,13 @@ pub enum ovl2_problem_kind {
     MissingWork = 15,
     /// A layer with children but no `committed` marker.
     MissingCommitted = 16,
+    /// A layer with a parent whose `lower` file is gone.
+    MissingLower = 17,
+    /// A layer whose parent is gone (the detail names the command that resolves it).
+    Orphan = 18,
 }
 
-const PROBLEM_KINDS: [(ovl2_problem_kind, &str); 17] = [
+const PROBLEM_KINDS: [(ovl2_problem_kind, &str); 19] = [
     (ovl2_problem_kind::Other, "other\0"),
     (ovl2_problem_kind::StaleStaging, "stale_staging\0"),
     (ovl2_problem_kind::MissingDiff, "missing_diff\0"),
@@ -260,6 +268,8 @@ const PROBLEM_KINDS: [(ovl2_problem_kind, &str); 17] = [
     (ovl2_problem_kind::TooDeep, "too_deep\0"),
     (ovl2_problem_kind::MissingWork, "missing_work\0"),
     (ovl2_problem_kind::MissingCommitted, "missing_committed\0"),
+    (ovl2_problem_kind::MissingLower, "missing_lower\0"),
+    (ovl2_problem_kind::Orphan, "orphan\0"),
 ];
 
 impl From<ProblemKind> for ovl2_problem_kind {
@@ -282,6 +292,8 @@ impl From<ProblemKind> for ovl2_problem_kind {
             ProblemKind::TooDeep => C::TooDeep,
             ProblemKind::MissingWork => C::MissingWork,
             ProblemKind::MissingCommitted => C::MissingCommitted,
+            ProblemKind::MissingLower => C::MissingLower,
+            ProblemKind::Orphan => C::Orphan,
             _ => C::Other,
         }
     }

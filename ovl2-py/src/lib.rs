@@ -213,10 +213,18 @@ impl PyDriver {
         self.run(py, move |d| d.create_rw(&id, parent.as_deref(), &opts))
     }
 
-    /// Removes a layer; one that others build on only with `force=True`.
+    /// Removes a layer; one that others build on is refused (see `remove_tree`).
+    /// `force=True` unmounts it first instead of refusing a mounted layer.
     #[pyo3(signature = (id, force = false))]
     fn remove(&self, py: Python<'_>, id: String, force: bool) -> PyResult<()> {
         self.run(py, move |d| d.remove(&id, force))
+    }
+
+    /// Removes a layer and every layer built on it, deepest first; returns the removed ids
+    /// in that order. Refuses when one is mounted unless `force=True` (unmounts them first).
+    #[pyo3(signature = (id, force = false))]
+    fn remove_tree(&self, py: Python<'_>, id: String, force: bool) -> PyResult<Vec<String>> {
+        self.run(py, move |d| d.remove_tree(&id, force))
     }
 
     /// Whether the layer `id` exists.
@@ -250,7 +258,7 @@ impl PyDriver {
         let layers = self.run(py, |d| d.layers())?;
         Ok(layers
             .into_iter()
-            .map(|l| Layer { id: l.id, parent: l.parent, depth: l.depth, short_id: l.short_id })
+            .map(|l| Layer { id: l.id, parent: l.parent, depth: l.depth, short_id: l.short_id, orphan: l.orphan })
             .collect())
     }
 
@@ -639,15 +647,18 @@ struct Layer {
     /// The caller's id.
     #[pyo3(get)]
     id: String,
-    /// The direct parent, None for a base layer.
+    /// The direct parent, None for a base layer (and for an orphan).
     #[pyo3(get)]
     parent: Option<String>,
-    /// Layers in the chain counting this one: 1 for a base layer.
+    /// The number of lower layers: 0 for a base layer.
     #[pyo3(get)]
     depth: usize,
     /// The 26-character name under `l/`, when readable.
     #[pyo3(get)]
     short_id: Option<String>,
+    /// Not a base layer, but its parent is gone from the store (so `parent` is None).
+    #[pyo3(get)]
+    orphan: bool,
 }
 
 #[pymethods]

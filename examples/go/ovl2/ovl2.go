@@ -297,23 +297,57 @@ func cStringArray(op, id string, m map[string]string) (**C.char, func(), error) 
 	}, nil
 }
 
-// Remove deletes layer id. A layer other layers build on is refused with ErrBusy.
-func (d *Driver) Remove(id string) error { return d.remove(id, false) }
+// Remove deletes layer id. A layer other layers build on is refused with ErrBusy (see
+// RemoveTree), and so is a mounted one.
+func (d *Driver) Remove(id string) error { return d.RemoveWith(id, RemoveOpts{}) }
 
-// ForceRemove deletes layer id even when other layers build on it (they become broken).
-func (d *Driver) ForceRemove(id string) error { return d.remove(id, true) }
+// ForceRemove deletes layer id, unmounting it first. A layer other layers build on is still
+// refused with ErrBusy.
+func (d *Driver) ForceRemove(id string) error { return d.RemoveWith(id, RemoveOpts{Force: true}) }
 
-func (d *Driver) remove(id string, force bool) error {
+// RemoveOpts are the options of RemoveWith.
+type RemoveOpts struct {
+	// Force unmounts the layer first instead of refusing a mounted one.
+	Force bool
+	// IgnoreChildren removes the layer even when other layers build on it, as Docker's
+	// graphdriver Remove does (it never looks at children). Those layers become orphans that
+	// cannot mount; Check reports them. Only for adapters that must behave exactly like Docker.
+	IgnoreChildren bool
+}
+
+// RemoveWith deletes layer id with the given options.
+func (d *Driver) RemoveWith(id string, o RemoveOpts) error {
+	var flags C.uint32_t
+	if o.Force {
+		flags |= C.OVL2_REMOVE_FORCE
+	}
+	if o.IgnoreChildren {
+		flags |= C.OVL2_REMOVE_IGNORE_CHILDREN
+	}
+	return d.withID("remove", id, func(cd *C.ovl2_driver, cid *C.char, e **C.ovl2_error) C.enum_ovl2_status {
+		return C.ovl2_remove_with(cd, cid, flags, e)
+	})
+}
+
+// RemoveTree deletes layer id and every layer built on it, deepest first, so a crash midway
+// never leaves a layer whose parent is gone. A mounted one makes it refuse with ErrBusy
+// before anything is removed, unless force, which unmounts them first.
+func (d *Driver) RemoveTree(id string, force bool) error {
+	return d.withID("remove_tree", id, func(cd *C.ovl2_driver, cid *C.char, e **C.ovl2_error) C.enum_ovl2_status {
+		return C.ovl2_remove_tree(cd, cid, C.bool(force), e)
+	})
+}
+
+// withID runs one C call that takes the driver and a layer id.
+func (d *Driver) withID(op, id string, f func(*C.ovl2_driver, *C.char, **C.ovl2_error) C.enum_ovl2_status) error {
 	return d.with(func(cd *C.ovl2_driver) error {
 		var a cargs
 		defer a.free()
-		cid, err := a.str("remove", id, "id", id)
+		cid, err := a.str(op, id, "id", id)
 		if err != nil {
 			return err
 		}
-		return call("remove", id, func(e **C.ovl2_error) C.enum_ovl2_status {
-			return C.ovl2_remove(cd, cid, C.bool(force), e)
-		})
+		return call(op, id, func(e **C.ovl2_error) C.enum_ovl2_status { return f(cd, cid, e) })
 	})
 }
 
@@ -431,6 +465,9 @@ type Layer struct {
 	Parent  string // "" for a base layer
 	Depth   int    // number of lower layers: 0 for a base layer
 	ShortID string // the name under l/; "" when the link file is unreadable
+	// Orphan: not a base layer, but its parent is gone from the store (Parent is then "" and
+	// it cannot mount); Check names the command that resolves it.
+	Orphan bool
 }
 
 // Layers lists every layer in the store, sorted by id.
@@ -452,6 +489,7 @@ func (d *Driver) Layers() ([]Layer, error) {
 			Parent:  goStringOrEmpty(x.parent),
 			Depth:   int(x.depth),
 			ShortID: goStringOrEmpty(x.short_id),
+			Orphan:  bool(x.orphan),
 		})
 	}
 	return out, nil

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pathlib
 from types import TracebackType
-from typing import Literal, Mapping, Optional, Protocol, Sequence, Tuple, Type, Union, final
+from typing import List, Literal, Mapping, Optional, Protocol, Sequence, Tuple, Type, Union, final
 
 __all__ = [
     "__version__",
@@ -171,8 +171,19 @@ class Driver:
     def remove(self, id: str, force: bool = False) -> None:
         """Removes a layer: atomically out of sight first, then its files.
 
+        ``force=True`` unmounts it first instead of refusing a mounted layer.
+
         :raises LayerNotFoundError: no such layer.
-        :raises BusyError: other layers build on it (unless ``force``), or it is mounted.
+        :raises BusyError: other layers build on it (see ``remove_tree``, with or without
+            ``force``), or it is mounted (unless ``force``).
+        """
+    def remove_tree(self, id: str, force: bool = False) -> List[str]:
+        """Removes a layer and every layer built on it, deepest first, so a crash midway
+        never leaves a layer whose parent is gone; returns the removed ids in that order.
+
+        :raises LayerNotFoundError: no such layer.
+        :raises BusyError: one of them is mounted (unless ``force``, which unmounts them
+            first); nothing is removed then.
         """
     def exists(self, id: str) -> bool:
         """Whether a layer directory named ``id`` exists.
@@ -460,6 +471,10 @@ class Layer:
     @property
     def depth(self) -> int:
         """The number of lower layers (entries in ``lower``): 0 for a base layer."""
+    @property
+    def orphan(self) -> bool:
+        """Not a base layer, but its parent is gone from the store (``parent`` is then None
+        and it cannot mount); ``check()`` names the command that resolves it."""
     @property
     def short_id(self) -> Optional[str]:
         """The 26-character name under ``l/``, when the ``link`` file is readable."""
