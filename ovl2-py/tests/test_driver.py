@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import pathlib
+import shutil
 import stat
 from typing import Any
 
@@ -157,14 +158,58 @@ def test_remove(driver: ovl2.Driver, home: pathlib.Path) -> None:
     assert driver.layers() == []
 
 
-def test_remove_force_takes_a_layer_with_children(driver: ovl2.Driver) -> None:
+def test_remove_never_orphans_children_even_with_force(driver: ovl2.Driver) -> None:
     driver.create("base")
     driver.create("child", "base")
-    with pytest.raises(ovl2.BusyError):
-        driver.remove("base")
-    driver.remove("base", force=True)
-    assert not driver.exists("base")
-    assert driver.exists("child")
+    for force in (False, True):
+        with pytest.raises(ovl2.BusyError, match="ovl2 rm --recursive base"):
+            driver.remove("base", force=force)
+    assert driver.exists("base") and driver.exists("child")
+    assert driver.check() == []
+
+
+def test_remove_tree_removes_descendants_deepest_first(driver: ovl2.Driver, home: pathlib.Path) -> None:
+    driver.create("base")
+    driver.create("mid", "base")
+    driver.create("top", "mid")
+    driver.create("side", "base")
+    driver.create("other")
+    assert driver.remove_tree("base") == ["top", "mid", "side", "base"]
+    assert [l.id for l in driver.layers()] == ["other"]
+    assert driver.check() == []
+    with pytest.raises(ovl2.LayerNotFoundError):
+        driver.remove_tree("base")
+
+
+def test_orphans_are_flagged_and_explained(driver: ovl2.Driver, home: pathlib.Path) -> None:
+    driver.create("p")
+    driver.create("ch", "p")
+    # Another tool removes p, as Docker's Remove does.
+    lid = (home / "p" / "link").read_text()
+    shutil.rmtree(home / "p")
+    (home / "l" / lid).unlink()
+    (ch,) = driver.layers()
+    assert (ch.id, ch.parent, ch.depth, ch.orphan) == ("ch", None, 1, True)
+    (p,) = driver.check()
+    assert (p.layer, p.kind, p.repairable) == ("ch", "orphan", False)
+    assert p.detail == f"parent short id {lid} is gone; `ovl2 rm --recursive ch` removes it and the layers built on it"
+    assert driver.remove_tree("ch") == ["ch"]
+    assert driver.check() == []
+
+
+def test_repair_gives_a_lost_short_id_back(driver: ovl2.Driver, home: pathlib.Path) -> None:
+    driver.create("base")
+    driver.create("mid", "base")
+    driver.create("top", "mid")
+    lid = (home / "mid" / "link").read_text()
+    for link in (home / "l").iterdir():
+        link.unlink()
+    (home / "mid" / "link").unlink()
+    assert all(p.repairable for p in driver.check())
+    assert driver.check(repair=True) and driver.check() == []
+    assert (home / "mid" / "link").read_text() == lid
+    assert driver.parent("top") == "mid"
+    assert driver.metadata("top")["LowerDir"] == f"{home}/mid/diff:{home}/base/diff"
 
 
 def test_check_clean_store_finds_nothing(driver: ovl2.Driver) -> None:

@@ -450,10 +450,30 @@ static void test_layers(void) {
     FAILS(ovl2_remove(d, NULL, false, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "remove(NULL id)");
     FAILS(ovl2_remove(d, "/abs", false, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "remove(/abs)");
     OK(ovl2_remove(d, "top", false, &e_), "remove top");
-    OK(ovl2_remove(d, "base", true, &e_), "force-remove base under mid");
+    /* force unmounts first; it never orphans a child. */
+    FAILS(ovl2_remove(d, "base", true, &e_), OVL2_STATUS_BUSY, EBUSY, "force-remove base under mid");
+    FAILS(ovl2_remove_with(d, "base", 4, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "remove_with unknown flag");
+    /* Docker's Remove ignores children: mid becomes an orphan, flagged and explained. */
+    OK(ovl2_remove_with(d, "base", OVL2_REMOVE_FORCE | OVL2_REMOVE_IGNORE_CHILDREN, &e_), "Docker-style remove");
     OK(ovl2_exists(d, "base", &b, &e_), "exists base after remove");
     CHECK(!b, "base is gone");
-    OK(ovl2_remove(d, "mid", false, &e_), "remove mid");
+    OK(ovl2_layers(d, &ll, &e_), "layers with an orphan");
+    CHECK(ll && ll->len == 1 && strcmp(ll->items[0].id, "mid") == 0 && ll->items[0].orphan && !ll->items[0].parent,
+          "mid is flagged as an orphan");
+    ovl2_layer_list_free(ll);
+    OK(ovl2_check(d, &pl, &e_), "check with an orphan");
+    CHECK(pl && pl->len == 1 && pl->items[0].kind == OVL2_PROBLEM_KIND_ORPHAN && !pl->items[0].repairable &&
+              strstr(pl->items[0].detail, "`ovl2 rm --recursive mid`"),
+          "check explains the orphan");
+    CHECK(strcmp(ovl2_problem_kind_name(OVL2_PROBLEM_KIND_ORPHAN), "orphan") == 0 &&
+              strcmp(ovl2_problem_kind_name(OVL2_PROBLEM_KIND_MISSING_LOWER), "missing_lower") == 0,
+          "new problem kind names");
+    ovl2_problem_list_free(pl);
+    /* remove_tree takes a layer with everything built on it. */
+    OK(ovl2_create(d, "leaf", "mid", NULL, &e_), "create leaf on mid");
+    FAILS(ovl2_remove_tree(d, NULL, false, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "remove_tree(NULL id)");
+    FAILS(ovl2_remove_tree(d, "nope", false, &e_), OVL2_STATUS_NOT_FOUND, ENOENT, "remove_tree missing");
+    OK(ovl2_remove_tree(d, "mid", false, &e_), "remove_tree mid");
     OK(ovl2_layers(d, &ll, &e_), "layers of empty store");
     CHECK(ll && ll->len == 0 && ll->items == NULL, "empty store lists no layers");
     ovl2_layer_list_free(ll);

@@ -212,7 +212,7 @@ func TestLayerLifecycle(t *testing.T) {
 
 	layers, err := d.Layers()
 	must(t, err)
-	if len(layers) != 3 || layers[0].ID != "base" || layers[1].Parent != "base" || layers[2].Depth != 3 ||
+	if len(layers) != 3 || layers[0].ID != "base" || layers[1].Parent != "base" || layers[2].Depth != 2 ||
 		len(layers[2].ShortID) != 26 {
 		t.Fatalf("Layers() = %+v", layers)
 	}
@@ -225,8 +225,24 @@ func TestLayerLifecycle(t *testing.T) {
 	wantErr(t, d.Remove("base"), ovl2.ErrBusy, syscall.EBUSY, "remove", "base")
 	wantErr(t, d.Remove("nope"), ovl2.ErrNotFound, syscall.ENOENT, "remove", "nope")
 	must(t, d.Remove("top"))
-	must(t, d.ForceRemove("base"))
-	must(t, d.Remove("mid"))
+	// ForceRemove unmounts first; it never orphans a child.
+	wantErr(t, d.ForceRemove("base"), ovl2.ErrBusy, syscall.EBUSY, "remove", "base")
+	// Docker's Remove ignores children: mid becomes an orphan, flagged and explained.
+	must(t, d.RemoveWith("base", ovl2.RemoveOpts{IgnoreChildren: true}))
+	layers, err = d.Layers()
+	must(t, err)
+	if len(layers) != 1 || layers[0].ID != "mid" || !layers[0].Orphan || layers[0].Parent != "" || layers[0].Depth != 1 {
+		t.Fatalf("Layers() with an orphan = %+v", layers)
+	}
+	problems, err := d.Check()
+	must(t, err)
+	if len(problems) != 1 || problems[0].Kind != "orphan" || problems[0].Repairable ||
+		!strings.Contains(problems[0].Detail, "`ovl2 rm --recursive mid`") {
+		t.Fatalf("Check() with an orphan = %+v", problems)
+	}
+	must(t, d.Create("leaf", "mid", nil))
+	wantErr(t, d.RemoveTree("nope", false), ovl2.ErrNotFound, syscall.ENOENT, "remove_tree", "nope")
+	must(t, d.RemoveTree("mid", false))
 	if layers, err := d.Layers(); err != nil || len(layers) != 0 {
 		t.Fatalf("after removing all: %v %v", layers, err)
 	}
