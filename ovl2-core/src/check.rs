@@ -798,16 +798,15 @@ impl Recovery {
         }
         // Short ids some layer still owns, through its link file or an l/ name.
         let mut claimed: BTreeSet<String> = BTreeSet::new();
+        let linked: BTreeSet<&str> =
+            links.values().filter_map(|t| t.as_deref().and_then(layout::id_from_link_target)).collect();
         let mut lidless = Vec::new();
         for rec in recs {
             let own =
                 rec.link.as_ref().ok().and_then(|l| l.as_deref()).and_then(|l| layout::parse_link(l.trim_ascii()).ok());
             if let Some(l) = own {
                 claimed.insert(l.to_owned());
-                continue;
-            }
-            let target = layout::link_target(&rec.id);
-            if !links.values().any(|t| t.as_deref() == Some(target.as_bytes())) {
+            } else if !linked.contains(rec.id.as_str()) {
                 lidless.push(rec);
             }
         }

@@ -422,3 +422,65 @@ func TestOvl2DeepChainDockerReads(t *testing.T) {
 	}
 	o.assertCheckClean()
 }
+
+// TestDepthBoundaryMatchesDocker: `ovl2 --max-depth 128` accepts exactly the layers Docker's
+// overlay2 driver accepts (it refuses only when len(lowers) > 128): a layer with 128 lower
+// layers is created by both and mounted by Docker; one with 129 is refused by both.
+func TestDepthBoundaryMatchesDocker(t *testing.T) {
+	requireRoot(t)
+	bin := ovl2Bin(t)
+	home := newHome(t)
+	o := ovl2CLI{t: t, bin: bin, home: home}
+
+	// ids[i] has i lower layers.
+	const docker = 128
+	ids := make([]string, docker+1)
+	parents := map[string]string{}
+	for i := range ids {
+		ids[i] = dockerID(t)
+		parent := ""
+		if i > 0 {
+			parent = ids[i-1]
+		}
+		parents[ids[i]] = parent
+		args := []string{"--max-depth", fmt.Sprint(docker), "create", ids[i]}
+		if parent != "" {
+			args = append(args, "--parent", parent)
+		}
+		o.mustRun(args...)
+		writeFile(t, filepath.Join(home, ids[i], "diff", fmt.Sprintf("layer-%03d", i)), fmt.Sprint(i), 0o644)
+	}
+	top := ids[docker]
+	lower, err := os.ReadFile(filepath.Join(home, top, "lower"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(strings.Split(string(lower), ":")); n != docker {
+		t.Fatalf("top has %d lower layers, want %d", n, docker)
+	}
+	assertLs(t, o, parents)
+
+	past := dockerID(t)
+	r := o.run("--max-depth", fmt.Sprint(docker), "create", past, "--parent", top)
+	if r.code == 0 || !strings.Contains(r.stderr, "max depth exceeded") {
+		t.Errorf("ovl2 accepted a layer with %d lower layers: %v", docker+1, r)
+	}
+
+	d := newDriver(t, home)
+	if err := d.Create(past, top, nil); err == nil || !strings.Contains(err.Error(), "max depth exceeded") {
+		t.Errorf("docker Create with %d lower layers: %v, want max depth exceeded", docker+1, err)
+	}
+	// Docker accepts the same boundary layer ovl2 did: a sibling of top, made by Docker.
+	sibling := dockerID(t)
+	if err := d.Create(sibling, ids[docker-1], nil); err != nil {
+		t.Fatalf("docker Create with %d lower layers: %v", docker, err)
+	}
+	m := dockerGet(t, d, top)
+	for i := range ids {
+		assertFile(t, filepath.Join(m, fmt.Sprintf("layer-%03d", i)), fmt.Sprint(i))
+	}
+	dockerPut(t, d, top)
+	parents[sibling] = ids[docker-1]
+	assertLs(t, o, parents)
+	o.assertCheckClean()
+}
