@@ -52,9 +52,7 @@ impl Driver {
             let lids = layout::parse_lower(&lower)
                 .map_err(|m| Error::Corrupt(format!("layer {id:?}: {}", describe("lower", &m))))?;
             for (i, lid) in lids.iter().enumerate() {
-                let pid = self.resolve_short_id(lid)?.ok_or_else(|| {
-                    Error::Corrupt(format!("layer {id:?}: lower entry l/{lid} does not resolve (run check --repair)"))
-                })?;
+                let pid = self.resolve_short_id(lid)?.ok_or_else(|| crate::driver::orphaned(id, lid))?;
                 let pdir = self.open_layer_dir(&pid)?.ok_or_else(|| Error::NotFound(pid.clone()))?;
                 lowers.push(fsutil::open_dir(&pdir, layout::DIFF).ctx(|| format!("opening {pid}/diff"))?);
                 if i == 0 {
