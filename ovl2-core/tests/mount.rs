@@ -35,9 +35,8 @@ fn mounted_at(p: &Path) -> bool {
 fn mount_options(p: &Path) -> Vec<String> {
     mountinfo_options(p).expect("mounted").split(',').map(str::to_owned).collect()
 }
-/// A chain L1..=Ln with a file in each layer's diff (L1 is the base, so `L<i>` has i-1 lower
-/// layers), plus uncommitted leaves `rw<d>` at the depths given: `rw<d>` sits on `L<d>`, so
-/// it has exactly d lower layers (its depth, as Docker and `max_depth` count it).
+/// A chain L1..=Ln with a file in each layer's diff, plus uncommitted leaves `rw<d>` at the
+/// depths given (a leaf at depth d sits on L<d-1>).
 fn build_chain(home: &Path, n: usize, leaves: &[usize]) {
     let d = open_fast(home);
     d.create("L1", None, &co()).unwrap();
@@ -47,12 +46,11 @@ fn build_chain(home: &Path, n: usize, leaves: &[usize]) {
         std::fs::write(home.join(format!("L{i}/diff/f{i}")), format!("from L{i}")).unwrap();
     }
     for &depth in leaves {
-        d.create_rw(&format!("rw{depth}"), Some(&format!("L{depth}")), &co()).unwrap();
+        d.create_rw(&format!("rw{depth}"), Some(&format!("L{}", depth - 1)), &co()).unwrap();
     }
 }
 
-/// Mounts a read-write leaf with `depth` lower layers (L1..=L<depth>) and checks reads,
-/// writes, whiteouts and the final unmount.
+/// Mounts a read-write leaf and checks reads, writes, whiteouts and the final unmount.
 fn exercise_rw(d: &Driver, home: &Path, id: &str, depth: usize) -> String {
     let merged = d.get(id, None).unwrap();
     assert_eq!(merged, home.join(id).join("merged"));
@@ -60,11 +58,11 @@ fn exercise_rw(d: &Driver, home: &Path, id: &str, depth: usize) -> String {
     assert_eq!(
         std::fs::read_to_string(merged.join("bottom")).unwrap(),
         "from L1",
-        "{id}: bottom visible through {depth} lower layers"
+        "{id}: bottom visible through {depth} layers"
     );
-    if depth > 1 {
-        let f = format!("f{depth}");
-        assert_eq!(std::fs::read_to_string(merged.join(&f)).unwrap(), format!("from L{depth}"));
+    if depth > 2 {
+        let f = format!("f{}", depth - 1);
+        assert_eq!(std::fs::read_to_string(merged.join(&f)).unwrap(), format!("from L{}", depth - 1));
     }
     std::fs::write(merged.join("written"), "up").unwrap();
     assert_eq!(
@@ -96,36 +94,38 @@ fn check_readonly(d: &Driver, id: &str, opts: &MountOpts) {
     assert!(!merged.exists());
 }
 
+/// Mounts leaves with 1, 128, 129 and 500 lower layers (`rw<n>` has n-1: it sits on L<n-1>).
 fn strategy_at_depths(strategy: MountStrategy, disabled: &[&str], expect: &[(usize, &str)]) {
     if !require_root() {
         return;
     }
     let s = Scratch::new("depths");
     let home = s.home();
-    build_chain(&home, 500, &[1, 128, 129, 500]);
+    build_chain(&home, 500, &[2, 129, 130, 501]);
     let d = driver(&home, strategy, disabled);
     // Depth 0: a base layer is returned as its diff, unmounted, as Docker does.
     assert_eq!(d.get("L1", None).unwrap(), home.join("L1/diff"));
     assert!(d.mounts().unwrap().is_empty());
     d.put("L1").unwrap();
-    for &(depth, method) in expect {
-        let id = format!("rw{depth}");
-        assert_eq!(std::fs::read_to_string(home.join(&id).join("lower")).unwrap().split(':').count(), depth);
-        let got = exercise_rw(&d, &home, &id, depth);
-        assert_eq!(got, method, "{strategy:?} at depth {depth}");
+    for &(lowers, method) in expect {
+        let id = format!("rw{}", lowers + 1);
+        assert_eq!(std::fs::read_to_string(home.join(&id).join("lower")).unwrap().split(':').count(), lowers);
+        assert_eq!(d.layers().unwrap().into_iter().find(|l| l.id == id).unwrap().depth, lowers);
+        let got = exercise_rw(&d, &home, &id, lowers + 1);
+        assert_eq!(got, method, "{strategy:?} with {lowers} lower layers");
     }
     // Committed layers mount read-only (their own diff becomes a lower): L500 has 499 lower
     // layers, so its explicit read-only mount uses all 500 lower slots the kernel has.
     check_readonly(&d, "L2", &MountOpts::default());
     check_readonly(&d, "L499", &MountOpts::default());
     check_readonly(&d, "L500", &MountOpts { readonly: true, ..MountOpts::default() });
-    // rw500 has 500 lowers: read-write it mounts (above), read-only it would need 501.
-    let e = d.get_with("rw500", &MountOpts { readonly: true, ..MountOpts::default() }).unwrap_err();
+    // rw501 has 500 lowers: read-write it mounts (above), read-only it would need 501.
+    let e = d.get_with("rw501", &MountOpts { readonly: true, ..MountOpts::default() }).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert!(e.to_string().contains("501") && e.to_string().contains("500"), "{e}");
-    assert!(d.mounts().unwrap().is_empty() && !home.join("rw500/merged").exists(), "the refusal left nothing");
+    assert!(d.mounts().unwrap().is_empty() && !home.join("rw501/merged").exists(), "the refusal left nothing");
     // Depth 501 cannot even be created.
-    let e = d.create("past", Some("rw500"), &co()).unwrap_err();
+    let e = d.create("past", Some("rw501"), &co()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MaxDepth);
     assert!(e.to_string().contains("501 lower layers, the limit is 500"), "{e}");
 }
@@ -304,7 +304,8 @@ fn remove_tree_refuses_mounted_layers_unless_forced() {
     assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
     assert!(e.to_string().contains("\"rw3\"") && e.to_string().contains("mounted"), "{e}");
     assert_eq!(snapshot(&home), before, "nothing removed");
-    assert_eq!(d.remove_tree("L2", true).unwrap(), ["rw3", "L3", "L2"]);
+    // rw3 and L3 both sit on L2 (deepest first, then by id).
+    assert_eq!(d.remove_tree("L2", true).unwrap(), ["L3", "rw3", "L2"]);
     assert!(!mounted_at(&merged));
     assert_eq!(d.layers().unwrap().iter().map(|l| l.id.as_str()).collect::<Vec<_>>(), ["L1"]);
     assert!(d.check().unwrap().is_empty() && d.mounts().unwrap().is_empty());
