@@ -482,5 +482,10 @@ func TestDepthBoundaryMatchesDocker(t *testing.T) {
 	dockerPut(t, d, top)
 	parents[sibling] = ids[docker-1]
 	assertLs(t, o, parents)
+	// Docker's refused Create removes its layer dir but leaks the l/ link it made first;
+	// ovl2's repair removes that dangling link, and nothing else is wrong.
+	if r := o.run("check", "--repair"); r.code != 0 || !strings.Contains(r.stdout, "dangling_short_link") {
+		t.Errorf("check --repair after Docker's refused Create: %v", r)
+	}
 	o.assertCheckClean()
 }
