@@ -465,8 +465,44 @@ fn openat2_retry<Fd: AsFd>(dir: Fd, name: &CStr, flags: OFlags, how: rfs::Resolv
         match rfs::openat2(dir, name, flags, Mode::empty(), how) {
             // openat2 asks the caller to retry when a rename raced with the lookup.
             Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
+            // Kernels before 5.6, and valgrind, lack openat2: the same walk by hand.
+            Err(Errno::NOSYS) => return openat_no_cross(dir, name, flags),
             r => return r,
         }
+    }
+}
+
+/// [`NO_CROSS`] without `openat2`: one component at a time with `O_NOFOLLOW`, each result on
+/// the same mount as `dir` (compared by mount id where `statx` has it, else by device).
+fn openat_no_cross(dir: BorrowedFd<'_>, name: &CStr, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    let mount = mount_id(dir)?;
+    let comps: Vec<&[u8]> = name.to_bytes().split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+    let mut cur: Option<OwnedFd> = None;
+    for (i, comp) in comps.iter().enumerate() {
+        let last = i + 1 == comps.len();
+        let f = if last { flags } else { OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC };
+        let c = CString::new(*comp).map_err(|_| Errno::INVAL)?;
+        let at = cur.as_ref().map_or(dir, |fd| fd.as_fd());
+        let fd = rfs::openat(at, &c, f | OFlags::NOFOLLOW, Mode::empty())?;
+        if mount_id(fd.as_fd())? != mount {
+            return Err(Errno::XDEV);
+        }
+        cur = Some(fd);
+    }
+    match cur {
+        Some(fd) => Ok(fd),
+        None => rfs::openat(dir, c".", flags, Mode::empty()),
+    }
+}
+
+/// The mount an fd is on: its mount id where `statx` reports one, else its device (which
+/// cannot tell a bind mount of the same filesystem apart; only kernels before 5.8 get that).
+fn mount_id(fd: BorrowedFd<'_>) -> rustix::io::Result<(bool, u64)> {
+    match rfs::statx(fd, c"", AtFlags::EMPTY_PATH, rfs::StatxFlags::MNT_ID) {
+        Ok(st) if rfs::StatxFlags::from_bits_retain(st.stx_mask).contains(rfs::StatxFlags::MNT_ID) => {
+            Ok((true, st.stx_mnt_id))
+        }
+        _ => Ok((false, rfs::fstat(fd)?.st_dev)),
     }
 }
 
@@ -589,4 +625,35 @@ pub fn cstr(name: &str) -> io::Result<CString> {
 /// A C string's bytes as an `OsStr`.
 pub fn os(name: &CStr) -> &OsStr {
     OsStr::from_bytes(name.to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fallback for kernels (and valgrind) without openat2 keeps openat2's promises:
+    /// no symlink followed, no mount crossed, not even a bind mount of the same filesystem.
+    #[test]
+    fn fallback_without_openat2_never_crosses_a_mount_or_follows_a_symlink() {
+        let root = std::env::temp_dir().join(format!("ovl2-nocross-{}", random_hex(6)));
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(root.join("host")).unwrap();
+        std::os::unix::fs::symlink("a", root.join("s")).unwrap();
+        let dir = open_dir_path(&root).unwrap();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        assert!(openat_no_cross(dir.as_fd(), c"a/b", flags).is_ok());
+        assert!(openat_no_cross(dir.as_fd(), c"s", flags).is_err(), "a symlink was followed");
+        assert!(openat_no_cross(dir.as_fd(), c"s/b", flags).is_err(), "a symlink was followed");
+        let mounted = rustix::mount::mount_bind(&root.join("host"), &root.join("a/b"));
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var("OVL2_REQUIRE_MOUNT").is_ok();
+        match mounted {
+            Ok(()) => {
+                let r = openat_no_cross(dir.as_fd(), c"a/b", flags);
+                let _ = rustix::mount::unmount(&root.join("a/b"), rustix::mount::UnmountFlags::DETACH);
+                assert_eq!(r.err(), Some(Errno::XDEV), "a bind mount was crossed");
+            }
+            Err(e) => assert!(!ci, "bind mount needed under CI=true: {e}"),
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
