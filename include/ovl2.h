@@ -181,6 +181,14 @@ typedef enum ovl2_problem_kind {
   OVL2_PROBLEM_KIND_MISSING_LOWER = 17,
   // A layer whose parent is gone (the detail names the command that resolves it).
   OVL2_PROBLEM_KIND_ORPHAN = 18,
+  // A container whose creator died before both of its layers existed.
+  OVL2_PROBLEM_KIND_INCOMPLETE_CONTAINER = 19,
+  // A mount record in `.ovl2/mounts` that cannot be used; repair rebuilds it.
+  OVL2_PROBLEM_KIND_BAD_MOUNT_RECORD = 20,
+  // Something inside `.ovl2/empty`, which must stay empty; repair empties it.
+  OVL2_PROBLEM_KIND_NOT_EMPTY_EMPTY_DIR = 21,
+  // A layer's `merged` that is not a directory; repair removes it.
+  OVL2_PROBLEM_KIND_BAD_MERGED = 22,
 } ovl2_problem_kind;
 
 // An open layer store. Opaque; made by `ovl2_open`, released by `ovl2_close`.

@@ -248,9 +248,17 @@ pub enum ovl2_problem_kind {
     MissingLower = 17,
     /// A layer whose parent is gone (the detail names the command that resolves it).
     Orphan = 18,
+    /// A container whose creator died before both of its layers existed.
+    IncompleteContainer = 19,
+    /// A mount record in `.ovl2/mounts` that cannot be used; repair rebuilds it.
+    BadMountRecord = 20,
+    /// Something inside `.ovl2/empty`, which must stay empty; repair empties it.
+    NotEmptyEmptyDir = 21,
+    /// A layer's `merged` that is not a directory; repair removes it.
+    BadMerged = 22,
 }
 
-const PROBLEM_KINDS: [(ovl2_problem_kind, &str); 19] = [
+const PROBLEM_KINDS: [(ovl2_problem_kind, &str); 23] = [
     (ovl2_problem_kind::Other, "other\0"),
     (ovl2_problem_kind::StaleStaging, "stale_staging\0"),
     (ovl2_problem_kind::MissingDiff, "missing_diff\0"),
@@ -270,6 +278,10 @@ const PROBLEM_KINDS: [(ovl2_problem_kind, &str); 19] = [
     (ovl2_problem_kind::MissingCommitted, "missing_committed\0"),
     (ovl2_problem_kind::MissingLower, "missing_lower\0"),
     (ovl2_problem_kind::Orphan, "orphan\0"),
+    (ovl2_problem_kind::IncompleteContainer, "incomplete_container\0"),
+    (ovl2_problem_kind::BadMountRecord, "bad_mount_record\0"),
+    (ovl2_problem_kind::NotEmptyEmptyDir, "not_empty_empty_dir\0"),
+    (ovl2_problem_kind::BadMerged, "bad_merged\0"),
 ];
 
 impl From<ProblemKind> for ovl2_problem_kind {
@@ -294,6 +306,10 @@ impl From<ProblemKind> for ovl2_problem_kind {
             ProblemKind::MissingCommitted => C::MissingCommitted,
             ProblemKind::MissingLower => C::MissingLower,
             ProblemKind::Orphan => C::Orphan,
+            ProblemKind::IncompleteContainer => C::IncompleteContainer,
+            ProblemKind::BadMountRecord => C::BadMountRecord,
+            ProblemKind::NotEmptyEmptyDir => C::NotEmptyEmptyDir,
+            ProblemKind::BadMerged => C::BadMerged,
             _ => C::Other,
         }
     }
@@ -434,4 +450,46 @@ pub extern "C" fn ovl2_repair_report_free(report: *mut ovl2_repair_report) {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind core reports has its own C value, named as the CLI's JSON names it.
+    #[test]
+    fn every_problem_kind_has_a_c_value_and_the_cli_name() {
+        use ProblemKind as K;
+        let all = [
+            K::StaleStaging,
+            K::MissingDiff,
+            K::MissingLink,
+            K::MalformedLink,
+            K::MissingShortLink,
+            K::WrongShortLink,
+            K::DanglingShortLink,
+            K::UnusedShortLink,
+            K::IncompleteContainer,
+            K::StrayShortLink,
+            K::DuplicateShortId,
+            K::MalformedLower,
+            K::MissingLower,
+            K::UnknownLower,
+            K::Orphan,
+            K::InconsistentLower,
+            K::TooDeep,
+            K::MissingWork,
+            K::MissingCommitted,
+            K::BadMountRecord,
+            K::NotEmptyEmptyDir,
+            K::BadMerged,
+        ];
+        for k in all {
+            let c = ovl2_problem_kind::from(k);
+            assert_ne!(c, ovl2_problem_kind::Other, "{k:?} has no C value");
+            let name = unsafe { std::ffi::CStr::from_ptr(ovl2_problem_kind_name(c as c_int)) };
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(format!("\"{}\"", name.to_str().unwrap()), json);
+        }
+    }
 }
