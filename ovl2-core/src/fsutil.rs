@@ -644,12 +644,12 @@ mod tests {
         assert!(openat_no_cross(dir.as_fd(), c"a/b", flags).is_ok());
         assert!(openat_no_cross(dir.as_fd(), c"s", flags).is_err(), "a symlink was followed");
         assert!(openat_no_cross(dir.as_fd(), c"s/b", flags).is_err(), "a symlink was followed");
-        let mounted = rustix::mount::mount_bind(&root.join("host"), &root.join("a/b"));
+        let mounted = rustix::mount::mount_bind(root.join("host"), root.join("a/b"));
         let ci = std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var("OVL2_REQUIRE_MOUNT").is_ok();
         match mounted {
             Ok(()) => {
                 let r = openat_no_cross(dir.as_fd(), c"a/b", flags);
-                let _ = rustix::mount::unmount(&root.join("a/b"), rustix::mount::UnmountFlags::DETACH);
+                let _ = rustix::mount::unmount(root.join("a/b"), rustix::mount::UnmountFlags::DETACH);
                 assert_eq!(r.err(), Some(Errno::XDEV), "a bind mount was crossed");
             }
             Err(e) => assert!(!ci, "bind mount needed under CI=true: {e}"),
