@@ -2,6 +2,9 @@
 //! operation; the store's own locks make concurrent invocations safe.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -222,7 +225,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 println!("{}", serde_json::to_string_pretty(&m)?);
             } else {
                 for (k, v) in m.to_map() {
-                    println!("{k:<10} {v}");
+                    print_line(&[OsStr::new(&format!("{k:<10} ")), &v])?;
                 }
             }
         }
@@ -246,7 +249,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Cmd::Mount { id, label, ro, volatile } => {
             // Each command is its own process, so its reference must outlive it.
             let opts = MountOpts { mount_label: label, readonly: ro, volatile, persistent: true };
-            println!("{}", d.get_with(&id, &opts)?.display());
+            print_line(&[d.get_with(&id, &opts)?.as_os_str()])?;
         }
         Cmd::Umount { id } => d.put(&id)?,
         Cmd::Mounts { json } => {
@@ -255,16 +258,15 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 println!("{}", serde_json::to_string_pretty(&mounts)?);
             } else {
                 for m in mounts {
-                    println!(
-                        "{}\t{}\tcount={} (persistent {}, processes {})\t{}\t{}",
-                        m.id,
-                        m.path.display(),
+                    let rest = format!(
+                        "\tcount={} (persistent {}, processes {})\t{}\t{}",
                         m.count,
                         m.persistent,
                         m.processes,
                         if m.readonly { "ro" } else { "rw" },
                         m.method
                     );
+                    print_line(&[OsStr::new(&format!("{}\t", m.id)), m.path.as_os_str(), OsStr::new(&rest)])?;
                 }
             }
         }
@@ -311,6 +313,16 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints one line made of `parts` as raw bytes: paths under a home that is not UTF-8 must
+/// reach scripts exactly, not with U+FFFD in them.
+fn print_line(parts: &[&OsStr]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for p in parts {
+        out.write_all(p.as_bytes())?;
+    }
+    out.write_all(b"\n")
 }
 
 /// What a command may do to --home: only the commands that make layers create a store (and

@@ -2,7 +2,7 @@
 //! graphdriver so the flow reads like Docker's overlay2 driver.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
@@ -131,33 +131,60 @@ pub struct LayerInfo {
 }
 
 /// The paths Docker's `GetMetadata` returns for a layer.
+///
+/// Paths are kept as bytes, so a home that is not UTF-8 is returned exactly. Serializing
+/// (JSON) needs UTF-8: a path that is not valid UTF-8 makes serialization fail with an error
+/// naming it rather than write a lossy path that names nothing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Metadata {
     /// Lower layers' `diff` paths, nearest first, joined by `:`; only for layers with a parent.
-    #[serde(rename = "LowerDir", skip_serializing_if = "Option::is_none")]
-    pub lower_dir: Option<String>,
+    #[serde(rename = "LowerDir", skip_serializing_if = "Option::is_none", serialize_with = "utf8_opt")]
+    pub lower_dir: Option<OsString>,
     /// `<home>/<id>/diff`.
-    #[serde(rename = "UpperDir")]
-    pub upper_dir: String,
+    #[serde(rename = "UpperDir", serialize_with = "utf8")]
+    pub upper_dir: PathBuf,
     /// `<home>/<id>/work` (reported even for base layers, as Docker does).
-    #[serde(rename = "WorkDir")]
-    pub work_dir: String,
+    #[serde(rename = "WorkDir", serialize_with = "utf8")]
+    pub work_dir: PathBuf,
     /// `<home>/<id>/merged`.
-    #[serde(rename = "MergedDir")]
-    pub merged_dir: String,
+    #[serde(rename = "MergedDir", serialize_with = "utf8")]
+    pub merged_dir: PathBuf,
 }
 
 impl Metadata {
-    /// The metadata as Docker's key/value map.
-    pub fn to_map(&self) -> BTreeMap<String, String> {
+    /// The metadata as Docker's key/value map, values as bytes.
+    pub fn to_map(&self) -> BTreeMap<String, OsString> {
         let mut m = BTreeMap::new();
         if let Some(l) = &self.lower_dir {
             m.insert("LowerDir".into(), l.clone());
         }
-        m.insert("UpperDir".into(), self.upper_dir.clone());
-        m.insert("WorkDir".into(), self.work_dir.clone());
-        m.insert("MergedDir".into(), self.merged_dir.clone());
+        m.insert("UpperDir".into(), self.upper_dir.clone().into_os_string());
+        m.insert("WorkDir".into(), self.work_dir.clone().into_os_string());
+        m.insert("MergedDir".into(), self.merged_dir.clone().into_os_string());
         m
+    }
+}
+
+/// JSON strings are Unicode: a path that is not UTF-8 is refused, naming it, because a lossy
+/// copy (U+FFFD) would name a different, missing path.
+pub(crate) fn utf8<S: serde::Serializer, P: AsRef<std::ffi::OsStr>>(
+    p: &P,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let p = p.as_ref();
+    match p.to_str() {
+        Some(v) => s.serialize_str(v),
+        None => Err(serde::ser::Error::custom(format!(
+            "the path {} is not valid UTF-8, which JSON cannot carry (the plain output prints it as raw bytes)",
+            p.to_string_lossy()
+        ))),
+    }
+}
+
+fn utf8_opt<S: serde::Serializer>(p: &Option<OsString>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => utf8(p, s),
+        None => s.serialize_none(),
     }
 }
 
@@ -814,19 +841,22 @@ impl Driver {
             None => None,
             Some(lower) => {
                 let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(id, &describe("lower", &m)))?;
-                let mut dirs = Vec::with_capacity(lids.len());
+                let mut dirs = OsString::new();
                 for lid in lids {
                     let pid = self.resolve_short_id(lid)?.ok_or_else(|| orphaned(id, lid))?;
-                    dirs.push(self.home.join(pid).join("diff").to_string_lossy().into_owned());
+                    if !dirs.is_empty() {
+                        dirs.push(":");
+                    }
+                    dirs.push(self.home.join(pid).join("diff"));
                 }
-                Some(dirs.join(":"))
+                Some(dirs)
             }
         };
         Ok(Metadata {
             lower_dir,
-            upper_dir: dir.join("diff").to_string_lossy().into_owned(),
-            work_dir: dir.join("work").to_string_lossy().into_owned(),
-            merged_dir: dir.join("merged").to_string_lossy().into_owned(),
+            upper_dir: dir.join("diff"),
+            work_dir: dir.join("work"),
+            merged_dir: dir.join("merged"),
         })
     }
 

@@ -1507,8 +1507,15 @@ fn redirected_dirs_fall_back_to_mounted_views() {
     };
     let umount = |p: &Path| rustix::mount::unmount(p, rustix::mount::UnmountFlags::empty()).unwrap();
     let m = s.path().join("rw");
-    let lower = md.lower_dir.clone().unwrap();
-    mount(&m, format!("lowerdir={lower},upperdir={},workdir={},redirect_dir=on", md.upper_dir, md.work_dir));
+    let lower = md.lower_dir.clone().unwrap().into_string().unwrap();
+    mount(
+        &m,
+        format!(
+            "lowerdir={lower},upperdir={},workdir={},redirect_dir=on",
+            md.upper_dir.display(),
+            md.work_dir.display()
+        ),
+    );
     std::fs::rename(m.join("dir"), m.join("moved")).unwrap();
     umount(&m);
     let mut v = [0u8; 256];
@@ -1525,7 +1532,7 @@ fn redirected_dirs_fall_back_to_mounted_views() {
     // Docker's code over the same views, mounted read-only.
     let new = s.path().join("new");
     let old = s.path().join("old");
-    mount(&new, format!("lowerdir={}:{lower},redirect_dir=follow", md.upper_dir));
+    mount(&new, format!("lowerdir={}:{lower},redirect_dir=follow", md.upper_dir.display()));
     mount(&old, format!("lowerdir={lower}"));
     let ch = std::process::Command::new(&bin).arg("changes").arg(&new).arg(&old).output().unwrap();
     let ex = std::process::Command::new(&bin).arg("export").arg(&new).arg(&old).output().unwrap();

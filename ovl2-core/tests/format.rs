@@ -3,7 +3,7 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use ovl2_core::{CreateOpts, Driver, ErrorKind, Options, Owner, ProblemKind, RemoveOpts};
@@ -96,11 +96,11 @@ fn metadata_matches_docker() {
     let h = home.display();
     let m = d.metadata("a").unwrap();
     assert_eq!(m.lower_dir, None);
-    assert_eq!(m.upper_dir, format!("{h}/a/diff"));
-    assert_eq!(m.work_dir, format!("{h}/a/work"), "Docker reports WorkDir even for base layers");
-    assert_eq!(m.merged_dir, format!("{h}/a/merged"));
+    assert_eq!(m.upper_dir, Path::new(&format!("{h}/a/diff")));
+    assert_eq!(m.work_dir, Path::new(&format!("{h}/a/work")), "Docker reports WorkDir even for base layers");
+    assert_eq!(m.merged_dir, Path::new(&format!("{h}/a/merged")));
     let m = d.metadata("c").unwrap();
-    assert_eq!(m.lower_dir.as_deref(), Some(format!("{h}/b/diff:{h}/a/diff").as_str()));
+    assert_eq!(m.lower_dir.as_deref(), Some(std::ffi::OsStr::new(&format!("{h}/b/diff:{h}/a/diff"))));
     assert_eq!(m.to_map().len(), 4);
     // A home given with dots and slashes is cleaned as Go's filepath.Clean does.
     let messy = PathBuf::from(format!("{h}/./../{}//", home.file_name().unwrap().to_string_lossy()));

@@ -707,6 +707,50 @@ fn a_non_utf8_home_mounts_on_every_strategy() {
     }
 }
 
+/// Issue 10, item 10: with a home that is not UTF-8, `metadata` (and so `inspect`) returned
+/// its paths with U+FFFD, naming a directory that does not exist. Every path a caller gets
+/// back is the home's exact bytes plus the layer's names.
+#[test]
+fn a_non_utf8_home_is_returned_as_its_exact_bytes() {
+    if !require_root() {
+        return;
+    }
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new("nonutf8meta");
+    let home = s.path().join(OsStr::from_bytes(b"x\xff\xfe"));
+    let d = Driver::open(&home, Options { sync: false, ..Options::default() }).unwrap();
+    assert_eq!(d.home().as_os_str().as_bytes(), home.as_os_str().as_bytes());
+    d.create("base", None, &co()).unwrap();
+    d.create_rw("ctr", Some("base"), &co()).unwrap();
+    std::fs::write(home.join("base/diff/f"), "from base").unwrap();
+
+    let m = d.metadata("ctr").unwrap();
+    // `Path::new`/`OsStr::new` take the fields whatever their type, so this names the bytes.
+    assert_eq!(Path::new(&m.upper_dir).as_os_str().as_bytes(), home.join("ctr/diff").as_os_str().as_bytes());
+    assert_eq!(Path::new(&m.work_dir).as_os_str().as_bytes(), home.join("ctr/work").as_os_str().as_bytes());
+    assert_eq!(Path::new(&m.merged_dir).as_os_str().as_bytes(), home.join("ctr/merged").as_os_str().as_bytes());
+    let lower = m.lower_dir.as_ref().map(|l| OsStr::new(l).as_bytes().to_vec());
+    assert_eq!(lower.as_deref(), Some(home.join("base/diff").as_os_str().as_bytes()));
+    for (k, v) in m.to_map() {
+        assert!(Path::new(&v).is_dir() || k == "MergedDir", "{k} names a real directory");
+    }
+    // JSON cannot carry the bytes: it refuses, naming the path, instead of writing a wrong one.
+    let e = serde_json::to_string(&m).unwrap_err().to_string();
+    assert!(e.contains("not valid UTF-8"), "{e}");
+
+    let p = d.get("ctr", None).unwrap();
+    assert_eq!(p.as_os_str().as_bytes(), home.join("ctr/merged").as_os_str().as_bytes());
+    assert_eq!(read(&p.join("f")), "from base");
+    let mounts = d.mounts().unwrap();
+    assert_eq!(mounts[0].path, p);
+    d.put("ctr").unwrap();
+    let p = d.get("base", None).unwrap();
+    assert_eq!(p.as_os_str().as_bytes(), home.join("base/diff").as_os_str().as_bytes());
+    d.put("base").unwrap();
+    assert_eq!(Driver::open(&home, Options::default()).unwrap().metadata("ctr").unwrap(), m);
+}
+
 /// The long-chain legacy methods (`legacy-relative`, `legacy-fd`) refuse symlinked layer
 /// dirs too, the parent's reached through `l/` included.
 #[test]

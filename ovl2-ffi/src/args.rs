@@ -151,10 +151,22 @@ pub(crate) fn c_string_opt(s: Option<&str>) -> *const c_char {
     s.map_or(std::ptr::null(), c_string)
 }
 
+/// Like [`c_string`] for paths: their exact bytes, UTF-8 or not (C strings are bytes).
+pub(crate) fn os_c_string(s: &std::ffi::OsStr) -> *const c_char {
+    use std::os::unix::ffi::OsStrExt;
+    // Paths come from the kernel or from a C string, so they hold no NUL.
+    CString::new(s.as_bytes()).unwrap_or_default().into_raw()
+}
+
+/// Like [`os_c_string`] for optional values: NULL for `None`.
+pub(crate) fn os_c_string_opt(s: Option<&std::ffi::OsStr>) -> *const c_char {
+    s.map_or(std::ptr::null(), os_c_string)
+}
+
 /// Frees a string made by [`c_string`]. NULL is a no-op.
 ///
 /// # Safety
-/// `p` is NULL or came from [`c_string`] and is freed once.
+/// `p` is NULL or came from [`c_string`] or [`os_c_string`] and is freed once.
 pub(crate) unsafe fn free_c_string(p: *const c_char) {
     if !p.is_null() {
         // SAFETY: made by CString::into_raw (caller contract).

@@ -5,12 +5,16 @@ use std::ffi::{c_char, c_int};
 
 use ovl2_core::{Problem, ProblemKind};
 
-use crate::args::{c_string, c_string_opt, free_c_string, from_raw_slice, into_raw_slice, out_arg, str_arg};
+use crate::args::{
+    c_string, c_string_opt, free_c_string, from_raw_slice, into_raw_slice, os_c_string, os_c_string_opt, out_arg,
+    str_arg,
+};
 use crate::driver::{handle, ovl2_driver};
 use crate::error::{boundary, guard, ovl2_error, ovl2_status};
 
 /// The paths Docker's `GetMetadata` returns for a layer. Made by `ovl2_layer_metadata`,
-/// freed (with all its strings) by `ovl2_metadata_free`.
+/// freed (with all its strings) by `ovl2_metadata_free`. Each path is the exact bytes of the
+/// path on disk, which need not be UTF-8 (a home that is not UTF-8 is returned as given).
 #[allow(non_camel_case_types)]
 #[repr(C)]
 pub struct ovl2_metadata {
@@ -40,10 +44,10 @@ pub extern "C" fn ovl2_layer_metadata(
         let (out, d, id) = unsafe { (out_arg(out, "out", std::ptr::null_mut())?, handle(driver)?, str_arg(id, "id")?) };
         let m = d.metadata(id)?;
         *out = Box::into_raw(Box::new(ovl2_metadata {
-            lower_dir: c_string_opt(m.lower_dir.as_deref()),
-            upper_dir: c_string(&m.upper_dir),
-            work_dir: c_string(&m.work_dir),
-            merged_dir: c_string(&m.merged_dir),
+            lower_dir: os_c_string_opt(m.lower_dir.as_deref()),
+            upper_dir: os_c_string(m.upper_dir.as_os_str()),
+            work_dir: os_c_string(m.work_dir.as_os_str()),
+            merged_dir: os_c_string(m.merged_dir.as_os_str()),
         }));
         Ok(())
     })

@@ -237,8 +237,9 @@ impl PyDriver {
         self.run(py, move |d| d.parent(&id))
     }
 
-    /// Docker's GetMetadata: LowerDir (with a parent), UpperDir, WorkDir, MergedDir.
-    fn metadata(&self, py: Python<'_>, id: String) -> PyResult<BTreeMap<String, String>> {
+    /// Docker's GetMetadata: LowerDir (with a parent), UpperDir, WorkDir, MergedDir. Paths come
+    /// back as `os.fsdecode` would make them, so `os.fsencode` gives the exact bytes.
+    fn metadata(&self, py: Python<'_>, id: String) -> PyResult<BTreeMap<String, std::ffi::OsString>> {
         self.run(py, move |d| d.metadata(&id)).map(|m| m.to_map())
     }
 

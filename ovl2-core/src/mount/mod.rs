@@ -94,6 +94,7 @@ pub struct MountInfo {
     /// Layer id.
     pub id: String,
     /// The mount point, `<home>/<id>/merged`.
+    #[serde(serialize_with = "crate::driver::utf8")]
     pub path: PathBuf,
     /// All references.
     pub count: u64,
