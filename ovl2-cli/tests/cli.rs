@@ -146,3 +146,53 @@ fn mount_references_outlive_each_command() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown mount strategy \"sideways\""));
 }
+
+/// Issue 10, item 10: `--home` that is not UTF-8 works, and `inspect`, `mount` and `mounts`
+/// print its exact bytes (they printed U+FFFD, a path that does not exist). `--json` cannot
+/// carry such a path and refuses, naming it.
+#[test]
+fn a_non_utf8_home_is_printed_as_its_exact_bytes() {
+    use std::os::unix::ffi::OsStrExt;
+    if !require_root() {
+        return;
+    }
+    let h = Home::new("nonutf8");
+    let home = h.scratch().join(std::ffi::OsStr::from_bytes(b"x\xff\xfe"));
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_ovl2"))
+            .arg("--home")
+            .arg(&home)
+            .args(args)
+            .env_remove("OVL2_HOME")
+            .env_remove("OVL2_MOUNT_STRATEGY")
+            .output()
+            .unwrap();
+        (o.status.success(), o.stdout, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let ok = |args: &[&str]| {
+        let (ok, out, err) = run(args);
+        assert!(ok, "ovl2 {args:?} failed: {err}");
+        out
+    };
+    let path = |rel: &str| [home.as_os_str().as_bytes(), b"/", rel.as_bytes()].concat();
+    let line = |parts: &[&[u8]]| [parts.concat(), b"\n".to_vec()].concat();
+    ok(&["create", "base"]);
+    ok(&["create", "ctr", "--parent", "base", "--rw"]);
+    let out = ok(&["inspect", "ctr"]);
+    let want = [
+        line(&[b"LowerDir   ", &path("base/diff")]),
+        line(&[b"MergedDir  ", &path("ctr/merged")]),
+        line(&[b"UpperDir   ", &path("ctr/diff")]),
+        line(&[b"WorkDir    ", &path("ctr/work")]),
+    ]
+    .concat();
+    assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&want));
+    assert_eq!(out, want);
+    let (ok_json, _, err) = run(&["inspect", "ctr", "--json"]);
+    assert!(!ok_json && err.contains("not valid UTF-8") && err.contains("/base/diff"), "{err}");
+    assert_eq!(ok(&["mount", "ctr"]), line(&[&path("ctr/merged")]));
+    let mounts = ok(&["mounts"]);
+    assert!(mounts.windows(path("ctr/merged").len()).any(|w| w == path("ctr/merged")), "{mounts:?}");
+    ok(&["umount", "ctr"]);
+    assert_eq!(ok(&["check"]), b"no problems\n");
+}
