@@ -414,7 +414,8 @@ typedef struct ovl2_mount_list {
 } ovl2_mount_list;
 
 // The paths Docker's `GetMetadata` returns for a layer. Made by `ovl2_layer_metadata`,
-// freed (with all its strings) by `ovl2_metadata_free`.
+// freed (with all its strings) by `ovl2_metadata_free`. Each path is the exact bytes of the
+// path on disk, which need not be UTF-8 (a home that is not UTF-8 is returned as given).
 typedef struct ovl2_metadata {
   // Lower layers' `diff` dirs, nearest first, joined by ':'; NULL for a base layer.
   const char *lower_dir;

@@ -1256,6 +1256,46 @@ static void test_containers(void) {
     ovl2_close(d);
 }
 
+/* Issue 10, item 10: a home that is not UTF-8 (C strings are bytes) opens, and every path
+ * that comes back (ovl2_home, metadata, get) is its exact bytes, not U+FFFD. */
+static void test_non_utf8_home(void) {
+    char home[PATH_MAX], real[PATH_MAX], buf[PATH_MAX * 2];
+    path_in(home, "h\xff\xfeome");
+    ovl2_driver *d = NULL;
+    ovl2_options o;
+    ovl2_options_init(&o);
+    o.sync = false;
+    OK(ovl2_open(home, &o, &d, &e_), "open a non-UTF-8 home");
+    if (!d) return;
+    CHECK(realpath(home, real) && strcmp(ovl2_home(d), real) == 0, "home() = %s", ovl2_home(d));
+    CHECK(strstr(ovl2_home(d), "/h\xff\xfeome") != NULL, "home() keeps the bytes: %s", ovl2_home(d));
+    OK(ovl2_create(d, "base", NULL, NULL, &e_), "create base");
+    OK(ovl2_create_rw(d, "ctr", "base", NULL, &e_), "create_rw ctr");
+    ovl2_metadata *m = NULL;
+    OK(ovl2_layer_metadata(d, "ctr", &m, &e_), "metadata of ctr");
+    if (m) {
+        snprintf(buf, sizeof buf, "%s/base/diff", real);
+        CHECK(m->lower_dir && strcmp(m->lower_dir, buf) == 0, "LowerDir %s", m->lower_dir);
+        snprintf(buf, sizeof buf, "%s/ctr/diff", real);
+        CHECK(strcmp(m->upper_dir, buf) == 0, "UpperDir %s", m->upper_dir);
+        snprintf(buf, sizeof buf, "%s/ctr/work", real);
+        CHECK(strcmp(m->work_dir, buf) == 0, "WorkDir %s", m->work_dir);
+        snprintf(buf, sizeof buf, "%s/ctr/merged", real);
+        CHECK(strcmp(m->merged_dir, buf) == 0, "MergedDir %s", m->merged_dir);
+        struct stat st;
+        CHECK(stat(m->upper_dir, &st) == 0 && S_ISDIR(st.st_mode), "UpperDir names the real directory");
+    }
+    ovl2_metadata_free(m);
+    /* A base layer's get is its diff dir and needs no mount (so no root). */
+    char *p = NULL;
+    OK(ovl2_get(d, "base", NULL, &p, &e_), "get base");
+    snprintf(buf, sizeof buf, "%s/base/diff", real);
+    CHECK(p && strcmp(p, buf) == 0, "get base = %s", p ? p : "(null)");
+    ovl2_string_free(p);
+    OK(ovl2_put(d, "base", &e_), "put base");
+    ovl2_close(d);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) {
         snprintf(work, sizeof work, "%s", argv[1]);
@@ -1272,6 +1312,7 @@ int main(int argc, char **argv) {
     test_open_errors();
     test_open_modes();
     test_layers();
+    test_non_utf8_home();
     test_max_depth();
     test_threads();
     test_mounts();
