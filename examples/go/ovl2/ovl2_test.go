@@ -402,3 +402,35 @@ func TestClose(t *testing.T) {
 		t.Fatalf("Home after Close = %q", d.Home())
 	}
 }
+
+// Issue 10, item 10: Go strings are bytes, so a home that is not UTF-8 goes to C and comes
+// back (Home, Metadata, Get) byte for byte.
+func TestNonUTF8Home(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "h\xff\xfeome")
+	d, err := ovl2.Open(home, ovl2.WithSync(false))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer d.Close()
+	if d.Home() != home {
+		t.Fatalf("Home() = %q, want %q", d.Home(), home)
+	}
+	must(t, d.Create("base", "", nil))
+	must(t, d.CreateReadWrite("ctr", "base", nil))
+	m, err := d.Metadata("ctr")
+	must(t, err)
+	want := ovl2.Metadata{LowerDir: home + "/base/diff", UpperDir: home + "/ctr/diff", WorkDir: home + "/ctr/work",
+		MergedDir: home + "/ctr/merged"}
+	if m != want {
+		t.Fatalf("Metadata = %q, want %q", m, want)
+	}
+	if st, err := os.Stat(m.UpperDir); err != nil || !st.IsDir() {
+		t.Fatalf("UpperDir does not name the directory: %v", err)
+	}
+	p, err := d.Get("base", "")
+	must(t, err)
+	if p != home+"/base/diff" {
+		t.Fatalf("Get = %q, want %q", p, home+"/base/diff")
+	}
+	must(t, d.Put("base"))
+}
