@@ -105,11 +105,21 @@ fn is_int(obj: &Bound<'_, PyAny>) -> bool {
     obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>()
 }
 
-/// A path argument (str or `os.PathLike`). A NUL in it raises `ValueError("embedded null
-/// byte")`, as Python's own `os` functions do, instead of reaching a system call.
+/// A path argument (str, bytes or `os.PathLike`), as `os.fsencode` turns it into bytes: a
+/// str is encoded with the filesystem encoding and surrogateescape, bytes are taken as they
+/// are, so a path that is not UTF-8 reaches the kernel unchanged. A NUL in it raises
+/// `ValueError("embedded null byte")`, as Python's own `os` functions do, instead of reaching
+/// a system call.
 pub(crate) fn fs_path(obj: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
-    let p: PathBuf = obj.extract()?;
-    if std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).contains(&0) {
+    use std::os::unix::ffi::OsStrExt;
+    let py = obj.py();
+    // os.fspath: str and bytes as they are, PathLike through __fspath__ (which may give bytes).
+    let p = py.import(intern!(py, "os"))?.getattr(intern!(py, "fspath"))?.call1((obj,))?;
+    let p: PathBuf = match p.cast::<PyBytes>() {
+        Ok(b) => std::ffi::OsStr::from_bytes(b.as_bytes()).into(),
+        Err(_) => p.extract()?,
+    };
+    if p.as_os_str().as_bytes().contains(&0) {
         return Err(PyValueError::new_err("embedded null byte"));
     }
     Ok(p)

@@ -288,3 +288,25 @@ def test_open_modes(home: pathlib.Path) -> None:
         d.create("x")
     with pytest.raises(ovl2.InvalidArgumentError, match="open_mode"):
         ovl2.Driver(home, open_mode="sideways")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("as_bytes", [True, False], ids=["bytes", "surrogateescape"])
+def test_a_non_utf8_home_round_trips_as_bytes(tmp_path: pathlib.Path, as_bytes: bool) -> None:
+    # Issue 10, item 10: paths under a home that is not UTF-8 came back with U+FFFD.
+    raw = os.fsencode(tmp_path) + b"/h\xff\xfeome"
+    home: str | bytes = raw if as_bytes else os.fsdecode(raw)
+    with ovl2.Driver(home, sync=False) as d:
+        assert os.fsencode(d.home) == raw
+        d.create("base")
+        d.create_rw("ctr", "base")
+        m = d.metadata("ctr")
+        assert {k: os.fsencode(v) for k, v in m.items()} == {
+            "LowerDir": raw + b"/base/diff",
+            "UpperDir": raw + b"/ctr/diff",
+            "WorkDir": raw + b"/ctr/work",
+            "MergedDir": raw + b"/ctr/merged",
+        }
+        assert os.path.isdir(m["UpperDir"])
+        p = d.get("base")
+        assert os.fsencode(p) == raw + b"/base/diff"
+        d.put("base")

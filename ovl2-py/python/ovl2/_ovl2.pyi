@@ -42,6 +42,9 @@ also be able to mount."""
 from ovl2._types import Change
 
 _StrPath = Union[str, "os.PathLike[str]"]
+_FsPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+"""A path as ``os.fsencode`` takes it: a path that is not UTF-8 may be given as bytes or as
+a str with surrogate escapes (``os.fsdecode``)."""
 _InitEntry = Union[Tuple[Literal["dir", "file"], str], Tuple[Literal["symlink"], str, str]]
 """An init-layer entry: ``("dir", "/proc")``, ``("file", "/etc/hosts")`` or
 ``("symlink", "/etc/mtab", "/proc/mounts")``; paths are absolute inside the container."""
@@ -74,7 +77,7 @@ class Driver:
 
     def __new__(
         cls,
-        home: _StrPath,
+        home: _FsPath,
         *,
         sync: bool = True,
         max_depth: int = 500,
@@ -116,7 +119,8 @@ class Driver:
         """
     @property
     def home(self) -> pathlib.Path:
-        """The store's home directory, absolute and lexically clean."""
+        """The store's home directory, absolute and lexically clean; ``os.fsencode`` of it
+        gives the exact bytes, also for a home that is not UTF-8."""
     @property
     def max_depth(self) -> int:
         """The deepest chain this store allows."""
@@ -198,7 +202,8 @@ class Driver:
         """
     def metadata(self, id: str) -> dict[str, str]:
         """Docker's ``GetMetadata``: ``LowerDir`` (only with a parent), ``UpperDir``,
-        ``WorkDir`` and ``MergedDir``, as absolute paths.
+        ``WorkDir`` and ``MergedDir``, as absolute paths. Paths are ``str`` as ``os.fsdecode``
+        makes them, so ``os.fsencode`` gives their exact bytes under a home that is not UTF-8.
 
         :raises LayerNotFoundError: no such layer.
         """
