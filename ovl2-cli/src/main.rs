@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 mod archive_cmd;
+mod gen_cmd;
 
 use ovl2_core::{
     ContainerOpts, CreateOpts, Driver, InitEntry, LayerInfo, MountOpts, MountStrategy, OpenMode, Options, Owner,
@@ -129,6 +130,17 @@ enum Cmd {
     /// Layer archives: apply, diff, changes, diff-size, import.
     #[command(flatten)]
     Archive(archive_cmd::ArchiveCmd),
+    /// Print the completion script for SHELL (bash, zsh, fish, ...); see the README for where it goes.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the ovl2(1) man page (roff), or write a page per command into --out-dir.
+    Man {
+        /// Write ovl2.1 and ovl2-COMMAND.1 into this directory instead of printing ovl2.1.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,6 +198,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // `check` must see the store as it is, so only it skips the repair on open.
     let repair_on_open = !matches!(cli.cmd, Cmd::Check { .. });
+    // Generated from the clap definitions alone: no store is opened (or created).
+    match &cli.cmd {
+        Cmd::Completions { shell } => return gen_cmd::completions(*shell),
+        Cmd::Man { out_dir } => return gen_cmd::man(out_dir.as_deref()),
+        _ => {}
+    }
     let opts = Options {
         max_depth: cli.max_depth,
         repair_on_open,
@@ -195,7 +213,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let d = Driver::open(&cli.home, opts)?;
     match cli.cmd {
-        Cmd::Init => {}
+        Cmd::Init | Cmd::Completions { .. } | Cmd::Man { .. } => {}
         Cmd::Create { id, parent, rw, storage_opt } => {
             let opts = CreateOpts { storage_opt: parse_storage_opts(&storage_opt)?, mount_label: None };
             if rw {
@@ -345,6 +363,8 @@ fn open_mode(cmd: &Cmd) -> OpenMode {
         | Cmd::Status { .. }
         | Cmd::Mounts { .. }
         | Cmd::Check { repair: false, .. }
+        | Cmd::Completions { .. }
+        | Cmd::Man { .. }
         | Cmd::Archive(A::Diff { .. } | A::Changes { .. } | A::DiffSize { .. }) => OpenMode::ReadOnly,
     }
 }
