@@ -57,22 +57,9 @@ pub fn new_short_id() -> Result<String> {
     Ok(id)
 }
 
+/// RFC 4648 base32 without padding, as Go's `base32.StdEncoding` before Docker cuts it to 26.
 fn base32(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::with_capacity(data.len().div_ceil(5) * 8);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &b in data {
-        acc = (acc << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((acc << (5 - bits)) & 31) as usize] as char);
-    }
-    out
+    data_encoding::BASE32_NOPAD.encode(data)
 }
 
 #[cfg(test)]
