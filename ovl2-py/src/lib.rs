@@ -28,7 +28,40 @@ mod io;
 // kernel's limit.
 const _: () = assert!(ovl2_core::KERNEL_MAX_DEPTH == 500);
 
-/// An open overlay2 layer store (`ovl2.Driver` in Python; see `_ovl2.pyi` for the API docs).
+/// An open overlay2 layer store, in exactly Docker's on-disk format.
+///
+/// Safe to share between threads; several processes may open the same home at once.
+/// Use it as a context manager (or call :meth:`close`) to release the store's descriptors.
+///
+/// Opens the store at ``home`` as ``open_mode`` allows.
+///
+/// A directory that exists, is not empty and is not a store (it has no ``l/``) is
+/// refused and left untouched, whatever the mode.
+///
+/// :param sync: fsync metadata files and directories so a power cut cannot lose them.
+/// :param max_depth: most lower layers a layer may have (1..500), counted as Docker
+///     counts them (a base layer has depth 0); use ``DOCKER_MAX_DEPTH`` when Docker
+///     must mount the store too.
+/// :param repair_on_open: repair what a crash or another tool left behind.
+/// :param root: ``(uid, gid)`` owning ``diff``/``work``/``merged`` (the containers'
+///     remapped root); default this process's euid/egid.
+/// :param mount_strategy: how layers are mounted: ``"new"`` (``fsopen``/``lowerdir+``,
+///     layers as fds where the kernel allows), ``"legacy"`` (``mount(2)`` with an
+///     option string) or ``"auto"`` (the best available). None: ``$OVL2_MOUNT_STRATEGY``,
+///     else ``"auto"``.
+/// :param disabled_features: kernel features to treat as absent (names as
+///     :meth:`features` reports them, e.g. ``"lowerdir+fd"``); works around a buggy
+///     kernel. None or empty: ``$OVL2_DISABLE_FEATURES`` (comma-separated).
+/// :param open_mode: ``"create"`` (the default) makes a store in a missing or empty
+///     directory; ``"existing"`` opens only an existing store; ``"read_only"`` opens an
+///     existing store and never writes to it (nothing created, chmod-ed or chown-ed, no
+///     repair on open; writing calls raise :class:`PermissionDeniedError`, errno EROFS),
+///     which works on a read-only file system and on a store Docker wrote.
+/// :raises InvalidArgumentError: ``max_depth`` out of range, an unknown strategy, feature
+///     or open mode, or ``home`` is a non-empty directory that is not a store.
+/// :raises LayerNotFoundError: ``home`` is missing and ``open_mode`` does not create.
+/// :raises ValueError: ``home`` contains a NUL byte (as Python's ``os`` functions).
+/// :raises Error: the home cannot be created or opened (errno ENOTDIR: not a directory).
 #[pyclass(frozen, module = "ovl2", name = "Driver")]
 struct PyDriver {
     /// `None` once closed. Calls clone the `Arc` out and drop the lock before working, so a
@@ -83,10 +116,8 @@ impl PyDriver {
 
 #[pymethods]
 impl PyDriver {
+    /// Opens the store; Python sees this documentation on the class (pyo3 gives `#[new]` none).
     #[new]
-    /// Opens the store at `home` as `open_mode` allows ("create", the default, makes one in a
-    /// missing or empty directory; "existing"; "read_only"), repairing crash leftovers unless
-    /// `repair_on_open=False` or read-only.
     #[pyo3(signature = (
         home, *, sync = true, max_depth = 500, repair_on_open = true,
         root = None, mount_strategy = None, disabled_features = None, open_mode = "create",
@@ -137,7 +168,8 @@ impl PyDriver {
         Ok(PyDriver { inner: Mutex::new(Some(Arc::new(driver))), home, max_depth, sync })
     }
 
-    /// The store's home directory (absolute, lexically clean).
+    /// The store's home directory, absolute and lexically clean; ``os.fsencode`` of it
+    /// gives the exact bytes, also for a home that is not UTF-8.
     #[getter]
     fn home(&self) -> PathBuf {
         self.home.clone()
@@ -155,13 +187,16 @@ impl PyDriver {
         self.sync
     }
 
-    /// True after `close()`.
+    /// True after :meth:`close`.
     #[getter]
     fn closed(&self) -> bool {
         self.slot().is_none()
     }
 
-    /// Releases the store's descriptors; later calls raise ValueError. Idempotent.
+    /// Releases the store. Calls already running finish first; later calls raise ValueError.
+    ///
+    /// Mount references this Driver took with :meth:`get` are given back (a layer nobody else
+    /// holds is unmounted); persistent references stay until a :meth:`put`.
     fn close(&self, py: Python<'_>) {
         let driver = self.slot().take();
         // The last reference may close several descriptors; do it without the GIL.
@@ -185,7 +220,14 @@ impl PyDriver {
         Ok(format!("<ovl2.Driver home={}{state}>", repr(py, self.home.to_string_lossy())?))
     }
 
-    /// Creates the read-only (image) layer `id` on `parent` (None: a base layer).
+    /// Creates the read-only (image) layer ``id`` on top of ``parent`` (None: a base layer).
+    ///
+    /// :raises InvalidIdError: ``id`` or ``parent`` is malformed.
+    /// :raises LayerExistsError: ``id`` exists.
+    /// :raises LayerNotFoundError: ``parent`` does not exist.
+    /// :raises MaxDepthError: the chain would exceed ``max_depth``.
+    /// :raises UnsupportedError: ``storage_opt`` has ``size`` (needs xfs quotas).
+    /// :raises InvalidArgumentError: ``storage_opt`` has an unknown key.
     #[pyo3(signature = (id, parent = None, *, storage_opt = None, mount_label = None))]
     fn create(
         &self,
@@ -199,7 +241,7 @@ impl PyDriver {
         self.run(py, move |d| d.create(&id, parent.as_deref(), &opts))
     }
 
-    /// Creates a read-write (container) layer `id` on `parent`.
+    /// Creates a read-write (container) layer; same layout and errors as :meth:`create`.
     #[pyo3(signature = (id, parent = None, *, storage_opt = None, mount_label = None))]
     fn create_rw(
         &self,
@@ -213,37 +255,55 @@ impl PyDriver {
         self.run(py, move |d| d.create_rw(&id, parent.as_deref(), &opts))
     }
 
-    /// Removes a layer; one that others build on is refused (see `remove_tree`).
-    /// `force=True` unmounts it first instead of refusing a mounted layer.
+    /// Removes a layer: atomically out of sight first, then its files.
+    ///
+    /// ``force=True`` unmounts it first instead of refusing a mounted layer.
+    ///
+    /// :raises LayerNotFoundError: no such layer.
+    /// :raises BusyError: other layers build on it (see ``remove_tree``, with or without
+    ///     ``force``), or it is mounted (unless ``force``).
     #[pyo3(signature = (id, force = false))]
     fn remove(&self, py: Python<'_>, id: String, force: bool) -> PyResult<()> {
         self.run(py, move |d| d.remove(&id, force))
     }
 
-    /// Removes a layer and every layer built on it, deepest first; returns the removed ids
-    /// in that order. Refuses when one is mounted unless `force=True` (unmounts them first).
+    /// Removes a layer and every layer built on it, deepest first, so a crash midway
+    /// never leaves a layer whose parent is gone; returns the removed ids in that order.
+    ///
+    /// :raises LayerNotFoundError: no such layer.
+    /// :raises BusyError: one of them is mounted (unless ``force``, which unmounts them
+    ///     first); nothing is removed then.
     #[pyo3(signature = (id, force = false))]
     fn remove_tree(&self, py: Python<'_>, id: String, force: bool) -> PyResult<Vec<String>> {
         self.run(py, move |d| d.remove_tree(&id, force))
     }
 
-    /// Whether the layer `id` exists.
+    /// Whether a layer directory named ``id`` exists.
+    ///
+    /// :raises InvalidIdError: ``id`` is malformed.
     fn exists(&self, py: Python<'_>, id: String) -> PyResult<bool> {
         self.run(py, move |d| d.exists(&id))
     }
 
-    /// The direct parent of `id`, or None for a base layer.
+    /// The direct parent of ``id``, or None for a base layer.
+    ///
+    /// :raises LayerNotFoundError: no such layer.
+    /// :raises CorruptStoreError: the layer's ``lower`` file is damaged.
     fn parent(&self, py: Python<'_>, id: String) -> PyResult<Option<String>> {
         self.run(py, move |d| d.parent(&id))
     }
 
-    /// Docker's GetMetadata: LowerDir (with a parent), UpperDir, WorkDir, MergedDir. Paths come
-    /// back as `os.fsdecode` would make them, so `os.fsencode` gives the exact bytes.
+    /// Docker's ``GetMetadata``: ``LowerDir`` (only with a parent), ``UpperDir``,
+    /// ``WorkDir`` and ``MergedDir``, as absolute paths. Paths are ``str`` as ``os.fsdecode``
+    /// makes them, so ``os.fsencode`` gives their exact bytes under a home that is not UTF-8.
+    ///
+    /// :raises LayerNotFoundError: no such layer.
     fn metadata(&self, py: Python<'_>, id: String) -> PyResult<BTreeMap<String, std::ffi::OsString>> {
         self.run(py, move |d| d.metadata(&id)).map(|m| m.to_map())
     }
 
-    /// Ordered key/value pairs about the store and the kernel, Docker's keys first.
+    /// Ordered key/value pairs: Docker's (``Backing Filesystem``, ``Supports d_type``, ...)
+    /// first, then ovl2's.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let pairs = self.run(py, |d| d.status())?;
         // A dict keeps insertion order, which is the order the driver reports.
@@ -263,7 +323,10 @@ impl PyDriver {
             .collect())
     }
 
-    /// Problems in the store; with `repair=True` fixes what it can and reports both.
+    /// Problems in the store (stale staging dirs, broken links, ...).
+    ///
+    /// With ``repair=True`` fixes what can be fixed and returns both what was fixed
+    /// (``repaired=True``) and what remains. Repair never deletes a layer directory.
     #[pyo3(signature = (repair = false))]
     fn check(&self, py: Python<'_>, repair: bool) -> PyResult<Vec<Problem>> {
         if !repair {
@@ -274,8 +337,15 @@ impl PyDriver {
         let repaired = report.repaired.into_iter().map(|p| Problem::new(p, true));
         Ok(repaired.chain(report.remaining.into_iter().map(|p| Problem::new(p, false))).collect())
     }
-    /// Docker's container pair: `<ctr>-init` on `image_top`, filled with the init entries
-    /// through a mount, and the container layer `<ctr>` on it. All or nothing.
+    /// Creates a container as Docker does: ``<ctr>-init`` on ``image_top``, filled with
+    /// the init entries through a real mount (so copy-ups and whiteouts are Docker's), then
+    /// the container layer ``<ctr>`` on it. All or nothing, also across a crash.
+    ///
+    /// :param init_entries: default :func:`docker_init_entries`.
+    /// :param root: ``(uid, gid)`` owning new init entries (user-namespaced containers).
+    /// :raises LayerNotFoundError: no ``image_top``.
+    /// :raises LayerExistsError: ``ctr`` or ``ctr-init`` exists.
+    /// :raises ValueError: a malformed init entry.
     #[pyo3(signature = (ctr, image_top, *, init_entries = None, root = None, storage_opt = None, mount_label = None))]
     #[allow(clippy::too_many_arguments)]
     fn create_container(
@@ -300,15 +370,38 @@ impl PyDriver {
         self.run(py, move |d| d.create_container(&ctr, &image_top, &opts))
     }
 
-    /// Removes a container layer and its init layer; `force` unmounts them first.
+    /// Removes ``<ctr>`` and ``<ctr>-init``.
+    ///
+    /// :raises BusyError: the container is mounted (``force=True`` unmounts it first).
+    /// :raises LayerNotFoundError: neither layer exists.
     #[pyo3(signature = (ctr, force = false))]
     fn remove_container(&self, py: Python<'_>, ctr: String, force: bool) -> PyResult<()> {
         self.run(py, move |d| d.remove_container(&ctr, force))
     }
 
-    /// Applies a layer tar (plain, gzip or zstd) to the empty layer `id`. `parent` defaults to
-    /// the layer's own parent (the native path); `""` is Docker's "no parent", and any other
-    /// parent applies through the mounted view, as Docker's naive ApplyDiff does.
+    /// Applies a layer tar (plain, gzip or zstd; detected) to the empty layer ``id``.
+    ///
+    /// Nothing outside the layer's ``diff`` is created, changed or followed, whatever the tar
+    /// holds; on any error the layer is left as it was.
+    ///
+    /// :param source: a path (str or PathLike), ``bytes``/``bytearray``, a binary file
+    ///     object (anything with ``read(n)``), or an int fd (read from its current offset;
+    ///     the caller keeps it open). Paths, bytes and fds are read without the GIL.
+    /// :param parent: omitted (None): the layer's own parent, the fast path that writes
+    ///     the tar straight into the layer's ``diff``. ``""`` is Docker's "no parent"; it
+    ///     and any layer other than the layer's own parent apply through the layer's mounted
+    ///     view, as Docker's naive ``ApplyDiff`` does (whiteouts delete what the lower layers
+    ///     show; the returned size is the sum of the tar's entry sizes, as Docker returns).
+    /// :param sync: flush the data to disk before returning; default the store's ``sync``.
+    /// :param expect_digest: the DiffID the uncompressed stream must have
+    ///     (``sha256:<hex>``, as in an image config); checked before the layer is swapped in.
+    /// :raises CorruptArchiveError: the stream is malformed, truncated or hostile, or its
+    ///     digest is not ``expect_digest``.
+    /// :raises InvalidArgumentError: the layer already has content.
+    /// :raises LayerNotFoundError: no such layer, or no layer ``parent``.
+    /// :raises BusyError: the layer is mounted, or a mounted layer builds on it.
+    /// :raises OSError: a ``source`` path cannot be opened (``FileNotFoundError``, ...);
+    ///     an exception raised by a file object propagates unchanged.
     #[pyo3(signature = (id, source, parent = None, *, sync = None, expect_digest = None))]
     fn apply_diff(
         &self,
@@ -336,7 +429,17 @@ impl PyDriver {
         Ok(ApplyStats::from(stats))
     }
 
-    /// Writes layer `id` as a tar in Docker's layer format, relative to its parent `parent`.
+    /// Writes layer ``id`` as a tar in Docker's layer format (deterministic bytes).
+    ///
+    /// :param dest: a path (created or truncated), a binary file object (anything with
+    ///     ``write``; ``flush`` is called at the end) or an int fd.
+    /// :param parent: the layer's own parent (None for a base layer) for the layer's own
+    ///     changes; any other layer (None included, for a layer that has a parent) exports
+    ///     what differs between the two merged views, as Docker's naive diff does. ``""``
+    ///     (Docker's spelling) is the same as None.
+    /// :param digest: compute the stream's sha256 (on a helper thread); turn it off when
+    ///     hashing the stream yourself.
+    /// :raises LayerNotFoundError: no such layer.
     #[pyo3(signature = (id, dest, parent = None, *, digest = true))]
     fn diff(
         &self,
@@ -355,13 +458,21 @@ impl PyDriver {
         Ok(DiffStats { tar_bytes: stats.tar_bytes, digest: stats.digest, entries: stats.entries })
     }
 
-    /// Docker's DiffSize: bytes layer `id` adds or changes relative to `parent`.
+    /// Docker's ``DiffSize``: with the layer's own parent, the size of its ``diff`` (what
+    /// :meth:`apply_diff` returned); against another layer, the sizes of the
+    /// non-directories it adds or modifies, hardlinks counted once. ``parent=""`` is the
+    /// same as None (no parent).
     #[pyo3(signature = (id, parent = None))]
     fn diff_size(&self, py: Python<'_>, id: String, parent: Option<String>) -> PyResult<u64> {
         self.run(py, move |d| d.diff_size(&id, docker_parent(parent).as_deref()))
     }
 
-    /// Paths layer `id` adds, modifies or deletes relative to `parent`, sorted by path.
+    /// Paths layer ``id`` adds, modifies or deletes relative to ``parent``, sorted by
+    /// path, by Docker's rules.
+    ///
+    /// With the layer's own parent only what its ``diff`` mentions is looked up (fast); any
+    /// other ``parent`` (None or ``""``, for a layer that has a parent, means an empty base)
+    /// compares the two merged views in full, as Docker's naive diff does.
     #[pyo3(signature = (id, parent = None))]
     fn changes<'py>(&self, py: Python<'py>, id: String, parent: Option<String>) -> PyResult<Vec<Bound<'py, PyAny>>> {
         static CHANGE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -379,18 +490,32 @@ impl PyDriver {
             .collect()
     }
 
-    /// The mount strategy in force: "auto", "new" or "legacy".
+    /// The mount strategy in force.
     #[getter]
     fn mount_strategy(&self) -> PyResult<&'static str> {
         Ok(self.driver()?.mount_strategy().as_str())
     }
 
-    /// The kernel mount features found by the probes (minus the disabled ones).
+    /// Kernel mount features found by probing (cached per store and boot), minus the
+    /// disabled ones: ``fsopen``, ``lowerdir+``, ``lowerdir+fd``, ``O_PATH-fds``,
+    /// ``index-param``, ``userxattr``.
     fn features(&self, py: Python<'_>) -> PyResult<Vec<&'static str>> {
         self.run(py, |d| Ok(d.features().names()))
     }
 
-    /// Docker's Get: mounts the layer (or takes another reference) and returns the merged path.
+    /// Docker's ``Get``: mounts the layer (or takes another reference to its mount) and
+    /// returns the merged path. A base layer returns its ``diff`` path without mounting.
+    ///
+    /// References are counted across threads and processes; each ``get`` needs one
+    /// :meth:`put`. References of a process that dies are dropped by the next ``get``.
+    ///
+    /// :param mount_label: SELinux label (``context=``).
+    /// :param readonly: mount without an upper even if the layer is not committed.
+    /// :param volatile: mount with ``volatile`` (no syncs); for throwaway containers.
+    /// :param persistent: the reference belongs to the store and survives this process.
+    /// :raises LayerNotFoundError: no such layer.
+    /// :raises BusyError: already mounted with the other read-only/read-write mode.
+    /// :raises PermissionDeniedError: mounting needs privileges this process lacks.
     #[pyo3(signature = (id, mount_label = None, *, readonly = false, volatile = false, persistent = false))]
     fn get(
         &self,
@@ -406,19 +531,26 @@ impl PyDriver {
         Ok(self.run(py, move |d| d.get_with(&id, &opts))?.into_os_string())
     }
 
-    /// Docker's Put: drops one reference; unmounts with the last one.
+    /// Docker's ``Put``: drops one reference; unmounts with the last one.
+    ///
+    /// :raises InvalidArgumentError: the layer is not mounted.
+    /// :raises LayerNotFoundError: no such layer.
     fn put(&self, py: Python<'_>, id: String) -> PyResult<()> {
         self.run(py, move |d| d.put(&id))
     }
 
-    /// A context manager: get on entry (yielding the merged pathlib.Path), put on exit.
+    /// A context manager: ``get`` on entry, yielding the merged path as a
+    /// ``pathlib.Path``, and ``put`` on exit, also when the body raises::
+    ///
+    ///     with driver.mounted("ctr") as root:
+    ///         (root / "etc" / "hostname").write_text("box\n")
     #[pyo3(signature = (id, mount_label = None, *, readonly = false, volatile = false))]
     fn mounted(slf: Py<Self>, id: String, mount_label: Option<String>, readonly: bool, volatile: bool) -> Mounted {
         let opts = MountOpts { mount_label, readonly, volatile, persistent: false };
         Mounted { driver: slf, id, opts, entered: Mutex::new(0) }
     }
 
-    /// Every layer this store has mounted, with its reference counts.
+    /// Every layer this store has mounted (or found mounted), with reference counts.
     fn mounts(&self, py: Python<'_>) -> PyResult<Vec<Mount>> {
         let mounts = self.run(py, |d| d.mounts())?;
         Ok(mounts
@@ -436,13 +568,14 @@ impl PyDriver {
             .collect())
     }
 
-    /// Docker's Cleanup: unmounts every layer of the store and drops all references.
+    /// Docker's ``Cleanup``: unmounts every layer of the store, whoever holds it, and
+    /// drops all references.
     fn cleanup(&self, py: Python<'_>) -> PyResult<()> {
         self.run(py, |d| d.cleanup())
     }
 }
 
-/// What `Driver.mounted()` returns: gets the layer on entry, puts it on exit.
+/// Returned by :meth:`Driver.mounted`; use it in a ``with`` statement.
 #[pyclass(frozen, module = "ovl2")]
 struct Mounted {
     driver: Py<PyDriver>,
@@ -482,20 +615,20 @@ impl Mounted {
     }
 }
 
-/// One mounted layer as `Driver.mounts()` reports it.
+/// One mounted layer as :meth:`Driver.mounts` reports it.
 #[pyclass(frozen, eq, module = "ovl2")]
 #[derive(Clone, PartialEq, Eq)]
 struct Mount {
     /// Layer id.
     #[pyo3(get)]
     id: String,
-    /// The mount point, `<home>/<id>/merged`.
+    /// The mount point, ``<home>/<id>/merged``.
     #[pyo3(get)]
     path: PathBuf,
     /// All references.
     #[pyo3(get)]
     count: u64,
-    /// References held by the store (`persistent=True` gets).
+    /// References held by the store (``get(..., persistent=True)``).
     #[pyo3(get)]
     persistent: u64,
     /// References held by live processes.
@@ -504,7 +637,7 @@ struct Mount {
     /// Mounted without an upper.
     #[pyo3(get)]
     readonly: bool,
-    /// How it was mounted (`new-fd`, `legacy-relative`, ...).
+    /// How it was mounted: ``new-fd``, ``legacy-relative``, ...
     #[pyo3(get)]
     method: String,
     /// Whether the kernel really has it mounted.
@@ -526,22 +659,22 @@ impl Mount {
     }
 }
 
-/// What `Driver.apply_diff()` did.
+/// What :meth:`Driver.apply_diff` did.
 #[pyclass(frozen, module = "ovl2")]
 struct ApplyStats {
     /// Docker's ApplyDiff size: lstat sizes of the layer's non-directories, hardlinks once.
     #[pyo3(get)]
     size: u64,
-    /// `sha256:<hex>` of the uncompressed tar (the layer's DiffID).
+    /// ``sha256:<hex>`` of the uncompressed tar (the layer's DiffID).
     #[pyo3(get)]
     digest: String,
     /// Length of the uncompressed tar.
     #[pyo3(get)]
     tar_bytes: u64,
-    /// How the input was compressed: "none", "gzip" or "zstd".
+    /// How the input was compressed.
     #[pyo3(get)]
     compression: String,
-    /// Tar entries read.
+    /// Tar entries read (extension headers not counted).
     #[pyo3(get)]
     entries: u64,
     /// Regular files written.
@@ -556,19 +689,20 @@ struct ApplyStats {
     /// Hardlinks created.
     #[pyo3(get)]
     hardlinks: u64,
-    /// Whiteouts turned into overlay whiteouts.
+    /// ``.wh.NAME`` entries turned into overlay whiteouts.
     #[pyo3(get)]
     whiteouts: u64,
-    /// Directories marked opaque.
+    /// Directories marked opaque (``.wh..wh..opq``).
     #[pyo3(get)]
     opaque_dirs: u64,
-    /// Devices and fifos created.
+    /// Character and block devices and fifos created.
     #[pyo3(get)]
     special: u64,
-    /// Entries deliberately not applied.
+    /// Entries deliberately not applied (PAX global headers, AUFS metadata, devices in a
+    /// user namespace).
     #[pyo3(get)]
     skipped: u64,
-    /// Overlay-private xattrs dropped.
+    /// Overlay-private xattrs found and dropped.
     #[pyo3(get)]
     dropped_xattrs: u64,
 }
@@ -610,16 +744,16 @@ impl ApplyStats {
     }
 }
 
-/// What `Driver.diff()` wrote.
+/// What :meth:`Driver.diff` wrote.
 #[pyclass(frozen, module = "ovl2")]
 struct DiffStats {
     /// Length of the tar stream.
     #[pyo3(get)]
     tar_bytes: u64,
-    /// `sha256:<hex>` of the tar stream (the layer's DiffID); None with `digest=False`.
+    /// ``sha256:<hex>`` of the tar stream (the layer's DiffID); None with ``digest=False``.
     #[pyo3(get)]
     digest: Option<String>,
-    /// Tar entries written.
+    /// Tar entries written (whiteouts and opaque markers included).
     #[pyo3(get)]
     entries: u64,
 }
@@ -641,23 +775,24 @@ fn serde_name<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-/// One layer as `Driver.layers()` reports it.
+/// One layer as :meth:`Driver.layers` reports it. Immutable, comparable, hashable.
 #[pyclass(frozen, eq, hash, module = "ovl2")]
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Layer {
     /// The caller's id.
     #[pyo3(get)]
     id: String,
-    /// The direct parent, None for a base layer (and for an orphan).
+    /// The direct parent, None for a base layer.
     #[pyo3(get)]
     parent: Option<String>,
-    /// The number of lower layers: 0 for a base layer.
+    /// The number of lower layers (entries in ``lower``): 0 for a base layer.
     #[pyo3(get)]
     depth: usize,
-    /// The 26-character name under `l/`, when readable.
+    /// The 26-character name under ``l/``, when the ``link`` file is readable.
     #[pyo3(get)]
     short_id: Option<String>,
-    /// Not a base layer, but its parent is gone from the store (so `parent` is None).
+    /// Not a base layer, but its parent is gone from the store (``parent`` is then None
+    /// and it cannot mount); ``check()`` names the command that resolves it.
     #[pyo3(get)]
     orphan: bool,
 }
@@ -669,23 +804,23 @@ impl Layer {
     }
 }
 
-/// One problem `Driver.check()` found.
+/// One problem :meth:`Driver.check` found.
 #[pyclass(frozen, eq, module = "ovl2")]
 #[derive(Clone, PartialEq, Eq)]
 struct Problem {
     /// The layer concerned, None for store-wide problems.
     #[pyo3(get)]
     layer: Option<String>,
-    /// The problem's kind as a snake_case name (`missing_link`, `stale_staging`, ...).
+    /// The kind as a snake_case name: ``stale_staging``, ``missing_link``, ``dangling_short_link``, ...
     #[pyo3(get)]
     kind: String,
     /// A sentence naming the file and what was found.
     #[pyo3(get)]
     detail: String,
-    /// Whether `check(repair=True)` can fix it.
+    /// Whether ``check(repair=True)`` can fix it.
     #[pyo3(get)]
     repairable: bool,
-    /// Whether this call fixed it.
+    /// Whether this call fixed it (only ever True with ``repair=True``).
     #[pyo3(get)]
     repaired: bool,
 }
@@ -737,7 +872,8 @@ fn init_entry_from_py(entry: Vec<String>) -> PyResult<InitEntry> {
     }
 }
 
-/// Docker's init entries, as `create_container` takes them.
+/// Docker's init entries (``/dev/pts``, ``/etc/hosts``, ``/.dockerenv``, ...), for
+/// extending and passing to :meth:`Driver.create_container`.
 #[pyfunction]
 fn docker_init_entries(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyTuple>>> {
     ovl2_core::docker_init_entries()

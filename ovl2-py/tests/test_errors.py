@@ -261,3 +261,43 @@ def test_a_nul_in_a_path_is_a_value_error_as_in_os(home: pathlib.Path, driver: o
         driver.apply_diff("base", str(home / "x\0.tar"))
     with pytest.raises(ValueError, match="embedded null byte"):
         driver.diff("base", str(home / "out\0.tar"))
+
+
+def test_classes_fit_where_os_puts_the_same_errno() -> None:
+    # Code written against `os` catches ovl2's errors the same way.
+    assert issubclass(ovl2.LayerNotFoundError, FileNotFoundError)
+    assert issubclass(ovl2.LayerExistsError, FileExistsError)
+    # os raises a plain OSError for EBUSY; BlockingIOError is EAGAIN's class.
+    assert issubclass(ovl2.BusyError, OSError)
+    assert not issubclass(ovl2.BusyError, BlockingIOError)
+    for cls in (ovl2.LayerNotFoundError, ovl2.LayerExistsError, ovl2.BusyError):
+        assert issubclass(cls, ovl2.Error)
+    assert not issubclass(ovl2.LayerNotFoundError, FileExistsError)
+    assert not issubclass(ovl2.LayerExistsError, FileNotFoundError)
+
+
+def test_except_the_standard_classes(driver: ovl2.Driver) -> None:
+    try:
+        driver.parent("missing")
+    except FileNotFoundError as e:
+        assert isinstance(e, ovl2.LayerNotFoundError)
+        assert e.errno == errno.ENOENT
+    else:
+        pytest.fail("parent() of a missing layer raised nothing")
+    driver.create("base")
+    try:
+        driver.create("base")
+    except FileExistsError as e:
+        assert isinstance(e, ovl2.LayerExistsError)
+        assert e.errno == errno.EEXIST
+    else:
+        pytest.fail("creating an existing layer raised nothing")
+    driver.create("child", "base")
+    try:
+        driver.remove("base")
+    except OSError as e:
+        assert isinstance(e, ovl2.BusyError)
+        assert e.errno == errno.EBUSY
+    else:
+        pytest.fail("removing a layer with a child raised nothing")
+    assert driver.exists("base")

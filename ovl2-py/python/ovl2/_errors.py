@@ -4,6 +4,12 @@ Every one is an ``OSError`` built as ``Class(errno, message)``: ``.errno`` is th
 driver reports (``ENOENT`` for a missing layer, ``EBUSY`` for a busy one, ...) and
 ``.strerror`` the driver's message, which names the layer and what was wrong.
 The native module picks the class from the core's error kind (``ovl2-py/src/errors.rs``).
+
+The classes also fit where Python's own ``os`` functions put the same errno, so code written
+for ``os`` catches them: a missing layer is a ``FileNotFoundError``, an existing one a
+``FileExistsError``, a bad argument a ``ValueError``, a refused permission a
+``PermissionError``. ``BusyError`` is a plain ``OSError`` with errno ``EBUSY``, as
+``os.rmdir`` raises for a mount point (``BlockingIOError`` is Python's class for ``EAGAIN``).
 """
 
 from __future__ import annotations
@@ -35,12 +41,18 @@ class InvalidIdError(InvalidArgumentError):
     """A layer id broke a naming rule (empty, contains '/', starts with '.', ...). errno EINVAL."""
 
 
-class LayerNotFoundError(Error):
-    """The layer (or a file of it the operation needs) does not exist. errno ENOENT."""
+class LayerNotFoundError(Error, FileNotFoundError):
+    """The layer (or a file of it the operation needs) does not exist. errno ENOENT.
+
+    Also a ``FileNotFoundError``, the class ``os`` raises for ENOENT.
+    """
 
 
-class LayerExistsError(Error):
-    """A layer with that id already exists. errno EEXIST."""
+class LayerExistsError(Error, FileExistsError):
+    """A layer with that id already exists. errno EEXIST.
+
+    Also a ``FileExistsError``, the class ``os`` raises for EEXIST.
+    """
 
 
 class MaxDepthError(Error):
@@ -48,7 +60,11 @@ class MaxDepthError(Error):
 
 
 class BusyError(Error):
-    """The layer is in use: other layers build on it, it is mounted, or another process holds it. errno EBUSY."""
+    """The layer is in use: other layers build on it, it is mounted, or another process holds it. errno EBUSY.
+
+    Like ``os`` for EBUSY, a plain ``OSError`` (not a ``BlockingIOError``, which means EAGAIN):
+    ``except OSError as e: if e.errno == errno.EBUSY`` catches it.
+    """
 
 
 class UnsupportedError(Error):

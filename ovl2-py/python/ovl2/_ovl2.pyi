@@ -347,7 +347,7 @@ class Driver:
         readonly: bool = False,
         volatile: bool = False,
     ) -> Mounted:
-        """A context manager: ``get`` on entry, yielding the merged path as a
+        r"""A context manager: ``get`` on entry, yielding the merged path as a
         ``pathlib.Path``, and ``put`` on exit, also when the body raises::
 
             with driver.mounted("ctr") as root:
