@@ -1,0 +1,80 @@
+#!/bin/bash
+# Runs Docker's own graphdriver benchmarks (moby's daemon/graphdriver/graphtest, with the
+# list and parameters moby's overlay2 tests use) for Docker's overlay2 driver and for ovl2
+# (Go package over libovl2) in one `go test -bench` run, then prints ns/op for both and the
+# ratio ovl2/moby (median over COUNT runs, with the min-max spread of each side).
+# Needs root (both drivers mount) and Go 1.24+. Stores go under TMPDIR (default /tmp), which
+# must not be tmpfs or overlay (Docker's overlay2 refuses those backing filesystems).
+#
+# Usage: scripts/bench-graphdriver.sh [go test -bench regexp]   (default: all)
+#   BENCHTIME=1s COUNT=3 PROFILE=release   (environment)
+#   RAW=file  keep the raw `go test` output there
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+BENCHTIME=${BENCHTIME:-1s}
+COUNT=${COUNT:-3}
+PROFILE=${PROFILE:-release}
+filter=${1:-.}
+command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
+export PATH=$HOME/.cargo/bin:$PATH
+
+work=$(mktemp -d /tmp/ovl2-gdbench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+prefix=$work/prefix
+scripts/install-lib.sh PREFIX="$prefix" PROFILE="$PROFILE" >"$work/install.log" 2>&1 ||
+    { cat "$work/install.log" >&2; exit 1; }
+export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
+export LD_LIBRARY_PATH=$prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# Go's build cache does not key cgo packages on pkg-config's output; naming this prefix in
+# the CGO_* variables (part of the key) makes it link this run's library.
+export CGO_CFLAGS="-O2 -g $(pkg-config --cflags ovl2)" CGO_LDFLAGS="-O2 -g $(pkg-config --libs ovl2)"
+export GOFLAGS=${GOFLAGS:--mod=mod}
+
+cd tests/graphdriver-bench
+go vet ./...
+raw=${RAW:-$work/raw.txt}
+echo "ovl2 $(git -C "$root" rev-parse --short HEAD), $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "go test -run '^\$' -timeout=0 -bench '$filter' -benchtime=$BENCHTIME -count=$COUNT"
+go test -run '^$' -timeout=0 -bench "$filter" -benchtime="$BENCHTIME" -count="$COUNT" . | tee "$raw" |
+    grep -E '^(Benchmark|FAIL|panic|ok)' >&2
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$raw" <<'PY'
+import re, statistics, sys
+# Goals from issue 13 (ovl2/moby).
+goals = {"Exists": "≤ 0.5×", "GetEmpty": "≤ 0.5×", "DiffBase": "≤ 0.5×",
+         "DiffSmallUpper": "≤ 0.2×", "Diff10KFileUpper": "≤ 0.2×",
+         "Diff10KFilesBottom": "≤ 0.2×", "DiffApply100": "≤ 0.5×",
+         "Diff20Layers": "≤ 0.3×", "Read20Layers": "≤ 1.02×"}
+runs = {}
+order = []
+for line in open(sys.argv[1]):
+    m = re.match(r"Benchmark(\w+)/(moby|ovl2)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op", line)
+    if m:
+        name, drv, ns = m.group(1), m.group(2), float(m.group(3))
+        if name not in runs:
+            order.append(name)
+        runs.setdefault(name, {}).setdefault(drv, []).append(ns)
+
+def fmt(ns):
+    if ns >= 1e6:
+        return f"{ns/1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns/1e3:.1f} µs"
+    return f"{ns:.0f} ns"
+
+def spread(v):
+    m = statistics.median(v)
+    return f"±{100*max(abs(max(v)-m), abs(m-min(v)))/m:.0f}%" if len(v) > 1 else ""
+
+print()
+print("| benchmark | ovl2 ns/op | moby ns/op | ovl2/moby | goal | spread ovl2 / moby |")
+print("|---|---:|---:|---:|---|---|")
+for name in order:
+    r = runs[name]
+    if "ovl2" not in r or "moby" not in r:
+        continue
+    o, d = statistics.median(r["ovl2"]), statistics.median(r["moby"])
+    print(f"| {name} | {o:.0f} ({fmt(o)}) | {d:.0f} ({fmt(d)}) | {o/d:.2f}× | "
+          f"{goals.get(name, '')} | {spread(r['ovl2'])} / {spread(r['moby'])} |")
+PY

@@ -1,0 +1,88 @@
+//go:build linux
+
+package graphdriverbench
+
+import (
+	"io"
+	"testing"
+	_ "unsafe" // go:linkname
+
+	"github.com/docker/docker/daemon/graphdriver"
+	"github.com/docker/docker/daemon/graphdriver/graphtest"
+	"github.com/docker/docker/daemon/graphdriver/overlay2"
+	"github.com/moby/go-archive"
+)
+
+// Driver names as registered with graphdriver (graphtest opens drivers by name).
+const (
+	mobyName = "bench-moby-overlay2"
+	ovl2Name = "bench-ovl2"
+)
+
+// mobyUntar is overlay2's unexported untar hook. moby's overlay2 tests set it to the
+// in-process untar (no chroot) before running these benchmarks; do the same, so Docker's
+// driver is measured as moby measures it.
+//
+//go:linkname mobyUntar github.com/docker/docker/daemon/graphdriver/overlay2.untar
+var mobyUntar func(io.Reader, string, *archive.TarOptions) error
+
+func init() {
+	mobyUntar = archive.UntarUncompressed
+	graphdriver.ApplyUncompressedLayer = archive.ApplyUncompressedLayer
+	if err := graphdriver.Register(mobyName, untimed(overlay2.Init)); err != nil {
+		panic(err)
+	}
+	if err := graphdriver.Register(ovl2Name, untimed(initOvl2)); err != nil {
+		panic(err)
+	}
+}
+
+// both runs bench for Docker's driver, then ovl2's, as sub-benchmarks "moby" and "ovl2".
+// graphtest's functions open a fresh store (new temp dir, new driver) on every call.
+func both(b *testing.B, bench func(b *testing.B, driver string)) {
+	for _, d := range []struct{ sub, name string }{{"moby", mobyName}, {"ovl2", ovl2Name}} {
+		b.Run(d.sub, func(b *testing.B) {
+			current = b
+			defer func() { current = nil }()
+			bench(b, d.name)
+		})
+	}
+}
+
+// The list and parameters of moby's daemon/graphdriver/overlay2/overlay_test.go.
+
+func BenchmarkExists(b *testing.B) {
+	both(b, func(b *testing.B, d string) { graphtest.DriverBenchExists(b, d) })
+}
+
+func BenchmarkGetEmpty(b *testing.B) {
+	both(b, func(b *testing.B, d string) { graphtest.DriverBenchGetEmpty(b, d) })
+}
+
+func BenchmarkDiffBase(b *testing.B) {
+	both(b, func(b *testing.B, d string) { graphtest.DriverBenchDiffBase(b, d) })
+}
+
+func BenchmarkDiffSmallUpper(b *testing.B) {
+	both(b, func(b *testing.B, d string) { graphtest.DriverBenchDiffN(b, 10, 10, d) })
+}
+
+func BenchmarkDiff10KFileUpper(b *testing.B) {
+	both(b, func(b *testing.B, d string) { graphtest.DriverBenchDiffN(b, 10, 10000, d) })
+}
+
+func BenchmarkDiff10KFilesBottom(b *testing.B) {
+	both(b, func(b *testing.B, d string) { graphtest.DriverBenchDiffN(b, 10000, 10, d) })
+}
+
+func BenchmarkDiffApply100(b *testing.B) {
+	both(b, func(b *testing.B, d string) { graphtest.DriverBenchDiffApplyN(b, 100, d) })
+}
+
+func BenchmarkDiff20Layers(b *testing.B) {
+	both(b, func(b *testing.B, d string) { graphtest.DriverBenchDeepLayerDiff(b, 20, d) })
+}
+
+func BenchmarkRead20Layers(b *testing.B) {
+	both(b, func(b *testing.B, d string) { graphtest.DriverBenchDeepLayerRead(b, 20, d) })
+}
