@@ -37,7 +37,7 @@ raw=${RAW:-$work/raw.txt}
 echo "ovl2 $(git -C "$root" rev-parse --short HEAD), $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "go test -run '^\$' -timeout=0 -bench '$filter' -benchtime=$BENCHTIME -count=$COUNT"
 go test -run '^$' -timeout=0 -bench "$filter" -benchtime="$BENCHTIME" -count="$COUNT" . | tee "$raw" |
-    grep -E '^(Benchmark|FAIL|panic|ok)' >&2
+    grep --line-buffered -E 'ns/op|^(FAIL|panic|ok)' >&2
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$raw" <<'PY'
 import re, statistics, sys
@@ -48,13 +48,20 @@ goals = {"Exists": "≤ 0.5×", "GetEmpty": "≤ 0.5×", "DiffBase": "≤ 0.5×"
          "Diff20Layers": "≤ 0.3×", "Read20Layers": "≤ 1.02×"}
 runs = {}
 order = []
+cur = None
 for line in open(sys.argv[1]):
-    m = re.match(r"Benchmark(\w+)/(moby|ovl2)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op", line)
+    # A result is "BenchmarkX/drv-P <tab> N <tab> T ns/op", but log lines the drivers print
+    # can split it: take the name, then the next "N T ns/op".
+    m = re.match(r"Benchmark(\w+)/(moby|ovl2)(?:-\d+)?\s", line)
     if m:
-        name, drv, ns = m.group(1), m.group(2), float(m.group(3))
+        cur = (m.group(1), m.group(2))
+    m = re.search(r"(?:^|\s)\d+\s+([\d.]+) ns/op", line)
+    if m and cur:
+        name, drv = cur
         if name not in runs:
             order.append(name)
-        runs.setdefault(name, {}).setdefault(drv, []).append(ns)
+        runs.setdefault(name, {}).setdefault(drv, []).append(float(m.group(1)))
+        cur = None
 
 def fmt(ns):
     if ns >= 1e6:

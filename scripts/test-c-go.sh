@@ -6,7 +6,8 @@
 #   3. builds tests/c and runs it natively and under valgrind (leaks or invalid accesses
 #      fail the run); mount tests need root and fail rather than skip when CI=true;
 #   4. builds and runs the full C quickstart in examples/c (dynamic and static link);
-#   5. runs go vet, go test (also with -race) and the Go example against the fresh library.
+#   5. runs go vet, go test (also with -race) and the Go example against the fresh library,
+#      and go vet of the graphdriver benchmark (run it with scripts/bench-graphdriver.sh).
 # Installs cbindgen and valgrind when missing; needs Go 1.24+. PROFILE=debug|release (default debug).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -105,6 +106,7 @@ export GOFLAGS=${GOFLAGS:--mod=mod}
 export CGO_CFLAGS="-O2 -g $(pkg-config --cflags ovl2)" CGO_LDFLAGS="-O2 -g $(pkg-config --libs ovl2)"
 test -z "$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 go vet ./...
+(cd ../../tests/graphdriver-bench && go vet ./...)
 go test -count=1 -v ./... 2>&1 | tee "$work/go.log" | grep -E '^(=== RUN|--- |ok|FAIL|PASS)' | grep -v '=== RUN'
 go test -count=1 -race ./...
 go run ./cmd/ovl2-quickstart "$work/goexample" >/dev/null

@@ -7,6 +7,7 @@ import (
 	"testing"
 	_ "unsafe" // go:linkname
 
+	"github.com/containerd/log"
 	"github.com/docker/docker/daemon/graphdriver"
 	"github.com/docker/docker/daemon/graphdriver/graphtest"
 	"github.com/docker/docker/daemon/graphdriver/overlay2"
@@ -27,6 +28,10 @@ const (
 var mobyUntar func(io.Reader, string, *archive.TarOptions) error
 
 func init() {
+	// graphdriver.New logs each store it opens at info level, once per benchmark call.
+	if err := log.SetLevel("warn"); err != nil {
+		panic(err)
+	}
 	mobyUntar = archive.UntarUncompressed
 	graphdriver.ApplyUncompressedLayer = archive.ApplyUncompressedLayer
 	if err := graphdriver.Register(mobyName, untimed(overlay2.Init)); err != nil {

@@ -4,6 +4,7 @@ go 1.24.0
 
 require (
 	example.invalid/ovl2/examples/go v0.0.0
+	github.com/containerd/log v0.1.0
 	github.com/docker/docker v28.5.2+incompatible
 	github.com/moby/go-archive v0.1.0
 	github.com/moby/sys/user v0.4.0
@@ -18,7 +19,6 @@ require (
 	github.com/containerd/continuity v0.4.5 // indirect
 	github.com/containerd/errdefs v1.0.0 // indirect
 	github.com/containerd/errdefs/pkg v0.3.0 // indirect
-	github.com/containerd/log v0.1.0 // indirect
 	github.com/containerd/typeurl/v2 v2.2.3 // indirect
 	github.com/docker/go-units v0.5.0 // indirect
 	github.com/gogo/protobuf v1.3.2 // indirect
