@@ -4,6 +4,7 @@ package graphdriverbench
 
 import (
 	"io"
+	"os"
 	"testing"
 
 	"example.invalid/ovl2/examples/go/ovl2"
@@ -18,8 +19,10 @@ type ovl2Driver struct{ d *ovl2.Driver }
 
 var _ graphdriver.Driver = ovl2Driver{}
 
+// initOvl2 opens ovl2 with its defaults (fsync on, which Docker's overlay2 does not do);
+// OVL2_BENCH_SYNC=off turns fsync off to show what it costs.
 func initOvl2(home string, _ []string, _ user.IdentityMapping) (graphdriver.Driver, error) {
-	d, err := ovl2.Open(home)
+	d, err := ovl2.Open(home, ovl2.WithSync(os.Getenv("OVL2_BENCH_SYNC") != "off"))
 	if err != nil {
 		return nil, err
 	}
