@@ -184,10 +184,10 @@ impl Request<'_> {
         rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(|e| {
             match crate::fsutil::file_type(dir, &crate::fsutil::cstr(name).unwrap_or_default()) {
                 Ok(Some(t)) if t != FileType::Directory => Error::Corrupt(format!(
-                    "cannot mount layer {:?}: {shown} is a {}, not a directory; refusing to mount {what} through it \
+                    "cannot mount layer {:?}: {shown} is {}, not a directory; refusing to mount {what} through it \
                      (run `ovl2 check`)",
                     self.id,
-                    super::refs::type_name(t)
+                    crate::fsutil::type_name(t)
                 )),
                 _ => Error::io(format!("opening {what} to mount layer {:?}", self.id), e),
             }
@@ -253,7 +253,7 @@ pub(crate) fn empty_dir_problem(private_fd: &OwnedFd) -> Option<String> {
         Ok(fd) => not_empty(&fd),
         Err(e) => match crate::fsutil::file_type(private_fd, n) {
             Ok(Some(t)) if t != FileType::Directory => {
-                Some(format!("is a {}, not a directory", super::refs::type_name(t)))
+                Some(format!("is {}, not a directory", crate::fsutil::type_name(t)))
             }
             Ok(None) => Some("is missing".into()),
             _ => Some(format!("cannot be opened: {e}")),

@@ -477,7 +477,7 @@ impl Driver {
                     problems.push(crate::Problem {
                         layer: Some(id.clone()),
                         kind: crate::ProblemKind::BadMerged,
-                        detail: format!("{id}/merged is a {}, not a directory", refs::type_name(t)),
+                        detail: format!("{id}/merged is {}, not a directory", crate::fsutil::type_name(t)),
                         repairable: true,
                     });
                 }
@@ -633,9 +633,9 @@ impl Driver {
                     Some(FileType::Directory) | None => {}
                     Some(t) => {
                         return Err(Error::Corrupt(format!(
-                            "cannot mount layer {id:?}: {id}/merged is a {}, not a directory; refusing to mount \
+                            "cannot mount layer {id:?}: {id}/merged is {}, not a directory; refusing to mount \
                              through it",
-                            refs::type_name(t)
+                            crate::fsutil::type_name(t)
                         )))
                     }
                 }

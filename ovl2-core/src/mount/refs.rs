@@ -195,21 +195,7 @@ pub(crate) fn open_regular(
     let st = rustix::fs::fstat(&fd).map_err(|e| format!("it cannot be examined: {e}"))?;
     match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => Ok(Some(fd)),
-        t => Err(format!("it is a {}, not a regular file", type_name(t))),
-    }
-}
-
-/// A file type as a word, for messages.
-pub(crate) fn type_name(t: FileType) -> &'static str {
-    match t {
-        FileType::RegularFile => "regular file",
-        FileType::Directory => "directory",
-        FileType::Symlink => "symlink",
-        FileType::Fifo => "FIFO",
-        FileType::Socket => "socket",
-        FileType::CharacterDevice => "character device",
-        FileType::BlockDevice => "block device",
-        FileType::Unknown => "file of unknown type",
+        t => Err(format!("it is {}, not a regular file", crate::fsutil::type_name(t))),
     }
 }
 
