@@ -122,18 +122,7 @@ fn write_all(fd: &OwnedFd, mut data: &[u8]) -> io::Result<()> {
 /// device planted in the store cannot hang the caller, and anything but a regular file of at
 /// most 1 MiB is refused (`InvalidData`, saying what was found) without reading it.
 pub fn read_small<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<Option<Vec<u8>>> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let fd = match rfs::openat(dir, name, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(None),
-        Err(Errno::LOOP) => return Err(bad_file("is a symlink (ovl2 never follows one here)")),
-        Err(e) => return Err(e.into()),
-    };
-    let st = rfs::fstat(&fd)?;
-    let ft = FileType::from_raw_mode(st.st_mode);
-    if ft != FileType::RegularFile {
-        return Err(bad_file(&format!("is {}, not a regular file", type_name(ft))));
-    }
+    let Some((fd, st)) = open_regular(dir, name, OFlags::RDONLY)? else { return Ok(None) };
     if st.st_size > MAX_SMALL_FILE as i64 {
         return Err(bad_file(&format!("is {} bytes, over the {MAX_SMALL_FILE}-byte limit", st.st_size)));
     }
@@ -152,6 +141,27 @@ pub fn read_small<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<Option<Vec<u8>>>
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Opens `name` (with `flags`, e.g. `RDONLY` or `RDWR`) only if it is a regular file, with its
+/// stat; `Ok(None)` when it does not exist. The open is `O_NOFOLLOW | O_NONBLOCK`, so a
+/// symlink is never followed and a FIFO or device planted there cannot hang the caller;
+/// anything but a regular file is `InvalidData`, saying what was found.
+pub fn open_regular<Fd: AsFd>(dir: Fd, name: &CStr, flags: OFlags) -> io::Result<Option<(OwnedFd, rfs::Stat)>> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rfs::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => return Err(bad_file("is a symlink (ovl2 never follows one here)")),
+        Err(Errno::ISDIR) => return Err(bad_file("is a directory, not a regular file")),
+        Err(e) => return Err(e.into()),
+    };
+    let st = rfs::fstat(&fd)?;
+    let ft = FileType::from_raw_mode(st.st_mode);
+    if ft != FileType::RegularFile {
+        return Err(bad_file(&format!("is {}, not a regular file", type_name(ft))));
+    }
+    Ok(Some((fd, st)))
 }
 
 fn bad_file(why: &str) -> io::Error {

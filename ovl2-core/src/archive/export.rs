@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::fs::{self as rfs, AtFlags, FileType, OFlags, Stat};
 use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 
@@ -553,18 +553,15 @@ impl<W: Write> Exporter<W> {
 /// open: O_NONBLOCK makes the open return at once whatever the entry now is, and the entry is
 /// refused unless it is still the regular file (same inode) the header describes.
 pub(crate) fn open_regular(dir: BorrowedFd<'_>, name: &CStr, st: &Stat) -> io::Result<OwnedFd> {
-    let fd = rfs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let now = rfs::fstat(&fd)?;
-    if FileType::from_raw_mode(now.st_mode) != FileType::RegularFile
-        || now.st_ino != st.st_ino
-        || now.st_dev != st.st_dev
-    {
-        return Err(io::Error::other("the file was replaced while being exported"));
+    let replaced = || io::Error::other("the file was replaced while being exported");
+    let (fd, now) = match fsutil::open_regular(dir, name, OFlags::RDONLY) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(Errno::NOENT.into()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(replaced()),
+        Err(e) => return Err(e),
+    };
+    if now.st_ino != st.st_ino || now.st_dev != st.st_dev {
+        return Err(replaced());
     }
     rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
     Ok(fd)
@@ -623,7 +620,7 @@ mod tests {
         let st = rfs::statat(&dfd, c"f", AtFlags::SYMLINK_NOFOLLOW).unwrap();
         assert!(open_regular(dfd.as_fd(), c"f", &st).is_ok());
         std::fs::remove_file(dir.join("f")).unwrap();
-        rfs::mknodat(&dfd, c"f", FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
+        rfs::mknodat(&dfd, c"f", FileType::Fifo, rfs::Mode::from_raw_mode(0o644), 0).unwrap();
         let e = open_regular(dfd.as_fd(), c"f", &st).unwrap_err();
         assert!(e.to_string().contains("replaced"), "{e}");
         // Another regular file swapped in (a different inode) is refused too.

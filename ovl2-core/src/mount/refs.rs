@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
@@ -184,18 +184,10 @@ pub(crate) fn open_regular(
     name: &std::ffi::CStr,
     flags: OFlags,
 ) -> std::result::Result<Option<OwnedFd>, String> {
-    let flags = flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-    let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(None),
-        Err(Errno::LOOP) => return Err("it is a symlink, not a regular file".into()),
-        Err(Errno::ISDIR) => return Err("it is a directory, not a regular file".into()),
-        Err(e) => return Err(format!("it cannot be opened: {e}")),
-    };
-    let st = rustix::fs::fstat(&fd).map_err(|e| format!("it cannot be examined: {e}"))?;
-    match FileType::from_raw_mode(st.st_mode) {
-        FileType::RegularFile => Ok(Some(fd)),
-        t => Err(format!("it is {}, not a regular file", crate::fsutil::type_name(t))),
+    match fsutil::open_regular(dir, name, flags) {
+        Ok(found) => Ok(found.map(|(fd, _)| fd)),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(format!("it {e}")),
+        Err(e) => Err(format!("it cannot be opened: {e}")),
     }
 }
 
