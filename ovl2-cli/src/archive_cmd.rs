@@ -23,6 +23,11 @@ pub enum ArchiveCmd {
         id: String,
         /// Tarball to read; `-` or nothing reads stdin.
         file: Option<PathBuf>,
+        /// Apply as onto this parent instead of the layer's own, as Docker's ApplyDiff does
+        /// (through the layer's mounted view: whiteouts delete what the view shows); `""`
+        /// means no parent.
+        #[arg(long)]
+        parent: Option<String>,
         /// Skip the final syncfs (faster; a power cut may lose the layer's data).
         #[arg(long)]
         no_sync: bool,
@@ -95,8 +100,12 @@ pub enum ArchiveCmd {
 /// Runs one archive command against an open store.
 pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
     match cmd {
-        ArchiveCmd::Apply { id, file, no_sync, expect_digest, json } => {
-            let parent = d.parent(&id)?;
+        ArchiveCmd::Apply { id, file, parent, no_sync, expect_digest, json } => {
+            let parent = match parent {
+                Some(p) if p.is_empty() => None,
+                Some(p) => Some(p),
+                None => d.parent(&id)?,
+            };
             let (reader, len): (Box<dyn Read>, Option<u64>) = open_input(file.as_ref())?;
             let st = apply_one(d, &id, parent.as_deref(), reader, len, !no_sync, expect_digest.as_deref(), &id)?;
             print_stats(&id, &st, json)?;

@@ -172,3 +172,32 @@ fn rootless_apply_names_an_unmapped_owner() {
     assert!(err.contains("not mapped in this user namespace"), "{err}");
     assert!(std::fs::read_dir(h.home().join("x/diff")).unwrap().next().is_none());
 }
+
+/// `apply --parent` is Docker's ApplyDiff onto another parent: through the layer's mounted
+/// view, so a whiteout of a name the view does not have leaves nothing, while the native
+/// path (the layer's own parent) keeps it as an overlay whiteout.
+#[test]
+fn apply_onto_another_parent_goes_through_the_view() {
+    if !require_root() {
+        return;
+    }
+    let h = Home::new("arch-parent");
+    let base = h.tarball("base.tar", &[("keep", "k\n"), ("gone", "g\n")], None);
+    let top = h.tarball("top.tar", &[("new", "n\n"), (".wh.gone", ""), (".wh.ghost", "")], None);
+    h.ok(&["create", "b"]);
+    h.ok(&["apply", "b", base.to_str().unwrap()]);
+    for id in ["native", "naive"] {
+        h.ok(&["create", id, "--parent", "b"]);
+    }
+    h.ok(&["apply", "native", top.to_str().unwrap()]);
+    h.ok(&["apply", "naive", top.to_str().unwrap(), "--parent", ""]);
+    let diff = |id: &str| h.home().join(id).join("diff");
+    assert!(diff("native").join("ghost").symlink_metadata().is_ok(), "native keeps the whiteout of a name");
+    assert!(diff("naive").join("ghost").symlink_metadata().is_err(), "the view had no ghost to delete");
+    for id in ["native", "naive"] {
+        assert_eq!(h.ok(&["changes", id]), "D /gone\nA /new\n", "{id}");
+    }
+    h.ok(&["create", "third", "--parent", "b"]);
+    let err = h.fail(&["apply", "third", top.to_str().unwrap(), "--parent", "nosuchlayer"]);
+    assert!(err.contains("nosuchlayer"), "{err}");
+}
