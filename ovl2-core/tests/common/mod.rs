@@ -50,29 +50,10 @@ pub fn mount_points_under(root: &Path) -> Vec<PathBuf> {
 
 /// The super options of the mount at exactly `p`, if something is mounted there.
 pub fn mountinfo_options(p: &Path) -> Option<String> {
-    // /proc/self/mountinfo is read in pieces, and a mount or unmount by a test running in
-    // parallel between two pieces can make a read skip lines; so where the kernel says `p` is
-    // a mount root, a read that misses it is taken again.
-    for _ in 0..50 {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        let found = info
-            .lines()
-            .rfind(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(p.to_str().unwrap()))
-            .map(|l| l.rsplit(' ').next().unwrap().to_owned());
-        if found.is_some() || is_mount_root(p) == Some(false) {
-            return found;
-        }
-    }
-    None
-}
-
-/// Whether `p` is the root of a mount, as `statx` reports it; `None` where it cannot tell.
-fn is_mount_root(p: &Path) -> Option<bool> {
-    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags, CWD};
-    let st = statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS).ok()?;
-    st.stx_attributes_mask
-        .contains(StatxAttributes::MOUNT_ROOT)
-        .then(|| st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .rfind(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(p.to_str().unwrap()))
+        .map(|l| l.rsplit(' ').next().unwrap().to_owned())
 }
 
 /// Mountinfo escapes space, tab, newline and backslash as octal.
