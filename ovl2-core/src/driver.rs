@@ -220,8 +220,8 @@ pub(crate) struct LayerFiles {
 /// (`layers`, `check`, finding children or a short id) must go on past one damaged layer.
 #[derive(Debug)]
 pub(crate) struct LayerMeta {
-    pub(crate) link: std::io::Result<Option<Vec<u8>>>,
-    pub(crate) lower: std::io::Result<Option<Vec<u8>>>,
+    pub(crate) link: std::result::Result<Option<Vec<u8>>, String>,
+    pub(crate) lower: std::result::Result<Option<Vec<u8>>, String>,
 }
 
 impl LayerMeta {
@@ -928,16 +928,14 @@ impl Driver {
     /// [`Driver::read_layer_files`] that keeps going past a damaged file (see [`LayerMeta`]).
     pub(crate) fn read_layer_meta(&self, id: &str) -> Result<Option<LayerMeta>> {
         let Some(dir) = self.open_layer_dir(id)? else { return Ok(None) };
-        Ok(Some(LayerMeta {
-            link: fsutil::read_small(&dir, layout::LINK),
-            lower: fsutil::read_small(&dir, layout::LOWER),
-        }))
+        let read = |name| fsutil::read_small(&dir, name).map_err(|e| e.to_string());
+        Ok(Some(LayerMeta { link: read(layout::LINK), lower: read(layout::LOWER) }))
     }
 
     pub(crate) fn read_layer_files(&self, id: &str) -> Result<Option<LayerFiles>> {
-        let Some(meta) = self.read_layer_meta(id)? else { return Ok(None) };
-        let link = meta.link.ctx(|| format!("reading {id}/link"))?;
-        let lower = meta.lower.ctx(|| format!("reading {id}/lower"))?;
+        let Some(dir) = self.open_layer_dir(id)? else { return Ok(None) };
+        let link = fsutil::read_small(&dir, layout::LINK).ctx(|| format!("reading {id}/link"))?;
+        let lower = fsutil::read_small(&dir, layout::LOWER).ctx(|| format!("reading {id}/lower"))?;
         Ok(Some(LayerFiles { link, lower }))
     }
 
