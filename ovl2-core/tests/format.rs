@@ -336,7 +336,8 @@ fn threads_share_a_driver() {
                         d.remove(&id, false).unwrap();
                     }
                     if i % 10 == 0 {
-                        assert!(d.check().unwrap().is_empty());
+                        let problems = d.check().unwrap();
+                        assert!(problems.is_empty(), "{problems:?}");
                     }
                 }
             })
