@@ -1,27 +1,19 @@
 //! Layer archives end to end: apply (safe, atomic, all entry types), diff (Docker's format,
 //! deterministic), changes and diff_size, plus a hostile-tar corpus and damaged streams.
+//! Shared bodies: every face runs them (see `faces/mod.rs`).
 
-mod common;
-#[path = "common/docker_tool.rs"]
-mod docker_tool;
-#[path = "common/tarb.rs"]
-mod tarb;
-
-use docker_tool::docker_tar_bin;
+use crate::docker_tool::docker_tar_bin;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use common::{require_root, Scratch};
-use ovl2_core::{ApplyOpts, ChangeKind, CreateOpts, Driver, ErrorKind, Options};
+use crate::common::{self, require_root, Scratch};
+use crate::faces::Face;
+use crate::tarb::{self, gzip, tar, zstd, E};
+use ovl2_core::{ApplyOpts, ChangeKind, CreateOpts, ErrorKind, Options};
 use sha2::{Digest, Sha256};
-use tarb::{gzip, tar, zstd, E};
-
-fn D::open_default(home: &Path) -> Driver {
-    D::open(home, Options { sync: false, ..Options::default() }).unwrap()
-}
 
 fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
     let mut buf = vec![0u8; 4096];
@@ -146,7 +138,7 @@ pub fn apply_writes_every_entry_type<D: Face>() {
         return;
     }
     let s = Scratch::new("apply-types");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     d.create("base", None, &CreateOpts::default()).unwrap();
     let data = tar(&rich_tree());
     let st = d.apply_diff("base", None, &data[..]).unwrap();
@@ -193,7 +185,7 @@ pub fn whiteouts_and_opaque_dirs_become_overlay_form<D: Face>() {
         return;
     }
     let s = Scratch::new("apply-wh");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     d.create("base", None, &CreateOpts::default()).unwrap();
     d.create("top", Some("base"), &CreateOpts::default()).unwrap();
     d.apply_diff("base", None, &tar(&[E::dir("a/"), E::file("a/x", b"1"), E::file("gone", b"2")])[..]).unwrap();
@@ -249,7 +241,7 @@ pub fn round_trip_keeps_everything_and_digest_is_stable<D: Face>() {
         return;
     }
     let s = Scratch::new("roundtrip");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     for id in ["one", "two", "three"] {
         d.create(id, None, &CreateOpts::default()).unwrap();
     }
@@ -287,7 +279,7 @@ pub fn every_compression_applies_and_gives_the_tar_digest<D: Face>() {
         return;
     }
     let s = Scratch::new("compress");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     let data = tar(&[E::file("a", b"hello"), E::dir("b/")]);
     // Two gzip members (pigz style) must read as one stream.
     let mut multi = gzip(&data[..512 * 2]);
@@ -453,7 +445,7 @@ pub fn hostile_tars_are_refused_or_contained<D: Face>() {
     let s = Scratch::new("hostile");
     let outside = sentinel(&s);
     let before = snap(&outside);
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     let mut n = 0;
     for (name, data, refused) in hostile_corpus(&outside) {
         n += 1;
@@ -489,7 +481,7 @@ pub fn hostile_tars_through_a_mounted_view_are_refused_or_contained<D: Face>() {
     let s = Scratch::new("hostile-naive");
     let outside = sentinel(&s);
     let before = snap(&outside);
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     d.create("base", None, &CreateOpts::default()).unwrap();
     d.apply_diff("base", None, &tar(&[E::file("victim", b"lower"), E::file("etc/passwd", b"lower")])[..]).unwrap();
     let base_before = snap(&diff_dir(&s.home(), "base"));
@@ -561,7 +553,7 @@ pub fn hostile_corpus_matches_dockers_unpack<D: Face>() {
     let s = Scratch::new("hostile-docker");
     let outside = sentinel(&s);
     let before = snap(&outside);
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     let stricter = ["dotdot", "dotdot-deep"];
     let docker_keeps_overlay_xattrs = ["overlay-xattr-redirect"];
     let mut wrong = Vec::new();
@@ -600,7 +592,7 @@ pub fn a_replaced_path_component_is_not_followed_from_the_cache<D: Face>() {
         return;
     }
     let s = Scratch::new("parent-cache");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     d.create("evade", None, &CreateOpts::default()).unwrap();
     let data = tar(&[
         E::dir("etc/"),
@@ -634,7 +626,7 @@ pub fn zero_blocks_end_the_archive_as_in_go<D: Face>() {
         return;
     }
     let s = Scratch::new("zero-block");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     let mut n = 0;
     let mut apply = |data: &[u8]| {
         n += 1;
@@ -676,7 +668,7 @@ pub fn header_fields_over_the_go_limit_are_refused_unread<D: Face>() {
         return;
     }
     let s = Scratch::new("field-limit");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     let f = tar(&[E::file("f", b"f")]);
     let long_name = tarb::special_compressed(zstd, b"././@LongLink", b'L', 1 << 30, b"a", &f);
     let rec = tarb::pax_record("SCHILY.xattr.user.a", b"bc");
@@ -717,7 +709,7 @@ pub fn damaged_streams_fail_cleanly_and_leave_the_layer<D: Face>() {
         return;
     }
     let s = Scratch::new("damaged");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     let data = tar(&[E::file("a", &vec![1u8; 5000]), E::dir("b/"), E::file("b/c", &vec![2u8; 3000])]);
     let mut n = 0;
     let mut check = |what: String, input: Vec<u8>| {
@@ -767,7 +759,7 @@ pub fn apply_refuses_mounted_nonempty_and_unknown_parent<D: Face>() {
         return;
     }
     let s = Scratch::new("refuse");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     d.create("base", None, &CreateOpts::default()).unwrap();
     d.create("kid", Some("base"), &CreateOpts::default()).unwrap();
     let data = tar(&[E::file("a", b"1")]);
@@ -818,7 +810,7 @@ pub fn changes_follow_dockers_rules<D: Face>() {
         return;
     }
     let s = Scratch::new("changes");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     d.create("l1", None, &CreateOpts::default()).unwrap();
     d.create("l2", Some("l1"), &CreateOpts::default()).unwrap();
     d.create("l3", Some("l2"), &CreateOpts::default()).unwrap();
@@ -965,7 +957,7 @@ pub fn diff_bytes_match_dockers_native_diff<D: Face>() {
     }
     let Some(bin) = docker_tar_bin() else { return };
     let s = Scratch::new("docker-bytes");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     d.create("base", None, &CreateOpts::default()).unwrap();
     d.create("top", Some("base"), &CreateOpts::default()).unwrap();
     d.apply_diff("base", None, &tar(&rich_tree())[..]).unwrap();
@@ -1028,7 +1020,7 @@ pub fn three_layer_image_through_a_real_mount<D: Face>() {
         return;
     }
     let s = Scratch::new("mount3");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     d.create("l1", None, &CreateOpts::default()).unwrap();
     d.create("l2", Some("l1"), &CreateOpts::default()).unwrap();
     d.create("l3", Some("l2"), &CreateOpts::default()).unwrap();
@@ -1112,7 +1104,7 @@ pub fn apply_builds_the_tree_dockers_unpack_builds<D: Face>() {
     }
     let Some(bin) = docker_tar_bin() else { return };
     let s = Scratch::new("docker-apply");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     d.create("base", None, &CreateOpts::default()).unwrap();
     let mut entries = rich_tree();
     entries.extend([
@@ -1157,7 +1149,7 @@ pub fn apply_builds_the_tree_dockers_unpack_builds<D: Face>() {
 }
 
 /// Snapshot of `id`'s mounted view (`get`, then `put`).
-fn view(d: &Driver, id: &str) -> BTreeMap<String, String> {
+fn view<D: Face>(d: &D, id: &str) -> BTreeMap<String, String> {
     let p = d.get(id, None).unwrap();
     let v = snap(&p);
     d.put(id).unwrap();
@@ -1244,7 +1236,7 @@ pub fn apply_onto_another_parent_builds_dockers_naive_tree<D: Face>() {
         return;
     }
     let s = Scratch::new("naive");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     let (base, mid) = naive_chain();
     d.create("base", None, &CreateOpts::default()).unwrap();
     d.apply_diff("base", None, &base[..]).unwrap();
@@ -1316,7 +1308,7 @@ pub fn naive_whiteout_of_a_path_component_is_not_followed_from_the_cache<D: Face
         return;
     }
     let s = Scratch::new("naive-cache");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     d.create("other", None, &CreateOpts::default()).unwrap();
     d.create("n", None, &CreateOpts::default()).unwrap();
     let data = tar(&[E::dir("a/"), E::symlink("a/s", "."), E::file("a/s/.wh.s", b""), E::file("a/s/f", b"f")]);
@@ -1347,7 +1339,7 @@ pub fn apply_of_a_full_tree_onto_a_child_like_dockers_bench<D: Face>() {
         return;
     }
     let s = Scratch::new("bench-apply");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     let many = |prefix: &str, n: usize| -> Vec<E> {
         (0..n).map(|i| E::file(&format!("{prefix}/f{i}"), format!("{prefix} {i}").as_bytes())).collect()
     };
@@ -1370,7 +1362,7 @@ pub fn failed_naive_apply_leaves_the_layer_and_no_mount<D: Face>() {
         return;
     }
     let s = Scratch::new("naive-fail");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     let (base, _) = naive_chain();
     d.create("base", None, &CreateOpts::default()).unwrap();
     d.apply_diff("base", None, &base[..]).unwrap();
@@ -1396,7 +1388,7 @@ pub fn apply_refuses_a_layer_that_a_mounted_layer_builds_on<D: Face>() {
         return;
     }
     let s = Scratch::new("lower-busy");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     d.create("base", None, &CreateOpts::default()).unwrap();
     d.create("mid", Some("base"), &CreateOpts::default()).unwrap();
     d.create("top", Some("mid"), &CreateOpts::default()).unwrap();
@@ -1425,7 +1417,7 @@ pub fn mutated_tars_never_escape_or_panic<D: Face>() {
     let s = Scratch::new("mutate");
     let outside = sentinel(&s);
     let before = snap(&outside);
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     let o = outside.display().to_string();
     let base = tar(&[
         E::dir("a/"),
@@ -1492,7 +1484,7 @@ pub fn redirected_dirs_fall_back_to_mounted_views<D: Face>() {
     }
     let Some(bin) = docker_tar_bin() else { return };
     let s = Scratch::new("redirect");
-    let d = D::open_default(&s.home());
+    let d = D::open_fast(&s.home());
     d.create("l1", None, &CreateOpts::default()).unwrap();
     d.create("l2", Some("l1"), &CreateOpts::default()).unwrap();
     d.apply_diff("l1", None, &tar(&[E::dir("dir/"), E::file("dir/f", b"f"), E::file("keep", b"k")])[..]).unwrap();
