@@ -312,8 +312,7 @@ pub fn docker_compatible_depth_limit<D: Face>() {
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     }
     // A store opened with a smaller limit than its layers reports them, naming both counts.
-    let small =
-        D::open(s.home(), Options { max_depth: 127, repair_on_open: false, ..Options::default() }).unwrap();
+    let small = D::open(s.home(), Options { max_depth: 127, repair_on_open: false, ..Options::default() }).unwrap();
     let problems = small.check().unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].layer.as_deref(), Some("L128"));

@@ -27,8 +27,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use ovl2_core::{
-    ApplyOpts, ApplyStats, Change, CreateOpts, DiffStats, Driver, ErrorKind, LayerInfo, Metadata, MountInfo,
-    MountOpts, Options, Problem, RemoveOpts, RepairReport,
+    ApplyOpts, ApplyStats, Change, CreateOpts, DiffStats, Driver, ErrorKind, LayerInfo, Metadata, MountInfo, MountOpts,
+    Options, Problem, RemoveOpts, RepairReport,
 };
 
 /// Emits `mod <body> { #[test] fn <face>() }`, which runs the shared body `<body>` on the
@@ -115,12 +115,12 @@ pub trait Face: Sized + Send + Sync + fmt::Debug + 'static {
     }
 
     /// Opens with the default options (sync on), as `common::open` does for `Driver`.
-    fn open_default(home: impl AsRef<Path>) -> Self {
+    fn open_default(home: &Path) -> Self {
         Self::open(home, Options::default()).unwrap()
     }
 
     /// Opens without fsync, as `common::open_fast` does for `Driver`.
-    fn open_fast(home: impl AsRef<Path>) -> Self {
+    fn open_fast(home: &Path) -> Self {
         Self::open(home, Options { sync: false, ..Options::default() }).unwrap()
     }
 }

@@ -132,7 +132,11 @@ fn strategy_at_depths<D: Face>(strategy: MountStrategy, disabled: &[&str], expec
 
 face_test!(new_strategy_with_fds_at_depths_0_1_128_129_500);
 pub fn new_strategy_with_fds_at_depths_0_1_128_129_500<D: Face>() {
-    strategy_at_depths::<D>(MountStrategy::New, &[], &[(1, "new-fd"), (128, "new-fd"), (129, "new-fd"), (500, "new-fd")]);
+    strategy_at_depths::<D>(
+        MountStrategy::New,
+        &[],
+        &[(1, "new-fd"), (128, "new-fd"), (129, "new-fd"), (500, "new-fd")],
+    );
 }
 
 face_test!(new_strategy_with_paths_at_depths_0_1_128_129_500);
@@ -369,8 +373,7 @@ pub fn status_reports_mount_features<D: Face>() {
     }
     let cached = std::fs::read_to_string(s.home().join(".ovl2/features")).unwrap();
     assert!(cached.lines().next().unwrap().contains("userns="));
-    let e =
-        D::open(s.home(), Options { disabled_features: vec!["bogus".into()], ..Options::default() }).unwrap_err();
+    let e = D::open(s.home(), Options { disabled_features: vec!["bogus".into()], ..Options::default() }).unwrap_err();
     assert!(e.to_string().contains("bogus"));
 }
 

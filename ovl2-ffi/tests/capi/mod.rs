@@ -365,7 +365,8 @@ impl Face for CapiDriver {
     fn get(&self, id: &str, mount_label: Option<&str>) -> R<PathBuf> {
         let (id, label) = (cs(id), cs_opt(mount_label));
         let mut out = ptr::dangling_mut();
-        call(|e| ovl2_get(self.h(), id.as_ptr(), ptr_of(&label), &mut out, e)).inspect_err(|_| assert!(out.is_null()))?;
+        call(|e| ovl2_get(self.h(), id.as_ptr(), ptr_of(&label), &mut out, e))
+            .inspect_err(|_| assert!(out.is_null()))?;
         Ok(take_string(out).expect("a path").into())
     }
 
@@ -508,4 +509,3 @@ impl Face for CapiDriver {
         Ok(v)
     }
 }
-
