@@ -510,8 +510,8 @@ const char *ovl2_version(void);
 // any error the layer is left as it was.
 //
 // `fd` stays open and owned by the caller; it may be a pipe, a socket or a file (read from
-// its current offset). `out` may be NULL when the stats are not wanted; otherwise free
-// `*out` with `ovl2_apply_stats_free`.
+// its current offset). `out` may be NULL when the stats are not wanted; otherwise `*out`
+// is NULL on failure, and on success is freed with `ovl2_apply_stats_free`.
 //
 // Errors: INVALID_ARGUMENT (NULL argument, bad id, negative fd, the layer already has
 // content), NOT_FOUND (no layer `id` or `parent`), BUSY (the layer, or a layer built on
@@ -553,7 +553,7 @@ void ovl2_apply_stats_free(struct ovl2_apply_stats *stats);
 // call to signal end of stream. When `fd` is a pipe, a reader that goes away makes the
 // write fail with EPIPE (status IO) — but only if SIGPIPE is ignored or handled: a C
 // program should ignore SIGPIPE (Go programs need do nothing). `out` may be NULL;
-// otherwise free `*out` with `ovl2_diff_stats_free`.
+// otherwise `*out` is NULL on failure, and on success is freed with `ovl2_diff_stats_free`.
 //
 // Errors: INVALID_ARGUMENT (NULL argument, bad id, negative fd), NOT_FOUND, PERMISSION or
 // UNSUPPORTED (a naive export could not mount), IO (including write errors on `fd`).

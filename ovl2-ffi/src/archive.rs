@@ -25,6 +25,16 @@ fn borrowed_file(fd: c_int, name: &str) -> FfiResult<ManuallyDrop<File>> {
     Ok(ManuallyDrop::new(unsafe { File::from_raw_fd(fd.as_raw_fd()) }))
 }
 
+/// An out-pointer the caller may pass as NULL (stats not wanted); a non-NULL one is set to
+/// NULL now, so whatever fails later leaves no stale pointer behind.
+fn optional_out<'a, T>(out: *mut *mut T) -> FfiResult<Option<&'a mut *mut T>> {
+    if out.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-NULL and writable for one pointer (documented contract).
+    unsafe { out_arg(out, "out", std::ptr::null_mut()) }.map(Some)
+}
+
 /// How an applied layer stream was compressed.
 #[allow(non_camel_case_types)]
 #[repr(C)]
@@ -109,8 +119,8 @@ impl From<ApplyStats> for ovl2_apply_stats {
 /// any error the layer is left as it was.
 ///
 /// `fd` stays open and owned by the caller; it may be a pipe, a socket or a file (read from
-/// its current offset). `out` may be NULL when the stats are not wanted; otherwise free
-/// `*out` with `ovl2_apply_stats_free`.
+/// its current offset). `out` may be NULL when the stats are not wanted; otherwise `*out`
+/// is NULL on failure, and on success is freed with `ovl2_apply_stats_free`.
 ///
 /// Errors: INVALID_ARGUMENT (NULL argument, bad id, negative fd, the layer already has
 /// content), NOT_FOUND (no layer `id` or `parent`), BUSY (the layer, or a layer built on
@@ -178,6 +188,9 @@ pub extern "C" fn ovl2_apply_diff_with(
     err: *mut *mut ovl2_error,
 ) -> ovl2_status {
     boundary(err, || {
+        // The optional out-pointer is cleared first, so every failure (a refused argument
+        // too) leaves NULL there, as in every other call.
+        let out = optional_out(out)?;
         // SAFETY: documented pointer contract; helpers check NULL.
         let (d, id, parent, o) = unsafe {
             (
@@ -189,7 +202,6 @@ pub extern "C" fn ovl2_apply_diff_with(
         };
         // SAFETY: NULL or a NUL-terminated string (documented field contract).
         let expect_digest = unsafe { opt_str_arg(o.expect_digest, "opts->expect_digest")? };
-        let out = if out.is_null() { None } else { Some(unsafe { out_arg(out, "out", std::ptr::null_mut())? }) };
         let file = borrowed_file(fd, "fd")?;
         let aopts = ApplyOpts {
             sync: if o.set_sync { o.sync } else { d.options().sync },
@@ -244,7 +256,7 @@ impl From<DiffStats> for ovl2_diff_stats {
 /// call to signal end of stream. When `fd` is a pipe, a reader that goes away makes the
 /// write fail with EPIPE (status IO) — but only if SIGPIPE is ignored or handled: a C
 /// program should ignore SIGPIPE (Go programs need do nothing). `out` may be NULL;
-/// otherwise free `*out` with `ovl2_diff_stats_free`.
+/// otherwise `*out` is NULL on failure, and on success is freed with `ovl2_diff_stats_free`.
 ///
 /// Errors: INVALID_ARGUMENT (NULL argument, bad id, negative fd), NOT_FOUND, PERMISSION or
 /// UNSUPPORTED (a naive export could not mount), IO (including write errors on `fd`).
@@ -297,6 +309,8 @@ pub extern "C" fn ovl2_diff_with(
     err: *mut *mut ovl2_error,
 ) -> ovl2_status {
     boundary(err, || {
+        // Cleared first, as in ovl2_apply_diff_with.
+        let out = optional_out(out)?;
         // SAFETY: documented pointer contract; helpers check NULL.
         let (d, id, parent, o) = unsafe {
             (
@@ -306,7 +320,6 @@ pub extern "C" fn ovl2_diff_with(
                 sized_struct(opts, "ovl2_diff_opts", diff_opts_defaults())?,
             )
         };
-        let out = if out.is_null() { None } else { Some(unsafe { out_arg(out, "out", std::ptr::null_mut())? }) };
         let file = borrowed_file(fd, "fd")?;
         let stats = d.diff_with(id, parent, &*file, &DiffOpts { digest: o.digest })?;
         if let Some(out) = out {

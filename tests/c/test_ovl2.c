@@ -146,6 +146,22 @@ static void test_null_tolerance(void) {
     CHECK(pl == NULL, "check clears *out on failure");
     FAILS(ovl2_repair(NULL, &rr, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "repair(NULL driver)");
     CHECK(rr == NULL, "repair clears *out on failure");
+    /* Apply and diff clear their stats too when an argument is refused before the work starts
+     * (they cleared them only on failures from the work itself). */
+    ovl2_apply_stats *ast = (ovl2_apply_stats *)&b;
+    FAILS(ovl2_apply_diff(NULL, "a", NULL, 0, &ast, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "apply(NULL driver)");
+    CHECK(ast == NULL, "apply clears *out on a refused argument");
+    ast = (ovl2_apply_stats *)&b;
+    FAILS(ovl2_apply_diff_with(NULL, "a", NULL, 0, NULL, &ast, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL,
+          "apply_diff_with(NULL driver)");
+    CHECK(ast == NULL, "apply_diff_with clears *out on a refused argument");
+    ovl2_diff_stats *dst = (ovl2_diff_stats *)&b;
+    FAILS(ovl2_diff(NULL, "a", NULL, 1, &dst, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "diff(NULL driver)");
+    CHECK(dst == NULL, "diff clears *out on a refused argument");
+    dst = (ovl2_diff_stats *)&b;
+    FAILS(ovl2_diff_with(NULL, "a", NULL, 1, NULL, &dst, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL,
+          "diff_with(NULL driver)");
+    CHECK(dst == NULL, "diff_with clears *out on a refused argument");
     FAILS_NOERR(ovl2_remove(NULL, "a", false, NULL), OVL2_STATUS_INVALID_ARGUMENT, "remove(NULL driver)");
 }
 
