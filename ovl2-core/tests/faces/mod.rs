@@ -1,12 +1,12 @@
 //! One test body, every face (libpathrs' way: one test trait implemented by the Rust `Root`
 //! and by the C-ABI `CapiRoot`).
 //!
-//! [`Face`] is the store as a test sees it: the public `Driver` operations the format, mount
-//! and archive suites use, returning core's plain types and a [`FaceError`] (kind, message,
-//! errno) that every face fills the same way. `impl Face for Driver` is the Rust face;
-//! `ovl2-ffi/tests/capi.rs` is the C face (`CapiDriver`, calling the exported `ovl2_*`
-//! functions). The shared bodies are `faces/{format,mount,archive}.rs`, each body generic over
-//! `D: Face` and announced by `face_test!(name)`.
+//! [`Face`] is the store as a test sees it: the public `Driver` operations the format, mount,
+//! archive and container suites use, returning core's plain types and a [`FaceError`] (kind,
+//! message, errno) that every face fills the same way. `impl Face for Driver` is the Rust
+//! face; `ovl2-ffi/tests/capi/mod.rs` is the C face (`CapiDriver`, calling the exported
+//! `ovl2_*` functions). The shared bodies are `faces/{format,mount,archive,container}.rs`,
+//! each generic over `D: Face` and announced by `face_test!(name)`.
 //!
 //! Where this lives, and why: the bodies are files included by path, not a crate. ovl2-ffi
 //! depends on ovl2-core, so a test-support crate holding the C face would have to be a
@@ -27,8 +27,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use ovl2_core::{
-    ApplyOpts, ApplyStats, Change, CreateOpts, DiffStats, Driver, ErrorKind, LayerInfo, Metadata, MountInfo, MountOpts,
-    Options, Problem, RemoveOpts, RepairReport,
+    ApplyOpts, ApplyStats, Change, ContainerOpts, CreateOpts, DiffStats, Driver, ErrorKind, LayerInfo, Metadata,
+    MountInfo, MountOpts, Options, Problem, RemoveOpts, RepairReport,
 };
 
 /// Emits `mod <body> { #[test] fn <face>() }`, which runs the shared body `<body>` on the
@@ -109,6 +109,8 @@ pub trait Face: Sized + Send + Sync + fmt::Debug + 'static {
     fn diff(&self, id: &str, parent: Option<&str>, writer: impl Write) -> R<DiffStats>;
     fn diff_size(&self, id: &str, parent: Option<&str>) -> R<u64>;
     fn changes(&self, id: &str, parent: Option<&str>) -> R<Vec<Change>>;
+    fn create_container(&self, ctr: &str, image_top: &str, opts: &ContainerOpts) -> R;
+    fn remove_container(&self, ctr: &str, force: bool) -> R;
 
     fn apply_diff(&self, id: &str, parent: Option<&str>, reader: impl Read) -> R<ApplyStats> {
         self.apply_diff_with(id, parent, reader, &ApplyOpts::default())
@@ -206,5 +208,11 @@ impl Face for Driver {
     }
     fn changes(&self, id: &str, parent: Option<&str>) -> R<Vec<Change>> {
         Ok(Driver::changes(self, id, parent)?)
+    }
+    fn create_container(&self, ctr: &str, image_top: &str, opts: &ContainerOpts) -> R {
+        Ok(Driver::create_container(self, ctr, image_top, opts)?)
+    }
+    fn remove_container(&self, ctr: &str, force: bool) -> R {
+        Ok(Driver::remove_container(self, ctr, force)?)
     }
 }

@@ -14,8 +14,9 @@ use std::ptr;
 
 use ovl2::*;
 use ovl2_core::{
-    ApplyOpts, ApplyStats, Change, ChangeKind, Compression, CreateOpts, DiffStats, ErrorKind, LayerInfo, Metadata,
-    MountInfo, MountOpts, MountStrategy, OpenMode, Options, Problem, ProblemKind, RemoveOpts, RepairReport,
+    docker_init_entries, ApplyOpts, ApplyStats, Change, ChangeKind, Compression, ContainerOpts, CreateOpts, DiffStats,
+    ErrorKind, InitKind, LayerInfo, Metadata, MountInfo, MountOpts, MountStrategy, OpenMode, Options, Problem,
+    ProblemKind, RemoveOpts, RepairReport,
 };
 
 use crate::faces::{Face, FaceError, R};
@@ -507,5 +508,58 @@ impl Face for CapiDriver {
             .collect();
         ovl2_change_list_free(out);
         Ok(v)
+    }
+
+    /// Docker's entries go as the C default (`no_default_entries` off) when the options
+    /// start with them, the rest as `entries`; any other list replaces the defaults.
+    fn create_container(&self, ctr: &str, image_top: &str, opts: &ContainerOpts) -> R {
+        let (ctr, top) = (cs(ctr), cs(image_top));
+        let defaults = docker_init_entries();
+        let keep_defaults = opts.init_entries.starts_with(&defaults);
+        let extra = if keep_defaults { &opts.init_entries[defaults.len()..] } else { &opts.init_entries[..] };
+        let strings: Vec<(CString, Option<CString>)> = extra
+            .iter()
+            .map(|e| {
+                let target = match &e.kind {
+                    InitKind::Symlink(t) => Some(cs(t)),
+                    _ => None,
+                };
+                (cs(&e.path), target)
+            })
+            .collect();
+        let entries: Vec<ovl2_init_entry> = extra
+            .iter()
+            .zip(&strings)
+            .map(|(e, (path, target))| ovl2_init_entry {
+                path: path.as_ptr(),
+                kind: match e.kind {
+                    InitKind::Dir => OVL2_INIT_DIR,
+                    InitKind::File => OVL2_INIT_FILE,
+                    InitKind::Symlink(_) => OVL2_INIT_SYMLINK,
+                },
+                target: ptr_of(target),
+            })
+            .collect();
+        let label = cs_opt(opts.create.mount_label.as_deref());
+        assert!(opts.create.storage_opt.is_empty(), "the C ABI's container options have no storage options");
+        let mut o = std::mem::MaybeUninit::<ovl2_container_opts>::uninit();
+        assert_eq!(ovl2_container_opts_init(o.as_mut_ptr()), ovl2_status::Ok);
+        // SAFETY: initialised by ovl2_container_opts_init.
+        let mut o = unsafe { o.assume_init() };
+        o.no_default_entries = !keep_defaults;
+        o.entries = if entries.is_empty() { ptr::null() } else { entries.as_ptr() };
+        o.n_entries = entries.len();
+        if let Some(root) = opts.root {
+            o.remap_root = true;
+            o.root_uid = root.uid;
+            o.root_gid = root.gid;
+        }
+        o.mount_label = ptr_of(&label);
+        call(|e| ovl2_create_container(self.h(), ctr.as_ptr(), top.as_ptr(), &o, e))
+    }
+
+    fn remove_container(&self, ctr: &str, force: bool) -> R {
+        let ctr = cs(ctr);
+        call(|e| ovl2_remove_container(self.h(), ctr.as_ptr(), force, e))
     }
 }
