@@ -172,7 +172,7 @@ impl<W: Write> Out<W> {
         self.w.flush()?;
         drop(self.tx.take());
         let d = match self.hasher.take() {
-            Some(h) => Some(hex_digest(&h.join().map_err(|_| io::Error::other("the hashing thread panicked"))?)),
+            Some(h) => Some(hex_digest(h.join().map_err(|_| io::Error::other("the hashing thread panicked"))?)),
             None => None,
         };
         Ok((self.n, d))

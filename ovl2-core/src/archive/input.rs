@@ -90,18 +90,13 @@ impl Read for TarStream<'_> {
 impl TarStream<'_> {
     /// `sha256:<hex>` of everything read.
     pub fn digest(self) -> String {
-        hex_digest(self.hasher.finalize().as_slice())
+        hex_digest(self.hasher.finalize())
     }
 }
 
-/// Formats a sha256 as Docker's digest string.
-pub(crate) fn hex_digest(d: &[u8]) -> String {
-    let mut s = String::with_capacity(7 + 64);
-    s.push_str("sha256:");
-    for b in d {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+/// Formats a sha256 as Docker's digest string, with the digest crate's own lower-hex form.
+pub(crate) fn hex_digest(d: impl Into<sha2::digest::Output<sha2::Sha256>>) -> String {
+    format!("sha256:{:x}", d.into())
 }
 
 /// Opens `reader` as an uncompressed tar stream.
