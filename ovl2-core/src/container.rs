@@ -152,7 +152,7 @@ impl Driver {
             if has_ctr && !force && self.mounts()?.iter().any(|m| m.id == ctr) {
                 return Err(Error::Busy {
                     id: ctr.to_owned(),
-                    reason: "it is mounted (put it first, or force)".into(),
+                    reason: format!("it is mounted; {}, or remove with force (`--force`)", Error::unmount_first(ctr)),
                 });
             }
             Ok((has_ctr, has_init))

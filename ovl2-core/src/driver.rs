@@ -652,7 +652,10 @@ impl Driver {
                 if self.is_mounted(&dir)? {
                     return Err(Error::Busy {
                         id: x.clone(),
-                        reason: format!("it is mounted (put it first, or force), and removing {id:?} would remove it"),
+                        reason: format!(
+                            "it is mounted, and removing {id:?} would remove it; {}, or remove with force (`--force`)",
+                            Error::unmount_first(x)
+                        ),
                     });
                 }
             }
@@ -721,7 +724,10 @@ impl Driver {
         // so waiting here while holding it cannot deadlock.
         fsutil::flock(&dir, true, false).ctx(|| format!("locking layer {id:?}"))?;
         if self.is_mounted(&dir)? {
-            return Err(Error::Busy { id: id.to_owned(), reason: "it is mounted (put it first, or force)".into() });
+            return Err(Error::Busy {
+                id: id.to_owned(),
+                reason: format!("it is mounted; {}, or remove with force (`--force`)", Error::unmount_first(id)),
+            });
         }
         // Removal never crosses a mount, but refusing up front leaves the layer whole.
         let inside = fsutil::mounts_below(&self.home.join(id)).ctx(|| "reading /proc/self/mountinfo".into())?;

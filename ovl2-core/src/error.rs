@@ -143,6 +143,12 @@ impl Error {
         Some(e.raw_os_error())
     }
 
+    /// The advice every "it is mounted" refusal gives, in the command line's words so a user
+    /// can paste it (library callers read it as "put it").
+    pub(crate) fn unmount_first(id: &str) -> String {
+        format!("unmount it first (`ovl2 umount {id}`)")
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
         Error::Io { context: context.into(), source: source.into() }
     }

@@ -83,7 +83,7 @@ impl Driver {
             if meta.lower_lids().is_ok_and(|lids| lids.is_some_and(|l| l.contains(&lid))) {
                 return Err(Error::Busy {
                     id: id.to_owned(),
-                    reason: format!("layer {other:?} builds on it and is mounted; put it first"),
+                    reason: format!("layer {other:?} builds on it and is mounted; {}", Error::unmount_first(&other)),
                 });
             }
         }
