@@ -26,6 +26,7 @@ pub mod layout;
 mod lock;
 mod mount;
 pub(crate) mod status;
+mod usage;
 
 pub use archive::{
     detect_compression, whiteout, ApplyOpts, ApplyProgress, ApplyStats, Change, ChangeKind, Compression, DiffOpts,
@@ -40,6 +41,7 @@ pub use driver::{
 pub use error::{Error, ErrorKind, Result};
 pub use fsutil::Owner;
 pub use mount::{Features, MountInfo, MountMethod, MountOpts, MountStrategy};
+pub use usage::Usage;
 
 /// The library version (the crate version).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
