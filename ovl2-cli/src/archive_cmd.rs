@@ -10,14 +10,18 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use ovl2_core::{ApplyOpts, ApplyProgress, ApplyStats, CreateOpts, DiffOpts, Driver};
 
-type Res = Result<ExitCode, Box<dyn std::error::Error>>;
+use crate::failure::{Failure, Res};
+use crate::json;
+
 /// An opened input and its length when it is a regular file (for the progress bar).
 type Input = (Box<dyn Read>, Option<u64>);
 
 /// Archive subcommands, flattened into the top-level command list.
 #[derive(Subcommand, Debug)]
 pub enum ArchiveCmd {
-    /// Apply a layer tarball (tar, gzip or zstd) to an empty layer; prints size and digest.
+    /// Apply a layer tarball (tar, gzip, zstd) into an empty layer.
+    ///
+    /// Prints the layer's size and digest.
     Apply {
         /// Layer id (created beforehand with `ovl2 create`).
         id: String,
@@ -34,9 +38,6 @@ pub enum ArchiveCmd {
         /// Refuse the layer unless the uncompressed tar has this digest (sha256:...).
         #[arg(long, value_name = "DIGEST")]
         expect_digest: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Export a layer as a tar in Docker's layer format.
     Diff {
@@ -58,16 +59,15 @@ pub enum ArchiveCmd {
         #[arg(long)]
         no_digest: bool,
     },
-    /// List what a layer adds (A), changes (C) and deletes (D) relative to its parent.
+    /// List what a layer adds (A), changes (C) and deletes (D).
+    ///
+    /// Relative to its parent, or to --parent.
     Changes {
         /// Layer id.
         id: String,
         /// Compare against this layer instead of the real parent.
         #[arg(long)]
         parent: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Print Docker's DiffSize of a layer, in bytes.
     DiffSize {
@@ -77,7 +77,9 @@ pub enum ArchiveCmd {
         #[arg(long)]
         parent: Option<String>,
     },
-    /// Build a chain from layer tarballs, bottom first; the last one becomes --top.
+    /// Build a chain from layer tarballs, base first.
+    ///
+    /// The last one becomes --top.
     Import {
         /// Layer tarballs in order, base first.
         #[arg(required = true)]
@@ -91,26 +93,25 @@ pub enum ArchiveCmd {
         /// Skip the syncfs after each layer.
         #[arg(long)]
         no_sync: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
-/// Runs one archive command against an open store.
-pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
+/// Runs one archive command against an open store; `json` is the global `--json`.
+pub fn run(d: &Driver, cmd: ArchiveCmd, json: bool) -> Res<ExitCode> {
     match cmd {
-        ArchiveCmd::Apply { id, file, parent, no_sync, expect_digest, json } => {
+        ArchiveCmd::Apply { id, file, parent, no_sync, expect_digest } => {
             let parent = match parent {
                 Some(p) if p.is_empty() => None,
                 Some(p) => Some(p),
                 None => d.parent(&id)?,
             };
             let (reader, len): (Box<dyn Read>, Option<u64>) = open_input(file.as_ref())?;
-            let st = apply_one(d, &id, parent.as_deref(), reader, len, !no_sync, expect_digest.as_deref(), &id)?;
-            print_stats(&id, &st, json)?;
+            let st = apply_one(d, &id, parent.as_deref(), reader, len, !no_sync, expect_digest.as_deref(), &id)
+                .map_err(|e| Failure::naming(e, parent.as_deref(), "parent"))?;
+            print_stats(&id, parent.as_deref(), &st, json)?;
         }
         ArchiveCmd::Diff { id, parent, output, gzip, zstd, no_digest } => {
+            let to_file = output.is_some();
             let dopts = DiffOpts { digest: !no_digest };
             let parent = match parent {
                 Some(p) => Some(p),
@@ -120,7 +121,7 @@ pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
                 Some(p) => Box::new(File::create(p)?),
                 None => {
                     if io::stdout().is_terminal() {
-                        return Err("refusing to write a tar to a terminal; use -o FILE or a pipe".into());
+                        return Err(Failure::usage("refusing to write a tar to a terminal; use -o FILE or a pipe"));
                     }
                     Box::new(io::stdout().lock())
                 }
@@ -142,20 +143,37 @@ pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
                 st
             };
             // The digest is of the uncompressed tar (the DiffID); say it where it won't mix
-            // with tar data.
-            match &st.digest {
-                Some(dg) => eprintln!("{dg} {} bytes {} entries", st.tar_bytes, st.entries),
-                None => eprintln!("{} bytes {} entries", st.tar_bytes, st.entries),
+            // with tar data: stderr, unless the tar went to a file and stdout is free for JSON.
+            if json {
+                let v = json::Diffed {
+                    id: &id,
+                    parent: parent.as_deref(),
+                    digest: st.digest.as_deref(),
+                    tar_bytes: st.tar_bytes,
+                    entries: st.entries,
+                };
+                let text = serde_json::to_string_pretty(&v)?;
+                if to_file {
+                    println!("{text}");
+                } else {
+                    eprintln!("{text}");
+                }
+            } else {
+                match &st.digest {
+                    Some(dg) => eprintln!("{dg} {} bytes {} entries", st.tar_bytes, st.entries),
+                    None => eprintln!("{} bytes {} entries", st.tar_bytes, st.entries),
+                }
             }
         }
-        ArchiveCmd::Changes { id, parent, json } => {
+        ArchiveCmd::Changes { id, parent } => {
             let parent = match parent {
                 Some(p) => Some(p),
                 None => d.parent(&id)?,
             };
             if json {
                 let ch = d.changes(&id, parent.as_deref())?;
-                println!("{}", serde_json::to_string_pretty(&ch)?);
+                let out = ch.iter().map(json::Change::of).collect::<Res<Vec<_>>>()?;
+                json::print(&out)?;
             } else {
                 // Streamed: a deep tree's full paths never need to be in memory at once.
                 let mut out = io::BufWriter::new(io::stdout().lock());
@@ -168,9 +186,14 @@ pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
                 Some(p) => Some(p),
                 None => d.parent(&id)?,
             };
-            println!("{}", d.diff_size(&id, parent.as_deref())?);
+            let size = d.diff_size(&id, parent.as_deref())?;
+            if json {
+                json::print(&json::DiffSize { id: &id, parent: parent.as_deref(), size })?;
+            } else {
+                println!("{size}");
+            }
         }
-        ArchiveCmd::Import { tars, top, parent, no_sync, json } => {
+        ArchiveCmd::Import { tars, top, parent, no_sync } => {
             let ids: Vec<String> =
                 (1..=tars.len()).map(|i| if i == tars.len() { top.clone() } else { format!("{top}-{i}") }).collect();
             let mut made: Vec<String> = Vec::new();
@@ -180,17 +203,18 @@ pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
             };
             let mut below = parent.clone();
             let mut results = Vec::new();
-            let res = (|| -> Result<(), Box<dyn std::error::Error>> {
+            let res = (|| -> Res<()> {
                 for (tar, id) in tars.iter().zip(&ids) {
-                    d.create(id, below.as_deref(), &CreateOpts::default())?;
+                    d.create(id, below.as_deref(), &CreateOpts::default())
+                        .map_err(|e| Failure::naming(e, parent.as_deref(), "parent"))?;
                     made.push(id.clone());
                     let (reader, len) = open_input(Some(tar))?;
                     let st =
                         apply_one(d, id, below.as_deref(), reader, len, !no_sync, None, &tar.display().to_string())?;
                     if !json {
-                        print_stats(id, &st, false)?;
+                        print_stats(id, below.as_deref(), &st, false)?;
                     }
-                    results.push((id.clone(), st));
+                    results.push((id.clone(), below.clone(), st));
                     below = Some(id.clone());
                 }
                 Ok(())
@@ -202,18 +226,21 @@ pub fn run(d: &Driver, cmd: ArchiveCmd) -> Res {
                 return Err(e);
             }
             if json {
-                let v: Vec<_> = results.iter().map(|(id, st)| serde_json::json!({"id": id, "stats": st})).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                let v: Vec<_> = results
+                    .iter()
+                    .map(|(id, parent, stats)| json::Applied { id, parent: parent.as_deref(), stats })
+                    .collect();
+                json::print(&v)?;
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_input(file: Option<&PathBuf>) -> Result<Input, Box<dyn std::error::Error>> {
+fn open_input(file: Option<&PathBuf>) -> Res<Input> {
     match file {
         Some(p) if p.as_os_str() != "-" => {
-            let f = File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let f = File::open(p).map_err(|e| Failure::from(e).context(&p.display().to_string()))?;
             let len = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
             Ok((Box::new(f), len))
         }
@@ -231,39 +258,55 @@ fn apply_one(
     sync: bool,
     expect_digest: Option<&str>,
     label: &str,
-) -> Result<ApplyStats, Box<dyn std::error::Error>> {
-    let bar = io::stderr().is_terminal().then(|| {
-        let b = match len {
-            Some(n) => ProgressBar::new(n),
-            None => ProgressBar::no_length(),
-        };
-        let tmpl = if len.is_some() {
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {prefix} entries"
-        } else {
-            "{msg} {bytes} {bytes_per_sec} {prefix} entries"
-        };
-        b.set_style(ProgressStyle::with_template(tmpl).expect("valid template").progress_chars("=> "));
-        b.set_message(label.to_owned());
-        b.enable_steady_tick(Duration::from_millis(200));
-        b
-    });
+) -> Result<ApplyStats, ovl2_core::Error> {
+    // Only a person watching a terminal gets a bar; logs and pipes get nothing.
+    let bar = io::stderr().is_terminal().then(|| progress_bar(len, label));
     let cb = |p: &ApplyProgress| {
         if let Some(b) = &bar {
-            b.set_position(p.input_bytes);
             b.set_prefix(p.entries.to_string());
         }
     };
     let opts = ApplyOpts { sync, progress: Some(&cb), expect_digest };
+    // The bar counts the input's own bytes as they are read, so it moves inside a large
+    // entry (core reports progress per entry) and matches the file's length.
+    let reader: Box<dyn Read> = match &bar {
+        Some(b) => Box::new(b.wrap_read(reader)),
+        None => reader,
+    };
     let r = d.apply_diff_with(id, parent, reader, &opts);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    Ok(r?)
+    r
 }
 
-fn print_stats(id: &str, st: &ApplyStats, json: bool) -> io::Result<()> {
+/// The apply bar: bytes of input read, the rate, and with a known size the total and the ETA.
+fn progress_bar(len: Option<u64>, label: &str) -> ProgressBar {
+    let b = match len {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::no_length(),
+    };
+    b.set_style(
+        ProgressStyle::with_template(bar_template(len.is_some())).expect("valid template").progress_chars("=> "),
+    );
+    b.set_message(label.to_owned());
+    b.set_prefix("0");
+    b.enable_steady_tick(Duration::from_millis(200));
+    b
+}
+
+/// The bar's layout: a known size adds the bar, the total and the ETA.
+fn bar_template(sized: bool) -> &'static str {
+    if sized {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {prefix} entries"
+    } else {
+        "{msg} {bytes} {bytes_per_sec} {prefix} entries"
+    }
+}
+
+fn print_stats(id: &str, parent: Option<&str>, st: &ApplyStats, json: bool) -> Res<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(st).map_err(io::Error::other)?);
+        json::print(&json::Applied { id, parent, stats: st })?;
     } else {
         println!(
             "{id}: size {} digest {} ({} entries, {} files, {} dirs, {} whiteouts)",

@@ -8,10 +8,11 @@ use std::process::ExitCode;
 use clap::CommandFactory;
 use clap_complete::Shell;
 
+use crate::failure::{Failure, Res};
 use crate::Cli;
 
 /// Writes the completion script for `shell` to stdout.
-pub(crate) fn completions(shell: Shell) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub(crate) fn completions(shell: Shell) -> Res<ExitCode> {
     // Generated into memory first: clap_complete panics on a failed write (a closed pipe).
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "ovl2", &mut script);
@@ -23,12 +24,13 @@ pub(crate) fn completions(shell: Shell) -> Result<ExitCode, Box<dyn std::error::
 
 /// Writes ovl2(1) as roff to stdout, or, with `out_dir`, `ovl2.1` and one `ovl2-<command>.1`
 /// per subcommand into that directory (for `man -M` or an install's `share/man/man1`).
-pub(crate) fn man(out_dir: Option<&Path>) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub(crate) fn man(out_dir: Option<&Path>) -> Res<ExitCode> {
     match out_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Failure::from(e).context(&format!("cannot create {}", dir.display())))?;
             clap_mangen::generate_to(Cli::command(), dir)
-                .map_err(|e| format!("cannot write man pages into {}: {e}", dir.display()))?;
+                .map_err(|e| Failure::from(e).context(&format!("cannot write man pages into {}", dir.display())))?;
         }
         None => {
             let mut out = io::stdout().lock();

@@ -1,5 +1,9 @@
 //! `ovl2`: the command line face of ovl2-core. Every command is one process and one store
 //! operation; the store's own locks make concurrent invocations safe.
+//!
+//! Exit status (docs/cli-json.md): 0 success, 1 the command failed, 2 usage error; `check`
+//! exits 1 while problems remain and 2 when it could not run. With `--json`, results are JSON
+//! on stdout and an error is one JSON object on stderr.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -10,7 +14,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 mod archive_cmd;
+mod failure;
 mod gen_cmd;
+mod json;
+
+use failure::{Failure, Res};
 
 use ovl2_core::{
     ContainerOpts, CreateOpts, Driver, InitEntry, LayerInfo, MountOpts, MountStrategy, OpenMode, Options, Owner,
@@ -19,24 +27,36 @@ use ovl2_core::{
 
 /// Docker overlay2-compatible layer store.
 #[derive(Parser, Debug)]
-#[command(name = "ovl2", version, about, propagate_version = true)]
+#[command(
+    name = "ovl2",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Exit status: 0 success, 1 failure, 2 usage error; check: 1 problems remain, 2 could not run.\n\
+                  With --json an error is {\"error\": {\"kind\", \"message\", \"errno\"}} on stderr."
+)]
 struct Cli {
     /// Store directory (Docker's overlay2 home).
-    #[arg(long, global = true, env = "OVL2_HOME", default_value = "/var/lib/ovl2")]
+    #[arg(long, global = true, env = "OVL2_HOME", hide_env_values = true, default_value = "/var/lib/ovl2")]
     home: PathBuf,
-    /// Most lower layers a layer may have, counted as Docker counts them (1 to 500; 128 keeps the store mountable by Docker).
+    /// Most lower layers a layer may have (1 to 500; 128 keeps the store mountable by Docker).
     #[arg(long, global = true, default_value_t = ovl2_core::KERNEL_MAX_DEPTH)]
     max_depth: usize,
-    /// How to mount: auto, new (fsopen/lowerdir+) or legacy (mount(2)). Default: $OVL2_MOUNT_STRATEGY, else auto.
+    /// auto, new (fsopen, lowerdir+) or legacy (mount(2)); default $OVL2_MOUNT_STRATEGY, else auto.
     #[arg(long, global = true, value_name = "STRATEGY")]
     mount_strategy: Option<MountStrategy>,
+    /// Print JSON (shapes: docs/cli-json.md), errors too (on stderr).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Create an empty store in --home (a missing or empty directory); a no-op on a store.
+    /// Create an empty store in --home (a missing or empty directory).
+    ///
+    /// A no-op on a store.
     Init,
     /// Create a layer.
     Create {
@@ -52,12 +72,15 @@ enum Cmd {
         #[arg(long = "storage-opt", value_name = "KEY=VALUE")]
         storage_opt: Vec<String>,
     },
-    /// Remove a layer. One that other layers build on is refused; --recursive removes it with
-    /// all of them (deepest first).
+    /// Remove layers (--recursive: and the layers built on them).
+    ///
+    /// A layer that other layers build on is refused; --recursive removes it with all of them,
+    /// deepest first.
     #[command(alias = "remove")]
     Rm {
-        /// Layer id.
-        id: String,
+        /// Layer ids; each is removed in turn, and a failure does not stop the others.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
         /// Unmount it (and, with --recursive, the layers built on it) first instead of refusing.
         #[arg(long)]
         force: bool,
@@ -65,26 +88,29 @@ enum Cmd {
         #[arg(short = 'r', long)]
         recursive: bool,
     },
-    /// List layers as a tree.
+    /// List layers as a tree (children under their parent).
     #[command(alias = "list")]
     Ls {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        /// Print only the ids, one per line (sorted).
+        #[arg(short, long)]
+        quiet: bool,
     },
-    /// Show a layer's paths (Docker's GetMetadata).
+    /// Show layers' paths (Docker's GetMetadata).
     Inspect {
-        /// Layer id.
-        id: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        /// Layer ids.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
     },
     /// Show what the store runs on.
-    Status {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+    Status,
+    /// Show each layer's own disk usage and inode count.
+    ///
+    /// The layer's diff only, like `ctr snapshots usage`: bytes allocated on disk, every
+    /// inode once.
+    Du {
+        /// Layer ids (none: every layer).
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
     },
     /// Mount a layer (another reference if already mounted) and print its path.
     Mount {
@@ -100,42 +126,42 @@ enum Cmd {
         #[arg(long)]
         volatile: bool,
     },
-    /// Drop one reference taken by `mount`; unmounts with the last one.
+    /// Drop one mount reference per layer; the last one unmounts.
+    ///
+    /// A layer that is not mounted is an error.
     #[command(alias = "unmount")]
     Umount {
-        /// Layer id.
-        id: String,
+        /// Layer ids.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
     },
     /// List this store's mounts with their reference counts.
-    Mounts {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Mounts,
     /// Unmount every layer of the store and drop all references.
     Cleanup,
     /// Container layers: `<ctr>-init` plus `<ctr>`, as Docker makes them.
     #[command(subcommand)]
     Container(ContainerCmd),
-    /// Look for damage. Exit status: 0 no problems, 1 problems remain (each line names the
-    /// fix, or why there is none), 2 the check could not run.
+    /// Look for damage (exit 1: problems remain, 2: could not run).
+    ///
+    /// Exit status: 0 no problems, 1 problems remain (each line names the fix, or why there is
+    /// none), 2 the check could not run.
     Check {
         /// Fix what can be fixed.
         #[arg(long)]
         repair: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Layer archives: apply, diff, changes, diff-size, import.
     #[command(flatten)]
     Archive(archive_cmd::ArchiveCmd),
-    /// Print the completion script for SHELL (bash, zsh, fish, ...); see the README for where it goes.
+    /// Print a shell completion script.
+    ///
+    /// For SHELL: bash, zsh, fish, ...; see the README for where it goes.
     Completions {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
-    /// Print the ovl2(1) man page (roff), or write a page per command into --out-dir.
+    /// Print the ovl2(1) man page, or write one per command into --out-dir.
     Man {
         /// Write ovl2.1 and ovl2-COMMAND.1 into this directory instead of printing ovl2.1.
         #[arg(long, value_name = "DIR")]
@@ -176,32 +202,38 @@ enum ContainerCmd {
     },
 }
 
-/// `check`'s exit status when it could not run, so scripts can tell it from "problems remain" (1).
-const CHECK_FAILED: u8 = 2;
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let is_check = matches!(cli.cmd, Cmd::Check { .. });
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return failure::usage_error(e),
+    };
+    let json = cli.json;
+    // `check` keeps its own statuses: 1 is "problems remain", so "could not run" is 2.
+    let failed = if matches!(cli.cmd, Cmd::Check { .. }) { CHECK_FAILED } else { failure::FAILED };
     match run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("ovl2: {e}");
-            if is_check {
-                ExitCode::from(CHECK_FAILED)
-            } else {
-                ExitCode::FAILURE
-            }
+        Err(f) => {
+            f.report(json);
+            ExitCode::from(if f.is_usage() { failure::USAGE } else { failed })
         }
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+/// `check`'s exit status when it could not run, so scripts can tell it from "problems remain" (1).
+const CHECK_FAILED: u8 = 2;
+
+fn run(cli: Cli) -> Res<ExitCode> {
+    let json = cli.json;
     // `check` must see the store as it is, so only it skips the repair on open.
     let repair_on_open = !matches!(cli.cmd, Cmd::Check { .. });
     // Generated from the clap definitions alone: no store is opened (or created).
     match &cli.cmd {
+        Cmd::Completions { .. } | Cmd::Man { .. } if json => {
+            return Err(Failure::usage("completions and man pages are text; --json does not apply to them"));
+        }
         Cmd::Completions { shell } => return gen_cmd::completions(*shell),
         Cmd::Man { out_dir } => return gen_cmd::man(out_dir.as_deref()),
+        Cmd::Ls { quiet: true } if json => return Err(Failure::usage("ls: --quiet and --json exclude each other")),
         _ => {}
     }
     let opts = Options {
@@ -213,50 +245,80 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let d = Driver::open(&cli.home, opts)?;
     match cli.cmd {
-        Cmd::Init | Cmd::Completions { .. } | Cmd::Man { .. } => {}
+        Cmd::Completions { .. } | Cmd::Man { .. } => {}
+        Cmd::Init => {
+            if json {
+                json::print(&json::Home { home: json::utf8(d.home())? })?;
+            }
+        }
         Cmd::Create { id, parent, rw, storage_opt } => {
             let opts = CreateOpts { storage_opt: parse_storage_opts(&storage_opt)?, mount_label: None };
-            if rw {
-                d.create_rw(&id, parent.as_deref(), &opts)?;
-            } else {
-                d.create(&id, parent.as_deref(), &opts)?;
+            let made =
+                if rw { d.create_rw(&id, parent.as_deref(), &opts) } else { d.create(&id, parent.as_deref(), &opts) };
+            made.map_err(|e| Failure::naming(e, parent.as_deref(), "parent"))?;
+            if json {
+                json::print(&json::Created { id: &id, parent: parent.as_deref() })?;
             }
         }
-        Cmd::Rm { id, force, recursive: false } => d.remove(&id, force)?,
-        Cmd::Rm { id, force, recursive: true } => {
-            for gone in d.remove_tree(&id, force)? {
-                println!("removed {gone}");
+        Cmd::Rm { ids, force, recursive } => {
+            let mut removed = Vec::new();
+            let res = each(&ids, json, |id| {
+                let gone = if recursive {
+                    d.remove_tree(id, force)?
+                } else {
+                    d.remove(id, force).map(|()| vec![id.clone()])?
+                };
+                for g in &gone {
+                    if !json {
+                        println!("removed {g}");
+                    }
+                }
+                removed.extend(gone);
+                Ok(())
+            });
+            if json {
+                json::print(&json::Removed { removed })?;
             }
+            res?;
         }
-        Cmd::Archive(c) => return archive_cmd::run(&d, c),
-        Cmd::Ls { json } => {
+        Cmd::Archive(c) => return archive_cmd::run(&d, c, json),
+        Cmd::Ls { quiet } => {
             let layers = d.layers()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&layers)?);
+                json::print(&layers)?;
+            } else if quiet {
+                for l in &layers {
+                    println!("{}", l.id);
+                }
             } else {
                 print_tree(&layers);
             }
         }
-        Cmd::Inspect { id, json } => {
-            let m = d.metadata(&id)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&m)?);
-            } else {
-                for (k, v) in m.to_map() {
-                    print_line(&[OsStr::new(&format!("{k:<10} ")), &v])?;
+        Cmd::Inspect { ids } => {
+            let mut all = Vec::new();
+            let res = each(&ids, json, |id| {
+                let m = d.metadata(id)?;
+                if json {
+                    all.push(json::Inspected { id: id.clone(), metadata: m });
+                } else {
+                    if ids.len() > 1 {
+                        print_line(&[OsStr::new(&format!("{:<10} {id}", "Id"))])?;
+                    }
+                    for (k, v) in m.to_map() {
+                        print_line(&[OsStr::new(&format!("{k:<10} ")), &v])?;
+                    }
                 }
+                Ok(())
+            });
+            if json {
+                json::print(&all)?;
             }
+            res?;
         }
-        Cmd::Status { json } => {
+        Cmd::Status => {
             let pairs = d.status()?;
             if json {
-                let fields: Vec<String> = pairs
-                    .iter()
-                    .map(|(k, v)| {
-                        format!("  {}: {}", serde_json::to_string(k).unwrap(), serde_json::to_string(v).unwrap())
-                    })
-                    .collect();
-                println!("{{\n{}\n}}", fields.join(",\n"));
+                json::print(&json::status(&pairs))?;
             } else {
                 let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
                 for (k, v) in pairs {
@@ -264,16 +326,48 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }
             }
         }
+        Cmd::Du { ids } => {
+            let ids = if ids.is_empty() { d.layers()?.into_iter().map(|l| l.id).collect() } else { ids };
+            let mut all = Vec::new();
+            let res = each(&ids, json, |id| {
+                let u = d.usage(id)?;
+                if !json {
+                    println!("{id}\t{}\t{} inodes", indicatif::HumanBytes(u.bytes), u.inodes);
+                }
+                all.push(json::LayerUsage { id: id.clone(), usage: u });
+                Ok(())
+            });
+            if json {
+                json::print(&all)?;
+            }
+            res?;
+        }
         Cmd::Mount { id, label, ro, volatile } => {
             // Each command is its own process, so its reference must outlive it.
             let opts = MountOpts { mount_label: label, readonly: ro, volatile, persistent: true };
-            print_line(&[d.get_with(&id, &opts)?.as_os_str()])?;
+            let path = d.get_with(&id, &opts)?;
+            if json {
+                json::print(&json::Mounted { id: &id, path: json::utf8(&path)? })?;
+            } else {
+                print_line(&[path.as_os_str()])?;
+            }
         }
-        Cmd::Umount { id } => d.put(&id)?,
-        Cmd::Mounts { json } => {
+        Cmd::Umount { ids } => {
+            let mut released = Vec::new();
+            let res = each(&ids, json, |id| {
+                umount(&d, id)?;
+                released.push(id.clone());
+                Ok(())
+            });
+            if json {
+                json::print(&json::Released { released })?;
+            }
+            res?;
+        }
+        Cmd::Mounts => {
             let mounts = d.mounts()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&mounts)?);
+                json::print(&mounts)?;
             } else {
                 for m in mounts {
                     let rest = format!(
@@ -288,7 +382,13 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }
             }
         }
-        Cmd::Cleanup => d.cleanup()?,
+        Cmd::Cleanup => {
+            let unmounted: Vec<String> = d.mounts()?.into_iter().filter(|m| m.mounted).map(|m| m.id).collect();
+            d.cleanup()?;
+            if json {
+                json::print(&json::Unmounted { unmounted })?;
+            }
+        }
         Cmd::Container(ContainerCmd::Create { ctr, image, init_file, init_dir, no_default_init, remap_root }) => {
             let mut opts = ContainerOpts::default();
             if no_default_init {
@@ -297,10 +397,19 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             opts.init_entries.extend(init_file.iter().map(|p| InitEntry::file(p)));
             opts.init_entries.extend(init_dir.iter().map(|p| InitEntry::dir(p)));
             opts.root = remap_root.as_deref().map(parse_owner).transpose()?;
-            d.create_container(&ctr, &image, &opts)?;
+            d.create_container(&ctr, &image, &opts).map_err(|e| Failure::naming(e, Some(&image), "image"))?;
+            if json {
+                let init = ovl2_core::init_layer_id(&ctr);
+                json::print(&json::Container { id: &ctr, init_id: &init, image: &image })?;
+            }
         }
-        Cmd::Container(ContainerCmd::Rm { ctr, force }) => d.remove_container(&ctr, force)?,
-        Cmd::Check { repair, json } => {
+        Cmd::Container(ContainerCmd::Rm { ctr, force }) => {
+            d.remove_container(&ctr, force)?;
+            if json {
+                json::print(&json::Removed { removed: vec![ctr.clone(), ovl2_core::init_layer_id(&ctr)] })?;
+            }
+        }
+        Cmd::Check { repair } => {
             let (repaired, remaining) = if repair {
                 let r = d.repair()?;
                 (r.repaired, r.remaining)
@@ -308,12 +417,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 (Vec::new(), d.check()?)
             };
             if json {
-                let mut out = BTreeMap::new();
-                out.insert("problems", &remaining);
-                if repair {
-                    out.insert("repaired", &repaired);
-                }
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                json::print(&json::Checked { problems: &remaining, repaired: &repaired })?;
             } else {
                 for p in &repaired {
                     println!("repaired  {}", describe(p));
@@ -331,6 +435,38 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `f` on every id, as Docker's `rm a b c` does: a failure is reported and the rest
+/// still run; the command fails (with the last error) if any did.
+fn each(ids: &[String], json: bool, mut f: impl FnMut(&String) -> Res<()>) -> Res<()> {
+    let mut last = None;
+    for id in ids {
+        if let Err(e) = f(id) {
+            if let Some(prev) = last.replace(e) {
+                prev.report(json);
+            }
+        }
+    }
+    last.map_or(Ok(()), Err)
+}
+
+/// `umount` is "unmount": a layer with no mount to drop is an error, also for a base layer,
+/// whose plain `mount` (like Docker's Get) hands out its `diff` without mounting anything and
+/// whose library `put` is therefore a no-op.
+fn umount(d: &Driver, id: &str) -> Res<()> {
+    if d.exists(id)? && !d.mounts()?.iter().any(|m| m.id == id) {
+        let why = match d.parent(id) {
+            Ok(None) => " (a base layer's `ovl2 mount` without --ro prints its diff directory and mounts nothing)",
+            _ => "",
+        };
+        return Err(Failure::new(
+            ovl2_core::ErrorKind::InvalidArgument,
+            format!("layer {id:?} is not mounted{why}"),
+            Some(22),
+        ));
+    }
+    Ok(d.put(id)?)
 }
 
 /// Prints one line made of `parts` as raw bytes: paths under a home that is not UTF-8 must
@@ -360,8 +496,9 @@ fn open_mode(cmd: &Cmd) -> OpenMode {
         | Cmd::Check { repair: true, .. } => OpenMode::Existing,
         Cmd::Ls { .. }
         | Cmd::Inspect { .. }
-        | Cmd::Status { .. }
-        | Cmd::Mounts { .. }
+        | Cmd::Status
+        | Cmd::Du { .. }
+        | Cmd::Mounts
         | Cmd::Check { repair: false, .. }
         | Cmd::Completions { .. }
         | Cmd::Man { .. }
@@ -369,18 +506,19 @@ fn open_mode(cmd: &Cmd) -> OpenMode {
     }
 }
 
-fn parse_storage_opts(raw: &[String]) -> Result<BTreeMap<String, String>, String> {
+fn parse_storage_opts(raw: &[String]) -> Res<BTreeMap<String, String>> {
     raw.iter()
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
-            None => Err(format!("storage option {kv:?} is not KEY=VALUE")),
+            None => Err(Failure::usage(format!("--storage-opt {kv:?} is not KEY=VALUE"))),
         })
         .collect()
 }
 
-fn parse_owner(s: &str) -> Result<Owner, String> {
-    let (u, g) = s.split_once(':').ok_or_else(|| format!("--remap-root {s:?} is not UID:GID"))?;
-    let num = |v: &str| v.parse::<u32>().map_err(|_| format!("--remap-root {s:?}: {v:?} is not a number"));
+fn parse_owner(s: &str) -> Res<Owner> {
+    let (u, g) = s.split_once(':').ok_or_else(|| Failure::usage(format!("--remap-root {s:?} is not UID:GID")))?;
+    let num =
+        |v: &str| v.parse::<u32>().map_err(|_| Failure::usage(format!("--remap-root {s:?}: {v:?} is not a number")));
     Ok(Owner { uid: num(u)?, gid: num(g)? })
 }
 

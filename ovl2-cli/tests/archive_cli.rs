@@ -26,9 +26,9 @@ fn import_mount_change_export() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v[0]["id"], "img-1");
     assert_eq!(v[1]["id"], "img");
-    assert_eq!(v[1]["stats"]["whiteouts"], 1);
-    assert_eq!(v[1]["stats"]["compression"], "gzip");
-    assert!(v[0]["stats"]["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(v[1]["whiteouts"], 1);
+    assert_eq!(v[1]["compression"], "gzip");
+    assert!(v[0]["digest"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(h.ok(&["changes", "img"]), "C /app\nA /app/main.py\nD /app/old.py\n");
     assert_eq!(h.ok(&["diff-size", "img"]).trim(), "12");
 

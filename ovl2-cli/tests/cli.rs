@@ -20,15 +20,17 @@ fn create_ls_inspect_rm_check() {
     let ls: serde_json::Value = serde_json::from_str(&h.ok(&["ls", "--json"])).unwrap();
     let ctr = ls.as_array().unwrap().iter().find(|l| l["id"] == "ctr").unwrap();
     assert_eq!((ctr["parent"].as_str(), ctr["depth"].as_u64()), (Some("app"), Some(2)));
-    let meta: serde_json::Value = serde_json::from_str(&h.ok(&["inspect", "ctr", "--json"])).unwrap();
+    let ins: serde_json::Value = serde_json::from_str(&h.ok(&["inspect", "ctr", "--json"])).unwrap();
+    let meta = &ins[0]["metadata"];
     let home = h.home().display().to_string();
     assert_eq!(meta["LowerDir"], format!("{home}/app/diff:{home}/base/diff"));
     assert_eq!(meta["UpperDir"], format!("{home}/ctr/diff"));
+    // Docker's status keys first, in Docker's order, in the CLI's one casing (snake_case).
     let status = h.ok(&["status", "--json"]);
     let keys: Vec<&str> = status.lines().filter_map(|l| l.trim().split('"').nth(1)).collect();
     assert_eq!(
         &keys[..5],
-        ["Backing Filesystem", "Supports d_type", "Using metacopy", "Native Overlay Diff", "userxattr"]
+        ["backing_filesystem", "supports_d_type", "using_metacopy", "native_overlay_diff", "userxattr"]
     );
     assert_eq!(h.ok(&["check"]), "no problems\n");
     let e = h.fail(&["rm", "base"]);

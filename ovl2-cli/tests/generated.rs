@@ -106,3 +106,14 @@ fn a_failed_write_is_an_error_not_a_panic() {
         assert!(err.starts_with("ovl2: ") && err.contains("No space left"), "{args:?}: {err}");
     }
 }
+
+/// Issue 14: the README's synopsis is exactly `ovl2 --help`, so neither drifts from the other.
+#[test]
+fn readme_synopsis_is_ovl2_help() {
+    let h = Home::new("readme");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = readme.split("## The command line\n").nth(1).expect("a \"The command line\" section");
+    let block = section.split("```\n").nth(1).expect("a code block in it");
+    let help = h.ok(&["--help"]);
+    assert_eq!(block, help, "README.md's synopsis differs from `ovl2 --help`; paste the new help in");
+}

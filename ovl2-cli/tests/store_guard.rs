@@ -35,6 +35,9 @@ const READS: &[&[&str]] = &[
     &["diff", "a"],
     &["changes", "a"],
     &["diff-size", "a"],
+    &["du"],
+    &["du", "a"],
+    &["ls", "-q"],
 ];
 
 /// `ovl2 --home /tmp ls` by mistake must not turn /tmp into a 0710 root-owned store.

@@ -325,11 +325,15 @@ func (o ovl2CLI) assertCheckClean() {
 func (o ovl2CLI) inspect(id string) map[string]string {
 	o.t.Helper()
 	r := o.mustRun("inspect", id, "--json")
-	var m map[string]string
-	if err := json.Unmarshal([]byte(r.stdout), &m); err != nil {
-		o.t.Fatalf("inspect --json output is not a JSON object of strings: %v\n%v", err, r)
+	// One entry per id; Docker's GetMetadata map is its "metadata" (docs/cli-json.md).
+	var entries []struct {
+		ID       string            `json:"id"`
+		Metadata map[string]string `json:"metadata"`
 	}
-	return m
+	if err := json.Unmarshal([]byte(r.stdout), &entries); err != nil || len(entries) != 1 || entries[0].ID != id {
+		o.t.Fatalf("inspect --json output is not [{\"id\": %q, \"metadata\": {...}}]: %v\n%v", id, err, r)
+	}
+	return entries[0].Metadata
 }
 
 // assertMetadataMatches compares Docker's GetMetadata with `ovl2 inspect`.

@@ -36,13 +36,19 @@ impl Home {
         assert!(o.status.success(), "ovl2 {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8(o.stdout).unwrap()
     }
-    /// Runs a command that must fail with one line on stderr, starting "ovl2: ".
+    /// Runs a command that must fail with one line on stderr, starting "ovl2: " (with
+    /// `--json`: one `{"error": {...}}` object).
     pub fn fail(&self, args: &[&str]) -> String {
         let o = self.run(args);
         assert!(!o.status.success(), "ovl2 {args:?} should fail");
         let err = String::from_utf8(o.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "an error is one line: {err:?}");
-        assert!(err.starts_with("ovl2: "), "{err}");
+        if args.contains(&"--json") {
+            let v: serde_json::Value = serde_json::from_str(&err).unwrap_or_else(|e| panic!("{e}: {err}"));
+            assert!(v["error"]["message"].is_string() && v["error"]["kind"].is_string(), "{err}");
+        } else {
+            assert!(err.starts_with("ovl2: "), "{err}");
+        }
         err
     }
     /// A tarball (GNU tar, as users make them) of the files given as (path, content);
