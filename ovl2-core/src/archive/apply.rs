@@ -286,7 +286,10 @@ fn check_target(d: &Driver, id: &str, layer: &OwnedFd) -> Result<()> {
     let here = rfs::fstat(layer).ctx(|| format!("stat of layer {id:?}"))?;
     if let Ok(st) = rfs::statat(layer, layout::MERGED, AtFlags::SYMLINK_NOFOLLOW) {
         if st.st_dev != here.st_dev {
-            return Err(Error::Busy { id: id.to_owned(), reason: format!("it is mounted; {}", Error::unmount_first(id)) });
+            return Err(Error::Busy {
+                id: id.to_owned(),
+                reason: format!("it is mounted; {}", Error::unmount_first(id)),
+            });
         }
     }
     d.refuse_if_lower_of_a_mount(id)?;
