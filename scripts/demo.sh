@@ -55,6 +55,7 @@ step umount demo-ctr
 
 step changes demo-ctr
 step diff-size demo-ctr
+step du demo-ctr demo-img
 printf '\n$ ovl2 diff demo-ctr -o %s\n' "$work/ctr.tar"
 ovl2 diff demo-ctr -o "$work/ctr.tar"
 echo "# the container's layer as Docker would export it (.wh. marks the deletion):"
