@@ -146,14 +146,16 @@ pub(crate) struct DiffSize<'a> {
 
 /// `status` as one typed object: core's ordered pairs with snake_case keys ("Supports
 /// d_type" → `supports_d_type`), booleans and counts as JSON booleans and numbers, the
-/// mount features as a list and the overlay module's parameters as an object.
-pub(crate) fn status(pairs: &[(String, String)]) -> Ordered {
+/// mount features as a list and the overlay module's parameters as an object. `home` is the
+/// store's path exactly (core's pair is for display, lossy when not UTF-8).
+pub(crate) fn status(pairs: &[(String, String)], home: &str) -> Ordered {
     use serde_json::Value;
     let mut out = Ordered(Vec::new());
     for (k, v) in pairs {
         let key = k.to_lowercase().replace([' ', '-'], "_");
         let val = match key.as_str() {
             "layers" | "max_depth" => v.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(v.as_str())),
+            "home" => Value::from(home),
             "mount_features" => Value::from(v.split(',').filter(|s| !s.is_empty()).collect::<Vec<_>>()),
             "overlay_parameters" => Value::Object(
                 v.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), Value::from(v))).collect(),

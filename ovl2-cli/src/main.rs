@@ -318,7 +318,7 @@ fn run(cli: Cli) -> Res<ExitCode> {
         Cmd::Status => {
             let pairs = d.status()?;
             if json {
-                json::print(&json::status(&pairs))?;
+                json::print(&json::status(&pairs, json::utf8(d.home())?))?;
             } else {
                 let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
                 for (k, v) in pairs {

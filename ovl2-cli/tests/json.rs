@@ -238,6 +238,15 @@ fn every_command_json_matches_the_documented_schema_and_exit_codes_are_distinct(
         assert_eq!(h.run(&[args.as_slice(), &["--no-such-flag"]].concat()).status.code(), Some(2));
     }
     assert_eq!(covered, commands(&h), "every command of --help is run with --json above");
+    // The two text generators: 0, 1 on a failed write, 2 on a usage error (also --json).
+    assert_eq!(h.run(&["completions", "bash"]).status.code(), Some(0));
+    assert_eq!(h.run(&["man", "--out-dir", "/proc/version/x"]).status.code(), Some(1));
+    assert_eq!(h.run(&["completions", "nosuchshell"]).status.code(), Some(2));
+    assert_eq!(h.run(&["man", "--json"]).status.code(), Some(2));
+    let o = h.run(&["--json"]);
+    assert_eq!(o.status.code(), Some(2), "no command is a usage error");
+    let e: Value = serde_json::from_slice(&o.stderr).unwrap();
+    assert_eq!(e["error"]["message"], "'ovl2' requires a subcommand but one was not provided");
     assert_eq!(h.ok(&["ls", "--json"]).trim(), "[]");
 }
 
