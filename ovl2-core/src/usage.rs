@@ -38,16 +38,18 @@ impl Driver {
     }
 }
 
+/// Memory grows only with multiply-linked files: a directory or a file with one link cannot
+/// be met twice, so only the others are remembered.
 fn tree_usage(diff: std::os::fd::OwnedFd, root: &rfs::Stat) -> io::Result<Usage> {
     let mut seen = HashSet::new();
     let mut u = Usage::default();
-    let mut count = |u: &mut Usage, st: &rfs::Stat| {
-        if seen.insert((st.st_dev, st.st_ino)) {
+    let mut count = |u: &mut Usage, st: &rfs::Stat, dir: bool| {
+        if dir || st.st_nlink <= 1 || seen.insert((st.st_dev, st.st_ino)) {
             u.inodes += 1;
             u.bytes += st.st_blocks as u64 * 512;
         }
     };
-    count(&mut u, root);
+    count(&mut u, root, true);
     let mut stack = DirStack::new(diff, c".", (), Mounts::Refuse)?;
     loop {
         let Some(ent) = stack.next_entry() else {
@@ -61,7 +63,7 @@ fn tree_usage(diff: std::os::fd::OwnedFd, root: &rfs::Stat) -> io::Result<Usage>
         if ent.file_type == FileType::Directory {
             match stack.open_child(&ent.name) {
                 Ok(fd) => {
-                    count(&mut u, &st);
+                    count(&mut u, &st, true);
                     stack.push(&ent.name, fd, ())?;
                 }
                 // A mount inside the layer is not part of it.
@@ -69,7 +71,7 @@ fn tree_usage(diff: std::os::fd::OwnedFd, root: &rfs::Stat) -> io::Result<Usage>
                 Err(e) => return Err(e),
             }
         } else {
-            count(&mut u, &st);
+            count(&mut u, &st, false);
         }
     }
 }
