@@ -118,7 +118,7 @@ pub fn run(d: &Driver, cmd: ArchiveCmd, json: bool) -> Res<ExitCode> {
                 None => d.parent(&id)?,
             };
             let sink: Box<dyn Write> = match &output {
-                Some(p) => Box::new(File::create(p)?),
+                Some(p) => Box::new(File::create(p).map_err(|e| Failure::from(e).context(&p.display().to_string()))?),
                 None => {
                     if io::stdout().is_terminal() {
                         return Err(Failure::usage("refusing to write a tar to a terminal; use -o FILE or a pipe"));

@@ -1,4 +1,4 @@
-//! Deep trees (issue 10 item 4): every walk (diff, changes, diff-size, rm, the sweep on open)
+//! Deep trees (issue 10 item 4): every walk (diff, changes, diff-size, du, rm, the sweep on open)
 //! works at any depth with a bounded number of fds and bounded memory. Each command runs as
 //! its own process with RLIMIT_NOFILE 256; before, a file at depth 2000 made `diff` and `rm`
 //! fail with EMFILE at 1024 fds, and after that every command.
@@ -140,6 +140,7 @@ fn every_walk_at_the_limit(h: &Home, id: &str, full_diff: bool) {
     }
     ok_limited(h, &["changes", id]);
     ok_limited(h, &["diff-size", id]);
+    ok_limited(h, &["du", id]);
     ok_limited(h, &["check"]);
     ok_limited(h, &["rm", id]);
     ok_limited(h, &["ls"]);

@@ -94,6 +94,21 @@ fn du_reports_each_layers_own_disk_usage_and_inodes() {
     let o = h.run(&["du", "missing", "top"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("top\t"));
+    if !require_root() {
+        return;
+    }
+    // A mount inside the layer is not part of it: du does not walk into it.
+    let outside = h.scratch().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("huge"), vec![1u8; 1 << 20]).unwrap();
+    let mnt = h.home().join("top/diff/mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    rustix::mount::mount_bind(&outside, &mnt).unwrap();
+    let o = h.run(&["du", "top", "--json"]);
+    rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::DETACH).unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["bytes"], tb, "nothing of the bind mount counted: {v}");
 }
 
 /// Item 6: messages in the CLI's words.
@@ -113,6 +128,11 @@ fn messages_speak_the_clis_language() {
     let e = h.fail(&["apply", "base", junk.to_str().unwrap()]);
     assert!(e.trim_end().chars().all(|c| c.is_ascii_graphic() || c == ' '), "raw bytes in {e:?}");
     assert!(e.contains("bad layer archive"), "{e}");
+    // A file the CLI cannot open or create is named.
+    let e = h.fail(&["diff", "base", "-o", "/nonexistent-dir/out.tar"]);
+    assert!(e.starts_with("ovl2: /nonexistent-dir/out.tar: "), "{e}");
+    let e = h.fail(&["apply", "base", "/nonexistent-dir/in.tar"]);
+    assert!(e.starts_with("ovl2: /nonexistent-dir/in.tar: "), "{e}");
     // umount of a layer that is not mounted is an error, also for a base layer.
     let e = h.fail(&["umount", "base"]);
     assert!(e.contains("layer \"base\" is not mounted"), "{e}");
