@@ -624,7 +624,7 @@ pub fn random_hex(bytes: usize) -> String {
             }
         }
     }
-    raw.iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(&raw)
 }
 
 /// Converts a name to a C string, failing cleanly on an interior NUL.
