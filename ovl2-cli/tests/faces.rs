@@ -128,6 +128,14 @@ fn messages_speak_the_clis_language() {
     let e = h.fail(&["apply", "base", junk.to_str().unwrap()]);
     assert!(e.trim_end().chars().all(|c| c.is_ascii_graphic() || c == ' '), "raw bytes in {e:?}");
     assert!(e.contains("bad layer archive"), "{e}");
+    // Nor is an entry name made of control bytes and invalid UTF-8 (a truncated entry).
+    let evil = h.scratch().join("evil.tar");
+    std::fs::write(&evil, truncated_tar(b"a\x1b[2Jevil\xff\x07name")).unwrap();
+    for args in [&["apply", "base", evil.to_str().unwrap()][..], &["apply", "base", evil.to_str().unwrap(), "--json"]] {
+        let e = h.fail(args);
+        assert!(e.trim_end().chars().all(|c| !c.is_control()), "raw control bytes in {e:?}");
+        assert!(e.contains("evil"), "the entry is still named: {e}");
+    }
     // A file the CLI cannot open or create is named.
     let e = h.fail(&["diff", "base", "-o", "/nonexistent-dir/out.tar"]);
     assert!(e.starts_with("ovl2: /nonexistent-dir/out.tar: "), "{e}");
@@ -139,6 +147,10 @@ fn messages_speak_the_clis_language() {
     if !require_root() {
         return;
     }
+    // A base layer mounted for real (--ro) unmounts as any other.
+    h.ok(&["mount", "base", "--ro"]);
+    h.ok(&["umount", "base"]);
+    assert_eq!(h.ok(&["mounts"]), "");
     h.ok(&["create", "ctr", "--parent", "base", "--rw"]);
     let e = h.fail(&["umount", "ctr"]);
     assert!(e.contains("layer \"ctr\" is not mounted"), "{e}");
@@ -160,6 +172,26 @@ fn messages_speak_the_clis_language() {
         assert!(e.contains("SELinux is not enabled"), "{e}");
         assert!(h.ok(&["mounts"]).is_empty());
     }
+}
+
+/// A ustar header for a 5000-byte file called `name`, followed by only 1000 bytes of data.
+fn truncated_tar(name: &[u8]) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name);
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", 5000).as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut t = h.to_vec();
+    t.extend(std::iter::repeat_n(b'x', 1000));
+    t
 }
 
 /// Runs `cmd` under a pseudo-terminal (util-linux `script`) and returns what it drew.
