@@ -85,6 +85,10 @@ fn du_reports_each_layers_own_disk_usage_and_inodes() {
     let (bytes, inodes) = expected_usage(&diff);
     assert_eq!(inodes, 5);
     assert!(bytes >= 100_000);
+    // GNU du agrees (it too counts a hardlinked inode once).
+    let gnu = Command::new("du").args(["-s", "-B1"]).arg(&diff).output().unwrap();
+    let gnu: u64 = String::from_utf8_lossy(&gnu.stdout).split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(gnu, bytes);
     let v: serde_json::Value = serde_json::from_str(&h.ok(&["du", "--json"])).unwrap();
     assert_eq!(v[0], serde_json::json!({"id": "base", "bytes": bytes, "inodes": 5}));
     let (tb, _) = expected_usage(&h.home().join("top/diff"));
