@@ -42,7 +42,10 @@
  *
  * Extensible structs. ovl2_options, ovl2_create_opts, ovl2_mount_opts, ovl2_apply_opts and
  * ovl2_diff_opts start with a `size` field: fill them with their *_init function, then
- * change fields.
+ * change fields. Their flags are uint8_t, read as C reads a condition (0 false, any other
+ * value true), so no byte a caller stores is undefined behaviour on the library's side.
+ * (Earlier headers declared them bool: same size and offsets, and `opts.sync = true;`
+ * still compiles, so callers built against either header work with this library.)
  */
 
 /** The soname major version of this header; matches libovl2.so.0. */
@@ -247,10 +250,10 @@ typedef struct ovl2_apply_opts {
   // config), or NULL. On a mismatch the apply fails with OVL2_STATUS_CORRUPT_ARCHIVE and
   // the layer stays empty. Borrowed for the call.
   const char *expect_digest;
-  // Use `sync` below instead of the store's `sync` option for this apply.
-  bool set_sync;
-  // Flush the applied data to disk (one syncfs) before the layer counts as complete.
-  bool sync;
+  // Flag (0 or 1): use `sync` below instead of the store's `sync` option for this apply.
+  uint8_t set_sync;
+  // Flag: flush the applied data to disk (one syncfs) before the layer counts as complete.
+  uint8_t sync;
 } ovl2_apply_opts;
 
 // What `ovl2_diff` wrote. Made by the library, freed with `ovl2_diff_stats_free`.
@@ -268,9 +271,9 @@ typedef struct ovl2_diff_stats {
 typedef struct ovl2_diff_opts {
   // `sizeof(ovl2_diff_opts)`, set by `ovl2_diff_opts_init`.
   size_t size;
-  // Compute the stream's sha256 (default true). Off, the export does no more work than
-  // `tar -c`, and the stats' `digest` is NULL.
-  bool digest;
+  // Flag (0 or 1): compute the stream's sha256 (default 1). Off, the export does no more
+  // work than `tar -c`, and the stats' `digest` is NULL.
+  uint8_t digest;
 } ovl2_diff_opts;
 
 // One changed path.
@@ -281,11 +284,12 @@ typedef struct ovl2_change {
   enum ovl2_change_kind kind;
 } ovl2_change;
 
-// A list of changes sorted by path. `items` is NULL when `len` is 0.
+// An array the library allocated: `items` points to `len` values, and is NULL when `len`
+// is 0. Strings inside the items belong to the list.
 typedef struct ovl2_change_list {
-  // The changes, `len` of them.
+  // The items, `len` of them.
   const struct ovl2_change *items;
-  // How many changes.
+  // How many items.
   size_t len;
 } ovl2_change_list;
 
@@ -304,16 +308,17 @@ typedef struct ovl2_init_entry {
 typedef struct ovl2_container_opts {
   // `sizeof(ovl2_container_opts)`, set by `ovl2_container_opts_init`.
   size_t size;
-  // Start from no init entries instead of Docker's (`/dev/pts`, `/etc/hosts`, ...).
-  bool no_default_entries;
+  // Flag (0 or 1): start from no init entries instead of Docker's (`/dev/pts`,
+  // `/etc/hosts`, ...).
+  uint8_t no_default_entries;
   // Entries added after the defaults (or alone, with `no_default_entries`); may be NULL
   // when `n_entries` is 0.
   const struct ovl2_init_entry *entries;
   // Number of `entries`.
   size_t n_entries;
-  // Own new init entries by `root_uid`/`root_gid` (a user-namespaced container's root)
-  // instead of the store's root.
-  bool remap_root;
+  // Flag: own new init entries by `root_uid`/`root_gid` (a user-namespaced container's
+  // root) instead of the store's root.
+  uint8_t remap_root;
   // The container's root uid on the host, with `remap_root`.
   uint32_t root_uid;
   // The container's root gid on the host, with `remap_root`.
@@ -332,13 +337,13 @@ typedef struct ovl2_options {
   // counts them (1..=500). Default 500, the kernel's limit; use 128 (Docker's) when Docker
   // must be able to mount the store too.
   uint32_t max_depth;
-  // fsync metadata so a power cut cannot lose or empty it. Default true.
-  bool sync;
-  // Repair what a crash left behind when opening. Default true.
-  bool repair_on_open;
-  // Use `root_uid`/`root_gid` as the owner of layer contents (user-namespace remapping).
-  // Default false: this process's euid/egid.
-  bool set_root;
+  // Flag (0 or 1): fsync metadata so a power cut cannot lose or empty it. Default 1.
+  uint8_t sync;
+  // Flag: repair what a crash left behind when opening. Default 1.
+  uint8_t repair_on_open;
+  // Flag: use `root_uid`/`root_gid` as the owner of layer contents (user-namespace
+  // remapping). Default 0: this process's euid/egid.
+  uint8_t set_root;
   // Owner of `diff/`, `work/` and `merged/` when `set_root` is true.
   uint32_t root_uid;
   // Group of the store and layer dirs when `set_root` is true.
@@ -375,13 +380,14 @@ typedef struct ovl2_mount_opts {
   size_t size;
   // SELinux label passed as `context="..."`, or NULL; borrowed for the call.
   const char *mount_label;
-  // Mount without an upper even when the layer is not committed (inspect an image).
-  bool readonly;
-  // Mount with `volatile` (no syncs to the upper): for throwaway containers only.
-  bool volatile_mount;
-  // The reference belongs to the store, not to this process: it survives the process
-  // and is released only by an `ovl2_put` (from any process).
-  bool persistent;
+  // Flag (0 or 1): mount without an upper even when the layer is not committed (inspect
+  // an image).
+  uint8_t readonly;
+  // Flag: mount with `volatile` (no syncs to the upper): for throwaway containers only.
+  uint8_t volatile_mount;
+  // Flag: the reference belongs to the store, not to this process: it survives the
+  // process and is released only by an `ovl2_put` (from any process).
+  uint8_t persistent;
 } ovl2_mount_opts;
 
 // One mounted layer, as `ovl2_mounts` reports it.
@@ -405,11 +411,12 @@ typedef struct ovl2_mount_info {
   bool mounted;
 } ovl2_mount_info;
 
-// A list of mounts. `items` is NULL when `len` is 0.
+// An array the library allocated: `items` points to `len` values, and is NULL when `len`
+// is 0. Strings inside the items belong to the list.
 typedef struct ovl2_mount_list {
-  // The mounts, `len` of them.
+  // The items, `len` of them.
   const struct ovl2_mount_info *items;
-  // How many mounts.
+  // How many items.
   size_t len;
 } ovl2_mount_list;
 
@@ -435,11 +442,12 @@ typedef struct ovl2_kv {
   const char *value;
 } ovl2_kv;
 
-// An ordered list of key/value pairs. `items` is NULL when `len` is 0.
+// An array the library allocated: `items` points to `len` values, and is NULL when `len`
+// is 0. Strings inside the items belong to the list.
 typedef struct ovl2_kv_list {
-  // The pairs, `len` of them.
+  // The items, `len` of them.
   const struct ovl2_kv *items;
-  // How many pairs.
+  // How many items.
   size_t len;
 } ovl2_kv_list;
 
@@ -458,11 +466,12 @@ typedef struct ovl2_layer {
   bool orphan;
 } ovl2_layer;
 
-// A list of layers sorted by id. `items` is NULL when `len` is 0.
+// An array the library allocated: `items` points to `len` values, and is NULL when `len`
+// is 0. Strings inside the items belong to the list.
 typedef struct ovl2_layer_list {
-  // The layers, `len` of them.
+  // The items, `len` of them.
   const struct ovl2_layer *items;
-  // How many layers.
+  // How many items.
   size_t len;
 } ovl2_layer_list;
 
@@ -478,11 +487,12 @@ typedef struct ovl2_problem {
   bool repairable;
 } ovl2_problem;
 
-// A list of problems. `items` is NULL when `len` is 0.
+// An array the library allocated: `items` points to `len` values, and is NULL when `len`
+// is 0. Strings inside the items belong to the list.
 typedef struct ovl2_problem_list {
-  // The problems, `len` of them.
+  // The items, `len` of them.
   const struct ovl2_problem *items;
-  // How many problems.
+  // How many items.
   size_t len;
 } ovl2_problem_list;
 

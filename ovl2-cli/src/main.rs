@@ -523,7 +523,7 @@ fn parse_owner(s: &str) -> Res<Owner> {
 }
 
 fn describe(p: &Problem) -> String {
-    let kind = serde_json::to_value(p.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let kind = p.kind.as_str();
     match &p.layer {
         Some(l) => format!("{l}: {kind}: {}", p.detail),
         None => format!("{kind}: {}", p.detail),

@@ -12,9 +12,8 @@ use crate::fsutil::{self, cstr};
 use crate::id;
 use crate::layout::{self, Malformed};
 
-/// What kind of damage a [`Problem`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+/// What kind of damage a [`Problem`] is. Serialized as [`ProblemKind::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum ProblemKind {
     /// A leftover staging or removal dir in `.ovl2/staging` whose owner is gone, or an entry
@@ -72,6 +71,50 @@ pub enum ProblemKind {
     /// A layer's `merged` that is not a directory (a symlink would aim a mount outside the
     /// store; mounts refuse it); repair removes it, as `merged` exists only while mounted.
     BadMerged,
+}
+
+impl ProblemKind {
+    /// The kind's stable snake_case name ("missing_link"), the one every face uses: JSON,
+    /// the C ABI's `ovl2_problem_kind_name`, Python's `Problem.kind`.
+    pub fn as_str(self) -> &'static str {
+        use ProblemKind as K;
+        match self {
+            K::StaleStaging => "stale_staging",
+            K::MissingDiff => "missing_diff",
+            K::MissingLink => "missing_link",
+            K::MalformedLink => "malformed_link",
+            K::MissingShortLink => "missing_short_link",
+            K::WrongShortLink => "wrong_short_link",
+            K::DanglingShortLink => "dangling_short_link",
+            K::UnusedShortLink => "unused_short_link",
+            K::IncompleteContainer => "incomplete_container",
+            K::StrayShortLink => "stray_short_link",
+            K::DuplicateShortId => "duplicate_short_id",
+            K::MalformedLower => "malformed_lower",
+            K::MissingLower => "missing_lower",
+            K::UnknownLower => "unknown_lower",
+            K::Orphan => "orphan",
+            K::InconsistentLower => "inconsistent_lower",
+            K::TooDeep => "too_deep",
+            K::MissingWork => "missing_work",
+            K::MissingCommitted => "missing_committed",
+            K::BadMountRecord => "bad_mount_record",
+            K::NotEmptyEmptyDir => "not_empty_empty_dir",
+            K::BadMerged => "bad_merged",
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ProblemKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// One thing `check` found.

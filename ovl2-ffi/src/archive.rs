@@ -10,12 +10,10 @@ use std::os::unix::ffi::OsStrExt;
 
 use ovl2_core::{ApplyOpts, ApplyStats, ChangeKind, Compression, DiffOpts, DiffStats};
 
-use crate::args::{
-    c_string, c_string_opt, free_c_string, from_raw_slice, into_raw_slice, opt_str_arg, out_arg, sized_struct, str_arg,
-    Fd,
-};
+use crate::args::{c_string, c_string_opt, flag, opt_str_arg, out_arg, sized_struct, str_arg, Fd, Pod};
 use crate::driver::{handle, ovl2_driver};
-use crate::error::{boundary, guard, ovl2_error, ovl2_status, FfiResult};
+use crate::error::{boundary, ovl2_error, ovl2_status, FfiResult};
+use crate::owned::{give, owns_strings, take_back, ovl2_list};
 
 /// Borrows the caller's fd as a `File` that is never closed by us.
 fn borrowed_file(fd: c_int, name: &str) -> FfiResult<ManuallyDrop<File>> {
@@ -84,6 +82,7 @@ pub struct ovl2_apply_stats {
     /// Overlay-private xattrs found in the tar and dropped.
     pub dropped_xattrs: u64,
 }
+owns_strings!(ovl2_apply_stats: digest);
 
 impl From<ApplyStats> for ovl2_apply_stats {
     fn from(s: ApplyStats) -> Self {
@@ -150,11 +149,14 @@ pub struct ovl2_apply_opts {
     /// config), or NULL. On a mismatch the apply fails with OVL2_STATUS_CORRUPT_ARCHIVE and
     /// the layer stays empty. Borrowed for the call.
     pub expect_digest: *const c_char,
-    /// Use `sync` below instead of the store's `sync` option for this apply.
-    pub set_sync: bool,
-    /// Flush the applied data to disk (one syncfs) before the layer counts as complete.
-    pub sync: bool,
+    /// Flag (0 or 1): use `sync` below instead of the store's `sync` option for this apply.
+    pub set_sync: u8,
+    /// Flag: flush the applied data to disk (one syncfs) before the layer counts as complete.
+    pub sync: u8,
 }
+
+// SAFETY: repr(C), integers and a pointer only.
+unsafe impl Pod for ovl2_apply_opts {}
 
 /// Fills `opts` with the defaults (no expected digest, the store's sync setting) and sets
 /// `opts->size`.
@@ -170,8 +172,8 @@ fn apply_opts_defaults() -> ovl2_apply_opts {
     ovl2_apply_opts {
         size: std::mem::size_of::<ovl2_apply_opts>(),
         expect_digest: std::ptr::null(),
-        set_sync: false,
-        sync: true,
+        set_sync: 0,
+        sync: 1,
     }
 }
 
@@ -204,13 +206,13 @@ pub extern "C" fn ovl2_apply_diff_with(
         let expect_digest = unsafe { opt_str_arg(o.expect_digest, "opts->expect_digest")? };
         let file = borrowed_file(fd, "fd")?;
         let aopts = ApplyOpts {
-            sync: if o.set_sync { o.sync } else { d.options().sync },
+            sync: if flag(o.set_sync) { flag(o.sync) } else { d.options().sync },
             expect_digest,
             ..ApplyOpts::default()
         };
         let stats = d.apply_diff_with(id, parent, &*file, &aopts)?;
         if let Some(out) = out {
-            *out = Box::into_raw(Box::new(ovl2_apply_stats::from(stats)));
+            *out = give(ovl2_apply_stats::from(stats));
         }
         Ok(())
     })
@@ -219,13 +221,8 @@ pub extern "C" fn ovl2_apply_diff_with(
 /// Frees stats from `ovl2_apply_diff`, including the digest. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn ovl2_apply_stats_free(stats: *mut ovl2_apply_stats) {
-    guard((), || {
-        if !stats.is_null() {
-            // SAFETY: made by ovl2_apply_diff, freed once (caller contract).
-            let s = unsafe { Box::from_raw(stats) };
-            unsafe { free_c_string(s.digest) };
-        }
-    })
+    // SAFETY: NULL or made by ovl2_apply_diff, freed once (caller contract).
+    unsafe { take_back(stats) }
 }
 
 /// What `ovl2_diff` wrote. Made by the library, freed with `ovl2_diff_stats_free`.
@@ -240,6 +237,7 @@ pub struct ovl2_diff_stats {
     /// Tar entries written (whiteouts and opaque markers included).
     pub entries: u64,
 }
+owns_strings!(ovl2_diff_stats: digest);
 
 impl From<DiffStats> for ovl2_diff_stats {
     fn from(s: DiffStats) -> Self {
@@ -279,13 +277,16 @@ pub extern "C" fn ovl2_diff(
 pub struct ovl2_diff_opts {
     /// `sizeof(ovl2_diff_opts)`, set by `ovl2_diff_opts_init`.
     pub size: usize,
-    /// Compute the stream's sha256 (default true). Off, the export does no more work than
-    /// `tar -c`, and the stats' `digest` is NULL.
-    pub digest: bool,
+    /// Flag (0 or 1): compute the stream's sha256 (default 1). Off, the export does no more
+    /// work than `tar -c`, and the stats' `digest` is NULL.
+    pub digest: u8,
 }
 
+// SAFETY: repr(C), integers only.
+unsafe impl Pod for ovl2_diff_opts {}
+
 fn diff_opts_defaults() -> ovl2_diff_opts {
-    ovl2_diff_opts { size: std::mem::size_of::<ovl2_diff_opts>(), digest: true }
+    ovl2_diff_opts { size: std::mem::size_of::<ovl2_diff_opts>(), digest: 1 }
 }
 
 /// Fills `opts` with the defaults (digest on) and sets `opts->size`.
@@ -321,9 +322,9 @@ pub extern "C" fn ovl2_diff_with(
             )
         };
         let file = borrowed_file(fd, "fd")?;
-        let stats = d.diff_with(id, parent, &*file, &DiffOpts { digest: o.digest })?;
+        let stats = d.diff_with(id, parent, &*file, &DiffOpts { digest: flag(o.digest) })?;
         if let Some(out) = out {
-            *out = Box::into_raw(Box::new(ovl2_diff_stats::from(stats)));
+            *out = give(ovl2_diff_stats::from(stats));
         }
         Ok(())
     })
@@ -332,13 +333,8 @@ pub extern "C" fn ovl2_diff_with(
 /// Frees stats from `ovl2_diff`, including the digest. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn ovl2_diff_stats_free(stats: *mut ovl2_diff_stats) {
-    guard((), || {
-        if !stats.is_null() {
-            // SAFETY: made by ovl2_diff, freed once (caller contract).
-            let s = unsafe { Box::from_raw(stats) };
-            unsafe { free_c_string(s.digest) };
-        }
-    })
+    // SAFETY: NULL or made by ovl2_diff, freed once (caller contract).
+    unsafe { take_back(stats) }
 }
 
 /// Sets `*out` to Docker's DiffSize of layer `id` against `parent` (NULL for none): with
@@ -385,16 +381,10 @@ pub struct ovl2_change {
     /// What happened to it.
     pub kind: ovl2_change_kind,
 }
+owns_strings!(ovl2_change: path);
 
-/// A list of changes sorted by path. `items` is NULL when `len` is 0.
-#[allow(non_camel_case_types)]
-#[repr(C)]
-pub struct ovl2_change_list {
-    /// The changes, `len` of them.
-    pub items: *const ovl2_change,
-    /// How many changes.
-    pub len: usize,
-}
+/// A list of changes sorted by path. `items` is NULL when `len` is 0. (C sees `ovl2_change_list`, named in cbindgen.toml.)
+pub type ovl2_change_list = ovl2_list<ovl2_change>;
 
 /// Sets `*out` to the paths layer `id` adds, modifies or deletes relative to `parent` (NULL
 /// for none), sorted by path, with Docker's rules.
@@ -406,7 +396,7 @@ pub extern "C" fn ovl2_changes(
     driver: *const ovl2_driver,
     id: *const c_char,
     parent: *const c_char,
-    out: *mut *mut ovl2_change_list,
+    out: *mut *mut ovl2_list<ovl2_change>,
     err: *mut *mut ovl2_error,
 ) -> ovl2_status {
     boundary(err, || {
@@ -419,7 +409,7 @@ pub extern "C" fn ovl2_changes(
                 opt_str_arg(parent, "parent")?,
             )
         };
-        let items: Vec<ovl2_change> = d
+        let items = d
             .changes(id, parent)?
             .iter()
             .map(|c| ovl2_change {
@@ -431,24 +421,14 @@ pub extern "C" fn ovl2_changes(
                 },
             })
             .collect();
-        let (items, len) = into_raw_slice(items);
-        *out = Box::into_raw(Box::new(ovl2_change_list { items, len }));
+        *out = give(ovl2_list::new(items));
         Ok(())
     })
 }
 
 /// Frees a list from `ovl2_changes`, including its strings. NULL is a no-op.
 #[no_mangle]
-pub extern "C" fn ovl2_change_list_free(list: *mut ovl2_change_list) {
-    guard((), || {
-        if list.is_null() {
-            return;
-        }
-        // SAFETY: made by ovl2_changes, freed once (caller contract).
-        let list = unsafe { Box::from_raw(list) };
-        for c in unsafe { from_raw_slice(list.items.cast_mut(), list.len) } {
-            // SAFETY: made by CString::into_raw.
-            unsafe { free_c_string(c.path) };
-        }
-    })
+pub extern "C" fn ovl2_change_list_free(list: *mut ovl2_list<ovl2_change>) {
+    // SAFETY: NULL or made by ovl2_changes, freed once (caller contract).
+    unsafe { take_back(list) }
 }

@@ -69,10 +69,9 @@ pub(crate) unsafe fn out_arg<'a, T>(p: *mut T, name: &str, cleared: T) -> FfiRes
 /// newer, larger struct is accepted only when the bytes this library does not know are zero.
 ///
 /// # Safety
-/// `p` is NULL or points to at least `*(p as *const usize)` readable bytes, and `T` is a
-/// `repr(C)` struct starting with a `usize` size field for which every field value in the
-/// caller's bytes is valid (plain integers, `bool`s holding 0/1 and raw pointers).
-pub(crate) unsafe fn sized_struct<T: Copy>(p: *const T, name: &str, defaults: T) -> FfiResult<T> {
+/// `p` is NULL or points to at least `*(p as *const usize)` readable bytes. (`T: Pod`
+/// makes whatever those bytes hold a valid `T`.)
+pub(crate) unsafe fn sized_struct<T: Pod>(p: *const T, name: &str, defaults: T) -> FfiResult<T> {
     let ours = size_of::<T>();
     if p.is_null() {
         return Ok(defaults);
@@ -95,12 +94,26 @@ pub(crate) unsafe fn sized_struct<T: Copy>(p: *const T, name: &str, defaults: T)
         }
     }
     let mut out = defaults;
-    // SAFETY: copying min(theirs, ours) bytes between two valid T-sized regions; T is Copy
-    // and every byte pattern the caller may legally store is a valid T (caller contract).
+    // SAFETY: copying min(theirs, ours) bytes between two valid T-sized regions; T is Pod,
+    // so any bytes the caller stored make a valid T.
     unsafe {
         std::ptr::copy_nonoverlapping(p.cast::<u8>(), (&mut out as *mut T).cast::<u8>(), theirs.min(ours));
     }
     Ok(out)
+}
+
+/// Plain old data: a `repr(C)` struct of integers (`u8` flags rather than `bool`) and raw
+/// pointers, for which every byte pattern is a valid value. Structs read from C memory
+/// ([`sized_struct`], arrays of entries) must be `Pod`: a C caller may store any byte in a
+/// flag, and a Rust `bool` holding 2 would be undefined behaviour.
+///
+/// # Safety
+/// Implement only for `repr(C)` structs whose fields are all integers or raw pointers.
+pub(crate) unsafe trait Pod: Copy {}
+
+/// Reads a `u8` flag from a C struct: 0 is false, any other value true (as C's `if`).
+pub(crate) fn flag(v: u8) -> bool {
+    v != 0
 }
 
 /// A NULL-terminated array of strings, as `char *const argv[]`.
@@ -172,27 +185,4 @@ pub(crate) unsafe fn free_c_string(p: *const c_char) {
         // SAFETY: made by CString::into_raw (caller contract).
         drop(unsafe { CString::from_raw(p.cast_mut()) });
     }
-}
-
-/// Hands a vector to C as a pointer and a length.
-/// An empty vector becomes NULL so C never sees a dangling pointer.
-pub(crate) fn into_raw_slice<T>(v: Vec<T>) -> (*mut T, usize) {
-    if v.is_empty() {
-        return (std::ptr::null_mut(), 0);
-    }
-    let b = v.into_boxed_slice();
-    let len = b.len();
-    (Box::into_raw(b).cast::<T>(), len)
-}
-
-/// Takes back a slice made by [`into_raw_slice`].
-///
-/// # Safety
-/// `(p, len)` came from [`into_raw_slice`] and is reclaimed once.
-pub(crate) unsafe fn from_raw_slice<T>(p: *mut T, len: usize) -> Vec<T> {
-    if p.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: the pointer and length are exactly those of a leaked Box<[T]>.
-    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, len)) }.into_vec()
 }

@@ -4,7 +4,7 @@ use std::ffi::c_char;
 
 use ovl2_core::{ContainerOpts, InitEntry, Owner};
 
-use crate::args::{opt_str_arg, sized_struct, str_arg};
+use crate::args::{flag, opt_str_arg, sized_struct, str_arg, Pod};
 use crate::driver::{handle, ovl2_driver};
 use crate::error::{boundary, ovl2_error, ovl2_status, Failure, FfiResult};
 
@@ -27,6 +27,9 @@ pub struct ovl2_init_entry {
     pub target: *const c_char,
 }
 
+// SAFETY: repr(C), an integer and pointers only.
+unsafe impl Pod for ovl2_init_entry {}
+
 /// Options for `ovl2_create_container`. Fill it with `ovl2_container_opts_init`, then set
 /// fields. Pointers are borrowed for the call only.
 #[repr(C)]
@@ -34,16 +37,17 @@ pub struct ovl2_init_entry {
 pub struct ovl2_container_opts {
     /// `sizeof(ovl2_container_opts)`, set by `ovl2_container_opts_init`.
     pub size: usize,
-    /// Start from no init entries instead of Docker's (`/dev/pts`, `/etc/hosts`, ...).
-    pub no_default_entries: bool,
+    /// Flag (0 or 1): start from no init entries instead of Docker's (`/dev/pts`,
+    /// `/etc/hosts`, ...).
+    pub no_default_entries: u8,
     /// Entries added after the defaults (or alone, with `no_default_entries`); may be NULL
     /// when `n_entries` is 0.
     pub entries: *const ovl2_init_entry,
     /// Number of `entries`.
     pub n_entries: usize,
-    /// Own new init entries by `root_uid`/`root_gid` (a user-namespaced container's root)
-    /// instead of the store's root.
-    pub remap_root: bool,
+    /// Flag: own new init entries by `root_uid`/`root_gid` (a user-namespaced container's
+    /// root) instead of the store's root.
+    pub remap_root: u8,
     /// The container's root uid on the host, with `remap_root`.
     pub root_uid: u32,
     /// The container's root gid on the host, with `remap_root`.
@@ -52,14 +56,17 @@ pub struct ovl2_container_opts {
     pub mount_label: *const c_char,
 }
 
+// SAFETY: repr(C), integers and pointers only.
+unsafe impl Pod for ovl2_container_opts {}
+
 impl ovl2_container_opts {
     fn defaults() -> Self {
         ovl2_container_opts {
             size: std::mem::size_of::<ovl2_container_opts>(),
-            no_default_entries: false,
+            no_default_entries: 0,
             entries: std::ptr::null(),
             n_entries: 0,
-            remap_root: false,
+            remap_root: 0,
             root_uid: 0,
             root_gid: 0,
             mount_label: std::ptr::null(),
@@ -85,7 +92,7 @@ fn container_opts(opts: *const ovl2_container_opts) -> FfiResult<ContainerOpts> 
     // SAFETY: NULL or a readable struct with valid pointers (caller contract).
     let o = unsafe { sized_struct(opts, "ovl2_container_opts", ovl2_container_opts::defaults())? };
     let mut out = ContainerOpts::default();
-    if o.no_default_entries {
+    if flag(o.no_default_entries) {
         out.init_entries.clear();
     }
     if o.n_entries > 0 {
@@ -109,7 +116,7 @@ fn container_opts(opts: *const ovl2_container_opts) -> FfiResult<ContainerOpts> 
             });
         }
     }
-    if o.remap_root {
+    if flag(o.remap_root) {
         out.root = Some(Owner { uid: o.root_uid, gid: o.root_gid });
     }
     // SAFETY: as above.

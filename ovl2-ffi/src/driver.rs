@@ -6,16 +6,29 @@ use std::os::unix::ffi::OsStrExt;
 
 use ovl2_core::{CreateOpts, Driver, MountStrategy, OpenMode, Options, Owner};
 
-use crate::args::{c_string_opt, opt_str_arg, out_arg, path_arg, sized_struct, str_arg, str_array};
+use crate::args::{c_string_opt, flag, opt_str_arg, out_arg, path_arg, sized_struct, str_arg, str_array, Pod};
 use crate::error::{boundary, guard, ovl2_error, ovl2_status, Failure, FfiResult};
+use crate::handle::Handle;
 
 /// An open layer store. Opaque; made by `ovl2_open`, released by `ovl2_close`.
 ///
 /// Thread safety: every function taking a `const ovl2_driver *` may be called on the same
 /// handle from many threads at once. `ovl2_close` must not race with any other call on it.
 pub struct ovl2_driver {
+    _opaque: [u8; 0],
+}
+
+/// What an `ovl2_driver *` points to.
+pub(crate) struct OpenStore {
     inner: Driver,
+    /// `ovl2_home`'s answer, kept so the pointer it returns lives as long as the handle.
     home: CString,
+}
+
+// SAFETY: ovl2_driver is never constructed; its pointers come only from into_raw in ovl2_open.
+unsafe impl Handle for ovl2_driver {
+    type Target = OpenStore;
+    const NAME: &'static str = "driver";
 }
 
 /// Options for `ovl2_open`. Fill it with `ovl2_options_init` first, then change fields, so
@@ -31,13 +44,13 @@ pub struct ovl2_options {
     /// counts them (1..=500). Default 500, the kernel's limit; use 128 (Docker's) when Docker
     /// must be able to mount the store too.
     pub max_depth: u32,
-    /// fsync metadata so a power cut cannot lose or empty it. Default true.
-    pub sync: bool,
-    /// Repair what a crash left behind when opening. Default true.
-    pub repair_on_open: bool,
-    /// Use `root_uid`/`root_gid` as the owner of layer contents (user-namespace remapping).
-    /// Default false: this process's euid/egid.
-    pub set_root: bool,
+    /// Flag (0 or 1): fsync metadata so a power cut cannot lose or empty it. Default 1.
+    pub sync: u8,
+    /// Flag: repair what a crash left behind when opening. Default 1.
+    pub repair_on_open: u8,
+    /// Flag: use `root_uid`/`root_gid` as the owner of layer contents (user-namespace
+    /// remapping). Default 0: this process's euid/egid.
+    pub set_root: u8,
     /// Owner of `diff/`, `work/` and `merged/` when `set_root` is true.
     pub root_uid: u32,
     /// Group of the store and layer dirs when `set_root` is true.
@@ -59,6 +72,9 @@ pub struct ovl2_options {
 /// `ovl2_options.open_mode`: open the store, creating it when `home` is missing or an empty
 /// directory (the default). A non-empty directory that is not a store is refused.
 pub const OVL2_OPEN_CREATE: u32 = 0;
+
+// SAFETY: repr(C), integers and a pointer only.
+unsafe impl Pod for ovl2_options {}
 /// `ovl2_options.open_mode`: open an existing store for reading and writing, never create one.
 pub const OVL2_OPEN_EXISTING: u32 = 1;
 /// `ovl2_options.open_mode`: open an existing store and never write to it (nothing created,
@@ -81,9 +97,9 @@ impl ovl2_options {
         ovl2_options {
             size: std::mem::size_of::<ovl2_options>(),
             max_depth: d.max_depth as u32,
-            sync: d.sync,
-            repair_on_open: d.repair_on_open,
-            set_root: false,
+            sync: d.sync.into(),
+            repair_on_open: d.repair_on_open.into(),
+            set_root: 0,
             root_uid: 0,
             root_gid: 0,
             mount_strategy: OVL2_MOUNT_STRATEGY_DEFAULT,
@@ -108,6 +124,9 @@ pub struct ovl2_create_opts {
     pub storage_opt: *const *const c_char,
 }
 
+// SAFETY: repr(C), an integer and pointers only.
+unsafe impl Pod for ovl2_create_opts {}
+
 impl ovl2_create_opts {
     fn defaults() -> Self {
         ovl2_create_opts {
@@ -124,7 +143,7 @@ impl ovl2_create_opts {
 /// `d` is NULL or a live handle from `ovl2_open`.
 pub(crate) unsafe fn handle<'a>(d: *const ovl2_driver) -> FfiResult<&'a Driver> {
     // SAFETY: caller contract.
-    unsafe { d.as_ref() }.map(|d| &d.inner).ok_or_else(|| Failure::null("driver"))
+    unsafe { ovl2_driver::borrow(d) }.map(|s| &s.inner)
 }
 
 /// Fills `opts` with the defaults (max_depth 500, sync and repair_on_open on, root = the
@@ -194,9 +213,9 @@ pub extern "C" fn ovl2_open(
             .unwrap_or_default();
         let options = Options {
             max_depth: o.max_depth as usize,
-            root: o.set_root.then_some(Owner { uid: o.root_uid, gid: o.root_gid }),
-            sync: o.sync,
-            repair_on_open: o.repair_on_open,
+            root: flag(o.set_root).then_some(Owner { uid: o.root_uid, gid: o.root_gid }),
+            sync: flag(o.sync),
+            repair_on_open: flag(o.repair_on_open),
             mount_strategy,
             disabled_features,
             open_mode,
@@ -204,7 +223,7 @@ pub extern "C" fn ovl2_open(
         let inner = Driver::open(home, options)?;
         let home =
             CString::new(inner.home().as_os_str().as_bytes()).map_err(|_| Failure::invalid("home contains NUL"))?;
-        *out = Box::into_raw(Box::new(ovl2_driver { inner, home }));
+        *out = ovl2_driver::into_raw(OpenStore { inner, home });
         Ok(())
     })
 }
@@ -215,12 +234,8 @@ pub extern "C" fn ovl2_open(
 /// `ovl2_get_with` stay until an `ovl2_put`.
 #[no_mangle]
 pub extern "C" fn ovl2_close(driver: *mut ovl2_driver) {
-    guard((), || {
-        if !driver.is_null() {
-            // SAFETY: made by Box::into_raw in ovl2_open and closed once (caller contract).
-            drop(unsafe { Box::from_raw(driver) });
-        }
-    })
+    // SAFETY: NULL or made by ovl2_open and closed once (caller contract).
+    guard((), || unsafe { ovl2_driver::release(driver) })
 }
 
 /// The store's home directory, absolute and lexically clean.
@@ -230,7 +245,7 @@ pub extern "C" fn ovl2_close(driver: *mut ovl2_driver) {
 #[no_mangle]
 pub extern "C" fn ovl2_home(driver: *const ovl2_driver) -> *const c_char {
     // SAFETY: NULL or a live handle (caller contract).
-    guard(std::ptr::null(), || unsafe { driver.as_ref() }.map_or(std::ptr::null(), |d| d.home.as_ptr()))
+    guard(std::ptr::null(), || unsafe { ovl2_driver::borrow_opt(driver) }.map_or(std::ptr::null(), |d| d.home.as_ptr()))
 }
 
 fn create_opts(opts: *const ovl2_create_opts) -> FfiResult<CreateOpts> {

@@ -7,6 +7,8 @@ use std::ptr;
 
 use ovl2_core::ErrorKind;
 
+use crate::handle::Handle;
+
 /// Outcome of every fallible call. The numeric values are part of the ABI and never change;
 /// new values may be added at the end, so treat unknown values like `OVL2_STATUS_IO`.
 #[allow(non_camel_case_types)]
@@ -82,9 +84,20 @@ impl ovl2_status {
 /// An error belongs to the caller that received it and is never shared or reused by the
 /// library, so it stays correct whichever thread (or goroutine) reads it later.
 pub struct ovl2_error {
+    _opaque: [u8; 0],
+}
+
+/// What an `ovl2_error *` points to.
+pub(crate) struct ErrorDetails {
     status: ovl2_status,
     errno: c_int,
     message: CString,
+}
+
+// SAFETY: ovl2_error is never constructed; its pointers come only from into_raw in `boundary`.
+unsafe impl Handle for ovl2_error {
+    type Target = ErrorDetails;
+    const NAME: &'static str = "err";
 }
 
 /// Why an exported call failed, before it is turned into an [`ovl2_error`].
@@ -136,7 +149,7 @@ pub(crate) fn boundary(err: *mut *mut ovl2_error, body: impl FnOnce() -> FfiResu
     if !err.is_null() {
         let boxed = outcome.map_or(ptr::null_mut(), |f| {
             let message = CString::new(f.message.replace('\0', "\\0")).unwrap_or_default();
-            Box::into_raw(Box::new(ovl2_error { status: f.status, errno: f.errno, message }))
+            ovl2_error::into_raw(ErrorDetails { status: f.status, errno: f.errno, message })
         });
         // SAFETY: the caller promises a non-NULL err points to writable storage for a pointer.
         unsafe { err.write(boxed) };
@@ -154,7 +167,7 @@ pub(crate) fn guard<T>(fallback: T, body: impl FnOnce() -> T) -> T {
 #[no_mangle]
 pub extern "C" fn ovl2_error_status(err: *const ovl2_error) -> ovl2_status {
     // SAFETY: non-NULL err came from this library and has not been freed (documented contract).
-    unsafe { err.as_ref() }.map_or(ovl2_status::InvalidArgument, |e| e.status)
+    unsafe { ovl2_error::borrow_opt(err) }.map_or(ovl2_status::InvalidArgument, |e| e.status)
 }
 
 /// The errno behind an error, or 0 when there is none (or `err` is NULL). Set even for
@@ -162,7 +175,7 @@ pub extern "C" fn ovl2_error_status(err: *const ovl2_error) -> ovl2_status {
 #[no_mangle]
 pub extern "C" fn ovl2_error_errno(err: *const ovl2_error) -> c_int {
     // SAFETY: as in ovl2_error_status.
-    unsafe { err.as_ref() }.map_or(0, |e| e.errno)
+    unsafe { ovl2_error::borrow_opt(err) }.map_or(0, |e| e.errno)
 }
 
 /// The error's message as a NUL-terminated UTF-8 string.
@@ -172,18 +185,14 @@ pub extern "C" fn ovl2_error_errno(err: *const ovl2_error) -> c_int {
 #[no_mangle]
 pub extern "C" fn ovl2_error_message(err: *const ovl2_error) -> *const c_char {
     // SAFETY: as in ovl2_error_status.
-    unsafe { err.as_ref() }.map_or(c"".as_ptr(), |e| e.message.as_ptr())
+    unsafe { ovl2_error::borrow_opt(err) }.map_or(c"".as_ptr(), |e| e.message.as_ptr())
 }
 
 /// Frees an error returned through an `ovl2_error **err` out-pointer. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn ovl2_error_free(err: *mut ovl2_error) {
-    guard((), || {
-        if !err.is_null() {
-            // SAFETY: err came from Box::into_raw in `boundary` and is freed once (caller contract).
-            drop(unsafe { Box::from_raw(err) });
-        }
-    })
+    // SAFETY: NULL or made by `boundary`, freed once (caller contract).
+    guard((), || unsafe { ovl2_error::release(err) })
 }
 
 /// A static name for a status ("OK", "NOT_FOUND", ...). Never NULL, never free it.

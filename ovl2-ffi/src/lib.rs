@@ -20,7 +20,9 @@ mod args;
 mod container;
 mod driver;
 mod error;
+mod handle;
 mod mount;
+mod owned;
 mod queries;
 
 use std::ffi::c_char;
@@ -30,6 +32,7 @@ pub use container::*;
 pub use driver::*;
 pub use error::{ovl2_error, ovl2_error_errno, ovl2_error_free, ovl2_error_message, ovl2_error_status, ovl2_status};
 pub use mount::*;
+pub use owned::ovl2_list;
 pub use queries::*;
 
 /// The library version (e.g. "0.1.0") as a static NUL-terminated string. Never free it.
@@ -121,10 +124,48 @@ mod tests {
         let mut o = unsafe { o.assume_init() };
         o.size = std::mem::offset_of!(ovl2_options, sync);
         o.max_depth = 7;
-        o.sync = false;
+        o.sync = 0;
         let got = unsafe { crate::args::sized_struct(&o, "o", ovl2_options_init_value()) }.ok().unwrap();
         assert_eq!(got.max_depth, 7);
-        assert!(got.sync, "a field beyond the caller's size must take its default");
+        assert_eq!(got.sync, 1, "a field beyond the caller's size must take its default");
+    }
+
+    /// Option flags are bytes read from C memory: any non-zero byte is true, as in C, and
+    /// no byte a caller stores can make an invalid Rust value (a `bool` holding 2 would be
+    /// undefined behaviour, which is why the flags are `u8`).
+    #[test]
+    fn a_flag_byte_other_than_0_or_1_reads_as_true() {
+        let mut o = std::mem::MaybeUninit::<ovl2_mount_opts>::uninit();
+        assert_eq!(ovl2_mount_opts_init(o.as_mut_ptr()), ovl2_status::Ok);
+        let mut o = unsafe { o.assume_init() };
+        o.readonly = 2;
+        o.persistent = 0xff;
+        let mut defaults = std::mem::MaybeUninit::<ovl2_mount_opts>::uninit();
+        ovl2_mount_opts_init(defaults.as_mut_ptr());
+        let got = unsafe { crate::args::sized_struct(&o, "o", defaults.assume_init()) }.ok().unwrap();
+        assert!(crate::args::flag(got.readonly) && crate::args::flag(got.persistent));
+        assert!(!crate::args::flag(got.volatile_mount));
+    }
+
+    /// The handle casts check NULL and name the argument.
+    #[test]
+    fn a_null_handle_is_an_invalid_argument_naming_it() {
+        let mut out = std::ptr::null_mut();
+        let mut err: *mut ovl2_error = std::ptr::null_mut();
+        assert_eq!(ovl2_layers(std::ptr::null(), &mut out, &mut err), ovl2_status::InvalidArgument);
+        let msg = unsafe { CStr::from_ptr(ovl2_error_message(err)) };
+        assert_eq!(msg.to_str().unwrap(), "driver must not be NULL");
+        ovl2_error_free(err);
+        assert!(ovl2_home(std::ptr::null()).is_null());
+        assert_eq!(ovl2_error_status(std::ptr::null()), ovl2_status::InvalidArgument);
+        ovl2_close(std::ptr::null_mut());
+    }
+
+    #[test]
+    fn unknown_problem_kinds_are_named_other() {
+        for k in [0, 23, -1, 1000] {
+            assert_eq!(unsafe { CStr::from_ptr(ovl2_problem_kind_name(k)) }.to_str().unwrap(), "other");
+        }
     }
 
     fn ovl2_options_init_value() -> ovl2_options {

@@ -6,11 +6,10 @@ use std::os::unix::ffi::OsStrExt;
 
 use ovl2_core::MountOpts;
 
-use crate::args::{
-    c_string, free_c_string, from_raw_slice, into_raw_slice, opt_str_arg, out_arg, sized_struct, str_arg,
-};
+use crate::args::{c_string, flag, opt_str_arg, out_arg, sized_struct, str_arg, Pod};
 use crate::driver::{handle, ovl2_driver};
-use crate::error::{boundary, guard, ovl2_error, ovl2_status};
+use crate::error::{boundary, ovl2_error, ovl2_status};
+use crate::owned::{give, owns_strings, take_back, ovl2_list};
 
 /// Options for `ovl2_get_with`. Fill it with `ovl2_mount_opts_init`, then set fields.
 #[allow(non_camel_case_types)]
@@ -21,23 +20,27 @@ pub struct ovl2_mount_opts {
     pub size: usize,
     /// SELinux label passed as `context="..."`, or NULL; borrowed for the call.
     pub mount_label: *const c_char,
-    /// Mount without an upper even when the layer is not committed (inspect an image).
-    pub readonly: bool,
-    /// Mount with `volatile` (no syncs to the upper): for throwaway containers only.
-    pub volatile_mount: bool,
-    /// The reference belongs to the store, not to this process: it survives the process
-    /// and is released only by an `ovl2_put` (from any process).
-    pub persistent: bool,
+    /// Flag (0 or 1): mount without an upper even when the layer is not committed (inspect
+    /// an image).
+    pub readonly: u8,
+    /// Flag: mount with `volatile` (no syncs to the upper): for throwaway containers only.
+    pub volatile_mount: u8,
+    /// Flag: the reference belongs to the store, not to this process: it survives the
+    /// process and is released only by an `ovl2_put` (from any process).
+    pub persistent: u8,
 }
+
+// SAFETY: repr(C), integers and a pointer only.
+unsafe impl Pod for ovl2_mount_opts {}
 
 impl ovl2_mount_opts {
     fn defaults() -> Self {
         ovl2_mount_opts {
             size: std::mem::size_of::<ovl2_mount_opts>(),
             mount_label: std::ptr::null(),
-            readonly: false,
-            volatile_mount: false,
-            persistent: false,
+            readonly: 0,
+            volatile_mount: 0,
+            persistent: 0,
         }
     }
 }
@@ -113,9 +116,9 @@ pub extern "C" fn ovl2_get_with(
         let mopts = MountOpts {
             // SAFETY: NULL or a NUL-terminated string (documented field contract).
             mount_label: unsafe { opt_str_arg(o.mount_label, "opts->mount_label")? }.map(str::to_owned),
-            readonly: o.readonly,
-            volatile: o.volatile_mount,
-            persistent: o.persistent,
+            readonly: flag(o.readonly),
+            volatile: flag(o.volatile_mount),
+            persistent: flag(o.persistent),
         };
         *out = path_out(&d.get_with(id, &mopts)?);
         Ok(())
@@ -158,16 +161,10 @@ pub struct ovl2_mount_info {
     /// Whether the kernel really has it mounted.
     pub mounted: bool,
 }
+owns_strings!(ovl2_mount_info: id, path, method);
 
-/// A list of mounts. `items` is NULL when `len` is 0.
-#[allow(non_camel_case_types)]
-#[repr(C)]
-pub struct ovl2_mount_list {
-    /// The mounts, `len` of them.
-    pub items: *const ovl2_mount_info,
-    /// How many mounts.
-    pub len: usize,
-}
+/// A list of mounts. `items` is NULL when `len` is 0. (C sees `ovl2_mount_list`, named in cbindgen.toml.)
+pub type ovl2_mount_list = ovl2_list<ovl2_mount_info>;
 
 /// Sets `*out` to every layer of the store that is mounted (by any process), with its
 /// reference counts.
@@ -177,18 +174,18 @@ pub struct ovl2_mount_list {
 #[no_mangle]
 pub extern "C" fn ovl2_mounts(
     driver: *const ovl2_driver,
-    out: *mut *mut ovl2_mount_list,
+    out: *mut *mut ovl2_list<ovl2_mount_info>,
     err: *mut *mut ovl2_error,
 ) -> ovl2_status {
     boundary(err, || {
         // SAFETY: documented pointer contract; helpers check NULL.
         let (out, d) = unsafe { (out_arg(out, "out", std::ptr::null_mut())?, handle(driver)?) };
-        let items: Vec<ovl2_mount_info> = d
+        let items = d
             .mounts()?
             .iter()
             .map(|m| ovl2_mount_info {
                 id: c_string(&m.id),
-                path: path_out(&m.path),
+                path: path_out(&m.path).cast_const(),
                 count: m.count,
                 persistent: m.persistent,
                 processes: m.processes,
@@ -197,30 +194,16 @@ pub extern "C" fn ovl2_mounts(
                 mounted: m.mounted,
             })
             .collect();
-        let (items, len) = into_raw_slice(items);
-        *out = Box::into_raw(Box::new(ovl2_mount_list { items, len }));
+        *out = give(ovl2_list::new(items));
         Ok(())
     })
 }
 
 /// Frees a list from `ovl2_mounts`, including its strings. NULL is a no-op.
 #[no_mangle]
-pub extern "C" fn ovl2_mount_list_free(list: *mut ovl2_mount_list) {
-    guard((), || {
-        if list.is_null() {
-            return;
-        }
-        // SAFETY: made by ovl2_mounts, freed once (caller contract).
-        let list = unsafe { Box::from_raw(list) };
-        for m in unsafe { from_raw_slice(list.items.cast_mut(), list.len) } {
-            // SAFETY: made by c_string / path_out (both CString::into_raw).
-            unsafe {
-                free_c_string(m.id);
-                free_c_string(m.path);
-                free_c_string(m.method);
-            }
-        }
-    })
+pub extern "C" fn ovl2_mount_list_free(list: *mut ovl2_list<ovl2_mount_info>) {
+    // SAFETY: NULL or made by ovl2_mounts, freed once (caller contract).
+    unsafe { take_back(list) }
 }
 
 /// Docker's Cleanup: unmounts every layer of the store, whoever holds it, and forgets all

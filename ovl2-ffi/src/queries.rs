@@ -1,16 +1,15 @@
 //! Read-only queries and check/repair, each returning a plain C struct the caller frees
 //! with its matching `*_free` function. Strings inside those structs belong to the struct.
 
-use std::ffi::{c_char, c_int};
+use std::ffi::{c_char, c_int, CString};
+use std::sync::OnceLock;
 
 use ovl2_core::{Problem, ProblemKind};
 
-use crate::args::{
-    c_string, c_string_opt, free_c_string, from_raw_slice, into_raw_slice, os_c_string, os_c_string_opt, out_arg,
-    str_arg,
-};
+use crate::args::{c_string, c_string_opt, os_c_string, os_c_string_opt, out_arg, str_arg};
 use crate::driver::{handle, ovl2_driver};
 use crate::error::{boundary, guard, ovl2_error, ovl2_status};
+use crate::owned::{give, owns_strings, take_back, ovl2_list};
 
 /// The paths Docker's `GetMetadata` returns for a layer. Made by `ovl2_layer_metadata`,
 /// freed (with all its strings) by `ovl2_metadata_free`. Each path is the exact bytes of the
@@ -27,6 +26,7 @@ pub struct ovl2_metadata {
     /// `<home>/<id>/merged`.
     pub merged_dir: *const c_char,
 }
+owns_strings!(ovl2_metadata: lower_dir, upper_dir, work_dir, merged_dir);
 
 /// Sets `*out` to the metadata of layer `id` (NULL on failure).
 ///
@@ -43,12 +43,12 @@ pub extern "C" fn ovl2_layer_metadata(
         // SAFETY: documented pointer contract; helpers check NULL.
         let (out, d, id) = unsafe { (out_arg(out, "out", std::ptr::null_mut())?, handle(driver)?, str_arg(id, "id")?) };
         let m = d.metadata(id)?;
-        *out = Box::into_raw(Box::new(ovl2_metadata {
+        *out = give(ovl2_metadata {
             lower_dir: os_c_string_opt(m.lower_dir.as_deref()),
             upper_dir: os_c_string(m.upper_dir.as_os_str()),
             work_dir: os_c_string(m.work_dir.as_os_str()),
             merged_dir: os_c_string(m.merged_dir.as_os_str()),
-        }));
+        });
         Ok(())
     })
 }
@@ -56,17 +56,8 @@ pub extern "C" fn ovl2_layer_metadata(
 /// Frees metadata from `ovl2_layer_metadata`, including its strings. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn ovl2_metadata_free(m: *mut ovl2_metadata) {
-    guard((), || {
-        if m.is_null() {
-            return;
-        }
-        // SAFETY: made by Box::into_raw in ovl2_layer_metadata, freed once (caller contract).
-        let m = unsafe { Box::from_raw(m) };
-        for s in [m.lower_dir, m.upper_dir, m.work_dir, m.merged_dir] {
-            // SAFETY: each string was made by c_string/c_string_opt.
-            unsafe { free_c_string(s) };
-        }
-    })
+    // SAFETY: NULL or made by ovl2_layer_metadata, freed once (caller contract).
+    unsafe { take_back(m) }
 }
 
 /// One key/value pair.
@@ -79,15 +70,10 @@ pub struct ovl2_kv {
     pub value: *const c_char,
 }
 
-/// An ordered list of key/value pairs. `items` is NULL when `len` is 0.
-#[allow(non_camel_case_types)]
-#[repr(C)]
-pub struct ovl2_kv_list {
-    /// The pairs, `len` of them.
-    pub items: *const ovl2_kv,
-    /// How many pairs.
-    pub len: usize,
-}
+owns_strings!(ovl2_kv: key, value);
+
+/// An ordered list of key/value pairs. `items` is NULL when `len` is 0. (C sees `ovl2_kv_list`, named in cbindgen.toml.)
+pub type ovl2_kv_list = ovl2_list<ovl2_kv>;
 
 /// Sets `*out` to the store's status, as Docker's `Status()`: its keys first ("Backing
 /// Filesystem", "Supports d_type", "Using metacopy", "Native Overlay Diff", "userxattr"),
@@ -98,37 +84,23 @@ pub struct ovl2_kv_list {
 #[no_mangle]
 pub extern "C" fn ovl2_driver_status(
     driver: *const ovl2_driver,
-    out: *mut *mut ovl2_kv_list,
+    out: *mut *mut ovl2_list<ovl2_kv>,
     err: *mut *mut ovl2_error,
 ) -> ovl2_status {
     boundary(err, || {
         // SAFETY: documented pointer contract; helpers check NULL.
         let (out, d) = unsafe { (out_arg(out, "out", std::ptr::null_mut())?, handle(driver)?) };
-        let items: Vec<ovl2_kv> =
-            d.status()?.iter().map(|(k, v)| ovl2_kv { key: c_string(k), value: c_string(v) }).collect();
-        let (items, len) = into_raw_slice(items);
-        *out = Box::into_raw(Box::new(ovl2_kv_list { items, len }));
+        let items = d.status()?.iter().map(|(k, v)| ovl2_kv { key: c_string(k), value: c_string(v) }).collect();
+        *out = give(ovl2_list::new(items));
         Ok(())
     })
 }
 
 /// Frees a list from `ovl2_driver_status`, including its strings. NULL is a no-op.
 #[no_mangle]
-pub extern "C" fn ovl2_kv_list_free(list: *mut ovl2_kv_list) {
-    guard((), || {
-        if list.is_null() {
-            return;
-        }
-        // SAFETY: made by ovl2_driver_status, freed once (caller contract).
-        let list = unsafe { Box::from_raw(list) };
-        for kv in unsafe { from_raw_slice(list.items.cast_mut(), list.len) } {
-            // SAFETY: made by c_string.
-            unsafe {
-                free_c_string(kv.key);
-                free_c_string(kv.value);
-            }
-        }
-    })
+pub extern "C" fn ovl2_kv_list_free(list: *mut ovl2_list<ovl2_kv>) {
+    // SAFETY: NULL or made by ovl2_driver_status, freed once (caller contract).
+    unsafe { take_back(list) }
 }
 
 /// One layer as `ovl2_layers` reports it.
@@ -147,16 +119,10 @@ pub struct ovl2_layer {
     /// cannot mount); `ovl2_check` names the command that resolves it.
     pub orphan: bool,
 }
+owns_strings!(ovl2_layer: id, parent, short_id);
 
-/// A list of layers sorted by id. `items` is NULL when `len` is 0.
-#[allow(non_camel_case_types)]
-#[repr(C)]
-pub struct ovl2_layer_list {
-    /// The layers, `len` of them.
-    pub items: *const ovl2_layer,
-    /// How many layers.
-    pub len: usize,
-}
+/// A list of layers sorted by id. `items` is NULL when `len` is 0. (C sees `ovl2_layer_list`, named in cbindgen.toml.)
+pub type ovl2_layer_list = ovl2_list<ovl2_layer>;
 
 /// Sets `*out` to every layer in the store with its parent and depth, sorted by id.
 ///
@@ -165,13 +131,13 @@ pub struct ovl2_layer_list {
 #[no_mangle]
 pub extern "C" fn ovl2_layers(
     driver: *const ovl2_driver,
-    out: *mut *mut ovl2_layer_list,
+    out: *mut *mut ovl2_list<ovl2_layer>,
     err: *mut *mut ovl2_error,
 ) -> ovl2_status {
     boundary(err, || {
         // SAFETY: documented pointer contract; helpers check NULL.
         let (out, d) = unsafe { (out_arg(out, "out", std::ptr::null_mut())?, handle(driver)?) };
-        let items: Vec<ovl2_layer> = d
+        let items = d
             .layers()?
             .iter()
             .map(|l| ovl2_layer {
@@ -182,30 +148,16 @@ pub extern "C" fn ovl2_layers(
                 orphan: l.orphan,
             })
             .collect();
-        let (items, len) = into_raw_slice(items);
-        *out = Box::into_raw(Box::new(ovl2_layer_list { items, len }));
+        *out = give(ovl2_list::new(items));
         Ok(())
     })
 }
 
 /// Frees a list from `ovl2_layers`, including its strings. NULL is a no-op.
 #[no_mangle]
-pub extern "C" fn ovl2_layer_list_free(list: *mut ovl2_layer_list) {
-    guard((), || {
-        if list.is_null() {
-            return;
-        }
-        // SAFETY: made by ovl2_layers, freed once (caller contract).
-        let list = unsafe { Box::from_raw(list) };
-        for l in unsafe { from_raw_slice(list.items.cast_mut(), list.len) } {
-            // SAFETY: made by c_string/c_string_opt.
-            unsafe {
-                free_c_string(l.id);
-                free_c_string(l.parent);
-                free_c_string(l.short_id);
-            }
-        }
-    })
+pub extern "C" fn ovl2_layer_list_free(list: *mut ovl2_list<ovl2_layer>) {
+    // SAFETY: NULL or made by ovl2_layers, freed once (caller contract).
+    unsafe { take_back(list) }
 }
 
 /// What kind of damage a problem is. Values are stable; unknown future kinds are reported
@@ -262,60 +214,40 @@ pub enum ovl2_problem_kind {
     BadMerged = 22,
 }
 
-const PROBLEM_KINDS: [(ovl2_problem_kind, &str); 23] = [
-    (ovl2_problem_kind::Other, "other\0"),
-    (ovl2_problem_kind::StaleStaging, "stale_staging\0"),
-    (ovl2_problem_kind::MissingDiff, "missing_diff\0"),
-    (ovl2_problem_kind::MissingLink, "missing_link\0"),
-    (ovl2_problem_kind::MalformedLink, "malformed_link\0"),
-    (ovl2_problem_kind::MissingShortLink, "missing_short_link\0"),
-    (ovl2_problem_kind::WrongShortLink, "wrong_short_link\0"),
-    (ovl2_problem_kind::DanglingShortLink, "dangling_short_link\0"),
-    (ovl2_problem_kind::UnusedShortLink, "unused_short_link\0"),
-    (ovl2_problem_kind::StrayShortLink, "stray_short_link\0"),
-    (ovl2_problem_kind::DuplicateShortId, "duplicate_short_id\0"),
-    (ovl2_problem_kind::MalformedLower, "malformed_lower\0"),
-    (ovl2_problem_kind::UnknownLower, "unknown_lower\0"),
-    (ovl2_problem_kind::InconsistentLower, "inconsistent_lower\0"),
-    (ovl2_problem_kind::TooDeep, "too_deep\0"),
-    (ovl2_problem_kind::MissingWork, "missing_work\0"),
-    (ovl2_problem_kind::MissingCommitted, "missing_committed\0"),
-    (ovl2_problem_kind::MissingLower, "missing_lower\0"),
-    (ovl2_problem_kind::Orphan, "orphan\0"),
-    (ovl2_problem_kind::IncompleteContainer, "incomplete_container\0"),
-    (ovl2_problem_kind::BadMountRecord, "bad_mount_record\0"),
-    (ovl2_problem_kind::NotEmptyEmptyDir, "not_empty_empty_dir\0"),
-    (ovl2_problem_kind::BadMerged, "bad_merged\0"),
-];
+/// The one pairing of core's kinds with their C values; the names come from
+/// [`ProblemKind::as_str`], so C, JSON and Python spell them alike.
+const PROBLEM_KINDS: [(ProblemKind, ovl2_problem_kind); 22] = {
+    use ovl2_problem_kind as C;
+    use ProblemKind as K;
+    [
+        (K::StaleStaging, C::StaleStaging),
+        (K::MissingDiff, C::MissingDiff),
+        (K::MissingLink, C::MissingLink),
+        (K::MalformedLink, C::MalformedLink),
+        (K::MissingShortLink, C::MissingShortLink),
+        (K::WrongShortLink, C::WrongShortLink),
+        (K::DanglingShortLink, C::DanglingShortLink),
+        (K::UnusedShortLink, C::UnusedShortLink),
+        (K::StrayShortLink, C::StrayShortLink),
+        (K::DuplicateShortId, C::DuplicateShortId),
+        (K::MalformedLower, C::MalformedLower),
+        (K::UnknownLower, C::UnknownLower),
+        (K::InconsistentLower, C::InconsistentLower),
+        (K::TooDeep, C::TooDeep),
+        (K::MissingWork, C::MissingWork),
+        (K::MissingCommitted, C::MissingCommitted),
+        (K::MissingLower, C::MissingLower),
+        (K::Orphan, C::Orphan),
+        (K::IncompleteContainer, C::IncompleteContainer),
+        (K::BadMountRecord, C::BadMountRecord),
+        (K::NotEmptyEmptyDir, C::NotEmptyEmptyDir),
+        (K::BadMerged, C::BadMerged),
+    ]
+};
 
 impl From<ProblemKind> for ovl2_problem_kind {
     fn from(k: ProblemKind) -> Self {
-        use ovl2_problem_kind as C;
-        match k {
-            ProblemKind::StaleStaging => C::StaleStaging,
-            ProblemKind::MissingDiff => C::MissingDiff,
-            ProblemKind::MissingLink => C::MissingLink,
-            ProblemKind::MalformedLink => C::MalformedLink,
-            ProblemKind::MissingShortLink => C::MissingShortLink,
-            ProblemKind::WrongShortLink => C::WrongShortLink,
-            ProblemKind::DanglingShortLink => C::DanglingShortLink,
-            ProblemKind::UnusedShortLink => C::UnusedShortLink,
-            ProblemKind::StrayShortLink => C::StrayShortLink,
-            ProblemKind::DuplicateShortId => C::DuplicateShortId,
-            ProblemKind::MalformedLower => C::MalformedLower,
-            ProblemKind::UnknownLower => C::UnknownLower,
-            ProblemKind::InconsistentLower => C::InconsistentLower,
-            ProblemKind::TooDeep => C::TooDeep,
-            ProblemKind::MissingWork => C::MissingWork,
-            ProblemKind::MissingCommitted => C::MissingCommitted,
-            ProblemKind::MissingLower => C::MissingLower,
-            ProblemKind::Orphan => C::Orphan,
-            ProblemKind::IncompleteContainer => C::IncompleteContainer,
-            ProblemKind::BadMountRecord => C::BadMountRecord,
-            ProblemKind::NotEmptyEmptyDir => C::NotEmptyEmptyDir,
-            ProblemKind::BadMerged => C::BadMerged,
-            _ => C::Other,
-        }
+        PROBLEM_KINDS.iter().find(|(core, _)| *core == k).map_or(ovl2_problem_kind::Other, |(_, c)| *c)
     }
 }
 
@@ -323,7 +255,17 @@ impl From<ProblemKind> for ovl2_problem_kind {
 /// CLI's JSON output uses. Never NULL, never free it; unknown values give "other".
 #[no_mangle]
 pub extern "C" fn ovl2_problem_kind_name(kind: c_int) -> *const c_char {
-    PROBLEM_KINDS.iter().find(|(k, _)| *k as c_int == kind).map_or("other\0", |(_, n)| n).as_ptr().cast()
+    // C wants NUL-terminated names that live forever; made once from core's names.
+    static NAMES: OnceLock<Vec<(c_int, CString)>> = OnceLock::new();
+    guard(c"other".as_ptr(), || {
+        let names = NAMES.get_or_init(|| {
+            PROBLEM_KINDS
+                .iter()
+                .map(|(core, c)| (*c as c_int, CString::new(core.as_str()).unwrap_or_default()))
+                .collect()
+        });
+        names.iter().find(|(k, _)| *k == kind).map_or(c"other".as_ptr(), |(_, n)| n.as_ptr())
+    })
 }
 
 /// One thing `ovl2_check` found.
@@ -339,19 +281,13 @@ pub struct ovl2_problem {
     /// Whether `ovl2_repair` can fix it.
     pub repairable: bool,
 }
+owns_strings!(ovl2_problem: layer, detail);
 
-/// A list of problems. `items` is NULL when `len` is 0.
-#[allow(non_camel_case_types)]
-#[repr(C)]
-pub struct ovl2_problem_list {
-    /// The problems, `len` of them.
-    pub items: *const ovl2_problem,
-    /// How many problems.
-    pub len: usize,
-}
+/// A list of problems. `items` is NULL when `len` is 0. (C sees `ovl2_problem_list`, named in cbindgen.toml.)
+pub type ovl2_problem_list = ovl2_list<ovl2_problem>;
 
 fn problem_list(ps: Vec<Problem>) -> ovl2_problem_list {
-    let items: Vec<ovl2_problem> = ps
+    let items = ps
         .iter()
         .map(|p| ovl2_problem {
             layer: c_string_opt(p.layer.as_deref()),
@@ -360,21 +296,7 @@ fn problem_list(ps: Vec<Problem>) -> ovl2_problem_list {
             repairable: p.repairable,
         })
         .collect();
-    let (items, len) = into_raw_slice(items);
-    ovl2_problem_list { items, len }
-}
-
-/// # Safety
-/// `l` was made by [`problem_list`] and is freed once.
-unsafe fn free_problems(l: &ovl2_problem_list) {
-    // SAFETY: caller contract.
-    for p in unsafe { from_raw_slice(l.items.cast_mut(), l.len) } {
-        // SAFETY: made by c_string/c_string_opt.
-        unsafe {
-            free_c_string(p.layer);
-            free_c_string(p.detail);
-        }
-    }
+    ovl2_list::new(items)
 }
 
 /// Scans the store and sets `*out` to what a crash or another tool left behind. Changes
@@ -385,27 +307,22 @@ unsafe fn free_problems(l: &ovl2_problem_list) {
 #[no_mangle]
 pub extern "C" fn ovl2_check(
     driver: *const ovl2_driver,
-    out: *mut *mut ovl2_problem_list,
+    out: *mut *mut ovl2_list<ovl2_problem>,
     err: *mut *mut ovl2_error,
 ) -> ovl2_status {
     boundary(err, || {
         // SAFETY: documented pointer contract; helpers check NULL.
         let (out, d) = unsafe { (out_arg(out, "out", std::ptr::null_mut())?, handle(driver)?) };
-        *out = Box::into_raw(Box::new(problem_list(d.check()?)));
+        *out = give(problem_list(d.check()?));
         Ok(())
     })
 }
 
 /// Frees a list from `ovl2_check`, including its strings. NULL is a no-op.
 #[no_mangle]
-pub extern "C" fn ovl2_problem_list_free(list: *mut ovl2_problem_list) {
-    guard((), || {
-        if !list.is_null() {
-            // SAFETY: made by ovl2_check, freed once (caller contract).
-            let list = unsafe { Box::from_raw(list) };
-            unsafe { free_problems(&list) };
-        }
-    })
+pub extern "C" fn ovl2_problem_list_free(list: *mut ovl2_list<ovl2_problem>) {
+    // SAFETY: NULL or made by ovl2_check, freed once (caller contract).
+    unsafe { take_back(list) }
 }
 
 /// What `ovl2_repair` did.
@@ -413,10 +330,12 @@ pub extern "C" fn ovl2_problem_list_free(list: *mut ovl2_problem_list) {
 #[repr(C)]
 pub struct ovl2_repair_report {
     /// Problems found and fixed.
-    pub repaired: ovl2_problem_list,
+    pub repaired: ovl2_list<ovl2_problem>,
     /// Problems still there afterwards (those repair cannot fix).
-    pub remaining: ovl2_problem_list,
+    pub remaining: ovl2_list<ovl2_problem>,
 }
+// SAFETY: both fields are lists made by `problem_list`; dropping them frees them.
+unsafe impl crate::owned::Owned for ovl2_repair_report {}
 
 /// Fixes what `ovl2_check` reports as repairable (never deleting a layer directory) and
 /// sets `*out` to what was fixed and what remains.
@@ -433,10 +352,7 @@ pub extern "C" fn ovl2_repair(
         // SAFETY: documented pointer contract; helpers check NULL.
         let (out, d) = unsafe { (out_arg(out, "out", std::ptr::null_mut())?, handle(driver)?) };
         let r = d.repair()?;
-        *out = Box::into_raw(Box::new(ovl2_repair_report {
-            repaired: problem_list(r.repaired),
-            remaining: problem_list(r.remaining),
-        }));
+        *out = give(ovl2_repair_report { repaired: problem_list(r.repaired), remaining: problem_list(r.remaining) });
         Ok(())
     })
 }
@@ -444,16 +360,8 @@ pub extern "C" fn ovl2_repair(
 /// Frees a report from `ovl2_repair`, including both lists. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn ovl2_repair_report_free(report: *mut ovl2_repair_report) {
-    guard((), || {
-        if !report.is_null() {
-            // SAFETY: made by ovl2_repair, freed once (caller contract).
-            let r = unsafe { Box::from_raw(report) };
-            unsafe {
-                free_problems(&r.repaired);
-                free_problems(&r.remaining);
-            }
-        }
-    })
+    // SAFETY: NULL or made by ovl2_repair, freed once (caller contract).
+    unsafe { take_back(report) }
 }
 
 #[cfg(test)]

@@ -127,7 +127,7 @@ func (d *Driver) ApplyDiffContext(ctx context.Context, id, parent string, r io.R
 				return err
 			}
 			if opts.Sync != nil {
-				ao.set_sync, ao.sync = true, C.bool(*opts.Sync)
+				ao.set_sync, ao.sync = 1, cflag(*opts.Sync)
 			}
 		}
 		var st *C.ovl2_apply_stats
@@ -288,7 +288,7 @@ func (d *Driver) diffTo(id, parent string, file *os.File, opts *DiffOpts) (DiffS
 		var do C.ovl2_diff_opts
 		C.ovl2_diff_opts_init(&do)
 		if opts != nil {
-			do.digest = C.bool(!opts.NoDigest)
+			do.digest = cflag(!opts.NoDigest)
 		}
 		var st *C.ovl2_diff_stats
 		fd := C.int(file.Fd()) // blocking mode, for the library's plain write(2)

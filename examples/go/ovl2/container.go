@@ -62,8 +62,8 @@ func (d *Driver) CreateContainer(ctr, imageTop string, opts *ContainerOpts) erro
 		C.ovl2_container_opts_init(&co)
 		var entries unsafe.Pointer
 		if opts != nil {
-			co.no_default_entries = C.bool(opts.NoDefaultEntries)
-			co.remap_root = C.bool(opts.RemapRoot)
+			co.no_default_entries = cflag(opts.NoDefaultEntries)
+			co.remap_root = cflag(opts.RemapRoot)
 			co.root_uid = C.uint32_t(opts.RootUID)
 			co.root_gid = C.uint32_t(opts.RootGID)
 			if co.mount_label, err = a.optStr(op, ctr, "mount label", opts.MountLabel); err != nil {

@@ -51,6 +51,14 @@ func (a *cargs) str(op, id, what, s string) (*C.char, error) {
 	return p, nil
 }
 
+// cflag is a flag of libovl2's options structs, which are uint8_t (0 or 1), not bool.
+func cflag(on bool) C.uint8_t {
+	if on {
+		return 1
+	}
+	return 0
+}
+
 // optStr is str for optional arguments: "" becomes NULL.
 func (a *cargs) optStr(op, id, what, s string) (*C.char, error) {
 	if s == "" {
@@ -103,15 +111,15 @@ func WithMaxDepth(n int) Option {
 
 // WithSync turns fsync of metadata on (the default) or off. Off keeps crash safety
 // against killed processes but not against power loss.
-func WithSync(on bool) Option { return func(c *config) { c.opts.sync = C.bool(on) } }
+func WithSync(on bool) Option { return func(c *config) { c.opts.sync = cflag(on) } }
 
 // WithRepairOnOpen turns repair of crash leftovers at open on (the default) or off.
-func WithRepairOnOpen(on bool) Option { return func(c *config) { c.opts.repair_on_open = C.bool(on) } }
+func WithRepairOnOpen(on bool) Option { return func(c *config) { c.opts.repair_on_open = cflag(on) } }
 
 // WithRoot sets the owner of layer contents, for user-namespace remapped containers.
 func WithRoot(uid, gid uint32) Option {
 	return func(c *config) {
-		c.opts.set_root = true
+		c.opts.set_root = 1
 		c.opts.root_uid = C.uint32_t(uid)
 		c.opts.root_gid = C.uint32_t(gid)
 	}
@@ -589,9 +597,9 @@ func (d *Driver) GetWith(id string, opts *MountOpts) (string, error) {
 			if mo.mount_label, err = a.optStr("get", id, "mount label", opts.MountLabel); err != nil {
 				return err
 			}
-			mo.readonly = C.bool(opts.ReadOnly)
-			mo.volatile_mount = C.bool(opts.Volatile)
-			mo.persistent = C.bool(opts.Persistent)
+			mo.readonly = cflag(opts.ReadOnly)
+			mo.volatile_mount = cflag(opts.Volatile)
+			mo.persistent = cflag(opts.Persistent)
 		}
 		return call("get", id, func(e **C.ovl2_error) C.enum_ovl2_status {
 			return C.ovl2_get_with(cd, cid, &mo, &out, e)

@@ -9,9 +9,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-/// How a layer stream is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+/// How a layer stream is compressed. Serialized as [`Compression::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     /// A plain tar.
     None,
@@ -19,6 +18,29 @@ pub enum Compression {
     Gzip,
     /// zstd (zstd:chunked streams are plain zstd frames plus skippable frames).
     Zstd,
+}
+
+impl Compression {
+    /// The stable lowercase name ("none", "gzip", "zstd") every face uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Compression {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 const IO_BUF: usize = 256 * 1024;

@@ -209,10 +209,10 @@ impl Face for CapiDriver {
         // SAFETY: initialised by ovl2_options_init.
         let mut o = unsafe { o.assume_init() };
         o.max_depth = u32::try_from(options.max_depth).unwrap_or(u32::MAX);
-        o.sync = options.sync;
-        o.repair_on_open = options.repair_on_open;
+        o.sync = options.sync.into();
+        o.repair_on_open = options.repair_on_open.into();
         if let Some(root) = options.root {
-            o.set_root = true;
+            o.set_root = 1;
             o.root_uid = root.uid;
             o.root_gid = root.gid;
         }
@@ -378,9 +378,9 @@ impl Face for CapiDriver {
         // SAFETY: initialised by ovl2_mount_opts_init.
         let mut o = unsafe { o.assume_init() };
         o.mount_label = ptr_of(&label);
-        o.readonly = opts.readonly;
-        o.volatile_mount = opts.volatile;
-        o.persistent = opts.persistent;
+        o.readonly = opts.readonly.into();
+        o.volatile_mount = opts.volatile.into();
+        o.persistent = opts.persistent.into();
         let mut out = ptr::dangling_mut();
         call(|e| ovl2_get_with(self.h(), id.as_ptr(), &o, &mut out, e)).inspect_err(|_| assert!(out.is_null()))?;
         Ok(take_string(out).expect("a path").into())
@@ -434,8 +434,8 @@ impl Face for CapiDriver {
         // SAFETY: initialised by ovl2_apply_opts_init.
         let mut o = unsafe { o.assume_init() };
         o.expect_digest = ptr_of(&digest);
-        o.set_sync = true;
-        o.sync = opts.sync;
+        o.set_sync = 1;
+        o.sync = opts.sync.into();
         let mut out = ptr::dangling_mut();
         call(|e| ovl2_apply_diff_with(self.h(), id.as_ptr(), ptr_of(&parent), input.as_raw_fd(), &o, &mut out, e))
             .inspect_err(|_| assert!(out.is_null()))?;
@@ -546,11 +546,11 @@ impl Face for CapiDriver {
         assert_eq!(ovl2_container_opts_init(o.as_mut_ptr()), ovl2_status::Ok);
         // SAFETY: initialised by ovl2_container_opts_init.
         let mut o = unsafe { o.assume_init() };
-        o.no_default_entries = !keep_defaults;
+        o.no_default_entries = (!keep_defaults).into();
         o.entries = if entries.is_empty() { ptr::null() } else { entries.as_ptr() };
         o.n_entries = entries.len();
         if let Some(root) = opts.root {
-            o.remap_root = true;
+            o.remap_root = 1;
             o.root_uid = root.uid;
             o.root_gid = root.gid;
         }
