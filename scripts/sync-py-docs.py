@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Copies the docstrings of ovl2-py/python/ovl2/_ovl2.pyi into the `///` comments of
-ovl2-py/src/lib.rs, so `help(ovl2.Driver)` shows the same documentation the stubs give IDEs.
+ovl2-py/src/*.rs, so `help(ovl2.Driver)` shows the same documentation the stubs give IDEs.
 
 The stub is the single place the Python API is documented; pyo3 turns the Rust doc comments
 into `__doc__`. Run it after editing a docstring in the stub (ovl2-py/tests/test_docs.py fails
@@ -19,7 +19,7 @@ import sys
 
 root = pathlib.Path(__file__).resolve().parent.parent
 stub = root / "ovl2-py/python/ovl2/_ovl2.pyi"
-source = root / "ovl2-py/src/lib.rs"
+sources = sorted((root / "ovl2-py/src").glob("*.rs"))
 
 
 def stub_docs() -> dict[tuple[str, str], str]:
@@ -71,7 +71,7 @@ def find(lines: list[str], pattern: str, begin: int = 0, end: int | None = None)
     for i in range(begin, len(lines) if end is None else end):
         if rx.search(lines[i]):
             return i
-    raise SystemExit(f"sync-py-docs: no line matching {pattern!r} in {source}")
+    raise SystemExit(f"sync-py-docs: no line matching {pattern!r}")
 
 
 def rust_struct(lines: list[str], cls: str) -> str:
@@ -82,12 +82,25 @@ def rust_struct(lines: list[str], cls: str) -> str:
     raise SystemExit(f"sync-py-docs: no #[pyclass] struct for {cls}")
 
 
+def holder(files: dict[pathlib.Path, list[str]], pattern: str) -> list[str]:
+    """The lines of the one source file with a line matching `pattern` (the module is split
+    by concept, so a class or function may live in any of them)."""
+    rx = re.compile(pattern)
+    found = [lines for lines in files.values() if any(rx.search(line) for line in lines)]
+    if len(found) != 1:
+        raise SystemExit(f"sync-py-docs: {len(found)} files of ovl2-py/src match {pattern!r}")
+    return found[0]
+
+
 def main() -> int:
-    lines = source.read_text().split("\n")
+    files = {path: path.read_text().split("\n") for path in sources}
     for (cls, member), doc in sorted(stub_docs().items()):
         if cls == "":
-            set_doc(lines, find(lines, rf"^fn {member}[<(]"), doc)
+            pattern = rf"^(pub(\(crate\))? )?fn {member}[<(]"
+            lines = holder(files, pattern)
+            set_doc(lines, find(lines, pattern), doc)
             continue
+        lines = holder(files, rf"^(pub(\(crate\))? )?struct (Py)?{cls} \{{")
         struct = rust_struct(lines, cls)
         decl = find(lines, rf"^(pub(\(crate\))? )?struct {struct} \{{")
         if member == "":
@@ -104,12 +117,13 @@ def main() -> int:
         try:
             at = find(lines, rf"^    fn {name}[<(]", impl, impl_end)
         except SystemExit:
-            at = find(lines, rf"^    (pub )?{name}: ", decl, find(lines, r"^\}", decl))
+            at = find(lines, rf"^    (pub(\(crate\))? )?{name}: ", decl, find(lines, r"^\}", decl))
         set_doc(lines, at, doc)
-    text = "\n".join(lines)
-    if text != source.read_text():
-        source.write_text(text)
-        print(f"sync-py-docs: updated {source.relative_to(root)}")
+    for path, lines in files.items():
+        text = "\n".join(lines)
+        if text != path.read_text():
+            path.write_text(text)
+            print(f"sync-py-docs: updated {path.relative_to(root)}")
     return 0
 
 

@@ -6,8 +6,10 @@
 #   3. builds tests/c and runs it natively and under valgrind (leaks or invalid accesses
 #      fail the run); mount tests need root and fail rather than skip when CI=true;
 #   4. builds and runs the full C quickstart in examples/c (dynamic and static link);
-#   5. runs go vet, go test (also with -race) and the Go example against the fresh library,
-#      and go vet of the graphdriver benchmark (run it with scripts/bench-graphdriver.sh).
+#   5. runs go vet, go test (also with -race; the package's Example functions are run and
+#      their output checked) and the Go example program against the fresh library, and go vet
+#      of the graphdriver benchmark (run it with scripts/bench-graphdriver.sh);
+#   6. follows README.md's "Use from Go" verbatim from a new module (scripts/test-go-readme.sh).
 # Installs cbindgen and valgrind when missing; needs Go 1.24+. PROFILE=debug|release (default debug).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -97,8 +99,8 @@ examples/c/quickstart "$work/cexample-static" >/dev/null
 make -s -C examples/c clean
 make -s -C tests/c clean
 
-step "Go: vet, test, race, example"
-cd examples/go
+step "Go: vet, test, race, examples"
+cd ovl2-go
 export GOFLAGS=${GOFLAGS:--mod=mod}
 # Go's build cache does not key cgo packages on what `#cgo pkg-config` prints, so a cached
 # build could link against an earlier run's (deleted) prefix. The CGO_* variables are part
@@ -106,9 +108,13 @@ export GOFLAGS=${GOFLAGS:--mod=mod}
 export CGO_CFLAGS="-O2 -g $(pkg-config --cflags ovl2)" CGO_LDFLAGS="-O2 -g $(pkg-config --libs ovl2)"
 test -z "$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 go vet ./...
-(cd ../../tests/graphdriver-bench && go vet ./...)
+(cd ../examples/go && test -z "$(gofmt -l .)" && go vet ./... && go run . "$work/goexample" >/dev/null)
+(cd ../tests/graphdriver-bench && go vet ./...)
 go test -count=1 -v ./... 2>&1 | tee "$work/go.log" | grep -E '^(=== RUN|--- |ok|FAIL|PASS)' | grep -v '=== RUN'
 go test -count=1 -race ./...
-go run ./cmd/ovl2-quickstart "$work/goexample" >/dev/null
+cd "$root"
+
+step "README: Use from Go, verbatim from a new module"
+PROFILE=$PROFILE scripts/test-go-readme.sh
 
 step "C and Go tests passed"

@@ -1,4 +1,4 @@
-module ovl2.dev/tests/archiveinterop
+module github.com/ovl2/ovl2/tests/archive-interop
 
 go 1.24.0
 

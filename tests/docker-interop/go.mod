@@ -1,4 +1,4 @@
-module ovl2.dev/tests/dockerinterop
+module github.com/ovl2/ovl2/tests/docker-interop
 
 go 1.24.0
 

@@ -7,7 +7,7 @@ import (
 	"os"
 	"testing"
 
-	"example.invalid/ovl2/examples/go/ovl2"
+	"github.com/ovl2/ovl2/ovl2-go"
 	"github.com/docker/docker/daemon/graphdriver"
 	"github.com/moby/go-archive"
 	"github.com/moby/sys/user"

@@ -1,9 +1,9 @@
-module ovl2.dev/tests/graphdriverbench
+module github.com/ovl2/ovl2/tests/graphdriver-bench
 
 go 1.24.0
 
 require (
-	example.invalid/ovl2/examples/go v0.0.0
+	github.com/ovl2/ovl2/ovl2-go v0.0.0
 	github.com/containerd/log v0.1.0
 	github.com/docker/docker v28.5.2+incompatible
 	github.com/moby/go-archive v0.1.0
@@ -48,4 +48,4 @@ require (
 	gotest.tools/v3 v3.5.2 // indirect
 )
 
-replace example.invalid/ovl2/examples/go => ../../examples/go
+replace github.com/ovl2/ovl2/ovl2-go => ../../ovl2-go

@@ -19,6 +19,8 @@
 //
 // The package links libovl2 through pkg-config (`#cgo pkg-config: ovl2`): install the
 // library with scripts/install-lib.sh and point PKG_CONFIG_PATH at <prefix>/lib/pkgconfig.
+// Until the repository is published, a module using this one replaces its path with a
+// checkout: go mod edit -replace github.com/ovl2/ovl2/ovl2-go=/path/to/ovl2/ovl2-go
 package ovl2
 
 /*

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"testing"
 
-	"example.invalid/ovl2/examples/go/ovl2"
+	"github.com/ovl2/ovl2/ovl2-go"
 )
 
 func open(t *testing.T, opts ...ovl2.Option) (*ovl2.Driver, string) {

@@ -20,7 +20,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"example.invalid/ovl2/examples/go/ovl2"
+	"github.com/ovl2/ovl2/ovl2-go"
 )
 
 func main() {

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"testing"
 
-	"example.invalid/ovl2/examples/go/ovl2"
+	"github.com/ovl2/ovl2/ovl2-go"
 )
 
 // needMount skips without root, except under CI=true or OVL2_REQUIRE_MOUNT=1, where a

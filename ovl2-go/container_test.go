@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"testing"
 
-	"example.invalid/ovl2/examples/go/ovl2"
+	"github.com/ovl2/ovl2/ovl2-go"
 )
 
 func TestContainers(t *testing.T) {

@@ -20,7 +20,7 @@ import (
 	"testing/iotest"
 	"time"
 
-	"example.invalid/ovl2/examples/go/ovl2"
+	"github.com/ovl2/ovl2/ovl2-go"
 )
 
 type entry struct {
