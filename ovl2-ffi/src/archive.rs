@@ -13,7 +13,7 @@ use ovl2_core::{ApplyOpts, ApplyStats, ChangeKind, Compression, DiffOpts, DiffSt
 use crate::args::{c_string, c_string_opt, flag, opt_str_arg, out_arg, sized_struct, str_arg, Fd, Pod};
 use crate::driver::{handle, ovl2_driver};
 use crate::error::{boundary, ovl2_error, ovl2_status, FfiResult};
-use crate::owned::{give, owns_strings, take_back, ovl2_list};
+use crate::owned::{give, ovl2_list, owns_strings, take_back};
 
 /// Borrows the caller's fd as a `File` that is never closed by us.
 fn borrowed_file(fd: c_int, name: &str) -> FfiResult<ManuallyDrop<File>> {

@@ -9,7 +9,7 @@ use ovl2_core::MountOpts;
 use crate::args::{c_string, flag, opt_str_arg, out_arg, sized_struct, str_arg, Pod};
 use crate::driver::{handle, ovl2_driver};
 use crate::error::{boundary, ovl2_error, ovl2_status};
-use crate::owned::{give, owns_strings, take_back, ovl2_list};
+use crate::owned::{give, ovl2_list, owns_strings, take_back};
 
 /// Options for `ovl2_get_with`. Fill it with `ovl2_mount_opts_init`, then set fields.
 #[allow(non_camel_case_types)]

@@ -9,7 +9,7 @@ use ovl2_core::{Problem, ProblemKind};
 use crate::args::{c_string, c_string_opt, os_c_string, os_c_string_opt, out_arg, str_arg};
 use crate::driver::{handle, ovl2_driver};
 use crate::error::{boundary, guard, ovl2_error, ovl2_status};
-use crate::owned::{give, owns_strings, take_back, ovl2_list};
+use crate::owned::{give, ovl2_list, owns_strings, take_back};
 
 /// The paths Docker's `GetMetadata` returns for a layer. Made by `ovl2_layer_metadata`,
 /// freed (with all its strings) by `ovl2_metadata_free`. Each path is the exact bytes of the

@@ -608,7 +608,6 @@ impl Mounted {
     }
 }
 
-
 /// Docker spells "no parent" as `""`; Python callers may use either that or None.
 pub(crate) fn docker_parent(parent: Option<String>) -> Option<String> {
     parent.filter(|p| !p.is_empty())

@@ -236,7 +236,6 @@ impl Problem {
     }
 }
 
-
 /// Python's `repr()` of a value, so reprs quote strings the way Python users expect.
 pub(crate) fn repr<'py, T: IntoPyObject<'py>>(py: Python<'py>, value: T) -> PyResult<String> {
     Ok(value.into_bound_py_any(py)?.repr()?.to_string())
