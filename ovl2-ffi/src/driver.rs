@@ -69,12 +69,12 @@ pub struct ovl2_options {
     pub open_mode: u32,
 }
 
+// SAFETY: repr(C), integers and a pointer only.
+unsafe impl Pod for ovl2_options {}
+
 /// `ovl2_options.open_mode`: open the store, creating it when `home` is missing or an empty
 /// directory (the default). A non-empty directory that is not a store is refused.
 pub const OVL2_OPEN_CREATE: u32 = 0;
-
-// SAFETY: repr(C), integers and a pointer only.
-unsafe impl Pod for ovl2_options {}
 /// `ovl2_options.open_mode`: open an existing store for reading and writing, never create one.
 pub const OVL2_OPEN_EXISTING: u32 = 1;
 /// `ovl2_options.open_mode`: open an existing store and never write to it (nothing created,

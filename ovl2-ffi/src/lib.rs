@@ -147,6 +147,71 @@ mod tests {
         assert!(!crate::args::flag(got.volatile_mount));
     }
 
+    /// The flags were C `bool`s before they became `u8`: the structs C callers built against
+    /// the older header must have exactly the layout (size and every offset) they have now.
+    #[test]
+    fn option_structs_keep_the_layout_they_had_with_bool_flags() {
+        use std::ffi::c_char;
+        use std::mem::{offset_of, size_of};
+        #[repr(C)]
+        struct OldOptions {
+            size: usize,
+            max_depth: u32,
+            sync: bool,
+            repair_on_open: bool,
+            set_root: bool,
+            root_uid: u32,
+            root_gid: u32,
+            mount_strategy: u32,
+            disabled_features: *const c_char,
+            open_mode: u32,
+        }
+        #[repr(C)]
+        struct OldMountOpts {
+            size: usize,
+            mount_label: *const c_char,
+            readonly: bool,
+            volatile_mount: bool,
+            persistent: bool,
+        }
+        #[repr(C)]
+        struct OldApplyOpts {
+            size: usize,
+            expect_digest: *const c_char,
+            set_sync: bool,
+            sync: bool,
+        }
+        #[repr(C)]
+        struct OldDiffOpts {
+            size: usize,
+            digest: bool,
+        }
+        #[repr(C)]
+        struct OldContainerOpts {
+            size: usize,
+            no_default_entries: bool,
+            entries: *const ovl2_init_entry,
+            n_entries: usize,
+            remap_root: bool,
+            root_uid: u32,
+            root_gid: u32,
+            mount_label: *const c_char,
+        }
+        macro_rules! same_layout {
+            ($new:ty, $old:ty: $($f:ident),*) => {
+                assert_eq!(size_of::<$new>(), size_of::<$old>(), stringify!($new));
+                $(assert_eq!(offset_of!($new, $f), offset_of!($old, $f), concat!(stringify!($new), ".", stringify!($f)));)*
+            };
+        }
+        same_layout!(ovl2_options, OldOptions: size, max_depth, sync, repair_on_open, set_root, root_uid, root_gid,
+            mount_strategy, disabled_features, open_mode);
+        same_layout!(ovl2_mount_opts, OldMountOpts: size, mount_label, readonly, volatile_mount, persistent);
+        same_layout!(ovl2_apply_opts, OldApplyOpts: size, expect_digest, set_sync, sync);
+        same_layout!(ovl2_diff_opts, OldDiffOpts: size, digest);
+        same_layout!(ovl2_container_opts, OldContainerOpts: size, no_default_entries, entries, n_entries, remap_root,
+            root_uid, root_gid, mount_label);
+    }
+
     /// The handle casts check NULL and name the argument.
     #[test]
     fn a_null_handle_is_an_invalid_argument_naming_it() {
