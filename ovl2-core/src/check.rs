@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rustix::fs::{AtFlags, FileType};
 
-use crate::driver::{describe, Driver};
+use crate::driver::Driver;
 use crate::error::{Context, Result};
 use crate::fsutil::{self, cstr};
 use crate::id;
@@ -271,7 +271,7 @@ impl Driver {
                     if repairable && fix {
                         self.rewrite(&r.id, layout::LOWER, lower.trim_ascii())?;
                     }
-                    problems.push(self.problem(&r.id, ProblemKind::MalformedLower, describe("lower", &m), repairable));
+                    problems.push(self.problem(&r.id, ProblemKind::MalformedLower, m.describe("lower"), repairable));
                     if !repairable {
                         continue;
                     }
@@ -596,9 +596,9 @@ impl Driver {
             Some(Err(Malformed::Empty)) => (ProblemKind::MissingLink, "link file is empty".to_string(), None),
             Some(Err(m @ Malformed::Whitespace)) => {
                 let t = String::from_utf8_lossy(link.expect("some").trim_ascii()).into_owned();
-                (ProblemKind::MalformedLink, describe("link", &m), Some(t))
+                (ProblemKind::MalformedLink, m.describe("link"), Some(t))
             }
-            Some(Err(m)) => (ProblemKind::MalformedLink, describe("link", &m), None),
+            Some(Err(m)) => (ProblemKind::MalformedLink, m.describe("link"), None),
         };
         let choice = self.choose_lid(rec, links, recovery, trimmed);
         self.relink(rec, choice, self.problem(&rec.id, kind, detail, true), fix, problems)
@@ -695,7 +695,7 @@ impl Driver {
             Ok(None) => None,
             Ok(Some(l)) => match layout::parse_lower(l) {
                 Ok(_) | Err(Malformed::Whitespace) => return Ok(()),
-                Err(m) => Some(describe("lower", &m)),
+                Err(m) => Some(m.describe("lower")),
             },
             Err(why) => Some(format!("lower file cannot be read: it {why}")),
         };

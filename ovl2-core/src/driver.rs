@@ -12,7 +12,7 @@ use rustix::io::Errno;
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, cstr, Owner};
 use crate::id;
-use crate::layout::{self, Malformed};
+use crate::layout;
 use crate::lock::{lock_store, StoreLock};
 use crate::mount::{MountState, MountStrategy};
 
@@ -138,16 +138,16 @@ pub struct LayerInfo {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Metadata {
     /// Lower layers' `diff` paths, nearest first, joined by `:`; only for layers with a parent.
-    #[serde(rename = "LowerDir", skip_serializing_if = "Option::is_none", serialize_with = "utf8_opt")]
+    #[serde(rename = "LowerDir", skip_serializing_if = "Option::is_none", serialize_with = "fsutil::utf8_opt")]
     pub lower_dir: Option<OsString>,
     /// `<home>/<id>/diff`.
-    #[serde(rename = "UpperDir", serialize_with = "utf8")]
+    #[serde(rename = "UpperDir", serialize_with = "fsutil::utf8")]
     pub upper_dir: PathBuf,
     /// `<home>/<id>/work` (reported even for base layers, as Docker does).
-    #[serde(rename = "WorkDir", serialize_with = "utf8")]
+    #[serde(rename = "WorkDir", serialize_with = "fsutil::utf8")]
     pub work_dir: PathBuf,
     /// `<home>/<id>/merged`.
-    #[serde(rename = "MergedDir", serialize_with = "utf8")]
+    #[serde(rename = "MergedDir", serialize_with = "fsutil::utf8")]
     pub merged_dir: PathBuf,
 }
 
@@ -165,29 +165,6 @@ impl Metadata {
     }
 }
 
-/// JSON strings are Unicode: a path that is not UTF-8 is refused, naming it, because a lossy
-/// copy (U+FFFD) would name a different, missing path.
-pub(crate) fn utf8<S: serde::Serializer, P: AsRef<std::ffi::OsStr>>(
-    p: &P,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    let p = p.as_ref();
-    match p.to_str() {
-        Some(v) => s.serialize_str(v),
-        None => Err(serde::ser::Error::custom(format!(
-            "the path {} is not valid UTF-8, which JSON cannot carry (the plain output prints it as raw bytes)",
-            p.to_string_lossy()
-        ))),
-    }
-}
-
-fn utf8_opt<S: serde::Serializer>(p: &Option<OsString>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    match p {
-        Some(p) => utf8(p, s),
-        None => s.serialize_none(),
-    }
-}
-
 /// An open layer store.
 ///
 /// A `Driver` is `Send + Sync`: share one between threads. Several processes may open the
@@ -201,7 +178,6 @@ pub struct Driver {
     /// store has none (Docker wrote it).
     pub(crate) private_fd: Option<OwnedFd>,
     pub(crate) staging_fd: Option<OwnedFd>,
-    pub(crate) mount_records_fd: Option<OwnedFd>,
     pub(crate) opts: Options,
     pub(crate) owner: Owner,
     pub(crate) root: Owner,
@@ -254,10 +230,7 @@ impl Driver {
                 options.max_depth
             )));
         }
-        let strategy = match options.mount_strategy {
-            Some(s) => s,
-            None => MountStrategy::from_env()?.unwrap_or_default(),
-        };
+        let mut mounts = MountState::new(options.mount_strategy, &options.disabled_features)?;
         let home = clean_absolute(home.as_ref())?;
         let owner = Owner { uid: rustix::process::geteuid().as_raw(), gid: rustix::process::getegid().as_raw() };
         let root = options.root.unwrap_or(owner);
@@ -301,25 +274,8 @@ impl Driver {
             (links_fd, Some(private_fd), Some(staging_fd), Some(mount_records_fd))
         };
 
-        let mut disabled = options.disabled_features.clone();
-        if disabled.is_empty() {
-            if let Ok(v) = std::env::var("OVL2_DISABLE_FEATURES") {
-                disabled = v.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
-            }
-        }
-        let mounts = MountState::new(strategy, disabled)?;
-        let driver = Driver {
-            home,
-            home_fd,
-            links_fd,
-            private_fd,
-            staging_fd,
-            mount_records_fd,
-            opts: options,
-            owner,
-            root,
-            mounts,
-        };
+        mounts.set_records_dir(mount_records_fd);
+        let driver = Driver { home, home_fd, links_fd, private_fd, staging_fd, opts: options, owner, root, mounts };
         // Overlayfs needs d_type to tell whiteouts from files; Docker refuses such stores too.
         if !driver.supports_d_type()? {
             return Err(Error::Unsupported(format!(
@@ -459,10 +415,10 @@ impl Driver {
     fn chain_for_child(&self, parent: &str) -> Result<Vec<String>> {
         let files = self.read_layer_files(parent)?.ok_or_else(|| Error::NotFound(parent.to_owned()))?;
         let link = files.link.ok_or_else(|| corrupt_layer(parent, "has no link file"))?;
-        let lid = layout::parse_link(&link).map_err(|m| corrupt_layer(parent, &describe("link", &m)))?;
+        let lid = layout::parse_link(&link).map_err(|m| corrupt_layer(parent, &m.describe("link")))?;
         let mut chain = vec![lid.to_owned()];
         if let Some(lower) = files.lower {
-            let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(parent, &describe("lower", &m)))?;
+            let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(parent, &m.describe("lower")))?;
             chain.extend(lids.into_iter().map(str::to_owned));
         }
         Ok(chain)
@@ -832,7 +788,7 @@ impl Driver {
         let _lock = self.lock(false)?;
         let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let Some(lower) = files.lower else { return Ok(None) };
-        let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(id, &describe("lower", &m)))?;
+        let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(id, &m.describe("lower")))?;
         Ok(Some(self.resolve_short_id(lids[0])?.ok_or_else(|| orphaned(id, lids[0]))?))
     }
 
@@ -846,7 +802,7 @@ impl Driver {
         let lower_dir = match files.lower {
             None => None,
             Some(lower) => {
-                let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(id, &describe("lower", &m)))?;
+                let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(id, &m.describe("lower")))?;
                 let mut dirs = OsString::new();
                 for lid in lids {
                     let pid = self.resolve_short_id(lid)?.ok_or_else(|| orphaned(id, lid))?;
@@ -1113,14 +1069,6 @@ fn clean_absolute(p: &Path) -> Result<PathBuf> {
         }
     }
     Ok(out)
-}
-
-pub(crate) fn describe(file: &str, m: &Malformed) -> String {
-    match m {
-        Malformed::Empty => format!("{file} file is empty"),
-        Malformed::Whitespace => format!("{file} file has stray whitespace"),
-        Malformed::Garbage(s) => format!("{file} file is malformed: {s}"),
-    }
 }
 
 fn corrupt_layer(id: &str, what: &str) -> Error {

@@ -637,6 +637,32 @@ pub fn os(name: &CStr) -> &OsStr {
     OsStr::from_bytes(name.to_bytes())
 }
 
+/// JSON strings are Unicode: a path that is not UTF-8 is refused, naming it, because a lossy
+/// copy (U+FFFD) would name a different, missing path.
+pub(crate) fn utf8<S: serde::Serializer, P: AsRef<std::ffi::OsStr>>(
+    p: &P,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let p = p.as_ref();
+    match p.to_str() {
+        Some(v) => s.serialize_str(v),
+        None => Err(serde::ser::Error::custom(format!(
+            "the path {} is not valid UTF-8, which JSON cannot carry (the plain output prints it as raw bytes)",
+            p.to_string_lossy()
+        ))),
+    }
+}
+
+pub(crate) fn utf8_opt<S: serde::Serializer>(
+    p: &Option<std::ffi::OsString>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => utf8(p, s),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,6 +81,17 @@ pub enum Malformed {
     Garbage(String),
 }
 
+impl Malformed {
+    /// The sentence naming what is wrong with the `file` (`link` or `lower`) it was found in.
+    pub fn describe(&self, file: &str) -> String {
+        match self {
+            Malformed::Empty => format!("{file} file is empty"),
+            Malformed::Whitespace => format!("{file} file has stray whitespace"),
+            Malformed::Garbage(s) => format!("{file} file is malformed: {s}"),
+        }
+    }
+}
+
 /// Parses a `link` file into the short id.
 pub fn parse_link(content: &[u8]) -> Result<&str, Malformed> {
     if content.is_empty() {

@@ -22,6 +22,7 @@ mod driver;
 mod error;
 pub mod fsutil;
 pub mod id;
+mod kernel;
 pub mod layout;
 mod lock;
 mod mount;

@@ -5,45 +5,8 @@ use rustix::fs::{FileType, OFlags};
 
 use crate::driver::Driver;
 use crate::error::{Context, Result};
+use crate::kernel::{fs_name, in_user_namespace, overlay_param, overlay_params, overlay_registered};
 use crate::layout;
-
-/// Docker's names for backing filesystems, by statfs magic.
-fn fs_name(magic: i64) -> &'static str {
-    match magic as u64 {
-        0xEF53 => "extfs",
-        0x58465342 => "xfs",
-        0x9123683E => "btrfs",
-        0x01021994 => "tmpfs",
-        0x794C7630 => "overlayfs",
-        0x2FC12FC1 => "zfs",
-        0xF2F52010 => "f2fs",
-        0x6969 => "nfs",
-        0x858458F6 => "ramfs",
-        0x73717368 => "squashfs",
-        0x65735546 => "fuse",
-        0x28CD3D45 => "cramfs",
-        0xE0F5E1E2 => "erofs",
-        0x5346544E => "ntfs",
-        0x4D44 => "vfat",
-        _ => "<unknown>",
-    }
-}
-
-/// A kernel overlay module parameter, if the module exposes it.
-pub(crate) fn overlay_param(name: &str) -> Option<String> {
-    std::fs::read_to_string(format!("/sys/module/overlay/parameters/{name}")).ok().map(|s| s.trim().to_owned())
-}
-
-/// Whether this process runs in a user namespace other than the initial one.
-pub(crate) fn in_user_namespace() -> bool {
-    match std::fs::read_to_string("/proc/self/uid_map") {
-        Ok(m) => {
-            let f: Vec<&str> = m.split_whitespace().collect();
-            f != ["0", "0", "4294967295"]
-        }
-        Err(_) => false,
-    }
-}
 
 impl Driver {
     /// Ordered key/value pairs: Docker's keys first (`Backing Filesystem`, `Supports d_type`,
@@ -56,17 +19,7 @@ impl Driver {
         let redirect = overlay_param("redirect_dir").is_some_and(|v| v == "Y" || v == "on");
         let userns = in_user_namespace();
         let layers = self.layer_ids()?.len();
-        let mut params: Vec<String> = match std::fs::read_dir("/sys/module/overlay/parameters") {
-            Ok(rd) => rd
-                .filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    overlay_param(&n).map(|v| format!("{n}={v}"))
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        params.sort();
+        let params = overlay_params();
         Ok(vec![
             ("Backing Filesystem".into(), fs_name(st.f_type as i64).into()),
             ("Supports d_type".into(), yes(self.supports_d_type()?)),
@@ -105,10 +58,4 @@ impl Driver {
         }
         Ok(false)
     }
-}
-
-fn overlay_registered() -> bool {
-    std::fs::read_to_string("/proc/filesystems")
-        .map(|s| s.lines().any(|l| l.split_whitespace().last() == Some("overlay")))
-        .unwrap_or(false)
 }

@@ -166,7 +166,7 @@ impl Driver {
             root,
             owner: self.root,
             opaque_xattr: whiteout::opaque_xattr_for_apply(),
-            userns: crate::status::in_user_namespace(),
+            userns: crate::kernel::in_user_namespace(),
             cache: None,
             dir_times: Vec::new(),
             buf: vec![0u8; 256 * 1024],

@@ -22,7 +22,7 @@ pub use export::{DiffOpts, DiffStats};
 pub use input::{detect as detect_compression, Compression};
 use std::os::fd::OwnedFd;
 
-use crate::driver::{describe, Driver};
+use crate::driver::Driver;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
 use crate::{id, layout};
@@ -50,7 +50,7 @@ impl Driver {
         let mut parent = None;
         if let Some(lower) = files.lower {
             let lids = layout::parse_lower(&lower)
-                .map_err(|m| Error::Corrupt(format!("layer {id:?}: {}", describe("lower", &m))))?;
+                .map_err(|m| Error::Corrupt(format!("layer {id:?}: {}", m.describe("lower"))))?;
             for (i, lid) in lids.iter().enumerate() {
                 let pid = self.resolve_short_id(lid)?.ok_or_else(|| crate::driver::orphaned(id, lid))?;
                 let pdir = self.open_layer_dir(&pid)?.ok_or_else(|| Error::NotFound(pid.clone()))?;

@@ -21,7 +21,7 @@ use rustix::io::Errno;
 use super::apply::{refuse, sys, At, Stage};
 use super::ApplyOpts;
 use super::ApplyStats;
-use crate::driver::{describe, Driver};
+use crate::driver::Driver;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
 use crate::layout;
@@ -105,7 +105,7 @@ impl Driver {
         let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let Some(lower) = files.lower else { return Ok(Vec::new()) };
         let lids = layout::parse_lower(&lower)
-            .map_err(|m| Error::Corrupt(format!("layer {id:?}: {}", describe("lower", &m))))?;
+            .map_err(|m| Error::Corrupt(format!("layer {id:?}: {}", m.describe("lower"))))?;
         Ok(lids.into_iter().map(str::to_owned).collect())
     }
 }

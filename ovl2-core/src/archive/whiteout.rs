@@ -74,7 +74,7 @@ pub fn is_opaque_value(v: &[u8]) -> bool {
 /// The opaque xattr apply writes: `user.overlay.opaque` inside a user namespace (the mount
 /// then uses `userxattr`, as Docker does), `trusted.overlay.opaque` otherwise.
 pub fn opaque_xattr_for_apply() -> &'static CStr {
-    if crate::status::in_user_namespace() {
+    if crate::kernel::in_user_namespace() {
         OPAQUE_USER
     } else {
         OPAQUE_TRUSTED

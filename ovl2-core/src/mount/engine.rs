@@ -12,6 +12,7 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::str::FromStr;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::mount::{
@@ -20,9 +21,53 @@ use rustix::mount::{
 };
 
 use super::probe::Features;
-use super::MountStrategy;
 use crate::error::{Error, Result};
 use crate::layout;
+
+/// Which kernel interface mounts use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MountStrategy {
+    /// The best the kernel offers: `new` when available, else `legacy`.
+    #[default]
+    Auto,
+    /// `fsopen`/`fsconfig` with one `lowerdir+` per layer (as fds where possible).
+    New,
+    /// `mount(2)` with an option string (absolute, relative, or fd-number layer names).
+    Legacy,
+}
+
+impl MountStrategy {
+    /// The name used by the option, the CLI flag and `OVL2_MOUNT_STRATEGY`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountStrategy::Auto => "auto",
+            MountStrategy::New => "new",
+            MountStrategy::Legacy => "legacy",
+        }
+    }
+
+    /// The strategy named by `OVL2_MOUNT_STRATEGY`, if set.
+    pub fn from_env() -> Result<Option<MountStrategy>> {
+        match std::env::var("OVL2_MOUNT_STRATEGY") {
+            Ok(v) if !v.is_empty() => {
+                v.parse().map(Some).map_err(|e| Error::InvalidArgument(format!("OVL2_MOUNT_STRATEGY: {e}")))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+impl FromStr for MountStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(MountStrategy::Auto),
+            "new" => Ok(MountStrategy::New),
+            "legacy" => Ok(MountStrategy::Legacy),
+            other => Err(format!("unknown mount strategy {other:?} (expected auto, new or legacy)")),
+        }
+    }
+}
 
 /// How a particular mount was made; reported by `mounts()` and used by tests and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

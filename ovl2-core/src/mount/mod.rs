@@ -14,13 +14,12 @@ mod refs;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustix::fs::{AtFlags, FileType};
 use rustix::io::Errno;
 
-pub use engine::MountMethod;
+pub use engine::{MountMethod, MountStrategy};
 pub use probe::Features;
 use refs::{Holder, Record};
 
@@ -28,51 +27,6 @@ use crate::driver::Driver;
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, cstr};
 use crate::{id, layout};
-
-/// Which kernel interface mounts use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum MountStrategy {
-    /// The best the kernel offers: `new` when available, else `legacy`.
-    #[default]
-    Auto,
-    /// `fsopen`/`fsconfig` with one `lowerdir+` per layer (as fds where possible).
-    New,
-    /// `mount(2)` with an option string (absolute, relative, or fd-number layer names).
-    Legacy,
-}
-
-impl MountStrategy {
-    /// The name used by the option, the CLI flag and `OVL2_MOUNT_STRATEGY`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MountStrategy::Auto => "auto",
-            MountStrategy::New => "new",
-            MountStrategy::Legacy => "legacy",
-        }
-    }
-
-    /// The strategy named by `OVL2_MOUNT_STRATEGY`, if set.
-    pub fn from_env() -> Result<Option<MountStrategy>> {
-        match std::env::var("OVL2_MOUNT_STRATEGY") {
-            Ok(v) if !v.is_empty() => {
-                v.parse().map(Some).map_err(|e| Error::InvalidArgument(format!("OVL2_MOUNT_STRATEGY: {e}")))
-            }
-            _ => Ok(None),
-        }
-    }
-}
-
-impl FromStr for MountStrategy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(MountStrategy::Auto),
-            "new" => Ok(MountStrategy::New),
-            "legacy" => Ok(MountStrategy::Legacy),
-            other => Err(format!("unknown mount strategy {other:?} (expected auto, new or legacy)")),
-        }
-    }
-}
 
 /// Options for [`Driver::get_with`].
 #[derive(Debug, Clone, Default)]
@@ -94,7 +48,7 @@ pub struct MountInfo {
     /// Layer id.
     pub id: String,
     /// The mount point, `<home>/<id>/merged`.
-    #[serde(serialize_with = "crate::driver::utf8")]
+    #[serde(serialize_with = "crate::fsutil::utf8")]
     pub path: PathBuf,
     /// All references.
     pub count: u64,
@@ -115,6 +69,8 @@ pub struct MountInfo {
 pub(crate) struct MountState {
     strategy: MountStrategy,
     disabled: Vec<String>,
+    /// `.ovl2/mounts`: one reference record per mounted layer.
+    records_fd: Option<std::os::fd::OwnedFd>,
     features: OnceLock<Features>,
     /// Who this `Driver` is in records, and in which process.
     me: Mutex<Me>,
@@ -145,7 +101,21 @@ impl Me {
 }
 
 impl MountState {
-    pub(crate) fn new(strategy: MountStrategy, disabled: Vec<String>) -> Result<MountState> {
+    /// The mount state for a store opened with these options: `strategy` or else
+    /// `OVL2_MOUNT_STRATEGY` (else auto), `disabled` or, when empty, `OVL2_DISABLE_FEATURES`
+    /// (comma-separated). Checked before the store is touched; the records dir comes later
+    /// ([`MountState::set_records_dir`]).
+    pub(crate) fn new(strategy: Option<MountStrategy>, disabled: &[String]) -> Result<MountState> {
+        let strategy = match strategy {
+            Some(s) => s,
+            None => MountStrategy::from_env()?.unwrap_or_default(),
+        };
+        let mut disabled = disabled.to_vec();
+        if disabled.is_empty() {
+            if let Ok(v) = std::env::var("OVL2_DISABLE_FEATURES") {
+                disabled = v.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            }
+        }
         if let Some(bad) = disabled.iter().find(|d| !Features::ALL.contains(&d.as_str())) {
             return Err(Error::InvalidArgument(format!(
                 "unknown feature {bad:?} to disable (known: {})",
@@ -155,10 +125,16 @@ impl MountState {
         Ok(MountState {
             strategy,
             disabled,
+            records_fd: None,
             features: OnceLock::new(),
             me: Mutex::new(Me::new()),
             held: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Hands over `.ovl2/mounts` (`None` only on a read-only open of a store without it).
+    pub(crate) fn set_records_dir(&mut self, fd: Option<std::os::fd::OwnedFd>) {
+        self.records_fd = fd;
     }
 
     /// Starts afresh in a forked child: the references in memory and the holder file belong
@@ -269,7 +245,7 @@ impl Driver {
         let lower = fsutil::read_small(&layer.fd, layout::LOWER).ctx(|| format!("reading {id}/lower"))?;
         let lowers: Vec<String> = match &lower {
             Some(l) => layout::parse_lower(l)
-                .map_err(|m| Error::Corrupt(format!("layer {id:?}: {}", crate::driver::describe("lower", &m))))?
+                .map_err(|m| Error::Corrupt(format!("layer {id:?}: {}", m.describe("lower"))))?
                 .into_iter()
                 .map(str::to_owned)
                 .collect(),
@@ -876,14 +852,14 @@ impl Driver {
     }
 
     fn mounts_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>> {
-        match &self.mount_records_fd {
+        match &self.mounts.records_fd {
             Some(fd) => Ok(std::os::fd::AsFd::as_fd(fd)),
             None => Err(Error::io(".ovl2/mounts", rustix::io::Errno::NOENT)),
         }
     }
 
     fn recorded_mounts(&self) -> Result<Vec<String>> {
-        if self.mount_records_fd.is_none() {
+        if self.mounts.records_fd.is_none() {
             // A read-only open of a store without records: ovl2 never mounted anything here.
             return Ok(Vec::new());
         }

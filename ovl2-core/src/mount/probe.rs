@@ -8,7 +8,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::mount::{fsconfig_create, fsconfig_set_fd, fsconfig_set_flag, fsconfig_set_string, fsopen, FsOpenFlags};
 
 use crate::fsutil::{self, cstr};
-use crate::status::{in_user_namespace, overlay_param};
+use crate::kernel::{in_user_namespace, overlay_param};
 
 /// What the running kernel's overlayfs accepts, as found by trying it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
