@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rustix::fs::{AtFlags, FileType};
 
-use crate::driver::Driver;
 use crate::error::{Context, Result};
 use crate::fsutil::{self, cstr};
 use crate::id;
 use crate::layout::{self, Malformed};
+use crate::store::Store;
 
 /// What kind of damage a [`Problem`] is. Serialized as [`ProblemKind::as_str`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -130,7 +130,7 @@ pub struct Problem {
     pub repairable: bool,
 }
 
-/// What [`Driver::repair`] did.
+/// What [`Driver::repair`](crate::Driver::repair) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RepairReport {
     /// Problems found and fixed.
@@ -145,7 +145,7 @@ struct Rec {
     /// The type of `work`, `None` when missing.
     work: Option<FileType>,
     has_committed: bool,
-    /// `Err`: the file cannot be read, and why (see [`crate::driver::LayerMeta`]).
+    /// `Err`: the file cannot be read, and why (see [`crate::store::LayerMeta`]).
     link: std::result::Result<Option<Vec<u8>>, String>,
     lower: std::result::Result<Option<Vec<u8>>, String>,
     /// Whether `link` is a directory (which repair does not replace).
@@ -153,17 +153,15 @@ struct Rec {
     lid: Option<String>,
 }
 
-impl Driver {
-    /// Reports every problem in the store without changing anything.
-    pub fn check(&self) -> Result<Vec<Problem>> {
+impl Store {
+    /// The work of [`Driver::check`](crate::Driver::check).
+    pub(crate) fn check(&self) -> Result<Vec<Problem>> {
         let _lock = self.lock(false)?;
         self.scan(false)
     }
 
-    /// Fixes what can be fixed: stale staging dirs, missing or malformed `link` files,
-    /// missing, wrong, dangling and unused `l/` links, stray whitespace in `lower`, missing
-    /// `work/` dirs and `committed` markers. Never deletes a layer directory.
-    pub fn repair(&self) -> Result<RepairReport> {
+    /// The work of [`Driver::repair`](crate::Driver::repair).
+    pub(crate) fn repair(&self) -> Result<RepairReport> {
         let _lock = self.lock(true)?;
         let mut report = RepairReport::default();
         // Fixes can uncover further problems (a new link file makes a dangling link

@@ -11,11 +11,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::driver::{CreateOpts, Driver};
 use crate::error::{Error, Result};
 use crate::fsutil::{self, cstr, Owner};
 use crate::id;
 use crate::mount::MountOpts;
+use crate::options::CreateOpts;
+use crate::store::Store;
 
 /// What an init entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +69,7 @@ pub fn docker_init_entries() -> Vec<InitEntry> {
     ]
 }
 
-/// Options for [`Driver::create_container`].
+/// Options for [`Driver::create_container`](crate::Driver::create_container).
 #[derive(Debug, Clone)]
 pub struct ContainerOpts {
     /// The init entries; [`docker_init_entries`] by default. Replace the list, or push onto
@@ -92,11 +93,9 @@ pub fn init_layer_id(ctr: &str) -> String {
     format!("{ctr}-init")
 }
 
-impl Driver {
-    /// Creates `<ctr>-init` on `image_top`, fills it with the init entries through a mount,
-    /// and creates the container layer `<ctr>` on it (which marks the init layer committed).
-    /// All or nothing: on any failure neither layer is left behind.
-    pub fn create_container(&self, ctr: &str, image_top: &str, opts: &ContainerOpts) -> Result<()> {
+impl Store {
+    /// The work of [`Driver::create_container`](crate::Driver::create_container).
+    pub(crate) fn create_container(&self, ctr: &str, image_top: &str, opts: &ContainerOpts) -> Result<()> {
         let init = init_layer_id(ctr);
         id::validate(ctr)?;
         id::validate(&init)?;
@@ -133,9 +132,8 @@ impl Driver {
         Ok(())
     }
 
-    /// Removes a container's layer and then its init layer. Refused while the container
-    /// layer is mounted unless `force`, which unmounts it first.
-    pub fn remove_container(&self, ctr: &str, force: bool) -> Result<()> {
+    /// The work of [`Driver::remove_container`](crate::Driver::remove_container).
+    pub(crate) fn remove_container(&self, ctr: &str, force: bool) -> Result<()> {
         id::validate(ctr)?;
         let init = init_layer_id(ctr);
         // The record first: it is also the lock against a concurrent create or remove of the
@@ -213,7 +211,7 @@ struct Pending {
 }
 
 impl Pending {
-    fn begin(d: &Driver, ctr: &str, image_top: &str, top_was_committed: bool) -> Result<Pending> {
+    fn begin(d: &Store, ctr: &str, image_top: &str, top_was_committed: bool) -> Result<Pending> {
         // As for staging: repair takes the store lock exclusively, so holding it shared until
         // the record is flocked keeps another process's open from deleting it first.
         d.writable("recording a container change")?;
@@ -246,14 +244,14 @@ impl Pending {
     }
 
     /// Drops the record (the pair is complete, or fully rolled back).
-    fn end(self, d: &Driver) {
+    fn end(self, d: &Store) {
         if let Ok(Some(dir)) = d.pending_dir() {
             let _ = rustix::fs::unlinkat(&dir, &self.name, AtFlags::empty());
         }
     }
 }
 
-impl Driver {
+impl Store {
     /// `.ovl2/pending`; `None` only on a read-only open of a store that has none.
     pub(crate) fn pending_dir(&self) -> Result<Option<OwnedFd>> {
         let Some(private) = &self.private_fd else { return Ok(None) };

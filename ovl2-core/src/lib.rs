@@ -23,10 +23,13 @@ mod error;
 pub mod fsutil;
 pub mod id;
 mod kernel;
+mod layers;
 pub mod layout;
 mod lock;
 mod mount;
-pub(crate) mod status;
+mod options;
+mod status;
+mod store;
 mod usage;
 
 pub use archive::{
@@ -35,13 +38,12 @@ pub use archive::{
 };
 pub use check::{Problem, ProblemKind, RepairReport};
 pub use container::{docker_init_entries, init_layer_id, ContainerOpts, InitEntry, InitKind};
-pub use driver::{
-    depth_of, CreateOpts, Driver, LayerInfo, Metadata, OpenMode, Options, RemoveOpts, DOCKER_MAX_DEPTH,
-    KERNEL_MAX_DEPTH,
-};
+pub use driver::Driver;
 pub use error::{Error, ErrorKind, Result};
 pub use fsutil::Owner;
+pub use layers::{LayerInfo, Metadata};
 pub use mount::{Features, MountInfo, MountMethod, MountOpts, MountStrategy};
+pub use options::{depth_of, CreateOpts, OpenMode, Options, RemoveOpts, DOCKER_MAX_DEPTH, KERNEL_MAX_DEPTH};
 pub use usage::Usage;
 
 /// The library version (the crate version).

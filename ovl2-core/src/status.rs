@@ -1,17 +1,13 @@
 //! `status()`: what the store sits on and what the kernel offers, as Docker's ordered pairs
 //! plus ovl2's own.
 
-use rustix::fs::{FileType, OFlags};
-
-use crate::driver::Driver;
 use crate::error::{Context, Result};
 use crate::kernel::{fs_name, in_user_namespace, overlay_param, overlay_params, overlay_registered};
-use crate::layout;
+use crate::store::Store;
 
-impl Driver {
-    /// Ordered key/value pairs: Docker's keys first (`Backing Filesystem`, `Supports d_type`,
-    /// `Using metacopy`, `Native Overlay Diff`, `userxattr`), then ovl2's.
-    pub fn status(&self) -> Result<Vec<(String, String)>> {
+impl Store {
+    /// The work of [`Driver::status`](crate::Driver::status).
+    pub(crate) fn status(&self) -> Result<Vec<(String, String)>> {
         let st = rustix::fs::fstatfs(&self.home_fd).ctx(|| format!("statfs of {}", self.home.display()))?;
         let yes = |b: bool| if b { "true" } else { "false" }.to_string();
         let param_on = |n: &str| overlay_param(n).is_some_and(|v| v == "Y" || v == "on");
@@ -37,25 +33,5 @@ impl Driver {
             ("Mount features".into(), self.features().names().join(",")),
             ("Overlay parameters".into(), params.join(",")),
         ])
-    }
-
-    /// Whether readdir on the backing filesystem reports entry types (Docker refuses without).
-    /// Looks at `l/` in `home`, which every store has (`.ovl2/` may be missing read-only).
-    pub(crate) fn supports_d_type(&self) -> Result<bool> {
-        let fd = rustix::fs::openat(
-            &self.home_fd,
-            c".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .ctx(|| format!("opening {}", self.home.display()))?;
-        let mut dir = rustix::fs::Dir::read_from(&fd).ctx(|| format!("reading {}", self.home.display()))?;
-        while let Some(ent) = dir.read() {
-            let ent = ent.ctx(|| format!("reading {}", self.home.display()))?;
-            if ent.file_name() == layout::LINK_DIR {
-                return Ok(ent.file_type() != FileType::Unknown);
-            }
-        }
-        Ok(false)
     }
 }

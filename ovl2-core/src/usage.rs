@@ -6,9 +6,9 @@ use std::io;
 
 use rustix::fs::{self as rfs, AtFlags, FileType};
 
-use crate::driver::Driver;
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, DirStack, Mounts};
+use crate::store::Store;
 use crate::{id, layout};
 
 /// What one layer's own `diff/` occupies.
@@ -21,12 +21,9 @@ pub struct Usage {
     pub inodes: u64,
 }
 
-impl Driver {
-    /// The disk usage and inode count of layer `id`'s own files (its `diff/`), not crossing
-    /// mounts and never following symlinks, with a bounded number of fds at any depth. Unlike
-    /// [`Driver::diff_size`] (Docker's apparent size of the layer's changes) this is what the
-    /// layer costs on disk.
-    pub fn usage(&self, id: &str) -> Result<Usage> {
+impl Store {
+    /// The work of [`Driver::usage`](crate::Driver::usage).
+    pub(crate) fn usage(&self, id: &str) -> Result<Usage> {
         id::validate(id)?;
         let diff = {
             let _lock = self.lock(false)?;

@@ -14,12 +14,12 @@ use super::input::{self, Compression, Counters};
 use super::naive::Naive;
 use super::whiteout::{self, TarName};
 use super::{fsx, gotar, size};
-use crate::driver::Driver;
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, cstr, Owner};
+use crate::store::Store;
 use crate::{id, layout};
 
-/// How [`Driver::apply_diff_with`] runs.
+/// How [`Driver::apply_diff_with`](crate::Driver::apply_diff_with) runs.
 #[derive(Clone, Copy)]
 pub struct ApplyOpts<'a> {
     /// Flush the applied data to disk (one `syncfs`) before the layer counts as complete.
@@ -96,25 +96,14 @@ pub struct ApplyStats {
     pub dropped_xattrs: u64,
 }
 
-impl Driver {
-    /// Applies a layer tar (plain, gzip or zstd) to the empty layer `id` and returns Docker's
-    /// size value, the tar's digest and entry counts.
-    ///
-    /// When `parent` is the layer's own parent (`None` for a base layer), the tar is written
-    /// straight into the layer's `diff` (Docker's overlay2 path: whiteouts become overlay
-    /// whiteouts). Any other `parent`, `None` included, takes Docker's naive path: the tar is
-    /// unpacked into the layer's mounted view, where a whiteout deletes what the lower layers
-    /// show (see `docs/archives.md`).
-    ///
-    /// Nothing outside the layer's `diff` is created, changed or followed, whatever the tar
-    /// holds. On any error the layer is left exactly as it was. Data is synced when the store
-    /// was opened with `sync` (see [`Driver::apply_diff_with`] to choose per call).
-    pub fn apply_diff(&self, id: &str, parent: Option<&str>, reader: impl Read) -> Result<ApplyStats> {
+impl Store {
+    /// The work of [`Driver::apply_diff`](crate::Driver::apply_diff).
+    pub(crate) fn apply_diff(&self, id: &str, parent: Option<&str>, reader: impl Read) -> Result<ApplyStats> {
         self.apply_diff_with(id, parent, reader, &ApplyOpts { sync: self.opts.sync, ..ApplyOpts::default() })
     }
 
-    /// [`Driver::apply_diff`] with explicit options.
-    pub fn apply_diff_with(
+    /// The work of [`Driver::apply_diff_with`](crate::Driver::apply_diff_with).
+    pub(crate) fn apply_diff_with(
         &self,
         id: &str,
         parent: Option<&str>,
@@ -282,7 +271,7 @@ impl Driver {
 
 /// Refuses a layer that is mounted, that a mounted layer builds on, or whose `diff` already
 /// has content.
-fn check_target(d: &Driver, id: &str, layer: &OwnedFd) -> Result<()> {
+fn check_target(d: &Store, id: &str, layer: &OwnedFd) -> Result<()> {
     let here = rfs::fstat(layer).ctx(|| format!("stat of layer {id:?}"))?;
     if let Ok(st) = rfs::statat(layer, layout::MERGED, AtFlags::SYMLINK_NOFOLLOW) {
         if st.st_dev != here.st_dev {
@@ -316,7 +305,7 @@ pub(super) struct Stage {
 }
 
 impl Stage {
-    fn new(d: &Driver) -> Result<Stage> {
+    fn new(d: &Store) -> Result<Stage> {
         // Repair (exclusive store lock) deletes staging entries it can flock; hold the lock
         // shared until ours is flocked, or another process's open could delete it first.
         let staging = d.staging("applying a layer archive")?;
@@ -342,7 +331,7 @@ impl Stage {
     }
 
     /// Deletes the staging dir: the failed extraction, or the old empty diff after a swap.
-    fn discard(self, d: &Driver) {
+    fn discard(self, d: &Store) {
         if let Ok(staging) = d.staging("applying a layer archive") {
             let _ = fsutil::remove_tree(staging, &self.name);
         }

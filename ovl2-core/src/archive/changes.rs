@@ -14,9 +14,9 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Stat};
 use rustix::io::Errno;
 
 use super::{fsx, size, whiteout, Layers};
-use crate::driver::Driver;
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, DirStack, Mounts};
+use crate::store::Store;
 
 /// How a path differs from the parent, with Docker's numeric values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -30,7 +30,7 @@ pub enum ChangeKind {
     Delete = 2,
 }
 
-/// One entry of [`Driver::changes`]: an absolute path (leading `/`) and how it changed.
+/// One entry of [`Driver::changes`](crate::Driver::changes): an absolute path (leading `/`) and how it changed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Change {
     /// Absolute path inside the container filesystem.
@@ -51,10 +51,9 @@ impl std::fmt::Display for Change {
     }
 }
 
-impl Driver {
-    /// The paths layer `id` adds, modifies or deletes relative to `parent`, sorted by path,
-    /// with exactly Docker's rules (see docs/archives.md).
-    pub fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {
+impl Store {
+    /// The work of [`Driver::changes`](crate::Driver::changes).
+    pub(crate) fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {
         let mut out = Vec::new();
         self.changes_each(id, parent, |c| {
             out.push(c);
@@ -63,11 +62,8 @@ impl Driver {
         Ok(out)
     }
 
-    /// [`Driver::changes`], handing each change to `f` in path order instead of collecting
-    /// them. Against the real parent, memory is bounded by the number of changes (each
-    /// costing its name, not its full path) and the current path, whatever the depth: a
-    /// chain of 30,000 directories does not need its 900 MB of full paths at once.
-    pub fn changes_each(
+    /// The work of [`Driver::changes_each`](crate::Driver::changes_each).
+    pub(crate) fn changes_each(
         &self,
         id: &str,
         parent: Option<&str>,
@@ -95,10 +91,8 @@ impl Driver {
         Ok(())
     }
 
-    /// Docker's `DiffSize`: with the real parent, the size of the layer's own `diff` (what
-    /// `apply_diff` returned); against another layer, the sizes of added and modified
-    /// non-directories, hardlinks counted once.
-    pub fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<u64> {
+    /// The work of [`Driver::diff_size`](crate::Driver::diff_size).
+    pub(crate) fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<u64> {
         let (layers, native) = self.layers_for(id, parent)?;
         if native {
             return size::tree_size(layers.upper.as_fd()).ctx(|| format!("measuring layer {id:?}"));
@@ -131,7 +125,7 @@ fn naive_size(new: &Merged, old: &Merged) -> Result<u64> {
     }
 }
 
-impl Driver {
+impl Store {
     /// The layer's merged view and `parent`'s, for the naive comparison.
     pub(crate) fn naive_views(&self, layers: Layers, parent: Option<&str>) -> Result<(Merged, Merged)> {
         let mut new_fds = vec![layers.upper];

@@ -15,11 +15,11 @@ use super::changes::{self, Change, ChangeKind, Lower, Merged};
 use super::gotar::{Header, Writer};
 use super::input::hex_digest;
 use super::{fsx, whiteout};
-use crate::driver::Driver;
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, DirStack, Mounts};
+use crate::store::Store;
 
-/// What a [`Driver::diff`] wrote.
+/// What a [`Driver::diff`](crate::Driver::diff) wrote.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DiffStats {
     /// Length of the (uncompressed) tar stream.
@@ -31,7 +31,7 @@ pub struct DiffStats {
     pub entries: u64,
 }
 
-/// How [`Driver::diff_with`] runs.
+/// How [`Driver::diff_with`](crate::Driver::diff_with) runs.
 #[derive(Debug, Clone, Copy)]
 pub struct DiffOpts {
     /// Compute the stream's sha256 (on a helper thread). Off, the export does no more work
@@ -45,20 +45,20 @@ impl Default for DiffOpts {
     }
 }
 
-impl Driver {
-    /// [`Driver::diff`] with explicit options.
-    pub fn diff_with(&self, id: &str, parent: Option<&str>, writer: impl Write, opts: &DiffOpts) -> Result<DiffStats> {
+impl Store {
+    /// The work of [`Driver::diff_with`](crate::Driver::diff_with).
+    pub(crate) fn diff_with(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        writer: impl Write,
+        opts: &DiffOpts,
+    ) -> Result<DiffStats> {
         self.export(id, parent, writer, opts.digest)
     }
 
-    /// Writes layer `id` as a tar in Docker's layer format relative to `parent`, which must
-    /// be the layer's own parent (`None` for a base layer).
-    ///
-    /// Whiteouts become `.wh.NAME` entries, opaque directories get a `.wh..wh..opq` entry,
-    /// hardlinks are links to the first path seen, and the only xattr written is
-    /// `security.capability`, as in Docker. The output is deterministic: the same tree
-    /// always gives the same bytes, and they are the bytes Docker's native Diff writes.
-    pub fn diff(&self, id: &str, parent: Option<&str>, writer: impl Write) -> Result<DiffStats> {
+    /// The work of [`Driver::diff`](crate::Driver::diff).
+    pub(crate) fn diff(&self, id: &str, parent: Option<&str>, writer: impl Write) -> Result<DiffStats> {
         self.export(id, parent, writer, true)
     }
 

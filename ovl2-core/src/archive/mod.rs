@@ -22,9 +22,9 @@ pub use export::{DiffOpts, DiffStats};
 pub use input::{detect as detect_compression, Compression};
 use std::os::fd::OwnedFd;
 
-use crate::driver::Driver;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
+use crate::store::Store;
 use crate::{id, layout};
 
 /// A layer's upper dir and its lower chain, opened once.
@@ -37,7 +37,7 @@ pub(crate) struct Layers {
     pub parent: Option<String>,
 }
 
-impl Driver {
+impl Store {
     /// Opens `id`'s diff and its lower chain under the shared store lock, so a concurrent
     /// remove cannot pull a layer out from under the walk once its fd is open.
     pub(crate) fn open_layers(&self, id: &str) -> Result<Layers> {
@@ -52,7 +52,7 @@ impl Driver {
             let lids = layout::parse_lower(&lower)
                 .map_err(|m| Error::Corrupt(format!("layer {id:?}: {}", m.describe("lower"))))?;
             for (i, lid) in lids.iter().enumerate() {
-                let pid = self.resolve_short_id(lid)?.ok_or_else(|| crate::driver::orphaned(id, lid))?;
+                let pid = self.resolve_short_id(lid)?.ok_or_else(|| crate::store::orphaned(id, lid))?;
                 let pdir = self.open_layer_dir(&pid)?.ok_or_else(|| Error::NotFound(pid.clone()))?;
                 lowers.push(fsutil::open_dir(&pdir, layout::DIFF).ctx(|| format!("opening {pid}/diff"))?);
                 if i == 0 {
@@ -113,7 +113,7 @@ pub(crate) fn needs_mount(e: &Error) -> bool {
 
 /// Layers mounted with `get` for a naive comparison; put again when dropped.
 pub(crate) struct Mounted<'d> {
-    d: &'d Driver,
+    d: &'d Store,
     ids: Vec<String>,
 }
 
@@ -125,7 +125,7 @@ impl Drop for Mounted<'_> {
     }
 }
 
-impl Driver {
+impl Store {
     /// Docker's naive path for uppers a native walk cannot read (redirects, metacopy): mount
     /// the layer and the parent with `get` (overlayfs follows existing redirects) and compare
     /// the mounted trees.

@@ -21,10 +21,10 @@ use rustix::io::Errno;
 use super::apply::{refuse, sys, At, Stage};
 use super::ApplyOpts;
 use super::ApplyStats;
-use crate::driver::Driver;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
 use crate::layout;
+use crate::store::Store;
 
 /// State of a naive unpack: what it counted and what it wrote.
 #[derive(Default)]
@@ -70,7 +70,7 @@ impl Naive {
     }
 }
 
-impl Driver {
+impl Store {
     /// Unpacks into a private mount of `id`'s chain over the staged upper, then swaps it in.
     pub(super) fn apply_naive(
         &self,

@@ -7,14 +7,14 @@
 //! the last reference goes. A process that already holds a layer answers a repeated `get`
 //! from memory, without a syscall.
 
-mod engine;
+pub(crate) mod engine;
 mod probe;
 mod refs;
+pub(crate) mod state;
 
-use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, FileType};
 use rustix::io::Errno;
@@ -22,13 +22,14 @@ use rustix::io::Errno;
 pub use engine::{MountMethod, MountStrategy};
 pub use probe::Features;
 use refs::{Holder, Record};
+use state::{Held, Me};
 
-use crate::driver::Driver;
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, cstr};
+use crate::store::Store;
 use crate::{id, layout};
 
-/// Options for [`Driver::get_with`].
+/// Options for [`Driver::get_with`](crate::Driver::get_with).
 #[derive(Debug, Clone, Default)]
 pub struct MountOpts {
     /// SELinux label, passed as `context="<label>"`.
@@ -42,7 +43,7 @@ pub struct MountOpts {
     pub persistent: bool,
 }
 
-/// One mounted layer, as [`Driver::mounts`] reports it.
+/// One mounted layer, as [`Driver::mounts`](crate::Driver::mounts) reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MountInfo {
     /// Layer id.
@@ -64,118 +65,9 @@ pub struct MountInfo {
     pub mounted: bool,
 }
 
-/// Per-`Driver` mount state.
-#[derive(Debug)]
-pub(crate) struct MountState {
-    strategy: MountStrategy,
-    disabled: Vec<String>,
-    /// `.ovl2/mounts`: one reference record per mounted layer.
-    records_fd: Option<std::os::fd::OwnedFd>,
-    features: OnceLock<Features>,
-    /// Who this `Driver` is in records, and in which process.
-    me: Mutex<Me>,
-    /// References this `Driver` holds per layer; a slot's mutex also serialises this
-    /// process's get/put of that layer.
-    held: Mutex<HashMap<String, Arc<Mutex<Held>>>>,
-}
-
-/// This `Driver`'s identity as a holder. `pid` tells a forked child (which inherits a copy of
-/// all of this) from the process that made it: a child's references are its own, under its
-/// own token and holder file, and the parent's stay the parent's.
-#[derive(Debug)]
-struct Me {
-    pid: u32,
-    token: String,
-    /// `.ovl2/holders/<token>`, flocked while this `Driver` may hold references; taken at
-    /// the first process-held get.
-    lock: Option<std::os::fd::OwnedFd>,
-    /// References recorded under `token` (and gets in flight that will record one); the
-    /// holder file goes when this drops to zero, so a `Driver` holding nothing leaves none.
-    refs: u64,
-}
-
-impl Me {
-    fn new() -> Me {
-        Me { pid: std::process::id(), token: fsutil::random_hex(8), lock: None, refs: 0 }
-    }
-}
-
-impl MountState {
-    /// The mount state for a store opened with these options: `strategy` or else
-    /// `OVL2_MOUNT_STRATEGY` (else auto), `disabled` or, when empty, `OVL2_DISABLE_FEATURES`
-    /// (comma-separated). Checked before the store is touched; the records dir comes later
-    /// ([`MountState::set_records_dir`]).
-    pub(crate) fn new(strategy: Option<MountStrategy>, disabled: &[String]) -> Result<MountState> {
-        let strategy = match strategy {
-            Some(s) => s,
-            None => MountStrategy::from_env()?.unwrap_or_default(),
-        };
-        let mut disabled = disabled.to_vec();
-        if disabled.is_empty() {
-            if let Ok(v) = std::env::var("OVL2_DISABLE_FEATURES") {
-                disabled = v.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
-            }
-        }
-        if let Some(bad) = disabled.iter().find(|d| !Features::ALL.contains(&d.as_str())) {
-            return Err(Error::InvalidArgument(format!(
-                "unknown feature {bad:?} to disable (known: {})",
-                Features::ALL.join(", ")
-            )));
-        }
-        Ok(MountState {
-            strategy,
-            disabled,
-            records_fd: None,
-            features: OnceLock::new(),
-            me: Mutex::new(Me::new()),
-            held: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Hands over `.ovl2/mounts` (`None` only on a read-only open of a store without it).
-    pub(crate) fn set_records_dir(&mut self, fd: Option<std::os::fd::OwnedFd>) {
-        self.records_fd = fd;
-    }
-
-    /// Starts afresh in a forked child: the references in memory and the holder file belong
-    /// to the parent. Closing the child's copy of the holder fd leaves the parent's lock in
-    /// place (the parent still has the file open). Call with no other mount-state lock held.
-    fn after_fork(&self) {
-        let mut me = self.me.lock().unwrap_or_else(|e| e.into_inner());
-        if me.pid == std::process::id() {
-            return;
-        }
-        *me = Me::new();
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-
-    /// This `Driver` as a holder in records.
-    fn me(&self) -> Holder {
-        Holder::Lock { token: self.me.lock().unwrap_or_else(|e| e.into_inner()).token.clone() }
-    }
-
-    fn slot(&self, id: &str) -> Arc<Mutex<Held>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_owned()).or_default().clone()
-    }
-}
-
-/// This `Driver`'s references to one layer's mount, and whether that mount is read-only
-/// (so a repeated get is answered from memory only when the mount fits the request).
-#[derive(Debug, Default)]
-struct Held {
-    count: u64,
-    readonly: bool,
-    /// A plain `get` (no explicit read-only) would ask for this very mount.
-    plain_ok: bool,
-    /// Plain gets of a base layer, answered with its `diff` and no reference (Docker's
-    /// rule); each matching put is consumed here, so it never releases a reference that
-    /// someone else holds on a read-only mount of the same layer.
-    base_gets: u64,
-}
-
 /// Gives a holder reference back when a get fails after taking it.
 struct Unhold<'a> {
-    d: &'a Driver,
+    d: &'a Store,
     armed: bool,
 }
 
@@ -192,14 +84,14 @@ struct LockedLayer {
     fd: std::os::fd::OwnedFd,
 }
 
-impl Driver {
-    /// The mount strategy in force (option, else `OVL2_MOUNT_STRATEGY`, else auto).
-    pub fn mount_strategy(&self) -> MountStrategy {
+impl Store {
+    /// The work of [`Driver::mount_strategy`](crate::Driver::mount_strategy).
+    pub(crate) fn mount_strategy(&self) -> MountStrategy {
         self.mounts.strategy
     }
 
-    /// Kernel features found by the probes (cached per store and boot).
-    pub fn features(&self) -> &Features {
+    /// The work of [`Driver::features`](crate::Driver::features).
+    pub(crate) fn features(&self) -> &Features {
         self.mounts.features.get_or_init(|| {
             let found = match &self.private_fd {
                 Some(p) if !self.is_read_only() => probe::load_or_probe(p),
@@ -210,14 +102,13 @@ impl Driver {
         })
     }
 
-    /// Docker's `Get`: mounts the layer (or takes another reference to its mount) and returns
-    /// the merged path. A base layer returns its `diff` path without mounting, as in Docker.
-    pub fn get(&self, id: &str, mount_label: Option<&str>) -> Result<PathBuf> {
+    /// The work of [`Driver::get`](crate::Driver::get).
+    pub(crate) fn get(&self, id: &str, mount_label: Option<&str>) -> Result<PathBuf> {
         self.get_with(id, &MountOpts { mount_label: mount_label.map(str::to_owned), ..MountOpts::default() })
     }
 
-    /// [`Driver::get`] with every option.
-    pub fn get_with(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
+    /// The work of [`Driver::get_with`](crate::Driver::get_with).
+    pub(crate) fn get_with(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
         id::validate(id)?;
         self.writable("mounting a layer")?;
         if let Some(l) = &opts.mount_label {
@@ -320,9 +211,8 @@ impl Driver {
         Ok(merged)
     }
 
-    /// Docker's `Put`: drops one reference (this process's, else a persistent one) and
-    /// unmounts when none is left. A base layer's put is a no-op, as in Docker.
-    pub fn put(&self, id: &str) -> Result<()> {
+    /// The work of [`Driver::put`](crate::Driver::put).
+    pub(crate) fn put(&self, id: &str) -> Result<()> {
         id::validate(id)?;
         self.writable("unmounting a layer")?;
         self.mounts.after_fork();
@@ -359,8 +249,8 @@ impl Driver {
         Ok(())
     }
 
-    /// Every layer ovl2 has mounted (or found mounted), with its reference counts.
-    pub fn mounts(&self) -> Result<Vec<MountInfo>> {
+    /// The work of [`Driver::mounts`](crate::Driver::mounts).
+    pub(crate) fn mounts(&self) -> Result<Vec<MountInfo>> {
         self.mounts.after_fork();
         let mut out = Vec::new();
         for id in self.recorded_mounts()? {
@@ -386,9 +276,8 @@ impl Driver {
         Ok(out)
     }
 
-    /// Unmounts every layer of this store, whoever holds it, and forgets all references
-    /// (Docker's `Cleanup`).
-    pub fn cleanup(&self) -> Result<()> {
+    /// The work of [`Driver::cleanup`](crate::Driver::cleanup).
+    pub(crate) fn cleanup(&self) -> Result<()> {
         self.writable("unmounting the store's layers")?;
         let mut ids: Vec<String> = self.recorded_mounts()?;
         ids.extend(self.layer_ids()?);
@@ -876,11 +765,11 @@ impl Driver {
 #[allow(dead_code)]
 fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
-    is::<Driver>();
+    is::<Store>();
     let _ = cstr;
 }
 
-impl Drop for Driver {
+impl Drop for Store {
     fn drop(&mut self) {
         self.release_held();
     }

@@ -1,0 +1,645 @@
+//! Layers in the store: create (stage, then one rename), remove (one rename out, then delete),
+//! and the read-only queries, named as in Docker's graphdriver.
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsString};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use rustix::fs::{self as rfs, AtFlags, FileType, RenameFlags};
+use rustix::io::Errno;
+
+use crate::error::{Context, Error, Result};
+use crate::fsutil::{self, cstr, Owner};
+use crate::id;
+use crate::layout;
+use crate::lock::StoreLock;
+use crate::options::{depth_of, CreateOpts, RemoveOpts};
+use crate::store::{corrupt_layer, orphaned, Store};
+
+/// One layer as [`Driver::layers`](crate::Driver::layers) reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LayerInfo {
+    /// The caller's id.
+    pub id: String,
+    /// The direct parent, `None` for a base layer (and for an orphan, see `orphan`).
+    pub parent: Option<String>,
+    /// The number of lower layers ([`depth_of`] its `lower`): 0 for a base layer.
+    pub depth: usize,
+    /// The 26-character name under `l/`, when the `link` file is readable.
+    pub short_id: Option<String>,
+    /// The layer is not a base layer but its parent is not in the store (another tool
+    /// removed it, or its `lower` is unreadable): `parent` is then `None` and nothing can
+    /// mount it. `check` reports it with the command that resolves it.
+    pub orphan: bool,
+}
+
+/// The paths Docker's `GetMetadata` returns for a layer.
+///
+/// Paths are kept as bytes, so a home that is not UTF-8 is returned exactly. Serializing
+/// (JSON) needs UTF-8: a path that is not valid UTF-8 makes serialization fail with an error
+/// naming it rather than write a lossy path that names nothing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Metadata {
+    /// Lower layers' `diff` paths, nearest first, joined by `:`; only for layers with a parent.
+    #[serde(rename = "LowerDir", skip_serializing_if = "Option::is_none", serialize_with = "fsutil::utf8_opt")]
+    pub lower_dir: Option<OsString>,
+    /// `<home>/<id>/diff`.
+    #[serde(rename = "UpperDir", serialize_with = "fsutil::utf8")]
+    pub upper_dir: PathBuf,
+    /// `<home>/<id>/work` (reported even for base layers, as Docker does).
+    #[serde(rename = "WorkDir", serialize_with = "fsutil::utf8")]
+    pub work_dir: PathBuf,
+    /// `<home>/<id>/merged`.
+    #[serde(rename = "MergedDir", serialize_with = "fsutil::utf8")]
+    pub merged_dir: PathBuf,
+}
+
+impl Metadata {
+    /// The metadata as Docker's key/value map, values as bytes.
+    pub fn to_map(&self) -> BTreeMap<String, OsString> {
+        let mut m = BTreeMap::new();
+        if let Some(l) = &self.lower_dir {
+            m.insert("LowerDir".into(), l.clone());
+        }
+        m.insert("UpperDir".into(), self.upper_dir.clone().into_os_string());
+        m.insert("WorkDir".into(), self.work_dir.clone().into_os_string());
+        m.insert("MergedDir".into(), self.merged_dir.clone().into_os_string());
+        m
+    }
+}
+
+impl Store {
+    /// The work of [`Driver::create`](crate::Driver::create).
+    pub(crate) fn create(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
+        self.create_layer(id, parent, opts)
+    }
+
+    /// The work of [`Driver::create_rw`](crate::Driver::create_rw).
+    pub(crate) fn create_rw(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
+        self.create_layer(id, parent, opts)
+    }
+
+    fn create_layer(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
+        id::validate(id)?;
+        if let Some(p) = parent {
+            id::validate(p)?;
+            if p == id {
+                return Err(Error::InvalidArgument(format!("layer {id:?} cannot be its own parent")));
+            }
+        }
+        validate_create_opts(opts)?;
+        let _lock = self.lock(true)?;
+        if self.exists_unlocked(id)? {
+            return Err(Error::Exists(id.to_owned()));
+        }
+        let chain = match parent {
+            Some(p) => self.chain_for_child(p)?,
+            None => Vec::new(),
+        };
+        self.check_depth(id, &chain)?;
+
+        let staged = self.stage_layer(id, &chain)?;
+        let cid = cstr(id).expect("validated id has no NUL");
+        let staging = self.staging("creating a layer")?;
+        if let Err(e) = rfs::renameat_with(staging, &staged.name, &self.home_fd, &cid, RenameFlags::NOREPLACE) {
+            staged.abandon(self);
+            return Err(match e {
+                Errno::EXIST => self.in_the_way(id),
+                e => Error::io(format!("moving staged layer {id:?} into place"), e),
+            });
+        }
+        // The layer is complete on disk. What follows (durability, the parent's marker) is
+        // restored by repair() after a crash; if it fails now, the caller gets an error, so
+        // take the layer back out: a failed create leaves nothing behind.
+        let finish = self
+            .sync_dir(staging, "staging")
+            .and_then(|()| self.sync_dir(&self.home_fd, "home"))
+            .and_then(|()| parent.map_or(Ok(()), |p| self.mark_committed(p)));
+        if let Err(e) = finish {
+            let lid = staged.short_link.as_deref().and_then(|l| l.to_str().ok()).unwrap_or_default().to_owned();
+            self.discard_new_layer(id, &lid);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Takes a just-created layer back out (same steps as remove, no checks: nothing can
+    /// build on it yet, as the store lock is still held).
+    fn discard_new_layer(&self, id: &str, lid: &str) {
+        let cid = cstr(id).expect("validated");
+        let trash = cstr(&format!("rm-{}", fsutil::random_hex(12))).expect("ascii");
+        let Ok(staging) = self.staging("removing a layer") else { return };
+        if rfs::renameat_with(&self.home_fd, &cid, staging, &trash, RenameFlags::NOREPLACE).is_ok() {
+            let _ = self.unlink_short_link_if_ours(lid, id);
+            let _ = fsutil::remove_tree(staging, &trash);
+        }
+    }
+
+    /// Reads `parent` and returns the lower chain a child of it gets (nearest first).
+    fn chain_for_child(&self, parent: &str) -> Result<Vec<String>> {
+        let files = self.read_layer_files(parent)?.ok_or_else(|| Error::NotFound(parent.to_owned()))?;
+        let link = files.link.ok_or_else(|| corrupt_layer(parent, "has no link file"))?;
+        let lid = layout::parse_link(&link).map_err(|m| corrupt_layer(parent, &m.describe("link")))?;
+        let mut chain = vec![lid.to_owned()];
+        if let Some(lower) = files.lower {
+            let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(parent, &m.describe("lower")))?;
+            chain.extend(lids.into_iter().map(str::to_owned));
+        }
+        Ok(chain)
+    }
+
+    /// Builds a complete layer directory in staging and links `l/<short>` to its final name.
+    fn stage_layer(&self, id: &str, chain: &[String]) -> Result<Staged> {
+        let staged = Staged::new(self)?;
+        match self.fill_staged(&staged, id, chain) {
+            Ok(lid) => Ok(Staged { short_link: Some(lid), ..staged }),
+            Err(e) => {
+                staged.abandon(self);
+                Err(e)
+            }
+        }
+    }
+
+    fn fill_staged(&self, staged: &Staged, id: &str, chain: &[String]) -> Result<CString> {
+        let dir = &staged.fd;
+        let at = || format!("staging layer {id:?}");
+        fsutil::mkdir(dir, layout::DIFF, layout::DIFF_MODE, Some(self.root))
+            .ctx(|| format!("{}: creating diff", at()))?;
+        if !chain.is_empty() {
+            fsutil::mkdir(dir, layout::WORK, layout::WORK_MODE, Some(self.root))
+                .ctx(|| format!("{}: creating work", at()))?;
+            fsutil::write_new(
+                dir,
+                layout::LOWER,
+                layout::format_lower(chain).as_bytes(),
+                layout::META_FILE_MODE,
+                self.opts.sync,
+            )
+            .ctx(|| format!("{}: writing lower", at()))?;
+        }
+        let lid = self.new_short_link(id)?;
+        let res = fsutil::write_new(dir, layout::LINK, lid.as_bytes(), layout::META_FILE_MODE, self.opts.sync)
+            .ctx(|| format!("{}: writing link", at()))
+            .and_then(|()| self.sync_dir(dir, "staged layer"))
+            .and_then(|()| self.sync_dir(&self.links_fd, "l"));
+        let clid = cstr(&lid).expect("ascii");
+        if let Err(e) = res {
+            let _ = rfs::unlinkat(&self.links_fd, &clid, AtFlags::empty());
+            return Err(e);
+        }
+        Ok(clid)
+    }
+
+    /// Creates `l/<short> -> ../<id>/diff` under a fresh short id, drawing again on a clash.
+    pub(crate) fn new_short_link(&self, id: &str) -> Result<String> {
+        let target = layout::link_target(id);
+        for _ in 0..64 {
+            let lid = id::new_short_id()?;
+            match rfs::symlinkat(target.as_str(), &self.links_fd, lid.as_str()) {
+                Ok(()) => return Ok(lid),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(Error::io(format!("creating l/{lid} for layer {id:?}"), e)),
+            }
+        }
+        Err(Error::Corrupt("64 random short ids in a row already exist under l/".into()))
+    }
+
+    /// Writes the empty `committed` marker into `id` so later mounts of it are read-only.
+    pub(crate) fn mark_committed(&self, id: &str) -> Result<()> {
+        let dir = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        match fsutil::write_new(&dir, layout::COMMITTED, b"", layout::COMMITTED_MODE, self.opts.sync) {
+            Ok(()) => self.sync_dir(&dir, id),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io(format!("writing {id}/committed"), e)),
+        }
+    }
+
+    /// The work of [`Driver::is_committed`](crate::Driver::is_committed).
+    pub(crate) fn is_committed(&self, id: &str) -> Result<bool> {
+        id::validate(id)?;
+        let dir = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        Ok(fsutil::file_type(&dir, layout::COMMITTED).ctx(|| format!("stat of {id}/committed"))?.is_some())
+    }
+
+    /// The work of [`Driver::undo_created`](crate::Driver::undo_created).
+    pub(crate) fn undo_created(
+        &self,
+        created: &[String],
+        parent: Option<&str>,
+        parent_was_committed: bool,
+    ) -> Result<()> {
+        let mut first = None;
+        for id in created.iter().rev() {
+            // Top first, so no layer of the build has children left when it goes.
+            if let Err(e) = self.remove(id, true) {
+                if e.kind() != crate::ErrorKind::NotFound {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        if let (Some(p), false) = (parent, parent_was_committed) {
+            if self.exists(p)? {
+                self.uncommit_if_childless(p)?;
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Takes back a `committed` marker that a rolled-back child wrote, if no child exists
+    /// now. (Docker never removes the marker; this only undoes ovl2's own failed step.)
+    pub(crate) fn uncommit_if_childless(&self, id: &str) -> Result<()> {
+        let _lock = self.lock(true)?;
+        self.uncommit_if_childless_locked(id)
+    }
+
+    pub(crate) fn uncommit_if_childless_locked(&self, id: &str) -> Result<()> {
+        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let Some(lid) = files.link.as_deref().and_then(|l| layout::parse_link(l).ok()) else { return Ok(()) };
+        if self.children_of(lid)?.is_empty() {
+            let dir = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            match rfs::unlinkat(&dir, layout::COMMITTED, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(Error::io(format!("removing {id}/committed"), e)),
+            }
+            self.sync_dir(&dir, id)?;
+        }
+        Ok(())
+    }
+
+    /// The work of [`Driver::remove`](crate::Driver::remove).
+    pub(crate) fn remove(&self, id: &str, force: bool) -> Result<()> {
+        self.remove_with(id, RemoveOpts { force, ignore_children: false })
+    }
+
+    /// The work of [`Driver::remove_with`](crate::Driver::remove_with).
+    pub(crate) fn remove_with(&self, id: &str, opts: RemoveOpts) -> Result<()> {
+        id::validate(id)?;
+        if opts.force {
+            // Refuse a layer with children before touching its mount.
+            if !opts.ignore_children {
+                let _lock = self.lock(false)?;
+                self.refuse_if_children(id)?;
+            }
+            self.force_unmount(id)?;
+        }
+        let lock = self.lock(true)?;
+        let gone = self.unlink_layer_locked(id, opts.ignore_children)?;
+        drop(lock);
+        gone.delete(self)
+    }
+
+    /// The work of [`Driver::remove_tree`](crate::Driver::remove_tree).
+    pub(crate) fn remove_tree(&self, id: &str, force: bool) -> Result<Vec<String>> {
+        id::validate(id)?;
+        let lock = self.lock(true)?;
+        // Every descendant names this layer somewhere in its lower; the longest chains first.
+        let mut tree: Vec<(usize, String)> = Vec::new();
+        if let Some(lid) = self.own_short_id(id)? {
+            for child in self.children_of(&lid)? {
+                let depth = match self.read_layer_meta(&child)?.map(|m| m.lower_lids().map(|l| l.map(|v| depth_of(&v))))
+                {
+                    Some(Ok(Some(d))) => d,
+                    _ => 0,
+                };
+                tree.push((depth, child));
+            }
+        }
+        tree.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut order: Vec<String> = tree.into_iter().map(|(_, id)| id).collect();
+        order.push(id.to_owned());
+        if force {
+            // Unmounting takes no store lock, and neither does a get, so release it meanwhile.
+            drop(lock);
+            for x in &order {
+                self.force_unmount(x)?;
+            }
+            return self.remove_tree_locked(id, &order, self.lock(true)?);
+        }
+        self.remove_tree_locked(id, &order, lock)
+    }
+
+    fn remove_tree_locked(&self, id: &str, order: &[String], lock: StoreLock) -> Result<Vec<String>> {
+        for x in order {
+            if let Some(dir) = self.open_layer_dir(x)? {
+                if self.is_mounted(&dir)? {
+                    return Err(Error::Busy {
+                        id: x.clone(),
+                        reason: format!(
+                            "it is mounted, and removing {id:?} would remove it; {}, or remove with force (`--force`)",
+                            Error::unmount_first(x)
+                        ),
+                    });
+                }
+            }
+        }
+        let mut gone = Vec::with_capacity(order.len());
+        let mut done = Vec::with_capacity(order.len());
+        let mut failed = None;
+        for x in order {
+            match self.unlink_layer_locked(x, false) {
+                Ok(g) => {
+                    gone.push(g);
+                    done.push(x.clone());
+                }
+                // Someone else removed it meanwhile: nothing left to do for it.
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(lock);
+        for g in gone {
+            g.delete(self)?;
+        }
+        failed.map_or(Ok(done), Err)
+    }
+
+    /// A layer's short id: from its `link`, else (a damaged layer must stay removable) from
+    /// the `l/` name pointing at it.
+    fn own_short_id(&self, id: &str) -> Result<Option<String>> {
+        let meta = self.read_layer_meta(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        match meta.lid() {
+            Some(l) => Ok(Some(l.to_owned())),
+            None => self.short_id_pointing_to(id),
+        }
+    }
+
+    fn refuse_if_children(&self, id: &str) -> Result<()> {
+        let Some(lid) = self.own_short_id(id)? else { return Ok(()) };
+        let children = self.children_of(&lid)?;
+        if children.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Busy {
+            id: id.to_owned(),
+            reason: format!(
+                "{} layer(s) build on it ({}); remove them first, or all of them with `ovl2 rm --recursive {id}`",
+                children.len(),
+                preview(&children)
+            ),
+        })
+    }
+
+    /// The part of [`Driver::remove`] that needs the store lock (held by the caller): checks,
+    /// then the rename out of sight. The files go with [`Unlinked::delete`], lock or no lock.
+    pub(crate) fn unlink_layer_locked(&self, id: &str, ignore_children: bool) -> Result<Unlinked> {
+        // A damaged layer must stay removable: unreadable files only lose us its short id.
+        let lid = self.own_short_id(id)?;
+        if !ignore_children {
+            self.refuse_if_children(id)?;
+        }
+        let cid = cstr(id).expect("validated");
+        let dir = fsutil::open_dir(&self.home_fd, &cid).ctx(|| format!("opening layer {id:?}"))?;
+        // The layer lock waits out a get/put in progress; none of them takes the store lock,
+        // so waiting here while holding it cannot deadlock.
+        fsutil::flock(&dir, true, false).ctx(|| format!("locking layer {id:?}"))?;
+        if self.is_mounted(&dir)? {
+            return Err(Error::Busy {
+                id: id.to_owned(),
+                reason: format!("it is mounted; {}, or remove with force (`--force`)", Error::unmount_first(id)),
+            });
+        }
+        // Removal never crosses a mount, but refusing up front leaves the layer whole.
+        let inside = fsutil::mounts_below(&self.home.join(id)).ctx(|| "reading /proc/self/mountinfo".into())?;
+        if let Some(m) = inside.first() {
+            return Err(Error::Busy {
+                id: id.to_owned(),
+                reason: format!("{id}/{} is a mount point inside it (unmount it first)", String::from_utf8_lossy(m)),
+            });
+        }
+        let trash = cstr(&format!("rm-{}", fsutil::random_hex(12))).expect("ascii");
+        let staging = self.staging("removing a layer")?;
+        rfs::renameat_with(&self.home_fd, &cid, staging, &trash, RenameFlags::NOREPLACE)
+            .ctx(|| format!("moving layer {id:?} out of the store"))?;
+        self.sync_dir(&self.home_fd, "home")?;
+        self.sync_dir(staging, "staging")?;
+        if let Some(lid) = lid {
+            self.unlink_short_link_if_ours(&lid, id)?;
+        }
+        self.forget_mount_record(id)?;
+        Ok(Unlinked { id: id.to_owned(), trash, dir })
+    }
+
+    pub(crate) fn unlink_short_link_if_ours(&self, lid: &str, id: &str) -> Result<()> {
+        let clid = cstr(lid).expect("ascii");
+        let ours = fsutil::read_link(&self.links_fd, &clid)
+            .ctx(|| format!("reading l/{lid}"))?
+            .is_some_and(|t| layout::id_from_link_target(&t) == Some(id));
+        if ours {
+            match rfs::unlinkat(&self.links_fd, &clid, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(Error::io(format!("removing l/{lid}"), e)),
+            }
+            self.sync_dir(&self.links_fd, "l")?;
+        }
+        Ok(())
+    }
+
+    /// The `l/` name whose symlink points to `id`'s diff: the short id of a layer whose
+    /// `link` file is lost or damaged.
+    pub(crate) fn short_id_pointing_to(&self, id: &str) -> Result<Option<String>> {
+        let want = layout::link_target(id);
+        for ent in fsutil::list_dir(&self.links_fd).ctx(|| format!("listing {}/l", self.home.display()))? {
+            if ent.file_type != FileType::Symlink {
+                continue;
+            }
+            let target = fsutil::read_link(&self.links_fd, &ent.name).ctx(|| "reading an l/ link".into())?;
+            if target.as_deref() == Some(want.as_bytes()) {
+                if let Ok(name) = ent.name.into_string() {
+                    return Ok(Some(name));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Ids of layers whose lower chain contains the short id `lid`.
+    pub(crate) fn children_of(&self, lid: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for id in self.layer_ids()? {
+            // A child whose lower cannot be read cannot be told apart; check reports it.
+            if let Some(meta) = self.read_layer_meta(&id)? {
+                if let Ok(Some(lids)) = meta.lower_lids() {
+                    if lids.contains(&lid) {
+                        out.push(id);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The work of [`Driver::exists`](crate::Driver::exists).
+    pub(crate) fn exists(&self, id: &str) -> Result<bool> {
+        id::validate(id)?;
+        self.exists_unlocked(id)
+    }
+
+    /// The error for a new layer whose name is taken: by a layer, or by something else.
+    fn in_the_way(&self, id: &str) -> Error {
+        let cid = cstr(id).expect("validated");
+        match fsutil::file_type(&self.home_fd, &cid) {
+            Ok(Some(FileType::Directory)) | Err(_) => Error::Exists(id.to_owned()),
+            Ok(t) => Error::io(
+                format!(
+                    "creating layer {id:?}: {} is {}, not a layer directory (remove it by hand)",
+                    self.home.join(id).display(),
+                    t.map_or("gone", fsutil::type_name)
+                ),
+                Errno::EXIST,
+            ),
+        }
+    }
+
+    /// The work of [`Driver::parent`](crate::Driver::parent).
+    pub(crate) fn parent(&self, id: &str) -> Result<Option<String>> {
+        id::validate(id)?;
+        let _lock = self.lock(false)?;
+        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let Some(lower) = files.lower else { return Ok(None) };
+        let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(id, &m.describe("lower")))?;
+        Ok(Some(self.resolve_short_id(lids[0])?.ok_or_else(|| orphaned(id, lids[0]))?))
+    }
+
+    /// The work of [`Driver::metadata`](crate::Driver::metadata).
+    pub(crate) fn metadata(&self, id: &str) -> Result<Metadata> {
+        id::validate(id)?;
+        let _lock = self.lock(false)?;
+        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let dir = self.home.join(id);
+        let lower_dir = match files.lower {
+            None => None,
+            Some(lower) => {
+                let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(id, &m.describe("lower")))?;
+                let mut dirs = OsString::new();
+                for lid in lids {
+                    let pid = self.resolve_short_id(lid)?.ok_or_else(|| orphaned(id, lid))?;
+                    if !dirs.is_empty() {
+                        dirs.push(":");
+                    }
+                    dirs.push(self.home.join(pid).join("diff"));
+                }
+                Some(dirs)
+            }
+        };
+        Ok(Metadata {
+            lower_dir,
+            upper_dir: dir.join("diff"),
+            work_dir: dir.join("work"),
+            merged_dir: dir.join("merged"),
+        })
+    }
+
+    /// The work of [`Driver::layers`](crate::Driver::layers).
+    pub(crate) fn layers(&self) -> Result<Vec<LayerInfo>> {
+        let _lock = self.lock(false)?;
+        let mut recs = Vec::new();
+        let mut by_lid = BTreeMap::new();
+        for id in self.layer_ids()? {
+            let Some(meta) = self.read_layer_meta(&id)? else { continue };
+            let lid = meta.lid().map(str::to_owned);
+            if let Some(l) = &lid {
+                by_lid.insert(l.clone(), id.clone());
+            }
+            // An unreadable or malformed lower lists the layer with an unknown parent
+            // (depth 0); `check` says what is wrong with it.
+            let lower: Option<Vec<String>> = match meta.lower_lids() {
+                Ok(l) => l.map(|v| v.into_iter().map(str::to_owned).collect()),
+                Err(()) => Some(Vec::new()),
+            };
+            recs.push((id, lid, lower));
+        }
+        let mut out = Vec::with_capacity(recs.len());
+        for (id, lid, lower) in recs {
+            let (parent, depth) = match &lower {
+                None => (None, 0),
+                Some(lids) if lids.is_empty() => (None, 0),
+                Some(lids) => {
+                    let p = match by_lid.get(&lids[0]) {
+                        Some(p) => Some(p.clone()),
+                        None => self.resolve_short_id(&lids[0])?,
+                    };
+                    (p, depth_of(lids))
+                }
+            };
+            let orphan = lower.is_some() && parent.is_none();
+            out.push(LayerInfo { id, parent, depth, short_id: lid, orphan });
+        }
+        Ok(out)
+    }
+}
+
+/// A removed layer's files, renamed into staging and still flocked (so repair in another
+/// process leaves them to us) until [`Unlinked::delete`] removes them.
+pub(crate) struct Unlinked {
+    id: String,
+    trash: CString,
+    dir: OwnedFd,
+}
+
+impl Unlinked {
+    pub(crate) fn delete(self, d: &Store) -> Result<()> {
+        fsutil::remove_tree(d.staging("removing a layer")?, &self.trash)
+            .ctx(|| format!("deleting the files of layer {:?}", self.id))?;
+        drop(self.dir);
+        Ok(())
+    }
+}
+
+/// A layer being built in `.ovl2/staging/<name>`, locked so repair leaves it alone.
+struct Staged {
+    name: CString,
+    fd: OwnedFd,
+    short_link: Option<CString>,
+}
+
+impl Staged {
+    fn new(d: &Store) -> Result<Staged> {
+        let name = cstr(&format!("new-{}", fsutil::random_hex(12))).expect("ascii");
+        let staging = d.staging("creating a layer")?;
+        fsutil::mkdir(staging, &name, layout::LAYER_MODE, Some(Owner { uid: d.owner.uid, gid: d.root.gid }))
+            .ctx(|| "creating a staging dir".into())?;
+        let fd = fsutil::open_dir(staging, &name).ctx(|| "opening a staging dir".into())?;
+        fsutil::flock(&fd, true, false).ctx(|| "locking a staging dir".into())?;
+        Ok(Staged { name, fd, short_link: None })
+    }
+
+    /// Undoes a failed create: removes the `l/` link and the staged tree.
+    fn abandon(self, d: &Store) {
+        if let Some(l) = &self.short_link {
+            let _ = rfs::unlinkat(&d.links_fd, l, AtFlags::empty());
+        }
+        if let Ok(staging) = d.staging("creating a layer") {
+            let _ = fsutil::remove_tree(staging, &self.name);
+        }
+    }
+}
+
+fn validate_create_opts(opts: &CreateOpts) -> Result<()> {
+    // Any key is an error (overlay2 knows only "size", which ovl2 cannot honour); name the first.
+    if let Some(key) = opts.storage_opt.keys().next() {
+        return Err(match key.to_ascii_lowercase().as_str() {
+            "size" => Error::Unsupported(
+                "storage option \"size\" needs xfs project quotas, which ovl2 does not manage".into(),
+            ),
+            _ => Error::InvalidArgument(format!("unknown storage option {key:?} (overlay2 knows only \"size\")")),
+        });
+    }
+    if let Some(l) = &opts.mount_label {
+        if l.contains('\0') {
+            return Err(Error::InvalidArgument("mount label must not contain NUL".into()));
+        }
+    }
+    Ok(())
+}
+
+fn preview(ids: &[String]) -> String {
+    let mut s = ids.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    if ids.len() > 3 {
+        s.push_str(", ...");
+    }
+    s
+}
