@@ -15,7 +15,7 @@ use crate::id;
 use crate::layout;
 use crate::lock::StoreLock;
 use crate::options::{depth_of, CreateOpts, RemoveOpts};
-use crate::store::{corrupt_layer, orphaned, Store};
+use crate::store::{corrupt_layer, orphaned, parse_chain, Store};
 
 /// One layer as [`Driver::layers`](crate::Driver::layers) reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -138,14 +138,11 @@ impl Store {
 
     /// Reads `parent` and returns the lower chain a child of it gets (nearest first).
     fn chain_for_child(&self, parent: &str) -> Result<Vec<String>> {
-        let files = self.read_layer_files(parent)?.ok_or_else(|| Error::NotFound(parent.to_owned()))?;
-        let link = files.link.ok_or_else(|| corrupt_layer(parent, "has no link file"))?;
+        let (link, lower) = self.read_layer_files(parent)?;
+        let link = link.ok_or_else(|| corrupt_layer(parent, "has no link file"))?;
         let lid = layout::parse_link(&link).map_err(|m| corrupt_layer(parent, &m.describe("link")))?;
         let mut chain = vec![lid.to_owned()];
-        if let Some(lower) = files.lower {
-            let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(parent, &m.describe("lower")))?;
-            chain.extend(lids.into_iter().map(str::to_owned));
-        }
+        chain.extend(parse_chain(parent, lower.as_deref())?);
         Ok(chain)
     }
 
@@ -254,8 +251,8 @@ impl Store {
     }
 
     pub(crate) fn uncommit_if_childless_locked(&self, id: &str) -> Result<()> {
-        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let Some(lid) = files.link.as_deref().and_then(|l| layout::parse_link(l).ok()) else { return Ok(()) };
+        let (link, _) = self.read_layer_files(id)?;
+        let Some(lid) = link.as_deref().and_then(|l| layout::parse_link(l).ok()) else { return Ok(()) };
         if self.children_of(lid)?.is_empty() {
             let dir = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
             match rfs::unlinkat(&dir, layout::COMMITTED, AtFlags::empty()) {
@@ -297,8 +294,7 @@ impl Store {
         let mut tree: Vec<(usize, String)> = Vec::new();
         if let Some(lid) = self.own_short_id(id)? {
             for child in self.children_of(&lid)? {
-                let depth = match self.read_layer_meta(&child)?.map(|m| m.lower_lids().map(|l| l.map(|v| depth_of(&v))))
-                {
+                let depth = match self.read_layer(&child)?.map(|m| m.lower_lids().map(|l| l.map(|v| depth_of(&v)))) {
                     Some(Ok(Some(d))) => d,
                     _ => 0,
                 };
@@ -360,7 +356,7 @@ impl Store {
     /// A layer's short id: from its `link`, else (a damaged layer must stay removable) from
     /// the `l/` name pointing at it.
     fn own_short_id(&self, id: &str) -> Result<Option<String>> {
-        let meta = self.read_layer_meta(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let meta = self.read_layer(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         match meta.lid() {
             Some(l) => Ok(Some(l.to_owned())),
             None => self.short_id_pointing_to(id),
@@ -461,7 +457,7 @@ impl Store {
         let mut out = Vec::new();
         for id in self.layer_ids()? {
             // A child whose lower cannot be read cannot be told apart; check reports it.
-            if let Some(meta) = self.read_layer_meta(&id)? {
+            if let Some(meta) = self.read_layer(&id)? {
                 if let Ok(Some(lids)) = meta.lower_lids() {
                     if lids.contains(&lid) {
                         out.push(id);
@@ -498,32 +494,30 @@ impl Store {
     pub(crate) fn parent(&self, id: &str) -> Result<Option<String>> {
         id::validate(id)?;
         let _lock = self.lock(false)?;
-        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let Some(lower) = files.lower else { return Ok(None) };
-        let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(id, &m.describe("lower")))?;
-        Ok(Some(self.resolve_short_id(lids[0])?.ok_or_else(|| orphaned(id, lids[0]))?))
+        let chain = self.lower_chain(id)?;
+        let Some(first) = chain.first() else { return Ok(None) };
+        Ok(Some(self.resolve_short_id(first)?.ok_or_else(|| orphaned(id, first))?))
     }
 
     /// The work of [`Driver::metadata`](crate::Driver::metadata).
     pub(crate) fn metadata(&self, id: &str) -> Result<Metadata> {
         id::validate(id)?;
         let _lock = self.lock(false)?;
-        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let chain = self.lower_chain(id)?;
         let dir = self.home.join(id);
-        let lower_dir = match files.lower {
-            None => None,
-            Some(lower) => {
-                let lids = layout::parse_lower(&lower).map_err(|m| corrupt_layer(id, &m.describe("lower")))?;
-                let mut dirs = OsString::new();
-                for lid in lids {
-                    let pid = self.resolve_short_id(lid)?.ok_or_else(|| orphaned(id, lid))?;
-                    if !dirs.is_empty() {
-                        dirs.push(":");
-                    }
-                    dirs.push(self.home.join(pid).join("diff"));
+        // A base layer has no LowerDir at all, as in Docker.
+        let lower_dir = if chain.is_empty() {
+            None
+        } else {
+            let mut dirs = OsString::new();
+            for lid in &chain {
+                let pid = self.resolve_short_id(lid)?.ok_or_else(|| orphaned(id, lid))?;
+                if !dirs.is_empty() {
+                    dirs.push(":");
                 }
-                Some(dirs)
+                dirs.push(self.home.join(pid).join("diff"));
             }
+            Some(dirs)
         };
         Ok(Metadata {
             lower_dir,
@@ -539,7 +533,7 @@ impl Store {
         let mut recs = Vec::new();
         let mut by_lid = BTreeMap::new();
         for id in self.layer_ids()? {
-            let Some(meta) = self.read_layer_meta(&id)? else { continue };
+            let Some(meta) = self.read_layer(&id)? else { continue };
             let lid = meta.lid().map(str::to_owned);
             if let Some(l) = &lid {
                 by_lid.insert(l.clone(), id.clone());

@@ -32,23 +32,21 @@ pub(crate) struct Store {
     pub(crate) mounts: MountState,
 }
 
-/// What is on disk for one layer, read without judging it.
+/// What is on disk for one layer: its `link` and `lower` files as read. A file that cannot
+/// be read (the wrong type, too large, unreadable) keeps its error instead of failing the
+/// read: the scans over every layer (`layers`, `check`, finding children or a short id) go
+/// on past one damaged layer, and [`LayerFiles::strict`] raises it for the operations that
+/// need the file.
 #[derive(Debug)]
 pub(crate) struct LayerFiles {
-    pub(crate) link: Option<Vec<u8>>,
-    pub(crate) lower: Option<Vec<u8>>,
+    pub(crate) link: std::io::Result<Option<Vec<u8>>>,
+    pub(crate) lower: std::io::Result<Option<Vec<u8>>>,
 }
 
-/// What is on disk for one layer, where a file that cannot be read (the wrong type, too
-/// large, unreadable) is kept as the reason instead of failing: the scans over every layer
-/// (`layers`, `check`, finding children or a short id) must go on past one damaged layer.
-#[derive(Debug)]
-pub(crate) struct LayerMeta {
-    pub(crate) link: std::result::Result<Option<Vec<u8>>, String>,
-    pub(crate) lower: std::result::Result<Option<Vec<u8>>, String>,
-}
+/// A layer's `link` and `lower` contents, `None` for a file that is not there.
+pub(crate) type LinkAndLower = (Option<Vec<u8>>, Option<Vec<u8>>);
 
-impl LayerMeta {
+impl LayerFiles {
     /// The layer's short id, when its `link` file is readable and well formed.
     pub(crate) fn lid(&self) -> Option<&str> {
         self.link.as_ref().ok()?.as_deref().and_then(|l| layout::parse_link(l).ok())
@@ -62,6 +60,22 @@ impl LayerMeta {
             Err(_) => Err(()),
         }
     }
+
+    /// Both files' contents, or the first read error, naming the file (`<id>/link`).
+    pub(crate) fn strict(self, id: &str) -> Result<LinkAndLower> {
+        let link = self.link.ctx(|| format!("reading {id}/link"))?;
+        let lower = self.lower.ctx(|| format!("reading {id}/lower"))?;
+        Ok((link, lower))
+    }
+}
+
+/// Parses layer `id`'s `lower` file content (`None`: a base layer, no file) into its chain of
+/// short ids, nearest first. The one place a malformed `lower` becomes an error, so every
+/// operation reports it alike.
+pub(crate) fn parse_chain(id: &str, lower: Option<&[u8]>) -> Result<Vec<String>> {
+    let Some(lower) = lower else { return Ok(Vec::new()) };
+    let lids = layout::parse_lower(lower).map_err(|m| corrupt_layer(id, &m.describe("lower")))?;
+    Ok(lids.into_iter().map(str::to_owned).collect())
 }
 
 impl Store {
@@ -216,18 +230,26 @@ impl Store {
         }
     }
 
-    /// [`Driver::read_layer_files`] that keeps going past a damaged file (see [`LayerMeta`]).
-    pub(crate) fn read_layer_meta(&self, id: &str) -> Result<Option<LayerMeta>> {
+    /// Reads a layer's `link` and `lower` (`None` when there is no such layer); see
+    /// [`LayerFiles`] for what a damaged file gives.
+    pub(crate) fn read_layer(&self, id: &str) -> Result<Option<LayerFiles>> {
         let Some(dir) = self.open_layer_dir(id)? else { return Ok(None) };
-        let read = |name| fsutil::read_small(&dir, name).map_err(|e| e.to_string());
-        Ok(Some(LayerMeta { link: read(layout::LINK), lower: read(layout::LOWER) }))
+        Ok(Some(LayerFiles {
+            link: fsutil::read_small(&dir, layout::LINK),
+            lower: fsutil::read_small(&dir, layout::LOWER),
+        }))
     }
 
-    pub(crate) fn read_layer_files(&self, id: &str) -> Result<Option<LayerFiles>> {
-        let Some(dir) = self.open_layer_dir(id)? else { return Ok(None) };
-        let link = fsutil::read_small(&dir, layout::LINK).ctx(|| format!("reading {id}/link"))?;
-        let lower = fsutil::read_small(&dir, layout::LOWER).ctx(|| format!("reading {id}/lower"))?;
-        Ok(Some(LayerFiles { link, lower }))
+    /// [`Store::read_layer`] for an operation on this layer: a missing layer is `NotFound`,
+    /// an unreadable `link` or `lower` an error naming it.
+    pub(crate) fn read_layer_files(&self, id: &str) -> Result<LinkAndLower> {
+        self.read_layer(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?.strict(id)
+    }
+
+    /// Layer `id`'s lower chain as short ids, nearest first (empty for a base layer).
+    pub(crate) fn lower_chain(&self, id: &str) -> Result<Vec<String>> {
+        let (_, lower) = self.read_layer_files(id)?;
+        parse_chain(id, lower.as_deref())
     }
 
     /// The layer a short id names: through `l/<short>`, else by scanning `link` files.
@@ -241,7 +263,7 @@ impl Store {
             }
         }
         for id in self.layer_ids()? {
-            if let Some(meta) = self.read_layer_meta(&id)? {
+            if let Some(meta) = self.read_layer(&id)? {
                 if meta.lid() == Some(lid) {
                     return Ok(Some(id));
                 }

@@ -24,7 +24,7 @@ use std::os::fd::OwnedFd;
 
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
-use crate::store::Store;
+use crate::store::{orphaned, parse_chain, Store};
 use crate::{id, layout};
 
 /// A layer's upper dir and its lower chain, opened once.
@@ -43,21 +43,17 @@ impl Store {
     pub(crate) fn open_layers(&self, id: &str) -> Result<Layers> {
         id::validate(id)?;
         let _lock = self.lock(false)?;
-        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let (_, lower) = self.read_layer_files(id)?;
         let layer = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let upper = fsutil::open_dir(&layer, layout::DIFF).ctx(|| format!("opening {id}/diff"))?;
         let mut lowers = Vec::new();
         let mut parent = None;
-        if let Some(lower) = files.lower {
-            let lids = layout::parse_lower(&lower)
-                .map_err(|m| Error::Corrupt(format!("layer {id:?}: {}", m.describe("lower"))))?;
-            for (i, lid) in lids.iter().enumerate() {
-                let pid = self.resolve_short_id(lid)?.ok_or_else(|| crate::store::orphaned(id, lid))?;
-                let pdir = self.open_layer_dir(&pid)?.ok_or_else(|| Error::NotFound(pid.clone()))?;
-                lowers.push(fsutil::open_dir(&pdir, layout::DIFF).ctx(|| format!("opening {pid}/diff"))?);
-                if i == 0 {
-                    parent = Some(pid);
-                }
+        for (i, lid) in parse_chain(id, lower.as_deref())?.iter().enumerate() {
+            let pid = self.resolve_short_id(lid)?.ok_or_else(|| orphaned(id, lid))?;
+            let pdir = self.open_layer_dir(&pid)?.ok_or_else(|| Error::NotFound(pid.clone()))?;
+            lowers.push(fsutil::open_dir(&pdir, layout::DIFF).ctx(|| format!("opening {pid}/diff"))?);
+            if i == 0 {
+                parent = Some(pid);
             }
         }
         Ok(Layers { upper, lowers, parent })
@@ -66,8 +62,8 @@ impl Store {
     /// Refuses to change `id`'s diff while a layer that builds on it is mounted: that mount
     /// uses the diff as a lower, and overlayfs leaves changes to a live lower undefined.
     pub(crate) fn refuse_if_lower_of_a_mount(&self, id: &str) -> Result<()> {
-        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let Some(lid) = files.link.as_deref().and_then(|l| layout::parse_link(l).ok()) else { return Ok(()) };
+        let (link, _) = self.read_layer_files(id)?;
+        let Some(lid) = link.as_deref().and_then(|l| layout::parse_link(l).ok()) else { return Ok(()) };
         // One stat per layer finds the mounted ones (merged/ on another device); only their
         // lower chains are read, so an apply stays cheap in a store of many layers.
         let home_dev = rustix::fs::fstat(&self.home_fd).ctx(|| format!("stat of {}", self.home.display()))?.st_dev;
@@ -79,7 +75,7 @@ impl Store {
             }
             // A damaged layer's lower cannot be read; `check` reports it, and it must not
             // stop an apply into another layer.
-            let Some(meta) = self.read_layer_meta(&other)? else { continue };
+            let Some(meta) = self.read_layer(&other)? else { continue };
             if meta.lower_lids().is_ok_and(|lids| lids.is_some_and(|l| l.contains(&lid))) {
                 return Err(Error::Busy {
                     id: id.to_owned(),

@@ -21,7 +21,7 @@ use rustix::io::Errno;
 use super::apply::{refuse, sys, At, Stage};
 use super::ApplyOpts;
 use super::ApplyStats;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result};
 use crate::fsutil;
 use crate::layout;
 use crate::store::Store;
@@ -79,7 +79,7 @@ impl Store {
         reader: impl Read,
         opts: &ApplyOpts<'_>,
     ) -> Result<ApplyStats> {
-        let lowers = self.lower_short_ids(id)?;
+        let lowers = self.lower_chain(id)?;
         let stats = if lowers.is_empty() {
             // A base layer's mounted view is its diff: no mount needed.
             self.extract(stage.diff.as_fd(), Some(Naive::default()), reader, opts)?
@@ -98,15 +98,6 @@ impl Store {
             res?
         };
         self.finish_staged(id, stage, stats, opts)
-    }
-
-    /// The short ids in `id`'s `lower` file, nearest first (empty for a base layer).
-    fn lower_short_ids(&self, id: &str) -> Result<Vec<String>> {
-        let files = self.read_layer_files(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let Some(lower) = files.lower else { return Ok(Vec::new()) };
-        let lids = layout::parse_lower(&lower)
-            .map_err(|m| Error::Corrupt(format!("layer {id:?}: {}", m.describe("lower"))))?;
-        Ok(lids.into_iter().map(str::to_owned).collect())
     }
 }
 

@@ -134,14 +134,7 @@ impl Store {
         }
         let layer = self.lock_layer(id)?;
         let lower = fsutil::read_small(&layer.fd, layout::LOWER).ctx(|| format!("reading {id}/lower"))?;
-        let lowers: Vec<String> = match &lower {
-            Some(l) => layout::parse_lower(l)
-                .map_err(|m| Error::Corrupt(format!("layer {id:?}: {}", m.describe("lower"))))?
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
-            None => Vec::new(),
-        };
+        let lowers = crate::store::parse_chain(id, lower.as_deref())?;
         if lowers.is_empty() && !opts.readonly {
             if !opts.persistent {
                 held.base_gets += 1;
