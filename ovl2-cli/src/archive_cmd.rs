@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use ovl2_core::{ApplyOpts, ApplyProgress, ApplyStats, CreateOpts, DiffOpts, Driver};
+use ovl2_core::{ApplyOpts, ApplyProgress, ApplyStats, DiffOpts, Driver};
 
 use crate::failure::{Failure, Res};
 use crate::json;
@@ -194,43 +194,47 @@ pub fn run(d: &Driver, cmd: ArchiveCmd, json: bool) -> Res<ExitCode> {
             }
         }
         ArchiveCmd::Import { tars, top, parent, no_sync } => {
-            let ids: Vec<String> =
-                (1..=tars.len()).map(|i| if i == tars.len() { top.clone() } else { format!("{top}-{i}") }).collect();
-            let mut made: Vec<String> = Vec::new();
-            let parent_was_committed = match &parent {
-                Some(p) => d.is_committed(p)?,
-                None => true,
-            };
-            let mut below = parent.clone();
-            let mut results = Vec::new();
-            let res = (|| -> Res<()> {
-                for (tar, id) in tars.iter().zip(&ids) {
-                    d.create(id, below.as_deref(), &CreateOpts::default())
-                        .map_err(|e| Failure::naming(e, parent.as_deref(), "parent"))?;
-                    made.push(id.clone());
-                    let (reader, len) = open_input(Some(tar))?;
-                    let st =
-                        apply_one(d, id, below.as_deref(), reader, len, !no_sync, None, &tar.display().to_string())?;
-                    if !json {
-                        print_stats(id, below.as_deref(), &st, false)?;
-                    }
-                    results.push((id.clone(), below.clone(), st));
-                    below = Some(id.clone());
-                }
-                Ok(())
-            })();
-            if let Err(e) = res {
-                // All or nothing: take back the layers this run created, and the parent's
-                // committed marker if they gave it one.
-                let _ = d.undo_created(&made, parent.as_deref(), parent_was_committed);
-                return Err(e);
+            // Every tarball is opened before anything is created; the core makes the chain
+            // all or nothing (a failure removes the layers it made, and the parent's marker).
+            let mut readers = Vec::with_capacity(tars.len());
+            let mut total = Some(0u64);
+            for tar in &tars {
+                let (reader, len) = open_input(Some(tar))?;
+                total = total.zip(len).map(|(a, b)| a + b);
+                readers.push(reader);
             }
+            // Only a person watching a terminal gets a bar: one for the whole chain, moved by
+            // every tarball's bytes as they are read.
+            let bar = io::stderr().is_terminal().then(|| progress_bar(total, &top));
+            let readers: Vec<Box<dyn Read>> = match &bar {
+                Some(b) => readers.into_iter().map(|r| Box::new(b.wrap_read(r)) as Box<dyn Read>).collect(),
+                None => readers,
+            };
+            let cb = |p: &ApplyProgress| {
+                if let Some(b) = &bar {
+                    b.set_prefix(p.entries.to_string());
+                }
+            };
+            let opts = ApplyOpts { sync: !no_sync, progress: Some(&cb), expect_digest: None };
+            let res = d.import_chain(&top, parent.as_deref(), readers, &opts);
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let results = res.map_err(|e| Failure::naming(e, parent.as_deref(), "parent"))?;
+            // Each layer's parent is the one below it, the first's the chain's parent.
+            let parents: Vec<Option<&str>> =
+                std::iter::once(parent.as_deref()).chain(results.iter().map(|(id, _)| Some(id.as_str()))).collect();
             if json {
                 let v: Vec<_> = results
                     .iter()
-                    .map(|(id, parent, stats)| json::Applied { id, parent: parent.as_deref(), stats })
+                    .zip(&parents)
+                    .map(|((id, stats), parent)| json::Applied { id, parent: *parent, stats })
                     .collect();
                 json::print(&v)?;
+            } else {
+                for ((id, st), parent) in results.iter().zip(&parents) {
+                    print_stats(id, *parent, st, false)?;
+                }
             }
         }
     }

@@ -8,8 +8,8 @@ use rustix::fs::{AtFlags, FileType};
 
 use crate::error::{Context, Result};
 use crate::fsutil::{self, cstr};
-use crate::id;
 use crate::layout::{self, Malformed};
+use crate::staging;
 use crate::store::Store;
 
 /// What kind of damage a [`Problem`] is. Serialized as [`ProblemKind::as_str`].
@@ -180,8 +180,10 @@ impl Store {
 
     fn scan(&self, fix: bool) -> Result<Vec<Problem>> {
         let mut problems = Vec::new();
-        self.scan_staging(fix, &mut problems)?;
-        self.scan_pending(fix, &mut problems)?;
+        for l in staging::sweep(self, fix)? {
+            let kind = if l.container.is_some() { ProblemKind::IncompleteContainer } else { ProblemKind::StaleStaging };
+            problems.push(Problem { layer: l.container, kind, detail: l.detail, repairable: l.repairable });
+        }
         self.scan_mount_state(fix, &mut problems)?;
         let mut recs = self.read_recs()?;
         let links = self.read_short_links()?;
@@ -394,133 +396,6 @@ impl Store {
 
     fn problem(&self, id: &str, kind: ProblemKind, detail: String, repairable: bool) -> Problem {
         Problem { layer: Some(id.to_owned()), kind, detail, repairable }
-    }
-
-    fn scan_staging(&self, fix: bool, problems: &mut Vec<Problem>) -> Result<()> {
-        // A read-only open of a store without `.ovl2/` has nothing staged.
-        let Some(staging) = &self.staging_fd else { return Ok(()) };
-        let entries = fsutil::list_dir(staging).ctx(|| "listing .ovl2/staging".into())?;
-        for ent in entries {
-            let shown = || format!(".ovl2/staging/{}", fsutil::os(&ent.name).to_string_lossy());
-            // Only directories are ever staged; O_DIRECTORY|O_NONBLOCK so that a FIFO or a
-            // device there cannot hang the open (it fails with ENOTDIR instead).
-            let fd = match rustix::fs::openat(
-                staging,
-                &ent.name,
-                rustix::fs::OFlags::RDONLY
-                    | rustix::fs::OFlags::DIRECTORY
-                    | rustix::fs::OFlags::NOFOLLOW
-                    | rustix::fs::OFlags::NONBLOCK
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(rustix::io::Errno::NOENT) => continue,
-                // Not a directory, or one we cannot open: nobody can hold a lock on it.
-                Err(_) => {
-                    if fix {
-                        if let Some(p) = self.sweep_staging(staging, &ent.name)? {
-                            problems.push(p);
-                            continue;
-                        }
-                    }
-                    let what = fsutil::type_name(ent.file_type);
-                    problems.push(stale(format!("{} ({what}) is a leftover nothing holds", shown())));
-                    continue;
-                }
-            };
-            // Owners hold an exclusive flock while they work; a lock we can take means the
-            // owner died.
-            if !fsutil::flock(&fd, true, true).ctx(|| "locking a staging entry".into())? {
-                continue;
-            }
-            if fix {
-                if let Some(p) = self.sweep_staging(staging, &ent.name)? {
-                    problems.push(p);
-                    continue;
-                }
-            }
-            problems.push(stale(format!("{} was left by a process that died", shown())));
-        }
-        Ok(())
-    }
-
-    /// Removes a stale staging entry. One with a mount inside cannot be removed (removal never
-    /// crosses a mount); it is reported, not fatal, so the store stays usable.
-    fn sweep_staging(&self, staging: &std::os::fd::OwnedFd, name: &std::ffi::CStr) -> Result<Option<Problem>> {
-        match fsutil::remove_tree(staging, name) {
-            Ok(()) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => Ok(Some(Problem {
-                layer: None,
-                kind: ProblemKind::StaleStaging,
-                detail: format!(".ovl2/staging/{e}"),
-                repairable: false,
-            })),
-            Err(e) => Err(crate::error::Error::io(
-                format!("removing .ovl2/staging/{}", fsutil::os(name).to_string_lossy()),
-                e,
-            )),
-        }
-    }
-
-    fn scan_pending(&self, fix: bool, problems: &mut Vec<Problem>) -> Result<()> {
-        let Some(dir) = self.pending_dir()? else { return Ok(()) };
-        for ent in fsutil::list_dir(&dir).ctx(|| "listing .ovl2/pending".into())? {
-            let ctr = fsutil::os(&ent.name).to_string_lossy().into_owned();
-            // Records are regular files; NONBLOCK so a FIFO cannot hang the open, and the
-            // type is checked on the open file before anything else.
-            let opened = rustix::fs::openat(
-                &dir,
-                &ent.name,
-                rustix::fs::OFlags::RDONLY
-                    | rustix::fs::OFlags::NOFOLLOW
-                    | rustix::fs::OFlags::NONBLOCK
-                    | rustix::fs::OFlags::NOCTTY
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            );
-            let fd = match opened {
-                Ok(fd) => Some(fd),
-                Err(rustix::io::Errno::NOENT) => continue,
-                Err(rustix::io::Errno::LOOP) => None,
-                Err(e) => return Err(crate::Error::io(format!("opening .ovl2/pending/{ctr}"), e)),
-            };
-            let ft = match &fd {
-                Some(fd) => FileType::from_raw_mode(
-                    rustix::fs::fstat(fd).ctx(|| format!("stat of .ovl2/pending/{ctr}"))?.st_mode,
-                ),
-                None => FileType::Symlink,
-            };
-            if ft != FileType::RegularFile {
-                // Not a record ovl2 wrote: a leftover, removed without being read.
-                if fix {
-                    fsutil::remove_tree(&dir, &ent.name).ctx(|| format!("removing .ovl2/pending/{ctr}"))?;
-                }
-                problems
-                    .push(stale(format!(".ovl2/pending/{ctr} is {}, not a record; a leftover", fsutil::type_name(ft))));
-                continue;
-            }
-            let fd = fd.expect("regular file is open");
-            // Its creator holds the lock while it works.
-            if !fsutil::flock(&fd, true, true).ctx(|| "locking a pending record".into())? {
-                continue;
-            }
-            if id::validate(&ctr).is_err() {
-                continue;
-            }
-            let record =
-                fsutil::read_small(&dir, &ent.name).ctx(|| format!("reading .ovl2/pending/{ctr}"))?.unwrap_or_default();
-            if fix {
-                self.finish_pending_container(&ctr, &record)?;
-            }
-            problems.push(Problem {
-                layer: Some(ctr.clone()),
-                kind: ProblemKind::IncompleteContainer,
-                detail: format!("container {ctr:?} was being created by a process that died"),
-                repairable: true,
-            });
-        }
-        Ok(())
     }
 
     fn read_recs(&self) -> Result<Vec<Rec>> {
@@ -786,10 +661,6 @@ impl Store {
         fsutil::write_atomic(&dir, name, content, layout::META_FILE_MODE, self.opts.sync)
             .ctx(|| format!("rewriting {id}/{}", fsutil::os(name).to_string_lossy()))
     }
-}
-
-fn stale(detail: String) -> Problem {
-    Problem { layer: None, kind: ProblemKind::StaleStaging, detail, repairable: true }
 }
 
 /// Which short id a layer with an unusable `link` gets.

@@ -16,6 +16,7 @@ use crate::fsutil::{self, cstr, Owner};
 use crate::id;
 use crate::mount::MountOpts;
 use crate::options::CreateOpts;
+use crate::staging::PendingRecord;
 use crate::store::Store;
 
 /// What an init entry is.
@@ -114,10 +115,10 @@ impl Store {
         let top_was_committed = self.is_committed(image_top)?;
         // Until the pair exists, a record says so: if this process dies half way, repair
         // (on the next open) finishes the rollback below.
-        let pending = Pending::begin(self, ctr, image_top, top_was_committed)?;
+        let pending = PendingRecord::begin(self, ctr, image_top, top_was_committed)?;
         let res = self.create_rw(&init, Some(image_top), &opts.create);
         if let Err(e) = res {
-            pending.end(self);
+            drop(pending);
             return Err(e);
         }
         let res = self.fill_init_layer(&init, opts).and_then(|()| self.create_rw(ctr, Some(&init), &opts.create));
@@ -125,10 +126,10 @@ impl Store {
             // Undo whatever exists of the pair; the original error is what the caller needs.
             let _ = self.force_unmount(&init);
             let _ = self.undo_created(std::slice::from_ref(&init), Some(image_top), top_was_committed);
-            pending.end(self);
+            drop(pending);
             return Err(e);
         }
-        pending.end(self);
+        drop(pending);
         Ok(())
     }
 
@@ -140,7 +141,7 @@ impl Store {
         // same container, so what is read below cannot change before the removal. It makes
         // the pair's removal finish even if this process dies between the two layers (repair
         // removes a lone init layer). The image top is left as it is.
-        let pending = Pending::begin(self, ctr, "", true)?;
+        let pending = PendingRecord::begin(self, ctr, "", true)?;
         let checked = (|| {
             let (has_ctr, has_init) = (self.exists(ctr)?, self.exists(&init)?);
             if !has_ctr && !has_init {
@@ -158,7 +159,7 @@ impl Store {
         let (has_ctr, has_init) = match checked {
             Ok(v) => v,
             Err(e) => {
-                pending.end(self);
+                drop(pending);
                 return Err(e);
             }
         };
@@ -177,7 +178,7 @@ impl Store {
             }
             Ok(())
         })();
-        pending.end(self);
+        drop(pending);
         res
     }
 
@@ -203,65 +204,7 @@ impl Store {
     }
 }
 
-/// A container being created: `.ovl2/pending/<ctr>`, flocked while its creator lives, holding
-/// the image top's id and whether the top was already committed.
-struct Pending {
-    name: std::ffi::CString,
-    _fd: OwnedFd,
-}
-
-impl Pending {
-    fn begin(d: &Store, ctr: &str, image_top: &str, top_was_committed: bool) -> Result<Pending> {
-        // As for staging: repair takes the store lock exclusively, so holding it shared until
-        // the record is flocked keeps another process's open from deleting it first.
-        d.writable("recording a container change")?;
-        let _store = d.lock(false)?;
-        let dir = d.pending_dir()?.ok_or_else(|| Error::io("opening .ovl2/pending", Errno::NOENT))?;
-        let name = cstr(ctr).expect("validated");
-        let fd = rustix::fs::openat(
-            &dir,
-            &name,
-            OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| Error::io(format!("creating the pending record of container {ctr:?}"), e))?;
-        if !fsutil::flock(&fd, true, true).map_err(|e| Error::io("locking a pending record", e))? {
-            return Err(Error::Busy {
-                id: ctr.to_owned(),
-                reason: "another process is creating this container".into(),
-            });
-        }
-        let content = format!("{image_top}\n{}\n", if top_was_committed { "committed" } else { "uncommitted" });
-        rustix::fs::ftruncate(&fd, 0)
-            .and_then(|()| rustix::io::write(&fd, content.as_bytes()).map(|_| ()))
-            .map_err(|e| Error::io(format!("writing the pending record of container {ctr:?}"), e))?;
-        if d.options().sync {
-            rustix::fs::fsync(&fd)
-                .and_then(|()| rustix::fs::fsync(&dir))
-                .map_err(|e| Error::io("syncing a pending record", e))?;
-        }
-        Ok(Pending { name, _fd: fd })
-    }
-
-    /// Drops the record (the pair is complete, or fully rolled back).
-    fn end(self, d: &Store) {
-        if let Ok(Some(dir)) = d.pending_dir() {
-            let _ = rustix::fs::unlinkat(&dir, &self.name, AtFlags::empty());
-        }
-    }
-}
-
 impl Store {
-    /// `.ovl2/pending`; `None` only on a read-only open of a store that has none.
-    pub(crate) fn pending_dir(&self) -> Result<Option<OwnedFd>> {
-        let Some(private) = &self.private_fd else { return Ok(None) };
-        match fsutil::open_dir(private, crate::layout::PENDING) {
-            Ok(fd) => Ok(Some(fd)),
-            Err(e) if self.is_read_only() && e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => Ok(None),
-            Err(e) => Err(Error::io("opening .ovl2/pending", e)),
-        }
-    }
-
     /// Repair's half: a record whose creator died. A container whose layer exists is
     /// complete and only loses the record; otherwise its init layer is removed and the image
     /// top's `committed` taken back if it gained it. Runs under the store lock.
@@ -270,7 +213,7 @@ impl Store {
         if !self.exists(ctr)? && self.exists(&init)? {
             self.force_unmount(&init)?;
             match self.unlink_layer_locked(&init, false) {
-                Ok(gone) => gone.delete(self)?,
+                Ok(gone) => gone.delete()?,
                 // Something else was built on the init layer since: it is in use, keep it.
                 Err(e) if e.kind() == crate::ErrorKind::Busy => {}
                 Err(e) => return Err(e),

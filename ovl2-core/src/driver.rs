@@ -134,14 +134,6 @@ impl Driver {
         self.store.remove_tree(id, force)
     }
 
-    /// Undoes a multi-step build that failed half way: removes the layers it `created`
-    /// (top first) and, when `parent` gained its `committed` marker from them
-    /// (`parent_was_committed` false) and no other child is left, takes the marker back, so
-    /// the store is as it was before. Layers already gone are fine.
-    pub fn undo_created(&self, created: &[String], parent: Option<&str>, parent_was_committed: bool) -> Result<()> {
-        self.store.undo_created(created, parent, parent_was_committed)
-    }
-
     // Containers: the init layer and the container layer as one step.
 
     /// Creates `<ctr>-init` on `image_top`, fills it with the init entries through a mount,
@@ -224,6 +216,22 @@ impl Driver {
         opts: &ApplyOpts<'_>,
     ) -> Result<ApplyStats> {
         self.store.apply_diff_with(id, parent, reader, opts)
+    }
+
+    /// Creates one layer per tarball (base first) on top of `parent` and applies each tar
+    /// into its layer onto the one below: an image's layers in one call. The top layer is
+    /// `top`, those below it `<top>-1`, `<top>-2`, ... from the base (see
+    /// [`import_chain_ids`](crate::import_chain_ids)). All or nothing: on any failure the
+    /// layers this call created are removed again, and `parent` loses the `committed`
+    /// marker they gave it, so the store is as it was. Returns each layer's id and stats.
+    pub fn import_chain<R: Read>(
+        &self,
+        top: &str,
+        parent: Option<&str>,
+        tars: Vec<R>,
+        opts: &ApplyOpts<'_>,
+    ) -> Result<Vec<(String, ApplyStats)>> {
+        self.store.import_chain(top, parent, tars, opts)
     }
 
     /// Writes layer `id` as a tar in Docker's layer format relative to `parent`, which must

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
-use rustix::fs::{self as rfs, AtFlags, FileType, RenameFlags};
+use rustix::fs::{self as rfs, AtFlags, FileType};
 use rustix::io::Errno;
 
 use crate::error::{Context, Error, Result};
@@ -15,6 +15,7 @@ use crate::id;
 use crate::layout;
 use crate::lock::StoreLock;
 use crate::options::{depth_of, CreateOpts, RemoveOpts};
+use crate::staging::WorkEntry;
 use crate::store::{corrupt_layer, orphaned, parse_chain, Store};
 
 /// One layer as [`Driver::layers`](crate::Driver::layers) reports it.
@@ -89,7 +90,7 @@ impl Store {
             }
         }
         validate_create_opts(opts)?;
-        let _lock = self.lock(true)?;
+        let lock = self.lock(true)?;
         if self.exists_unlocked(id)? {
             return Err(Error::Exists(id.to_owned()));
         }
@@ -99,11 +100,12 @@ impl Store {
         };
         self.check_depth(id, &chain)?;
 
-        let staged = self.stage_layer(id, &chain)?;
+        let (staged, short_link) = self.stage_layer(id, &chain, &lock)?;
         let cid = cstr(id).expect("validated id has no NUL");
         let staging = self.staging("creating a layer")?;
-        if let Err(e) = rfs::renameat_with(staging, &staged.name, &self.home_fd, &cid, RenameFlags::NOREPLACE) {
-            staged.abandon(self);
+        // A failed publish deletes the staged tree; the l/ link goes too.
+        if let Err(e) = staged.publish(self.home_fd.as_fd(), &cid) {
+            let _ = rfs::unlinkat(&self.links_fd, &short_link, AtFlags::empty());
             return Err(match e {
                 Errno::EXIST => self.in_the_way(id),
                 e => Error::io(format!("moving staged layer {id:?} into place"), e),
@@ -117,8 +119,7 @@ impl Store {
             .and_then(|()| self.sync_dir(&self.home_fd, "home"))
             .and_then(|()| parent.map_or(Ok(()), |p| self.mark_committed(p)));
         if let Err(e) = finish {
-            let lid = staged.short_link.as_deref().and_then(|l| l.to_str().ok()).unwrap_or_default().to_owned();
-            self.discard_new_layer(id, &lid);
+            self.discard_new_layer(id, short_link.to_str().unwrap_or_default());
             return Err(e);
         }
         Ok(())
@@ -128,11 +129,10 @@ impl Store {
     /// build on it yet, as the store lock is still held).
     fn discard_new_layer(&self, id: &str, lid: &str) {
         let cid = cstr(id).expect("validated");
-        let trash = cstr(&format!("rm-{}", fsutil::random_hex(12))).expect("ascii");
-        let Ok(staging) = self.staging("removing a layer") else { return };
-        if rfs::renameat_with(&self.home_fd, &cid, staging, &trash, RenameFlags::NOREPLACE).is_ok() {
+        let Ok(dir) = fsutil::open_dir(&self.home_fd, &cid) else { return };
+        // Dropping the taken-out entry deletes it.
+        if let Ok(_gone) = WorkEntry::take_out(self, self.home_fd.as_fd(), &cid, dir, String::new) {
             let _ = self.unlink_short_link_if_ours(lid, id);
-            let _ = fsutil::remove_tree(staging, &trash);
         }
     }
 
@@ -147,19 +147,16 @@ impl Store {
     }
 
     /// Builds a complete layer directory in staging and links `l/<short>` to its final name.
-    fn stage_layer(&self, id: &str, chain: &[String]) -> Result<Staged> {
-        let staged = Staged::new(self)?;
-        match self.fill_staged(&staged, id, chain) {
-            Ok(lid) => Ok(Staged { short_link: Some(lid), ..staged }),
-            Err(e) => {
-                staged.abandon(self);
-                Err(e)
-            }
-        }
+    /// Returns the staged entry (deleted if dropped unpublished) and the `l/` name made for it.
+    fn stage_layer(&self, id: &str, chain: &[String], held: &StoreLock) -> Result<(WorkEntry<'_>, CString)> {
+        let owner = Owner { uid: self.owner.uid, gid: self.root.gid };
+        let staged =
+            WorkEntry::create(self, held, "new", layout::LAYER_MODE, owner, "creating a layer", "a staging dir")?;
+        let lid = self.fill_staged(staged.fd(), id, chain)?;
+        Ok((staged, lid))
     }
 
-    fn fill_staged(&self, staged: &Staged, id: &str, chain: &[String]) -> Result<CString> {
-        let dir = &staged.fd;
+    fn fill_staged(&self, dir: &OwnedFd, id: &str, chain: &[String]) -> Result<CString> {
         let at = || format!("staging layer {id:?}");
         fsutil::mkdir(dir, layout::DIFF, layout::DIFF_MODE, Some(self.root))
             .ctx(|| format!("{}: creating diff", at()))?;
@@ -219,7 +216,10 @@ impl Store {
         Ok(fsutil::file_type(&dir, layout::COMMITTED).ctx(|| format!("stat of {id}/committed"))?.is_some())
     }
 
-    /// The work of [`Driver::undo_created`](crate::Driver::undo_created).
+    /// Undoes a multi-step build that failed half way: removes the layers it `created`
+    /// (top first) and, when `parent` gained its `committed` marker from them
+    /// (`parent_was_committed` false) and no other child is left, takes the marker back, so
+    /// the store is as it was before. Layers already gone are fine.
     pub(crate) fn undo_created(
         &self,
         created: &[String],
@@ -283,7 +283,7 @@ impl Store {
         let lock = self.lock(true)?;
         let gone = self.unlink_layer_locked(id, opts.ignore_children)?;
         drop(lock);
-        gone.delete(self)
+        gone.delete()
     }
 
     /// The work of [`Driver::remove_tree`](crate::Driver::remove_tree).
@@ -348,7 +348,7 @@ impl Store {
         }
         drop(lock);
         for g in gone {
-            g.delete(self)?;
+            g.delete()?;
         }
         failed.map_or(Ok(done), Err)
     }
@@ -381,7 +381,7 @@ impl Store {
 
     /// The part of [`Driver::remove`] that needs the store lock (held by the caller): checks,
     /// then the rename out of sight. The files go with [`Unlinked::delete`], lock or no lock.
-    pub(crate) fn unlink_layer_locked(&self, id: &str, ignore_children: bool) -> Result<Unlinked> {
+    pub(crate) fn unlink_layer_locked(&self, id: &str, ignore_children: bool) -> Result<Unlinked<'_>> {
         // A damaged layer must stay removable: unreadable files only lose us its short id.
         let lid = self.own_short_id(id)?;
         if !ignore_children {
@@ -406,17 +406,17 @@ impl Store {
                 reason: format!("{id}/{} is a mount point inside it (unmount it first)", String::from_utf8_lossy(m)),
             });
         }
-        let trash = cstr(&format!("rm-{}", fsutil::random_hex(12))).expect("ascii");
         let staging = self.staging("removing a layer")?;
-        rfs::renameat_with(&self.home_fd, &cid, staging, &trash, RenameFlags::NOREPLACE)
-            .ctx(|| format!("moving layer {id:?} out of the store"))?;
+        let entry = WorkEntry::take_out(self, self.home_fd.as_fd(), &cid, dir, || {
+            format!("moving layer {id:?} out of the store")
+        })?;
         self.sync_dir(&self.home_fd, "home")?;
         self.sync_dir(staging, "staging")?;
         if let Some(lid) = lid {
             self.unlink_short_link_if_ours(&lid, id)?;
         }
         self.forget_mount_record(id)?;
-        Ok(Unlinked { id: id.to_owned(), trash, dir })
+        Ok(Unlinked { id: id.to_owned(), entry })
     }
 
     pub(crate) fn unlink_short_link_if_ours(&self, lid: &str, id: &str) -> Result<()> {
@@ -567,48 +567,17 @@ impl Store {
 }
 
 /// A removed layer's files, renamed into staging and still flocked (so repair in another
-/// process leaves them to us) until [`Unlinked::delete`] removes them.
-pub(crate) struct Unlinked {
+/// process leaves them to us) until [`Unlinked::delete`] (or the drop) removes them.
+pub(crate) struct Unlinked<'s> {
     id: String,
-    trash: CString,
-    dir: OwnedFd,
+    entry: WorkEntry<'s>,
 }
 
-impl Unlinked {
-    pub(crate) fn delete(self, d: &Store) -> Result<()> {
-        fsutil::remove_tree(d.staging("removing a layer")?, &self.trash)
-            .ctx(|| format!("deleting the files of layer {:?}", self.id))?;
-        drop(self.dir);
-        Ok(())
-    }
-}
-
-/// A layer being built in `.ovl2/staging/<name>`, locked so repair leaves it alone.
-struct Staged {
-    name: CString,
-    fd: OwnedFd,
-    short_link: Option<CString>,
-}
-
-impl Staged {
-    fn new(d: &Store) -> Result<Staged> {
-        let name = cstr(&format!("new-{}", fsutil::random_hex(12))).expect("ascii");
-        let staging = d.staging("creating a layer")?;
-        fsutil::mkdir(staging, &name, layout::LAYER_MODE, Some(Owner { uid: d.owner.uid, gid: d.root.gid }))
-            .ctx(|| "creating a staging dir".into())?;
-        let fd = fsutil::open_dir(staging, &name).ctx(|| "opening a staging dir".into())?;
-        fsutil::flock(&fd, true, false).ctx(|| "locking a staging dir".into())?;
-        Ok(Staged { name, fd, short_link: None })
-    }
-
-    /// Undoes a failed create: removes the `l/` link and the staged tree.
-    fn abandon(self, d: &Store) {
-        if let Some(l) = &self.short_link {
-            let _ = rfs::unlinkat(&d.links_fd, l, AtFlags::empty());
-        }
-        if let Ok(staging) = d.staging("creating a layer") {
-            let _ = fsutil::remove_tree(staging, &self.name);
-        }
+impl Unlinked<'_> {
+    /// Deletes the files, outside the store lock.
+    pub(crate) fn delete(self) -> Result<()> {
+        let id = self.id;
+        self.entry.delete(|| format!("deleting the files of layer {id:?}"))
     }
 }
 

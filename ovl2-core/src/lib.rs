@@ -28,13 +28,14 @@ pub mod layout;
 mod lock;
 mod mount;
 mod options;
+mod staging;
 mod status;
 mod store;
 mod usage;
 
 pub use archive::{
-    detect_compression, whiteout, ApplyOpts, ApplyProgress, ApplyStats, Change, ChangeKind, Compression, DiffOpts,
-    DiffStats,
+    detect_compression, import_chain_ids, whiteout, ApplyOpts, ApplyProgress, ApplyStats, Change, ChangeKind,
+    Compression, DiffOpts, DiffStats,
 };
 pub use check::{Problem, ProblemKind, RepairReport};
 pub use container::{docker_init_entries, init_layer_id, ContainerOpts, InitEntry, InitKind};

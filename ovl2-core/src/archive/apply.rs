@@ -16,6 +16,7 @@ use super::whiteout::{self, TarName};
 use super::{fsx, gotar, size};
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, cstr, Owner};
+use crate::staging::WorkEntry;
 use crate::store::Store;
 use crate::{id, layout};
 
@@ -135,7 +136,8 @@ impl Store {
         } else {
             self.apply_naive(id, &stage, reader, opts)
         };
-        stage.discard(self);
+        // The failed extraction, or the old empty diff after a swap, goes with the stage.
+        drop(stage);
         res
     }
 
@@ -253,15 +255,15 @@ impl Store {
             _ => return Err(Error::NotFound(id.to_owned())),
         }
         check_target(self, id, &layer)?;
-        rfs::renameat_with(&stage.fd, layout::DIFF, &layer, layout::DIFF, RenameFlags::EXCHANGE)
+        rfs::renameat_with(stage.entry.fd(), layout::DIFF, &layer, layout::DIFF, RenameFlags::EXCHANGE)
             .ctx(|| format!("swapping the applied diff into layer {id:?}"))?;
         if sync {
             let synced = fsutil::fsync(&layer)
                 .ctx(|| format!("syncing layer {id:?}"))
-                .and_then(|()| fsutil::fsync(&stage.fd).ctx(|| "syncing the staging dir".into()));
+                .and_then(|()| fsutil::fsync(stage.entry.fd()).ctx(|| "syncing the staging dir".into()));
             if let Err(e) = synced {
                 // The caller gets an error, so the layer must be as it was: swap back.
-                let _ = rfs::renameat_with(&stage.fd, layout::DIFF, &layer, layout::DIFF, RenameFlags::EXCHANGE);
+                let _ = rfs::renameat_with(stage.entry.fd(), layout::DIFF, &layer, layout::DIFF, RenameFlags::EXCHANGE);
                 return Err(e);
             }
         }
@@ -297,44 +299,31 @@ fn check_target(d: &Store, id: &str, layer: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// `.ovl2/staging/apply-<random>/diff`, locked so repair leaves it alone while we work.
-pub(super) struct Stage {
-    pub(super) name: CString,
-    pub(super) fd: OwnedFd,
+/// `.ovl2/staging/apply-<random>/diff`: a work entry (locked so repair leaves it alone while
+/// we work, deleted when dropped) holding the diff being extracted.
+pub(super) struct Stage<'s> {
+    pub(super) entry: WorkEntry<'s>,
     pub(super) diff: OwnedFd,
 }
 
-impl Stage {
-    fn new(d: &Store) -> Result<Stage> {
-        // Repair (exclusive store lock) deletes staging entries it can flock; hold the lock
-        // shared until ours is flocked, or another process's open could delete it first.
-        let staging = d.staging("applying a layer archive")?;
-        let _store = d.lock(false)?;
-        let name = cstr(&format!("apply-{}", fsutil::random_hex(12))).expect("ascii");
-        fsutil::mkdir(staging, &name, layout::PRIVATE_MODE, Some(d.owner))
-            .ctx(|| "creating an apply staging dir".into())?;
-        let setup = || -> Result<(OwnedFd, OwnedFd)> {
-            let fd = fsutil::open_dir(staging, &name).ctx(|| "opening an apply staging dir".into())?;
-            fsutil::flock(&fd, true, false).ctx(|| "locking an apply staging dir".into())?;
-            fsutil::mkdir(&fd, layout::DIFF, layout::DIFF_MODE, Some(d.root))
-                .ctx(|| "creating the staged diff".into())?;
-            let diff = fsutil::open_dir(&fd, layout::DIFF).ctx(|| "opening the staged diff".into())?;
-            Ok((fd, diff))
-        };
-        match setup() {
-            Ok((fd, diff)) => Ok(Stage { name, fd, diff }),
-            Err(e) => {
-                let _ = fsutil::remove_tree(staging, &name);
-                Err(e)
-            }
-        }
-    }
-
-    /// Deletes the staging dir: the failed extraction, or the old empty diff after a swap.
-    fn discard(self, d: &Store) {
-        if let Ok(staging) = d.staging("applying a layer archive") {
-            let _ = fsutil::remove_tree(staging, &self.name);
-        }
+impl<'s> Stage<'s> {
+    fn new(d: &'s Store) -> Result<Stage<'s>> {
+        d.staging("applying a layer archive")?;
+        let store = d.lock(false)?;
+        let entry = WorkEntry::create(
+            d,
+            &store,
+            "apply",
+            layout::PRIVATE_MODE,
+            d.owner,
+            "applying a layer archive",
+            "an apply staging dir",
+        )?;
+        drop(store);
+        fsutil::mkdir(entry.fd(), layout::DIFF, layout::DIFF_MODE, Some(d.root))
+            .ctx(|| "creating the staged diff".into())?;
+        let diff = fsutil::open_dir(entry.fd(), layout::DIFF).ctx(|| "opening the staged diff".into())?;
+        Ok(Stage { entry, diff })
     }
 }
 

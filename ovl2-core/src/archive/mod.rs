@@ -11,6 +11,7 @@ mod changes;
 mod export;
 mod fsx;
 mod gotar;
+mod import;
 mod input;
 mod naive;
 mod size;
@@ -19,6 +20,7 @@ pub mod whiteout;
 pub use apply::{ApplyOpts, ApplyProgress, ApplyStats};
 pub use changes::{Change, ChangeKind};
 pub use export::{DiffOpts, DiffStats};
+pub use import::import_chain_ids;
 pub use input::{detect as detect_compression, Compression};
 use std::os::fd::OwnedFd;
 

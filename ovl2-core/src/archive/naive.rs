@@ -84,14 +84,14 @@ impl Store {
             // A base layer's mounted view is its diff: no mount needed.
             self.extract(stage.diff.as_fd(), Some(Naive::default()), reader, opts)?
         } else {
-            fsutil::mkdir(&stage.fd, layout::WORK, layout::WORK_MODE, Some(self.root))
+            fsutil::mkdir(stage.entry.fd(), layout::WORK, layout::WORK_MODE, Some(self.root))
                 .ctx(|| "creating the staged work dir".into())?;
-            fsutil::mkdir(&stage.fd, layout::MERGED, layout::MERGED_MODE, Some(self.root))
+            fsutil::mkdir(stage.entry.fd(), layout::MERGED, layout::MERGED_MODE, Some(self.root))
                 .ctx(|| "creating the staged mount point".into())?;
-            let name = stage.name.to_str().expect("ascii");
+            let name = stage.entry.name().to_str().expect("ascii");
             let (private, staging) = (layout::PRIVATE_DIR.to_str(), layout::STAGING.to_str());
             let rel = format!("{}/{}/{name}", private.expect("ascii"), staging.expect("ascii"));
-            let root = self.mount_private(stage.fd.as_fd(), &rel, &lowers)?;
+            let root = self.mount_private(stage.entry.fd().as_fd(), &rel, &lowers)?;
             let res = self.extract(root.as_fd(), Some(Naive::default()), reader, opts);
             // Closing the last fd on the detached mount unmounts it before the swap.
             drop(root);
