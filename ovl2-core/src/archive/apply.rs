@@ -11,7 +11,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Time
 use rustix::io::Errno;
 
 use super::input::{self, Compression, Counters};
-use super::naive::Naive;
+use super::naive_unpack::Naive;
 use super::whiteout::{self, TarName};
 use super::{fsx, gotar, size};
 use crate::error::{Context, Error, Result};
@@ -402,14 +402,14 @@ struct Extractor<'a> {
     size_exact: bool,
 }
 
-pub(super) fn refuse(at: &At<'_>, reason: impl Into<String>) -> Error {
+fn refuse(at: &At<'_>, reason: impl Into<String>) -> Error {
     Error::CorruptArchive { at: at.to_string(), reason: reason.into() }
 }
 
 /// A failed system call on behalf of an entry: the tar's fault when the errno says the tree
 /// contradicts it (missing parent, a file where a dir should be, a loop, a name too long,
 /// an escape attempt), an I/O error otherwise.
-pub(super) fn sys(at: &At<'_>, what: &str, e: Errno) -> Error {
+fn sys(at: &At<'_>, what: &str, e: Errno) -> Error {
     match e {
         Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV | Errno::NAMETOOLONG | Errno::EXIST | Errno::ISDIR => {
             Error::CorruptArchive { at: at.to_string(), reason: format!("{what}: {}", io::Error::from(e)) }
@@ -664,7 +664,9 @@ impl Extractor<'_> {
             TarName::Whiteout(name) => {
                 let (parent, plain) = self.parent(&dir_path, at)?;
                 let r = match &self.naive {
-                    Some(_) => Naive::whiteout(parent.as_fd(), name, at),
+                    Some(_) => CString::new(name).map_err(|_| refuse(at, "name contains NUL")).and_then(|n| {
+                        Naive::whiteout(parent.as_fd(), &n).map_err(|e| sys(at, "deleting the whited-out entry", e))
+                    }),
                     None => self.whiteout(parent.as_fd(), name, &meta, at),
                 };
                 // Likewise a naive whiteout deletes (`a/s/.wh.s` removes `a/s -> .` itself).

@@ -14,6 +14,7 @@ mod gotar;
 mod import;
 mod input;
 mod naive;
+mod naive_unpack;
 mod size;
 pub mod whiteout;
 
