@@ -345,11 +345,6 @@ impl<T> DirStack<T> {
         &self.levels[self.levels.len() - 1 - up].name
     }
 
-    /// The current directory's name in its parent.
-    pub fn name(&self) -> &CStr {
-        &self.levels.last().expect("walk not finished").name
-    }
-
     /// The path of the current directory from the walk's start (start name included), or of
     /// `child` in it, for messages.
     pub fn path(&self, child: Option<&CStr>) -> Vec<u8> {
@@ -690,6 +685,52 @@ mod tests {
             }
             Err(e) => assert!(!ci, "bind mount needed under CI=true: {e}"),
         }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// The walk itself never crosses a mount, whatever a pre-check saw (a mount can appear
+    /// while the removal runs): it stops with an error naming the mount and leaves it alone.
+    /// (Moved here from tests/walks.rs when fsutil became crate-private.)
+    #[test]
+    fn remove_tree_never_crosses_a_bind_mount() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+            || std::env::var("OVL2_REQUIRE_MOUNT").is_ok_and(|v| v == "1");
+        if !rustix::process::geteuid().is_root() {
+            assert!(!ci, "this test needs root and CI=true/OVL2_REQUIRE_MOUNT=1 forbids skipping it");
+            return;
+        }
+        use rustix::mount::{mount_bind, unmount, UnmountFlags};
+        let root = std::env::temp_dir().join(format!("ovl2-rmtree-bind-{}", random_hex(6)));
+        let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap();
+        let host = root.join("host");
+        std::fs::create_dir_all(host.join("sub")).unwrap();
+        std::fs::write(host.join("keep"), "precious").unwrap();
+        std::fs::write(host.join("sub/keep2"), "precious too").unwrap();
+        let assert_host_intact = || {
+            assert_eq!(read(host.join("keep")), "precious", "the bind-mounted host dir was emptied");
+            assert_eq!(read(host.join("sub/keep2")), "precious too");
+        };
+        let victim = root.join("victim");
+        std::fs::create_dir_all(victim.join("a/b/mnt")).unwrap();
+        std::fs::write(victim.join("a/b/file"), "x").unwrap();
+        mount_bind(&host, victim.join("a/b/mnt")).unwrap();
+        let dir = open_dir_path(&root).unwrap();
+        let res = remove_tree(&dir, c"victim");
+        unmount(victim.join("a/b/mnt"), UnmountFlags::DETACH).unwrap();
+        let e = res.expect_err("removal must stop at the mount");
+        assert_eq!(e.kind(), std::io::ErrorKind::ResourceBusy, "{e}");
+        assert!(e.to_string().contains("victim/a/b/mnt"), "names the mount: {e}");
+        assert_host_intact();
+        // A bind mount on a file cannot be unlinked either, and says so.
+        std::fs::write(victim.join("a/target"), "t").unwrap();
+        mount_bind(host.join("keep"), victim.join("a/target")).unwrap();
+        let res = remove_tree(&dir, c"victim");
+        unmount(victim.join("a/target"), UnmountFlags::DETACH).unwrap();
+        let e = res.expect_err("removal must stop at the file mount");
+        assert!(e.to_string().contains("victim/a/target"), "names the mount: {e}");
+        assert_host_intact();
+        remove_tree(&dir, c"victim").unwrap();
+        assert!(!victim.exists());
         let _ = std::fs::remove_dir_all(&root);
     }
 }

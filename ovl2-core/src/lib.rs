@@ -20,7 +20,7 @@ mod check;
 mod container;
 mod driver;
 mod error;
-pub mod fsutil;
+mod fsutil;
 pub mod id;
 mod kernel;
 mod layers;

@@ -4,6 +4,8 @@ mod common;
 
 use std::os::unix::fs::symlink;
 
+use rustix::fs::{FlockOperation, Mode, OFlags};
+
 use common::*;
 use ovl2_core::{CreateOpts, Driver, Options, ProblemKind};
 
@@ -67,8 +69,8 @@ fn staging_held_by_a_live_owner_is_left_alone() {
     chain(&home);
     let p = home.join(".ovl2/staging/new-live");
     std::fs::create_dir_all(p.join("diff")).unwrap();
-    let fd = ovl2_core::fsutil::open_dir_path(&p).unwrap();
-    assert!(ovl2_core::fsutil::flock(&fd, true, true).unwrap());
+    let fd = rustix::fs::open(&p, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+    assert!(rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok());
     let d = open(&home);
     assert!(d.check().unwrap().is_empty(), "in-use staging is not a problem");
     assert!(p.join("diff").is_dir(), "and is not deleted");

@@ -7,13 +7,20 @@ use std::path::{Path, PathBuf};
 
 use ovl2_core::{Driver, Options};
 
+/// A name part no other scratch dir of this process (or a recent one) has.
+fn unique() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{:x}{:x}", t.subsec_nanos(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 /// A scratch directory on the real filesystem (under $TMPDIR), removed on drop.
 pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(tag: &str) -> Scratch {
         let base = std::env::var_os("OVL2_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        let p = base.join(format!("ovl2-test-{tag}-{}-{}", std::process::id(), ovl2_core::fsutil::random_hex(6)));
+        let p = base.join(format!("ovl2-test-{tag}-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&p).unwrap();
         Scratch(p)
     }
