@@ -15,8 +15,9 @@
 //!
 //! 1. The store lock (`.ovl2/lock`): shared to read or to start a work entry or record,
 //!    exclusive to change the layout (create, remove, repair, and so the sweep).
-//! 2. A layer's flock (its directory): get/put take it without the store lock; remove and
-//!    apply's swap take it after (remove while holding the store lock, never the reverse).
+//! 2. A layer's flock (its directory): get, put and apply's swap take it without the store
+//!    lock; remove takes it while holding the store lock. Nothing takes the store lock while
+//!    holding a layer's flock, so the order cannot invert.
 //!
 //! A work entry or record is always made and flocked while the store lock is held (either
 //! mode; the constructors take the held lock as proof), so the sweep, which runs under the
