@@ -145,7 +145,7 @@ struct Rec {
     /// The type of `work`, `None` when missing.
     work: Option<FileType>,
     has_committed: bool,
-    /// `Err`: the file cannot be read, and why (see [`crate::store::LayerMeta`]).
+    /// `Err`: the file cannot be read, and why (see [`crate::store::LayerFiles`]).
     link: std::result::Result<Option<Vec<u8>>, String>,
     lower: std::result::Result<Option<Vec<u8>>, String>,
     /// Whether `link` is a directory (which repair does not replace).
