@@ -5,7 +5,10 @@
 //! - `store.rs`: the open store (home fds, options, owner, store lock, reads of `link` and
 //!   `lower`); `layers.rs`: create, remove and the layer queries;
 //! - `mount/`: get/put and the mount engine; `container.rs`: container layer pairs;
-//! - `archive/`: apply, diff, changes; `check.rs`: check and repair; `status.rs`: status.
+//! - `archive/`: apply, diff, changes, import; `check.rs`: check and repair; `status.rs`:
+//!   status; `usage.rs`: a layer's disk usage;
+//! - `staging.rs`: the crash-safety protocol every multi-step change follows, and the one
+//!   lock order.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

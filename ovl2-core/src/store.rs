@@ -16,7 +16,9 @@ use crate::lock::{lock_store, StoreLock};
 use crate::mount::state::MountState;
 use crate::options::{depth_of, OpenMode, Options, KERNEL_MAX_DEPTH};
 
-/// An open layer store, behind the public [`Driver`](crate::Driver).
+/// An open layer store, behind the public [`Driver`](crate::Driver). It also owns this
+/// handle's mount state (references held, features in force), so the mount operations can
+/// work on it without knowing the `Driver`.
 #[derive(Debug)]
 pub(crate) struct Store {
     pub(crate) home: PathBuf,
