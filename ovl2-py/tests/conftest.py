@@ -11,6 +11,15 @@ import pytest
 
 import ovl2
 
+# pytester runs pytest inside a test: it checks the plugin's fixtures fail what they should.
+pytest_plugins = ["pytester"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The plugin's mount fixtures fail instead of skipping where this suite's own tests do."""
+    if mounts_required():
+        config.option.ovl2_require_mount = True
+
 
 def mounts_required() -> bool:
     """Tests needing root and overlayfs must fail, not skip, in CI (see DEVELOPERS.md)."""
@@ -67,17 +76,12 @@ def mounts_under(path: os.PathLike[str] | str) -> list[str]:
 
 
 @pytest.fixture
-def mount_driver(home: pathlib.Path) -> Iterator[ovl2.Driver]:
-    """An open store on a machine that can mount; checks nothing is left mounted afterwards."""
+def mount_driver(ovl2_store: ovl2.Driver, home: pathlib.Path) -> ovl2.Driver:
+    """An open store on a machine that can mount: the pytest plugin's ``ovl2_store``, which
+    fails the test if it leaves anything mounted. ``home`` is its home."""
     need_mounts()
-    with ovl2.Driver(home, sync=False) as d:
-        try:
-            yield d
-        finally:
-            leftover = mounts_under(home)
-            if leftover:
-                d.cleanup()
-            assert leftover == [], f"test left mounts behind: {leftover}"
+    assert ovl2_store.home == home, "ovl2_store lives in tmp_path / 'store', as home"
+    return ovl2_store
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""A test harness the way ovl2 is meant to be used from Python: an image built from layer
-tarballs once per module, a fresh container mounted per test, and nothing left mounted
-afterwards.
+"""A test harness the way ovl2 is meant to be used from Python, on the pytest plugin the wheel
+ships (ovl2.pytest_plugin): an image built from layer tarballs once per module with
+ovl2.testing.build_image, a fresh container mounted per test by the ``ovl2_container``
+fixture, and nothing left mounted afterwards.
 
 Needs root and overlayfs; fails instead of skipping when CI=true or OVL2_REQUIRE_MOUNT=1.
 """
@@ -8,82 +9,74 @@ Needs root and overlayfs; fails instead of skipping when CI=true or OVL2_REQUIRE
 from __future__ import annotations
 
 import pathlib
-import re
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 import pytest
 
 import ovl2
 from conftest import mounts_under, need_mounts
-from tarballs import layer_tar
+from ovl2.pytest_plugin import ContainerFactory
+from ovl2.testing import WHITEOUT, Container, Dir, Image, LayerSource, build_image, layer_tar
 
 
-class Image(NamedTuple):
-    driver: ovl2.Driver
-    home: pathlib.Path
-    top: str
-
-
-# The image: one layer tarball each, as a registry would serve them (the second gzipped).
-LAYERS: list[tuple[str, bytes]] = [
-    (
-        "base",
-        layer_tar(
-            {
-                "etc": ("dir", ""),
-                "etc/os-release": "NAME=ovl2-test\n",
-                "bin": ("dir", ""),
-                "bin/tool": "#!/bin/sh\necho v1\n",
-                "var": ("dir", ""),
-                "var/lib": ("dir", ""),
-                "var/lib/app": ("dir", ""),
-                "var/lib/app/data": "v1",
-            }
-        ),
-    ),
-    (
-        "update",
-        layer_tar(
-            {"var/lib/app/data": "v2", "etc/motd": "welcome\n", "bin/tool": ("whiteout", "")},
-            gz=True,
-        ),
-    ),
-    ("config", layer_tar({"etc/app.conf": "debug = false\n"})),
-]
+def layers(tmp: pathlib.Path) -> list[LayerSource]:
+    """The image: one layer each as a dict, as gzipped tarball bytes and as a tarball file, as
+    a registry would serve them."""
+    config = tmp / "config.tar"
+    config.write_bytes(layer_tar({"etc/app.conf": "debug = false\n"}))
+    return [
+        {
+            "etc": Dir(),
+            "etc/os-release": "NAME=ovl2-test\n",
+            "bin": Dir(),
+            "bin/tool": "#!/bin/sh\necho v1\n",
+            "var": Dir(),
+            "var/lib": Dir(),
+            "var/lib/app": Dir(),
+            "var/lib/app/data": "v1",
+        },
+        layer_tar({"var/lib/app/data": "v2", "etc/motd": "welcome\n", "bin/tool": WHITEOUT}, gzip=True),
+        config,
+    ]
 
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
     need_mounts()
-    home = tmp_path_factory.mktemp("harness") / "store"
+    tmp = tmp_path_factory.mktemp("harness")
+    home = tmp / "store"
     with ovl2.Driver(home, sync=False) as d:
-        parent = None
-        for id, tar in LAYERS:
-            d.create(id, parent)
-            d.apply_diff(id, tar, parent)
-            parent = id
-        assert parent is not None
-        yield Image(d, home, parent)
+        img = build_image(d, layers(tmp), name="layer")
+        assert img.layers == ("layer-0", "layer-1", "layer-2")
+        assert [l.id for l in d.layers()] == list(img.layers)
+        assert img.digests[0].startswith("sha256:") and len(set(img.digests)) == 3
+        yield img
         # The whole module leaves the image as it found it: no containers, no mounts.
         assert mounts_under(home) == []
         assert d.mounts() == []
-        assert [l.id for l in d.layers()] == sorted(id for id, _ in LAYERS)
+        assert [l.id for l in d.layers()] == list(img.layers)
         assert d.check() == []
 
 
+@pytest.fixture(autouse=True)
+def nothing_left_mounted(image: Image) -> Iterator[None]:
+    """Set up before (so torn down after) the plugin's fixtures: every test ends with its
+    containers unmounted."""
+    yield
+    assert mounts_under(image.store.home) == []
+
+
 @pytest.fixture
-def container(image: Image, request: pytest.FixtureRequest) -> Iterator[pathlib.Path]:
+def container(image: Image, ovl2_container: ContainerFactory) -> Iterator[pathlib.Path]:
     """A new container on the image, as Docker makes one (with its init layer), mounted for
-    the test and removed afterwards."""
-    id = "ctr-" + re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
-    d = image.driver
-    d.create_container(id, image.top)
-    try:
-        with d.mounted(id) as root:
-            yield root
-    finally:
-        d.remove_container(id)
-    assert mounts_under(image.home) == []
+    the test and removed afterwards (by the plugin's ``ovl2_container``)."""
+    ctr = ovl2_container(image)
+    assert (ctr.store, ctr.image, ctr.init_id) == (image.store, image, ctr.id + "-init")
+    assert image.store.parent(ctr.id) == ctr.init_id and image.store.parent(ctr.init_id) == image.top
+    assert [m.id for m in image.store.mounts()] == [ctr.id]
+    yield ctr.root
+    # The plugin takes the container down after this fixture's teardown: it is still here.
+    assert image.store.exists(ctr.id)
 
 
 def test_docker_init_entries_are_in_place(container: pathlib.Path) -> None:
@@ -107,13 +100,14 @@ def test_deleted_files_are_gone(container: pathlib.Path) -> None:
     assert sorted(p.name for p in (container / "bin").iterdir()) == []
 
 
-def test_container_changes_are_what_the_test_did(container: pathlib.Path, image: Image) -> None:
-    (container / "etc" / "hostname").write_text("box\n")
-    (container / "etc" / "motd").unlink()
-    (container / "etc" / "new.conf").write_text("x\n")
-    id = container.parent.name
+def test_container_changes_are_what_the_test_did(image: Image, ovl2_container: ContainerFactory) -> None:
+    ctr: Container = ovl2_container(image)
+    (ctr.root / "etc" / "hostname").write_text("box\n")
+    (ctr.root / "etc" / "motd").unlink()
+    (ctr.root / "etc" / "new.conf").write_text("x\n")
     # As `docker diff`: against the init layer, so the init entries do not show.
-    kinds = {c.path: c.kind for c in image.driver.changes(id, id + "-init")}
+    kinds = {c.path: c.kind for c in ctr.changes()}
+    assert kinds == {c.path: c.kind for c in image.store.changes(ctr.id, ctr.id + "-init")}
     assert kinds == {
         "/etc": ovl2.ChangeKind.MODIFY,
         "/etc/hostname": ovl2.ChangeKind.MODIFY,
@@ -127,8 +121,8 @@ def test_container_writes_stay_in_the_container(container: pathlib.Path, image: 
     (container / "var" / "lib" / "app" / "data").write_text("v3")
     assert (container / "var" / "lib" / "app" / "data").read_text() == "v3"
     # The image layers are untouched.
-    assert (image.home / "update" / "diff" / "var" / "lib" / "app" / "data").read_text() == "v2"
-    assert not (image.home / "config" / "diff" / "etc" / "hostname").exists()
+    assert (image.store.home / "layer-1" / "diff" / "var" / "lib" / "app" / "data").read_text() == "v2"
+    assert not (image.store.home / "layer-2" / "diff" / "etc" / "hostname").exists()
 
 
 def test_each_test_gets_a_fresh_container(container: pathlib.Path) -> None:
@@ -137,26 +131,21 @@ def test_each_test_gets_a_fresh_container(container: pathlib.Path) -> None:
     assert (container / "var" / "lib" / "app" / "data").read_text() == "v2"
 
 
-def test_two_containers_side_by_side(container: pathlib.Path, image: Image) -> None:
-    d = image.driver
-    d.create_container("sidecar", image.top)
-    try:
-        with d.mounted("sidecar") as other:
-            (other / "only-in-sidecar").write_text("x")
-            assert not (container / "only-in-sidecar").exists()
-            assert len(mounts_under(image.home)) == 2
-    finally:
-        d.remove_container("sidecar")
+def test_two_containers_side_by_side(container: pathlib.Path, image: Image, ovl2_container: ContainerFactory) -> None:
+    other = ovl2_container(image, name="sidecar").root
+    (other / "only-in-sidecar").write_text("x")
+    assert not (container / "only-in-sidecar").exists()
+    assert len(mounts_under(image.store.home)) == 2
 
 
 def test_a_failing_body_still_unmounts(image: Image) -> None:
-    d = image.driver
+    d = image.store
     d.create_rw("crashy", image.top)
     try:
         with pytest.raises(RuntimeError, match="harness failure"):
             with d.mounted("crashy") as root:
                 (root / "partial").write_text("half")
                 raise RuntimeError("harness failure")
-        assert mounts_under(image.home) == []
+        assert mounts_under(image.store.home) == []
     finally:
         d.remove("crashy")
