@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import platform
 import re
+import subprocess
 import sys
+from importlib.metadata import distribution
+from typing import Any
 
 import pytest
 
 import ovl2
 import ovl2._ovl2
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -73,3 +83,72 @@ def test_result_values_cannot_be_built_by_hand(cls: type) -> None:
     # They are values the driver hands out; no constructor keeps them truthful.
     with pytest.raises(TypeError):
         cls()
+
+
+def elf_section_names(path: pathlib.Path) -> set[str]:
+    """Section names of a 64-bit little-endian ELF file (what the wheel targets)."""
+    data = path.read_bytes()
+    assert data[:6] == b"\x7fELF\x02\x01", f"{path} is not a 64-bit little-endian ELF file"
+    shoff = int.from_bytes(data[0x28:0x30], "little")
+    shentsize, shnum, shstrndx = (int.from_bytes(data[o : o + 2], "little") for o in (0x3A, 0x3C, 0x3E))
+
+    def header(i: int) -> tuple[int, int]:
+        h = shoff + i * shentsize
+        return int.from_bytes(data[h : h + 4], "little"), int.from_bytes(data[h + 0x18 : h + 0x20], "little")
+
+    strtab = header(shstrndx)[1]
+    names = set()
+    for i in range(shnum):
+        start = strtab + header(i)[0]
+        names.add(data[start : data.index(b"\0", start)].decode())
+    return names
+
+
+def test_the_wheel_is_manylinux_abi3_and_stripped() -> None:
+    # scripts/build-wheel.sh (which scripts/test-python.sh runs) builds for glibc 2.17, linking
+    # with zig where the host's glibc is newer; maturin audits the symbols against the tag.
+    wheel_meta = distribution("ovl2").read_text("WHEEL") or ""
+    tags = re.findall(r"^Tag: (\S+)$", wheel_meta, re.M)
+    machine = platform.machine()
+    assert f"cp39-abi3-manylinux_2_17_{machine}" in tags, tags
+    assert all(t.startswith("cp39-abi3-manylinux") for t in tags), tags
+    built = os.environ.get("OVL2_WHEEL")
+    assert built, "OVL2_WHEEL names the wheel under test (scripts/test-python.sh sets it)"
+    # ovl2-VERSION-cp39-abi3-PLATFORMS.whl, PLATFORMS dot-separated (manylinux2014_x86_64 is
+    # the legacy alias of manylinux_2_17_x86_64).
+    name, version, py, abi, platforms = pathlib.Path(built).name.removesuffix(".whl").split("-")
+    assert (name, version, py, abi) == ("ovl2", ovl2.__version__, "cp39", "abi3")
+    assert f"manylinux_2_17_{machine}" in platforms.split("."), platforms
+    sections = elf_section_names(pathlib.Path(ovl2._ovl2.__file__))
+    assert ".symtab" not in sections and not [s for s in sections if s.startswith(".debug_")], sorted(sections)
+    assert pathlib.Path(ovl2._ovl2.__file__).stat().st_size < 8 * 2**20
+
+
+def test_the_wheel_imports_in_a_clean_interpreter(tmp_path: pathlib.Path) -> None:
+    # -I: no user site, no PYTHONPATH, no current directory: only what the wheel installed.
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", "import ovl2, ovl2.testing; print(ovl2.__version__, ovl2.Driver.__name__)"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert out.split() == [ovl2.__version__, "Driver"]
+
+
+def pyproject(path: pathlib.Path) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def test_the_root_pyproject_builds_the_same_package() -> None:
+    # `pip install .` at the root and `pip install ./ovl2-py` must give the same wheel.
+    root, sub = pyproject(REPO / "pyproject.toml"), pyproject(REPO / "ovl2-py" / "pyproject.toml")
+    assert root["build-system"] == sub["build-system"]
+    assert root["project"] == sub["project"]
+    maturin = dict(sub["tool"]["maturin"])
+    for key in ("python-source", "manifest-path"):
+        maturin[key] = f"ovl2-py/{maturin[key]}"
+    assert root["tool"]["maturin"] == maturin
+    assert set(root["tool"]) == {"maturin"}, "pytest and other tools read ovl2-py/pyproject.toml"
+    assert root["project"]["entry-points"]["pytest11"] == {"ovl2": "ovl2.pytest_plugin"}
