@@ -1,8 +1,18 @@
 #!/bin/sh
 # Builds libovl2 and installs it for C and Go users:
 #   $PREFIX/lib/libovl2.so.X.Y.Z, libovl2.so.0 -> .so.X.Y.Z, libovl2.so -> .so.0, libovl2.a
+#   $PREFIX/lib/.debug/libovl2.so.X.Y.Z.debug   (its debug info; see split-debug.sh)
 #   $PREFIX/include/ovl2.h
 #   $PREFIX/lib/pkgconfig/ovl2.pc   (Libs.private for static linking from rustc itself)
+# The shared library is stripped and linked to its .debug file; the static one has no debug
+# info (as distributions ship them). Needs objcopy (binutils).
+#
+# Not cargo-c (`cargo cinstall`), which does the soname, pkg-config and header part too: it
+# installs no stripped library with split debug info, so this script would still be needed;
+# by default it names 0.x libraries libovl2.so.0.MINOR (not the libovl2.so.0 programs link
+# against) and generates the header with its own cbindgen rather than the pinned one; and
+# installing it compiles all of cargo from crates.io (Debian 12's cargo-c 0.9.14 predates
+# this toolchain), minutes more CI on every fresh machine for no gain.
 #
 # Usage: scripts/install-lib.sh [PREFIX=/usr/local] [PROFILE=release|debug] [DESTDIR=...]
 # (as arguments or environment variables; DESTDIR stages a package root).
@@ -21,6 +31,8 @@ case "$PREFIX" in /*) ;; *) echo "PREFIX must be absolute, got $PREFIX" >&2; exi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+. scripts/split-debug.sh
+command -v objcopy >/dev/null || { echo "install-lib.sh needs objcopy (binutils)" >&2; exit 1; }
 case "$PROFILE" in
 release) cargo_flags=--release; outdir=release ;;
 debug) cargo_flags=; outdir=debug ;;
@@ -46,10 +58,13 @@ lib="$DESTDIR$LIBDIR"
 inc="$DESTDIR$PREFIX/include"
 pc="$lib/pkgconfig"
 install -d "$lib" "$inc" "$pc"
-install -m 0755 "$target_dir/$outdir/libovl2.so" "$lib/libovl2.so.$version"
+install_stripped "$target_dir/$outdir/libovl2.so" "$lib/libovl2.so.$version" 0755
 ln -sf "libovl2.so.$version" "$lib/libovl2.so.$major"
 ln -sf "libovl2.so.$major" "$lib/libovl2.so"
-install -m 0644 "$target_dir/$outdir/libovl2.a" "$lib/libovl2.a"
+tmp=$(mktemp "$lib/.libovl2.a.XXXXXX")
+objcopy --strip-debug "$target_dir/$outdir/libovl2.a" "$tmp"
+chmod 0644 "$tmp"
+mv -f "$tmp" "$lib/libovl2.a"
 install -m 0644 include/ovl2.h "$inc/ovl2.h"
 cat >"$pc/ovl2.pc" <<PC
 prefix=$PREFIX
