@@ -62,11 +62,13 @@ def need_mounts() -> None:
 
 def mount_points() -> list[str]:
     """Mount points of this mount namespace, from /proc/self/mountinfo (octal escapes decoded)."""
+    # Bytes, decoded as os.fsdecode does: a mount at a non-UTF-8 path must not break the read.
     out = []
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
             raw = line.split()[4]
-            out.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), raw))
+            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), raw)
+            out.append(os.fsdecode(point))
     return out
 
 

@@ -44,28 +44,48 @@ impl Drop for Scratch {
 
 /// Mount points at or below `root`, deepest first, from /proc/self/mountinfo.
 pub fn mount_points_under(root: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mountinfo(p)))
-        .filter(|p| p.starts_with(root))
-        .collect();
+    let mut v: Vec<PathBuf> = mountinfo_lines().into_iter().map(|(p, _)| p).filter(|p| p.starts_with(root)).collect();
     v.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     v
 }
 
 /// The super options of the mount at exactly `p`, if something is mounted there.
 pub fn mountinfo_options(p: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines()
-        .rfind(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(p.to_str().unwrap()))
-        .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    mountinfo_lines().into_iter().rfind(|(at, _)| at == p).map(|(_, opts)| opts)
 }
 
-/// Mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+/// Every mount of this namespace as (mount point, super options). Read as bytes: a
+/// parallel test's mount at a non-UTF-8 path must not make every other mount invisible
+/// (a UTF-8 read of the whole file fails, and the mounts looked gone).
+pub fn mountinfo_lines() -> Vec<(PathBuf, String)> {
+    use std::os::unix::ffi::OsStringExt;
+    let info = std::fs::read("/proc/self/mountinfo").expect("reading /proc/self/mountinfo");
+    info.split(|&b| b == b'\n')
+        .filter_map(|l| {
+            let point = l.split(|&b| b == b' ').nth(4)?;
+            let opts = l.rsplit(|&b| b == b' ').next()?;
+            Some((
+                PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(point))),
+                String::from_utf8_lossy(opts).into_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Mountinfo escapes space, tab, newline and backslash (every byte it must) as `\ooo` octal.
+pub fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\' && i + 3 < s.len() && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 pub fn open(home: &Path) -> Driver {
