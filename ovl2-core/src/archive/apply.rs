@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
+use super::gotar::Kind;
 use super::input::{self, Compression, Counters};
 use super::naive_unpack::Naive;
 use super::whiteout::{self, TarName};
@@ -346,32 +347,6 @@ pub(crate) fn show(name: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(name))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Reg,
-    Dir,
-    Symlink,
-    Link,
-    Char,
-    Block,
-    Fifo,
-}
-
-impl Kind {
-    /// The entry type in words, for messages.
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Reg => "regular file",
-            Kind::Dir => "directory",
-            Kind::Symlink => "symlink",
-            Kind::Link => "hardlink",
-            Kind::Char => "character device",
-            Kind::Block => "block device",
-            Kind::Fifo => "fifo",
-        }
-    }
-}
-
 /// What a header says about an entry's metadata.
 struct Meta<'a> {
     mode: u32,
@@ -486,6 +461,129 @@ fn join(comps: &[&[u8]]) -> Vec<u8> {
     comps.join(&b'/')
 }
 
+/// One tar entry as apply reads it, before anything is written.
+struct Parsed<'e> {
+    kind: Kind,
+    /// The cleaned path's components (none for the layer root).
+    comps: Vec<&'e [u8]>,
+    /// What the name asks of the tree.
+    target: Target<'e>,
+    /// A link's target.
+    link: &'e [u8],
+    /// A device's number.
+    dev: u64,
+    meta: Meta<'e>,
+    /// Xattrs the header carries that a layer may not: counted, never applied.
+    dropped_xattrs: u64,
+}
+
+/// What an entry's name asks of the tree.
+enum Target<'e> {
+    /// Nothing: the layer root, or AUFS bookkeeping (skipped as Docker's UnpackLayer does).
+    Skip,
+    /// `.wh..wh..opq`: the containing directory is opaque.
+    Opaque,
+    /// `.wh.NAME`: `NAME` in the containing directory is deleted.
+    Whiteout(&'e [u8]),
+    /// An ordinary file, directory, link or node.
+    Plain,
+}
+
+/// The pure parse step: what a header means, or why it is refused. `None` for a PAX global
+/// header, which Go's reader hands back as an entry and Docker skips.
+fn parse<'e>(e: &'e gotar::Entry, at: &At<'_>) -> Result<Option<Parsed<'e>>> {
+    let raw_name = &e.name;
+    // Go's reader rejects NUL in PAX names too; no path may carry one to the kernel.
+    if raw_name.contains(&0) || e.link.contains(&0) {
+        return Err(refuse(at, "name or link target contains NUL"));
+    }
+    let kind = match (e.flag, Kind::from_flag(e.flag)) {
+        // A pre-POSIX tar marks a directory by its name's trailing slash.
+        (b'\0', _) if raw_name.ends_with(b"/") => Kind::Dir,
+        (_, Some(k)) => k,
+        (b'g', None) => return Ok(None),
+        (b'S', None) => return Err(refuse(at, "GNU sparse files are not supported in layers")),
+        (t, None) => return Err(refuse(at, format!("unsupported entry type {:?}", t as char))),
+    };
+    // Go's reader (Docker's) reads no data for header-only types and takes what follows
+    // as the next header; another parser would skip it as data. ovl2 refuses such tars
+    // rather than let two parsers see different archives.
+    if kind != Kind::Reg && e.size != 0 {
+        return Err(refuse(at, format!("a {} entry carries {} bytes of data", kind.name(), e.size)));
+    }
+    let bad = |what: &str| refuse(at, format!("malformed {what} field"));
+    let mode = (e.mode & 0o7777) as u32;
+    let uid = u32::try_from(e.uid).map_err(|_| bad("uid"))?;
+    let gid = u32::try_from(e.gid).map_err(|_| bad("gid"))?;
+    let dev = match kind {
+        Kind::Char | Kind::Block => {
+            let maj = u32::try_from(e.devmajor).map_err(|_| bad("devmajor"))?;
+            let min = u32::try_from(e.devminor).map_err(|_| bad("devminor"))?;
+            rfs::makedev(maj, min)
+        }
+        _ => 0,
+    };
+    // Docker's boundTime: times Go cannot represent in nanoseconds become the epoch.
+    let secs = if (0..=MAX_UNIX_SECS).contains(&e.mtime) { e.mtime } else { 0 };
+    let mut mtime = Timespec { tv_sec: secs, tv_nsec: 0 };
+    let mut atime = None;
+    // One value per name: Go keeps PAX records in a map, the last record of a key wins.
+    let mut xattrs = Vec::new();
+    let mut dropped_xattrs = 0;
+    for (k, v) in e.pax.iter() {
+        if let Some(x) = k.strip_prefix(b"SCHILY.xattr.") {
+            if !whiteout::xattr_allowed(x) {
+                dropped_xattrs += 1;
+                continue;
+            }
+            if x.contains(&0) {
+                return Err(refuse(at, "xattr name contains NUL"));
+            }
+            xattrs.push((x, v));
+        } else if v.is_empty() {
+            // Go's mergePAX: an empty value keeps the header's.
+        } else if k == b"mtime" {
+            mtime = pax_time(v).ok_or_else(|| bad("PAX mtime"))?;
+        } else if k == b"atime" {
+            atime = Some(pax_time(v).ok_or_else(|| bad("PAX atime"))?);
+        } else if k.starts_with(b"GNU.sparse.") {
+            return Err(refuse(at, "PAX sparse files are not supported in layers"));
+        }
+    }
+    // Docker: atime is the later of the two.
+    let atime = match atime {
+        Some(a) if (a.tv_sec, a.tv_nsec) > (mtime.tv_sec, mtime.tv_nsec) => a,
+        _ => mtime,
+    };
+    let meta = Meta { mode, uid, gid, times: Timestamps { last_access: atime, last_modification: mtime }, xattrs };
+
+    let comps = clean(raw_name).ok_or_else(|| refuse(at, "name climbs out of the layer (..)"))?;
+    let target = match comps.split_last() {
+        // The layer root: its mode and owner are the store's, as Docker leaves them.
+        None if kind == Kind::Dir => Target::Skip,
+        None => return Err(refuse(at, "a non-directory entry for the layer root")),
+        // AUFS bookkeeping (`.wh..wh.plnk` and the like).
+        Some(_) if comps[0].starts_with(whiteout::WH_META_PREFIX) && comps[0] != whiteout::WH_OPAQUE => Target::Skip,
+        Some((base, dir)) => match whiteout::classify(base, dir.is_empty()) {
+            TarName::Invalid => return Err(refuse(at, "invalid whiteout name")),
+            TarName::AufsMeta => Target::Skip,
+            TarName::Opaque => Target::Opaque,
+            TarName::Whiteout(name) => Target::Whiteout(name),
+            TarName::Plain => Target::Plain,
+        },
+    };
+    Ok(Some(Parsed { kind, comps, target, link: &e.link, dev, meta, dropped_xattrs }))
+}
+
+/// Where a plain entry goes: its parent directory, its name there and its whole path.
+struct Place<'p, 'e> {
+    parent: BorrowedFd<'p>,
+    /// Files created in the parent get this process's ids and the umask's mode.
+    plain_parent: bool,
+    name: CString,
+    comps: &'p [&'e [u8]],
+}
+
 impl Extractor<'_> {
     /// Parses the tar from the pipe and writes every entry; then reads the stream to its end
     /// so the digest covers all of it. Returns where the end-of-archive block must start and
@@ -541,150 +639,80 @@ impl Extractor<'_> {
         Ok((end_pos, after(&last)))
     }
 
+    /// Parses one entry and hands it to the writer for what it is.
     fn entry<R: Read>(&mut self, e: &gotar::Entry, data: &mut gotar::Reader<R>, at: &At<'_>) -> Result<()> {
-        let raw_name = &e.name;
-        let link = &e.link;
-        // Go's reader rejects NUL in PAX names too; no path may carry one to the kernel.
-        if raw_name.contains(&0) || link.contains(&0) {
-            return Err(refuse(at, "name or link target contains NUL"));
-        }
-        let ty = e.flag;
-        let kind = match ty {
-            b'0' | b'\0' if ty == b'\0' && raw_name.ends_with(b"/") => Kind::Dir,
-            b'0' | b'\0' => Kind::Reg,
-            b'1' => Kind::Link,
-            b'2' => Kind::Symlink,
-            b'3' => Kind::Char,
-            b'4' => Kind::Block,
-            b'5' => Kind::Dir,
-            b'6' => Kind::Fifo,
-            b'g' => {
-                self.stats.skipped += 1;
-                return Ok(());
-            }
-            b'S' => return Err(refuse(at, "GNU sparse files are not supported in layers")),
-            t => return Err(refuse(at, format!("unsupported entry type {:?}", t as char))),
+        let Some(p) = parse(e, at)? else {
+            self.stats.skipped += 1;
+            return Ok(());
         };
-        // Go's reader (Docker's) reads no data for header-only types and takes what follows
-        // as the next header; another parser would skip it as data. ovl2 refuses such tars
-        // rather than let two parsers see different archives.
-        if kind != Kind::Reg && e.size != 0 {
-            return Err(refuse(at, format!("a {} entry carries {} bytes of data", kind.name(), e.size)));
-        }
+        self.stats.dropped_xattrs += p.dropped_xattrs;
         if let Some(n) = &mut self.naive {
             // Not negative: a regular file's size was checked by the reader.
             n.header_bytes += e.size as u64;
         }
-        let bad = |what: &str| refuse(at, format!("malformed {what} field"));
-        let mode = (e.mode & 0o7777) as u32;
-        let uid = u32::try_from(e.uid).map_err(|_| bad("uid"))?;
-        let gid = u32::try_from(e.gid).map_err(|_| bad("gid"))?;
-        let dev = match kind {
-            Kind::Char | Kind::Block => {
-                let maj = u32::try_from(e.devmajor).map_err(|_| bad("devmajor"))?;
-                let min = u32::try_from(e.devminor).map_err(|_| bad("devminor"))?;
-                rfs::makedev(maj, min)
-            }
-            _ => 0,
-        };
-        // Docker's boundTime: times Go cannot represent in nanoseconds become the epoch.
-        let secs = if (0..=MAX_UNIX_SECS).contains(&e.mtime) { e.mtime } else { 0 };
-        let mut mtime = Timespec { tv_sec: secs, tv_nsec: 0 };
-        let mut atime = None;
-        // One value per name: Go keeps PAX records in a map, the last record of a key wins.
-        let mut xattrs = Vec::new();
-        for (k, v) in e.pax.iter() {
-            if let Some(x) = k.strip_prefix(b"SCHILY.xattr.") {
-                if !whiteout::xattr_allowed(x) {
-                    self.stats.dropped_xattrs += 1;
-                    continue;
-                }
-                if x.contains(&0) {
-                    return Err(refuse(at, "xattr name contains NUL"));
-                }
-                xattrs.push((x, v));
-            } else if v.is_empty() {
-                // Go's mergePAX: an empty value keeps the header's.
-            } else if k == b"mtime" {
-                mtime = pax_time(v).ok_or_else(|| bad("PAX mtime"))?;
-            } else if k == b"atime" {
-                atime = Some(pax_time(v).ok_or_else(|| bad("PAX atime"))?);
-            } else if k.starts_with(b"GNU.sparse.") {
-                return Err(refuse(at, "PAX sparse files are not supported in layers"));
-            }
-        }
-        // Docker: atime is the later of the two.
-        let atime = match atime {
-            Some(a) if (a.tv_sec, a.tv_nsec) > (mtime.tv_sec, mtime.tv_nsec) => a,
-            _ => mtime,
-        };
-        let meta = Meta { mode, uid, gid, times: Timestamps { last_access: atime, last_modification: mtime }, xattrs };
-
-        let comps = clean(raw_name).ok_or_else(|| refuse(at, "name climbs out of the layer (..)"))?;
-        let Some((base, dir)) = comps.split_last() else {
-            // The layer root: its mode and owner are the store's, as Docker leaves them.
-            if kind == Kind::Dir {
-                self.stats.skipped += 1;
-                return Ok(());
-            }
-            return Err(refuse(at, "a non-directory entry for the layer root"));
-        };
-        if comps[0].starts_with(whiteout::WH_META_PREFIX) && comps[0] != whiteout::WH_OPAQUE {
-            // AUFS bookkeeping (`.wh..wh.plnk` and the like), skipped as Docker's UnpackLayer does.
-            self.stats.skipped += 1;
-            return Ok(());
-        }
-        let dir_path = join(dir);
-        match whiteout::classify(base, dir.is_empty()) {
-            TarName::Invalid => Err(refuse(at, "invalid whiteout name")),
-            TarName::AufsMeta => {
+        let dir_path = join(&p.comps[..p.comps.len().saturating_sub(1)]);
+        match p.target {
+            Target::Skip => {
                 self.stats.skipped += 1;
                 Ok(())
             }
-            TarName::Opaque => {
-                let (parent, plain) = self.parent(&dir_path, at)?;
-                let r = match &self.naive {
-                    Some(n) => {
-                        n.opaque(parent.as_fd(), &dir_path).map_err(|e| sys(at, "emptying the opaque directory", e))
-                    }
-                    None => rfs::fsetxattr(&parent, self.opaque_xattr, b"y", rfs::XattrFlags::empty())
-                        .map_err(|e| sys(at, "marking the directory opaque", e)),
-                };
-                // A naive opaque marker deletes entries, possibly a component of this very
-                // path (`a/s -> .`): the next entry must resolve its parent afresh.
-                if self.naive.is_none() {
-                    self.cache = Some((dir_path, parent, plain));
-                }
-                r?;
-                if self.naive.is_none() {
-                    self.stats.opaque_dirs += 1;
-                }
-                Ok(())
-            }
-            TarName::Whiteout(name) => {
+            Target::Opaque => self.opaque(dir_path, at),
+            Target::Whiteout(name) => {
                 let (parent, plain) = self.parent(&dir_path, at)?;
                 let r = match &self.naive {
                     Some(_) => CString::new(name).map_err(|_| refuse(at, "name contains NUL")).and_then(|n| {
                         Naive::whiteout(parent.as_fd(), &n).map_err(|e| sys(at, "deleting the whited-out entry", e))
                     }),
-                    None => self.whiteout(parent.as_fd(), name, &meta, at),
+                    None => self.whiteout(parent.as_fd(), name, &p.meta, at),
                 };
-                // Likewise a naive whiteout deletes (`a/s/.wh.s` removes `a/s -> .` itself).
+                // A naive whiteout deletes (`a/s/.wh.s` removes `a/s -> .` itself): the next
+                // entry must resolve its parent afresh.
                 if self.naive.is_none() {
                     self.cache = Some((dir_path, parent, plain));
                 }
                 r
             }
-            TarName::Plain => {
-                let (parent, plain) = self.parent(&dir_path, at)?;
-                let r = self.plain(parent.as_fd(), plain, &comps, kind, link, dev, &meta, data, at);
-                self.cache = Some((dir_path, parent, plain));
+            Target::Plain => {
+                let (parent, plain_parent) = self.parent(&dir_path, at)?;
+                let base = p.comps[p.comps.len() - 1];
+                let name = CString::new(base).map_err(|_| refuse(at, "name contains NUL"))?;
+                let to = Place { parent: parent.as_fd(), plain_parent, name, comps: &p.comps };
+                // Each writer creates first and looks only on a clash: layers rarely
+                // overwrite, and a stat per entry is measurable.
+                let r = match p.kind {
+                    Kind::Reg => self.file(&to, &p.meta, data, at),
+                    Kind::Dir => self.dir(&to, &p.meta, at),
+                    Kind::Symlink => self.symlink(&to, p.link, &p.meta, at),
+                    Kind::Link => self.hardlink(&to, p.link, &p.meta, at),
+                    Kind::Char | Kind::Block | Kind::Fifo => self.node(&to, p.kind, p.dev, &p.meta, at),
+                };
+                self.cache = Some((dir_path, parent, plain_parent));
                 if let (Ok(()), Some(n)) = (&r, &mut self.naive) {
-                    n.unpacked(join(&comps));
+                    n.unpacked(join(&p.comps));
                 }
                 r
             }
         }
+    }
+
+    /// `.wh..wh..opq`: an overlay opaque directory, or (naive) the directory emptied.
+    fn opaque(&mut self, dir_path: Vec<u8>, at: &At<'_>) -> Result<()> {
+        let (parent, plain) = self.parent(&dir_path, at)?;
+        let r = match &self.naive {
+            Some(n) => n.opaque(parent.as_fd(), &dir_path).map_err(|e| sys(at, "emptying the opaque directory", e)),
+            None => rfs::fsetxattr(&parent, self.opaque_xattr, b"y", rfs::XattrFlags::empty())
+                .map_err(|e| sys(at, "marking the directory opaque", e)),
+        };
+        // A naive opaque marker deletes entries, possibly a component of this very path
+        // (`a/s -> .`): the next entry must resolve its parent afresh.
+        if self.naive.is_none() {
+            self.cache = Some((dir_path, parent, plain));
+        }
+        r?;
+        if self.naive.is_none() {
+            self.stats.opaque_dirs += 1;
+        }
+        Ok(())
     }
 
     /// The directory `dir` inside the root, creating missing components 0755 owned by the
@@ -778,144 +806,136 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn plain<R: Read>(
+    fn file<R: Read>(
         &mut self,
-        parent: BorrowedFd<'_>,
-        plain_parent: bool,
-        comps: &[&[u8]],
-        kind: Kind,
-        link: &[u8],
-        dev: u64,
+        to: &Place<'_, '_>,
         meta: &Meta<'_>,
         e: &mut gotar::Reader<R>,
         at: &At<'_>,
     ) -> Result<()> {
-        let base = comps[comps.len() - 1];
-        let name = CString::new(base).map_err(|_| refuse(at, "name contains NUL"))?;
-        // Create first and look only on a clash: layers rarely overwrite, and a stat per
-        // entry is measurable.
-        match kind {
-            Kind::Reg => {
-                let open = || {
-                    rfs::openat(
-                        parent,
-                        &name,
-                        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(meta.mode & 0o777),
-                    )
-                };
-                let fd = match open() {
-                    Err(Errno::EXIST) => {
-                        self.clear(parent, &name, kind, comps, at)?;
-                        open()
-                    }
-                    r => r,
-                }
-                .map_err(|e| sys(at, "creating the file", e))?;
-                let n = self.copy_data(&fd, e, at)?;
-                // A new file already has our ids and, when the umask keeps every bit, its mode:
-                // most files in a layer then need neither chown nor chmod.
-                let skip_chown = plain_parent && (meta.uid, meta.gid) == self.me;
-                let skip_chmod =
-                    plain_parent && meta.mode & !0o777 == 0 && self.umask.is_some_and(|u| meta.mode & u == 0);
-                self.meta_file(&fd, meta, skip_chown, skip_chmod, at)?;
-                self.stats.size += n;
-                self.stats.files += 1;
+        let open = || {
+            rfs::openat(
+                to.parent,
+                &to.name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(meta.mode & 0o777),
+            )
+        };
+        let fd = match open() {
+            Err(Errno::EXIST) => {
+                self.clear(to, Kind::Reg, at)?;
+                open()
             }
-            Kind::Dir => {
-                let mk = || rfs::mkdirat(parent, &name, Mode::from_raw_mode(0o700));
-                match mk() {
-                    Ok(()) => {}
-                    Err(Errno::EXIST) => {
-                        if !self.clear(parent, &name, kind, comps, at)? {
-                            mk().map_err(|e| sys(at, "creating the directory", e))?;
-                        }
-                    }
-                    Err(e) => return Err(sys(at, "creating the directory", e)),
-                }
-                let fd = fsutil::open_dir(parent, &name).map_err(|e| sys(at, "opening the directory", errno(&e)))?;
-                self.meta_fd(&fd, meta, false, at)?;
-                self.dir_times.push((join(comps), clone_ts(&meta.times)));
-                self.stats.dirs += 1;
-            }
-            Kind::Symlink => {
-                let target = link;
-                let mk = || rfs::symlinkat(target, parent, &name);
-                match mk() {
-                    Err(Errno::EXIST) => {
-                        self.clear(parent, &name, kind, comps, at)?;
-                        mk()
-                    }
-                    r => r,
-                }
-                .map_err(|e| sys(at, "creating the symlink", e))?;
-                self.meta_at(parent, &name, meta, false, at)?;
-                self.stats.size += target.len() as u64;
-                self.stats.symlinks += 1;
-            }
-            Kind::Link => {
-                let target = link;
-                let tcomps = clean(target).ok_or_else(|| refuse(at, "hardlink target climbs out of the layer (..)"))?;
-                let Some((tbase, tdir)) = tcomps.split_last() else {
-                    return Err(refuse(at, "hardlink to the layer root"));
-                };
-                let tparent = fsx::open_dir_in_root(self.root, &join(tdir))
-                    .map_err(|e| sys(at, &format!("resolving hardlink target {}", show(target)), e))?;
-                let tname = CString::new(*tbase).map_err(|_| refuse(at, "name contains NUL"))?;
-                let st = rfs::statat(&tparent, &tname, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| sys(at, &format!("hardlink target {}", show(target)), e))?;
-                let tty = FileType::from_raw_mode(st.st_mode);
-                if tty == FileType::Directory {
-                    return Err(refuse(at, format!("hardlink to a directory ({})", show(target))));
-                }
-                if comps == tcomps.as_slice() {
-                    return Err(refuse(at, "hardlink to itself"));
-                }
-                let mk = || rfs::linkat(&tparent, &tname, parent, &name, AtFlags::empty());
-                match mk() {
-                    Err(Errno::EXIST) => {
-                        self.clear(parent, &name, kind, comps, at)?;
-                        // Docker resolves the target's path after the removal, too.
-                        self.still_resolves(tparent.as_fd(), tdir, at)?;
-                        mk()
-                    }
-                    r => r,
-                }
-                .map_err(|e| sys(at, "creating the hardlink", e))?;
-                self.meta_at(parent, &name, meta, tty != FileType::Symlink, at)?;
-                self.stats.hardlinks += 1;
-            }
-            Kind::Char | Kind::Block | Kind::Fifo => {
-                let ft = match kind {
-                    Kind::Char => FileType::CharacterDevice,
-                    Kind::Block => FileType::BlockDevice,
-                    _ => FileType::Fifo,
-                };
-                if self.userns && kind != Kind::Fifo {
-                    self.stats.skipped += 1;
-                    return Ok(());
-                }
-                let mk = || rfs::mknodat(parent, &name, ft, Mode::from_raw_mode(0o600), dev);
-                let r = match mk() {
-                    Err(Errno::EXIST) => {
-                        self.clear(parent, &name, kind, comps, at)?;
-                        mk()
-                    }
-                    r => r,
-                };
-                match r {
-                    Ok(()) => {}
-                    Err(Errno::PERM) if self.userns => {
-                        self.stats.skipped += 1;
-                        return Ok(());
-                    }
-                    Err(e) => return Err(sys(at, "creating the device node", e)),
-                }
-                self.meta_at(parent, &name, meta, true, at)?;
-                self.stats.special += 1;
-            }
+            r => r,
         }
+        .map_err(|e| sys(at, "creating the file", e))?;
+        let n = self.copy_data(&fd, e, at)?;
+        // A new file already has our ids and, when the umask keeps every bit, its mode:
+        // most files in a layer then need neither chown nor chmod.
+        let skip_chown = to.plain_parent && (meta.uid, meta.gid) == self.me;
+        let skip_chmod = to.plain_parent && meta.mode & !0o777 == 0 && self.umask.is_some_and(|u| meta.mode & u == 0);
+        self.meta_file(&fd, meta, skip_chown, skip_chmod, at)?;
+        self.stats.size += n;
+        self.stats.files += 1;
+        Ok(())
+    }
+
+    fn dir(&mut self, to: &Place<'_, '_>, meta: &Meta<'_>, at: &At<'_>) -> Result<()> {
+        let mk = || rfs::mkdirat(to.parent, &to.name, Mode::from_raw_mode(0o700));
+        match mk() {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                if !self.clear(to, Kind::Dir, at)? {
+                    mk().map_err(|e| sys(at, "creating the directory", e))?;
+                }
+            }
+            Err(e) => return Err(sys(at, "creating the directory", e)),
+        }
+        let fd = fsutil::open_dir(to.parent, &to.name).map_err(|e| sys(at, "opening the directory", errno(&e)))?;
+        self.meta_fd(&fd, meta, false, at)?;
+        self.dir_times.push((join(to.comps), clone_ts(&meta.times)));
+        self.stats.dirs += 1;
+        Ok(())
+    }
+
+    fn symlink(&mut self, to: &Place<'_, '_>, target: &[u8], meta: &Meta<'_>, at: &At<'_>) -> Result<()> {
+        let mk = || rfs::symlinkat(target, to.parent, &to.name);
+        match mk() {
+            Err(Errno::EXIST) => {
+                self.clear(to, Kind::Symlink, at)?;
+                mk()
+            }
+            r => r,
+        }
+        .map_err(|e| sys(at, "creating the symlink", e))?;
+        self.meta_at(to.parent, &to.name, meta, false, at)?;
+        self.stats.size += target.len() as u64;
+        self.stats.symlinks += 1;
+        Ok(())
+    }
+
+    fn hardlink(&mut self, to: &Place<'_, '_>, target: &[u8], meta: &Meta<'_>, at: &At<'_>) -> Result<()> {
+        let tcomps = clean(target).ok_or_else(|| refuse(at, "hardlink target climbs out of the layer (..)"))?;
+        let Some((tbase, tdir)) = tcomps.split_last() else {
+            return Err(refuse(at, "hardlink to the layer root"));
+        };
+        let tparent = fsx::open_dir_in_root(self.root, &join(tdir))
+            .map_err(|e| sys(at, &format!("resolving hardlink target {}", show(target)), e))?;
+        let tname = CString::new(*tbase).map_err(|_| refuse(at, "name contains NUL"))?;
+        let st = rfs::statat(&tparent, &tname, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| sys(at, &format!("hardlink target {}", show(target)), e))?;
+        let tty = FileType::from_raw_mode(st.st_mode);
+        if tty == FileType::Directory {
+            return Err(refuse(at, format!("hardlink to a directory ({})", show(target))));
+        }
+        if to.comps == tcomps.as_slice() {
+            return Err(refuse(at, "hardlink to itself"));
+        }
+        let mk = || rfs::linkat(&tparent, &tname, to.parent, &to.name, AtFlags::empty());
+        match mk() {
+            Err(Errno::EXIST) => {
+                self.clear(to, Kind::Link, at)?;
+                // Docker resolves the target's path after the removal, too.
+                self.still_resolves(tparent.as_fd(), tdir, at)?;
+                mk()
+            }
+            r => r,
+        }
+        .map_err(|e| sys(at, "creating the hardlink", e))?;
+        self.meta_at(to.parent, &to.name, meta, tty != FileType::Symlink, at)?;
+        self.stats.hardlinks += 1;
+        Ok(())
+    }
+
+    /// A device or FIFO. In a user namespace devices cannot be made and are skipped.
+    fn node(&mut self, to: &Place<'_, '_>, kind: Kind, dev: u64, meta: &Meta<'_>, at: &At<'_>) -> Result<()> {
+        let ft = match kind {
+            Kind::Char => FileType::CharacterDevice,
+            Kind::Block => FileType::BlockDevice,
+            _ => FileType::Fifo,
+        };
+        if self.userns && kind != Kind::Fifo {
+            self.stats.skipped += 1;
+            return Ok(());
+        }
+        let mk = || rfs::mknodat(to.parent, &to.name, ft, Mode::from_raw_mode(0o600), dev);
+        let r = match mk() {
+            Err(Errno::EXIST) => {
+                self.clear(to, kind, at)?;
+                mk()
+            }
+            r => r,
+        };
+        match r {
+            Ok(()) => {}
+            Err(Errno::PERM) if self.userns => {
+                self.stats.skipped += 1;
+                return Ok(());
+            }
+            Err(e) => return Err(sys(at, "creating the device node", e)),
+        }
+        self.meta_at(to.parent, &to.name, meta, true, at)?;
+        self.stats.special += 1;
         Ok(())
     }
 
@@ -926,7 +946,8 @@ impl Extractor<'_> {
     /// (`etc/x -> .` then `etc/x/x/` removes `etc/x`, a component of `etc/x` itself). Docker
     /// resolves every path afresh and then fails; so the parent is checked again here, and
     /// the cached parent fd stays valid only because of that check.
-    fn clear(&mut self, parent: BorrowedFd<'_>, name: &CStr, kind: Kind, comps: &[&[u8]], at: &At<'_>) -> Result<bool> {
+    fn clear(&mut self, to: &Place<'_, '_>, kind: Kind, at: &At<'_>) -> Result<bool> {
+        let (parent, name, comps) = (to.parent, to.name.as_c_str(), to.comps);
         let st =
             rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| sys(at, "looking up the entry", e))?;
         let ft = FileType::from_raw_mode(st.st_mode);

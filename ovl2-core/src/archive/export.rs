@@ -12,7 +12,7 @@ use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 
 use super::changes::{self, Change, ChangeKind, Lower, Merged};
-use super::gotar::{Header, Writer};
+use super::gotar::{Header, Kind, Writer};
 use super::input::hex_digest;
 use super::{fsx, whiteout};
 use crate::error::{Context, Error, Result};
@@ -34,7 +34,7 @@ pub struct DiffStats {
 /// How [`Driver::diff_with`](crate::Driver::diff_with) runs.
 #[derive(Debug, Clone, Copy)]
 pub struct DiffOpts {
-    /// Compute the stream's sha256 (on a helper thread). Off, the export does no more work
+    /// Compute the stream's sha256 (on a helper thread once the stream is large). Off, the export does no more work
     /// than `tar -c`; callers that hash the stream themselves can turn it off.
     pub digest: bool,
 }
@@ -116,37 +116,39 @@ const CHUNK: usize = 256 * 1024;
 /// Write size: small enough that a pipe (64 KiB) never makes the writer wait for a whole
 /// batch to drain, which costs a context switch per page.
 const WRITE: usize = 32 * 1024;
+/// Streams up to this long are hashed on the exporting thread: starting a thread costs more
+/// than hashing a small layer (SHA-256 runs at about 1 GB/s), and most layers are small.
+const INLINE_HASH: u64 = 4 * CHUNK as u64;
 
-/// The output: buffered in chunks, each written to the caller's writer and then hashed on a
-/// helper thread, so the digest costs no time on the exporting thread.
+/// How the stream's digest is being computed.
+enum Hashing {
+    Off,
+    /// On this thread, while the stream is short.
+    Inline(Sha256),
+    /// On a helper thread started once the stream passed [`INLINE_HASH`], so a large
+    /// export's digest costs no time on the exporting thread.
+    Worker {
+        tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+        /// Hashed chunks handed back for reuse.
+        back: std::sync::mpsc::Receiver<Vec<u8>>,
+        hasher: std::thread::JoinHandle<[u8; 32]>,
+    },
+}
+
+/// The output: buffered in chunks, each written to the caller's writer and then hashed.
 struct Out<W: Write> {
     w: W,
     cur: Vec<u8>,
     /// Bytes of `cur` already written to `w`.
     written: usize,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    back: std::sync::mpsc::Receiver<Vec<u8>>,
-    hasher: Option<std::thread::JoinHandle<[u8; 32]>>,
+    hashing: Hashing,
     n: u64,
 }
 
 impl<W: Write> Out<W> {
     fn new(w: W, digest: bool) -> Self {
-        if !digest {
-            let (_, back) = std::sync::mpsc::channel();
-            return Out { w, cur: Vec::with_capacity(CHUNK), written: 0, tx: None, back, hasher: None, n: 0 };
-        }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-        let (btx, brx) = std::sync::mpsc::channel::<Vec<u8>>();
-        let hasher = std::thread::spawn(move || {
-            let mut h = Sha256::new();
-            for chunk in rx {
-                h.update(&chunk);
-                let _ = btx.send(chunk);
-            }
-            h.finalize().into()
-        });
-        Out { w, cur: Vec::with_capacity(CHUNK), written: 0, tx: Some(tx), back: brx, hasher: Some(hasher), n: 0 }
+        let hashing = if digest { Hashing::Inline(Sha256::new()) } else { Hashing::Off };
+        Out { w, cur: Vec::with_capacity(CHUNK), written: 0, hashing, n: 0 }
     }
 
     fn ship(&mut self) -> io::Result<()> {
@@ -155,13 +157,26 @@ impl<W: Write> Out<W> {
         }
         self.w.write_all(&self.cur[self.written..])?;
         self.written = 0;
-        let next = self.back.try_recv().map(|mut b| {
-            b.clear();
-            b
-        });
-        let full = std::mem::replace(&mut self.cur, next.unwrap_or_else(|_| Vec::with_capacity(CHUNK)));
-        if let Some(tx) = &self.tx {
-            tx.send(full).map_err(|_| io::Error::other("the hashing thread stopped"))?;
+        match &mut self.hashing {
+            Hashing::Off => self.cur.clear(),
+            Hashing::Inline(h) => {
+                h.update(&self.cur);
+                self.cur.clear();
+                if self.n > INLINE_HASH {
+                    let Hashing::Inline(h) = std::mem::replace(&mut self.hashing, Hashing::Off) else {
+                        unreachable!("matched above")
+                    };
+                    self.hashing = start_worker(h);
+                }
+            }
+            Hashing::Worker { tx, back, .. } => {
+                let next = back.try_recv().map(|mut b| {
+                    b.clear();
+                    b
+                });
+                let full = std::mem::replace(&mut self.cur, next.unwrap_or_else(|_| Vec::with_capacity(CHUNK)));
+                tx.send(full).map_err(|_| io::Error::other("the hashing thread stopped"))?;
+            }
         }
         Ok(())
     }
@@ -170,20 +185,37 @@ impl<W: Write> Out<W> {
     fn finish(mut self) -> io::Result<(u64, Option<String>)> {
         self.ship()?;
         self.w.flush()?;
-        drop(self.tx.take());
-        let d = match self.hasher.take() {
-            Some(h) => Some(hex_digest(h.join().map_err(|_| io::Error::other("the hashing thread panicked"))?)),
-            None => None,
+        let d = match std::mem::replace(&mut self.hashing, Hashing::Off) {
+            Hashing::Off => None,
+            Hashing::Inline(h) => Some(hex_digest(h.finalize())),
+            Hashing::Worker { tx, hasher, .. } => {
+                drop(tx);
+                Some(hex_digest(hasher.join().map_err(|_| io::Error::other("the hashing thread panicked"))?))
+            }
         };
         Ok((self.n, d))
     }
 }
 
+/// Hands the digest so far to a new helper thread that hashes the chunks sent to it.
+fn start_worker(mut h: Sha256) -> Hashing {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    let (btx, back) = std::sync::mpsc::channel::<Vec<u8>>();
+    let hasher = std::thread::spawn(move || {
+        for chunk in rx {
+            h.update(&chunk);
+            let _ = btx.send(chunk);
+        }
+        h.finalize().into()
+    });
+    Hashing::Worker { tx, back, hasher }
+}
+
 impl<W: Write> Drop for Out<W> {
     fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(h) = self.hasher.take() {
-            let _ = h.join();
+        if let Hashing::Worker { tx, hasher, .. } = std::mem::replace(&mut self.hashing, Hashing::Off) {
+            drop(tx);
+            let _ = hasher.join();
         }
     }
 }
@@ -272,6 +304,47 @@ fn show(p: &[u8]) -> String {
     super::apply::show(p)
 }
 
+/// A file the walk found: the directory it is in, its name and stat, and the file itself
+/// when the walk opened it to take the stat.
+struct Found<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a CStr,
+    st: &'a Stat,
+    file: Option<OwnedFd>,
+}
+
+/// The header fields a file's stat gives (Docker's `FileInfoHeader`); name, link and size
+/// are the kind's writer's to fill in.
+fn header_of<'a>(kind: Kind, st: &Stat) -> Header<'a> {
+    Header {
+        name: &[],
+        link: &[],
+        kind,
+        mode: (st.st_mode & 0o7777) as i64,
+        uid: st.st_uid as i64,
+        gid: st.st_gid as i64,
+        size: 0,
+        mtime: Some(st.st_mtime),
+        devmajor: 0,
+        devminor: 0,
+        records: Vec::new(),
+    }
+}
+
+/// Reads the xattrs export cares about into the header (the capability) and refuses a
+/// redirect, which a native diff cannot express.
+fn entry_xattrs(fd: &OwnedFd, h: &mut Header<'_>, at: &str) -> Result<Xattrs> {
+    let mut x = read_xattrs(|b| rfs::flistxattr(fd, b), |k| fsx::fget_xattr(fd, k))
+        .ctx(|| format!("reading xattrs of {at}"))?;
+    if x.redirect {
+        return Err(redirect_error(at));
+    }
+    if let Some(c) = x.capability.take() {
+        h.records.push((b"SCHILY.xattr.security.capability".to_vec(), cap_v2(c)));
+    }
+    Ok(x)
+}
+
 impl<W: Write> Exporter<W> {
     /// Docker's walk of a directory (names in byte order, parents before children), on an
     /// explicit stack so it needs a bounded number of fds at any depth. Each level remembers
@@ -291,9 +364,25 @@ impl<W: Write> Exporter<W> {
             };
             let plen = prefix.len();
             prefix.extend_from_slice(ent.name.to_bytes());
-            let st = rfs::statat(stack.fd(), &ent.name, AtFlags::SYMLINK_NOFOLLOW)
-                .ctx(|| format!("stat of {}", show(prefix)))?;
-            match self.entry(stack.fd(), &ent.name, &st, prefix)? {
+            // A file readdir calls regular is opened first and its stat taken from the open
+            // fd: one stat per file. If it is something else by now, the path below sees that.
+            let opened = match ent.file_type {
+                FileType::RegularFile => match fsutil::open_regular(stack.fd(), &ent.name, OFlags::RDONLY) {
+                    Ok(found) => found,
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => None,
+                    Err(e) => return Err(Error::io(format!("opening {}", show(prefix)), e)),
+                },
+                _ => None,
+            };
+            let (st, file) = match opened {
+                Some((fd, st)) => (st, Some(fd)),
+                None => (
+                    rfs::statat(stack.fd(), &ent.name, AtFlags::SYMLINK_NOFOLLOW)
+                        .ctx(|| format!("stat of {}", show(prefix)))?,
+                    None,
+                ),
+            };
+            match self.entry(Found { dir: stack.fd(), name: &ent.name, st: &st, file }, prefix)? {
                 Some(sub) => stack.push(&ent.name, sub, plen).ctx(|| format!("listing {}", show(prefix)))?,
                 None => prefix.truncate(plen),
             }
@@ -325,7 +414,8 @@ impl<W: Write> Exporter<W> {
             let Some(f) = top.view.view().lookup(&name)? else { continue };
             let plen = prefix.len();
             prefix.extend_from_slice(name.to_bytes());
-            let sub = self.entry(top.view.view().layer(&f), &name, &f.st, prefix)?;
+            let sub =
+                self.entry(Found { dir: top.view.view().layer(&f), name: &name, st: &f.st, file: None }, prefix)?;
             match (sub, f.dir) {
                 (Some(_), Some(d)) => {
                     let names = d.list()?.into_iter();
@@ -339,130 +429,105 @@ impl<W: Write> Exporter<W> {
 
     /// Writes one entry; for a directory, returns it opened so the caller can descend.
     /// `rel` gets the directory's trailing `/`.
-    fn entry(&mut self, dir: BorrowedFd<'_>, name: &CStr, st: &Stat, rel: &mut Vec<u8>) -> Result<Option<OwnedFd>> {
-        let ft = FileType::from_raw_mode(st.st_mode);
-        let mode = (st.st_mode & 0o7777) as i64;
-        let mut h = Header {
-            name: &[],
-            link: &[],
-            flag: b'0',
-            mode,
-            uid: st.st_uid as i64,
-            gid: st.st_gid as i64,
-            size: 0,
-            mtime: Some(st.st_mtime),
-            devmajor: 0,
-            devminor: 0,
-            records: Vec::new(),
-        };
+    fn entry(&mut self, f: Found<'_>, rel: &mut Vec<u8>) -> Result<Option<OwnedFd>> {
+        // Go's tar cannot write sockets; Docker logs and skips them.
+        let Some(kind) = Kind::of(FileType::from_raw_mode(f.st.st_mode)) else { return Ok(None) };
         let at = show(rel);
-        match ft {
-            FileType::Directory => {
-                let fd = fsutil::open_dir(dir, name).ctx(|| format!("opening {at}"))?;
-                let x = read_xattrs(|b| rfs::flistxattr(&fd, b), |k| fsx::fget_xattr(&fd, k))
-                    .ctx(|| format!("reading xattrs of {at}"))?;
-                if x.redirect {
-                    return Err(redirect_error(&at));
-                }
-                if let Some(c) = x.capability {
-                    h.records.push((b"SCHILY.xattr.security.capability".to_vec(), cap_v2(c)));
-                }
-                rel.push(b'/');
-                h.flag = b'5';
-                let dname = rel.clone();
-                h.name = &dname;
-                self.put(&h, &at)?;
-                if x.opaque && self.native {
-                    let mut oname = dname.clone();
-                    oname.extend_from_slice(whiteout::WH_OPAQUE);
-                    let wo = Header {
-                        name: &oname,
-                        link: &[],
-                        flag: b'0',
-                        mode: mode & 0o777,
-                        uid: h.uid,
-                        gid: h.gid,
-                        size: 0,
-                        mtime: None,
-                        devmajor: 0,
-                        devminor: 0,
-                        records: Vec::new(),
-                    };
-                    self.put(&wo, &at)?;
-                }
-                return Ok(Some(fd));
-            }
-            FileType::RegularFile => {
-                let fd = open_regular(dir, name, st).ctx(|| format!("opening {at}"))?;
-                let x = read_xattrs(|b| rfs::flistxattr(&fd, b), |k| fsx::fget_xattr(&fd, k))
-                    .ctx(|| format!("reading xattrs of {at}"))?;
-                if x.redirect {
-                    return Err(redirect_error(&at));
-                }
-                if let Some(c) = x.capability {
-                    h.records.push((b"SCHILY.xattr.security.capability".to_vec(), cap_v2(c)));
-                }
-                h.size = st.st_size;
-                let link = self.hardlink(st, rel);
-                let name = rel.clone();
-                h.name = &name;
-                if let Some(l) = &link {
-                    h.flag = b'1';
-                    h.link = l;
-                    h.size = 0;
-                }
-                self.put(&h, &at)?;
-                if link.is_none() {
-                    self.copy(&fd, st.st_size as u64, &at)?;
-                }
-            }
-            FileType::Symlink => {
-                let target = rfs::readlinkat(dir, name, Vec::new()).ctx(|| format!("reading link {at}"))?;
-                let target = target.into_bytes();
-                let link = self.hardlink(st, rel);
-                let name = rel.clone();
-                h.name = &name;
-                h.flag = b'2';
-                h.link = &target;
-                if let Some(l) = &link {
-                    h.flag = b'1';
-                    h.link = l;
-                }
-                self.put(&h, &at)?;
-            }
-            FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
-                h.flag = match ft {
-                    FileType::CharacterDevice => b'3',
-                    FileType::BlockDevice => b'4',
-                    _ => b'6',
-                };
-                if ft != FileType::Fifo {
-                    h.devmajor = rfs::major(st.st_rdev) as i64;
-                    h.devminor = rfs::minor(st.st_rdev) as i64;
-                }
-                let link = self.hardlink(st, rel);
-                if let Some(l) = &link {
-                    h.flag = b'1';
-                    h.link = l;
-                }
-                let mut name = rel.clone();
-                if self.native && whiteout::is_whiteout(st) {
-                    // Docker's converter turns the device into an empty `.wh.` file, after the
-                    // hardlink rule ran, so a linked whiteout keeps its link name.
-                    let cut = rel.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
-                    name.truncate(cut);
-                    name.extend_from_slice(&whiteout::whiteout_name(&rel[cut..]));
-                    h.flag = b'0';
-                    h.mode = 0o600;
-                    h.size = 0;
-                }
-                h.name = &name;
-                self.put(&h, &at)?;
-            }
-            // Go's tar cannot write sockets; Docker logs and skips them.
-            _ => {}
+        match kind {
+            Kind::Dir => return self.dir(&f, rel, &at).map(Some),
+            Kind::Reg => self.file(f, rel, &at)?,
+            Kind::Symlink => self.symlink(&f, rel, &at)?,
+            Kind::Char | Kind::Block | Kind::Fifo => self.node(kind, f.st, rel, &at)?,
+            Kind::Link => unreachable!("no file on disk is a hardlink entry"),
         }
         Ok(None)
+    }
+
+    /// A directory, then its opaque marker when the layer format says it is opaque.
+    fn dir(&mut self, f: &Found<'_>, rel: &mut Vec<u8>, at: &str) -> Result<OwnedFd> {
+        let mut h = header_of(Kind::Dir, f.st);
+        let fd = fsutil::open_dir(f.dir, f.name).ctx(|| format!("opening {at}"))?;
+        let x = entry_xattrs(&fd, &mut h, at)?;
+        rel.push(b'/');
+        let dname = rel.clone();
+        h.name = &dname;
+        self.put(&h, at)?;
+        if x.opaque && self.native {
+            let mut oname = dname.clone();
+            oname.extend_from_slice(whiteout::WH_OPAQUE);
+            let wo = Header {
+                name: &oname,
+                link: &[],
+                kind: Kind::Reg,
+                mode: h.mode & 0o777,
+                uid: h.uid,
+                gid: h.gid,
+                size: 0,
+                mtime: None,
+                devmajor: 0,
+                devminor: 0,
+                records: Vec::new(),
+            };
+            self.put(&wo, at)?;
+        }
+        Ok(fd)
+    }
+
+    /// A regular file and its data, or a hardlink to the first path of its inode.
+    fn file(&mut self, f: Found<'_>, rel: &[u8], at: &str) -> Result<()> {
+        let mut h = header_of(Kind::Reg, f.st);
+        let fd = match f.file {
+            Some(fd) => fd,
+            None => open_regular(f.dir, f.name, f.st).ctx(|| format!("opening {at}"))?,
+        };
+        entry_xattrs(&fd, &mut h, at)?;
+        h.size = f.st.st_size;
+        let link = self.hardlink(f.st, rel);
+        h.name = rel;
+        if let Some(l) = &link {
+            (h.kind, h.link, h.size) = (Kind::Link, l, 0);
+        }
+        self.put(&h, at)?;
+        if link.is_none() {
+            self.copy(&fd, f.st.st_size as u64, at)?;
+        }
+        Ok(())
+    }
+
+    fn symlink(&mut self, f: &Found<'_>, rel: &[u8], at: &str) -> Result<()> {
+        let mut h = header_of(Kind::Symlink, f.st);
+        let target = rfs::readlinkat(f.dir, f.name, Vec::new()).ctx(|| format!("reading link {at}"))?.into_bytes();
+        let link = self.hardlink(f.st, rel);
+        h.name = rel;
+        h.link = link.as_deref().unwrap_or(&target);
+        if link.is_some() {
+            h.kind = Kind::Link;
+        }
+        self.put(&h, at)
+    }
+
+    /// A device or FIFO; in the layer format a 0:0 character device is a whiteout, written
+    /// as Docker's converter writes it: an empty `.wh.` file, after the hardlink rule ran (so
+    /// a linked whiteout keeps its link name).
+    fn node(&mut self, kind: Kind, st: &Stat, rel: &[u8], at: &str) -> Result<()> {
+        let mut h = header_of(kind, st);
+        if h.kind != Kind::Fifo {
+            h.devmajor = rfs::major(st.st_rdev) as i64;
+            h.devminor = rfs::minor(st.st_rdev) as i64;
+        }
+        let link = self.hardlink(st, rel);
+        if let Some(l) = &link {
+            (h.kind, h.link) = (Kind::Link, l);
+        }
+        let mut name = rel.to_vec();
+        if self.native && whiteout::is_whiteout(st) {
+            let cut = rel.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+            name.truncate(cut);
+            name.extend_from_slice(&whiteout::whiteout_name(&rel[cut..]));
+            (h.kind, h.mode, h.size) = (Kind::Reg, 0o600, 0);
+        }
+        h.name = &name;
+        self.put(&h, at)
     }
 
     /// One entry of Docker's `ExportChanges`: a deletion becomes a `.wh.` marker stamped with
@@ -481,7 +546,7 @@ impl<W: Write> Exporter<W> {
             let h = Header {
                 name: &name,
                 link: &[],
-                flag: b'0',
+                kind: Kind::Reg,
                 mode: 0,
                 uid: 0,
                 gid: 0,
@@ -502,7 +567,7 @@ impl<W: Write> Exporter<W> {
         let cut = rel.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
         let name = std::ffi::CString::new(&rel[cut..]).map_err(|_| Error::InvalidArgument("NUL in a path".into()))?;
         let mut r = rel.to_vec();
-        self.entry(dir.as_fd(), &name, &f.st, &mut r)?;
+        self.entry(Found { dir: dir.as_fd(), name: &name, st: &f.st, file: None }, &mut r)?;
         Ok(())
     }
 
@@ -538,6 +603,14 @@ impl<W: Write> Exporter<W> {
                 }
                 Ok(n) => n,
                 Err(Errno::INTR) => continue,
+                // The file was opened O_NONBLOCK, which regular files on local filesystems
+                // ignore; one that honours it (FUSE) gets the flag cleared and is read again.
+                Err(Errno::AGAIN) => {
+                    let flags = rustix::fs::fcntl_getfl(fd).map_err(|e| Error::io(format!("reading {at}"), e))?;
+                    rustix::fs::fcntl_setfl(fd, flags - OFlags::NONBLOCK)
+                        .map_err(|e| Error::io(format!("reading {at}"), e))?;
+                    continue;
+                }
                 Err(e) => return Err(Error::io(format!("reading {at}"), e)),
             };
             self.tw.data(&self.buf[..n]).ctx(|| format!("writing the data of {at}"))?;
@@ -563,7 +636,7 @@ pub(crate) fn open_regular(dir: BorrowedFd<'_>, name: &CStr, st: &Stat) -> io::R
     if now.st_ino != st.st_ino || now.st_dev != st.st_dev {
         return Err(replaced());
     }
-    rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
+    // O_NONBLOCK stays: a regular file's reads ignore it (the copy clears it on EAGAIN).
     Ok(fd)
 }
 
@@ -607,6 +680,32 @@ fn dirs_redirected(dir: BorrowedFd<'_>) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The digest is the stream's sha256 whether it was hashed inline (small streams), on
+    /// the worker (large ones), or both (a stream that crossed the limit), and the bytes
+    /// reach the writer unchanged.
+    #[test]
+    fn digest_is_the_streams_on_both_sides_of_the_inline_limit() {
+        let limit = INLINE_HASH as usize;
+        for len in [0, 1, WRITE + 3, CHUNK - 1, CHUNK, limit, limit + 1, limit + CHUNK, 3 * limit + 12345] {
+            for piece in [512, 7919, 100_000] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+                let mut sink = Vec::new();
+                let mut out = Out::new(&mut sink, true);
+                for c in data.chunks(piece) {
+                    out.write_all(c).unwrap();
+                }
+                let (n, d) = out.finish().unwrap();
+                assert_eq!(n, len as u64);
+                assert_eq!(d.unwrap(), hex_digest(Sha256::digest(&data)), "len {len}");
+                assert!(sink == data, "len {len}, pieces of {piece}");
+            }
+        }
+        let mut sink = Vec::new();
+        let mut out = Out::new(&mut sink, false);
+        out.write_all(&[1u8; 3 * CHUNK]).unwrap();
+        assert_eq!(out.finish().unwrap(), (3 * CHUNK as u64, None));
+    }
 
     /// A FIFO where the walk saw a regular file: the open returns at once with an error
     /// instead of waiting for a writer that never comes.

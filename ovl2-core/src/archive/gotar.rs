@@ -15,11 +15,80 @@ use std::io::{self, Read, Write};
 
 const BLOCK: usize = 512;
 
+/// What an entry is, as its typeflag says: the one type apply reads and export writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Reg,
+    Link,
+    Symlink,
+    Char,
+    Block,
+    Dir,
+    Fifo,
+}
+
+impl Kind {
+    /// The typeflag written for this kind (Go's `TypeReg` is `'0'`).
+    pub fn flag(self) -> u8 {
+        match self {
+            Kind::Reg => b'0',
+            Kind::Link => b'1',
+            Kind::Symlink => b'2',
+            Kind::Char => b'3',
+            Kind::Block => b'4',
+            Kind::Dir => b'5',
+            Kind::Fifo => b'6',
+        }
+    }
+
+    /// The kind a read typeflag names; `None` for everything else (extension headers, GNU
+    /// sparse files, types Docker cannot unpack). `'\0'` is the pre-POSIX regular file.
+    pub fn from_flag(flag: u8) -> Option<Kind> {
+        Some(match flag {
+            b'0' | b'\0' => Kind::Reg,
+            b'1' => Kind::Link,
+            b'2' => Kind::Symlink,
+            b'3' => Kind::Char,
+            b'4' => Kind::Block,
+            b'5' => Kind::Dir,
+            b'6' => Kind::Fifo,
+            _ => return None,
+        })
+    }
+
+    /// The kind of a file on disk; `None` for a socket, which tar cannot carry.
+    pub fn of(ft: rustix::fs::FileType) -> Option<Kind> {
+        use rustix::fs::FileType as F;
+        Some(match ft {
+            F::RegularFile => Kind::Reg,
+            F::Directory => Kind::Dir,
+            F::Symlink => Kind::Symlink,
+            F::CharacterDevice => Kind::Char,
+            F::BlockDevice => Kind::Block,
+            F::Fifo => Kind::Fifo,
+            _ => return None,
+        })
+    }
+
+    /// The entry type in words, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Reg => "regular file",
+            Kind::Dir => "directory",
+            Kind::Symlink => "symlink",
+            Kind::Link => "hardlink",
+            Kind::Char => "character device",
+            Kind::Block => "block device",
+            Kind::Fifo => "fifo",
+        }
+    }
+}
+
 /// One header as Docker's Diff builds it.
 pub(crate) struct Header<'a> {
     pub name: &'a [u8],
     pub link: &'a [u8],
-    pub flag: u8,
+    pub kind: Kind,
     pub mode: i64,
     pub uid: i64,
     pub gid: i64,
@@ -62,9 +131,16 @@ fn format_octal(b: &mut [u8], x: i64) {
     format_string(b, &v);
 }
 
-fn to_ascii(s: &[u8]) -> Vec<u8> {
-    s.iter().copied().filter(|&c| c < 0x80 && c != 0).collect()
+/// The ASCII bytes of `parts` (Go's `toASCII`), cut after [`FIELD_PEEK`] bytes: every caller
+/// writes the result into a field of at most 100 bytes, and [`format_string`] only needs to
+/// see that the string was longer than the field. Filtering a whole very deep path for each
+/// entry made it the export's hottest loop.
+fn ascii_prefix<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    parts.into_iter().flatten().copied().filter(|&c| c < 0x80 && c != 0).take(FIELD_PEEK).collect()
 }
+
+/// One byte more than the widest name field, so a cut name still reads as too long.
+const FIELD_PEEK: usize = 101;
 
 /// Go's `splitUSTARPath`: a prefix (<= 155) and name (<= 100) split at a `/`.
 fn split_ustar(name: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -113,7 +189,7 @@ fn set_format(b: &mut [u8; BLOCK]) {
 
 fn template(h: &Header<'_>, name: &[u8], link: &[u8]) -> [u8; BLOCK] {
     let mut b = [0u8; BLOCK];
-    b[156] = h.flag;
+    b[156] = h.kind.flag();
     format_string(&mut b[0..100], name);
     format_string(&mut b[157..257], link);
     format_octal(&mut b[100..108], h.mode);
@@ -128,22 +204,21 @@ fn template(h: &Header<'_>, name: &[u8], link: &[u8]) -> [u8; BLOCK] {
     b
 }
 
-/// `path.Join(dir, "PaxHeaders.0", file)` for the clean relative names Diff produces.
-fn pax_name(name: &[u8]) -> Vec<u8> {
+/// `path.Join(dir, "PaxHeaders.0", file)` for the clean relative names Diff produces, as
+/// the pieces to join (no copy of a long name).
+fn pax_name(name: &[u8]) -> [&[u8]; 5] {
     let (dir, file) = match name.iter().rposition(|&b| b == b'/') {
         Some(i) => (&name[..i], &name[i + 1..]),
         None => (&b""[..], name),
     };
-    let mut out = dir.to_vec();
-    if !out.is_empty() {
-        out.push(b'/');
-    }
-    out.extend_from_slice(b"PaxHeaders.0");
-    if !file.is_empty() {
-        out.push(b'/');
-        out.extend_from_slice(file);
-    }
-    out
+    let sep = |part: &[u8]| -> &'static [u8] {
+        if part.is_empty() {
+            b""
+        } else {
+            b"/"
+        }
+    };
+    [dir, sep(dir), b"PaxHeaders.0", sep(file), file]
 }
 
 /// Writes Go-identical tar headers and data to `W`.
@@ -203,7 +278,7 @@ impl<W: Write> Writer<W> {
             for (k, v) in &pax {
                 data.extend_from_slice(&pax_record(k, v));
             }
-            let mut xname = to_ascii(&pax_name(h.name));
+            let mut xname = ascii_prefix(pax_name(h.name));
             xname.truncate(100);
             while xname.last() == Some(&b'/') {
                 xname.pop();
@@ -220,11 +295,11 @@ impl<W: Write> Writer<W> {
             self.w.write_all(&b)?;
             self.w.write_all(&data)?;
             self.w.write_all(&[0u8; BLOCK][..(BLOCK - data.len() % BLOCK) % BLOCK])?;
-            let mut b = template(h, &to_ascii(h.name), &to_ascii(h.link));
+            let mut b = template(h, &ascii_prefix([h.name]), &ascii_prefix([h.link]));
             set_format(&mut b);
             self.w.write_all(&b)?;
         }
-        let size = if matches!(h.flag, b'0' | b'\0' | b'7') { h.size.max(0) as u64 } else { 0 };
+        let size = if h.kind == Kind::Reg { h.size.max(0) as u64 } else { 0 };
         self.remaining = size;
         self.pad = (BLOCK - (size % BLOCK as u64) as usize) % BLOCK;
         if size == 0 {
@@ -434,7 +509,7 @@ fn header_format(b: &[u8; BLOCK]) -> Option<Format> {
 
 /// Go's `isHeaderOnlyType`: these entries have no data, whatever their size field says.
 fn header_only(flag: u8) -> bool {
-    matches!(flag, b'1' | b'2' | b'3' | b'4' | b'5' | b'6')
+    Kind::from_flag(flag).is_some_and(|k| k != Kind::Reg)
 }
 
 fn bad_header(why: &str) -> io::Error {
@@ -725,12 +800,53 @@ mod tests {
         // 4 + 91 + 3 = 98, plus two digits is 100, which itself needs three: 101.
         let r = pax_record(b"path", &[b'x'; 91]);
         assert_eq!((&r[..4], r.len()), (&b"101 "[..], 101));
-        assert_eq!(pax_name(b"a/b/"), b"a/b/PaxHeaders.0");
-        assert_eq!(pax_name(b"foo"), b"PaxHeaders.0/foo");
-        assert_eq!(pax_name(b"a/foo"), b"a/PaxHeaders.0/foo");
+        assert_eq!(pax_name(b"a/b/").concat(), b"a/b/PaxHeaders.0");
+        assert_eq!(pax_name(b"foo").concat(), b"PaxHeaders.0/foo");
+        assert_eq!(pax_name(b"a/foo").concat(), b"a/PaxHeaders.0/foo");
         let long = [&[b'a'; 120][..], b"/", &[b'b'; 50]].concat();
         assert_eq!(split_ustar(&long), Some((&long[..120], &long[121..])));
         assert_eq!(split_ustar(b"short"), None);
+    }
+
+    /// The name fields of a long, non-ASCII name are what Go's `toASCII` of the whole name
+    /// gives, though only a field's width of it is filtered now.
+    #[test]
+    fn long_names_fill_the_fields_as_go_does() {
+        let whole = |s: &[u8]| -> Vec<u8> { s.iter().copied().filter(|&c| c < 0x80 && c != 0).collect() };
+        for name in [
+            [&"d\u{e9}/".repeat(5000).into_bytes()[..], b"file"].concat(),
+            [&[b'a'; 99][..], "\u{e9}".as_bytes(), b"/", &[b'b'; 99]].concat(),
+            [&[b'a'; 99][..], "\u{e9}".as_bytes(), b"//x/"].concat(),
+            "\u{e9}\u{e9}/x".as_bytes().to_vec(),
+        ] {
+            let h = Header {
+                name: &name,
+                link: &name,
+                kind: Kind::Link,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                mtime: Some(0),
+                devmajor: 0,
+                devminor: 0,
+                records: Vec::new(),
+            };
+            let mut w = Writer::new(Vec::new());
+            w.header(&h).unwrap();
+            let mut old_x = whole(&pax_name(&name).concat());
+            old_x.truncate(100);
+            while old_x.last() == Some(&b'/') {
+                old_x.pop();
+            }
+            let mut want = [0u8; BLOCK];
+            format_string(&mut want[0..100], &old_x);
+            assert_eq!(w.w[0..100], want[0..100]);
+            let main = &w.w[w.w.len() - BLOCK..];
+            let want = template(&h, &whole(&name), &whole(&name));
+            assert_eq!(main[0..100], want[0..100]);
+            assert_eq!(main[157..257], want[157..257]);
+        }
     }
 
     #[test]
@@ -758,7 +874,7 @@ mod tests {
         let h = Header {
             name: b"a",
             link: b"",
-            flag: b'0',
+            kind: Kind::Reg,
             mode: 0o644,
             uid: 0,
             gid: 0,
