@@ -31,6 +31,7 @@ package ovl2
 import "C"
 
 import (
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -38,19 +39,23 @@ import (
 	"unsafe"
 )
 
-// cargs holds the C copies of one call's string arguments until the call returns.
-type cargs struct{ ptrs []unsafe.Pointer }
+// cargs holds one call's string arguments, NUL-terminated copies in Go memory, pinned until
+// the call returns: the library reads them only during the call, and a copy in Go memory
+// costs no cgo round trips (C.CString and C.free were two per string, more than the call
+// itself for the cheap operations). Pinning lets option structs carry them too.
+type cargs struct{ pin runtime.Pinner }
 
-// str copies s into C memory. A NUL byte would silently cut the string short in C, so it
-// is refused here with ErrInvalidArgument.
+// str copies s for C. A NUL byte would silently cut the string short in C, so it is
+// refused here with ErrInvalidArgument.
 func (a *cargs) str(op, id, what, s string) (*C.char, error) {
 	if strings.IndexByte(s, 0) >= 0 {
 		return nil, &Error{Op: op, ID: id, Code: CodeInvalidArgument, Errno: syscall.EINVAL,
 			Message: what + " contains a NUL byte"}
 	}
-	p := C.CString(s)
-	a.ptrs = append(a.ptrs, unsafe.Pointer(p))
-	return p, nil
+	b := make([]byte, len(s)+1)
+	copy(b, s)
+	a.pin.Pin(&b[0])
+	return (*C.char)(unsafe.Pointer(&b[0])), nil
 }
 
 // cflag is a flag of libovl2's options structs, which are uint8_t (0 or 1), not bool.
@@ -69,11 +74,7 @@ func (a *cargs) optStr(op, id, what, s string) (*C.char, error) {
 	return a.str(op, id, what, s)
 }
 
-func (a *cargs) free() {
-	for _, p := range a.ptrs {
-		C.free(p)
-	}
-}
+func (a *cargs) free() { a.pin.Unpin() }
 
 // Version is the version of the loaded libovl2.
 func Version() string { return C.GoString(C.ovl2_version()) }
@@ -580,7 +581,28 @@ type MountOpts struct {
 // use: <home>/<id>/merged, or <home>/<id>/diff for a base layer, which is not mounted (as
 // in Docker). Every successful Get needs one Put.
 func (d *Driver) Get(id, mountLabel string) (string, error) {
-	return d.GetWith(id, &MountOpts{MountLabel: mountLabel})
+	// ovl2_get, not GetWith's ovl2_get_with: no options struct to initialise through cgo.
+	var out *C.char
+	err := d.with(func(cd *C.ovl2_driver) error {
+		var a cargs
+		defer a.free()
+		cid, err := a.str("get", id, "id", id)
+		if err != nil {
+			return err
+		}
+		label, err := a.optStr("get", id, "mount label", mountLabel)
+		if err != nil {
+			return err
+		}
+		return call("get", id, func(e **C.ovl2_error) C.enum_ovl2_status {
+			return C.ovl2_get(cd, cid, label, &out, e)
+		})
+	})
+	if err != nil {
+		return "", err
+	}
+	defer C.ovl2_string_free(out)
+	return C.GoString(out), nil
 }
 
 // GetWith is Get with every option; opts may be nil.

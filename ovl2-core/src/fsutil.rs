@@ -192,7 +192,7 @@ pub fn read_link<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<Option<Vec<u8>>> 
 }
 
 /// The type of `name` without following symlinks; `None` when it does not exist.
-pub fn file_type<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<Option<FileType>> {
+pub fn file_type<Fd: AsFd, P: rustix::path::Arg>(dir: Fd, name: P) -> io::Result<Option<FileType>> {
     match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
         Err(Errno::NOENT) => Ok(None),

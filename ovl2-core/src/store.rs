@@ -201,8 +201,8 @@ impl Store {
     }
 
     pub(crate) fn exists_unlocked(&self, id: &str) -> Result<bool> {
-        let cid = cstr(id).expect("validated");
-        Ok(fsutil::file_type(&self.home_fd, &cid).ctx(|| format!("stat of layer {id:?}"))? == Some(FileType::Directory))
+        // The id as it is (no C string allocated): `exists` is one stat relative to home.
+        Ok(fsutil::file_type(&self.home_fd, id).ctx(|| format!("stat of layer {id:?}"))? == Some(FileType::Directory))
     }
 
     /// Ids of all layer directories in `home`, sorted.

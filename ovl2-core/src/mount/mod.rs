@@ -12,8 +12,8 @@ mod probe;
 mod refs;
 pub(crate) mod state;
 
-use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, FileType};
@@ -79,6 +79,29 @@ impl Drop for Unhold<'_> {
     }
 }
 
+/// A base layer's `diff` path, which its plain get returns without mounting (Docker's
+/// rule); `None` when `id` has a `lower` file (or is no layer: the locked path reports it).
+///
+/// Two `stat`s and no lock: a layer's `lower` is written before the layer is published and
+/// never removed, so a layer without one stays a base layer, and nothing on disk changes.
+fn base_layer_diff(home: BorrowedFd<'_>, home_path: &Path, id: &str) -> Result<Option<PathBuf>> {
+    // A symlink or file under the layer's name is not a layer.
+    match rustix::fs::statat(home, id, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
+        Ok(_) | Err(Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(Error::io(format!("stat of layer {id:?}"), e)),
+    }
+    let mut lower = Vec::with_capacity(id.len() + 1 + layout::LOWER.count_bytes());
+    lower.extend_from_slice(id.as_bytes());
+    lower.push(b'/');
+    lower.extend_from_slice(layout::LOWER.to_bytes());
+    match rustix::fs::statat(home, lower.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+        Err(Errno::NOENT) => Ok(Some(home_path.join(id).join("diff"))),
+        Ok(_) => Ok(None),
+        Err(e) => Err(Error::io(format!("stat of {id}/lower"), e)),
+    }
+}
+
 /// A layer dir locked for mount-state changes; the flock goes with the fd.
 struct LockedLayer {
     fd: std::os::fd::OwnedFd,
@@ -131,6 +154,14 @@ impl Store {
         if held.count > 0 && !opts.persistent && fits {
             held.count += 1;
             return Ok(merged);
+        }
+        if !opts.readonly {
+            if let Some(diff) = base_layer_diff(self.home_fd.as_fd(), &self.home, id)? {
+                if !opts.persistent {
+                    held.base_gets += 1;
+                }
+                return Ok(diff);
+            }
         }
         let layer = self.lock_layer(id)?;
         let lower = fsutil::read_small(&layer.fd, layout::LOWER).ctx(|| format!("reading {id}/lower"))?;
