@@ -423,6 +423,44 @@ pub fn a_base_layer_put_pairs_with_its_own_get<D: Face>() {
     assert!(!mounted_at(&ro));
 }
 
+face_test!(a_base_layer_that_becomes_a_child_is_mounted);
+/// A base layer's get takes no lock. The same name re-created by another process as a child,
+/// or a base layer that gets a `lower` written into it (as a repair writes it), must then be
+/// mounted like any child: nothing about an earlier get may be remembered.
+pub fn a_base_layer_that_becomes_a_child_is_mounted<D: Face>() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("baseagain");
+    let home = s.home();
+    let d = D::open_default(&home);
+    let other = D::open_default(&home);
+    d.create("p", None, &co()).unwrap();
+    d.create("x", None, &co()).unwrap();
+    for _ in 0..2 {
+        assert_eq!(d.get("x", None).unwrap(), home.join("x/diff"));
+        d.put("x").unwrap();
+    }
+    // Another process removes it and makes a child of `p` under the same name.
+    other.remove("x", false).unwrap();
+    other.create("x", Some("p"), &co()).unwrap();
+    let m = d.get("x", None).unwrap();
+    assert_eq!(m, home.join("x/merged"));
+    assert!(mounted_at(&m), "the re-created child is mounted");
+    d.put("x").unwrap();
+    assert!(!mounted_at(&m));
+    // A `lower` appearing in a base layer's directory (as a repair writes it).
+    d.create("y", None, &co()).unwrap();
+    assert_eq!(d.get("y", None).unwrap(), home.join("y/diff"));
+    d.put("y").unwrap();
+    std::fs::copy(home.join("x/lower"), home.join("y/lower")).unwrap();
+    std::fs::create_dir_all(home.join("y/work")).unwrap();
+    let m = d.get("y", None).unwrap();
+    assert_eq!(m, home.join("y/merged"));
+    assert!(mounted_at(&m));
+    d.put("y").unwrap();
+}
+
 /// Every way a layer can be mounted: (strategy, disabled features, expected method).
 const ALL_METHODS: &[(MountStrategy, &[&str], &str)] = &[
     (MountStrategy::New, &[], "new-fd"),
