@@ -52,7 +52,7 @@ cur = None
 for line in open(sys.argv[1]):
     # A result is "BenchmarkX/drv-P <tab> N <tab> T ns/op", but log lines the drivers print
     # can split it: take the name, then the next "N T ns/op".
-    m = re.match(r"Benchmark(\w+)/(moby|ovl2)(?:-\d+)?\s", line)
+    m = re.match(r"Benchmark(\w+)/(moby|ovl2|floor)(?:-\d+)?\s", line)
     if m:
         cur = (m.group(1), m.group(2))
     m = re.search(r"(?:^|\s)\d+\s+([\d.]+) ns/op", line)
@@ -84,4 +84,16 @@ for name in order:
     o, d = statistics.median(r["ovl2"]), statistics.median(r["moby"])
     print(f"| {name} | {o:.0f} ({fmt(o)}) | {d:.0f} ({fmt(d)}) | {o/d:.2f}× | "
           f"{goals.get(name, '')} | {spread(r['ovl2'])} / {spread(r['moby'])} |")
+# The floor: the same benchmark with a driver that does no work (graphtest's loop and timer).
+floors = [n for n in order if "floor" in runs[n] and "ovl2" in runs[n] and "moby" in runs[n]]
+if floors:
+    print()
+    print("| benchmark | floor ns/op | ovl2 above the floor | moby above the floor | ratio above the floor | spread floor |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name in floors:
+        r = runs[name]
+        f = statistics.median(r["floor"])
+        o, d = statistics.median(r["ovl2"]) - f, statistics.median(r["moby"]) - f
+        ratio = f"{o/d:.2f}×" if d > 0 else "n/a"
+        print(f"| {name} | {f:.0f} ({fmt(f)}) | {fmt(o)} | {fmt(d)} | {ratio} | {spread(r['floor'])} |")
 PY
