@@ -227,7 +227,7 @@ impl Request<'_> {
     fn open_one(&self, dir: BorrowedFd<'_>, name: &str, flags: OFlags, what: &str, shown: &str) -> Result<OwnedFd> {
         let flags = flags | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(|e| {
-            match crate::fsutil::file_type(dir, &crate::fsutil::cstr(name).unwrap_or_default()) {
+            match crate::fsutil::file_type(dir, crate::fsutil::cstr(name).unwrap_or_default()) {
                 Ok(Some(t)) if t != FileType::Directory => Error::Corrupt(format!(
                     "cannot mount layer {:?}: {shown} is {}, not a directory; refusing to mount {what} through it \
                      (run `ovl2 check`)",
