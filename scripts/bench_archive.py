@@ -15,10 +15,19 @@ def sh(*cmd, stdout=subprocess.DEVNULL, **kw):
     subprocess.run(cmd, check=True, stdout=stdout, env=env, **kw)
 
 
+CPU = []  # (ovl2-or-baseline measurement list, cpu seconds) recorded by timed()
+
+
 def timed(fn):
+    """Wall seconds of fn; its processes' CPU time (user + sys of every child it waited
+    for) goes to CPU[-1], which does not grow with other load on the machine as wall does."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     fn()
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU[-1].append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+    return wall
 
 
 def fresh_layer(parent=None):
@@ -74,8 +83,16 @@ def count(p):
         return sum(1 for _ in t)
 
 
+def cpu_medians(co, cg):
+    LAST_CPU[:] = [statistics.median(co), statistics.median(cg)]
+
+
+LAST_CPU = [0.0, 0.0]
+
+
 def bench_apply(path, sync, hashed=False):
     ovl, gnu = [], []
+    co, cg = [], []
     lid = d = None
     for _ in range(RUNS):
         # Keep the disk from filling: only the last pair survives (for the diff benchmark).
@@ -84,7 +101,9 @@ def bench_apply(path, sync, hashed=False):
             shutil.rmtree(d)
         lid = fresh_layer()
         args = [OVL2, "apply", lid, path] + ([] if sync else ["--no-sync"])
+        CPU.append(co)
         ovl.append(timed(lambda: sh(*args)))
+        CPU.append(cg)
         d = fresh_dir()
         if sync:
             gnu.append(timed(lambda: (sh("tar", "-xpf", path, "-C", d), sh("sync", "-f", d))))
@@ -94,15 +113,20 @@ def bench_apply(path, sync, hashed=False):
             gnu.append(timed(lambda: (sh("tar", "-xpf", path, "-C", d), sh("openssl", "dgst", "-sha256", path))))
         else:
             gnu.append(timed(lambda: sh("tar", "-xpf", path, "-C", d)))
+    cpu_medians(co, cg)
     return statistics.median(ovl), statistics.median(gnu), lid, d
 
 
 def bench_diff(lid, d, extra="", sink="cat"):
     ovl, gnu = [], []
+    co, cg = [], []
     for _ in range(RUNS):
         # Both through a pipe: GNU tar skips reading file data when writing to /dev/null.
+        CPU.append(co)
         ovl.append(timed(lambda: subprocess.run(f"{OVL2} diff {extra} {lid} 2>/dev/null | cat >/dev/null", shell=True, check=True, env=env)))
+        CPU.append(cg)
         gnu.append(timed(lambda: subprocess.run(f"tar -C {d} -cf - . | {sink} >/dev/null", shell=True, check=True)))
+    cpu_medians(co, cg)
     return statistics.median(ovl), statistics.median(gnu)
 
 
@@ -124,6 +148,7 @@ def bench_changes():
     sh("tar", "-C", tree, "-cf", p, ".")
     sh(OVL2, "apply", "--no-sync", upper, p)
     times = []
+    CPU.append([])
     for _ in range(RUNS):
         times.append(timed(lambda: sh(OVL2, "changes", upper)))
     n = subprocess.run([OVL2, "changes", upper], check=True, env=env, capture_output=True).stdout.count(b"\n")
@@ -164,24 +189,24 @@ def main():
         n = count(path)
         mb = os.path.getsize(path) / 2**20
         o, g, lid, d = bench_apply(path, sync=False)
-        rows.append((f"apply, no sync: {name}, {n} entries, {mb:.0f} MiB", "`ovl2 apply --no-sync`", "`tar -xpf`", o, g))
+        rows.append((f"apply, no sync: {name}, {n} entries, {mb:.0f} MiB", "`ovl2 apply --no-sync`", "`tar -xpf`", o, g, *LAST_CPU))
         oh, gh, lidh, dh = bench_apply(path, sync=False, hashed=True)
         sh(OVL2, "rm", lidh)
         shutil.rmtree(dh)
-        rows.append((f"apply, no sync, equal work: {name}", "`ovl2 apply --no-sync`", "`tar -xpf` + `openssl dgst -sha256`", oh, gh))
+        rows.append((f"apply, no sync, equal work: {name}", "`ovl2 apply --no-sync`", "`tar -xpf` + `openssl dgst -sha256`", oh, gh, *LAST_CPU))
         o2, g2, lid2, d2 = bench_apply(path, sync=True)
         sh(OVL2, "rm", lid2)
         shutil.rmtree(d2)
-        rows.append((f"apply, synced: {name}", "`ovl2 apply` (syncfs)", "`tar -xpf` + `sync -f`", o2, g2))
+        rows.append((f"apply, synced: {name}", "`ovl2 apply` (syncfs)", "`tar -xpf` + `sync -f`", o2, g2, *LAST_CPU))
         o3, g3 = bench_diff(lid, d, sink="openssl dgst -sha256")
-        rows.append((f"diff (with sha256): {name}", "`ovl2 diff \\| cat`", "`tar -cf - \\| openssl dgst -sha256`", o3, g3))
+        rows.append((f"diff (with sha256): {name}", "`ovl2 diff \\| cat`", "`tar -cf - \\| openssl dgst -sha256`", o3, g3, *LAST_CPU))
         o4, g4 = bench_diff(lid, d, "--no-digest")
-        rows.append((f"diff (no digest): {name}", "`ovl2 diff --no-digest \\| cat`", "`tar -cf - \\| cat`", o4, g4))
+        rows.append((f"diff (no digest): {name}", "`ovl2 diff --no-digest \\| cat`", "`tar -cf - \\| cat`", o4, g4, *LAST_CPU))
         cleanup()
-    print("| Measurement | ovl2 | baseline | ovl2 (ms) | baseline (ms) | ratio |")
-    print("|---|---|---|---:|---:|---:|")
-    for what, a, b, o, g in rows:
-        print(f"| {what} | {a} | {b} | {o*1000:.1f} | {g*1000:.1f} | {o/g:.2f} |")
+    print("| Measurement | ovl2 | baseline | ovl2 wall (ms) | baseline wall (ms) | wall ratio | ovl2 CPU (ms) | baseline CPU (ms) | CPU ratio |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for what, a, b, o, g, c1, c2 in rows:
+        print(f"| {what} | {a} | {b} | {o*1000:.1f} | {g*1000:.1f} | {o/g:.2f} | {c1*1000:.1f} | {c2*1000:.1f} | {c1/c2:.2f} |")
     t, n = bench_changes()
     print(f"\n`ovl2 changes` of a 10,000-file upper over a 10,000-file lower ({n} changes): "
           f"{t*1000:.1f} ms (whole process, median of {RUNS})")
