@@ -70,7 +70,7 @@ impl Store {
             native,
             seen: HashMap::new(),
             entries: 0,
-            buf: vec![0u8; 256 * 1024],
+            buf: vec![0u8; 64 * 1024],
         };
         let mut prefix = Vec::new();
         // Redirected directories (renamed with redirect_dir on) make the upper unreadable on
