@@ -65,13 +65,8 @@ impl Store {
     fn export(&self, id: &str, parent: Option<&str>, writer: impl Write, digest: bool) -> Result<DiffStats> {
         let (layers, native) = self.layers_for(id, parent)?;
         let mut out = Out::new(writer, digest);
-        let mut ex = Exporter {
-            tw: Writer::new(&mut out),
-            native,
-            seen: HashMap::new(),
-            entries: 0,
-            buf: vec![0u8; 64 * 1024],
-        };
+        let mut ex =
+            Exporter { tw: Writer::new(&mut out), native, seen: HashMap::new(), entries: 0, buf: vec![0u8; 64 * 1024] };
         let mut prefix = Vec::new();
         // Redirected directories (renamed with redirect_dir on) make the upper unreadable on
         // its own: check before writing anything, and take Docker's mounted path instead.
