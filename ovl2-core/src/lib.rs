@@ -25,6 +25,7 @@ pub mod id;
 mod kernel;
 mod layers;
 pub mod layout;
+mod lexical;
 mod lock;
 mod mount;
 mod options;

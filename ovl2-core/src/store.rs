@@ -3,7 +3,8 @@
 //! gets the same answer and the same error for a damaged layer).
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, FileType, OFlags};
 use rustix::io::Errno;
@@ -367,16 +368,10 @@ fn clean_absolute(p: &Path) -> Result<PathBuf> {
         return Err(Error::InvalidArgument("store home must not be empty".into()));
     }
     let abs = std::path::absolute(p).ctx(|| format!("resolving {}", p.display()))?;
+    // Rooted, so the cleaned path never climbs above `/`.
+    let parts = crate::lexical::clean(abs.as_os_str().as_bytes()).unwrap_or_default();
     let mut out = PathBuf::from("/");
-    for c in abs.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
+    out.extend(parts.into_iter().map(std::ffi::OsStr::from_bytes));
     Ok(out)
 }
 

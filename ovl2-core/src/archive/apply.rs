@@ -19,7 +19,7 @@ use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, cstr, Owner};
 use crate::staging::WorkEntry;
 use crate::store::Store;
-use crate::{id, layout};
+use crate::{id, layout, lexical};
 
 /// How [`Driver::apply_diff_with`](crate::Driver::apply_diff_with) runs.
 #[derive(Clone, Copy)]
@@ -413,31 +413,6 @@ fn chown_err(at: &At<'_>, what: &str, m: &Meta<'_>, userns: bool, e: Errno) -> E
     sys(at, what, e)
 }
 
-/// Cleans a tar name as Go's `filepath.Clean` followed by a join onto the layer root: `.`
-/// and empty components go, `..` pops, a leading `/` is dropped. `None` means the name
-/// climbs above the root.
-fn clean(name: &[u8]) -> Option<Vec<&[u8]>> {
-    let rooted = name.first() == Some(&b'/');
-    let mut out: Vec<&[u8]> = Vec::new();
-    for c in name.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                if out.last().is_some_and(|l| *l != b"..") {
-                    out.pop();
-                } else if !rooted {
-                    out.push(c);
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    if out.first() == Some(&&b".."[..]) {
-        return None;
-    }
-    Some(out)
-}
-
 /// Parses a PAX time (`secs[.frac]`), clamped to the range Docker applies (before 1970
 /// becomes the epoch).
 fn pax_time(v: &[u8]) -> Option<Timespec> {
@@ -557,7 +532,7 @@ fn parse<'e>(e: &'e gotar::Entry, at: &At<'_>) -> Result<Option<Parsed<'e>>> {
     };
     let meta = Meta { mode, uid, gid, times: Timestamps { last_access: atime, last_modification: mtime }, xattrs };
 
-    let comps = clean(raw_name).ok_or_else(|| refuse(at, "name climbs out of the layer (..)"))?;
+    let comps = lexical::clean(raw_name).ok_or_else(|| refuse(at, "name climbs out of the layer (..)"))?;
     let target = match comps.split_last() {
         // The layer root: its mode and owner are the store's, as Docker leaves them.
         None if kind == Kind::Dir => Target::Skip,
@@ -875,7 +850,8 @@ impl Extractor<'_> {
     }
 
     fn hardlink(&mut self, to: &Place<'_, '_>, target: &[u8], meta: &Meta<'_>, at: &At<'_>) -> Result<()> {
-        let tcomps = clean(target).ok_or_else(|| refuse(at, "hardlink target climbs out of the layer (..)"))?;
+        let tcomps =
+            lexical::clean(target).ok_or_else(|| refuse(at, "hardlink target climbs out of the layer (..)"))?;
         let Some((tbase, tdir)) = tcomps.split_last() else {
             return Err(refuse(at, "hardlink to the layer root"));
         };
@@ -1136,19 +1112,6 @@ fn clone_ts(t: &Timestamps) -> Timestamps {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn clean_like_go() {
-        let c = |s: &str| clean(s.as_bytes()).map(|v| String::from_utf8(join(&v)).unwrap());
-        assert_eq!(c("a/b/../c").as_deref(), Some("a/c"));
-        assert_eq!(c("/etc/passwd").as_deref(), Some("etc/passwd"));
-        assert_eq!(c("/../../x").as_deref(), Some("x"));
-        assert_eq!(c("./a//b/").as_deref(), Some("a/b"));
-        assert_eq!(c("../x"), None);
-        assert_eq!(c("a/../../x"), None);
-        assert_eq!(c("..").as_deref(), None);
-        assert_eq!(c("./").as_deref(), Some(""));
-    }
 
     #[test]
     fn pax_times() {
