@@ -1,0 +1,629 @@
+//! containerd's Snapshotter contract over an ovl2 store.
+//!
+//! Every snapshot is one ovl2 layer made through the public `Driver` API: an active snapshot
+//! is a read-write layer, a view a read-only layer, a committed snapshot an image layer. The
+//! layer logic (chains, depth, crash-safe create and remove) stays in ovl2-core; this module
+//! keeps only the key → layer index (see [`crate::index`]) and answers containerd.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use containerd_snapshots::api::types::Mount;
+use containerd_snapshots::{tonic, Info, Snapshotter, Usage};
+use ovl2_core::{CreateOpts, Driver, ErrorKind, RemoveOpts};
+
+use crate::filters::{Fields, Filter};
+use crate::index::{Entry, Index, Kind, State, LOWERS_DIR};
+
+/// containerd's limit on one label's key plus value (`labels.Validate`).
+const MAX_LABEL_SIZE: usize = 4096;
+
+/// Why a snapshot operation failed, in the gRPC codes containerd's proxy client turns back into
+/// its `errdefs` (not found, already exists, failed precondition, invalid argument).
+#[derive(Debug)]
+pub enum Error {
+    /// No such snapshot (or parent).
+    NotFound(String),
+    /// The key or name is taken.
+    AlreadyExists(String),
+    /// The snapshot is not in a state that allows the operation.
+    FailedPrecondition(String),
+    /// The request itself is malformed.
+    InvalidArgument(String),
+    /// Anything else (I/O, a damaged store).
+    Internal(String),
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> tonic::Status {
+        match e {
+            Error::NotFound(m) => tonic::Status::not_found(m),
+            Error::AlreadyExists(m) => tonic::Status::already_exists(m),
+            Error::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
+            Error::InvalidArgument(m) => tonic::Status::invalid_argument(m),
+            Error::Internal(m) => tonic::Status::internal(m),
+        }
+    }
+}
+
+impl From<ovl2_core::Error> for Error {
+    fn from(e: ovl2_core::Error) -> Error {
+        let m = e.to_string();
+        match e.kind() {
+            ErrorKind::NotFound => Error::NotFound(m),
+            ErrorKind::Exists => Error::AlreadyExists(m),
+            ErrorKind::InvalidArgument => Error::InvalidArgument(m),
+            ErrorKind::MaxDepth | ErrorKind::Busy => Error::FailedPrecondition(m),
+            _ => Error::Internal(m),
+        }
+    }
+}
+
+fn io_err(what: impl std::fmt::Display, e: io::Error) -> Error {
+    Error::Internal(format!("{what}: {e}"))
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The service state: the store and the index, behind one lock (containerd's own snapshotters
+/// serialize their metadata transactions the same way).
+struct Inner {
+    driver: Driver,
+    index: Index,
+    /// The store's absolute path, as mounts must name it.
+    home: String,
+    /// `index=off` / `userxattr`, as ovl2's own mounts pass them on this kernel.
+    overlay_opts: Vec<String>,
+}
+
+/// ovl2 as a containerd snapshotter.
+#[derive(Clone)]
+pub struct Ovl2Snapshotter {
+    inner: Arc<Mutex<Inner>>,
+    /// Keeps `.ovl2/snapshotter/lock` flocked while the service lives.
+    _lock: Arc<fs::File>,
+}
+
+impl Ovl2Snapshotter {
+    /// Opens (creating when needed) the store at `home` and the snapshotter index in it, and
+    /// finishes or rolls back whatever a killed predecessor left half done.
+    pub fn open(home: &Path) -> Result<Ovl2Snapshotter> {
+        let driver = Driver::open(home, ovl2_core::Options::default())?;
+        let home = fs::canonicalize(driver.home()).map_err(|e| io_err(format!("resolving {}", home.display()), e))?;
+        let home_str = home
+            .to_str()
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "the home {} is not valid UTF-8, which containerd's mount messages cannot carry",
+                    home.to_string_lossy()
+                ))
+            })?
+            .to_owned();
+        let dir = snapshotter_dir(&home);
+        fs::create_dir_all(&dir).map_err(|e| io_err(format!("creating {}", dir.display()), e))?;
+        let lock = lock_dir(&dir)?;
+        let index = Index::load(&dir, driver.options().sync).map_err(|e| io_err("loading the snapshotter index", e))?;
+        let f = driver.features();
+        let mut overlay_opts = Vec::new();
+        if f.index_param {
+            overlay_opts.push("index=off".to_owned());
+        }
+        if f.userxattr {
+            overlay_opts.push("userxattr".to_owned());
+        }
+        let mut inner = Inner { driver, index, home: home_str, overlay_opts };
+        inner.recover()?;
+        Ok(Ovl2Snapshotter { inner: Arc::new(Mutex::new(inner)), _lock: Arc::new(lock) })
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Inner) -> Result<T> + Send + 'static) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&inner)))
+            .await
+            .map_err(|e| Error::Internal(format!("snapshot operation panicked: {e}")))?
+    }
+}
+
+fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic in one request must not wedge the service: the index on disk is always whole.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `HOME/.ovl2/snapshotter`: ovl2's private dir, which Docker's driver never looks at.
+pub fn snapshotter_dir(home: &Path) -> PathBuf {
+    home.join(".ovl2").join("snapshotter")
+}
+
+fn lock_dir(dir: &Path) -> Result<fs::File> {
+    use rustix::fs::{flock, FlockOperation};
+    let p = dir.join("lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| io_err(format!("opening {}", p.display()), e))?;
+    flock(&f, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+        if e == rustix::io::Errno::WOULDBLOCK {
+            Error::FailedPrecondition(format!(
+                "another ovl2-snapshotter already serves this store (it holds {})",
+                p.display()
+            ))
+        } else {
+            io_err(format!("locking {}", p.display()), e.into())
+        }
+    })?;
+    Ok(f)
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 32];
+    let mut filled = 0;
+    while filled < b.len() {
+        match rustix::rand::getrandom(&mut b[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("getrandom failed: {e}"),
+        }
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in labels {
+        if k.len() + v.len() > MAX_LABEL_SIZE {
+            return Err(Error::InvalidArgument(format!(
+                "label {k:?}: key and value are {} bytes, the limit is {MAX_LABEL_SIZE}",
+                k.len() + v.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+struct Visible<'a>(&'a str, &'a Entry);
+
+impl Fields for Visible<'_> {
+    fn field(&self, path: &[String]) -> Option<String> {
+        let (key, e) = (self.0, self.1);
+        match path {
+            [f] if f == "name" => Some(key.to_owned()),
+            [f] if f == "kind" => Some(e.kind.as_str().to_owned()),
+            // containerd's adaptor: the parent is always present, "" for a base.
+            [f] if f == "parent" => Some(e.parent.clone().unwrap_or_default()),
+            [f, rest @ ..] if f == "labels" && !rest.is_empty() => e.labels.get(&rest.join(".")).cloned(),
+            _ => None,
+        }
+    }
+}
+
+fn info(key: &str, e: &Entry) -> Info {
+    Info {
+        kind: match e.kind {
+            Kind::View => containerd_snapshots::Kind::View,
+            Kind::Active => containerd_snapshots::Kind::Active,
+            Kind::Committed => containerd_snapshots::Kind::Committed,
+        },
+        name: key.to_owned(),
+        parent: e.parent.clone().unwrap_or_default(),
+        labels: e.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        created_at: e.created,
+        updated_at: e.updated,
+    }
+}
+
+/// containerd's `fs.DiskUsage`: allocated bytes and distinct inodes under `root`, itself included.
+fn disk_usage(root: &Path) -> io::Result<(i64, i64)> {
+    let mut seen = HashSet::new();
+    let mut size = 0i64;
+    let mut stack = vec![root.to_owned()];
+    while let Some(p) = stack.pop() {
+        let md = fs::symlink_metadata(&p)?;
+        if seen.insert((md.dev(), md.ino())) {
+            size = size.saturating_add((md.blocks() as i64).saturating_mul(512));
+        }
+        if md.is_dir() {
+            for ent in fs::read_dir(&p)? {
+                stack.push(ent?.path());
+            }
+        }
+    }
+    Ok((size, seen.len() as i64))
+}
+
+impl Inner {
+    fn ready(&self, key: &str) -> Result<&Entry> {
+        match self.index.snapshots.get(key) {
+            Some(e) if e.state == State::Ready => Ok(e),
+            _ => Err(Error::NotFound(format!("snapshot {key:?} does not exist"))),
+        }
+    }
+
+    fn save(&self) -> Result<()> {
+        self.index.save().map_err(|e| io_err("writing the snapshotter index", e))
+    }
+
+    /// Layer ids of the parent chain of a snapshot whose parent is `parent`, nearest first.
+    fn chain<'a>(&'a self, mut parent: Option<&'a str>) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        while let Some(p) = parent {
+            let e = self
+                .index
+                .snapshots
+                .get(p)
+                .ok_or_else(|| Error::Internal(format!("the snapshotter index names a missing parent {p:?}")))?;
+            ids.push(e.id.clone());
+            parent = e.parent.as_deref();
+        }
+        Ok(ids)
+    }
+
+    fn layer_path(&self, id: &str, sub: &str) -> String {
+        format!("{}/{id}/{sub}", self.home)
+    }
+
+    /// Writes `lowers/<id>/<n>` → `../../../../<layer n>/diff` for each lower, so a mount names
+    /// its lowers as `DIR/0:DIR/1:…`; once containerd shortens a long option string to paths
+    /// relative to their common parent (it does so from 3584 bytes on), that is `0:1:…:499`,
+    /// about 1900 bytes for the kernel's 500 layers on any home. Built under a temp name and
+    /// renamed, so the directory is whole or absent; recovery rebuilds an absent one.
+    fn write_lowers(&self, id: &str, chain: &[String]) -> Result<()> {
+        let dir = self.index.lowers_dir(id);
+        let tmp = self.index.dir.join(LOWERS_DIR).join(format!("{id}.tmp"));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir(&tmp).map_err(|e| io_err(format!("creating {}", tmp.display()), e))?;
+        for (n, lower) in chain.iter().enumerate() {
+            std::os::unix::fs::symlink(format!("../../../../{lower}/diff"), tmp.join(n.to_string()))
+                .map_err(|e| io_err(format!("linking lower {n} of {id}"), e))?;
+        }
+        let _ = fs::remove_dir_all(&dir);
+        fs::rename(&tmp, &dir).map_err(|e| io_err(format!("renaming {} into place", tmp.display()), e))
+    }
+
+    fn lowerdir(&self, id: &str, n: usize) -> String {
+        let d = self.index.lowers_dir(id);
+        let d = d.to_str().expect("the home is UTF-8");
+        (0..n).map(|i| format!("{d}/{i}")).collect::<Vec<_>>().join(":")
+    }
+
+    /// Finishes what a killed predecessor left: entries still `creating` or `removing` lose
+    /// their layer and their entry; lower-link dirs that no entry owns go; a ready entry's
+    /// missing lower-link dir is rebuilt.
+    fn recover(&mut self) -> Result<()> {
+        let unfinished: Vec<String> =
+            self.index.snapshots.iter().filter(|(_, e)| e.state != State::Ready).map(|(k, _)| k.clone()).collect();
+        for key in &unfinished {
+            let id = self.index.snapshots[key].id.clone();
+            match self.driver.remove_with(&id, RemoveOpts { force: true, ignore_children: false }) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => {
+                    eprintln!("ovl2-snapshotter: could not finish removing snapshot {key:?} (layer {id}): {e}; will retry at the next start");
+                    continue;
+                }
+            }
+            let _ = fs::remove_dir_all(self.index.lowers_dir(&id));
+            self.index.snapshots.remove(key);
+        }
+        if !unfinished.is_empty() {
+            self.save()?;
+        }
+        self.sweep_lowers()?;
+        let ready: Vec<(String, Option<String>)> = self
+            .index
+            .snapshots
+            .values()
+            .filter(|e| e.state == State::Ready)
+            .map(|e| (e.id.clone(), e.parent.clone()))
+            .collect();
+        for (id, parent) in ready {
+            let chain = self.chain(parent.as_deref())?;
+            let dir = self.index.lowers_dir(&id);
+            let ok = (0..chain.len()).all(|n| dir.join(n.to_string()).symlink_metadata().is_ok()) && dir.is_dir();
+            if !ok {
+                self.write_lowers(&id, &chain)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes lower-link dirs (and temp dirs) that belong to no snapshot.
+    fn sweep_lowers(&self) -> Result<()> {
+        let owned: HashSet<&str> = self.index.snapshots.values().map(|e| e.id.as_str()).collect();
+        let dir = self.index.dir.join(LOWERS_DIR);
+        for ent in fs::read_dir(&dir).map_err(|e| io_err(format!("listing {}", dir.display()), e))? {
+            let ent = ent.map_err(|e| io_err(format!("listing {}", dir.display()), e))?;
+            let name = ent.file_name();
+            if !name.to_str().is_some_and(|n| owned.contains(n)) {
+                let p = ent.path();
+                let r = if p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+                r.map_err(|e| io_err(format!("removing {}", p.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn create(
+        &mut self,
+        kind: Kind,
+        key: String,
+        parent: String,
+        labels: HashMap<String, String>,
+    ) -> Result<Vec<Mount>> {
+        let labels: BTreeMap<String, String> = labels.into_iter().collect();
+        validate_labels(&labels)?;
+        if key.is_empty() {
+            return Err(Error::InvalidArgument("the snapshot key is empty".into()));
+        }
+        if self.index.snapshots.contains_key(&key) {
+            return Err(Error::AlreadyExists(format!("snapshot {key:?} already exists")));
+        }
+        let parent = (!parent.is_empty()).then_some(parent);
+        let parent_id = match &parent {
+            None => None,
+            Some(p) => {
+                let e = self.ready(p).map_err(|_| Error::NotFound(format!("parent snapshot {p:?} does not exist")))?;
+                if e.kind != Kind::Committed {
+                    return Err(Error::InvalidArgument(format!(
+                        "parent snapshot {p:?} is {}, not committed",
+                        e.kind.as_str()
+                    )));
+                }
+                Some(e.id.clone())
+            }
+        };
+        let chain = self.chain(parent.as_deref())?;
+        let id = random_id();
+        let now = SystemTime::now();
+        self.index.snapshots.insert(
+            key.clone(),
+            Entry {
+                id: id.clone(),
+                kind,
+                parent,
+                labels,
+                created: now,
+                updated: now,
+                usage: None,
+                state: State::Creating,
+            },
+        );
+        if let Err(e) = self.save() {
+            self.index.snapshots.remove(&key);
+            return Err(e);
+        }
+        let made = match kind {
+            Kind::View => self.driver.create(&id, parent_id.as_deref(), &CreateOpts::default()),
+            _ => self.driver.create_rw(&id, parent_id.as_deref(), &CreateOpts::default()),
+        }
+        .map_err(Error::from)
+        .and_then(|()| self.write_lowers(&id, &chain));
+        if let Err(e) = made {
+            let _ = self.driver.remove_with(&id, RemoveOpts { force: true, ignore_children: false });
+            let _ = fs::remove_dir_all(self.index.lowers_dir(&id));
+            self.index.snapshots.remove(&key);
+            self.save()?;
+            return Err(e);
+        }
+        self.index.snapshots.get_mut(&key).expect("just inserted").state = State::Ready;
+        self.save()?;
+        self.mounts(&key)
+    }
+
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        let e = self.ready(key)?;
+        let chain = self.chain(e.parent.as_deref())?;
+        let bind = |source: String, rw: &str| Mount {
+            r#type: "bind".into(),
+            source,
+            options: vec![rw.into(), "rbind".into()],
+            ..Default::default()
+        };
+        let overlay = |mut options: Vec<String>| {
+            let mut o = self.overlay_opts.clone();
+            o.append(&mut options);
+            Mount { r#type: "overlay".into(), source: "overlay".into(), options: o, ..Default::default() }
+        };
+        Ok(match e.kind {
+            Kind::Committed => {
+                return Err(Error::FailedPrecondition(format!(
+                    "snapshot {key:?} is committed; only active snapshots and views have mounts"
+                )))
+            }
+            Kind::Active if chain.is_empty() => vec![bind(self.layer_path(&e.id, "diff"), "rw")],
+            Kind::Active => vec![overlay(vec![
+                format!("workdir={}", self.layer_path(&e.id, "work")),
+                format!("upperdir={}", self.layer_path(&e.id, "diff")),
+                format!("lowerdir={}", self.lowerdir(&e.id, chain.len())),
+            ])],
+            Kind::View if chain.is_empty() => vec![bind(self.layer_path(&e.id, "diff"), "ro")],
+            Kind::View if chain.len() == 1 => vec![bind(self.layer_path(&chain[0], "diff"), "ro")],
+            Kind::View => vec![overlay(vec![format!("lowerdir={}", self.lowerdir(&e.id, chain.len()))])],
+        })
+    }
+
+    fn commit(&mut self, name: String, key: String, labels: HashMap<String, String>) -> Result<()> {
+        let labels: BTreeMap<String, String> = labels.into_iter().collect();
+        validate_labels(&labels)?;
+        let e = self.ready(&key)?;
+        if e.kind != Kind::Active {
+            return Err(Error::FailedPrecondition(format!("snapshot {key:?} is {}, not active", e.kind.as_str())));
+        }
+        if self.index.snapshots.contains_key(&name) {
+            return Err(Error::AlreadyExists(format!("snapshot {name:?} already exists")));
+        }
+        let diff = PathBuf::from(self.layer_path(&e.id, "diff"));
+        let usage = disk_usage(&diff).map_err(|err| io_err(format!("measuring {}", diff.display()), err))?;
+        let now = SystemTime::now();
+        let old = self.index.snapshots.remove(&key).expect("checked above");
+        let new = Entry {
+            kind: Kind::Committed,
+            labels,
+            created: now,
+            updated: now,
+            usage: Some(usage),
+            state: State::Ready,
+            ..old.clone()
+        };
+        self.index.snapshots.insert(name.clone(), new);
+        if let Err(err) = self.save() {
+            self.index.snapshots.remove(&name);
+            self.index.snapshots.insert(key, old);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &str) -> Result<()> {
+        let e = self.ready(key)?;
+        let id = e.id.clone();
+        if let Some((child, _)) = self.index.snapshots.iter().find(|(_, c)| c.parent.as_deref() == Some(key)) {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot remove snapshot {key:?}: snapshot {child:?} builds on it"
+            )));
+        }
+        self.set_state(key, State::Removing)?;
+        match self.driver.remove_with(&id, RemoveOpts { force: false, ignore_children: false }) {
+            Ok(()) => {}
+            Err(err) if err.kind() == ErrorKind::NotFound => {}
+            Err(err) => {
+                self.set_state(key, State::Ready)?;
+                return Err(err.into());
+            }
+        }
+        let _ = fs::remove_dir_all(self.index.lowers_dir(&id));
+        self.index.snapshots.remove(key);
+        self.save()
+    }
+
+    fn set_state(&mut self, key: &str, state: State) -> Result<()> {
+        let e = self.index.snapshots.get_mut(key).expect("caller checked the key");
+        let old = std::mem::replace(&mut e.state, state);
+        if let Err(err) = self.save() {
+            self.index.snapshots.get_mut(key).expect("caller checked the key").state = old;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// containerd's `UpdateInfo`: with no field paths the labels are replaced; `labels` replaces
+    /// them too; `labels.KEY` sets one label (an empty value removes it); other fields are
+    /// immutable.
+    fn update(&mut self, new: Info, fieldpaths: Option<Vec<String>>) -> Result<Info> {
+        let key = new.name.clone();
+        let mut e = self.ready(&key)?.clone();
+        let given: BTreeMap<String, String> = new.labels.into_iter().collect();
+        let paths = fieldpaths.unwrap_or_default();
+        if paths.is_empty() {
+            e.labels = given;
+        } else {
+            for p in &paths {
+                if let Some(l) = p.strip_prefix("labels.") {
+                    match given.get(l) {
+                        Some(v) if !v.is_empty() => {
+                            e.labels.insert(l.to_owned(), v.clone());
+                        }
+                        _ => {
+                            e.labels.remove(l);
+                        }
+                    }
+                } else if p == "labels" {
+                    e.labels = given.clone();
+                } else {
+                    return Err(Error::InvalidArgument(format!(
+                        "cannot update field {p:?} of snapshot {key:?}: only labels can change"
+                    )));
+                }
+            }
+        }
+        validate_labels(&e.labels)?;
+        e.updated = SystemTime::now();
+        let old = self.index.snapshots.insert(key.clone(), e.clone()).expect("checked above");
+        if let Err(err) = self.save() {
+            self.index.snapshots.insert(key, old);
+            return Err(err);
+        }
+        Ok(info(&key, &e))
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage> {
+        let e = self.ready(key)?;
+        let (size, inodes) = match (e.kind, e.usage) {
+            (Kind::Active, _) => {
+                let diff = PathBuf::from(self.layer_path(&e.id, "diff"));
+                disk_usage(&diff).map_err(|err| io_err(format!("measuring {}", diff.display()), err))?
+            }
+            (_, Some(u)) => u,
+            (_, None) => (0, 0),
+        };
+        Ok(Usage { size, inodes })
+    }
+}
+
+#[tonic::async_trait]
+impl Snapshotter for Ovl2Snapshotter {
+    type Error = Error;
+
+    async fn stat(&self, key: String) -> Result<Info> {
+        self.run(move |i| Ok(info(&key, i.ready(&key)?))).await
+    }
+
+    async fn update(&self, info: Info, fieldpaths: Option<Vec<String>>) -> Result<Info> {
+        self.run(move |i| i.update(info, fieldpaths)).await
+    }
+
+    async fn usage(&self, key: String) -> Result<Usage> {
+        self.run(move |i| i.usage(&key)).await
+    }
+
+    async fn mounts(&self, key: String) -> Result<Vec<Mount>> {
+        self.run(move |i| i.mounts(&key)).await
+    }
+
+    async fn prepare(&self, key: String, parent: String, labels: HashMap<String, String>) -> Result<Vec<Mount>> {
+        self.run(move |i| i.create(Kind::Active, key, parent, labels)).await
+    }
+
+    async fn view(&self, key: String, parent: String, labels: HashMap<String, String>) -> Result<Vec<Mount>> {
+        self.run(move |i| i.create(Kind::View, key, parent, labels)).await
+    }
+
+    async fn commit(&self, name: String, key: String, labels: HashMap<String, String>) -> Result<()> {
+        self.run(move |i| i.commit(name, key, labels)).await
+    }
+
+    async fn remove(&self, key: String) -> Result<()> {
+        self.run(move |i| i.remove(&key)).await
+    }
+
+    async fn clear(&self) -> Result<()> {
+        self.run(|i| i.sweep_lowers()).await
+    }
+
+    type InfoStream = futures::stream::Iter<std::vec::IntoIter<Result<Info>>>;
+
+    async fn list(&self, _snapshotter: String, filters: Vec<String>) -> Result<Self::InfoStream> {
+        let filter = Filter::parse_all(&filters).map_err(Error::InvalidArgument)?;
+        let infos = self
+            .run(move |i| {
+                Ok(i.index
+                    .snapshots
+                    .iter()
+                    .filter(|(_, e)| e.state == State::Ready)
+                    .filter(|(k, e)| filter.matches(&Visible(k, e)))
+                    .map(|(k, e)| Ok(info(k, e)))
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        Ok(futures::stream::iter(infos))
+    }
+}
