@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# ovl2-snapshotter under a real containerd (run by scripts/test-snapshotter.sh inside a private
+# mount namespace, as root). Needs SNAP (ovl2-snapshotter) and OVL2 (the ovl2 CLI) in the
+# environment. Every check fails the script; nothing is skipped.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+T="$(mktemp -d /tmp/ovl2-containerd.XXXXXX)"
+export T
+. "$HERE/containerd-env.sh"
+SN=("${CTR[@]}" snapshots --snapshotter ovl2)
+trap 'rc=$?; stop_all; if [ $rc -ne 0 ]; then echo "--- snapshotter log"; tail -30 "$T/snapshotter.log"; echo "--- containerd log"; grep -iE "error|fail" "$T/containerd.log" | tail -30; fi; umount -R "$T" 2>/dev/null || true; rm -rf "$T"; exit $rc' EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok - $*"; PASSED=$((PASSED + 1)); }
+PASSED=0
+expect_eq() { # expect_eq WHAT EXPECTED ACTUAL
+  [ "$2" == "$3" ] || fail "$1: expected
+$2
+got
+$3"
+}
+ovl2() { "$OVL2" --home "$H" "$@"; }
+mounts_of_home() { grep -F -- "$H" /proc/self/mountinfo || true; }
+index_keys() { python3 -c 'import json,sys; print("\n".join(sorted(json.load(open(sys.argv[1]))["snapshots"])))' "$H/.ovl2/snapshotter/index.json"; }
+assert_store_empty_and_clean() { # after every image and container is gone
+  local what=$1
+  expect_eq "$what: ctr snapshots ls" "" "$("${SN[@]}" ls | tail -n +2)"
+  expect_eq "$what: snapshotter index" "" "$(index_keys)"
+  expect_eq "$what: ovl2 ls" "" "$(ovl2 ls)"
+  expect_eq "$what: mounts of the home" "" "$(mounts_of_home)"
+  ovl2 check >"$T/check.out" || fail "$what: ovl2 check is not clean: $(cat "$T/check.out")"
+}
+
+start_snapshotter
+start_containerd
+
+# --- a small image: import, run, inspect -----------------------------------------------------
+IMG=docker.io/ovl2test/basic:1
+python3 "$HERE/mkimage.py" basic "$T/basic.tar" "$IMG"
+"${CTR[@]}" images import --snapshotter ovl2 "$T/basic.tar" >/dev/null
+pass "ctr images import --snapshotter ovl2"
+
+out=$("${CTR[@]}" run --rm --snapshotter ovl2 "$IMG" run1 sh -c '
+  cat /data/a.txt /data/base.txt; test -e /data/del.txt && echo "del.txt survived"
+  ls /old; find /many -type f | wc -l; stat -c "%u:%g %a" /many/f0000 /many/f1999 /many; echo written >/tmp/x; cat /tmp/x')
+expect_eq "merged view in the container" "hello from layer 2
+from the base layer
+new.txt
+2000
+1234:5678 640
+1234:5678 640
+1234:5678 750
+written" "$out"
+pass "ctr run --snapshotter ovl2 shows the merged view (whiteout, opaque dir, 2000 files of 1234:5678)"
+
+# Four committed layers, in containerd's chain-id keys, each an ovl2 layer.
+n=$("${SN[@]}" ls | tail -n +2 | wc -l)
+expect_eq "snapshots after import" 4 "$n"
+expect_eq "committed snapshots" 4 "$("${SN[@]}" ls | tail -n +2 | grep -c Committed)"
+# containerd's garbage collector removes the finished container's snapshot in the background.
+layer_count() { ovl2 ls --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+for _ in $(seq 100); do [ "$(layer_count)" = 4 ] && break; sleep 0.1; done
+expect_eq "ovl2 layers after import and run" 4 "$(layer_count)"
+ovl2 check >/dev/null || fail "ovl2 check after import: $(ovl2 check)"
+pass "ctr snapshots ls: 4 committed snapshots, 4 ovl2 layers, ovl2 check clean"
+
+TOP=$("${SN[@]}" ls | tail -n +2 | awk '{print $1" "$2}' | python3 -c '
+import sys
+rows = [l.split() for l in sys.stdin]
+parents = {r[1] for r in rows if len(r) > 1}
+print([r[0] for r in rows if r[0] not in parents][0])')
+"${SN[@]}" info "$TOP" | python3 -c 'import json,sys; i=json.load(sys.stdin); assert i["Kind"]=="Committed", i; assert i["Parent"], i' \
+  || fail "ctr snapshots info $TOP"
+usage=$("${SN[@]}" usage "$TOP" | tail -n +2)
+echo "$usage" | grep -q "$TOP" || fail "ctr snapshots usage: $usage"
+# The top layer holds 2000 files and a dir: at least 2001 inodes.
+inodes=$("${SN[@]}" usage "$TOP" | tail -n 1 | awk '{print $NF}')
+[ "$inodes" -ge 2001 ] || fail "usage of the 2000-file layer counts $inodes inodes"
+pass "ctr snapshots info/usage"
+
+# A view of one layer is a read-only bind mount; of several, a read-only overlay.
+"${SN[@]}" view v-top "$TOP" >/dev/null
+m=$("${SN[@]}" mounts /mnt-unused v-top)
+case "$m" in *"-t overlay"*lowerdir=*) ;; *) fail "view mounts: $m" ;; esac
+mkdir "$T/v"
+"${SN[@]}" mounts "$T/v" v-top | grep -q "^mount " || fail "mounts prints a mount command"
+eval "$("${SN[@]}" mounts "$T/v" v-top)"
+expect_eq "view content" "new.txt" "$(ls "$T/v/old")"
+touch "$T/v/nope" 2>/dev/null && fail "a view is writable"
+umount "$T/v"
+BASE=$("${SN[@]}" ls | tail -n +2 | awk 'NF==2 {print $1}' | head -1)
+"${SN[@]}" view v-base "$BASE" >/dev/null
+m=$("${SN[@]}" mounts "$T/v" v-base)
+case "$m" in *"-t bind"*ro*) ;; *) fail "a one-layer view is a ro bind mount: $m" ;; esac
+"${SN[@]}" rm v-top v-base
+pass "ctr snapshots view/mounts: overlay view read-only, one-layer view a ro bind"
+
+# An active snapshot: write, diff (through containerd's diff service), remove.
+"${SN[@]}" prepare act "$TOP" >/dev/null
+eval "$("${SN[@]}" mounts "$T/v" act)"
+echo new >"$T/v/data/added.txt"
+rm "$T/v/data/a.txt"
+umount "$T/v"
+"${SN[@]}" diff act >"$T/act.tgz" || fail "ctr snapshots diff act"
+expect_eq "ctr snapshots diff: the layer tar" "data/
+data/.wh.a.txt
+data/added.txt" "$(gzip -dc "$T/act.tgz" | tar -t | sort)"
+"${SN[@]}" rm act
+pass "ctr snapshots prepare/mounts/diff/rm"
+
+"${CTR[@]}" images rm --sync "$IMG" >/dev/null
+assert_store_empty_and_clean "after ctr images rm --sync"
+pass "removing the image leaves no snapshot, no layer, no mount and a clean ovl2 check"
+
+# --- the kernel's limit: 500 layers run, 501 fail cleanly --------------------------------------
+python3 "$HERE/mkimage.py" deep "$T/d500.tar" docker.io/ovl2test/deep:500 500
+python3 "$HERE/mkimage.py" deep "$T/d501.tar" docker.io/ovl2test/deep:501 501
+start=$(date +%s)
+"${CTR[@]}" images import --snapshotter ovl2 "$T/d500.tar" >/dev/null
+echo "  (500-layer import: $(($(date +%s) - start)) s)"
+out=$("${CTR[@]}" run --rm --snapshotter ovl2 docker.io/ovl2test/deep:500 deep1 sh -c 'cat /l/1 /l/250 /l/499; ls /l | wc -l')
+expect_eq "500-layer container" "1
+250
+499
+499" "$out"
+pass "a 500-layer image imports and runs"
+"${CTR[@]}" images import --snapshotter ovl2 "$T/d501.tar" >/dev/null
+if out=$("${CTR[@]}" run --rm --snapshotter ovl2 docker.io/ovl2test/deep:501 deep2 true 2>&1); then
+  fail "a 501-layer container ran"
+fi
+case "$out" in *"max depth exceeded"*) ;; *) fail "the 501-layer refusal does not say why: $out" ;; esac
+"${CTR[@]}" containers rm deep2 2>/dev/null || true
+expect_eq "no active snapshot left by the refused run" "" "$("${SN[@]}" ls | tail -n +2 | grep -v Committed || true)"
+expect_eq "mounts after the refused run" "" "$(mounts_of_home)"
+ovl2 check >/dev/null || fail "ovl2 check after the 501 refusal: $(ovl2 check)"
+pass "a 501-layer image fails cleanly: $(echo "$out" | grep -o 'max depth exceeded[^"]*' | head -1)"
+"${CTR[@]}" images rm --sync docker.io/ovl2test/deep:500 docker.io/ovl2test/deep:501 >/dev/null
+assert_store_empty_and_clean "after removing the deep images"
+pass "removing the deep images leaves a clean store"
+
+echo "$PASSED passed, 0 failed"
