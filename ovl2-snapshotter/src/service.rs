@@ -18,7 +18,7 @@ use containerd_snapshots::{tonic, Info, Snapshotter, Usage};
 use ovl2_core::{CreateOpts, Driver, ErrorKind, RemoveOpts};
 
 use crate::filters::{Fields, Filter};
-use crate::index::{Entry, Index, Kind, State, LOWERS_DIR};
+use crate::index::{Entry, Index, Kind, State, LINKS_DIR};
 
 /// containerd's limit on one label's key plus value (`labels.Validate`).
 const MAX_LABEL_SIZE: usize = 4096;
@@ -174,6 +174,21 @@ fn random_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// `n` in base 36 (`0`–`9`, `a`–`z`), the shortest spelling.
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ASCII digits")
+}
+
 fn validate_labels(labels: &BTreeMap<String, String>) -> Result<()> {
     for (k, v) in labels {
         if k.len() + v.len() > MAX_LABEL_SIZE {
@@ -244,61 +259,78 @@ impl Inner {
         }
     }
 
-    fn save(&self) -> Result<()> {
-        self.index.save().map_err(|e| io_err("writing the snapshotter index", e))
+    fn save(&self, key: &str) -> Result<()> {
+        self.index.save(key).map_err(|e| io_err(format!("writing the snapshotter entry of {key:?}"), e))
     }
 
-    /// Layer ids of the parent chain of a snapshot whose parent is `parent`, nearest first.
-    fn chain<'a>(&'a self, mut parent: Option<&'a str>) -> Result<Vec<String>> {
-        let mut ids = Vec::new();
-        while let Some(p) = parent {
-            let e = self
-                .index
-                .snapshots
-                .get(p)
-                .ok_or_else(|| Error::Internal(format!("the snapshotter index names a missing parent {p:?}")))?;
-            ids.push(e.id.clone());
-            parent = e.parent.as_deref();
-        }
-        Ok(ids)
+    fn delete(&self, id: &str) -> Result<()> {
+        self.index.delete(id).map_err(|e| io_err(format!("removing the snapshotter entry of layer {id}"), e))
     }
 
     fn layer_path(&self, id: &str, sub: &str) -> String {
         format!("{}/{id}/{sub}", self.home)
     }
 
-    /// Writes `lowers/<id>/<n>` → `../../../../<layer n>/diff` for each lower, so a mount names
-    /// its lowers as `DIR/0:DIR/1:…`; once containerd shortens a long option string to paths
-    /// relative to their common parent (it does so from 3584 bytes on), that is `0:1:…:499`,
-    /// about 1900 bytes for the kernel's 500 layers on any home. Built under a temp name and
-    /// renamed, so the directory is whole or absent; recovery rebuilds an absent one.
-    fn write_lowers(&self, id: &str, chain: &[String]) -> Result<()> {
-        let dir = self.index.lowers_dir(id);
-        let tmp = self.index.dir.join(LOWERS_DIR).join(format!("{id}.tmp"));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir(&tmp).map_err(|e| io_err(format!("creating {}", tmp.display()), e))?;
-        for (n, lower) in chain.iter().enumerate() {
-            std::os::unix::fs::symlink(format!("../../../../{lower}/diff"), tmp.join(n.to_string()))
-                .map_err(|e| io_err(format!("linking lower {n} of {id}"), e))?;
-        }
-        let _ = fs::remove_dir_all(&dir);
-        fs::rename(&tmp, &dir).map_err(|e| io_err(format!("renaming {} into place", tmp.display()), e))
+    /// The shortest base-36 name no snapshot uses.
+    fn free_short(&self) -> String {
+        let used: HashSet<&str> = self.index.snapshots.values().map(|e| e.short.as_str()).collect();
+        (0u64..).map(base36).find(|n| !used.contains(n.as_str())).expect("an unused name exists")
     }
 
-    fn lowerdir(&self, id: &str, n: usize) -> String {
-        let d = self.index.lowers_dir(id);
-        let d = d.to_str().expect("the home is UTF-8");
-        (0..n).map(|i| format!("{d}/{i}")).collect::<Vec<_>>().join(":")
+    /// Points `l/<short>` at the layer's `diff` (replacing whatever a crash left there). One
+    /// link per snapshot, made once: a mount names its lowers as `L/<short>:L/<short>:…`, and
+    /// once containerd shortens a long option string to paths relative to their common parent
+    /// (it does so from 3584 bytes on), that is at most 4 bytes per layer for the kernel's 500
+    /// (the names in use are the shortest free ones), on any home.
+    fn write_link(&self, short: &str, id: &str) -> Result<()> {
+        let p = self.index.link_path(short);
+        let target = format!("../../../{id}/diff");
+        if fs::read_link(&p).is_ok_and(|t| t.as_os_str() == target.as_str()) {
+            return Ok(());
+        }
+        let tmp = self.index.dir.join(LINKS_DIR).join(format!("{short}.tmp"));
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp).map_err(|e| io_err(format!("linking {}", tmp.display()), e))?;
+        fs::rename(&tmp, &p).map_err(|e| io_err(format!("renaming {} into place", tmp.display()), e))
+    }
+
+    fn remove_link(&self, short: &str) -> Result<()> {
+        let p = self.index.link_path(short);
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(format!("removing {}", p.display()), e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The lowerdir option value for a parent chain (keys, nearest first).
+    fn lowerdir(&self, parent: Option<&str>) -> Result<(String, usize)> {
+        let l = self.index.dir.join(LINKS_DIR);
+        let l = l.to_str().expect("the home is UTF-8");
+        let mut dirs = Vec::new();
+        let mut parent = parent;
+        while let Some(p) = parent {
+            let e = self
+                .index
+                .snapshots
+                .get(p)
+                .ok_or_else(|| Error::Internal(format!("the snapshotter index names a missing parent {p:?}")))?;
+            dirs.push(format!("{l}/{}", e.short));
+            parent = e.parent.as_deref();
+        }
+        Ok((dirs.join(":"), dirs.len()))
     }
 
     /// Finishes what a killed predecessor left: entries still `creating` or `removing` lose
-    /// their layer and their entry; lower-link dirs that no entry owns go; a ready entry's
-    /// missing lower-link dir is rebuilt.
+    /// their layer, link and entry; links that no entry owns go; a ready entry's missing or
+    /// wrong link is rewritten.
     fn recover(&mut self) -> Result<()> {
         let unfinished: Vec<String> =
             self.index.snapshots.iter().filter(|(_, e)| e.state != State::Ready).map(|(k, _)| k.clone()).collect();
         for key in &unfinished {
-            let id = self.index.snapshots[key].id.clone();
+            let (id, short) = {
+                let e = &self.index.snapshots[key];
+                (e.id.clone(), e.short.clone())
+            };
             match self.driver.remove_with(&id, RemoveOpts { force: true, ignore_children: false }) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -307,39 +339,24 @@ impl Inner {
                     continue;
                 }
             }
-            let _ = fs::remove_dir_all(self.index.lowers_dir(&id));
+            self.remove_link(&short)?;
+            self.delete(&id)?;
             self.index.snapshots.remove(key);
         }
-        if !unfinished.is_empty() {
-            self.save()?;
-        }
-        self.sweep_lowers()?;
-        let ready: Vec<(String, Option<String>)> = self
-            .index
-            .snapshots
-            .values()
-            .filter(|e| e.state == State::Ready)
-            .map(|e| (e.id.clone(), e.parent.clone()))
-            .collect();
-        for (id, parent) in ready {
-            let chain = self.chain(parent.as_deref())?;
-            let dir = self.index.lowers_dir(&id);
-            let ok = (0..chain.len()).all(|n| dir.join(n.to_string()).symlink_metadata().is_ok()) && dir.is_dir();
-            if !ok {
-                self.write_lowers(&id, &chain)?;
-            }
+        self.sweep_links()?;
+        for e in self.index.snapshots.values().filter(|e| e.state == State::Ready) {
+            self.write_link(&e.short, &e.id)?;
         }
         Ok(())
     }
 
-    /// Removes lower-link dirs (and temp dirs) that belong to no snapshot.
-    fn sweep_lowers(&self) -> Result<()> {
-        let owned: HashSet<&str> = self.index.snapshots.values().map(|e| e.id.as_str()).collect();
-        let dir = self.index.dir.join(LOWERS_DIR);
+    /// Removes links (and temp links) that belong to no snapshot.
+    fn sweep_links(&self) -> Result<()> {
+        let owned: HashSet<&str> = self.index.snapshots.values().map(|e| e.short.as_str()).collect();
+        let dir = self.index.dir.join(LINKS_DIR);
         for ent in fs::read_dir(&dir).map_err(|e| io_err(format!("listing {}", dir.display()), e))? {
             let ent = ent.map_err(|e| io_err(format!("listing {}", dir.display()), e))?;
-            let name = ent.file_name();
-            if !name.to_str().is_some_and(|n| owned.contains(n)) {
+            if !ent.file_name().to_str().is_some_and(|n| owned.contains(n)) {
                 let p = ent.path();
                 let r = if p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
                     fs::remove_dir_all(&p)
@@ -381,13 +398,14 @@ impl Inner {
                 Some(e.id.clone())
             }
         };
-        let chain = self.chain(parent.as_deref())?;
         let id = random_id();
+        let short = self.free_short();
         let now = SystemTime::now();
         self.index.snapshots.insert(
             key.clone(),
             Entry {
                 id: id.clone(),
+                short: short.clone(),
                 kind,
                 parent,
                 labels,
@@ -397,8 +415,9 @@ impl Inner {
                 state: State::Creating,
             },
         );
-        if let Err(e) = self.save() {
+        if let Err(e) = self.save(&key) {
             self.index.snapshots.remove(&key);
+            let _ = self.index.delete(&id);
             return Err(e);
         }
         let made = match kind {
@@ -406,22 +425,22 @@ impl Inner {
             _ => self.driver.create_rw(&id, parent_id.as_deref(), &CreateOpts::default()),
         }
         .map_err(Error::from)
-        .and_then(|()| self.write_lowers(&id, &chain));
+        .and_then(|()| self.write_link(&short, &id));
         if let Err(e) = made {
             let _ = self.driver.remove_with(&id, RemoveOpts { force: true, ignore_children: false });
-            let _ = fs::remove_dir_all(self.index.lowers_dir(&id));
+            let _ = self.remove_link(&short);
+            self.delete(&id)?;
             self.index.snapshots.remove(&key);
-            self.save()?;
             return Err(e);
         }
         self.index.snapshots.get_mut(&key).expect("just inserted").state = State::Ready;
-        self.save()?;
+        self.save(&key)?;
         self.mounts(&key)
     }
 
     fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
         let e = self.ready(key)?;
-        let chain = self.chain(e.parent.as_deref())?;
+        let (lowerdir, depth) = self.lowerdir(e.parent.as_deref())?;
         let bind = |source: String, rw: &str| Mount {
             r#type: "bind".into(),
             source,
@@ -439,15 +458,18 @@ impl Inner {
                     "snapshot {key:?} is committed; only active snapshots and views have mounts"
                 )))
             }
-            Kind::Active if chain.is_empty() => vec![bind(self.layer_path(&e.id, "diff"), "rw")],
+            Kind::Active if depth == 0 => vec![bind(self.layer_path(&e.id, "diff"), "rw")],
             Kind::Active => vec![overlay(vec![
                 format!("workdir={}", self.layer_path(&e.id, "work")),
                 format!("upperdir={}", self.layer_path(&e.id, "diff")),
-                format!("lowerdir={}", self.lowerdir(&e.id, chain.len())),
+                format!("lowerdir={lowerdir}"),
             ])],
-            Kind::View if chain.is_empty() => vec![bind(self.layer_path(&e.id, "diff"), "ro")],
-            Kind::View if chain.len() == 1 => vec![bind(self.layer_path(&chain[0], "diff"), "ro")],
-            Kind::View => vec![overlay(vec![format!("lowerdir={}", self.lowerdir(&e.id, chain.len()))])],
+            Kind::View if depth == 0 => vec![bind(self.layer_path(&e.id, "diff"), "ro")],
+            Kind::View if depth == 1 => {
+                let p = &self.index.snapshots[e.parent.as_deref().expect("depth 1 has a parent")];
+                vec![bind(self.layer_path(&p.id, "diff"), "ro")]
+            }
+            Kind::View => vec![overlay(vec![format!("lowerdir={lowerdir}")])],
         })
     }
 
@@ -475,7 +497,7 @@ impl Inner {
             ..old.clone()
         };
         self.index.snapshots.insert(name.clone(), new);
-        if let Err(err) = self.save() {
+        if let Err(err) = self.save(&name) {
             self.index.snapshots.remove(&name);
             self.index.snapshots.insert(key, old);
             return Err(err);
@@ -485,7 +507,7 @@ impl Inner {
 
     fn remove(&mut self, key: &str) -> Result<()> {
         let e = self.ready(key)?;
-        let id = e.id.clone();
+        let (id, short) = (e.id.clone(), e.short.clone());
         if let Some((child, _)) = self.index.snapshots.iter().find(|(_, c)| c.parent.as_deref() == Some(key)) {
             return Err(Error::FailedPrecondition(format!(
                 "cannot remove snapshot {key:?}: snapshot {child:?} builds on it"
@@ -500,15 +522,16 @@ impl Inner {
                 return Err(err.into());
             }
         }
-        let _ = fs::remove_dir_all(self.index.lowers_dir(&id));
+        self.remove_link(&short)?;
+        self.delete(&id)?;
         self.index.snapshots.remove(key);
-        self.save()
+        Ok(())
     }
 
     fn set_state(&mut self, key: &str, state: State) -> Result<()> {
         let e = self.index.snapshots.get_mut(key).expect("caller checked the key");
         let old = std::mem::replace(&mut e.state, state);
-        if let Err(err) = self.save() {
+        if let Err(err) = self.save(key) {
             self.index.snapshots.get_mut(key).expect("caller checked the key").state = old;
             return Err(err);
         }
@@ -548,7 +571,7 @@ impl Inner {
         validate_labels(&e.labels)?;
         e.updated = SystemTime::now();
         let old = self.index.snapshots.insert(key.clone(), e.clone()).expect("checked above");
-        if let Err(err) = self.save() {
+        if let Err(err) = self.save(&key) {
             self.index.snapshots.insert(key, old);
             return Err(err);
         }
@@ -606,7 +629,7 @@ impl Snapshotter for Ovl2Snapshotter {
     }
 
     async fn clear(&self) -> Result<()> {
-        self.run(|i| i.sweep_lowers()).await
+        self.run(|i| i.sweep_links()).await
     }
 
     type InfoStream = futures::stream::Iter<std::vec::IntoIter<Result<Info>>>;
