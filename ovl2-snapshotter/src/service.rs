@@ -650,3 +650,95 @@ impl Snapshotter for Ovl2Snapshotter {
         Ok(futures::stream::iter(infos))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn home(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("ovl2-snap-{name}-{}", random_id()));
+        fs::create_dir(&p).unwrap();
+        p
+    }
+
+    fn labels() -> HashMap<String, String> {
+        [("containerd.io/gc.root".to_owned(), "x".to_owned())].into_iter().collect()
+    }
+
+    #[test]
+    fn commit_renames_the_key_and_survives_a_restart() {
+        let h = home("commit");
+        {
+            let s = Ovl2Snapshotter::open(&h).unwrap();
+            let mut i = lock(&s.inner);
+            i.create(Kind::Active, "default/1/a b/c".into(), String::new(), labels()).unwrap();
+            fs::write(h.join(&i.index.snapshots["default/1/a b/c"].id).join("diff/f"), b"x").unwrap();
+            i.commit("default/2/sha256:abc".into(), "default/1/a b/c".into(), labels()).unwrap();
+            let m = i.create(Kind::Active, "default/3/top".into(), "default/2/sha256:abc".into(), labels()).unwrap();
+            assert_eq!(m[0].r#type, "overlay");
+        }
+        let s = Ovl2Snapshotter::open(&h).unwrap();
+        let i = lock(&s.inner);
+        assert!(i.ready("default/1/a b/c").is_err());
+        let c = i.ready("default/2/sha256:abc").unwrap();
+        assert_eq!(c.kind, Kind::Committed);
+        assert!(c.usage.unwrap().1 >= 2, "the diff dir and its file");
+        let m = i.mounts("default/3/top").unwrap();
+        let lower = m[0].options.iter().find_map(|o| o.strip_prefix("lowerdir=")).unwrap();
+        assert_eq!(fs::read(Path::new(lower).join("f")).unwrap(), b"x", "the short link reaches the parent's diff");
+        drop(i);
+        drop(s);
+        fs::remove_dir_all(&h).unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_left_half_made_or_half_removed_is_gone_after_a_restart() {
+        let h = home("recover");
+        let (half_made, half_removed, kept) = {
+            let s = Ovl2Snapshotter::open(&h).unwrap();
+            let mut i = lock(&s.inner);
+            i.create(Kind::Active, "base-tmp".into(), String::new(), labels()).unwrap();
+            i.commit("base".into(), "base-tmp".into(), labels()).unwrap();
+            i.create(Kind::Active, "made".into(), "base".into(), labels()).unwrap();
+            i.create(Kind::View, "removed".into(), "base".into(), labels()).unwrap();
+            // What a SIGKILL leaves between the intent and the end of each step.
+            i.set_state("made", State::Creating).unwrap();
+            i.set_state("removed", State::Removing).unwrap();
+            fs::write(i.index.dir.join(LINKS_DIR).join("zz"), b"").unwrap();
+            let id = |k: &str| i.index.snapshots[k].id.clone();
+            (id("made"), id("removed"), id("base"))
+        };
+        let s = Ovl2Snapshotter::open(&h).unwrap();
+        let i = lock(&s.inner);
+        assert_eq!(i.index.snapshots.keys().collect::<Vec<_>>(), ["base"]);
+        assert!(!h.join(&half_made).exists() && !h.join(&half_removed).exists());
+        assert!(h.join(&kept).join("diff").is_dir());
+        let links: Vec<_> =
+            fs::read_dir(i.index.dir.join(LINKS_DIR)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(links, [std::ffi::OsString::from(&i.index.snapshots["base"].short)]);
+        assert!(i.driver.check().unwrap().is_empty(), "ovl2 check is clean: {:?}", i.driver.check());
+        drop(i);
+        drop(s);
+        fs::remove_dir_all(&h).unwrap();
+    }
+
+    #[test]
+    fn a_second_service_on_the_same_home_is_refused() {
+        let h = home("lock");
+        let s = Ovl2Snapshotter::open(&h).unwrap();
+        match Ovl2Snapshotter::open(&h) {
+            Err(Error::FailedPrecondition(m)) => assert!(m.contains("already serves"), "{m}"),
+            other => panic!("expected a refusal, got {:?}", other.err()),
+        }
+        drop(s);
+        fs::remove_dir_all(&h).unwrap();
+    }
+
+    #[test]
+    fn short_names_are_the_shortest_free_base36_numbers() {
+        assert_eq!(base36(0), "0");
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+        assert_eq!(base36(499), "dv");
+    }
+}
