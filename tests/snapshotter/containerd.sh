@@ -8,7 +8,25 @@ T="$(mktemp -d /tmp/ovl2-containerd.XXXXXX)"
 export T
 . "$HERE/containerd-env.sh"
 SN=("${CTR[@]}" snapshots --snapshotter ovl2)
-trap 'rc=$?; stop_all; if [ $rc -ne 0 ]; then echo "--- snapshotter log"; tail -30 "$T/snapshotter.log"; echo "--- containerd log"; grep -iE "error|fail" "$T/containerd.log" | tail -30; fi; umount -R "$T" 2>/dev/null || true; rm -rf "$T"; exit $rc' EXIT
+cleanup() {
+  local rc=$?
+  if [ -n "${CTRD_PID:-}" ]; then # no container may outlive the test
+    for t in $("${CTR[@]}" tasks ls -q 2>/dev/null); do "${CTR[@]}" tasks kill -s SIGKILL "$t" 2>/dev/null; done
+    sleep 0.5
+    for t in $("${CTR[@]}" tasks ls -q 2>/dev/null); do "${CTR[@]}" tasks delete -f "$t" >/dev/null 2>&1; done
+  fi
+  stop_all
+  # A shim whose task could not be deleted: only this test's, found by its unique socket path.
+  for p in $(pgrep -f -- "-address $T/containerd.sock" || true); do kill -9 "$p" 2>/dev/null || true; done
+  if [ $rc -ne 0 ]; then
+    echo "--- snapshotter log"; tail -30 "$T/snapshotter.log"
+    echo "--- containerd log"; grep -iE "error|fail" "$T/containerd.log" | tail -30
+  fi
+  awk -v t="$T" 'index($5, t) == 1 {print $5}' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l
+  rm -rf "$T"
+  exit $rc
+}
+trap cleanup EXIT
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "ok - $*"; PASSED=$((PASSED + 1)); }
@@ -63,6 +81,16 @@ for _ in $(seq 100); do [ "$(layer_count)" = 4 ] && break; sleep 0.1; done
 expect_eq "ovl2 layers after import and run" 4 "$(layer_count)"
 ovl2 check >/dev/null || fail "ovl2 check after import: $(ovl2 check)"
 pass "ctr snapshots ls: 4 committed snapshots, 4 ovl2 layers, ovl2 check clean"
+
+# While a container runs, its active snapshot is a read-write ovl2 layer that ovl2 check accepts.
+"${CTR[@]}" run -d --snapshotter ovl2 "$IMG" bg sleep 600 >/dev/null
+ovl2 check >/dev/null || fail "ovl2 check while a container runs: $(ovl2 check)"
+expect_eq "ovl2 layers while a container runs" 5 "$(ovl2 ls --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
+"${CTR[@]}" tasks kill -s SIGKILL bg
+for _ in $(seq 100); do "${CTR[@]}" tasks ls | grep -q "bg .*STOPPED" && break; sleep 0.1; done
+"${CTR[@]}" tasks delete bg >/dev/null
+"${CTR[@]}" containers rm bg
+pass "a running container's rootfs is an ovl2 read-write layer; ovl2 check is clean meanwhile"
 
 TOP=$("${SN[@]}" ls | tail -n +2 | awk '{print $1" "$2}' | python3 -c '
 import sys

@@ -15,7 +15,7 @@ import sys
 import tarfile
 
 BUSYBOX = "/bin/busybox"
-APPLETS = ["sh", "cat", "ls", "find", "stat", "wc", "test", "echo", "sort", "head", "id", "readlink", "true"]
+APPLETS = ["sh", "cat", "ls", "find", "stat", "wc", "test", "echo", "sort", "head", "id", "readlink", "true", "sleep"]
 
 
 def entry(tf, name, kind="file", data=b"", mode=0o644, uid=0, gid=0, target=""):
