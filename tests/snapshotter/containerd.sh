@@ -123,6 +123,24 @@ case "$m" in *"-t bind"*ro*) ;; *) fail "a one-layer view is a ro bind mount: $m
 "${SN[@]}" rm v-top v-base
 pass "ctr snapshots view/mounts: overlay view read-only, one-layer view a ro bind"
 
+# The store stays in Docker's format: mount the top layer exactly as Docker's overlay2 driver does
+# (from the home, lowerdir = the layer's `lower` file, relative l/ names).
+TOP_ID=$(python3 -c '
+import json, os, sys
+d = sys.argv[1] + "/.ovl2/snapshotter/snapshots"
+for f in os.listdir(d):
+    e = json.load(open(os.path.join(d, f)))
+    if e["key"].endswith("/" + sys.argv[2]):
+        print(e["id"])' "$H" "$TOP")
+[ -n "$TOP_ID" ] || fail "no layer for snapshot $TOP"
+mkdir "$T/docker-upper" "$T/docker-work" "$T/docker-m"
+(cd "$H" && mount -t overlay overlay -o "lowerdir=$(cat "$TOP_ID/link" | sed 's|^|l/|'):$(cat "$TOP_ID/lower"),upperdir=$T/docker-upper,workdir=$T/docker-work" "$T/docker-m")
+expect_eq "Docker-style mount of the store" "hello from layer 2
+new.txt
+2000" "$(cat "$T/docker-m/data/a.txt"; ls "$T/docker-m/old"; ls "$T/docker-m/many" | wc -l)"
+umount "$T/docker-m"
+pass "the layers mount as Docker's overlay2 driver mounts them (relative l/ lowerdirs from the home)"
+
 # An active snapshot: write, diff (through containerd's diff service), remove.
 "${SN[@]}" prepare act "$TOP" >/dev/null
 eval "$("${SN[@]}" mounts "$T/v" act)"
