@@ -96,3 +96,25 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_stale_socket_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("ovl2-snap-sock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("s.sock");
+        let live = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        assert!(clear_stale_socket(&p).unwrap_err().contains("in use"));
+        drop(live); // the file stays, as after a SIGKILL
+        assert!(p.exists());
+        clear_stale_socket(&p).unwrap();
+        assert!(!p.exists());
+        std::fs::write(&p, b"").unwrap();
+        assert!(clear_stale_socket(&p).unwrap_err().contains("not a socket"));
+        assert!(p.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
