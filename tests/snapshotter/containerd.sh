@@ -168,7 +168,8 @@ for round in 1 2 3 4 5 6; do
   "${CTR[@]}" images import --snapshotter ovl2 "$T/basic.tar" >/dev/null 2>&1 &
   imp=$!
   sleep "$((RANDOM % 2)).$((RANDOM % 10))"
-  if [ $((round % 2)) = 1 ]; then
+  # The service first: a killed containerd can leave records that rounds after it would trip on.
+  if [ "$round" -le 3 ]; then
     victim=ovl2-snapshotter; kill -9 "$SNAP_PID"; wait "$SNAP_PID" 2>/dev/null || true
     wait "$imp" || true
     ovl2 check >/dev/null || fail "round $round: ovl2 check after SIGKILL of the service: $(ovl2 check)"
