@@ -777,6 +777,10 @@ impl Extractor<'_> {
             AtFlags::SYMLINK_NOFOLLOW,
         )
         .map_err(|e| chown_err(at, "setting the whiteout's owner", meta, self.userns, e))?;
+        // The header's times, so exporting the applied layer gives back the same bytes (and
+        // digest). Docker leaves them at the time of the apply; nothing reads them but export.
+        rfs::utimensat(parent, &cname, &meta.times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| sys(at, "setting the whiteout's times", e))?;
         self.stats.whiteouts += 1;
         Ok(())
     }
