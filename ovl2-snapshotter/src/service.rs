@@ -93,7 +93,12 @@ impl Ovl2Snapshotter {
     /// Opens (creating when needed) the store at `home` and the snapshotter index in it, and
     /// finishes or rolls back whatever a killed predecessor left half done.
     pub fn open(home: &Path) -> Result<Ovl2Snapshotter> {
-        let driver = Driver::open(home, ovl2_core::Options::default())?;
+        Self::open_with(home, ovl2_core::Options::default())
+    }
+
+    /// As [`Ovl2Snapshotter::open`], with the store's options (tests skip fsync with them).
+    fn open_with(home: &Path, options: ovl2_core::Options) -> Result<Ovl2Snapshotter> {
+        let driver = Driver::open(home, options)?;
         let home = fs::canonicalize(driver.home()).map_err(|e| io_err(format!("resolving {}", home.display()), e))?;
         let home_str = home
             .to_str()
@@ -459,9 +464,13 @@ impl Inner {
                 )))
             }
             Kind::Active if depth == 0 => vec![bind(self.layer_path(&e.id, "diff"), "rw")],
+            // The upperdir goes through the snapshot's own short link, beside its lowerdirs:
+            // containerd 2.x mounts an active snapshot read-only (to read the rootfs' /etc/group)
+            // by moving the upperdir to the top of the lowerdirs, and its trimming to their
+            // common parent keeps 500 layers within a page only if that parent is `l/`.
             Kind::Active => vec![overlay(vec![
                 format!("workdir={}", self.layer_path(&e.id, "work")),
-                format!("upperdir={}", self.layer_path(&e.id, "diff")),
+                format!("upperdir={}", self.index.link_path(&e.short).to_str().expect("the home is UTF-8")),
                 format!("lowerdir={lowerdir}"),
             ])],
             Kind::View if depth == 0 => vec![bind(self.layer_path(&e.id, "diff"), "ro")],
@@ -717,6 +726,64 @@ mod tests {
             fs::read_dir(i.index.dir.join(LINKS_DIR)).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(links, [std::ffi::OsString::from(&i.index.snapshots["base"].short)]);
         assert!(i.driver.check().unwrap().is_empty(), "ovl2 check is clean: {:?}", i.driver.check());
+        drop(i);
+        drop(s);
+        fs::remove_dir_all(&h).unwrap();
+    }
+
+    /// The mount data containerd (1.6 and 2.x, `core/mount/mount_linux.go`) passes to mount(2)
+    /// for these overlay options; `readonly` first applies its `readonlyOverlay` (the upperdir
+    /// becomes the top lowerdir), as 2.x's `ctr run` does to read the rootfs' /etc/group.
+    fn containerd_mount_data(options: &[String], readonly: bool) -> String {
+        let mut opts: Vec<String> = options.iter().filter(|o| *o != "rw" && *o != "ro").cloned().collect();
+        if readonly {
+            let upper = opts.iter().find_map(|o| o.strip_prefix("upperdir=")).map(str::to_owned);
+            opts.retain(|o| !o.starts_with("upperdir=") && !o.starts_with("workdir="));
+            if let Some(u) = upper {
+                for o in opts.iter_mut().filter(|o| o.starts_with("lowerdir=")) {
+                    *o = format!("lowerdir={u}:{}", &o["lowerdir=".len()..]);
+                }
+            }
+        }
+        // compactLowerdirOption, used once the options reach a page less 512 bytes: lowerdirs
+        // become relative to the parent of their longest common prefix.
+        if opts.iter().map(String::len).sum::<usize>() >= 4096 - 512 {
+            let i = opts.iter().position(|o| o.starts_with("lowerdir=")).unwrap();
+            let lower = opts[i]["lowerdir=".len()..].to_owned();
+            let dirs: Vec<&str> = lower.split(':').collect();
+            let (min, max) = (dirs.iter().min().unwrap(), dirs.iter().max().unwrap());
+            let lcp = min.bytes().zip(max.bytes()).take_while(|(a, b)| a == b).count();
+            let common = Path::new(&min[..lcp]).parent().unwrap().to_str().unwrap().to_owned() + "/";
+            if common != "//" && dirs.iter().all(|d| d.len() > common.len()) {
+                let rel: Vec<&str> = dirs.iter().map(|d| &d[common.len()..]).collect();
+                opts.remove(i);
+                opts.push(format!("lowerdir={}", rel.join(":")));
+            }
+        }
+        opts.join(",")
+    }
+
+    #[test]
+    fn a_500_layer_active_snapshot_mounts_read_only_within_a_page_as_containerd_2_mounts_it() {
+        // containerd 2.x's `ctr run` mounts the new container's snapshot read-only to read its
+        // /etc/group: the upperdir joins the lowerdirs, and only a common parent shared by all
+        // of them keeps containerd's trimming under mount(2)'s one page at 500 layers.
+        let h = home("deep-ro");
+        // Without fsync: 1,000 steps, and no crash to survive here.
+        let s = Ovl2Snapshotter::open_with(&h, ovl2_core::Options { sync: false, ..Default::default() }).unwrap();
+        let mut i = lock(&s.inner);
+        let mut parent = String::new();
+        for n in 0..500 {
+            i.create(Kind::Active, format!("tmp{n}"), parent.clone(), labels()).unwrap();
+            i.commit(format!("l{n}"), format!("tmp{n}"), labels()).unwrap();
+            parent = format!("l{n}");
+        }
+        let m = i.create(Kind::Active, "ctr".into(), parent, labels()).unwrap();
+        assert_eq!(m[0].r#type, "overlay");
+        for readonly in [false, true] {
+            let data = containerd_mount_data(&m[0].options, readonly);
+            assert!(data.len() <= 4096, "readonly={readonly}: {} bytes of mount data: {data}", data.len());
+        }
         drop(i);
         drop(s);
         fs::remove_dir_all(&h).unwrap();
