@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole ovl2 test suite: Rust unit and integration tests (real overlay mounts,
 # SIGKILL crash loops, multi-process runs), the CLI, interop with Docker's own overlay2
-# driver, ovl2 as a containerd snapshotter (conformance suite and a real containerd), the C ABI (under valgrind), the Go package and the Python module. Run as root: mount tests fail, not skip, when CI=true or OVL2_REQUIRE_MOUNT=1.
+# driver, ovl2 as a containerd snapshotter (conformance suites and real containerd 1.6 and 2.x daemons), the C ABI (under valgrind), the Go package and the Python module. Run as root: mount tests fail, not skip, when CI=true or OVL2_REQUIRE_MOUNT=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -28,6 +28,9 @@ OVL2_BIN="$PWD/target/debug/ovl2" tests/docker-interop/run.sh
 
 section "containerd: ovl2-snapshotter under containerd's conformance suite and a real containerd"
 scripts/test-snapshotter.sh
+
+section "containerd 2.x (built from the Go module proxy): conformance suite and a real containerd 2.x"
+scripts/test-containerd2.sh
 
 section "C ABI and Go: header freshness, exported symbols, C tests under valgrind, go vet/test"
 scripts/test-c-go.sh

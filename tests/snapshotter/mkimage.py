@@ -5,6 +5,11 @@
                                      (whiteout) and replacing a directory (opaque); a layer of 2,000
                                      files owned by 1234:5678 with mode 0640.
     mkimage.py deep OUT.tar NAME N   busybox rootfs plus N-1 layers, layer i adding /l/i: N layers.
+    mkimage.py edge OUT.tar NAME     the layer shapes containerd's unpack into an upperdir meets
+                                     beyond basic's: a whiteout of a directory, whiteouts and an
+                                     opaque dir owned by another user, entries whose parent dir is
+                                     only in a lower layer (attributes and xattrs come from there),
+                                     a hard link within a layer, a file replacing a directory.
 """
 
 import hashlib
@@ -18,12 +23,17 @@ BUSYBOX = "/bin/busybox"
 APPLETS = ["sh", "cat", "ls", "find", "stat", "wc", "test", "echo", "sort", "head", "id", "readlink", "true", "sleep"]
 
 
-def entry(tf, name, kind="file", data=b"", mode=0o644, uid=0, gid=0, target=""):
+def entry(tf, name, kind="file", data=b"", mode=0o644, uid=0, gid=0, target="", xattrs=None):
     ti = tarfile.TarInfo(name)
     ti.uid, ti.gid, ti.mode, ti.mtime = uid, gid, mode, 1700000000
+    if xattrs:
+        ti.pax_headers = {"SCHILY.xattr." + k: v for k, v in xattrs.items()}
     if kind == "dir":
         ti.type = tarfile.DIRTYPE
         ti.mode = mode if mode != 0o644 else 0o755
+        tf.addfile(ti)
+    elif kind == "hardlink":
+        ti.type, ti.linkname = tarfile.LNKTYPE, target
         tf.addfile(ti)
     elif kind == "symlink":
         ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, target, 0o777
@@ -73,6 +83,30 @@ def many(tf):
         entry(tf, "many/f%04d" % i, data=b"%d\n" % i, mode=0o640, uid=1234, gid=5678)
 
 
+def edge_lower(tf):
+    entry(tf, "keep", "dir", mode=0o710, uid=42, gid=43, xattrs={"user.ovl2test": "kept"})
+    entry(tf, "keep/a", data=b"a\n")
+    entry(tf, "gone", "dir")
+    entry(tf, "gone/sub", "dir")
+    entry(tf, "gone/sub/f", data=b"f\n")
+    entry(tf, "swap", "dir")
+    entry(tf, "swap/f", data=b"f\n")
+    entry(tf, "op", "dir", uid=7, gid=7)
+    entry(tf, "op/old", data=b"old\n")
+
+
+def edge_upper(tf):
+    # No entry for keep/: containerd makes it in the upperdir with the lower layer's attributes.
+    entry(tf, "keep/b", data=b"b\n")
+    entry(tf, "keep/.wh.a", uid=1000, gid=1000)
+    entry(tf, ".wh.gone")
+    entry(tf, ".wh.swap")
+    entry(tf, "swap", data=b"now a file\n")
+    entry(tf, "op/.wh..wh..opq", uid=7, gid=7)
+    entry(tf, "op/new", data=b"new\n")
+    entry(tf, "op/link", "hardlink", target="op/new")
+
+
 def blob(blobs, data):
     d = hashlib.sha256(data).hexdigest()
     blobs["sha256:" + d] = data
@@ -112,6 +146,8 @@ def main():
     kind, out, name = sys.argv[1:4]
     if kind == "basic":
         write_image(out, name, [layer(base), layer(adds), layer(deletes), layer(many)])
+    elif kind == "edge":
+        write_image(out, name, [layer(base), layer(edge_lower), layer(edge_upper)])
     elif kind == "deep":
         n = int(sys.argv[4])
         layers = [layer(base)]
