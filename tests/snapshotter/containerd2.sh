@@ -86,6 +86,20 @@ case "$("${SN[@]}" mounts "$T/v" v-base)" in *"-t bind"*ro*) ;; *) fail "a one-l
 "${SN[@]}" rm v-top v-base
 pass "ctr snapshots view/mounts: overlay view read-only, one-layer view a ro bind"
 
+# An active snapshot: write through its mount, then 2.x's walking differ mounts it read-only
+# (its upperdir, a short link, on top of the lowerdirs) to make the layer tar.
+"${SN[@]}" prepare act "$TOP" >/dev/null && keep act
+eval "$("${SN[@]}" mounts "$T/v" act)"
+echo new >"$T/v/data/added.txt"
+rm "$T/v/data/a.txt"
+umount "$T/v"
+"${SN[@]}" diff act >"$T/act.tgz" || fail "ctr snapshots diff act"
+expect_eq "ctr snapshots diff: the layer tar" "data/
+data/.wh.a.txt
+data/added.txt" "$(gzip -dc "$T/act.tgz" | tar -t | sort)"
+"${SN[@]}" rm act
+pass "ctr snapshots prepare/mounts/diff/rm (2.x's differ mounts the active snapshot read-only)"
+
 # The layer shapes beyond basic's, imported client-side (--local, the way nerdctl unpacks): a
 # whiteout of a dir, whiteouts owned by another user, parents only in a lower layer (containerd
 # makes them in the upperdir with the lower one's attributes and xattrs), a hard link, a file
