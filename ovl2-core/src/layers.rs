@@ -70,18 +70,40 @@ impl Metadata {
     }
 }
 
+/// What [`Store::create_noting`] calls with a staged layer's short id.
+pub(crate) type ShortIdNote<'a> = dyn FnMut(&str) -> Result<()> + 'a;
+
 impl Store {
     /// The work of [`Driver::create`](crate::Driver::create).
     pub(crate) fn create(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
-        self.create_layer(id, parent, opts)
+        self.create_layer(id, parent, opts, None)
+    }
+
+    /// [`Store::create`] that tells `note` the layer's new short id once the layer is staged
+    /// and before it is published, so a multi-layer change can record it first (see
+    /// `archive/import.rs`); a `note` that fails fails the create, leaving nothing behind.
+    pub(crate) fn create_noting(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        opts: &CreateOpts,
+        note: &mut ShortIdNote<'_>,
+    ) -> Result<()> {
+        self.create_layer(id, parent, opts, Some(note))
     }
 
     /// The work of [`Driver::create_rw`](crate::Driver::create_rw).
     pub(crate) fn create_rw(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
-        self.create_layer(id, parent, opts)
+        self.create_layer(id, parent, opts, None)
     }
 
-    fn create_layer(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
+    fn create_layer(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        opts: &CreateOpts,
+        note: Option<&mut ShortIdNote<'_>>,
+    ) -> Result<()> {
         id::validate(id)?;
         if let Some(p) = parent {
             id::validate(p)?;
@@ -101,6 +123,13 @@ impl Store {
         self.check_depth(id, &chain)?;
 
         let (staged, short_link) = self.stage_layer(id, &chain, &lock)?;
+        if let Some(note) = note {
+            if let Err(e) = note(short_link.to_str().unwrap_or_default()) {
+                drop(staged);
+                let _ = rfs::unlinkat(&self.links_fd, &short_link, AtFlags::empty());
+                return Err(e);
+            }
+        }
         let cid = cstr(id).expect("validated id has no NUL");
         let staging = self.staging("creating a layer")?;
         // A failed publish deletes the staged tree; the l/ link goes too.

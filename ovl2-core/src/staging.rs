@@ -6,8 +6,9 @@
 //! - A [`WorkEntry`] is `.ovl2/staging/<kind>-<random>`: a layer being built (`new-`), a
 //!   tar being applied (`apply-`), or a removed layer being deleted (`rm-`). Its owner holds
 //!   an exclusive flock on it for as long as it works; dropping it deletes what is left.
-//! - A [`PendingRecord`] is `.ovl2/pending/<container>`: a multi-layer change (a container's
-//!   pair) that a dead owner's successor must finish rolling back, flocked the same way.
+//! - A [`PendingRecord`] is `.ovl2/pending/<name>`: a multi-layer change (a container's
+//!   pair, or an image chain being imported) that a dead owner's successor must finish
+//!   rolling back, flocked the same way.
 //! - [`sweep`] is what open's repair and `check` run: an entry or record whose flock can be
 //!   taken has no living owner and is a leftover.
 //!
@@ -134,14 +135,23 @@ impl Drop for WorkEntry<'_> {
     }
 }
 
-/// A container being created or removed: `.ovl2/pending/<ctr>`, flocked while its owner
-/// lives, holding the image top's id and whether the top was already committed. Dropping it
-/// removes it (the pair is complete, or fully rolled back).
+/// A change of several layers in progress, flocked while its owner lives: a container being
+/// created or removed (`.ovl2/pending/<ctr>`, holding the image top's id and whether the top
+/// was already committed), or an image chain being imported (`.ovl2/pending/.import-<random>`,
+/// holding what `archive/import.rs` needs to roll it back). Dropping it removes it (the
+/// change is complete, or fully rolled back).
 pub(crate) struct PendingRecord<'s> {
     store: &'s Store,
     name: CString,
-    _fd: OwnedFd,
+    fd: OwnedFd,
+    /// Bytes written so far: where the next [`PendingRecord::append`] goes.
+    len: u64,
+    /// Left on disk when dropped, for the sweep to finish (see [`PendingRecord::keep`]).
+    kept: bool,
 }
+
+/// The name prefix of an import's pending record (see [`PendingRecord::begin_import`]).
+pub(crate) const IMPORT_RECORD_PREFIX: &str = ".import-";
 
 impl<'s> PendingRecord<'s> {
     /// Writes and flocks the record for container `ctr`. Busy when another process holds it.
@@ -151,40 +161,77 @@ impl<'s> PendingRecord<'s> {
         image_top: &str,
         top_was_committed: bool,
     ) -> Result<PendingRecord<'s>> {
-        d.writable("recording a container change")?;
+        let content = format!("{image_top}\n{}\n", if top_was_committed { "committed" } else { "uncommitted" });
+        let name = cstr(ctr).expect("validated");
+        let shown = format!("the pending record of container {ctr:?}");
+        PendingRecord::begin_named(d, name, &shown, "another process is creating this container", content.as_bytes())
+    }
+
+    /// Writes and flocks a record of an import in progress, `.ovl2/pending/.import-<random>`
+    /// (a name no container id can have, as ids never start with '.'), holding `content`; the
+    /// import [appends](PendingRecord::append) to it as it goes.
+    pub(crate) fn begin_import(d: &'s Store, content: &[u8]) -> Result<PendingRecord<'s>> {
+        let name = cstr(&format!("{IMPORT_RECORD_PREFIX}{}", fsutil::random_hex(12))).expect("ascii");
+        PendingRecord::begin_named(d, name, "the pending record of an import", "a random name was taken", content)
+    }
+
+    fn begin_named(d: &'s Store, name: CString, shown: &str, busy: &str, content: &[u8]) -> Result<PendingRecord<'s>> {
+        d.writable("recording a change of several layers")?;
         // Under the store lock (shared), so the sweep cannot take it for a leftover before it
         // is flocked.
         let _store = d.lock(false)?;
         let dir = d.pending_dir()?.ok_or_else(|| Error::io("opening .ovl2/pending", Errno::NOENT))?;
-        let name = cstr(ctr).expect("validated");
         let fd = rustix::fs::openat(
             &dir,
             &name,
             OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
-        .map_err(|e| Error::io(format!("creating the pending record of container {ctr:?}"), e))?;
+        .map_err(|e| Error::io(format!("creating {shown}"), e))?;
         if !fsutil::flock(&fd, true, true).map_err(|e| Error::io("locking a pending record", e))? {
-            return Err(Error::Busy {
-                id: ctr.to_owned(),
-                reason: "another process is creating this container".into(),
-            });
+            return Err(Error::Busy { id: fsutil::os(&name).to_string_lossy().into_owned(), reason: busy.into() });
         }
-        let content = format!("{image_top}\n{}\n", if top_was_committed { "committed" } else { "uncommitted" });
-        rustix::fs::ftruncate(&fd, 0)
-            .and_then(|()| rustix::io::write(&fd, content.as_bytes()).map(|_| ()))
-            .map_err(|e| Error::io(format!("writing the pending record of container {ctr:?}"), e))?;
+        let mut rec = PendingRecord { store: d, name, fd, len: 0, kept: false };
+        rustix::fs::ftruncate(&rec.fd, 0).map_err(|e| Error::io(format!("writing {shown}"), e))?;
+        rec.append(content).ctx(|| format!("writing {shown}"))?;
         if d.opts.sync {
-            rustix::fs::fsync(&fd)
-                .and_then(|()| rustix::fs::fsync(&dir))
-                .map_err(|e| Error::io("syncing a pending record", e))?;
+            rustix::fs::fsync(&dir).map_err(|e| Error::io("syncing .ovl2/pending", e))?;
         }
-        Ok(PendingRecord { store: d, name, _fd: fd })
+        Ok(rec)
+    }
+
+    /// Adds `content` at the record's end (synced when the store syncs), so that what it
+    /// held before stays intact if the process dies mid-write: a reader ignores a torn tail.
+    pub(crate) fn append(&mut self, content: &[u8]) -> std::io::Result<()> {
+        let mut done = 0;
+        while done < content.len() {
+            match rustix::io::pwrite(&self.fd, &content[done..], self.len + done as u64) {
+                Ok(n) => done += n,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.len += done as u64;
+        if self.store.opts.sync {
+            rustix::fs::fsync(&self.fd)?;
+        }
+        Ok(())
+    }
+}
+
+impl PendingRecord<'_> {
+    /// Releases the record but leaves it on disk: a change whose rollback failed half way is
+    /// then finished by the next sweep, as if this process had died.
+    pub(crate) fn keep(mut self) {
+        self.kept = true;
     }
 }
 
 impl Drop for PendingRecord<'_> {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         if let Ok(Some(dir)) = self.store.pending_dir() {
             let _ = rustix::fs::unlinkat(&dir, &self.name, AtFlags::empty());
         }
@@ -284,6 +331,14 @@ fn remove_leftover(staging: &OwnedFd, name: &CStr) -> Result<Option<Leftover>> {
     }
 }
 
+/// Deletes a finished record.
+pub(crate) fn remove_record(dir: &OwnedFd, name: &CStr) -> Result<()> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(Error::io(format!("removing .ovl2/pending/{}", fsutil::os(name).to_string_lossy()), e)),
+    }
+}
+
 fn sweep_pending(d: &Store, fix: bool, found: &mut Vec<Leftover>) -> Result<()> {
     let Some(dir) = d.pending_dir()? else { return Ok(()) };
     for ent in fsutil::list_dir(&dir).ctx(|| "listing .ovl2/pending".into())? {
@@ -319,6 +374,19 @@ fn sweep_pending(d: &Store, fix: bool, found: &mut Vec<Leftover>) -> Result<()> 
         let fd = fd.expect("regular file is open");
         // Its creator holds the lock while it works.
         if !fsutil::flock(&fd, true, true).ctx(|| "locking a pending record".into())? {
+            continue;
+        }
+        if ctr.starts_with(IMPORT_RECORD_PREFIX) {
+            let record =
+                fsutil::read_small(&dir, &ent.name).ctx(|| format!("reading .ovl2/pending/{ctr}"))?.unwrap_or_default();
+            if fix {
+                d.finish_pending_import(&record)?;
+                remove_record(&dir, &ent.name)?;
+            }
+            found.push(stale(format!(
+                ".ovl2/pending/{ctr}: {}",
+                crate::archive::import::describe_pending_import(&record)
+            )));
             continue;
         }
         if id::validate(&ctr).is_err() {

@@ -11,7 +11,7 @@ mod changes;
 mod export;
 mod fsx;
 mod gotar;
-mod import;
+pub(crate) mod import;
 mod input;
 mod naive;
 mod naive_unpack;
