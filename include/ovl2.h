@@ -33,17 +33,19 @@
  * frees it (ovl2_close, ovl2_error_free, ovl2_string_free, ovl2_metadata_free,
  * ovl2_kv_list_free, ovl2_layer_list_free, ovl2_problem_list_free, ovl2_mount_list_free,
  * ovl2_repair_report_free, ovl2_apply_stats_free, ovl2_diff_stats_free,
- * ovl2_change_list_free). Strings inside returned structs belong to the struct. Static
- * strings (ovl2_version, ovl2_status_name, ovl2_problem_kind_name) are never freed.
- * Out-pointers are set to NULL/false/0 when a call fails.
+ * ovl2_change_list_free, ovl2_import_list_free, ovl2_id_list_free). Strings inside
+ * returned structs belong to the struct. Static strings (ovl2_version, ovl2_status_name,
+ * ovl2_problem_kind_name) are never freed. Out-pointers are set to NULL/false/0 when a
+ * call fails.
  *
  * Threads. A driver handle may be used from many threads at once; only ovl2_close must
  * not race with other calls on the same handle. Several processes may open one store.
  *
- * Extensible structs. ovl2_options, ovl2_create_opts, ovl2_mount_opts, ovl2_apply_opts and
- * ovl2_diff_opts start with a `size` field: fill them with their *_init function, then
- * change fields. Their flags are uint8_t, read as C reads a condition (0 false, any other
- * value true), so no byte a caller stores is undefined behaviour on the library's side.
+ * Extensible structs. ovl2_options, ovl2_create_opts, ovl2_mount_opts, ovl2_apply_opts,
+ * ovl2_diff_opts and ovl2_import_opts start with a `size` field: fill them with their
+ * *_init function, then change fields. Their flags are uint8_t, read as C reads a
+ * condition (0 false, any other value true), so no byte a caller stores is undefined
+ * behaviour on the library's side.
  * (Earlier headers declared them bool: same size and offsets, and `opts.sync = true;`
  * still compiles, so callers built against either header work with this library.)
  */
@@ -293,6 +295,33 @@ typedef struct ovl2_change_list {
   size_t len;
 } ovl2_change_list;
 
+// Options for `ovl2_import_chain`. Fill it with `ovl2_import_opts_init`, then set fields.
+typedef struct ovl2_import_opts {
+  // `sizeof(ovl2_import_opts)`, set by `ovl2_import_opts_init`.
+  size_t size;
+  // Flag (0 or 1): use `sync` below instead of the store's `sync` option for each apply.
+  uint8_t set_sync;
+  // Flag: flush each layer's data to disk (one syncfs) before it counts as complete.
+  uint8_t sync;
+} ovl2_import_opts;
+
+// One layer `ovl2_import_chain` made: its id and what applying its tar did.
+typedef struct ovl2_import_layer {
+  // The layer's id (`<top>-1`, ..., `<top>`, base first).
+  const char *id;
+  // What `ovl2_apply_diff` would have reported for it. Owned by the list item.
+  struct ovl2_apply_stats stats;
+} ovl2_import_layer;
+
+// An array the library allocated: `items` points to `len` values, and is NULL when `len`
+// is 0. Strings inside the items belong to the list.
+typedef struct ovl2_import_list {
+  // The items, `len` of them.
+  const struct ovl2_import_layer *items;
+  // How many items.
+  size_t len;
+} ovl2_import_list;
+
 // One init entry, by absolute path inside the container. Borrowed for the call only.
 typedef struct ovl2_init_entry {
   // Absolute path inside the container, e.g. "/run/secrets".
@@ -374,6 +403,21 @@ typedef struct ovl2_create_opts {
   const char *const *storage_opt;
 } ovl2_create_opts;
 
+// One removed layer's id, an item of the list `ovl2_remove_tree_with` returns.
+typedef struct ovl2_id {
+  // The layer's id.
+  const char *id;
+} ovl2_id;
+
+// An array the library allocated: `items` points to `len` values, and is NULL when `len`
+// is 0. Strings inside the items belong to the list.
+typedef struct ovl2_id_list {
+  // The items, `len` of them.
+  const struct ovl2_id *items;
+  // How many items.
+  size_t len;
+} ovl2_id_list;
+
 // Options for `ovl2_get_with`. Fill it with `ovl2_mount_opts_init`, then set fields.
 typedef struct ovl2_mount_opts {
   // `sizeof(ovl2_mount_opts)`, set by `ovl2_mount_opts_init`.
@@ -450,6 +494,14 @@ typedef struct ovl2_kv_list {
   // How many items.
   size_t len;
 } ovl2_kv_list;
+
+// What one layer's own files occupy on disk, as `ovl2_usage` reports it.
+typedef struct ovl2_layer_usage {
+  // Bytes allocated (`st_blocks` × 512, as `du` counts), every inode once.
+  uint64_t bytes;
+  // Distinct inodes: hardlinks count once, the layer's `diff` directory counts.
+  uint64_t inodes;
+} ovl2_layer_usage;
 
 // One layer as `ovl2_layers` reports it.
 typedef struct ovl2_layer {
@@ -616,6 +668,36 @@ enum ovl2_status ovl2_changes(const struct ovl2_driver *driver,
 // Frees a list from `ovl2_changes`, including its strings. NULL is a no-op.
 void ovl2_change_list_free(struct ovl2_change_list *list);
 
+// Fills `opts` with the defaults (the store's sync setting) and sets `opts->size`.
+//
+// Errors: OVL2_STATUS_INVALID_ARGUMENT when `opts` is NULL.
+enum ovl2_status ovl2_import_opts_init(struct ovl2_import_opts *opts);
+
+// Creates one layer per tar in `fds` (`n_fds` of them, base first) on top of `parent`
+// (NULL for none) and applies each tar into its layer: an image's layers in one call. The
+// top layer is `top`, those below it `<top>-1`, `<top>-2`, ... from the base. All or
+// nothing: on failure the layers this call made are removed and `parent` loses the
+// `committed` marker they gave it; if the process is killed half way, the next open (or
+// `ovl2_repair`) does the same. `opts` may be NULL for the defaults.
+//
+// Each fd stays open and owned by the caller and is read until end of file (plain, gzip or
+// zstd, as in `ovl2_apply_diff`). `out` may be NULL; otherwise `*out` is NULL on failure,
+// and on success is the layers made, base first, freed with `ovl2_import_list_free`.
+//
+// Errors: INVALID_ARGUMENT (NULL argument, no fds, bad id, a negative fd), NOT_FOUND (no
+// `parent`), EXISTS (a layer id is taken), CORRUPT_ARCHIVE, UNSUPPORTED, MAX_DEPTH, IO.
+enum ovl2_status ovl2_import_chain(const struct ovl2_driver *driver,
+                                   const char *top,
+                                   const char *parent,
+                                   const int *fds,
+                                   size_t n_fds,
+                                   const struct ovl2_import_opts *opts,
+                                   struct ovl2_import_list **out,
+                                   struct ovl2_error **err);
+
+// Frees a list from `ovl2_import_chain`, including its strings. NULL is a no-op.
+void ovl2_import_list_free(struct ovl2_import_list *list);
+
 // Fills `opts` with the defaults (Docker's init entries, the store's root) and sets
 // `opts->size`.
 //
@@ -730,6 +812,21 @@ enum ovl2_status ovl2_remove_tree(const struct ovl2_driver *driver,
                                   const char *id,
                                   bool force,
                                   struct ovl2_error **err);
+
+// `ovl2_remove_tree` with flags (`OVL2_REMOVE_FORCE` or 0) that also says what it removed:
+// `*out` (when `out` is not NULL) is set to the removed ids in the order they went,
+// deepest first and `id` last, freed with `ovl2_id_list_free`; NULL on failure.
+//
+// Errors: as `ovl2_remove_tree`; INVALID_ARGUMENT also for a flag other than
+// `OVL2_REMOVE_FORCE` (a tree removal never leaves orphans).
+enum ovl2_status ovl2_remove_tree_with(const struct ovl2_driver *driver,
+                                       const char *id,
+                                       uint32_t flags,
+                                       struct ovl2_id_list **out,
+                                       struct ovl2_error **err);
+
+// Frees a list from `ovl2_remove_tree_with`, including its strings. NULL is a no-op.
+void ovl2_id_list_free(struct ovl2_id_list *list);
 
 // Sets `*out` to whether a layer `id` exists (false on failure).
 //
@@ -853,6 +950,17 @@ enum ovl2_status ovl2_driver_status(const struct ovl2_driver *driver,
 
 // Frees a list from `ovl2_driver_status`, including its strings. NULL is a no-op.
 void ovl2_kv_list_free(struct ovl2_kv_list *list);
+
+// Sets `*out` to the disk usage and inode count of layer `id`'s own files (its `diff`
+// directory, as `ovl2 du` and containerd's snapshot usage count), never crossing a mount
+// or following a symlink. Unlike `ovl2_diff_size` (Docker's apparent size of the layer's
+// changes) this is what the layer costs on disk. `*out` is zeroed on failure.
+//
+// Errors: INVALID_ARGUMENT (NULL argument, bad id), NOT_FOUND, IO.
+enum ovl2_status ovl2_usage(const struct ovl2_driver *driver,
+                            const char *id,
+                            struct ovl2_layer_usage *out,
+                            struct ovl2_error **err);
 
 // Sets `*out` to every layer in the store with its parent and depth, sorted by id.
 //

@@ -432,3 +432,115 @@ pub extern "C" fn ovl2_change_list_free(list: *mut ovl2_list<ovl2_change>) {
     // SAFETY: NULL or made by ovl2_changes, freed once (caller contract).
     unsafe { take_back(list) }
 }
+
+/// One layer `ovl2_import_chain` made: its id and what applying its tar did.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_import_layer {
+    /// The layer's id (`<top>-1`, ..., `<top>`, base first).
+    pub id: *const c_char,
+    /// What `ovl2_apply_diff` would have reported for it. Owned by the list item.
+    pub stats: ovl2_apply_stats,
+}
+owns_strings!(ovl2_import_layer: id);
+
+/// The layers of one import, base first. `items` is NULL when `len` is 0. (C sees
+/// `ovl2_import_list`, named in cbindgen.toml.)
+pub type ovl2_import_list = ovl2_list<ovl2_import_layer>;
+
+/// Options for `ovl2_import_chain`. Fill it with `ovl2_import_opts_init`, then set fields.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ovl2_import_opts {
+    /// `sizeof(ovl2_import_opts)`, set by `ovl2_import_opts_init`.
+    pub size: usize,
+    /// Flag (0 or 1): use `sync` below instead of the store's `sync` option for each apply.
+    pub set_sync: u8,
+    /// Flag: flush each layer's data to disk (one syncfs) before it counts as complete.
+    pub sync: u8,
+}
+
+// SAFETY: repr(C), integers only.
+unsafe impl Pod for ovl2_import_opts {}
+
+fn import_opts_defaults() -> ovl2_import_opts {
+    ovl2_import_opts { size: std::mem::size_of::<ovl2_import_opts>(), set_sync: 0, sync: 1 }
+}
+
+/// Fills `opts` with the defaults (the store's sync setting) and sets `opts->size`.
+///
+/// Errors: OVL2_STATUS_INVALID_ARGUMENT when `opts` is NULL.
+#[no_mangle]
+pub extern "C" fn ovl2_import_opts_init(opts: *mut ovl2_import_opts) -> ovl2_status {
+    // SAFETY: NULL or writable (caller contract); out_arg checks NULL.
+    boundary(std::ptr::null_mut(), || unsafe { out_arg(opts, "opts", import_opts_defaults()) }.map(drop))
+}
+
+/// Creates one layer per tar in `fds` (`n_fds` of them, base first) on top of `parent`
+/// (NULL for none) and applies each tar into its layer: an image's layers in one call. The
+/// top layer is `top`, those below it `<top>-1`, `<top>-2`, ... from the base. All or
+/// nothing: on failure the layers this call made are removed and `parent` loses the
+/// `committed` marker they gave it; if the process is killed half way, the next open (or
+/// `ovl2_repair`) does the same. `opts` may be NULL for the defaults.
+///
+/// Each fd stays open and owned by the caller and is read until end of file (plain, gzip or
+/// zstd, as in `ovl2_apply_diff`). `out` may be NULL; otherwise `*out` is NULL on failure,
+/// and on success is the layers made, base first, freed with `ovl2_import_list_free`.
+///
+/// Errors: INVALID_ARGUMENT (NULL argument, no fds, bad id, a negative fd), NOT_FOUND (no
+/// `parent`), EXISTS (a layer id is taken), CORRUPT_ARCHIVE, UNSUPPORTED, MAX_DEPTH, IO.
+#[no_mangle]
+pub extern "C" fn ovl2_import_chain(
+    driver: *const ovl2_driver,
+    top: *const c_char,
+    parent: *const c_char,
+    fds: *const c_int,
+    n_fds: usize,
+    opts: *const ovl2_import_opts,
+    out: *mut *mut ovl2_list<ovl2_import_layer>,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        let out = optional_out(out)?;
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (d, top, parent, o) = unsafe {
+            (
+                handle(driver)?,
+                str_arg(top, "top")?,
+                opt_str_arg(parent, "parent")?,
+                sized_struct(opts, "ovl2_import_opts", import_opts_defaults())?,
+            )
+        };
+        if fds.is_null() {
+            return Err(ovl2_core::Error::InvalidArgument("fds is NULL".into()).into());
+        }
+        // SAFETY: `fds` points to `n_fds` ints (caller contract), checked non-NULL above.
+        let raw = unsafe { std::slice::from_raw_parts(fds, n_fds) };
+        let files = raw
+            .iter()
+            .enumerate()
+            .map(|(i, &fd)| borrowed_file(fd, &format!("fds[{i}]")))
+            .collect::<FfiResult<Vec<_>>>()?;
+        let aopts = ApplyOpts {
+            sync: if flag(o.set_sync) { flag(o.sync) } else { d.options().sync },
+            ..ApplyOpts::default()
+        };
+        let made = d.import_chain(top, parent, files.iter().map(|f| &**f).collect(), &aopts)?;
+        if let Some(out) = out {
+            let items = made
+                .into_iter()
+                .map(|(id, st)| ovl2_import_layer { id: c_string(&id), stats: ovl2_apply_stats::from(st) })
+                .collect();
+            *out = give(ovl2_list::new(items));
+        }
+        Ok(())
+    })
+}
+
+/// Frees a list from `ovl2_import_chain`, including its strings. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn ovl2_import_list_free(list: *mut ovl2_list<ovl2_import_layer>) {
+    // SAFETY: NULL or made by ovl2_import_chain, freed once (caller contract).
+    unsafe { take_back(list) }
+}

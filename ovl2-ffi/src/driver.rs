@@ -6,7 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 
 use ovl2_core::{CreateOpts, Driver, MountStrategy, OpenMode, Options, Owner};
 
-use crate::args::{c_string_opt, flag, opt_str_arg, out_arg, path_arg, sized_struct, str_arg, str_array, Pod};
+use crate::args::{c_string, c_string_opt, flag, opt_str_arg, out_arg, path_arg, sized_struct, str_arg, str_array, Pod};
+use crate::owned::{give, ovl2_list, owns_strings, take_back};
 use crate::error::{boundary, guard, ovl2_error, ovl2_status, Failure, FfiResult};
 use crate::handle::Handle;
 
@@ -379,6 +380,61 @@ pub extern "C" fn ovl2_remove_tree(
         d.remove_tree(id, force)?;
         Ok(())
     })
+}
+
+/// One removed layer's id, an item of the list `ovl2_remove_tree_with` returns.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_id {
+    /// The layer's id.
+    pub id: *const c_char,
+}
+owns_strings!(ovl2_id: id);
+
+/// A list of layer ids. `items` is NULL when `len` is 0. (C sees `ovl2_id_list`, named in
+/// cbindgen.toml.)
+pub type ovl2_id_list = ovl2_list<ovl2_id>;
+
+/// `ovl2_remove_tree` with flags (`OVL2_REMOVE_FORCE` or 0) that also says what it removed:
+/// `*out` (when `out` is not NULL) is set to the removed ids in the order they went,
+/// deepest first and `id` last, freed with `ovl2_id_list_free`; NULL on failure.
+///
+/// Errors: as `ovl2_remove_tree`; INVALID_ARGUMENT also for a flag other than
+/// `OVL2_REMOVE_FORCE` (a tree removal never leaves orphans).
+#[no_mangle]
+pub extern "C" fn ovl2_remove_tree_with(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    flags: u32,
+    out: *mut *mut ovl2_list<ovl2_id>,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        let out = if out.is_null() {
+            None
+        } else {
+            // SAFETY: non-NULL and writable for one pointer (documented contract).
+            Some(unsafe { out_arg(out, "out", std::ptr::null_mut())? })
+        };
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (d, id) = unsafe { (handle(driver)?, str_arg(id, "id")?) };
+        let unknown = flags & !OVL2_REMOVE_FORCE;
+        if unknown != 0 {
+            return Err(ovl2_core::Error::InvalidArgument(format!("unknown remove_tree flags {unknown:#x}")).into());
+        }
+        let removed = d.remove_tree(id, flags & OVL2_REMOVE_FORCE != 0)?;
+        if let Some(out) = out {
+            *out = give(ovl2_list::new(removed.iter().map(|r| ovl2_id { id: c_string(r) }).collect()));
+        }
+        Ok(())
+    })
+}
+
+/// Frees a list from `ovl2_remove_tree_with`, including its strings. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn ovl2_id_list_free(list: *mut ovl2_list<ovl2_id>) {
+    // SAFETY: NULL or made by ovl2_remove_tree_with, freed once (caller contract).
+    unsafe { take_back(list) }
 }
 
 /// Sets `*out` to whether a layer `id` exists (false on failure).

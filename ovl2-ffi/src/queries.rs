@@ -103,6 +103,40 @@ pub extern "C" fn ovl2_kv_list_free(list: *mut ovl2_list<ovl2_kv>) {
     unsafe { take_back(list) }
 }
 
+/// What one layer's own files occupy on disk, as `ovl2_usage` reports it.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ovl2_layer_usage {
+    /// Bytes allocated (`st_blocks` × 512, as `du` counts), every inode once.
+    pub bytes: u64,
+    /// Distinct inodes: hardlinks count once, the layer's `diff` directory counts.
+    pub inodes: u64,
+}
+
+/// Sets `*out` to the disk usage and inode count of layer `id`'s own files (its `diff`
+/// directory, as `ovl2 du` and containerd's snapshot usage count), never crossing a mount
+/// or following a symlink. Unlike `ovl2_diff_size` (Docker's apparent size of the layer's
+/// changes) this is what the layer costs on disk. `*out` is zeroed on failure.
+///
+/// Errors: INVALID_ARGUMENT (NULL argument, bad id), NOT_FOUND, IO.
+#[no_mangle]
+pub extern "C" fn ovl2_usage(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    out: *mut ovl2_layer_usage,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (out, d, id) =
+            unsafe { (out_arg(out, "out", ovl2_layer_usage::default())?, handle(driver)?, str_arg(id, "id")?) };
+        let u = d.usage(id)?;
+        *out = ovl2_layer_usage { bytes: u.bytes, inodes: u.inodes };
+        Ok(())
+    })
+}
+
 /// One layer as `ovl2_layers` reports it.
 #[allow(non_camel_case_types)]
 #[repr(C)]

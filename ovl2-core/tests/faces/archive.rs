@@ -1546,3 +1546,76 @@ pub fn redirected_dirs_fall_back_to_mounted_views<D: Face>() {
     assert_eq!(names(&ours), names(&ex.stdout));
     assert_eq!(tar_names(&ours), [".wh.dir", "moved/", "moved/f"]);
 }
+
+face_test!(import_chain_names_stacks_and_applies_each_layer);
+pub fn import_chain_names_stacks_and_applies_each_layer<D: Face>() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("import-chain");
+    let d = D::open_fast(&s.home());
+    let base = tar(&[E::file("etc/os-release", b"base")]);
+    let mid = tar(&[E::file("app/bin", b"mid")]);
+    let top = tar(&[E::file("app/conf", b"top")]);
+    let opts = ApplyOpts { sync: false, ..ApplyOpts::default() };
+    let out = d.import_chain("img", None, vec![&base[..], &mid[..], &top[..]], &opts).unwrap();
+    let ids: Vec<&str> = out.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["img-1", "img-2", "img"]);
+    assert_eq!(ovl2_core::import_chain_ids("img", 3), ids);
+    assert_eq!(d.parent("img-1").unwrap(), None);
+    assert_eq!(d.parent("img-2").unwrap().as_deref(), Some("img-1"));
+    assert_eq!(d.parent("img").unwrap().as_deref(), Some("img-2"));
+    assert_eq!(std::fs::read(s.home().join("img-2/diff/app/bin")).unwrap(), b"mid");
+    assert_eq!(out[2].1.files, 1);
+    assert_eq!(out[1].1.digest, format!("sha256:{:x}", Sha256::digest(&mid)));
+    assert!(d.check().unwrap().is_empty());
+}
+
+face_test!(a_failed_import_chain_leaves_the_store_as_it_was);
+pub fn a_failed_import_chain_leaves_the_store_as_it_was<D: Face>() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("import-chain-fail");
+    let d = D::open_fast(&s.home());
+    d.create("p", None, &CreateOpts::default()).unwrap();
+    let before = common::snapshot(&s.home());
+    let good = tar(&[E::file("a", b"a")]);
+    let broken = b"this is not a tar".to_vec();
+    let opts = ApplyOpts { sync: false, ..ApplyOpts::default() };
+    let err = d.import_chain("bad", Some("p"), vec![&good[..], &broken[..]], &opts).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CorruptArchive, "{err}");
+    assert!(!d.exists("bad-1").unwrap() && !d.exists("bad").unwrap());
+    assert!(!s.home().join("p/committed").exists(), "the marker the chain gave p is taken back");
+    assert_eq!(common::snapshot(&s.home()), before);
+    let none: Vec<&[u8]> = Vec::new();
+    assert_eq!(d.import_chain("x", None, none, &opts).unwrap_err().kind(), ErrorKind::InvalidArgument);
+}
+
+face_test!(usage_counts_the_layers_own_blocks_and_inodes);
+/// `Driver::usage` (issue 14 item 4, `ovl2 du`): a layer's own blocks and inodes, hardlinks
+/// once, symlinks not followed, parents not counted.
+pub fn usage_counts_the_layers_own_blocks_and_inodes<D: Face>() {
+    let s = Scratch::new("usage");
+    let d = D::open_default(&s.home());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.create("top", Some("base"), &CreateOpts::default()).unwrap();
+    let diff = s.home().join("top/diff");
+    let empty = d.usage("top").unwrap();
+    let root_blocks = std::fs::metadata(&diff).unwrap().blocks() * 512;
+    assert_eq!(empty, ovl2_core::Usage { bytes: root_blocks, inodes: 1 }, "diff/ itself");
+    // The parent's content is not the layer's.
+    std::fs::write(s.home().join("base/diff/parents"), vec![0u8; 200_000]).unwrap();
+    assert_eq!(d.usage("top").unwrap(), empty);
+    std::fs::write(diff.join("f"), vec![1u8; 50_000]).unwrap();
+    std::fs::hard_link(diff.join("f"), diff.join("g")).unwrap();
+    std::fs::create_dir(diff.join("sub")).unwrap();
+    // A symlink to the parent's big file counts as the link alone.
+    std::os::unix::fs::symlink(s.home().join("base/diff/parents"), diff.join("sub/l")).unwrap();
+    let blocks = |p: &str| std::fs::symlink_metadata(diff.join(p)).unwrap().blocks() * 512;
+    let want = ovl2_core::Usage { bytes: root_blocks + blocks("f") + blocks("sub") + blocks("sub/l"), inodes: 4 };
+    assert_eq!(d.usage("top").unwrap(), want);
+    assert!(want.bytes >= root_blocks + 50_000);
+    assert_eq!(d.usage("missing").unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(d.usage("../x").unwrap_err().kind(), ErrorKind::InvalidArgument);
+}

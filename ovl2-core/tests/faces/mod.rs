@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use ovl2_core::{
     ApplyOpts, ApplyStats, Change, ContainerOpts, CreateOpts, DiffStats, Driver, ErrorKind, LayerInfo, Metadata,
-    MountInfo, MountOpts, Options, Problem, RemoveOpts, RepairReport,
+    MountInfo, MountOpts, Options, Problem, RemoveOpts, RepairReport, Usage,
 };
 
 /// Emits `mod <body> { #[test] fn <face>() }`, which runs the shared body `<body>` on the
@@ -111,6 +111,14 @@ pub trait Face: Sized + Send + Sync + fmt::Debug + 'static {
     fn changes(&self, id: &str, parent: Option<&str>) -> R<Vec<Change>>;
     fn create_container(&self, ctr: &str, image_top: &str, opts: &ContainerOpts) -> R;
     fn remove_container(&self, ctr: &str, force: bool) -> R;
+    fn import_chain<Rd: Read>(
+        &self,
+        top: &str,
+        parent: Option<&str>,
+        tars: Vec<Rd>,
+        opts: &ApplyOpts<'_>,
+    ) -> R<Vec<(String, ApplyStats)>>;
+    fn usage(&self, id: &str) -> R<Usage>;
 
     fn apply_diff(&self, id: &str, parent: Option<&str>, reader: impl Read) -> R<ApplyStats> {
         self.apply_diff_with(id, parent, reader, &ApplyOpts::default())
@@ -214,5 +222,17 @@ impl Face for Driver {
     }
     fn remove_container(&self, ctr: &str, force: bool) -> R {
         Ok(Driver::remove_container(self, ctr, force)?)
+    }
+    fn import_chain<Rd: Read>(
+        &self,
+        top: &str,
+        parent: Option<&str>,
+        tars: Vec<Rd>,
+        opts: &ApplyOpts<'_>,
+    ) -> R<Vec<(String, ApplyStats)>> {
+        Ok(Driver::import_chain(self, top, parent, tars, opts)?)
+    }
+    fn usage(&self, id: &str) -> R<Usage> {
+        Ok(Driver::usage(self, id)?)
     }
 }

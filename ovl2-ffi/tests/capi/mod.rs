@@ -16,7 +16,7 @@ use ovl2::*;
 use ovl2_core::{
     docker_init_entries, ApplyOpts, ApplyStats, Change, ChangeKind, Compression, ContainerOpts, CreateOpts, DiffStats,
     ErrorKind, InitKind, LayerInfo, Metadata, MountInfo, MountOpts, MountStrategy, OpenMode, Options, Problem,
-    ProblemKind, RemoveOpts, RepairReport,
+    ProblemKind, RemoveOpts, RepairReport, Usage,
 };
 
 use crate::faces::{Face, FaceError, R};
@@ -268,18 +268,16 @@ impl Face for CapiDriver {
         call(|e| ovl2_remove_with(self.h(), id.as_ptr(), flags, e))
     }
 
-    /// The C ABI does not hand back the ids it removed (a face difference, see the report in
-    /// the issue notes): this face names the layers that `ovl2_layers` no longer lists, in
-    /// the order core documents (deepest first, then by id), so the bodies' checks of what
-    /// went still run here; only the order is core's own claim.
     fn remove_tree(&self, id: &str, force: bool) -> R<Vec<String>> {
-        let before = self.layers()?;
         let cid = cs(id);
-        call(|e| ovl2_remove_tree(self.h(), cid.as_ptr(), force, e))?;
-        let after: Vec<String> = self.layers()?.into_iter().map(|l| l.id).collect();
-        let mut gone: Vec<LayerInfo> = before.into_iter().filter(|l| !after.contains(&l.id)).collect();
-        gone.sort_by(|a, b| b.depth.cmp(&a.depth).then_with(|| a.id.cmp(&b.id)));
-        Ok(gone.into_iter().map(|l| l.id).collect())
+        let flags = if force { OVL2_REMOVE_FORCE } else { 0 };
+        let mut out = ptr::dangling_mut();
+        call(|e| ovl2_remove_tree_with(self.h(), cid.as_ptr(), flags, &mut out, e))
+            .inspect_err(|_| assert!(out.is_null()))?;
+        // SAFETY: a live list from ovl2_remove_tree_with until the free below.
+        let ids = unsafe { items((*out).items, (*out).len) }.iter().map(|i| borrowed_str(i.id).unwrap()).collect();
+        ovl2_id_list_free(out);
+        Ok(ids)
     }
 
     fn exists(&self, id: &str) -> R<bool> {
@@ -441,26 +439,7 @@ impl Face for CapiDriver {
             .inspect_err(|_| assert!(out.is_null()))?;
         // SAFETY: live stats from ovl2_apply_diff_with until the free below.
         let s = unsafe { &*out };
-        let st = ApplyStats {
-            size: s.size,
-            digest: borrowed_str(s.digest).unwrap(),
-            tar_bytes: s.tar_bytes,
-            compression: match s.compression {
-                ovl2_compression::None => Compression::None,
-                ovl2_compression::Gzip => Compression::Gzip,
-                ovl2_compression::Zstd => Compression::Zstd,
-            },
-            entries: s.entries,
-            files: s.files,
-            dirs: s.dirs,
-            symlinks: s.symlinks,
-            hardlinks: s.hardlinks,
-            whiteouts: s.whiteouts,
-            opaque_dirs: s.opaque_dirs,
-            special: s.special,
-            skipped: s.skipped,
-            dropped_xattrs: s.dropped_xattrs,
-        };
+        let st = apply_stats(s);
         ovl2_apply_stats_free(out);
         Ok(st)
     }
@@ -561,5 +540,76 @@ impl Face for CapiDriver {
     fn remove_container(&self, ctr: &str, force: bool) -> R {
         let ctr = cs(ctr);
         call(|e| ovl2_remove_container(self.h(), ctr.as_ptr(), force, e))
+    }
+
+    fn import_chain<Rd: Read>(
+        &self,
+        top: &str,
+        parent: Option<&str>,
+        tars: Vec<Rd>,
+        opts: &ApplyOpts<'_>,
+    ) -> R<Vec<(String, ApplyStats)>> {
+        assert!(opts.progress.is_none() && opts.expect_digest.is_none(), "the C import has neither");
+        let (top, parent) = (cs(top), cs_opt(parent));
+        let inputs: Vec<std::fs::File> = tars
+            .into_iter()
+            .map(|mut r| {
+                let mut f = memfd("ovl2-import");
+                std::io::copy(&mut r, &mut f).unwrap();
+                f.rewind().unwrap();
+                f
+            })
+            .collect();
+        let fds: Vec<std::ffi::c_int> = inputs.iter().map(AsRawFd::as_raw_fd).collect();
+        let mut o = std::mem::MaybeUninit::<ovl2_import_opts>::uninit();
+        assert_eq!(ovl2_import_opts_init(o.as_mut_ptr()), ovl2_status::Ok);
+        // SAFETY: initialised by ovl2_import_opts_init.
+        let mut o = unsafe { o.assume_init() };
+        o.set_sync = 1;
+        o.sync = opts.sync.into();
+        let mut out = ptr::dangling_mut();
+        call(|e| {
+            ovl2_import_chain(self.h(), top.as_ptr(), ptr_of(&parent), fds.as_ptr(), fds.len(), &o, &mut out, e)
+        })
+        .inspect_err(|_| assert!(out.is_null()))?;
+        // SAFETY: a live list from ovl2_import_chain until the free below.
+        let made = unsafe { items((*out).items, (*out).len) }
+            .iter()
+            .map(|l| (borrowed_str(l.id).unwrap(), apply_stats(&l.stats)))
+            .collect();
+        ovl2_import_list_free(out);
+        Ok(made)
+    }
+
+    fn usage(&self, id: &str) -> R<Usage> {
+        let id = cs(id);
+        let mut out = ovl2_layer_usage { bytes: 1, inodes: 1 }; // the call must clear it
+        call(|e| ovl2_usage(self.h(), id.as_ptr(), &mut out, e))
+            .inspect_err(|_| assert_eq!((out.bytes, out.inodes), (0, 0)))?;
+        Ok(Usage { bytes: out.bytes, inodes: out.inodes })
+    }
+}
+
+/// Core's stats from the C struct (which keeps its digest).
+fn apply_stats(s: &ovl2_apply_stats) -> ApplyStats {
+    ApplyStats {
+        size: s.size,
+        digest: borrowed_str(s.digest).unwrap(),
+        tar_bytes: s.tar_bytes,
+        compression: match s.compression {
+            ovl2_compression::None => Compression::None,
+            ovl2_compression::Gzip => Compression::Gzip,
+            ovl2_compression::Zstd => Compression::Zstd,
+        },
+        entries: s.entries,
+        files: s.files,
+        dirs: s.dirs,
+        symlinks: s.symlinks,
+        hardlinks: s.hardlinks,
+        whiteouts: s.whiteouts,
+        opaque_dirs: s.opaque_dirs,
+        special: s.special,
+        skipped: s.skipped,
+        dropped_xattrs: s.dropped_xattrs,
     }
 }
