@@ -490,6 +490,27 @@ static void test_layers(void) {
     FAILS(ovl2_remove_tree(d, NULL, false, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "remove_tree(NULL id)");
     FAILS(ovl2_remove_tree(d, "nope", false, &e_), OVL2_STATUS_NOT_FOUND, ENOENT, "remove_tree missing");
     OK(ovl2_remove_tree(d, "mid", false, &e_), "remove_tree mid");
+    /* remove_tree_with says what it removed, deepest first; NULL out is allowed. */
+    OK(ovl2_create(d, "t1", NULL, NULL, &e_), "create t1");
+    OK(ovl2_create(d, "t2", "t1", NULL, &e_), "create t2");
+    OK(ovl2_create(d, "t3", "t2", NULL, &e_), "create t3");
+    ovl2_id_list *ids = (ovl2_id_list *)&b;
+    FAILS(ovl2_remove_tree_with(d, "t1", OVL2_REMOVE_IGNORE_CHILDREN, &ids, &e_), OVL2_STATUS_INVALID_ARGUMENT,
+          EINVAL, "remove_tree_with refuses ignore_children");
+    CHECK(ids == NULL, "remove_tree_with clears *out on failure");
+    ids = (ovl2_id_list *)&b;
+    FAILS(ovl2_remove_tree_with(NULL, "t1", 0, &ids, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL,
+          "remove_tree_with(NULL driver)");
+    CHECK(ids == NULL, "remove_tree_with clears *out on a NULL driver");
+    OK(ovl2_remove_tree_with(d, "t2", 0, NULL, &e_), "remove_tree_with, ids not wanted");
+    OK(ovl2_create(d, "t2", "t1", NULL, &e_), "create t2 again");
+    OK(ovl2_create(d, "t3", "t2", NULL, &e_), "create t3 again");
+    OK(ovl2_remove_tree_with(d, "t1", OVL2_REMOVE_FORCE, &ids, &e_), "remove_tree_with t1");
+    CHECK(ids && ids->len == 3 && strcmp(ids->items[0].id, "t3") == 0 && strcmp(ids->items[1].id, "t2") == 0 &&
+              strcmp(ids->items[2].id, "t1") == 0,
+          "remove_tree_with lists t3, t2, t1");
+    ovl2_id_list_free(ids);
+    ovl2_id_list_free(NULL);
     OK(ovl2_layers(d, &ll, &e_), "layers of empty store");
     CHECK(ll && ll->len == 0 && ll->items == NULL, "empty store lists no layers");
     ovl2_layer_list_free(ll);
@@ -1157,6 +1178,62 @@ static void test_archives(void) {
     CHECK(cl == NULL, "changes clears *out on failure");
     FAILS(ovl2_changes(NULL, "child", NULL, &cl, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "changes(NULL driver)");
     FAILS(ovl2_changes(d, NULL, NULL, &cl, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "changes(NULL id)");
+    /* usage: a plain struct, zeroed on failure. */
+    ovl2_layer_usage u = {1, 1};
+    OK(ovl2_usage(d, "base", &u, &e_), "usage of base");
+    CHECK(u.inodes == 4 && u.bytes > 0, "base uses %llu bytes in %llu inodes", (unsigned long long)u.bytes,
+          (unsigned long long)u.inodes);
+    FAILS(ovl2_usage(d, "nope", &u, &e_), OVL2_STATUS_NOT_FOUND, ENOENT, "usage of missing");
+    CHECK(u.bytes == 0 && u.inodes == 0, "usage clears *out on failure");
+    FAILS(ovl2_usage(d, "base", NULL, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "usage(NULL out)");
+    FAILS(ovl2_usage(NULL, "base", &u, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL, "usage(NULL driver)");
+
+    /* import_chain: one fd per layer (a file and a pipe), one list back, one free. */
+    ovl2_import_opts io;
+    CHECK(ovl2_import_opts_init(&io) == OVL2_STATUS_OK && io.size == sizeof io && !io.set_sync,
+          "import_opts defaults");
+    CHECK(ovl2_import_opts_init(NULL) == OVL2_STATUS_INVALID_ARGUMENT, "import_opts_init(NULL)");
+    ovl2_import_list *il = (ovl2_import_list *)&size;
+    int fds[2] = {-1, -1};
+    FAILS(ovl2_import_chain(d, "img", NULL, fds, 2, NULL, &il, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL,
+          "import_chain with a negative fd");
+    CHECK(il == NULL, "import_chain clears *out on failure");
+    FAILS(ovl2_import_chain(d, "img", NULL, NULL, 0, NULL, &il, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL,
+          "import_chain(NULL fds)");
+    FAILS(ovl2_import_chain(d, "img", NULL, fds, 0, NULL, &il, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL,
+          "import_chain with no tars");
+    FAILS(ovl2_import_chain(NULL, "img", NULL, fds, 2, NULL, &il, &e_), OVL2_STATUS_INVALID_ARGUMENT, EINVAL,
+          "import_chain(NULL driver)");
+    if (can_apply) {
+        snprintf(p, sizeof p, "%s/base.tar", tars);
+        fds[0] = open(p, O_RDONLY);
+        CHECK(pipe(pfd) == 0, "pipe");
+        snprintf(p, sizeof p, "%s/child.tar", tars);
+        struct feeder fe2 = {pfd[1], p};
+        pthread_create(&th, NULL, feed_main, &fe2);
+        fds[1] = pfd[0];
+        io.set_sync = 1;
+        io.sync = 0;
+        OK(ovl2_import_chain(d, "img", NULL, fds, 2, &io, &il, &e_), "import_chain from a file and a pipe");
+        pthread_join(th, NULL);
+        close(fds[0]);
+        close(pfd[0]);
+        CHECK(il && il->len == 2 && strcmp(il->items[0].id, "img-1") == 0 && strcmp(il->items[1].id, "img") == 0 &&
+                  il->items[0].stats.size == 10 && il->items[1].stats.whiteouts == 1 &&
+                  strncmp(il->items[1].stats.digest, "sha256:", 7) == 0,
+              "import_chain lists img-1 then img with their stats");
+        ovl2_import_list_free(il);
+        snprintf(p, sizeof p, "%s/garbage.tar", tars);
+        fds[0] = open(p, O_RDONLY);
+        FAILS(ovl2_import_chain(d, "badimg", "img", fds, 1, NULL, &il, &e_), OVL2_STATUS_CORRUPT_ARCHIVE, -1,
+              "import_chain of garbage");
+        close(fds[0]);
+        CHECK(il == NULL, "import_chain clears *out on a failed apply");
+        bool ib = true;
+        OK(ovl2_exists(d, "badimg", &ib, &e_), "exists badimg");
+        CHECK(!ib, "a failed import leaves no layer");
+    }
+    ovl2_import_list_free(NULL);
     ovl2_apply_stats_free(NULL);
     ovl2_diff_stats_free(NULL);
     ovl2_change_list_free(NULL);
