@@ -140,16 +140,20 @@ func (d *Driver) ApplyDiffContext(ctx context.Context, id, parent string, r io.R
 			return err
 		}
 		defer C.ovl2_apply_stats_free(st)
-		out = ApplyStats{
-			Size: int64(st.size), Digest: C.GoString(st.digest), TarBytes: int64(st.tar_bytes),
-			Compression: Compression(st.compression), Entries: int64(st.entries), Files: int64(st.files),
-			Dirs: int64(st.dirs), Symlinks: int64(st.symlinks), Hardlinks: int64(st.hardlinks),
-			Whiteouts: int64(st.whiteouts), OpaqueDirs: int64(st.opaque_dirs), Special: int64(st.special),
-			Skipped: int64(st.skipped), DroppedXattrs: int64(st.dropped_xattrs),
-		}
+		out = applyStats(st)
 		return nil
 	})
 	return out, err
+}
+
+func applyStats(st *C.ovl2_apply_stats) ApplyStats {
+	return ApplyStats{
+		Size: int64(st.size), Digest: C.GoString(st.digest), TarBytes: int64(st.tar_bytes),
+		Compression: Compression(st.compression), Entries: int64(st.entries), Files: int64(st.files),
+		Dirs: int64(st.dirs), Symlinks: int64(st.symlinks), Hardlinks: int64(st.hardlinks),
+		Whiteouts: int64(st.whiteouts), OpaqueDirs: int64(st.opaque_dirs), Special: int64(st.special),
+		Skipped: int64(st.skipped), DroppedXattrs: int64(st.dropped_xattrs),
+	}
 }
 
 // withReadFd hands f a file descriptor that reads r: the file's own fd when r is an
@@ -160,38 +164,78 @@ func (d *Driver) ApplyDiffContext(ctx context.Context, id, parent string, r io.R
 //
 // File.Fd puts the descriptor in blocking mode, which the library's plain read(2) needs.
 func withReadFd(ctx context.Context, id string, r io.Reader, f func(C.int) error) error {
-	if file, ok := r.(*os.File); ok && ctx.Done() == nil {
-		err := f(C.int(file.Fd()))
-		runtime.KeepAlive(file)
-		return err
+	return withReadFds(ctx, "apply_diff", id, []io.Reader{r}, func(fds []C.int) error { return f(fds[0]) })
+}
+
+// feed is one pipe withReadFds fills from a reader.
+type feed struct {
+	r      io.Reader
+	pr, pw *os.File
+	closeW sync.Once
+	copied chan error
+}
+
+func (fe *feed) cut() { fe.closeW.Do(func() { fe.pw.Close() }) }
+
+// withReadFds is withReadFd for several readers at once (one fd each, in order), for calls
+// that read several streams one after the other: every pipe's goroutine starts at once and
+// blocks until the library reaches its stream. Pipes the library never read (it failed on
+// an earlier stream) are closed, which ends their goroutines with EPIPE.
+func withReadFds(ctx context.Context, op, id string, rs []io.Reader, f func([]C.int) error) error {
+	fds := make([]C.int, len(rs))
+	var files []*os.File
+	var feeds []*feed
+	closeAll := func() {
+		for _, fe := range feeds {
+			fe.pr.Close()
+			fe.cut()
+		}
 	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return err
+	for i, r := range rs {
+		if file, ok := r.(*os.File); ok && ctx.Done() == nil {
+			fds[i] = C.int(file.Fd())
+			files = append(files, file)
+			continue
+		}
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			closeAll()
+			return err
+		}
+		feeds = append(feeds, &feed{r: r, pr: pr, pw: pw, copied: make(chan error, 1)})
+		fds[i] = C.int(pr.Fd())
 	}
-	var closeW sync.Once
-	cut := func() { closeW.Do(func() { pw.Close() }) }
-	copied := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(pw, r)
-		cut()
-		copied <- err
-	}()
-	stop := context.AfterFunc(ctx, cut)
-	ferr := f(C.int(pr.Fd()))
+	for _, fe := range feeds {
+		go func() {
+			_, err := io.Copy(fe.pw, fe.r)
+			fe.cut()
+			fe.copied <- err
+		}()
+	}
+	stop := context.AfterFunc(ctx, func() {
+		for _, fe := range feeds {
+			fe.cut()
+		}
+	})
+	ferr := f(fds)
 	stop()
-	// Closing the read end unblocks the copier if the library stopped reading early.
-	pr.Close()
+	runtime.KeepAlive(files)
+	// Closing the read ends unblocks the copiers if the library stopped reading early.
+	for _, fe := range feeds {
+		fe.pr.Close()
+	}
 	if cerr := ctx.Err(); cerr != nil {
-		// The copier may sit in r.Read for good: do not wait for it.
+		// A copier may sit in r.Read for good: do not wait for it.
 		if ferr == nil {
 			return nil
 		}
-		return fmt.Errorf("ovl2 apply_diff %s: %w (rolled back: %w)", id, cerr, ferr)
+		return fmt.Errorf("ovl2 %s %s: %w (rolled back: %w)", op, id, cerr, ferr)
 	}
-	cerr := <-copied
-	if cerr != nil && !errors.Is(cerr, syscall.EPIPE) {
-		return fmt.Errorf("ovl2 apply_diff: reading the layer stream: %w", cerr)
+	for _, fe := range feeds {
+		cerr := <-fe.copied
+		if cerr != nil && !errors.Is(cerr, syscall.EPIPE) {
+			return fmt.Errorf("ovl2 %s: reading the layer stream: %w", op, cerr)
+		}
 	}
 	return ferr
 }
@@ -429,6 +473,62 @@ func (d *Driver) Changes(id, parent string) ([]Change, error) {
 	out := make([]Change, 0, l.len)
 	for _, c := range unsafe.Slice(l.items, l.len) {
 		out = append(out, Change{Path: C.GoString(c.path), Kind: ChangeKind(c.kind)})
+	}
+	return out, nil
+}
+
+// ImportOpts are the options of ImportChain.
+type ImportOpts struct {
+	// Sync overrides the store's sync option for each layer's apply when not nil.
+	Sync *bool
+}
+
+// ImportedLayer is one layer ImportChain made.
+type ImportedLayer struct {
+	ID    string
+	Stats ApplyStats
+}
+
+// ImportChain creates one layer per tar in tars (base first) on top of parent ("" for
+// none) and applies each tar (plain, gzip or zstd) into its layer: an image's layers in
+// one call. The top layer is top, those below it top-1, top-2, ... from the base. All or
+// nothing: on any error the layers it made are removed and parent loses the committed
+// marker they gave it; if the process is killed half way, the next Open (or Repair) does
+// the same. Returns the layers made, base first. opts may be nil.
+func (d *Driver) ImportChain(top, parent string, tars []io.Reader, opts *ImportOpts) ([]ImportedLayer, error) {
+	var l *C.ovl2_import_list
+	err := d.with(func(cd *C.ovl2_driver) error {
+		var a cargs
+		defer a.free()
+		ctop, err := a.str("import_chain", top, "top", top)
+		if err != nil {
+			return err
+		}
+		cparent, err := a.optStr("import_chain", top, "parent", parent)
+		if err != nil {
+			return err
+		}
+		var o C.ovl2_import_opts
+		C.ovl2_import_opts_init(&o)
+		if opts != nil && opts.Sync != nil {
+			o.set_sync, o.sync = 1, cflag(*opts.Sync)
+		}
+		return withReadFds(context.Background(), "import_chain", top, tars, func(fds []C.int) error {
+			// A non-NULL array even when empty, so the library names what is wrong (no tars).
+			fds = append(fds, -1)
+			a.pin.Pin(&fds[0])
+			return call("import_chain", top, func(e **C.ovl2_error) C.enum_ovl2_status {
+				return C.ovl2_import_chain(cd, ctop, cparent, &fds[0], C.size_t(len(fds)-1), &o, &l, e)
+			})
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer C.ovl2_import_list_free(l)
+	out := make([]ImportedLayer, 0, l.len)
+	for _, it := range unsafe.Slice(l.items, l.len) {
+		out = append(out, ImportedLayer{ID: C.GoString(it.id), Stats: applyStats(&it.stats)})
 	}
 	return out, nil
 }

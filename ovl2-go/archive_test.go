@@ -494,3 +494,46 @@ func TestApplyDiffOntoNoParent(t *testing.T) {
 		t.Fatalf("trees differ:\n%v\n%v", a, b)
 	}
 }
+
+func TestImportChain(t *testing.T) {
+	d, home := open(t)
+	must(t, d.Create("p", "", nil))
+	// One stream from a file (passed as its own fd), one through a pipe.
+	f, err := os.CreateTemp(t.TempDir(), "layer-*.tar")
+	must(t, err)
+	_, err = f.Write(makeTar(t, baseEntries...))
+	must(t, err)
+	_, err = f.Seek(0, io.SeekStart)
+	must(t, err)
+	defer f.Close()
+	layers, err := d.ImportChain("img", "p", []io.Reader{f, bytes.NewReader(makeTar(t, baseEntries...))}, nil)
+	must(t, err)
+	if len(layers) != 2 || layers[0].ID != "img-1" || layers[1].ID != "img" || layers[0].Stats.Digest != layers[1].Stats.Digest {
+		t.Fatalf("layers %+v", layers)
+	}
+	if parent, err := d.Parent("img-1"); err != nil || parent != "p" {
+		t.Fatalf("img-1's parent %q %v", parent, err)
+	}
+
+	// A reader failing on the second layer: its error wins and nothing is left.
+	boom := errors.New("boom")
+	good := makeTar(t, baseEntries...)
+	_, err = d.ImportChain("bad", "img", []io.Reader{bytes.NewReader(good), io.MultiReader(bytes.NewReader(good[:1024]), iotest.ErrReader(boom))}, nil)
+	if !errors.Is(err, boom) {
+		t.Fatalf("reader error lost: %v", err)
+	}
+	for _, id := range []string{"bad-1", "bad"} {
+		if ok, err := d.Exists(id); err != nil || ok {
+			t.Fatalf("%s left behind: %v %v", id, ok, err)
+		}
+	}
+	// A failing first layer: the later streams' goroutines end (EPIPE) and the call returns.
+	_, err = d.ImportChain("bad", "", []io.Reader{strings.NewReader("not a tar"), bytes.NewReader(good)}, nil)
+	wantErr(t, err, ovl2.ErrCorruptArchive, syscall.EBADMSG, "import_chain", "bad")
+	_, err = d.ImportChain("none", "", nil, nil)
+	wantErr(t, err, ovl2.ErrInvalidArgument, syscall.EINVAL, "import_chain", "none")
+	stagingEmpty(t, home)
+	if entries, err := os.ReadDir(filepath.Join(home, ".ovl2/pending")); err != nil || len(entries) != 0 {
+		t.Fatalf("pending records left: %v %v", entries, err)
+	}
+}

@@ -395,6 +395,63 @@ func ExampleDriver_RemoveTree() {
 	// 0
 }
 
+func ExampleDriver_RemoveTreeIDs() {
+	d, done := exampleStore()
+	defer done()
+
+	_ = d.Create("base", "", nil)
+	_ = d.Create("app", "base", nil)
+	_ = d.CreateReadWrite("ctr", "app", nil)
+	fmt.Println(d.RemoveTreeIDs("base", false)) // deepest first
+	// Output:
+	// [ctr app base] <nil>
+}
+
+func ExampleDriver_ImportChain() {
+	d, done := exampleStore()
+	defer done()
+
+	// An image's layer tarballs, base first, as one all-or-nothing call.
+	tars := []io.Reader{
+		layerTar([2]string{"etc/os-release", "demo"}),
+		layerTar([2]string{"app/bin", "app"}),
+		layerTar([2]string{"etc/os-release", "<whiteout>"}),
+	}
+	layers, err := d.ImportChain("img", "", tars, nil)
+	fmt.Println(err)
+	for _, l := range layers {
+		fmt.Println(l.ID, l.Stats.Files, l.Stats.Whiteouts)
+	}
+	parent, _ := d.Parent("img")
+	fmt.Println(parent)
+
+	// A broken tarball: nothing of the chain is left.
+	_, err = d.ImportChain("bad", "img", []io.Reader{layerTar(), strings.NewReader("not a tar")}, nil)
+	fmt.Println(errors.Is(err, ovl2.ErrCorruptArchive))
+	exists, _ := d.Exists("bad-1")
+	fmt.Println(exists)
+	// Output:
+	// <nil>
+	// img-1 1 0
+	// img-2 1 0
+	// img 0 1
+	// img-2
+	// true
+	// false
+}
+
+func ExampleDriver_Usage() {
+	d, done := exampleStore()
+	defer done()
+
+	_ = d.Create("base", "", nil)
+	_, _ = d.ApplyDiff("base", "", layerTar([2]string{"a", "hello"}, [2]string{"b", "world"}))
+	u, err := d.Usage("base")
+	fmt.Println(u.Inodes, u.Bytes > 0, err) // diff/ itself and two files
+	// Output:
+	// 3 true <nil>
+}
+
 func ExampleDriver_RemoveWith() {
 	d, done := exampleStore()
 	defer done()

@@ -349,6 +349,45 @@ func (d *Driver) RemoveTree(id string, force bool) error {
 	})
 }
 
+// RemoveTreeIDs is RemoveTree returning the removed ids in the order they went: deepest
+// first, id last.
+func (d *Driver) RemoveTreeIDs(id string, force bool) ([]string, error) {
+	var flags C.uint32_t
+	if force {
+		flags = C.OVL2_REMOVE_FORCE
+	}
+	var l *C.ovl2_id_list
+	err := d.withID("remove_tree", id, func(cd *C.ovl2_driver, cid *C.char, e **C.ovl2_error) C.enum_ovl2_status {
+		return C.ovl2_remove_tree_with(cd, cid, flags, &l, e)
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer C.ovl2_id_list_free(l)
+	out := make([]string, 0, l.len)
+	for _, it := range unsafe.Slice(l.items, l.len) {
+		out = append(out, C.GoString(it.id))
+	}
+	return out, nil
+}
+
+// Usage is what one layer's own files occupy on disk.
+type Usage struct {
+	Bytes  int64 // allocated bytes (st_blocks × 512, as du counts), every inode once
+	Inodes int64 // distinct inodes: hardlinks once, the layer's diff directory included
+}
+
+// Usage measures layer id's own files (its diff directory, as `ovl2 du` and containerd's
+// snapshot usage count), never crossing a mount or following a symlink. Unlike DiffSize
+// (Docker's apparent size of the layer's changes) this is what the layer costs on disk.
+func (d *Driver) Usage(id string) (Usage, error) {
+	var u C.ovl2_layer_usage
+	err := d.withID("usage", id, func(cd *C.ovl2_driver, cid *C.char, e **C.ovl2_error) C.enum_ovl2_status {
+		return C.ovl2_usage(cd, cid, &u, e)
+	})
+	return Usage{Bytes: int64(u.bytes), Inodes: int64(u.inodes)}, err
+}
+
 // withID runs one C call that takes the driver and a layer id.
 func (d *Driver) withID(op, id string, f func(*C.ovl2_driver, *C.char, **C.ovl2_error) C.enum_ovl2_status) error {
 	return d.with(func(cd *C.ovl2_driver) error {
