@@ -26,6 +26,7 @@ use state::{Held, Me};
 
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, cstr};
+use crate::staging::WorkEntry;
 use crate::store::Store;
 use crate::{id, layout};
 
@@ -388,18 +389,35 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces `.ovl2/empty` by a new empty directory; what was in it is deleted.
+    /// Replaces `.ovl2/empty` by a new empty directory; what was in it is deleted. A
+    /// directory is taken out with the staging protocol's removal (one rename into
+    /// `.ovl2/staging`, then deleted), so a kill half way leaves only an entry the sweep
+    /// deletes and a missing `.ovl2/empty` that the next open recreates; anything else there
+    /// is unlinked in one step. Runs under the exclusive store lock (repair).
     fn reset_empty_dir(&self) -> Result<()> {
-        let staging = self.staging("repairing .ovl2/empty")?;
         let private = self.private_dir()?;
-        let trash = cstr(&format!("rm-{}", fsutil::random_hex(12))).expect("ascii");
-        match rustix::fs::renameat(private, layout::EMPTY, staging, &trash) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(Error::io("moving .ovl2/empty aside", e)),
+        match fsutil::open_dir(private, layout::EMPTY) {
+            Ok(dir) => {
+                fsutil::flock(&dir, true, false).ctx(|| "locking .ovl2/empty".into())?;
+                let gone =
+                    WorkEntry::take_out(self, private, layout::EMPTY, dir, || "moving .ovl2/empty aside".into())?;
+                fsutil::mkdir(private, layout::EMPTY, layout::DIFF_MODE, Some(self.root))
+                    .ctx(|| "creating .ovl2/empty".into())?;
+                gone.delete(|| "deleting what was in .ovl2/empty".into())
+            }
+            Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
+                fsutil::mkdir(private, layout::EMPTY, layout::DIFF_MODE, Some(self.root))
+                    .ctx(|| "creating .ovl2/empty".into())
+            }
+            Err(_) => {
+                match rustix::fs::unlinkat(private, layout::EMPTY, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => return Err(Error::io("removing .ovl2/empty, which is not a directory", e)),
+                }
+                fsutil::mkdir(private, layout::EMPTY, layout::DIFF_MODE, Some(self.root))
+                    .ctx(|| "creating .ovl2/empty".into())
+            }
         }
-        fsutil::mkdir(private, layout::EMPTY, layout::DIFF_MODE, Some(self.root))
-            .ctx(|| "creating .ovl2/empty".into())?;
-        fsutil::remove_tree(staging, &trash).ctx(|| "deleting what was in .ovl2/empty".into())
     }
 
     /// `.ovl2/`, for an operation that needs it (every store opened for writing has it).

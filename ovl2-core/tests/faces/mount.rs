@@ -591,6 +591,36 @@ pub fn a_non_empty_empty_dir_is_refused_and_repaired<D: Face>() {
     raw.put("L1").unwrap();
 }
 
+face_test!(an_empty_dir_that_is_not_a_directory_is_replaced);
+/// Repair replaces a `.ovl2/empty` that became a file or a symlink after the open (open
+/// itself refuses such a store) by an empty directory, never following the symlink (what it
+/// points at is untouched), and leaves nothing in staging.
+pub fn an_empty_dir_that_is_not_a_directory_is_replaced<D: Face>() {
+    let s = Scratch::new("emptyfile");
+    let home = s.home();
+    drop(D::open_fast(&home));
+    let target = s.path().join("elsewhere");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("keep"), "x").unwrap();
+    let empty = home.join(".ovl2/empty");
+    for plant in ["file", "symlink"] {
+        let raw = D::open(&home, Options { repair_on_open: false, ..Options::default() }).unwrap();
+        std::fs::remove_dir(&empty).unwrap();
+        match plant {
+            "file" => std::fs::write(&empty, "x").unwrap(),
+            _ => std::os::unix::fs::symlink(&target, &empty).unwrap(),
+        }
+        let p = raw.check().unwrap();
+        assert!(p.iter().any(|p| p.kind == ovl2_core::ProblemKind::NotEmptyEmptyDir), "{plant}: {p:?}");
+        raw.repair().unwrap();
+        assert!(raw.check().unwrap().is_empty(), "{plant}");
+        assert!(std::fs::symlink_metadata(&empty).unwrap().is_dir(), "{plant}");
+        assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "{plant}");
+        assert_eq!(std::fs::read_dir(home.join(".ovl2/staging")).unwrap().count(), 0, "{plant}");
+    }
+    assert_eq!(std::fs::read_to_string(target.join("keep")).unwrap(), "x", "the symlink's target is untouched");
+}
+
 face_test!(fifos_in_mount_state_never_block);
 /// Issue 10, item 6: a FIFO at `.ovl2/mounts/<id>` hung every command but `check`, and one at
 /// `.ovl2/features` hung `mount`. Now nothing blocks, `check` names the record, and the next
