@@ -522,10 +522,8 @@ pub extern "C" fn ovl2_import_chain(
             .enumerate()
             .map(|(i, &fd)| borrowed_file(fd, &format!("fds[{i}]")))
             .collect::<FfiResult<Vec<_>>>()?;
-        let aopts = ApplyOpts {
-            sync: if flag(o.set_sync) { flag(o.sync) } else { d.options().sync },
-            ..ApplyOpts::default()
-        };
+        let aopts =
+            ApplyOpts { sync: if flag(o.set_sync) { flag(o.sync) } else { d.options().sync }, ..ApplyOpts::default() };
         let made = d.import_chain(top, parent, files.iter().map(|f| &**f).collect(), &aopts)?;
         if let Some(out) = out {
             let items = made

@@ -6,10 +6,12 @@ use std::os::unix::ffi::OsStrExt;
 
 use ovl2_core::{CreateOpts, Driver, MountStrategy, OpenMode, Options, Owner};
 
-use crate::args::{c_string, c_string_opt, flag, opt_str_arg, out_arg, path_arg, sized_struct, str_arg, str_array, Pod};
-use crate::owned::{give, ovl2_list, owns_strings, take_back};
+use crate::args::{
+    c_string, c_string_opt, flag, opt_str_arg, out_arg, path_arg, sized_struct, str_arg, str_array, Pod,
+};
 use crate::error::{boundary, guard, ovl2_error, ovl2_status, Failure, FfiResult};
 use crate::handle::Handle;
+use crate::owned::{give, ovl2_list, owns_strings, take_back};
 
 /// An open layer store. Opaque; made by `ovl2_open`, released by `ovl2_close`.
 ///

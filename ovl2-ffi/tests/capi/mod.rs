@@ -568,10 +568,8 @@ impl Face for CapiDriver {
         o.set_sync = 1;
         o.sync = opts.sync.into();
         let mut out = ptr::dangling_mut();
-        call(|e| {
-            ovl2_import_chain(self.h(), top.as_ptr(), ptr_of(&parent), fds.as_ptr(), fds.len(), &o, &mut out, e)
-        })
-        .inspect_err(|_| assert!(out.is_null()))?;
+        call(|e| ovl2_import_chain(self.h(), top.as_ptr(), ptr_of(&parent), fds.as_ptr(), fds.len(), &o, &mut out, e))
+            .inspect_err(|_| assert!(out.is_null()))?;
         // SAFETY: a live list from ovl2_import_chain until the free below.
         let made = unsafe { items((*out).items, (*out).len) }
             .iter()
