@@ -15,7 +15,7 @@ use pyo3::types::{PyDict, PyTuple, PyType};
 
 use crate::errors;
 use crate::io::{self, Dest, Failure, PyFailure, Source};
-use crate::types::{init_entry_from_py, repr, ApplyStats, DiffStats, Layer, Mount, Problem};
+use crate::types::{init_entry_from_py, repr, ApplyStats, DiffStats, Layer, Mount, Problem, Usage};
 
 // `Driver(max_depth=500)` is spelled as a literal so Python's signature shows it; keep it the
 // kernel's limit.
@@ -449,6 +449,55 @@ impl PyDriver {
             dest.with_writer(&failure, |w| d.diff_with(&id, docker_parent(parent).as_deref(), w, &opts))
         })?;
         Ok(DiffStats { tar_bytes: stats.tar_bytes, digest: stats.digest, entries: stats.entries })
+    }
+
+    /// Creates one layer per tarball in ``sources`` (base first) on top of ``parent``
+    /// and applies each tarball into its layer: an image's layers in one call. The top
+    /// layer is ``top``, those below it ``<top>-1``, ``<top>-2``, ... from the base.
+    ///
+    /// All or nothing: on any error the layers it made are removed and ``parent`` loses the
+    /// ``committed`` marker they gave it; if the process is killed half way, the next open
+    /// (or :meth:`repair`) does the same.
+    ///
+    /// :param sources: each as :meth:`apply_diff` takes it (a path, bytes, a binary file
+    ///     object or an int fd); paths are opened before anything is created.
+    /// :param parent: the layer the chain builds on; None or ``""`` for none.
+    /// :param sync: flush each layer's data to disk; default the store's ``sync``.
+    /// :returns: ``(id, stats)`` for each layer made, base first.
+    /// :raises InvalidArgumentError: ``sources`` is empty.
+    /// :raises LayerExistsError: one of the ids is taken.
+    /// :raises LayerNotFoundError: no layer ``parent``.
+    /// :raises CorruptArchiveError: a tarball is malformed, truncated or hostile.
+    /// :raises OSError: a ``sources`` path cannot be opened; an exception raised by a file
+    ///     object propagates unchanged.
+    #[pyo3(signature = (top, sources, parent = None, *, sync = None))]
+    fn import_chain(
+        &self,
+        py: Python<'_>,
+        top: String,
+        sources: Vec<Bound<'_, PyAny>>,
+        parent: Option<String>,
+        sync: Option<bool>,
+    ) -> PyResult<Vec<(String, ApplyStats)>> {
+        let sources = sources.iter().map(Source::from_py).collect::<PyResult<Vec<_>>>()?;
+        let failure = PyFailure::default();
+        let made = self.run_stream(py, failure.clone(), move |d| {
+            let opts = ApplyOpts { sync: sync.unwrap_or(d.options().sync), progress: None, expect_digest: None };
+            // Every path is opened before anything is created, as the CLI's import does.
+            let readers = sources.into_iter().map(|s| s.into_reader(&failure)).collect::<Result<Vec<_>, _>>()?;
+            Ok(d.import_chain(&top, docker_parent(parent).as_deref(), readers, &opts)?)
+        })?;
+        Ok(made.into_iter().map(|(id, st)| (id, ApplyStats::from(st))).collect())
+    }
+
+    /// What layer ``id``'s own files (its ``diff``) occupy on disk, as ``ovl2 du`` and
+    /// containerd's snapshot usage count: never crossing a mount or following a symlink.
+    /// Unlike :meth:`diff_size` (Docker's apparent size of the layer's changes) this is what
+    /// the layer costs on disk.
+    ///
+    /// :raises LayerNotFoundError: no such layer.
+    fn usage(&self, py: Python<'_>, id: String) -> PyResult<Usage> {
+        self.run(py, move |d| d.usage(&id)).map(Usage::from)
     }
 
     /// Docker's ``DiffSize``: with the layer's own parent, the size of its ``diff`` (what

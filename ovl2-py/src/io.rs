@@ -154,14 +154,17 @@ impl Source {
         failure: &PyFailure,
         f: impl FnOnce(&mut dyn Read) -> ovl2_core::Result<T>,
     ) -> Result<T, Failure> {
+        Ok(f(&mut self.into_reader(failure)?)?)
+    }
+
+    /// Opens the source as a reader that owns it, for calls that take several streams at
+    /// once; call without the GIL.
+    pub(crate) fn into_reader(self, failure: &PyFailure) -> Result<Box<dyn Read + Send>, Failure> {
         Ok(match self {
-            Source::Path(p) => {
-                let mut file = File::open(&p).map_err(|e| Failure::Open(e, p))?;
-                f(&mut file)?
-            }
-            Source::Bytes(b) => f(&mut &b[..])?,
-            Source::Fd(fd) => f(&mut File::from(fd))?,
-            Source::File(file) => f(&mut PyReader { file, failure: failure.clone(), pending: Vec::new(), at: 0 })?,
+            Source::Path(p) => Box::new(File::open(&p).map_err(|e| Failure::Open(e, p))?),
+            Source::Bytes(b) => Box::new(io::Cursor::new(b)),
+            Source::Fd(fd) => Box::new(File::from(fd)),
+            Source::File(file) => Box::new(PyReader { file, failure: failure.clone(), pending: Vec::new(), at: 0 }),
         })
     }
 }

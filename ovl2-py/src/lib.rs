@@ -11,7 +11,7 @@
 use pyo3::prelude::*;
 
 use crate::driver::{Mounted, PyDriver};
-use crate::types::{docker_init_entries, ApplyStats, DiffStats, Layer, Mount, Problem};
+use crate::types::{docker_init_entries, ApplyStats, DiffStats, Layer, Mount, Problem, Usage};
 
 mod driver;
 mod errors;
@@ -32,5 +32,6 @@ fn _ovl2(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Mounted>()?;
     m.add_class::<ApplyStats>()?;
     m.add_class::<DiffStats>()?;
+    m.add_class::<Usage>()?;
     Ok(())
 }

@@ -165,6 +165,31 @@ impl DiffStats {
     }
 }
 
+/// What :meth:`Driver.usage` measured. Immutable, comparable.
+#[pyclass(frozen, eq, module = "ovl2")]
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Usage {
+    /// Bytes allocated (``st_blocks`` × 512, as ``du`` counts), every inode once.
+    #[pyo3(get)]
+    pub(crate) bytes: u64,
+    /// Distinct inodes: hardlinks once, the layer's ``diff`` directory included.
+    #[pyo3(get)]
+    pub(crate) inodes: u64,
+}
+
+impl From<ovl2_core::Usage> for Usage {
+    fn from(u: ovl2_core::Usage) -> Self {
+        Usage { bytes: u.bytes, inodes: u.inodes }
+    }
+}
+
+#[pymethods]
+impl Usage {
+    fn __repr__(&self) -> String {
+        format!("Usage(bytes={}, inodes={})", self.bytes, self.inodes)
+    }
+}
+
 /// One layer as :meth:`Driver.layers` reports it. Immutable, comparable, hashable.
 #[pyclass(frozen, eq, hash, module = "ovl2")]
 #[derive(Clone, PartialEq, Eq, Hash)]

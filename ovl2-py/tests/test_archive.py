@@ -427,3 +427,71 @@ def test_sync_per_call(driver: ovl2.Driver) -> None:
     driver.create("a")
     driver.create("b")
     assert driver.apply_diff("a", BASE_TAR, sync=False).digest == driver.apply_diff("b", BASE_TAR, sync=True).digest
+
+
+def test_import_chain_from_every_kind_of_source(driver: ovl2.Driver, home: pathlib.Path) -> None:
+    driver.create("p")
+    path = home.parent / "base.tar"
+    path.write_bytes(BASE_TAR)
+    mid = layer_tar({"app": ("dir", ""), "app/bin": "mid"})
+    top = layer_tar({"etc/.wh.os-release": ""})
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        made = driver.import_chain("img", [path, mid, io.BytesIO(top), fd], "p", sync=False)
+    finally:
+        os.close(fd)
+    assert [id for id, _ in made] == ["img-1", "img-2", "img-3", "img"]
+    assert made[0][1].digest == sha256(BASE_TAR) == made[3][1].digest
+    assert made[2][1].whiteouts == 1
+    assert driver.parent("img-1") == "p" and driver.parent("img") == "img-3"
+    check_base(home, "img-1")
+    assert (home / "img-2" / "diff" / "app" / "bin").read_text() == "mid"
+    assert driver.check() == []
+
+
+def test_a_failed_import_chain_leaves_nothing(driver: ovl2.Driver, home: pathlib.Path) -> None:
+    driver.create("p")
+    before = sorted(p.name for p in home.iterdir())
+    with pytest.raises(ovl2.CorruptArchiveError):
+        driver.import_chain("bad", [BASE_TAR, b"not a tar" * 100], "p")
+    assert not driver.exists("bad-1") and not driver.exists("bad")
+    assert not (home / "p" / "committed").exists()
+
+    class Boom(Exception):
+        pass
+
+    class Failing(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def read(self, n: int = -1) -> bytes:
+            raise Boom("the source broke")
+
+    # The file object's own exception propagates unchanged, and nothing is left.
+    with pytest.raises(Boom):
+        driver.import_chain("bad", [BASE_TAR, Failing()], "p")
+    # A missing path raises before any layer is created.
+    with pytest.raises(FileNotFoundError):
+        driver.import_chain("bad", [BASE_TAR, home / "missing.tar"], "p")
+    with pytest.raises(ovl2.InvalidArgumentError):
+        driver.import_chain("bad", [])
+    with pytest.raises(ovl2.LayerExistsError):
+        driver.import_chain("p", [BASE_TAR])
+    assert sorted(p.name for p in home.iterdir()) == before
+    assert list((home / ".ovl2" / "pending").iterdir()) == []
+    with pytest.raises(TypeError):
+        driver.import_chain("bad", "not a list")
+
+
+def test_usage_counts_the_layers_own_files(driver: ovl2.Driver, home: pathlib.Path) -> None:
+    driver.create("base")
+    empty = driver.usage("base")
+    assert empty.inodes == 1 and empty.bytes == os.stat(home / "base" / "diff").st_blocks * 512
+    driver.apply_diff("base", BASE_TAR)
+    u = driver.usage("base")
+    # diff/, 3 directories, 3 files (one of them hardlinked twice) and a symlink.
+    assert u.inodes == 8 and u.bytes > empty.bytes
+    assert u == driver.usage("base") and repr(u) == f"Usage(bytes={u.bytes}, inodes=8)"
+    assert isinstance(u, ovl2.Usage)
+    with pytest.raises(ovl2.LayerNotFoundError):
+        driver.usage("missing")

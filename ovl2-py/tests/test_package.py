@@ -78,7 +78,9 @@ def test_public_names() -> None:
     assert ovl2.DOCKER_MAX_DEPTH == 128
 
 
-@pytest.mark.parametrize("cls", [ovl2.Layer, ovl2.Problem, ovl2.Mount, ovl2.Mounted, ovl2.ApplyStats, ovl2.DiffStats])
+@pytest.mark.parametrize(
+    "cls", [ovl2.Layer, ovl2.Problem, ovl2.Mount, ovl2.Mounted, ovl2.ApplyStats, ovl2.DiffStats, ovl2.Usage]
+)
 def test_result_values_cannot_be_built_by_hand(cls: type) -> None:
     # They are values the driver hands out; no constructor keeps them truthful.
     with pytest.raises(TypeError):

@@ -30,6 +30,7 @@ from ._ovl2 import (
     Mount,
     Mounted,
     Problem,
+    Usage,
     __version__,
     docker_init_entries,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "Problem",
     "ApplyStats",
     "DiffStats",
+    "Usage",
     "Change",
     "ChangeKind",
     "Error",

@@ -26,6 +26,7 @@ __all__ = [
     "docker_init_entries",
     "ApplyStats",
     "DiffStats",
+    "Usage",
 ]
 
 __version__: str
@@ -293,6 +294,42 @@ class Driver:
             hashing the stream yourself.
         :raises LayerNotFoundError: no such layer.
         """
+    def import_chain(
+        self,
+        top: str,
+        sources: Sequence[_Source],
+        parent: Optional[str] = None,
+        *,
+        sync: Optional[bool] = None,
+    ) -> list[tuple[str, ApplyStats]]:
+        """Creates one layer per tarball in ``sources`` (base first) on top of ``parent``
+        and applies each tarball into its layer: an image's layers in one call. The top
+        layer is ``top``, those below it ``<top>-1``, ``<top>-2``, ... from the base.
+
+        All or nothing: on any error the layers it made are removed and ``parent`` loses the
+        ``committed`` marker they gave it; if the process is killed half way, the next open
+        (or :meth:`repair`) does the same.
+
+        :param sources: each as :meth:`apply_diff` takes it (a path, bytes, a binary file
+            object or an int fd); paths are opened before anything is created.
+        :param parent: the layer the chain builds on; None or ``""`` for none.
+        :param sync: flush each layer's data to disk; default the store's ``sync``.
+        :returns: ``(id, stats)`` for each layer made, base first.
+        :raises InvalidArgumentError: ``sources`` is empty.
+        :raises LayerExistsError: one of the ids is taken.
+        :raises LayerNotFoundError: no layer ``parent``.
+        :raises CorruptArchiveError: a tarball is malformed, truncated or hostile.
+        :raises OSError: a ``sources`` path cannot be opened; an exception raised by a file
+            object propagates unchanged.
+        """
+    def usage(self, id: str) -> Usage:
+        """What layer ``id``'s own files (its ``diff``) occupy on disk, as ``ovl2 du`` and
+        containerd's snapshot usage count: never crossing a mount or following a symlink.
+        Unlike :meth:`diff_size` (Docker's apparent size of the layer's changes) this is what
+        the layer costs on disk.
+
+        :raises LayerNotFoundError: no such layer.
+        """
     def diff_size(self, id: str, parent: Optional[str] = None) -> int:
         """Docker's ``DiffSize``: with the layer's own parent, the size of its ``diff`` (what
         :meth:`apply_diff` returned); against another layer, the sizes of the
@@ -462,6 +499,17 @@ class DiffStats:
     @property
     def entries(self) -> int:
         """Tar entries written (whiteouts and opaque markers included)."""
+
+@final
+class Usage:
+    """What :meth:`Driver.usage` measured. Immutable, comparable."""
+
+    @property
+    def bytes(self) -> int:
+        """Bytes allocated (``st_blocks`` × 512, as ``du`` counts), every inode once."""
+    @property
+    def inodes(self) -> int:
+        """Distinct inodes: hardlinks once, the layer's ``diff`` directory included."""
 
 @final
 class Layer:
