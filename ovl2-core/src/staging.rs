@@ -217,9 +217,7 @@ impl<'s> PendingRecord<'s> {
         }
         Ok(())
     }
-}
 
-impl PendingRecord<'_> {
     /// Releases the record but leaves it on disk: a change whose rollback failed half way is
     /// then finished by the next sweep, as if this process had died.
     pub(crate) fn keep(mut self) {
@@ -332,7 +330,7 @@ fn remove_leftover(staging: &OwnedFd, name: &CStr) -> Result<Option<Leftover>> {
 }
 
 /// Deletes a finished record.
-pub(crate) fn remove_record(dir: &OwnedFd, name: &CStr) -> Result<()> {
+fn remove_record(dir: &OwnedFd, name: &CStr) -> Result<()> {
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
         Err(e) => Err(Error::io(format!("removing .ovl2/pending/{}", fsutil::os(name).to_string_lossy()), e)),
