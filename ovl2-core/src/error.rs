@@ -12,7 +12,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum ErrorKind {
     /// The caller passed something malformed (bad id, unknown option, ...).
     InvalidArgument,
-    /// The named layer does not exist.
+    /// The layer, or the store home, the caller named does not exist ([`Error::NotFound`],
+    /// [`Error::StoreNotFound`]). A file missing inside a layer or the store is not this
+    /// (callers read it as "no such layer"): it is [`ErrorKind::Io`] with errno `ENOENT`.
     NotFound,
     /// A layer with that id already exists.
     Exists,
@@ -50,6 +52,9 @@ pub enum Error {
     /// The layer does not exist.
     #[error("layer {0:?} does not exist")]
     NotFound(String),
+    /// The store home the caller named does not exist (and the open mode may not create it).
+    #[error("store home {} does not exist (a command that writes, or `ovl2 init`, creates it)", .0.display())]
+    StoreNotFound(std::path::PathBuf),
     /// The layer already exists.
     #[error("layer {0:?} already exists")]
     Exists(String),
@@ -101,7 +106,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidId { .. } | Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
-            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::NotFound(_) | Error::StoreNotFound(_) => ErrorKind::NotFound,
             Error::Exists(_) => ErrorKind::Exists,
             Error::MaxDepth { .. } => ErrorKind::MaxDepth,
             Error::Busy { .. } => ErrorKind::Busy,
@@ -112,7 +117,6 @@ impl Error {
                 use rustix::io::Errno;
                 match Errno::from_io_error(source) {
                     Some(Errno::PERM | Errno::ACCESS | Errno::ROFS) => ErrorKind::Permission,
-                    Some(Errno::NOENT) => ErrorKind::NotFound,
                     Some(Errno::EXIST) => ErrorKind::Exists,
                     Some(Errno::BUSY) => ErrorKind::Busy,
                     Some(Errno::NOSYS | Errno::OPNOTSUPP) => ErrorKind::Unsupported,
@@ -132,7 +136,7 @@ impl Error {
             Error::Io { source, .. } if source.kind() == io::ErrorKind::ResourceBusy => Errno::BUSY,
             Error::Io { source, .. } => return source.raw_os_error(),
             Error::InvalidId { .. } | Error::InvalidArgument(_) => Errno::INVAL,
-            Error::NotFound(_) => Errno::NOENT,
+            Error::NotFound(_) | Error::StoreNotFound(_) => Errno::NOENT,
             Error::Exists(_) => Errno::EXIST,
             Error::MaxDepth { .. } => Errno::TOOMANYREFS,
             Error::Busy { .. } => Errno::BUSY,
@@ -162,5 +166,25 @@ pub(crate) trait Context<T> {
 impl<T, E: Into<io::Error>> Context<T> for std::result::Result<T, E> {
     fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T> {
         self.map_err(|e| Error::io(f(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::io::Errno;
+
+    /// Only "the layer (or store) you named does not exist" is NotFound; the faces turn it
+    /// into LayerNotFound. A file missing inside the store keeps its errno but is plain Io.
+    #[test]
+    fn an_internal_enoent_is_io_not_not_found() {
+        let e = Error::io("opening base/diff", Errno::NOENT);
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert_eq!(e.errno(), Some(Errno::NOENT.raw_os_error()));
+        assert_eq!(Error::NotFound("x".into()).kind(), ErrorKind::NotFound);
+        let home = Error::StoreNotFound("/nowhere".into());
+        assert_eq!(home.kind(), ErrorKind::NotFound);
+        assert_eq!(home.errno(), Some(Errno::NOENT.raw_os_error()));
+        assert!(home.to_string().starts_with("store home /nowhere does not exist"), "{home}");
     }
 }

@@ -417,7 +417,7 @@ impl Store {
             self.refuse_if_children(id)?;
         }
         let cid = cstr(id).expect("validated");
-        let dir = fsutil::open_dir(&self.home_fd, &cid).ctx(|| format!("opening layer {id:?}"))?;
+        let dir = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         // The layer lock waits out a get/put in progress; none of them takes the store lock,
         // so waiting here while holding it cannot deadlock.
         fsutil::flock(&dir, true, false).ctx(|| format!("locking layer {id:?}"))?;

@@ -318,10 +318,7 @@ fn open_home(home: &Path, mode: OpenMode) -> Result<OwnedFd> {
             return Err(Error::io(format!("store home {shown} is not a directory"), e));
         }
         Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
-            return Err(Error::io(
-                format!("store home {shown} does not exist (a command that writes, or `ovl2 init`, creates it)"),
-                e,
-            ));
+            return Err(Error::StoreNotFound(home.to_owned()));
         }
         Err(e) => return Err(Error::io(format!("opening store home {shown}"), e)),
     };

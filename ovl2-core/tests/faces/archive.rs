@@ -1618,4 +1618,71 @@ pub fn usage_counts_the_layers_own_blocks_and_inodes<D: Face>() {
     assert!(want.bytes >= root_blocks + 50_000);
     assert_eq!(d.usage("missing").unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(d.usage("../x").unwrap_err().kind(), ErrorKind::InvalidArgument);
+
+face_test!(every_operation_on_a_missing_layer_is_not_found);
+/// "The layer you named does not exist" is `NotFound` (LayerNotFound in C, Go and Python)
+/// for every operation that takes a layer id, as a parent too, and it names that layer.
+pub fn every_operation_on_a_missing_layer_is_not_found<D: Face>() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("missing");
+    let d = D::open_fast(&s.home());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    let data = tar(&[E::file("a", b"1")]);
+    let calls: Vec<(&str, crate::faces::R<()>)> = vec![
+        ("parent", d.parent("nope").map(drop)),
+        ("metadata", d.metadata("nope").map(drop)),
+        ("remove", d.remove("nope", false)),
+        ("remove --force", d.remove("nope", true)),
+        ("remove_tree", d.remove_tree("nope", false).map(drop)),
+        ("get", d.get("nope", None).map(drop)),
+        ("put", d.put("nope")),
+        ("apply_diff", d.apply_diff("nope", None, &data[..]).map(drop)),
+        ("diff", d.diff("nope", None, std::io::sink()).map(drop)),
+        ("diff against a missing parent", d.diff("base", Some("nope"), std::io::sink()).map(drop)),
+        ("diff_size", d.diff_size("nope", None).map(drop)),
+        ("diff_size against a missing parent", d.diff_size("base", Some("nope")).map(drop)),
+        ("changes", d.changes("nope", None).map(drop)),
+        ("changes against a missing parent", d.changes("base", Some("nope")).map(drop)),
+        ("create on a missing parent", d.create("x", Some("nope"), &CreateOpts::default())),
+        ("create_container on a missing image", d.create_container("c", "nope", &Default::default())),
+        ("remove_container", d.remove_container("nope", false)),
+    ];
+    for (what, r) in calls {
+        let e = r.expect_err(what);
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{what}: {e}");
+        assert!(e.to_string().contains("\"nope"), "{what}: {e}");
+    }
+}
+
+face_test!(a_layer_whose_files_vanished_is_not_reported_missing);
+/// A layer that exists but lost a file inside it (its `diff/`, a lower layer's `diff/`) is
+/// not "layer not found": C, Go and Python callers read NotFound as "the id you named does
+/// not exist" (LayerNotFoundError). Each of these reported NotFound before.
+pub fn a_layer_whose_files_vanished_is_not_reported_missing<D: Face>() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("vanished");
+    let d = D::open_fast(&s.home());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.create("kid", Some("base"), &CreateOpts::default()).unwrap();
+    d.apply_diff("base", None, &tar(&[E::file("a", b"1")])[..]).unwrap();
+    std::fs::remove_dir_all(s.home().join("base/diff")).unwrap();
+    let calls: Vec<(&str, &str, crate::faces::R<()>)> = vec![
+        ("diff", "base/diff", d.diff("base", None, std::io::sink()).map(drop)),
+        ("diff_size", "base/diff", d.diff_size("base", None).map(drop)),
+        ("changes", "base/diff", d.changes("base", None).map(drop)),
+        ("changes of the child", "base/diff", d.changes("kid", Some("base")).map(drop)),
+        ("get of the child", "base/diff", d.get("kid", None).map(drop)),
+    ];
+    for (what, path, r) in calls {
+        let e = r.expect_err(what);
+        assert_ne!(e.kind(), ErrorKind::NotFound, "{what}: {e}");
+        assert_eq!(e.kind(), ErrorKind::Io, "{what}: {e}");
+        assert!(e.to_string().contains(path), "{what} must name {path}: {e}");
+        assert!(!e.to_string().contains("does not exist"), "{what}: {e}");
+    }
+    assert!(d.mounts().unwrap().is_empty());
 }
