@@ -102,7 +102,8 @@ typedef enum ovl2_status {
   // An argument was NULL, not UTF-8, out of range or otherwise malformed (bad layer id,
   // unknown option, negative fd, ...). errno is EINVAL.
   OVL2_STATUS_INVALID_ARGUMENT = 1,
-  // The layer (or a file the operation needs) does not exist. errno is usually ENOENT.
+  // The layer (or store home) the caller named does not exist. errno is ENOENT. A file
+  // missing inside a layer is IO (errno ENOENT), not this.
   OVL2_STATUS_NOT_FOUND = 2,
   // A layer with that id already exists. errno is usually EEXIST.
   OVL2_STATUS_EXISTS = 3,

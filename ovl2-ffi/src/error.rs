@@ -20,7 +20,8 @@ pub enum ovl2_status {
     /// An argument was NULL, not UTF-8, out of range or otherwise malformed (bad layer id,
     /// unknown option, negative fd, ...). errno is EINVAL.
     InvalidArgument = 1,
-    /// The layer (or a file the operation needs) does not exist. errno is usually ENOENT.
+    /// The layer (or store home) the caller named does not exist. errno is ENOENT. A file
+    /// missing inside a layer is IO (errno ENOENT), not this.
     NotFound = 2,
     /// A layer with that id already exists. errno is usually EEXIST.
     Exists = 3,

@@ -95,6 +95,24 @@ def test_layer_not_found(driver: ovl2.Driver) -> None:
     assert driver.layers() == []
 
 
+def test_a_file_missing_inside_a_layer_is_not_layer_not_found(driver: ovl2.Driver, home: pathlib.Path) -> None:
+    # The layer exists; only its diff/ is gone. LayerNotFoundError would tell the caller the
+    # id is wrong (it was raised before), so this is a plain Error that keeps ENOENT and the path.
+    driver.create("base")
+    (home / "base" / "diff").rmdir()
+    for call in (
+        lambda: driver.diff("base", io.BytesIO()),
+        lambda: driver.diff_size("base"),
+        lambda: driver.changes("base"),
+    ):
+        with pytest.raises(ovl2.Error) as ei:
+            call()
+        assert type(ei.value) is ovl2.Error, f"{type(ei.value).__name__}: {ei.value}"
+        assert not isinstance(ei.value, FileNotFoundError)
+        assert ei.value.errno == errno.ENOENT
+        assert ei.value.strerror is not None and "base/diff" in ei.value.strerror
+
+
 def test_layer_exists(driver: ovl2.Driver) -> None:
     driver.create("a")
     with pytest.raises(ovl2.LayerExistsError) as ei:

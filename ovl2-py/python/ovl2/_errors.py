@@ -42,7 +42,9 @@ class InvalidIdError(InvalidArgumentError):
 
 
 class LayerNotFoundError(Error, FileNotFoundError):
-    """The layer (or a file of it the operation needs) does not exist. errno ENOENT.
+    """The layer (or store home) you named does not exist. errno ENOENT.
+
+    A file missing inside an existing layer is a plain :class:`Error` (errno ENOENT), not this.
 
     Also a ``FileNotFoundError``, the class ``os`` raises for ENOENT.
     """
