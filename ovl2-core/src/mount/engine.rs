@@ -602,7 +602,7 @@ mod mount_thread {
         for _ in 0..2 {
             let tx = sender()?;
             match tx.send(job) {
-                Ok(()) => return answer.recv().map_err(|_| Error::Corrupt("the mount thread died".into())),
+                Ok(()) => return answer.recv().map_err(|_| gone("died before answering")),
                 // The thread is gone (it exited after a failure): start another once.
                 Err(e) => {
                     job = e.0;
@@ -610,7 +610,14 @@ mod mount_thread {
                 }
             }
         }
-        Err(Error::Corrupt("the mount thread cannot be started".into()))
+        Err(gone("exited again as soon as it was restarted"))
+    }
+
+    /// The error for a mount thread that is gone. It is this process's worker that failed,
+    /// not the store, so it is an I/O error (never `Corrupt`, which tells the user to repair
+    /// the store), and it says at which step the thread was lost.
+    pub(super) fn gone(when: &str) -> Error {
+        Error::io("mounting through the ovl2-mount thread", std::io::Error::other(format!("the thread {when}")))
     }
 
     fn sender() -> Result<Sender<Job>> {
@@ -651,7 +658,7 @@ mod mount_thread {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Error::io("unshare(CLONE_FS) on the mount thread", e)),
-            Err(_) => return Err(Error::Corrupt("the mount thread died while starting".into())),
+            Err(_) => return Err(gone("died while starting")),
         }
         *slot = Some((pid, tx.clone()));
         Ok(tx)
@@ -720,6 +727,19 @@ mod tests {
             assert!(choose(r, MountStrategy::New, &Features::default()).is_err());
             assert_eq!(choose(r, MountStrategy::Auto, &Features::default()).unwrap(), MountMethod::LegacyAbsolute);
         });
+    }
+
+    /// A lost mount thread is this process's failure, not store damage: reporting it as
+    /// `Corrupt` sent users to `check --repair` for nothing (it was `Corrupt` before).
+    #[test]
+    fn a_dead_mount_thread_is_io_not_corrupt() {
+        for when in ["died before answering", "died while starting", "exited again as soon as it was restarted"] {
+            let e = mount_thread::gone(when);
+            assert_eq!(e.kind(), crate::ErrorKind::Io, "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains("ovl2-mount thread") && msg.contains(when), "{msg}");
+            assert!(!msg.contains("corrupt"), "{msg}");
+        }
     }
 
     #[test]
