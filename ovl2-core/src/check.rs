@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustix::fs::{AtFlags, FileType};
 
 use crate::error::{Context, Result};
-use crate::fsutil::{self, cstr};
+use crate::fsutil::{self, cstr, LockMode};
 use crate::layout::{self, Malformed};
 use crate::staging;
 use crate::store::Store;
@@ -156,13 +156,13 @@ struct Rec {
 impl Store {
     /// The work of [`Driver::check`](crate::Driver::check).
     pub(crate) fn check(&self) -> Result<Vec<Problem>> {
-        let _lock = self.lock(false)?;
+        let _lock = self.lock(LockMode::Shared)?;
         self.scan(false)
     }
 
     /// The work of [`Driver::repair`](crate::Driver::repair).
     pub(crate) fn repair(&self) -> Result<RepairReport> {
-        let _lock = self.lock(true)?;
+        let _lock = self.lock(LockMode::Exclusive)?;
         let mut report = RepairReport::default();
         // Fixes can uncover further problems (a new link file makes a dangling link
         // visible); iterate to a fixed point, as containers/storage's recreateSymlinks does.

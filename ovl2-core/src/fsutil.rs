@@ -578,19 +578,44 @@ fn unlink_entry(dir: BorrowedFd<'_>, name: &CStr, flags: u32, path: &dyn Fn() ->
     }
 }
 
-/// Takes a whole-file lock on an open file or directory: shared or exclusive, blocking or not.
-/// Returns `Ok(false)` when `nonblocking` and someone else holds a conflicting lock.
-pub fn flock<Fd: AsFd>(fd: Fd, exclusive: bool, nonblocking: bool) -> io::Result<bool> {
-    let op = match (exclusive, nonblocking) {
-        (true, false) => FlockOperation::LockExclusive,
-        (true, true) => FlockOperation::NonBlockingLockExclusive,
-        (false, false) => FlockOperation::LockShared,
-        (false, true) => FlockOperation::NonBlockingLockShared,
-    };
+/// Which whole-file lock (`flock`) to take: shared by readers, exclusive for a writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockMode {
+    /// Many holders at once; excludes only [`LockMode::Exclusive`].
+    Shared,
+    /// One holder; excludes every other lock.
+    Exclusive,
+}
+
+impl LockMode {
+    fn op(self, wait: bool) -> FlockOperation {
+        match (self, wait) {
+            (LockMode::Exclusive, true) => FlockOperation::LockExclusive,
+            (LockMode::Exclusive, false) => FlockOperation::NonBlockingLockExclusive,
+            (LockMode::Shared, true) => FlockOperation::LockShared,
+            (LockMode::Shared, false) => FlockOperation::NonBlockingLockShared,
+        }
+    }
+}
+
+/// Takes a whole-file lock on an open file or directory, waiting out any conflicting holder.
+pub(crate) fn flock<Fd: AsFd>(fd: Fd, mode: LockMode) -> io::Result<()> {
     loop {
-        match rfs::flock(fd.as_fd(), op) {
+        match rfs::flock(fd.as_fd(), mode.op(true)) {
+            Ok(()) => return Ok(()),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Takes a whole-file lock without waiting: `Ok(false)` when someone else holds a
+/// conflicting one (a live owner, for the liveness and leftover checks that use it).
+pub(crate) fn try_flock<Fd: AsFd>(fd: Fd, mode: LockMode) -> io::Result<bool> {
+    loop {
+        match rfs::flock(fd.as_fd(), mode.op(false)) {
             Ok(()) => return Ok(true),
-            Err(Errno::WOULDBLOCK) if nonblocking => return Ok(false),
+            Err(Errno::WOULDBLOCK) => return Ok(false),
             Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }

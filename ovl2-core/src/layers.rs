@@ -10,7 +10,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType};
 use rustix::io::Errno;
 
 use crate::error::{Context, Error, Result};
-use crate::fsutil::{self, cstr, Owner};
+use crate::fsutil::{self, cstr, LockMode, Owner};
 use crate::id;
 use crate::layout;
 use crate::lock::StoreLock;
@@ -112,7 +112,7 @@ impl Store {
             }
         }
         validate_create_opts(opts)?;
-        let lock = self.lock(true)?;
+        let lock = self.lock(LockMode::Exclusive)?;
         if self.exists_unlocked(id)? {
             return Err(Error::Exists(id.to_owned()));
         }
@@ -275,7 +275,7 @@ impl Store {
     /// Takes back a `committed` marker that a rolled-back child wrote, if no child exists
     /// now. (Docker never removes the marker; this only undoes ovl2's own failed step.)
     pub(crate) fn uncommit_if_childless(&self, id: &str) -> Result<()> {
-        let _lock = self.lock(true)?;
+        let _lock = self.lock(LockMode::Exclusive)?;
         self.uncommit_if_childless_locked(id)
     }
 
@@ -304,12 +304,12 @@ impl Store {
         if opts.force {
             // Refuse a layer with children before touching its mount.
             if !opts.ignore_children {
-                let _lock = self.lock(false)?;
+                let _lock = self.lock(LockMode::Shared)?;
                 self.refuse_if_children(id)?;
             }
             self.force_unmount(id)?;
         }
-        let lock = self.lock(true)?;
+        let lock = self.lock(LockMode::Exclusive)?;
         let gone = self.unlink_layer_locked(id, opts.ignore_children)?;
         drop(lock);
         gone.delete()
@@ -318,7 +318,7 @@ impl Store {
     /// The work of [`Driver::remove_tree`](crate::Driver::remove_tree).
     pub(crate) fn remove_tree(&self, id: &str, force: bool) -> Result<Vec<String>> {
         id::validate(id)?;
-        let lock = self.lock(true)?;
+        let lock = self.lock(LockMode::Exclusive)?;
         // Every descendant names this layer somewhere in its lower; the longest chains first.
         let mut tree: Vec<(usize, String)> = Vec::new();
         if let Some(lid) = self.own_short_id(id)? {
@@ -339,7 +339,7 @@ impl Store {
             for x in &order {
                 self.force_unmount(x)?;
             }
-            return self.remove_tree_locked(id, &order, self.lock(true)?);
+            return self.remove_tree_locked(id, &order, self.lock(LockMode::Exclusive)?);
         }
         self.remove_tree_locked(id, &order, lock)
     }
@@ -420,7 +420,7 @@ impl Store {
         let dir = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         // The layer lock waits out a get/put in progress; none of them takes the store lock,
         // so waiting here while holding it cannot deadlock.
-        fsutil::flock(&dir, true, false).ctx(|| format!("locking layer {id:?}"))?;
+        fsutil::flock(&dir, LockMode::Exclusive).ctx(|| format!("locking layer {id:?}"))?;
         if self.is_mounted(&dir)? {
             return Err(Error::Busy {
                 id: id.to_owned(),
@@ -522,7 +522,7 @@ impl Store {
     /// The work of [`Driver::parent`](crate::Driver::parent).
     pub(crate) fn parent(&self, id: &str) -> Result<Option<String>> {
         id::validate(id)?;
-        let _lock = self.lock(false)?;
+        let _lock = self.lock(LockMode::Shared)?;
         let chain = self.lower_chain(id)?;
         let Some(first) = chain.first() else { return Ok(None) };
         Ok(Some(self.resolve_short_id(first)?.ok_or_else(|| orphaned(id, first))?))
@@ -531,7 +531,7 @@ impl Store {
     /// The work of [`Driver::metadata`](crate::Driver::metadata).
     pub(crate) fn metadata(&self, id: &str) -> Result<Metadata> {
         id::validate(id)?;
-        let _lock = self.lock(false)?;
+        let _lock = self.lock(LockMode::Shared)?;
         let chain = self.lower_chain(id)?;
         let dir = self.home.join(id);
         // A base layer has no LowerDir at all, as in Docker.
@@ -558,7 +558,7 @@ impl Store {
 
     /// The work of [`Driver::layers`](crate::Driver::layers).
     pub(crate) fn layers(&self) -> Result<Vec<LayerInfo>> {
-        let _lock = self.lock(false)?;
+        let _lock = self.lock(LockMode::Shared)?;
         let mut recs = Vec::new();
         let mut by_lid = BTreeMap::new();
         for id in self.layer_ids()? {

@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 
 use crate::error::{Context, Result};
-use crate::fsutil;
+use crate::fsutil::{self, LockMode};
 use crate::layout;
 
 /// A held store lock; dropping it releases the lock.
@@ -29,7 +29,7 @@ impl StoreLock {
 /// Takes the store lock, shared (readers) or exclusive (anything that changes the layout).
 /// A read-only opener never creates the lock file: without one, no ovl2 writer is at work
 /// (every writer creates it before changing anything), so there is nothing to wait for.
-pub fn lock_store<Fd: AsFd>(private_dir: Fd, exclusive: bool, read_only: bool) -> Result<StoreLock> {
+pub fn lock_store<Fd: AsFd>(private_dir: Fd, mode: LockMode, read_only: bool) -> Result<StoreLock> {
     let flags = if read_only { OFlags::RDONLY } else { OFlags::RDWR | OFlags::CREATE };
     // NONBLOCK: a FIFO planted as the lock file must not hang the open.
     let fd = match rustix::fs::openat(
@@ -42,6 +42,6 @@ pub fn lock_store<Fd: AsFd>(private_dir: Fd, exclusive: bool, read_only: bool) -
         Err(rustix::io::Errno::NOENT) if read_only => return Ok(StoreLock::none()),
         Err(e) => return Err(crate::Error::io("opening the store lock .ovl2/lock", e)),
     };
-    fsutil::flock(&fd, exclusive, false).ctx(|| "locking the store".into())?;
+    fsutil::flock(&fd, mode).ctx(|| "locking the store".into())?;
     Ok(StoreLock { _fd: Some(fd) })
 }

@@ -37,7 +37,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use crate::error::{Context, Error, Result};
-use crate::fsutil::{self, cstr, Owner};
+use crate::fsutil::{self, cstr, LockMode, Owner};
 use crate::id;
 use crate::lock::StoreLock;
 use crate::store::Store;
@@ -69,7 +69,7 @@ impl<'s> WorkEntry<'s> {
         fsutil::mkdir(staging, &name, mode, Some(owner)).ctx(|| format!("creating {label}"))?;
         let setup = || -> Result<OwnedFd> {
             let fd = fsutil::open_dir(staging, &name).ctx(|| format!("opening {label}"))?;
-            fsutil::flock(&fd, true, false).ctx(|| format!("locking {label}"))?;
+            fsutil::flock(&fd, LockMode::Exclusive).ctx(|| format!("locking {label}"))?;
             Ok(fd)
         };
         match setup() {
@@ -179,7 +179,7 @@ impl<'s> PendingRecord<'s> {
         d.writable("recording a change of several layers")?;
         // Under the store lock (shared), so the sweep cannot take it for a leftover before it
         // is flocked.
-        let _store = d.lock(false)?;
+        let _store = d.lock(LockMode::Shared)?;
         let dir = d.pending_dir()?.ok_or_else(|| Error::io("opening .ovl2/pending", Errno::NOENT))?;
         let fd = rustix::fs::openat(
             &dir,
@@ -188,7 +188,7 @@ impl<'s> PendingRecord<'s> {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| Error::io(format!("creating {shown}"), e))?;
-        if !fsutil::flock(&fd, true, true).map_err(|e| Error::io("locking a pending record", e))? {
+        if !fsutil::try_flock(&fd, LockMode::Exclusive).map_err(|e| Error::io("locking a pending record", e))? {
             return Err(Error::Busy { id: fsutil::os(&name).to_string_lossy().into_owned(), reason: busy.into() });
         }
         let mut rec = PendingRecord { store: d, name, fd, len: 0, kept: false };
@@ -303,7 +303,7 @@ fn sweep_staging(d: &Store, fix: bool, found: &mut Vec<Leftover>) -> Result<()> 
         };
         // Owners hold an exclusive flock while they work; a lock we can take means the
         // owner died.
-        if !fsutil::flock(&fd, true, true).ctx(|| "locking a staging entry".into())? {
+        if !fsutil::try_flock(&fd, LockMode::Exclusive).ctx(|| "locking a staging entry".into())? {
             continue;
         }
         if fix {
@@ -371,7 +371,7 @@ fn sweep_pending(d: &Store, fix: bool, found: &mut Vec<Leftover>) -> Result<()> 
         }
         let fd = fd.expect("regular file is open");
         // Its creator holds the lock while it works.
-        if !fsutil::flock(&fd, true, true).ctx(|| "locking a pending record".into())? {
+        if !fsutil::try_flock(&fd, LockMode::Exclusive).ctx(|| "locking a pending record".into())? {
             continue;
         }
         if ctr.starts_with(IMPORT_RECORD_PREFIX) {

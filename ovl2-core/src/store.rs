@@ -10,7 +10,7 @@ use rustix::fs::{self as rfs, FileType, OFlags};
 use rustix::io::Errno;
 
 use crate::error::{Context, Error, Result};
-use crate::fsutil::{self, cstr, Owner};
+use crate::fsutil::{self, cstr, LockMode, Owner};
 use crate::id;
 use crate::layout;
 use crate::lock::{lock_store, StoreLock};
@@ -159,12 +159,12 @@ impl Store {
     }
 
     /// The store lock: shared for readers, exclusive for layout changes (refused read-only).
-    pub(crate) fn lock(&self, exclusive: bool) -> Result<StoreLock> {
-        if exclusive {
+    pub(crate) fn lock(&self, mode: LockMode) -> Result<StoreLock> {
+        if mode == LockMode::Exclusive {
             self.writable("changing the store")?;
         }
         match &self.private_fd {
-            Some(p) => lock_store(p, exclusive, self.opts.open_mode == OpenMode::ReadOnly),
+            Some(p) => lock_store(p, mode, self.opts.open_mode == OpenMode::ReadOnly),
             // A Docker-written store opened read-only: no ovl2 writer has been here.
             None => Ok(StoreLock::none()),
         }

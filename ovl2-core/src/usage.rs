@@ -7,7 +7,7 @@ use std::io;
 use rustix::fs::{self as rfs, AtFlags, FileType};
 
 use crate::error::{Context, Error, Result};
-use crate::fsutil::{self, DirStack, Mounts};
+use crate::fsutil::{self, DirStack, LockMode, Mounts};
 use crate::store::Store;
 use crate::{id, layout};
 
@@ -26,7 +26,7 @@ impl Store {
     pub(crate) fn usage(&self, id: &str) -> Result<Usage> {
         id::validate(id)?;
         let diff = {
-            let _lock = self.lock(false)?;
+            let _lock = self.lock(LockMode::Shared)?;
             let layer = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
             fsutil::open_dir(&layer, layout::DIFF).ctx(|| format!("opening {id}/diff"))?
         };

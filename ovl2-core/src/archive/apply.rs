@@ -16,7 +16,7 @@ use super::naive_unpack::Naive;
 use super::whiteout::{self, TarName};
 use super::{fsx, gotar, size};
 use crate::error::{Context, Error, Result};
-use crate::fsutil::{self, cstr, Owner};
+use crate::fsutil::{self, cstr, LockMode, Owner};
 use crate::staging::WorkEntry;
 use crate::store::Store;
 use crate::{id, layout, lexical};
@@ -247,7 +247,7 @@ impl Store {
     /// Exchanges the staged `diff` with the layer's (empty) one under the layer's lock.
     fn swap_in(&self, id: &str, stage: &Stage, sync: bool) -> Result<()> {
         let layer = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        fsutil::flock(&layer, true, false).ctx(|| format!("locking layer {id:?}"))?;
+        fsutil::flock(&layer, LockMode::Exclusive).ctx(|| format!("locking layer {id:?}"))?;
         // The fd must still be the layer: a concurrent remove renames it away first.
         let here = rfs::fstat(&layer).ctx(|| format!("stat of layer {id:?}"))?;
         let cid = cstr(id).expect("validated");
@@ -310,7 +310,7 @@ pub(super) struct Stage<'s> {
 impl<'s> Stage<'s> {
     fn new(d: &'s Store) -> Result<Stage<'s>> {
         d.staging("applying a layer archive")?;
-        let store = d.lock(false)?;
+        let store = d.lock(LockMode::Shared)?;
         let entry = WorkEntry::create(
             d,
             &store,

@@ -26,7 +26,7 @@ pub use input::{detect as detect_compression, Compression};
 use std::os::fd::OwnedFd;
 
 use crate::error::{Context, Error, Result};
-use crate::fsutil;
+use crate::fsutil::{self, LockMode};
 use crate::store::{orphaned, parse_chain, Store};
 use crate::{id, layout};
 
@@ -45,7 +45,7 @@ impl Store {
     /// remove cannot pull a layer out from under the walk once its fd is open.
     pub(crate) fn open_layers(&self, id: &str) -> Result<Layers> {
         id::validate(id)?;
-        let _lock = self.lock(false)?;
+        let _lock = self.lock(LockMode::Shared)?;
         let (_, lower) = self.read_layer_files(id)?;
         let layer = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let upper = fsutil::open_dir(&layer, layout::DIFF).ctx(|| format!("opening {id}/diff"))?;

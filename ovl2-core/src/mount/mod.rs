@@ -25,7 +25,7 @@ use refs::{Holder, Record};
 use state::{Held, Me};
 
 use crate::error::{Context, Error, Result};
-use crate::fsutil::{self, cstr};
+use crate::fsutil::{self, cstr, LockMode};
 use crate::staging::WorkEntry;
 use crate::store::Store;
 use crate::{id, layout};
@@ -398,7 +398,7 @@ impl Store {
         let private = self.private_dir()?;
         match fsutil::open_dir(private, layout::EMPTY) {
             Ok(dir) => {
-                fsutil::flock(&dir, true, false).ctx(|| "locking .ovl2/empty".into())?;
+                fsutil::flock(&dir, LockMode::Exclusive).ctx(|| "locking .ovl2/empty".into())?;
                 let gone =
                     WorkEntry::take_out(self, private, layout::EMPTY, dir, || "moving .ovl2/empty aside".into())?;
                 fsutil::mkdir(private, layout::EMPTY, layout::DIFF_MODE, Some(self.root))
@@ -747,7 +747,7 @@ impl Store {
     /// Opens and flocks a layer directory for a mount-state change.
     fn lock_layer(&self, id: &str) -> Result<LockedLayer> {
         let fd = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        fsutil::flock(&fd, true, false).ctx(|| format!("locking layer {id:?}"))?;
+        fsutil::flock(&fd, LockMode::Exclusive).ctx(|| format!("locking layer {id:?}"))?;
         Ok(LockedLayer { fd })
     }
 

@@ -18,7 +18,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
-use crate::fsutil::{self, cstr};
+use crate::fsutil::{self, cstr, LockMode};
 
 /// Largest record or holder file read; a record with thousands of holders is far smaller.
 const MAX_RECORD: usize = 1 << 20;
@@ -311,7 +311,7 @@ pub(crate) fn take_holder(dir: BorrowedFd<'_>, token: &str) -> Result<Option<Own
         Mode::from_raw_mode(0o600),
     )
     .map_err(|e| Error::io(format!("creating the holder file .ovl2/holders/{token}"), e))?;
-    fsutil::flock(&fd, true, false).map_err(|e| Error::io(format!("locking .ovl2/holders/{token}"), e))?;
+    fsutil::flock(&fd, LockMode::Exclusive).map_err(|e| Error::io(format!("locking .ovl2/holders/{token}"), e))?;
     let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(format!("stat of .ovl2/holders/{token}"), e))?;
     if st.st_nlink == 0 {
         return Ok(None);
@@ -334,7 +334,7 @@ pub(crate) fn holder_alive(dir: BorrowedFd<'_>, token: &str) -> bool {
         Err(_) if fsutil::file_type(dir, &n).ok().flatten().is_some() => return false,
         Err(_) => return true,
     };
-    match fsutil::flock(&fd, false, true) {
+    match fsutil::try_flock(&fd, LockMode::Shared) {
         Ok(true) => {
             let _ = rustix::fs::unlinkat(dir, &n, AtFlags::empty());
             false
