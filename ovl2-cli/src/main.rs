@@ -519,7 +519,7 @@ fn parse_owner(s: &str) -> Res<Owner> {
     let (u, g) = s.split_once(':').ok_or_else(|| Failure::usage(format!("--remap-root {s:?} is not UID:GID")))?;
     let num =
         |v: &str| v.parse::<u32>().map_err(|_| Failure::usage(format!("--remap-root {s:?}: {v:?} is not a number")));
-    Ok(Owner { uid: num(u)?, gid: num(g)? })
+    Ok(Owner::from_raw(num(u)?, num(g)?))
 }
 
 fn describe(p: &Problem) -> String {

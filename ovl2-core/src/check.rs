@@ -8,6 +8,7 @@ use rustix::fs::{AtFlags, FileType};
 
 use crate::error::{Context, Result};
 use crate::fsutil::{self, cstr, LockMode};
+use crate::id::LayerId;
 use crate::layout::{self, Malformed};
 use crate::staging;
 use crate::store::Store;
@@ -140,7 +141,7 @@ pub struct RepairReport {
 }
 
 struct Rec {
-    id: String,
+    id: LayerId,
     has_diff: bool,
     /// The type of `work`, `None` when missing.
     work: Option<FileType>,
@@ -494,10 +495,10 @@ impl Store {
         if let Some((name, _)) = links.iter().find(|(_, t)| t.as_deref() == Some(target.as_bytes())) {
             return LidChoice::Kept(name.clone());
         }
-        if let Some(lid) = recovery.assigned.get(&rec.id) {
+        if let Some(lid) = recovery.assigned.get(rec.id.as_str()) {
             return LidChoice::Recovered(lid.clone());
         }
-        match recovery.ambiguous.get(&rec.id) {
+        match recovery.ambiguous.get(rec.id.as_str()) {
             Some(lids) => LidChoice::Ambiguous(lids.clone()),
             None => LidChoice::New,
         }
@@ -652,11 +653,7 @@ impl Store {
             == Some(want.as_bytes()))
     }
 
-    fn layer_dir(&self, id: &str) -> Result<std::os::fd::OwnedFd> {
-        self.open_layer_dir(id)?.ok_or_else(|| crate::Error::NotFound(id.to_owned()))
-    }
-
-    fn rewrite(&self, id: &str, name: &std::ffi::CStr, content: &[u8]) -> Result<()> {
+    fn rewrite(&self, id: &LayerId, name: &std::ffi::CStr, content: &[u8]) -> Result<()> {
         let dir = self.layer_dir(id)?;
         fsutil::write_atomic(&dir, name, content, layout::META_FILE_MODE, self.opts.sync)
             .ctx(|| format!("rewriting {id}/{}", fsutil::os(name).to_string_lossy()))
@@ -759,7 +756,7 @@ impl Recovery {
         }
         for (lid, cands) in &owners {
             for c in cands {
-                r.ambiguous.entry(c.id.clone()).or_default().push(lid.to_string());
+                r.ambiguous.entry(c.id.to_string()).or_default().push(lid.to_string());
             }
         }
         r

@@ -13,9 +13,9 @@ use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::fsutil::{self, cstr, Owner};
-use crate::id;
+use crate::id::LayerId;
 use crate::mount::MountOpts;
-use crate::options::CreateOpts;
+use crate::options::{CreateOpts, RemoveOpts};
 use crate::staging::PendingRecord;
 use crate::store::Store;
 
@@ -89,6 +89,9 @@ impl Default for ContainerOpts {
     }
 }
 
+/// Mode of the directories and files the init entries create (Docker's `0755`).
+const INIT_MODE: Mode = Mode::from_raw_mode(0o755);
+
 /// The init layer's id for a container, as Docker names it.
 pub fn init_layer_id(ctr: &str) -> String {
     format!("{ctr}-init")
@@ -97,35 +100,34 @@ pub fn init_layer_id(ctr: &str) -> String {
 impl Store {
     /// The work of [`Driver::create_container`](crate::Driver::create_container).
     pub(crate) fn create_container(&self, ctr: &str, image_top: &str, opts: &ContainerOpts) -> Result<()> {
-        let init = init_layer_id(ctr);
-        id::validate(ctr)?;
-        id::validate(&init)?;
-        id::validate(image_top)?;
+        let ctr = &LayerId::new(ctr)?;
+        let init = &LayerId::new(&init_layer_id(ctr))?;
+        let image_top = &LayerId::new(image_top)?;
         for e in &opts.init_entries {
             entry_components(&e.path)?;
         }
-        if !self.exists(image_top)? {
-            return Err(Error::NotFound(image_top.to_owned()));
+        if !self.exists_unlocked(image_top)? {
+            return Err(Error::NotFound(image_top.to_string()));
         }
-        for id in [ctr, init.as_str()] {
-            if self.exists(id)? {
-                return Err(Error::Exists(id.to_owned()));
+        for id in [ctr, init] {
+            if self.exists_unlocked(id)? {
+                return Err(Error::Exists(id.to_string()));
             }
         }
         let top_was_committed = self.is_committed(image_top)?;
         // Until the pair exists, a record says so: if this process dies half way, repair
         // (on the next open) finishes the rollback below.
         let pending = PendingRecord::begin(self, ctr, image_top, top_was_committed)?;
-        let res = self.create_rw(&init, Some(image_top), &opts.create);
+        let res = self.create_checked(init, Some(image_top), &opts.create);
         if let Err(e) = res {
             drop(pending);
             return Err(e);
         }
-        let res = self.fill_init_layer(&init, opts).and_then(|()| self.create_rw(ctr, Some(&init), &opts.create));
+        let res = self.fill_init_layer(init, opts).and_then(|()| self.create_checked(ctr, Some(init), &opts.create));
         if let Err(e) = res {
             // Undo whatever exists of the pair; the original error is what the caller needs.
-            let _ = self.force_unmount(&init);
-            let _ = self.undo_created(std::slice::from_ref(&init), Some(image_top), top_was_committed);
+            let _ = self.force_unmount(init);
+            let _ = self.undo_created(&[init.to_string()], Some(image_top), top_was_committed);
             drop(pending);
             return Err(e);
         }
@@ -135,22 +137,22 @@ impl Store {
 
     /// The work of [`Driver::remove_container`](crate::Driver::remove_container).
     pub(crate) fn remove_container(&self, ctr: &str, force: bool) -> Result<()> {
-        id::validate(ctr)?;
-        let init = init_layer_id(ctr);
+        let ctr = &LayerId::new(ctr)?;
+        let init = &LayerId::new(&init_layer_id(ctr))?;
         // The record first: it is also the lock against a concurrent create or remove of the
         // same container, so what is read below cannot change before the removal. It makes
         // the pair's removal finish even if this process dies between the two layers (repair
         // removes a lone init layer). The image top is left as it is.
         let pending = PendingRecord::begin(self, ctr, "", true)?;
         let checked = (|| {
-            let (has_ctr, has_init) = (self.exists(ctr)?, self.exists(&init)?);
+            let (has_ctr, has_init) = (self.exists_unlocked(ctr)?, self.exists_unlocked(init)?);
             if !has_ctr && !has_init {
-                return Err(Error::NotFound(ctr.to_owned()));
+                return Err(Error::NotFound(ctr.to_string()));
             }
             // Refuse before anything changes.
-            if has_ctr && !force && self.mounts()?.iter().any(|m| m.id == ctr) {
+            if has_ctr && !force && self.mounts()?.iter().any(|m| m.id == ctr.as_str()) {
                 return Err(Error::Busy {
-                    id: ctr.to_owned(),
+                    id: ctr.to_string(),
                     reason: format!("it is mounted; {}, or remove with force (`--force`)", Error::unmount_first(ctr)),
                 });
             }
@@ -164,17 +166,18 @@ impl Store {
             }
         };
         let res = (|| {
+            let plain = RemoveOpts { force: false, ignore_children: false };
             if has_ctr {
                 if force {
                     self.force_unmount(ctr)?;
                 }
-                self.remove(ctr, false)?;
+                self.remove_checked(ctr, plain)?;
             }
             if has_init {
                 if force {
-                    self.force_unmount(&init)?;
+                    self.force_unmount(init)?;
                 }
-                self.remove(&init, false)?;
+                self.remove_checked(init, plain)?;
             }
             Ok(())
         })();
@@ -208,29 +211,40 @@ impl Store {
     /// Repair's half: a record whose creator died. A container whose layer exists is
     /// complete and only loses the record; otherwise its init layer is removed and the image
     /// top's `committed` taken back if it gained it. Runs under the store lock.
-    pub(crate) fn finish_pending_container(&self, ctr: &str, record: &[u8]) -> Result<()> {
-        let init = init_layer_id(ctr);
-        if !self.exists(ctr)? && self.exists(&init)? {
-            self.force_unmount(&init)?;
-            match self.unlink_layer_locked(&init, false) {
-                Ok(gone) => gone.delete()?,
-                // Something else was built on the init layer since: it is in use, keep it.
-                Err(e) if e.kind() == crate::ErrorKind::Busy => {}
-                Err(e) => return Err(e),
-            }
-            let text = String::from_utf8_lossy(record);
-            let mut lines = text.lines();
-            if let (Some(top), Some("uncommitted")) = (lines.next(), lines.next()) {
-                if id::validate(top).is_ok() && self.exists(top)? {
-                    self.uncommit_if_childless_locked(top)?;
-                }
+    pub(crate) fn finish_pending_container(&self, ctr: &LayerId, record: &[u8]) -> Result<()> {
+        let init = LayerId::new(&init_layer_id(ctr)).ok();
+        if let (false, Some(init)) = (self.exists_unlocked(ctr)?, &init) {
+            if self.exists_unlocked(init)? {
+                self.finish_pending_init(init, record)?;
             }
         }
         let Some(dir) = self.pending_dir()? else { return Ok(()) };
-        match rustix::fs::unlinkat(&dir, cstr(ctr).expect("listed name").as_c_str(), AtFlags::empty()) {
+        match rustix::fs::unlinkat(&dir, ctr.as_c_str(), AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(Error::io(format!("removing the pending record of {ctr:?}"), e)),
         }
+    }
+
+    /// Removes a died creator's lone init layer, and takes back the image top's `committed`
+    /// marker when the record says the creation gave it.
+    fn finish_pending_init(&self, init: &LayerId, record: &[u8]) -> Result<()> {
+        self.force_unmount(init)?;
+        match self.unlink_layer_locked(init, false) {
+            Ok(gone) => gone.delete()?,
+            // Something else was built on the init layer since: it is in use, keep it.
+            Err(e) if e.kind() == crate::ErrorKind::Busy => {}
+            Err(e) => return Err(e),
+        }
+        let text = String::from_utf8_lossy(record);
+        let mut lines = text.lines();
+        if let (Some(top), Some("uncommitted")) = (lines.next(), lines.next()) {
+            if let Ok(top) = LayerId::new(top) {
+                if self.exists_unlocked(&top)? {
+                    self.uncommit_if_childless_locked(&top)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -282,8 +296,8 @@ fn setup_entry(root: &OwnedFd, e: &InitEntry, owner: Owner) -> Result<()> {
     let mut dir = root.try_clone().map_err(|err| Error::io("dup of the mount root", err))?;
     for c in parents {
         let name = cstr(c).expect("checked");
-        match rustix::fs::mkdirat(&dir, &name, Mode::from_raw_mode(0o755)) {
-            Ok(()) => set_owner_mode(dir.as_fd(), &name, owner, Some(0o755))?,
+        match rustix::fs::mkdirat(&dir, &name, INIT_MODE) {
+            Ok(()) => set_owner_mode(dir.as_fd(), &name, owner, Some(INIT_MODE))?,
             Err(Errno::EXIST) => {}
             Err(err) => return Err(io(&format!("creating {c}"), err)),
         }
@@ -291,8 +305,8 @@ fn setup_entry(root: &OwnedFd, e: &InitEntry, owner: Owner) -> Result<()> {
     }
     let name = cstr(last).expect("checked");
     match &e.kind {
-        InitKind::Dir => match rustix::fs::mkdirat(&dir, &name, Mode::from_raw_mode(0o755)) {
-            Ok(()) => set_owner_mode(dir.as_fd(), &name, owner, Some(0o755)),
+        InitKind::Dir => match rustix::fs::mkdirat(&dir, &name, INIT_MODE) {
+            Ok(()) => set_owner_mode(dir.as_fd(), &name, owner, Some(INIT_MODE)),
             Err(Errno::EXIST) => Ok(()),
             Err(err) => Err(io("creating the directory", err)),
         },
@@ -301,16 +315,11 @@ fn setup_entry(root: &OwnedFd, e: &InitEntry, owner: Owner) -> Result<()> {
                 &dir,
                 &name,
                 OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o755),
+                INIT_MODE,
             )
             .map_err(|err| io("creating the file", err))?;
-            rustix::fs::fchown(
-                &fd,
-                Some(rustix::fs::Uid::from_raw(owner.uid)),
-                Some(rustix::fs::Gid::from_raw(owner.gid)),
-            )
-            .map_err(|err| io("chown of the file", err))?;
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755)).map_err(|err| io("chmod of the file", err))
+            owner.fchown(&fd).map_err(|err| io("chown of the file", err))?;
+            rustix::fs::fchmod(&fd, INIT_MODE).map_err(|err| io("chmod of the file", err))
         }
         InitKind::Symlink(target) => match rustix::fs::symlinkat(target.as_str(), &dir, &name) {
             Ok(()) | Err(Errno::EXIST) => Ok(()),
@@ -339,18 +348,10 @@ fn exists(dir: BorrowedFd<'_>, name: &str) -> Result<bool> {
     }
 }
 
-fn set_owner_mode(dir: BorrowedFd<'_>, name: &std::ffi::CStr, owner: Owner, mode: Option<u32>) -> Result<()> {
-    rustix::fs::chownat(
-        dir,
-        name,
-        Some(rustix::fs::Uid::from_raw(owner.uid)),
-        Some(rustix::fs::Gid::from_raw(owner.gid)),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| Error::io("chown of an init entry", e))?;
+fn set_owner_mode(dir: BorrowedFd<'_>, name: &std::ffi::CStr, owner: Owner, mode: Option<Mode>) -> Result<()> {
+    owner.chown_at(dir, name).map_err(|e| Error::io("chown of an init entry", e))?;
     if let Some(m) = mode {
-        rustix::fs::chmodat(dir, name, Mode::from_raw_mode(m), AtFlags::empty())
-            .map_err(|e| Error::io("chmod of an init entry", e))?;
+        rustix::fs::chmodat(dir, name, m, AtFlags::empty()).map_err(|e| Error::io("chmod of an init entry", e))?;
     }
     Ok(())
 }

@@ -16,16 +16,37 @@ const MAX_SMALL_FILE: usize = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner {
     /// Owner uid.
-    pub uid: u32,
+    pub uid: rfs::Uid,
     /// Owner gid.
-    pub gid: u32,
+    pub gid: rfs::Gid,
 }
 
-fn uid(u: u32) -> Option<rfs::Uid> {
-    Some(rfs::Uid::from_raw(u))
-}
-fn gid(g: u32) -> Option<rfs::Gid> {
-    Some(rfs::Gid::from_raw(g))
+impl Owner {
+    /// An owner from raw ids, as the C ABI, Python and the command line take them. As for
+    /// chown(2), `u32::MAX` (`-1`) leaves that id as it is.
+    pub const fn from_raw(uid: u32, gid: u32) -> Owner {
+        Owner { uid: rfs::Uid::from_raw_unchecked(uid), gid: rfs::Gid::from_raw_unchecked(gid) }
+    }
+
+    /// This process's effective uid and gid.
+    pub fn current() -> Owner {
+        Owner { uid: rustix::process::geteuid(), gid: rustix::process::getegid() }
+    }
+
+    /// Whether a file with this `stat` already has this owner.
+    pub(crate) fn owns(self, st: &rfs::Stat) -> bool {
+        (st.st_uid, st.st_gid) == (self.uid.as_raw(), self.gid.as_raw())
+    }
+
+    /// `fchown` of an open file to this owner.
+    pub(crate) fn fchown<Fd: AsFd>(self, fd: Fd) -> rustix::io::Result<()> {
+        rfs::fchown(fd, Some(self.uid), Some(self.gid))
+    }
+
+    /// `fchownat` of `dir/name` to this owner, never following a final symlink.
+    pub(crate) fn chown_at<Fd: AsFd, P: rustix::path::Arg>(self, dir: Fd, name: P) -> rustix::io::Result<()> {
+        rfs::chownat(dir, name, Some(self.uid), Some(self.gid), AtFlags::SYMLINK_NOFOLLOW)
+    }
 }
 
 /// Opens a directory below `dir` without following a final symlink.
@@ -39,16 +60,16 @@ pub fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
 }
 
 /// Creates a directory with exactly `mode` (whatever the umask) and, if given, `owner`.
-pub fn mkdir<Fd: AsFd>(dir: Fd, name: &CStr, mode: u32, owner: Option<Owner>) -> io::Result<()> {
+pub fn mkdir<Fd: AsFd>(dir: Fd, name: &CStr, mode: Mode, owner: Option<Owner>) -> io::Result<()> {
     let dir = dir.as_fd();
-    rfs::mkdirat(dir, name, Mode::from_raw_mode(mode))?;
+    rfs::mkdirat(dir, name, mode)?;
     set_mode_owner(dir, name, mode, owner)
 }
 
 /// Makes sure a directory exists with exactly `mode` and `owner`, creating it when missing.
-pub fn ensure_dir<Fd: AsFd>(dir: Fd, name: &CStr, mode: u32, owner: Option<Owner>) -> io::Result<()> {
+pub fn ensure_dir<Fd: AsFd>(dir: Fd, name: &CStr, mode: Mode, owner: Option<Owner>) -> io::Result<()> {
     let dir = dir.as_fd();
-    match rfs::mkdirat(dir, name, Mode::from_raw_mode(mode)) {
+    match rfs::mkdirat(dir, name, mode) {
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => return Err(e.into()),
     }
@@ -59,25 +80,25 @@ pub fn ensure_dir<Fd: AsFd>(dir: Fd, name: &CStr, mode: u32, owner: Option<Owner
     set_mode_owner(dir, name, mode, owner)
 }
 
-fn set_mode_owner(dir: BorrowedFd<'_>, name: &CStr, mode: u32, owner: Option<Owner>) -> io::Result<()> {
+fn set_mode_owner(dir: BorrowedFd<'_>, name: &CStr, mode: Mode, owner: Option<Owner>) -> io::Result<()> {
     // chown before chmod: chown clears setuid/setgid bits.
     if let Some(o) = owner {
-        rfs::chownat(dir, name, uid(o.uid), gid(o.gid), AtFlags::SYMLINK_NOFOLLOW)?;
+        o.chown_at(dir, name)?;
     }
-    rfs::chmodat(dir, name, Mode::from_raw_mode(mode), AtFlags::empty())?;
+    rfs::chmodat(dir, name, mode, AtFlags::empty())?;
     Ok(())
 }
 
 /// Creates a new file holding `data` with exactly `mode`; fsyncs it when `sync`.
-pub fn write_new<Fd: AsFd>(dir: Fd, name: &CStr, data: &[u8], mode: u32, sync: bool) -> io::Result<()> {
+pub fn write_new<Fd: AsFd>(dir: Fd, name: &CStr, data: &[u8], mode: Mode, sync: bool) -> io::Result<()> {
     let fd = rfs::openat(
         dir,
         name,
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(mode),
+        mode,
     )?;
     write_all(&fd, data)?;
-    rfs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    rfs::fchmod(&fd, mode)?;
     if sync {
         rfs::fsync(&fd)?;
     }
@@ -86,7 +107,7 @@ pub fn write_new<Fd: AsFd>(dir: Fd, name: &CStr, data: &[u8], mode: u32, sync: b
 
 /// Replaces `name` atomically with a file holding `data` (temp file, fsync, rename, fsync of
 /// the directory), so a crash leaves either the old or the new content, never an empty file.
-pub fn write_atomic<Fd: AsFd>(dir: Fd, name: &CStr, data: &[u8], mode: u32, sync: bool) -> io::Result<()> {
+pub fn write_atomic<Fd: AsFd>(dir: Fd, name: &CStr, data: &[u8], mode: Mode, sync: bool) -> io::Result<()> {
     let dir = dir.as_fd();
     let mut tmp = b".tmp-".to_vec();
     tmp.extend_from_slice(name.to_bytes());

@@ -1,5 +1,7 @@
 //! Layer ids (the caller's names) and short ids (the 26-character names under `l/`).
 
+use std::ffi::{CStr, CString};
+
 use crate::error::{Error, Result};
 
 /// Longest id accepted: one path component on every Linux filesystem.
@@ -33,6 +35,92 @@ pub fn validate(id: &str) -> Result<()> {
         return Ok(());
     };
     Err(Error::InvalidId { id: id.to_owned(), rule })
+}
+
+/// A layer id that passed [`validate`], carrying its C string for the `*at` system calls.
+/// Made once where an id enters (a public method's argument, a listing of `home`, a link
+/// target), so nothing below validates or converts it again. It reads as the `str` it is
+/// (`Deref`), and its `Debug` is the string's, so messages quote it as before.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct LayerId {
+    s: String,
+    c: CString,
+}
+
+impl LayerId {
+    /// Validates `id` ([`validate`]'s rules and errors).
+    pub(crate) fn new(id: &str) -> Result<LayerId> {
+        validate(id)?;
+        // validate() refuses NUL, so this cannot fail.
+        let c = CString::new(id).map_err(|_| Error::InvalidId { id: id.to_owned(), rule: "must not contain NUL" })?;
+        Ok(LayerId { s: id.to_owned(), c })
+    }
+
+    /// A directory entry's name as a layer id, `None` when it cannot be one (listings of
+    /// `home` and `.ovl2/mounts` skip such entries).
+    pub(crate) fn from_entry(name: CString) -> Option<LayerId> {
+        let s = name.to_str().ok()?.to_owned();
+        validate(&s).ok()?;
+        Some(LayerId { s, c: name })
+    }
+
+    /// Validates an optional id (a parent).
+    pub(crate) fn opt(id: Option<&str>) -> Result<Option<LayerId>> {
+        id.map(LayerId::new).transpose()
+    }
+
+    /// The id as a C string, for `openat(home, id)` and friends.
+    pub(crate) fn as_c_str(&self) -> &CStr {
+        &self.c
+    }
+
+    /// The id as a `str`.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.s
+    }
+}
+
+impl std::ops::Deref for LayerId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.s
+    }
+}
+
+impl std::fmt::Debug for LayerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.s, f)
+    }
+}
+
+impl std::fmt::Display for LayerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.s)
+    }
+}
+
+impl AsRef<str> for LayerId {
+    fn as_ref(&self) -> &str {
+        &self.s
+    }
+}
+
+impl AsRef<std::path::Path> for LayerId {
+    fn as_ref(&self) -> &std::path::Path {
+        self.s.as_ref()
+    }
+}
+
+impl PartialEq<&str> for LayerId {
+    fn eq(&self, other: &&str) -> bool {
+        self.s == *other
+    }
+}
+
+impl From<LayerId> for String {
+    fn from(id: LayerId) -> String {
+        id.s
+    }
 }
 
 /// True when `s` is a well-formed short id: 26 characters of the RFC 4648 base32 alphabet.
@@ -103,6 +191,15 @@ mod tests {
             let msg = err.to_string();
             assert!(msg.contains(needle), "{id:?}: {msg}");
         }
+    }
+
+    #[test]
+    fn a_layer_id_is_validated_once_and_reads_as_its_string() {
+        assert!(matches!(LayerId::new("a/b"), Err(Error::InvalidId { .. })));
+        let id = LayerId::new("base").unwrap();
+        assert_eq!(id.as_c_str(), c"base");
+        assert_eq!(&*id, "base");
+        assert_eq!(format!("{id:?} {id}"), "\"base\" base");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use rustix::io::Errno;
 
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, cstr, LockMode, Owner};
-use crate::id;
+use crate::id::{self, LayerId};
 use crate::layout;
 use crate::lock::StoreLock;
 use crate::options::{depth_of, CreateOpts, RemoveOpts};
@@ -104,9 +104,22 @@ impl Store {
         opts: &CreateOpts,
         note: Option<&mut ShortIdNote<'_>>,
     ) -> Result<()> {
-        id::validate(id)?;
+        self.create_checked_noting(&LayerId::new(id)?, LayerId::opt(parent)?.as_ref(), opts, note)
+    }
+
+    /// [`Store::create`] for ids already checked.
+    pub(crate) fn create_checked(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
+        self.create_checked_noting(id, parent, opts, None)
+    }
+
+    fn create_checked_noting(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        opts: &CreateOpts,
+        note: Option<&mut ShortIdNote<'_>>,
+    ) -> Result<()> {
         if let Some(p) = parent {
-            id::validate(p)?;
             if p == id {
                 return Err(Error::InvalidArgument(format!("layer {id:?} cannot be its own parent")));
             }
@@ -114,7 +127,7 @@ impl Store {
         validate_create_opts(opts)?;
         let lock = self.lock(LockMode::Exclusive)?;
         if self.exists_unlocked(id)? {
-            return Err(Error::Exists(id.to_owned()));
+            return Err(Error::Exists(id.to_string()));
         }
         let chain = match parent {
             Some(p) => self.chain_for_child(p)?,
@@ -130,10 +143,9 @@ impl Store {
                 return Err(e);
             }
         }
-        let cid = cstr(id).expect("validated id has no NUL");
         let staging = self.staging("creating a layer")?;
         // A failed publish deletes the staged tree; the l/ link goes too.
-        if let Err(e) = staged.publish(self.home_fd.as_fd(), &cid) {
+        if let Err(e) = staged.publish(self.home_fd.as_fd(), id.as_c_str()) {
             let _ = rfs::unlinkat(&self.links_fd, &short_link, AtFlags::empty());
             return Err(match e {
                 Errno::EXIST => self.in_the_way(id),
@@ -156,21 +168,20 @@ impl Store {
 
     /// Takes a just-created layer back out (same steps as remove, no checks: nothing can
     /// build on it yet, as the store lock is still held).
-    fn discard_new_layer(&self, id: &str, lid: &str) {
-        let cid = cstr(id).expect("validated");
-        let Ok(dir) = fsutil::open_dir(&self.home_fd, &cid) else { return };
+    fn discard_new_layer(&self, id: &LayerId, lid: &str) {
+        let Ok(dir) = fsutil::open_dir(&self.home_fd, id.as_c_str()) else { return };
         // Dropping the taken-out entry deletes it.
-        if let Ok(_gone) = WorkEntry::take_out(self, self.home_fd.as_fd(), &cid, dir, String::new) {
+        if let Ok(_gone) = WorkEntry::take_out(self, self.home_fd.as_fd(), id.as_c_str(), dir, String::new) {
             let _ = self.unlink_short_link_if_ours(lid, id);
         }
     }
 
     /// Reads `parent` and returns the lower chain a child of it gets (nearest first).
-    fn chain_for_child(&self, parent: &str) -> Result<Vec<String>> {
+    fn chain_for_child(&self, parent: &LayerId) -> Result<Vec<String>> {
         let (link, lower) = self.read_layer_files(parent)?;
         let link = link.ok_or_else(|| corrupt_layer(parent, "has no link file"))?;
         let lid = layout::parse_link(&link).map_err(|m| corrupt_layer(parent, &m.describe("link")))?;
-        let mut chain = vec![lid.to_owned()];
+        let mut chain = vec![lid.to_string()];
         chain.extend(parse_chain(parent, lower.as_deref())?);
         Ok(chain)
     }
@@ -178,7 +189,7 @@ impl Store {
     /// Builds a complete layer directory in staging and links `l/<short>` to its final name.
     /// Returns the staged entry (deleted if dropped unpublished) and the `l/` name made for it.
     fn stage_layer(&self, id: &str, chain: &[String], held: &StoreLock) -> Result<(WorkEntry<'_>, CString)> {
-        let owner = Owner { uid: self.owner.uid, gid: self.root.gid };
+        let owner = Owner { gid: self.root.gid, ..self.owner };
         let staged =
             WorkEntry::create(self, held, "new", layout::LAYER_MODE, owner, "creating a layer", "a staging dir")?;
         let lid = self.fill_staged(staged.fd(), id, chain)?;
@@ -229,8 +240,8 @@ impl Store {
     }
 
     /// Writes the empty `committed` marker into `id` so later mounts of it are read-only.
-    pub(crate) fn mark_committed(&self, id: &str) -> Result<()> {
-        let dir = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+    pub(crate) fn mark_committed(&self, id: &LayerId) -> Result<()> {
+        let dir = self.layer_dir(id)?;
         match fsutil::write_new(&dir, layout::COMMITTED, b"", layout::COMMITTED_MODE, self.opts.sync) {
             Ok(()) => self.sync_dir(&dir, id),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
@@ -240,8 +251,8 @@ impl Store {
 
     /// The work of [`Driver::is_committed`](crate::Driver::is_committed).
     pub(crate) fn is_committed(&self, id: &str) -> Result<bool> {
-        id::validate(id)?;
-        let dir = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let id = &LayerId::new(id)?;
+        let dir = self.layer_dir(id)?;
         Ok(fsutil::file_type(&dir, layout::COMMITTED).ctx(|| format!("stat of {id}/committed"))?.is_some())
     }
 
@@ -265,7 +276,8 @@ impl Store {
             }
         }
         if let (Some(p), false) = (parent, parent_was_committed) {
-            if self.exists(p)? {
+            let p = &LayerId::new(p)?;
+            if self.exists_unlocked(p)? {
                 self.uncommit_if_childless(p)?;
             }
         }
@@ -274,16 +286,16 @@ impl Store {
 
     /// Takes back a `committed` marker that a rolled-back child wrote, if no child exists
     /// now. (Docker never removes the marker; this only undoes ovl2's own failed step.)
-    pub(crate) fn uncommit_if_childless(&self, id: &str) -> Result<()> {
+    pub(crate) fn uncommit_if_childless(&self, id: &LayerId) -> Result<()> {
         let _lock = self.lock(LockMode::Exclusive)?;
         self.uncommit_if_childless_locked(id)
     }
 
-    pub(crate) fn uncommit_if_childless_locked(&self, id: &str) -> Result<()> {
+    pub(crate) fn uncommit_if_childless_locked(&self, id: &LayerId) -> Result<()> {
         let (link, _) = self.read_layer_files(id)?;
         let Some(lid) = link.as_deref().and_then(|l| layout::parse_link(l).ok()) else { return Ok(()) };
         if self.children_of(lid)?.is_empty() {
-            let dir = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            let dir = self.layer_dir(id)?;
             match rfs::unlinkat(&dir, layout::COMMITTED, AtFlags::empty()) {
                 Ok(()) | Err(Errno::NOENT) => {}
                 Err(e) => return Err(Error::io(format!("removing {id}/committed"), e)),
@@ -300,7 +312,11 @@ impl Store {
 
     /// The work of [`Driver::remove_with`](crate::Driver::remove_with).
     pub(crate) fn remove_with(&self, id: &str, opts: RemoveOpts) -> Result<()> {
-        id::validate(id)?;
+        self.remove_checked(&LayerId::new(id)?, opts)
+    }
+
+    /// [`Store::remove_with`] for an id already checked.
+    pub(crate) fn remove_checked(&self, id: &LayerId, opts: RemoveOpts) -> Result<()> {
         if opts.force {
             // Refuse a layer with children before touching its mount.
             if !opts.ignore_children {
@@ -317,10 +333,10 @@ impl Store {
 
     /// The work of [`Driver::remove_tree`](crate::Driver::remove_tree).
     pub(crate) fn remove_tree(&self, id: &str, force: bool) -> Result<Vec<String>> {
-        id::validate(id)?;
+        let id = &LayerId::new(id)?;
         let lock = self.lock(LockMode::Exclusive)?;
         // Every descendant names this layer somewhere in its lower; the longest chains first.
-        let mut tree: Vec<(usize, String)> = Vec::new();
+        let mut tree: Vec<(usize, LayerId)> = Vec::new();
         if let Some(lid) = self.own_short_id(id)? {
             for child in self.children_of(&lid)? {
                 let depth = match self.read_layer(&child)?.map(|m| m.lower_lids().map(|l| l.map(|v| depth_of(&v)))) {
@@ -331,8 +347,8 @@ impl Store {
             }
         }
         tree.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let mut order: Vec<String> = tree.into_iter().map(|(_, id)| id).collect();
-        order.push(id.to_owned());
+        let mut order: Vec<LayerId> = tree.into_iter().map(|(_, id)| id).collect();
+        order.push(id.clone());
         if force {
             // Unmounting takes no store lock, and neither does a get, so release it meanwhile.
             drop(lock);
@@ -344,12 +360,12 @@ impl Store {
         self.remove_tree_locked(id, &order, lock)
     }
 
-    fn remove_tree_locked(&self, id: &str, order: &[String], lock: StoreLock) -> Result<Vec<String>> {
+    fn remove_tree_locked(&self, id: &LayerId, order: &[LayerId], lock: StoreLock) -> Result<Vec<String>> {
         for x in order {
             if let Some(dir) = self.open_layer_dir(x)? {
                 if self.is_mounted(&dir)? {
                     return Err(Error::Busy {
-                        id: x.clone(),
+                        id: x.to_string(),
                         reason: format!(
                             "it is mounted, and removing {id:?} would remove it; {}, or remove with force (`--force`)",
                             Error::unmount_first(x)
@@ -365,7 +381,7 @@ impl Store {
             match self.unlink_layer_locked(x, false) {
                 Ok(g) => {
                     gone.push(g);
-                    done.push(x.clone());
+                    done.push(x.to_string());
                 }
                 // Someone else removed it meanwhile: nothing left to do for it.
                 Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
@@ -384,22 +400,22 @@ impl Store {
 
     /// A layer's short id: from its `link`, else (a damaged layer must stay removable) from
     /// the `l/` name pointing at it.
-    fn own_short_id(&self, id: &str) -> Result<Option<String>> {
-        let meta = self.read_layer(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+    fn own_short_id(&self, id: &LayerId) -> Result<Option<String>> {
+        let meta = self.read_layer(id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
         match meta.lid() {
             Some(l) => Ok(Some(l.to_owned())),
             None => self.short_id_pointing_to(id),
         }
     }
 
-    fn refuse_if_children(&self, id: &str) -> Result<()> {
+    fn refuse_if_children(&self, id: &LayerId) -> Result<()> {
         let Some(lid) = self.own_short_id(id)? else { return Ok(()) };
         let children = self.children_of(&lid)?;
         if children.is_empty() {
             return Ok(());
         }
         Err(Error::Busy {
-            id: id.to_owned(),
+            id: id.to_string(),
             reason: format!(
                 "{} layer(s) build on it ({}); remove them first, or all of them with `ovl2 rm --recursive {id}`",
                 children.len(),
@@ -410,20 +426,19 @@ impl Store {
 
     /// The part of [`Driver::remove`] that needs the store lock (held by the caller): checks,
     /// then the rename out of sight. The files go with [`Unlinked::delete`], lock or no lock.
-    pub(crate) fn unlink_layer_locked(&self, id: &str, ignore_children: bool) -> Result<Unlinked<'_>> {
+    pub(crate) fn unlink_layer_locked(&self, id: &LayerId, ignore_children: bool) -> Result<Unlinked<'_>> {
         // A damaged layer must stay removable: unreadable files only lose us its short id.
         let lid = self.own_short_id(id)?;
         if !ignore_children {
             self.refuse_if_children(id)?;
         }
-        let cid = cstr(id).expect("validated");
-        let dir = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let dir = self.layer_dir(id)?;
         // The layer lock waits out a get/put in progress; none of them takes the store lock,
         // so waiting here while holding it cannot deadlock.
         fsutil::flock(&dir, LockMode::Exclusive).ctx(|| format!("locking layer {id:?}"))?;
         if self.is_mounted(&dir)? {
             return Err(Error::Busy {
-                id: id.to_owned(),
+                id: id.to_string(),
                 reason: format!("it is mounted; {}, or remove with force (`--force`)", Error::unmount_first(id)),
             });
         }
@@ -431,12 +446,12 @@ impl Store {
         let inside = fsutil::mounts_below(&self.home.join(id)).ctx(|| "reading /proc/self/mountinfo".into())?;
         if let Some(m) = inside.first() {
             return Err(Error::Busy {
-                id: id.to_owned(),
+                id: id.to_string(),
                 reason: format!("{id}/{} is a mount point inside it (unmount it first)", String::from_utf8_lossy(m)),
             });
         }
         let staging = self.staging("removing a layer")?;
-        let entry = WorkEntry::take_out(self, self.home_fd.as_fd(), &cid, dir, || {
+        let entry = WorkEntry::take_out(self, self.home_fd.as_fd(), id.as_c_str(), dir, || {
             format!("moving layer {id:?} out of the store")
         })?;
         self.sync_dir(&self.home_fd, "home")?;
@@ -445,7 +460,7 @@ impl Store {
             self.unlink_short_link_if_ours(&lid, id)?;
         }
         self.forget_mount_record(id)?;
-        Ok(Unlinked { id: id.to_owned(), entry })
+        Ok(Unlinked { id: id.clone(), entry })
     }
 
     pub(crate) fn unlink_short_link_if_ours(&self, lid: &str, id: &str) -> Result<()> {
@@ -482,7 +497,7 @@ impl Store {
     }
 
     /// Ids of layers whose lower chain contains the short id `lid`.
-    pub(crate) fn children_of(&self, lid: &str) -> Result<Vec<String>> {
+    pub(crate) fn children_of(&self, lid: &str) -> Result<Vec<LayerId>> {
         let mut out = Vec::new();
         for id in self.layer_ids()? {
             // A child whose lower cannot be read cannot be told apart; check reports it.
@@ -499,15 +514,16 @@ impl Store {
 
     /// The work of [`Driver::exists`](crate::Driver::exists).
     pub(crate) fn exists(&self, id: &str) -> Result<bool> {
+        // Docker's hot `Exists`: one stat of the id as it is, so no LayerId (and no C
+        // string) is built for it.
         id::validate(id)?;
         self.exists_unlocked(id)
     }
 
     /// The error for a new layer whose name is taken: by a layer, or by something else.
-    fn in_the_way(&self, id: &str) -> Error {
-        let cid = cstr(id).expect("validated");
-        match fsutil::file_type(&self.home_fd, &cid) {
-            Ok(Some(FileType::Directory)) | Err(_) => Error::Exists(id.to_owned()),
+    fn in_the_way(&self, id: &LayerId) -> Error {
+        match fsutil::file_type(&self.home_fd, id.as_c_str()) {
+            Ok(Some(FileType::Directory)) | Err(_) => Error::Exists(id.to_string()),
             Ok(t) => Error::io(
                 format!(
                     "creating layer {id:?}: {} is {}, not a layer directory (remove it by hand)",
@@ -521,19 +537,23 @@ impl Store {
 
     /// The work of [`Driver::parent`](crate::Driver::parent).
     pub(crate) fn parent(&self, id: &str) -> Result<Option<String>> {
-        id::validate(id)?;
+        self.parent_of(&LayerId::new(id)?)
+    }
+
+    /// [`Store::parent`] for an id already checked.
+    pub(crate) fn parent_of(&self, id: &LayerId) -> Result<Option<String>> {
         let _lock = self.lock(LockMode::Shared)?;
         let chain = self.lower_chain(id)?;
         let Some(first) = chain.first() else { return Ok(None) };
-        Ok(Some(self.resolve_short_id(first)?.ok_or_else(|| orphaned(id, first))?))
+        Ok(Some(self.resolve_short_id(first)?.ok_or_else(|| orphaned(id, first))?.into()))
     }
 
     /// The work of [`Driver::metadata`](crate::Driver::metadata).
     pub(crate) fn metadata(&self, id: &str) -> Result<Metadata> {
-        id::validate(id)?;
+        let id = &LayerId::new(id)?;
         let _lock = self.lock(LockMode::Shared)?;
         let chain = self.lower_chain(id)?;
-        let dir = self.home.join(id);
+        let dir = self.home.join(id.as_str());
         // A base layer has no LowerDir at all, as in Docker.
         let lower_dir = if chain.is_empty() {
             None
@@ -544,7 +564,7 @@ impl Store {
                 if !dirs.is_empty() {
                     dirs.push(":");
                 }
-                dirs.push(self.home.join(pid).join("diff"));
+                dirs.push(self.home.join(pid.as_str()).join("diff"));
             }
             Some(dirs)
         };
@@ -565,7 +585,7 @@ impl Store {
             let Some(meta) = self.read_layer(&id)? else { continue };
             let lid = meta.lid().map(str::to_owned);
             if let Some(l) = &lid {
-                by_lid.insert(l.clone(), id.clone());
+                by_lid.insert(l.clone(), id.to_string());
             }
             // An unreadable or malformed lower lists the layer with an unknown parent
             // (depth 0); `check` says what is wrong with it.
@@ -583,13 +603,13 @@ impl Store {
                 Some(lids) => {
                     let p = match by_lid.get(&lids[0]) {
                         Some(p) => Some(p.clone()),
-                        None => self.resolve_short_id(&lids[0])?,
+                        None => self.resolve_short_id(&lids[0])?.map(String::from),
                     };
                     (p, depth_of(lids))
                 }
             };
             let orphan = lower.is_some() && parent.is_none();
-            out.push(LayerInfo { id, parent, depth, short_id: lid, orphan });
+            out.push(LayerInfo { id: id.into(), parent, depth, short_id: lid, orphan });
         }
         Ok(out)
     }
@@ -598,7 +618,7 @@ impl Store {
 /// A removed layer's files, renamed into staging and still flocked (so repair in another
 /// process leaves them to us) until [`Unlinked::delete`] (or the drop) removes them.
 pub(crate) struct Unlinked<'s> {
-    id: String,
+    id: LayerId,
     entry: WorkEntry<'s>,
 }
 
@@ -628,8 +648,8 @@ fn validate_create_opts(opts: &CreateOpts) -> Result<()> {
     Ok(())
 }
 
-fn preview(ids: &[String]) -> String {
-    let mut s = ids.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+fn preview(ids: &[LayerId]) -> String {
+    let mut s = ids.iter().take(3).map(LayerId::as_str).collect::<Vec<_>>().join(", ");
     if ids.len() > 3 {
         s.push_str(", ...");
     }

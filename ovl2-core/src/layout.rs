@@ -3,6 +3,8 @@
 
 use std::ffi::CStr;
 
+use rustix::fs::Mode;
+
 use crate::id::{is_short_id, SHORT_ID_LEN};
 
 /// Directory of short-id symlinks in `home`.
@@ -40,23 +42,25 @@ pub const PENDING: &CStr = c"pending";
 pub const LOCK: &CStr = c"lock";
 
 /// Mode of `home` (Docker resets it at every init).
-pub const HOME_MODE: u32 = 0o710;
+pub const HOME_MODE: Mode = Mode::from_raw_mode(0o710);
 /// Mode of `home/l`.
-pub const LINK_DIR_MODE: u32 = 0o700;
+pub const LINK_DIR_MODE: Mode = Mode::from_raw_mode(0o700);
 /// Mode of `home/<id>`.
-pub const LAYER_MODE: u32 = 0o710;
+pub const LAYER_MODE: Mode = Mode::from_raw_mode(0o710);
 /// Mode of `<id>/diff`.
-pub const DIFF_MODE: u32 = 0o755;
+pub const DIFF_MODE: Mode = Mode::from_raw_mode(0o755);
 /// Mode of `<id>/work`.
-pub const WORK_MODE: u32 = 0o700;
+pub const WORK_MODE: Mode = Mode::from_raw_mode(0o700);
 /// Mode of `<id>/merged`.
-pub const MERGED_MODE: u32 = 0o700;
+pub const MERGED_MODE: Mode = Mode::from_raw_mode(0o700);
 /// Mode of `link` and `lower`.
-pub const META_FILE_MODE: u32 = 0o644;
+pub const META_FILE_MODE: Mode = Mode::from_raw_mode(0o644);
 /// Mode of `committed`.
-pub const COMMITTED_MODE: u32 = 0o600;
+pub const COMMITTED_MODE: Mode = Mode::from_raw_mode(0o600);
 /// Mode of ovl2's private directories.
-pub const PRIVATE_MODE: u32 = 0o700;
+pub const PRIVATE_MODE: Mode = Mode::from_raw_mode(0o700);
+/// Mode of ovl2's private files: the store lock, mount records, holder and pending files.
+pub const PRIVATE_FILE_MODE: Mode = Mode::from_raw_mode(0o600);
 
 /// Target of `l/<short>`: relative, so a store can be moved or bind-mounted elsewhere.
 pub fn link_target(id: &str) -> String {

@@ -46,6 +46,9 @@ pub use fsutil::Owner;
 pub use layers::{LayerInfo, Metadata};
 pub use mount::{Features, MountInfo, MountMethod, MountOpts, MountStrategy};
 pub use options::{depth_of, CreateOpts, OpenMode, Options, RemoveOpts, DOCKER_MAX_DEPTH, KERNEL_MAX_DEPTH};
+/// The id and mode types of [`Owner`] and the [`layout`] constants (rustix's, re-exported so
+/// callers need not depend on rustix to name them).
+pub use rustix::fs::{Gid, Mode, Uid};
 pub use usage::Usage;
 
 /// The library version (the crate version).

@@ -7,7 +7,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::OFlags;
 
 use crate::error::{Context, Result};
 use crate::fsutil::{self, LockMode};
@@ -36,7 +36,7 @@ pub fn lock_store<Fd: AsFd>(private_dir: Fd, mode: LockMode, read_only: bool) ->
         private_dir,
         layout::LOCK,
         flags | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
-        Mode::from_raw_mode(0o600),
+        layout::PRIVATE_FILE_MODE,
     ) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) if read_only => return Ok(StoreLock::none()),

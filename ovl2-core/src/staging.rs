@@ -38,7 +38,8 @@ use rustix::io::Errno;
 
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, cstr, LockMode, Owner};
-use crate::id;
+use crate::id::LayerId;
+use crate::layout;
 use crate::lock::StoreLock;
 use crate::store::Store;
 
@@ -59,7 +60,7 @@ impl<'s> WorkEntry<'s> {
         store: &'s Store,
         _held: &StoreLock,
         kind: &str,
-        mode: u32,
+        mode: Mode,
         owner: Owner,
         what: &str,
         label: &str,
@@ -157,12 +158,12 @@ impl<'s> PendingRecord<'s> {
     /// Writes and flocks the record for container `ctr`. Busy when another process holds it.
     pub(crate) fn begin(
         d: &'s Store,
-        ctr: &str,
+        ctr: &LayerId,
         image_top: &str,
         top_was_committed: bool,
     ) -> Result<PendingRecord<'s>> {
         let content = format!("{image_top}\n{}\n", if top_was_committed { "committed" } else { "uncommitted" });
-        let name = cstr(ctr).expect("validated");
+        let name = ctr.as_c_str().to_owned();
         let shown = format!("the pending record of container {ctr:?}");
         PendingRecord::begin_named(d, name, &shown, "another process is creating this container", content.as_bytes())
     }
@@ -185,7 +186,7 @@ impl<'s> PendingRecord<'s> {
             &dir,
             &name,
             OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
+            layout::PRIVATE_FILE_MODE,
         )
         .map_err(|e| Error::io(format!("creating {shown}"), e))?;
         if !fsutil::try_flock(&fd, LockMode::Exclusive).map_err(|e| Error::io("locking a pending record", e))? {
@@ -387,13 +388,11 @@ fn sweep_pending(d: &Store, fix: bool, found: &mut Vec<Leftover>) -> Result<()> 
             )));
             continue;
         }
-        if id::validate(&ctr).is_err() {
-            continue;
-        }
+        let Ok(id) = LayerId::new(&ctr) else { continue };
         let record =
             fsutil::read_small(&dir, &ent.name).ctx(|| format!("reading .ovl2/pending/{ctr}"))?.unwrap_or_default();
         if fix {
-            d.finish_pending_container(&ctr, &record)?;
+            d.finish_pending_container(&id, &record)?;
         }
         found.push(Leftover {
             detail: format!("container {ctr:?} was being created by a process that died"),

@@ -11,7 +11,7 @@ use rustix::io::Errno;
 
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, cstr, LockMode, Owner};
-use crate::id;
+use crate::id::LayerId;
 use crate::layout;
 use crate::lock::{lock_store, StoreLock};
 use crate::mount::state::MountState;
@@ -93,7 +93,7 @@ impl Store {
         }
         let mut mounts = MountState::new(options.mount_strategy, &options.disabled_features)?;
         let home = clean_absolute(home)?;
-        let owner = Owner { uid: rustix::process::geteuid().as_raw(), gid: rustix::process::getegid().as_raw() };
+        let owner = Owner::current();
         let root = options.root.unwrap_or(owner);
         let mode = options.open_mode;
 
@@ -110,7 +110,7 @@ impl Store {
             let mount_records_fd = sub(layout::MOUNT_RECORDS, ".ovl2/mounts")?;
             (links_fd, private_fd, staging_fd, mount_records_fd)
         } else {
-            set_mode_owner_fd(&home_fd, layout::HOME_MODE, Owner { uid: owner.uid, gid: root.gid })
+            set_mode_owner_fd(&home_fd, layout::HOME_MODE, Owner { gid: root.gid, ..owner })
                 .ctx(|| format!("setting mode and owner of {}", home.display()))?;
             fsutil::ensure_dir(&home_fd, layout::LINK_DIR, layout::LINK_DIR_MODE, Some(owner))
                 .ctx(|| format!("creating {}/l", home.display()))?;
@@ -206,20 +206,20 @@ impl Store {
         Ok(fsutil::file_type(&self.home_fd, id).ctx(|| format!("stat of layer {id:?}"))? == Some(FileType::Directory))
     }
 
-    /// Ids of all layer directories in `home`, sorted.
-    pub(crate) fn layer_ids(&self) -> Result<Vec<String>> {
+    /// Ids of all layer directories in `home`, sorted (an entry that is no valid id is not
+    /// a layer).
+    pub(crate) fn layer_ids(&self) -> Result<Vec<LayerId>> {
         let entries = fsutil::list_dir(&self.home_fd).ctx(|| format!("listing {}", self.home.display()))?;
         Ok(entries
             .into_iter()
             .filter(|e| e.file_type == FileType::Directory)
-            .filter_map(|e| e.name.into_string().ok())
-            .filter(|n| id::validate(n).is_ok())
+            .filter_map(|e| LayerId::from_entry(e.name))
             .collect())
     }
 
-    pub(crate) fn open_layer_dir(&self, id: &str) -> Result<Option<OwnedFd>> {
-        let cid = cstr(id).expect("validated");
-        match fsutil::open_dir(&self.home_fd, &cid) {
+    /// Opens layer `id`'s directory, `None` when there is no such layer.
+    pub(crate) fn open_layer_dir(&self, id: &LayerId) -> Result<Option<OwnedFd>> {
+        match fsutil::open_dir(&self.home_fd, id.as_c_str()) {
             Ok(fd) => Ok(Some(fd)),
             // A symlink or file under a layer's name is not a layer (as for `exists`).
             Err(e)
@@ -233,9 +233,15 @@ impl Store {
         }
     }
 
+    /// Opens layer `id`'s directory for an operation on it: the one place a missing layer
+    /// becomes [`Error::NotFound`] (a file missing inside it is an I/O error, never that).
+    pub(crate) fn layer_dir(&self, id: &LayerId) -> Result<OwnedFd> {
+        self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
     /// Reads a layer's `link` and `lower` (`None` when there is no such layer); see
     /// [`LayerFiles`] for what a damaged file gives.
-    pub(crate) fn read_layer(&self, id: &str) -> Result<Option<LayerFiles>> {
+    pub(crate) fn read_layer(&self, id: &LayerId) -> Result<Option<LayerFiles>> {
         let Some(dir) = self.open_layer_dir(id)? else { return Ok(None) };
         Ok(Some(LayerFiles {
             link: fsutil::read_small(&dir, layout::LINK),
@@ -245,23 +251,23 @@ impl Store {
 
     /// [`Store::read_layer`] for an operation on this layer: a missing layer is `NotFound`,
     /// an unreadable `link` or `lower` an error naming it.
-    pub(crate) fn read_layer_files(&self, id: &str) -> Result<LinkAndLower> {
-        self.read_layer(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?.strict(id)
+    pub(crate) fn read_layer_files(&self, id: &LayerId) -> Result<LinkAndLower> {
+        self.read_layer(id)?.ok_or_else(|| Error::NotFound(id.to_string()))?.strict(id)
     }
 
     /// Layer `id`'s lower chain as short ids, nearest first (empty for a base layer).
-    pub(crate) fn lower_chain(&self, id: &str) -> Result<Vec<String>> {
+    pub(crate) fn lower_chain(&self, id: &LayerId) -> Result<Vec<String>> {
         let (_, lower) = self.read_layer_files(id)?;
         parse_chain(id, lower.as_deref())
     }
 
     /// The layer a short id names: through `l/<short>`, else by scanning `link` files.
-    pub(crate) fn resolve_short_id(&self, lid: &str) -> Result<Option<String>> {
-        let clid = cstr(lid).expect("ascii");
+    pub(crate) fn resolve_short_id(&self, lid: &str) -> Result<Option<LayerId>> {
+        let clid = cstr(lid).ctx(|| format!("reading l/{lid}"))?;
         if let Some(t) = fsutil::read_link(&self.links_fd, &clid).ctx(|| format!("reading l/{lid}"))? {
-            if let Some(id) = layout::id_from_link_target(&t) {
-                if self.exists_unlocked(id)? {
-                    return Ok(Some(id.to_owned()));
+            if let Some(id) = layout::id_from_link_target(&t).and_then(|id| LayerId::new(id).ok()) {
+                if self.exists_unlocked(&id)? {
+                    return Ok(Some(id));
                 }
             }
         }
@@ -348,13 +354,13 @@ fn open_optional_dir<Fd: AsFd>(dir: Fd, name: &std::ffi::CStr, home: &Path, what
     }
 }
 
-fn set_mode_owner_fd(fd: &OwnedFd, mode: u32, owner: Owner) -> std::io::Result<()> {
+fn set_mode_owner_fd(fd: &OwnedFd, mode: rfs::Mode, owner: Owner) -> std::io::Result<()> {
     let st = rfs::fstat(fd)?;
-    if st.st_uid != owner.uid || st.st_gid != owner.gid {
-        rfs::fchown(fd, Some(rfs::Uid::from_raw(owner.uid)), Some(rfs::Gid::from_raw(owner.gid)))?;
+    if !owner.owns(&st) {
+        owner.fchown(fd)?;
     }
-    if st.st_mode & 0o7777 != mode {
-        rfs::fchmod(fd, rfs::Mode::from_raw_mode(mode))?;
+    if rfs::Mode::from_raw_mode(st.st_mode) != mode {
+        rfs::fchmod(fd, mode)?;
     }
     Ok(())
 }

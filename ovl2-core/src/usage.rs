@@ -6,10 +6,11 @@ use std::io;
 
 use rustix::fs::{self as rfs, AtFlags, FileType};
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result};
 use crate::fsutil::{self, DirStack, LockMode, Mounts};
+use crate::id::LayerId;
+use crate::layout;
 use crate::store::Store;
-use crate::{id, layout};
 
 /// What one layer's own `diff/` occupies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -24,10 +25,10 @@ pub struct Usage {
 impl Store {
     /// The work of [`Driver::usage`](crate::Driver::usage).
     pub(crate) fn usage(&self, id: &str) -> Result<Usage> {
-        id::validate(id)?;
+        let id = &LayerId::new(id)?;
         let diff = {
             let _lock = self.lock(LockMode::Shared)?;
-            let layer = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            let layer = self.layer_dir(id)?;
             fsutil::open_dir(&layer, layout::DIFF).ctx(|| format!("opening {id}/diff"))?
         };
         let root = rfs::fstat(&diff).ctx(|| format!("stat of {id}/diff"))?;

@@ -117,7 +117,7 @@ fn container_opts(opts: *const ovl2_container_opts) -> FfiResult<ContainerOpts> 
         }
     }
     if flag(o.remap_root) {
-        out.root = Some(Owner { uid: o.root_uid, gid: o.root_gid });
+        out.root = Some(Owner::from_raw(o.root_uid, o.root_gid));
     }
     // SAFETY: as above.
     out.create.mount_label = unsafe { opt_str_arg(o.mount_label, "opts->mount_label")? }.map(str::to_owned);

@@ -216,7 +216,7 @@ pub extern "C" fn ovl2_open(
             .unwrap_or_default();
         let options = Options {
             max_depth: o.max_depth as usize,
-            root: flag(o.set_root).then_some(Owner { uid: o.root_uid, gid: o.root_gid }),
+            root: flag(o.set_root).then_some(Owner::from_raw(o.root_uid, o.root_gid)),
             sync: flag(o.sync),
             repair_on_open: flag(o.repair_on_open),
             mount_strategy,

@@ -149,7 +149,7 @@ impl PyDriver {
         };
         let options = Options {
             max_depth,
-            root: root.map(|(uid, gid)| Owner { uid, gid }),
+            root: root.map(|(uid, gid)| Owner::from_raw(uid, gid)),
             sync,
             repair_on_open,
             mount_strategy,
@@ -357,7 +357,7 @@ impl PyDriver {
         };
         let opts = ContainerOpts {
             init_entries,
-            root: root.map(|(uid, gid)| Owner { uid, gid }),
+            root: root.map(|(uid, gid)| Owner::from_raw(uid, gid)),
             create: CreateOpts { storage_opt: storage_opt.unwrap_or_default(), mount_label },
         };
         self.run(py, move |d| d.create_container(&ctr, &image_top, &opts))

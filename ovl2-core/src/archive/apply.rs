@@ -16,10 +16,11 @@ use super::naive_unpack::Naive;
 use super::whiteout::{self, TarName};
 use super::{fsx, gotar, size};
 use crate::error::{Context, Error, Result};
-use crate::fsutil::{self, cstr, LockMode, Owner};
+use crate::fsutil::{self, LockMode, Owner};
+use crate::id::LayerId;
 use crate::staging::WorkEntry;
 use crate::store::Store;
-use crate::{id, layout, lexical};
+use crate::{layout, lexical};
 
 /// How [`Driver::apply_diff_with`](crate::Driver::apply_diff_with) runs.
 #[derive(Clone, Copy)]
@@ -112,22 +113,20 @@ impl Store {
         reader: impl Read,
         opts: &ApplyOpts<'_>,
     ) -> Result<ApplyStats> {
-        id::validate(id)?;
-        if let Some(p) = parent {
-            id::validate(p)?;
-        }
+        let id = &LayerId::new(id)?;
+        let parent = LayerId::opt(parent)?;
         self.writable("applying a layer archive")?;
-        let native = self.parent(id)?.as_deref() == parent;
-        if let (false, Some(p)) = (native, parent) {
+        let native = self.parent_of(id)?.as_deref() == parent.as_deref();
+        if let (false, Some(p)) = (native, &parent) {
             // Docker's naive path never looks at the parent, but a name that is no layer is
             // a caller's mistake worth reporting.
-            if !self.exists(p)? {
-                return Err(Error::NotFound(p.to_owned()));
+            if !self.exists_unlocked(p)? {
+                return Err(Error::NotFound(p.to_string()));
             }
         }
         // Fail fast before reading the stream; checked again under the layer lock at the swap.
         {
-            let layer = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            let layer = self.layer_dir(id)?;
             check_target(self, id, &layer)?;
         }
         let stage = Stage::new(self)?;
@@ -163,7 +162,7 @@ impl Store {
             dir_times: Vec::new(),
             buf: vec![0u8; 256 * 1024],
             size_exact: true,
-            me: (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw()),
+            me: Owner::current(),
             umask: read_umask(),
             stats: ApplyStats {
                 size: 0,
@@ -232,7 +231,7 @@ impl Store {
     /// Syncs the staged `diff` (when asked) and swaps it into the layer.
     pub(super) fn finish_staged(
         &self,
-        id: &str,
+        id: &LayerId,
         stage: &Stage,
         stats: ApplyStats,
         opts: &ApplyOpts<'_>,
@@ -245,15 +244,14 @@ impl Store {
     }
 
     /// Exchanges the staged `diff` with the layer's (empty) one under the layer's lock.
-    fn swap_in(&self, id: &str, stage: &Stage, sync: bool) -> Result<()> {
-        let layer = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+    fn swap_in(&self, id: &LayerId, stage: &Stage, sync: bool) -> Result<()> {
+        let layer = self.layer_dir(id)?;
         fsutil::flock(&layer, LockMode::Exclusive).ctx(|| format!("locking layer {id:?}"))?;
         // The fd must still be the layer: a concurrent remove renames it away first.
         let here = rfs::fstat(&layer).ctx(|| format!("stat of layer {id:?}"))?;
-        let cid = cstr(id).expect("validated");
-        match rfs::statat(&self.home_fd, &cid, AtFlags::SYMLINK_NOFOLLOW) {
+        match rfs::statat(&self.home_fd, id.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if st.st_dev == here.st_dev && st.st_ino == here.st_ino => {}
-            _ => return Err(Error::NotFound(id.to_owned())),
+            _ => return Err(Error::NotFound(id.to_string())),
         }
         check_target(self, id, &layer)?;
         rfs::renameat_with(stage.entry.fd(), layout::DIFF, &layer, layout::DIFF, RenameFlags::EXCHANGE)
@@ -274,12 +272,12 @@ impl Store {
 
 /// Refuses a layer that is mounted, that a mounted layer builds on, or whose `diff` already
 /// has content.
-fn check_target(d: &Store, id: &str, layer: &OwnedFd) -> Result<()> {
+fn check_target(d: &Store, id: &LayerId, layer: &OwnedFd) -> Result<()> {
     let here = rfs::fstat(layer).ctx(|| format!("stat of layer {id:?}"))?;
     if let Ok(st) = rfs::statat(layer, layout::MERGED, AtFlags::SYMLINK_NOFOLLOW) {
         if st.st_dev != here.st_dev {
             return Err(Error::Busy {
-                id: id.to_owned(),
+                id: id.to_string(),
                 reason: format!("it is mounted; {}", Error::unmount_first(id)),
             });
         }
@@ -349,9 +347,8 @@ pub(crate) fn show(name: &[u8]) -> String {
 
 /// What a header says about an entry's metadata.
 struct Meta<'a> {
-    mode: u32,
-    uid: u32,
-    gid: u32,
+    mode: Mode,
+    owner: Owner,
     times: Timestamps,
     /// Borrowed from the header's PAX records: a header may hold a great many.
     xattrs: Vec<(&'a [u8], &'a [u8])>,
@@ -367,9 +364,9 @@ struct Extractor<'a> {
     /// The parent directory of the last entry: tars list siblings together.
     cache: Option<(Vec<u8>, OwnedFd, bool)>,
     /// This process's euid and egid: files it creates already have them.
-    me: (u32, u32),
+    me: Owner,
     /// The process umask, when /proc tells it.
-    umask: Option<u32>,
+    umask: Option<Mode>,
     dir_times: Vec<(Vec<u8>, Timestamps)>,
     buf: Vec<u8>,
     stats: ApplyStats,
@@ -405,7 +402,8 @@ fn chown_err(at: &At<'_>, what: &str, m: &Meta<'_>, userns: bool, e: Errno) -> E
                 "{what} of {at} to uid {}, gid {}: the id is not mapped in this user namespace (a rootless \
                  apply can only use the ids its uid_map and gid_map cover; map more, e.g. through /etc/subuid \
                  and /etc/subgid)",
-                m.uid, m.gid
+                m.owner.uid.as_raw(),
+                m.owner.gid.as_raw()
             ),
             e,
         );
@@ -487,9 +485,10 @@ fn parse<'e>(e: &'e gotar::Entry, at: &At<'_>) -> Result<Option<Parsed<'e>>> {
         return Err(refuse(at, format!("a {} entry carries {} bytes of data", kind.name(), e.size)));
     }
     let bad = |what: &str| refuse(at, format!("malformed {what} field"));
-    let mode = (e.mode & 0o7777) as u32;
+    let mode = Mode::from_raw_mode((e.mode & 0o7777) as u32);
     let uid = u32::try_from(e.uid).map_err(|_| bad("uid"))?;
     let gid = u32::try_from(e.gid).map_err(|_| bad("gid"))?;
+    let owner = Owner::from_raw(uid, gid);
     let dev = match kind {
         Kind::Char | Kind::Block => {
             let maj = u32::try_from(e.devmajor).map_err(|_| bad("devmajor"))?;
@@ -530,7 +529,7 @@ fn parse<'e>(e: &'e gotar::Entry, at: &At<'_>) -> Result<Option<Parsed<'e>>> {
         Some(a) if (a.tv_sec, a.tv_nsec) > (mtime.tv_sec, mtime.tv_nsec) => a,
         _ => mtime,
     };
-    let meta = Meta { mode, uid, gid, times: Timestamps { last_access: atime, last_modification: mtime }, xattrs };
+    let meta = Meta { mode, owner, times: Timestamps { last_access: atime, last_modification: mtime }, xattrs };
 
     let comps = lexical::clean(raw_name).ok_or_else(|| refuse(at, "name climbs out of the layer (..)"))?;
     let target = match comps.split_last() {
@@ -722,7 +721,7 @@ impl Extractor<'_> {
                 Err(Errno::NOENT) => {
                     let p = cur.as_ref().map(|f| f.as_fd()).unwrap_or(self.root);
                     let name = CString::new(comp).map_err(|_| refuse(at, "name contains NUL"))?;
-                    rfs::mkdirat(p, &name, Mode::from_raw_mode(0o755)).map_err(|e| match e {
+                    rfs::mkdirat(p, &name, IMPLIED_DIR_MODE).map_err(|e| match e {
                         // The name exists but did not resolve: a symlink that leads nowhere
                         // inside the layer (Docker's open then fails the same way).
                         Errno::EXIST => refuse(
@@ -736,13 +735,10 @@ impl Extractor<'_> {
                         e => sys(at, "creating an implied parent directory", e),
                     })?;
                     let fd = fsutil::open_dir(p, &name).map_err(|e| sys(at, "opening an implied parent", errno(&e)))?;
-                    rfs::fchown(
-                        &fd,
-                        Some(rfs::Uid::from_raw(self.owner.uid)),
-                        Some(rfs::Gid::from_raw(self.owner.gid)),
-                    )
-                    .and_then(|()| rfs::fchmod(&fd, Mode::from_raw_mode(0o755)))
-                    .map_err(|e| sys(at, "setting up an implied parent", e))?;
+                    self.owner
+                        .fchown(&fd)
+                        .and_then(|()| rfs::fchmod(&fd, IMPLIED_DIR_MODE))
+                        .map_err(|e| sys(at, "setting up an implied parent", e))?;
                     cur = Some(fd);
                 }
                 Err(e) => return Err(sys(at, "resolving the parent directory", e)),
@@ -769,14 +765,9 @@ impl Extractor<'_> {
             },
             Err(e) => return Err(sys(at, "looking up the whiteout target", e)),
         }
-        rfs::chownat(
-            parent,
-            &cname,
-            Some(rfs::Uid::from_raw(meta.uid)),
-            Some(rfs::Gid::from_raw(meta.gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| chown_err(at, "setting the whiteout's owner", meta, self.userns, e))?;
+        meta.owner
+            .chown_at(parent, &cname)
+            .map_err(|e| chown_err(at, "setting the whiteout's owner", meta, self.userns, e))?;
         // The header's times, so exporting the applied layer gives back the same bytes (and
         // digest). Docker leaves them at the time of the apply; nothing reads them but export.
         rfs::utimensat(parent, &cname, &meta.times, AtFlags::SYMLINK_NOFOLLOW)
@@ -797,7 +788,7 @@ impl Extractor<'_> {
                 to.parent,
                 &to.name,
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(meta.mode & 0o777),
+                meta.mode & PERMISSIONS,
             )
         };
         let fd = match open() {
@@ -811,8 +802,9 @@ impl Extractor<'_> {
         let n = self.copy_data(&fd, e, at)?;
         // A new file already has our ids and, when the umask keeps every bit, its mode:
         // most files in a layer then need neither chown nor chmod.
-        let skip_chown = to.plain_parent && (meta.uid, meta.gid) == self.me;
-        let skip_chmod = to.plain_parent && meta.mode & !0o777 == 0 && self.umask.is_some_and(|u| meta.mode & u == 0);
+        let skip_chown = to.plain_parent && meta.owner == self.me;
+        let skip_chmod =
+            to.plain_parent && PERMISSIONS.contains(meta.mode) && self.umask.is_some_and(|u| !meta.mode.intersects(u));
         self.meta_file(&fd, meta, skip_chown, skip_chmod, at)?;
         self.stats.size += n;
         self.stats.files += 1;
@@ -820,7 +812,7 @@ impl Extractor<'_> {
     }
 
     fn dir(&mut self, to: &Place<'_, '_>, meta: &Meta<'_>, at: &At<'_>) -> Result<()> {
-        let mk = || rfs::mkdirat(to.parent, &to.name, Mode::from_raw_mode(0o700));
+        let mk = || rfs::mkdirat(to.parent, &to.name, Mode::RWXU);
         match mk() {
             Ok(()) => {}
             Err(Errno::EXIST) => {
@@ -898,7 +890,7 @@ impl Extractor<'_> {
             self.stats.skipped += 1;
             return Ok(());
         }
-        let mk = || rfs::mknodat(to.parent, &to.name, ft, Mode::from_raw_mode(0o600), dev);
+        let mk = || rfs::mknodat(to.parent, &to.name, ft, Mode::RUSR | Mode::WUSR, dev);
         let r = match mk() {
             Err(Errno::EXIST) => {
                 self.clear(to, kind, at)?;
@@ -1011,15 +1003,13 @@ impl Extractor<'_> {
     /// Owner, xattrs, mode and (unless deferred for directories) times, in Docker's order:
     /// chown clears setuid bits and file capabilities, so it goes first.
     fn meta_fd(&mut self, fd: &OwnedFd, m: &Meta<'_>, times: bool, at: &At<'_>) -> Result<()> {
-        rfs::fchown(fd, Some(rfs::Uid::from_raw(m.uid)), Some(rfs::Gid::from_raw(m.gid)))
-            .map_err(|e| chown_err(at, "setting the owner", m, self.userns, e))?;
+        m.owner.fchown(fd).map_err(|e| chown_err(at, "setting the owner", m, self.userns, e))?;
         self.meta_rest(fd, m, false, times, at)
     }
 
     fn meta_file(&mut self, fd: &OwnedFd, m: &Meta<'_>, skip_chown: bool, skip_chmod: bool, at: &At<'_>) -> Result<()> {
         if !skip_chown {
-            rfs::fchown(fd, Some(rfs::Uid::from_raw(m.uid)), Some(rfs::Gid::from_raw(m.gid)))
-                .map_err(|e| chown_err(at, "setting the owner", m, self.userns, e))?;
+            m.owner.fchown(fd).map_err(|e| chown_err(at, "setting the owner", m, self.userns, e))?;
         }
         self.meta_rest(fd, m, skip_chmod, true, at)
     }
@@ -1032,7 +1022,7 @@ impl Extractor<'_> {
             }
         }
         if !skip_chmod {
-            rfs::fchmod(fd, Mode::from_raw_mode(m.mode)).map_err(|e| sys(at, "setting the mode", e))?;
+            rfs::fchmod(fd, m.mode).map_err(|e| sys(at, "setting the mode", e))?;
         }
         if times {
             rfs::futimens(fd, &m.times).map_err(|e| sys(at, "setting the times", e))?;
@@ -1050,14 +1040,7 @@ impl Extractor<'_> {
         mode_and_times: bool,
         at: &At<'_>,
     ) -> Result<()> {
-        rfs::chownat(
-            parent,
-            name,
-            Some(rfs::Uid::from_raw(m.uid)),
-            Some(rfs::Gid::from_raw(m.gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| chown_err(at, "setting the owner", m, self.userns, e))?;
+        m.owner.chown_at(parent, name).map_err(|e| chown_err(at, "setting the owner", m, self.userns, e))?;
         for (k, v) in &m.xattrs {
             match fsx::lset_xattr_at(parent, name, k, v) {
                 Ok(()) | Err(Errno::PERM) => {}
@@ -1066,8 +1049,7 @@ impl Extractor<'_> {
         }
         if mode_and_times {
             // Not a symlink (checked by the caller), so following is the same as not.
-            rfs::chmodat(parent, name, Mode::from_raw_mode(m.mode), AtFlags::empty())
-                .map_err(|e| sys(at, "setting the mode", e))?;
+            rfs::chmodat(parent, name, m.mode, AtFlags::empty()).map_err(|e| sys(at, "setting the mode", e))?;
         }
         // Symlinks get their own times (lutimes), as Docker does.
         rfs::utimensat(parent, name, &m.times, AtFlags::SYMLINK_NOFOLLOW)
@@ -1099,11 +1081,18 @@ impl Extractor<'_> {
 
 /// The umask from `/proc/self/status` (Linux >= 4.7); reading it never changes it, unlike
 /// umask(2), which would race with other threads.
-fn read_umask() -> Option<u32> {
+fn read_umask() -> Option<Mode> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let v = s.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-    u32::from_str_radix(v.trim(), 8).ok()
+    u32::from_str_radix(v.trim(), 8).ok().map(Mode::from_raw_mode)
 }
+
+/// The permission bits (no setuid, setgid or sticky bit): what a new file may be created
+/// with before its full mode is set.
+const PERMISSIONS: Mode = Mode::from_raw_mode(0o777);
+
+/// Mode of a parent directory a tar implies without an entry of its own (Docker's `0755`).
+const IMPLIED_DIR_MODE: Mode = Mode::from_raw_mode(0o755);
 
 fn errno(e: &io::Error) -> Errno {
     Errno::from_io_error(e).unwrap_or(Errno::IO)

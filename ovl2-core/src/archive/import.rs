@@ -17,7 +17,8 @@ use std::io::Read;
 
 use super::{ApplyOpts, ApplyStats};
 use crate::error::{Error, Result};
-use crate::id;
+use crate::fsutil::LockMode;
+use crate::id::{self, LayerId};
 use crate::options::CreateOpts;
 use crate::staging::PendingRecord;
 use crate::store::Store;
@@ -164,7 +165,7 @@ impl Store {
         if let Err(e) = res {
             // All or nothing: the same rollback the sweep does for a dead importer. The first
             // error is what the caller needs; a failed rollback is left to the next sweep.
-            if let Ok(_lock) = self.lock(true) {
+            if let Ok(_lock) = self.lock(LockMode::Exclusive) {
                 if self.roll_back_import_locked(&made).is_ok() {
                     drop(record);
                     return Err(e);
@@ -190,6 +191,9 @@ impl Store {
 
     fn roll_back_import_locked(&self, r: &ImportRecord) -> Result<()> {
         for (id, lid) in r.layers.iter().rev() {
+            // A name that is no layer id was never made by an import.
+            let Ok(id) = LayerId::new(id) else { continue };
+            let id = &id;
             // Only a layer this import made: its short id is the one the record names.
             let ours = self.read_layer(id)?.is_some_and(|f| f.lid() == Some(lid.as_str()));
             if !ours {
@@ -205,8 +209,10 @@ impl Store {
             }
         }
         if let (Some(p), false) = (&r.parent, r.parent_was_committed) {
-            if !r.layers.is_empty() && id::validate(p).is_ok() && self.exists(p)? {
-                self.uncommit_if_childless_locked(p)?;
+            if let (false, Ok(p)) = (r.layers.is_empty(), LayerId::new(p)) {
+                if self.exists(p.as_str())? {
+                    self.uncommit_if_childless_locked(&p)?;
+                }
             }
         }
         Ok(())

@@ -27,8 +27,9 @@ use std::os::fd::OwnedFd;
 
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, LockMode};
+use crate::id::LayerId;
+use crate::layout;
 use crate::store::{orphaned, parse_chain, Store};
-use crate::{id, layout};
 
 /// A layer's upper dir and its lower chain, opened once.
 pub(crate) struct Layers {
@@ -44,19 +45,19 @@ impl Store {
     /// Opens `id`'s diff and its lower chain under the shared store lock, so a concurrent
     /// remove cannot pull a layer out from under the walk once its fd is open.
     pub(crate) fn open_layers(&self, id: &str) -> Result<Layers> {
-        id::validate(id)?;
+        let id = &LayerId::new(id)?;
         let _lock = self.lock(LockMode::Shared)?;
         let (_, lower) = self.read_layer_files(id)?;
-        let layer = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let layer = self.layer_dir(id)?;
         let upper = fsutil::open_dir(&layer, layout::DIFF).ctx(|| format!("opening {id}/diff"))?;
         let mut lowers = Vec::new();
         let mut parent = None;
         for (i, lid) in parse_chain(id, lower.as_deref())?.iter().enumerate() {
             let pid = self.resolve_short_id(lid)?.ok_or_else(|| orphaned(id, lid))?;
-            let pdir = self.open_layer_dir(&pid)?.ok_or_else(|| Error::NotFound(pid.clone()))?;
+            let pdir = self.layer_dir(&pid)?;
             lowers.push(fsutil::open_dir(&pdir, layout::DIFF).ctx(|| format!("opening {pid}/diff"))?);
             if i == 0 {
-                parent = Some(pid);
+                parent = Some(pid.into());
             }
         }
         Ok(Layers { upper, lowers, parent })
@@ -64,16 +65,16 @@ impl Store {
 
     /// Refuses to change `id`'s diff while a layer that builds on it is mounted: that mount
     /// uses the diff as a lower, and overlayfs leaves changes to a live lower undefined.
-    pub(crate) fn refuse_if_lower_of_a_mount(&self, id: &str) -> Result<()> {
+    pub(crate) fn refuse_if_lower_of_a_mount(&self, id: &LayerId) -> Result<()> {
         let (link, _) = self.read_layer_files(id)?;
         let Some(lid) = link.as_deref().and_then(|l| layout::parse_link(l).ok()) else { return Ok(()) };
         // One stat per layer finds the mounted ones (merged/ on another device); only their
         // lower chains are read, so an apply stays cheap in a store of many layers.
         let home_dev = rustix::fs::fstat(&self.home_fd).ctx(|| format!("stat of {}", self.home.display()))?.st_dev;
         for other in self.layer_ids()? {
-            let merged = fsutil::cstr(&format!("{other}/merged")).expect("validated id");
-            match rustix::fs::statat(&self.home_fd, &merged, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if st.st_dev != home_dev && other != id => {}
+            let merged = format!("{other}/merged");
+            match rustix::fs::statat(&self.home_fd, merged.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if st.st_dev != home_dev && other != *id => {}
                 _ => continue,
             }
             // A damaged layer's lower cannot be read; `check` reports it, and it must not
@@ -81,7 +82,7 @@ impl Store {
             let Some(meta) = self.read_layer(&other)? else { continue };
             if meta.lower_lids().is_ok_and(|lids| lids.is_some_and(|l| l.contains(&lid))) {
                 return Err(Error::Busy {
-                    id: id.to_owned(),
+                    id: id.to_string(),
                     reason: format!("layer {other:?} builds on it and is mounted; {}", Error::unmount_first(&other)),
                 });
             }
@@ -92,9 +93,7 @@ impl Store {
     /// Opens the layers for a diff/changes call and says whether `parent` is the real parent
     /// (the native path) or another layer (Docker's naive path).
     pub(crate) fn layers_for(&self, id: &str, parent: Option<&str>) -> Result<(Layers, bool)> {
-        if let Some(p) = parent {
-            id::validate(p)?;
-        }
+        LayerId::opt(parent)?;
         let l = self.open_layers(id)?;
         let native = l.parent.as_deref() == parent;
         Ok((l, native))

@@ -19,6 +19,7 @@ use super::ApplyOpts;
 use super::ApplyStats;
 use crate::error::{Context, Result};
 use crate::fsutil;
+use crate::id::LayerId;
 use crate::layout;
 use crate::store::Store;
 
@@ -26,7 +27,7 @@ impl Store {
     /// Unpacks into a private mount of `id`'s chain over the staged upper, then swaps it in.
     pub(super) fn apply_naive(
         &self,
-        id: &str,
+        id: &LayerId,
         stage: &Stage,
         reader: impl Read,
         opts: &ApplyOpts<'_>,

@@ -27,8 +27,9 @@ use state::{Held, Me};
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, cstr, LockMode};
 use crate::staging::WorkEntry;
+use crate::id::LayerId;
+use crate::layout;
 use crate::store::Store;
-use crate::{id, layout};
 
 /// Options for [`Driver::get_with`](crate::Driver::get_with).
 #[derive(Debug, Clone, Default)]
@@ -133,7 +134,7 @@ impl Store {
 
     /// The work of [`Driver::get_with`](crate::Driver::get_with).
     pub(crate) fn get_with(&self, id: &str, opts: &MountOpts) -> Result<PathBuf> {
-        id::validate(id)?;
+        let id = &LayerId::new(id)?;
         self.writable("mounting a layer")?;
         if let Some(l) = &opts.mount_label {
             if let Some(c) = l.chars().find(|c| matches!(c, '\0' | '"' | ',')) {
@@ -192,7 +193,7 @@ impl Store {
         let mounted = rec.total() > 0;
         if mounted && rec.readonly != readonly {
             return Err(Error::Busy {
-                id: id.to_owned(),
+                id: id.to_string(),
                 reason: format!("it is already mounted {}", if rec.readonly { "read-only" } else { "read-write" }),
             });
         }
@@ -200,7 +201,7 @@ impl Store {
         // Until this get has succeeded, a failure gives the holder reference back.
         let mut pending = Unhold { d: self, armed: !opts.persistent };
         if !rec.add(holder.clone(), 1) {
-            return Err(Error::Busy { id: id.to_owned(), reason: "it holds the most references a count can".into() });
+            return Err(Error::Busy { id: id.to_string(), reason: "it holds the most references a count can".into() });
         }
         rec.readonly = readonly;
         if mounted {
@@ -209,7 +210,7 @@ impl Store {
             if self.is_mounted(&layer.fd)? {
                 // Never two overlay mounts on one upper/workdir (the kernel would allow it
                 // with index=off, with undefined results).
-                return Err(Error::Busy { id: id.to_owned(), reason: "something else is mounted on merged/".into() });
+                return Err(Error::Busy { id: id.to_string(), reason: "something else is mounted on merged/".into() });
             }
             let req = self.mount_request(id, &layer, &lowers, readonly, opts)?;
             let method = engine::choose(&req, self.mounts.strategy, self.features())?;
@@ -238,7 +239,7 @@ impl Store {
 
     /// The work of [`Driver::put`](crate::Driver::put).
     pub(crate) fn put(&self, id: &str) -> Result<()> {
-        id::validate(id)?;
+        let id = &LayerId::new(id)?;
         self.writable("unmounting a layer")?;
         self.mounts.after_fork();
         let slot = self.mounts.slot(id);
@@ -295,7 +296,7 @@ impl Store {
                 readonly: rec.readonly,
                 method: rec.method.clone(),
                 mounted: self.is_mounted(&layer.fd)?,
-                id,
+                id: id.into(),
             });
         }
         Ok(out)
@@ -304,7 +305,7 @@ impl Store {
     /// The work of [`Driver::cleanup`](crate::Driver::cleanup).
     pub(crate) fn cleanup(&self) -> Result<()> {
         self.writable("unmounting the store's layers")?;
-        let mut ids: Vec<String> = self.recorded_mounts()?;
+        let mut ids: Vec<LayerId> = self.recorded_mounts()?;
         ids.extend(self.layer_ids()?);
         ids.sort();
         ids.dedup();
@@ -347,7 +348,7 @@ impl Store {
                 }
             }
             problems.push(crate::Problem {
-                layer: Some(id.clone()),
+                layer: Some(id.to_string()),
                 kind: crate::ProblemKind::BadMountRecord,
                 detail: format!("mount record .ovl2/mounts/{id} is unusable: {why}"),
                 repairable: true,
@@ -365,7 +366,7 @@ impl Store {
                         }
                     }
                     problems.push(crate::Problem {
-                        layer: Some(id.clone()),
+                        layer: Some(id.to_string()),
                         kind: crate::ProblemKind::BadMerged,
                         detail: format!("{id}/merged is {}, not a directory", crate::fsutil::type_name(t)),
                         repairable: true,
@@ -433,7 +434,7 @@ impl Store {
     /// record when nothing is mounted, one external reference for a mount found in place
     /// without any record. (A record whose holders all died comes back empty, so the
     /// caller unmounts.)
-    fn reconciled_record(&self, id: &str, layer: &LockedLayer) -> Result<Record> {
+    fn reconciled_record(&self, id: &LayerId, layer: &LockedLayer) -> Result<Record> {
         // An unusable record (torn, damaged) says nothing: the kernel's view decides, and a
         // mount found in place is kept for an explicit put, never taken down on a guess.
         let mut rec = refs::load(self.mounts_fd()?, id).unwrap_or_default();
@@ -513,25 +514,13 @@ impl Store {
         // Docker's format has merged/ only while mounted, so this runs on every first get:
         // skip the chown when the process already is the containers' root.
         let merged_owner = (self.root != self.owner).then_some(self.root);
-        match rustix::fs::mkdirat(lfd, layout::MERGED, rustix::fs::Mode::from_raw_mode(layout::MERGED_MODE)) {
+        match rustix::fs::mkdirat(lfd, layout::MERGED, layout::MERGED_MODE) {
             Ok(()) => {
                 if let Some(o) = merged_owner {
-                    rustix::fs::chownat(
-                        lfd,
-                        layout::MERGED,
-                        Some(rustix::fs::Uid::from_raw(o.uid)),
-                        Some(rustix::fs::Gid::from_raw(o.gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| Error::io(format!("chown of {id}/merged"), e))?;
+                    o.chown_at(lfd, layout::MERGED).map_err(|e| Error::io(format!("chown of {id}/merged"), e))?;
                 }
-                rustix::fs::chmodat(
-                    lfd,
-                    layout::MERGED,
-                    rustix::fs::Mode::from_raw_mode(layout::MERGED_MODE),
-                    AtFlags::empty(),
-                )
-                .map_err(|e| Error::io(format!("chmod of {id}/merged"), e))?;
+                rustix::fs::chmodat(lfd, layout::MERGED, layout::MERGED_MODE, AtFlags::empty())
+                    .map_err(|e| Error::io(format!("chmod of {id}/merged"), e))?;
             }
             // A merged/ left by someone else: make it ours, once it is known to be a real
             // directory (a symlink there would aim the mount outside the store).
@@ -561,18 +550,12 @@ impl Store {
         engine::mount(req, method, self.features())?;
         if !req.readonly && self.root != self.owner {
             // Docker chowns work/work to the remapped root (the kernel made it as us).
-            let _ = rustix::fs::chownat(
-                lfd,
-                c"work/work",
-                Some(rustix::fs::Uid::from_raw(self.root.uid)),
-                Some(rustix::fs::Gid::from_raw(self.root.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            );
+            let _ = self.root.chown_at(lfd, c"work/work");
         }
         Ok(())
     }
 
-    fn unmount_layer(&self, id: &str, layer: &LockedLayer) -> Result<()> {
+    fn unmount_layer(&self, id: &LayerId, layer: &LockedLayer) -> Result<()> {
         if self.is_mounted(&layer.fd)? {
             let path = self.home.join(id).join("merged");
             match rustix::mount::unmount(&path, rustix::mount::UnmountFlags::DETACH) {
@@ -614,6 +597,8 @@ impl Store {
                 continue;
             }
             h.count = 0;
+            // Slots are keyed by the ids get() checked, so this cannot fail.
+            let Ok(id) = LayerId::new(&id) else { continue };
             let Ok(layer) = self.lock_layer(&id) else { continue };
             let Ok(mut rec) = self.reconciled_record(&id, &layer) else { continue };
             while rec.release(&me) {}
@@ -698,7 +683,7 @@ impl Store {
 
     /// Opens `.ovl2/holders`, creating it when missing (and saying so).
     fn ensure_holders_dir(&self) -> Result<(std::os::fd::OwnedFd, bool)> {
-        let mode = rustix::fs::Mode::from_raw_mode(layout::PRIVATE_MODE);
+        let mode = layout::PRIVATE_MODE;
         let private = self.private_dir()?;
         let made = match rustix::fs::mkdirat(private, layout::HOLDERS, mode) {
             Ok(()) => true,
@@ -725,7 +710,7 @@ impl Store {
     }
 
     /// [`Self::lock_layer`], or `None` when the layer is gone, dropping its stale record.
-    fn lock_layer_or_forget(&self, id: &str) -> Result<Option<LockedLayer>> {
+    fn lock_layer_or_forget(&self, id: &LayerId) -> Result<Option<LockedLayer>> {
         match self.lock_layer(id) {
             Ok(l) => Ok(Some(l)),
             Err(e) if e.kind() == crate::ErrorKind::NotFound => {
@@ -736,17 +721,17 @@ impl Store {
         }
     }
 
-    fn layer_exists_quick(&self, id: &str) -> bool {
+    fn layer_exists_quick(&self, id: &LayerId) -> bool {
         matches!(self.open_layer_dir(id), Ok(Some(_)))
     }
 
-    fn layer_mounted_quick(&self, id: &str) -> bool {
+    fn layer_mounted_quick(&self, id: &LayerId) -> bool {
         matches!(self.open_layer_dir(id), Ok(Some(fd)) if self.is_mounted(&fd).unwrap_or(false))
     }
 
     /// Opens and flocks a layer directory for a mount-state change.
-    fn lock_layer(&self, id: &str) -> Result<LockedLayer> {
-        let fd = self.open_layer_dir(id)?.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+    fn lock_layer(&self, id: &LayerId) -> Result<LockedLayer> {
+        let fd = self.layer_dir(id)?;
         fsutil::flock(&fd, LockMode::Exclusive).ctx(|| format!("locking layer {id:?}"))?;
         Ok(LockedLayer { fd })
     }
@@ -766,7 +751,7 @@ impl Store {
     }
 
     /// Unmounts a layer whoever holds it and forgets its references (forced removal).
-    pub(crate) fn force_unmount(&self, id: &str) -> Result<()> {
+    pub(crate) fn force_unmount(&self, id: &LayerId) -> Result<()> {
         // Same lock order as get/put: this process's slot, then the layer's flock.
         let slot = self.mounts.slot(id);
         let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -778,7 +763,7 @@ impl Store {
     }
 
     /// Deletes a removed layer's mount record (it can only be stale: the layer was unmounted).
-    pub(crate) fn forget_mount_record(&self, id: &str) -> Result<()> {
+    pub(crate) fn forget_mount_record(&self, id: &LayerId) -> Result<()> {
         refs::delete(self.mounts_fd()?, id)
     }
 
@@ -789,7 +774,7 @@ impl Store {
         }
     }
 
-    fn recorded_mounts(&self) -> Result<Vec<String>> {
+    fn recorded_mounts(&self) -> Result<Vec<LayerId>> {
         if self.mounts.records_fd.is_none() {
             // A read-only open of a store without records: ovl2 never mounted anything here.
             return Ok(Vec::new());
@@ -798,8 +783,7 @@ impl Store {
         Ok(fsutil::list_dir(fd)
             .ctx(|| "listing .ovl2/mounts".into())?
             .into_iter()
-            .filter_map(|e| e.name.into_string().ok())
-            .filter(|n| id::validate(n).is_ok())
+            .filter_map(|e| LayerId::from_entry(e.name))
             .collect())
     }
 }

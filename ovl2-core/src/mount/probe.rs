@@ -9,6 +9,7 @@ use rustix::mount::{fsconfig_create, fsconfig_set_fd, fsconfig_set_flag, fsconfi
 
 use crate::fsutil::{self, cstr};
 use crate::kernel::{in_user_namespace, overlay_param};
+use crate::layout;
 
 /// What the running kernel's overlayfs accepts, as found by trying it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,7 +98,13 @@ pub(crate) fn load_or_probe(private_fd: &OwnedFd) -> Features {
     }
     let f = probe(private_fd);
     let key = cache_key();
-    let _ = fsutil::write_atomic(private_fd, c"features", format!("{key}\n{}\n", f.encode()).as_bytes(), 0o600, false);
+    let _ = fsutil::write_atomic(
+        private_fd,
+        c"features",
+        format!("{key}\n{}\n", f.encode()).as_bytes(),
+        layout::PRIVATE_FILE_MODE,
+        false,
+    );
     f
 }
 
@@ -130,11 +137,11 @@ pub(crate) fn probe(private_fd: &OwnedFd) -> Features {
         ..Features::default()
     };
     let name = cstr(&format!("probe-{}", fsutil::random_hex(6))).expect("ascii");
-    if fsutil::mkdir(private_fd, &name, 0o700, None).is_err() {
+    if fsutil::mkdir(private_fd, &name, layout::PRIVATE_MODE, None).is_err() {
         return f;
     }
     if let Ok(dir) = fsutil::open_dir(private_fd, &name) {
-        let made = ["a", "b"].iter().all(|d| fsutil::mkdir(&dir, &cstr(d).unwrap(), 0o755, None).is_ok());
+        let made = ["a", "b"].iter().all(|d| fsutil::mkdir(&dir, &cstr(d).unwrap(), layout::DIFF_MODE, None).is_ok());
         if made {
             f.new_api = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).is_ok();
             if f.new_api {

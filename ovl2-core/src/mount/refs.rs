@@ -11,14 +11,15 @@
 //! are still read and judged that way.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, OFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::fsutil::{self, cstr, LockMode};
+use crate::id::LayerId;
+use crate::layout;
 
 /// Largest record or holder file read; a record with thousands of holders is far smaller.
 const MAX_RECORD: usize = 1 << 20;
@@ -172,10 +173,6 @@ fn is_token(t: &str) -> bool {
     !t.is_empty() && t.len() <= 64 && t.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn name(id: &str) -> CString {
-    cstr(id).expect("validated id")
-}
-
 /// Opens a store file that must be a regular file without ever blocking or following a
 /// symlink (a FIFO or a device planted there would otherwise hang the open or the read).
 /// `Ok(None)` when it does not exist; `Err(None)`-like cases come back as a description.
@@ -211,8 +208,8 @@ fn read_fd(fd: &OwnedFd) -> std::result::Result<Vec<u8>, String> {
 
 /// Loads a layer's record. An absent one is empty; an unusable one is reported as such, and
 /// callers then go by the kernel's mount table (the authority on what is mounted).
-pub(crate) fn load<Fd: AsFd>(dir: Fd, id: &str) -> Loaded {
-    match open_regular(dir.as_fd(), &name(id), OFlags::RDONLY) {
+pub(crate) fn load<Fd: AsFd>(dir: Fd, id: &LayerId) -> Loaded {
+    match open_regular(dir.as_fd(), id.as_c_str(), OFlags::RDONLY) {
         Ok(None) => Ok(Record::default()),
         Ok(Some(fd)) => Record::decode(&read_fd(&fd).map_err(Bad::Corrupt)?),
         Err(why) => Err(Bad::Corrupt(why)),
@@ -220,7 +217,7 @@ pub(crate) fn load<Fd: AsFd>(dir: Fd, id: &str) -> Loaded {
 }
 
 /// Why a record file is unusable, for `check`; `None` when it is fine or absent.
-pub(crate) fn problem<Fd: AsFd>(dir: Fd, id: &str) -> Option<String> {
+pub(crate) fn problem<Fd: AsFd>(dir: Fd, id: &LayerId) -> Option<String> {
     match load(dir, id) {
         Ok(_) => None,
         Err(Bad::Torn) => Some("it has no end line (a write that did not finish)".into()),
@@ -234,17 +231,17 @@ pub(crate) fn problem<Fd: AsFd>(dir: Fd, id: &str) -> Option<String> {
 /// Records describe live mounts, which do not survive a reboot, so they need no fsync.
 /// Something other than a regular file at the record's name (only damage puts one there) is
 /// replaced; the caller holds the layer lock, so no one else is using it.
-pub(crate) fn store<Fd: AsFd>(dir: Fd, id: &str, rec: &Record) -> Result<()> {
+pub(crate) fn store<Fd: AsFd>(dir: Fd, id: &LayerId, rec: &Record) -> Result<()> {
     let dir = dir.as_fd();
-    let n = name(id);
-    let fd = match open_regular(dir, &n, OFlags::RDWR) {
+    let n = id.as_c_str();
+    let fd = match open_regular(dir, n, OFlags::RDWR) {
         Ok(Some(fd)) => fd,
         Ok(None) if rec.total() == 0 => return Ok(()),
         Ok(None) => create_record(dir, id)?,
         Err(_) => {
-            match rustix::fs::unlinkat(dir, &n, AtFlags::empty()) {
+            match rustix::fs::unlinkat(dir, n, AtFlags::empty()) {
                 Ok(()) | Err(Errno::NOENT) => {}
-                Err(Errno::ISDIR) => rustix::fs::unlinkat(dir, &n, AtFlags::REMOVEDIR).map_err(|e| {
+                Err(Errno::ISDIR) => rustix::fs::unlinkat(dir, n, AtFlags::REMOVEDIR).map_err(|e| {
                     Error::io(format!("removing the directory .ovl2/mounts/{id} that stands in for a mount record"), e)
                 })?,
                 Err(e) => return Err(Error::io(format!("removing the damaged mount record .ovl2/mounts/{id}"), e)),
@@ -264,22 +261,22 @@ pub(crate) fn store<Fd: AsFd>(dir: Fd, id: &str, rec: &Record) -> Result<()> {
     Ok(())
 }
 
-fn create_record(dir: BorrowedFd<'_>, id: &str) -> Result<OwnedFd> {
+fn create_record(dir: BorrowedFd<'_>, id: &LayerId) -> Result<OwnedFd> {
     rustix::fs::openat(
         dir,
-        name(id),
+        id.as_c_str(),
         OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
+        layout::PRIVATE_FILE_MODE,
     )
     .map_err(|e| Error::io(format!("creating the mount record of {id:?}"), e))
 }
 
 /// Deletes a layer's record file (the layer is being removed).
-pub(crate) fn delete<Fd: AsFd>(dir: Fd, id: &str) -> Result<()> {
+pub(crate) fn delete<Fd: AsFd>(dir: Fd, id: &LayerId) -> Result<()> {
     let dir = dir.as_fd();
-    match rustix::fs::unlinkat(dir, name(id), AtFlags::empty()) {
+    match rustix::fs::unlinkat(dir, id.as_c_str(), AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
-        Err(Errno::ISDIR) => match rustix::fs::unlinkat(dir, name(id), AtFlags::REMOVEDIR) {
+        Err(Errno::ISDIR) => match rustix::fs::unlinkat(dir, id.as_c_str(), AtFlags::REMOVEDIR) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(Error::io(format!("removing the mount record of {id:?}"), e)),
         },
@@ -289,8 +286,8 @@ pub(crate) fn delete<Fd: AsFd>(dir: Fd, id: &str) -> Result<()> {
 
 /// Whether a record file may hold a reference, read without the layer lock: a cheap filter
 /// so scans skip the many layers that are not mounted (anything odd counts as "maybe").
-pub(crate) fn maybe_held<Fd: AsFd>(dir: Fd, id: &str) -> bool {
-    match open_regular(dir.as_fd(), &name(id), OFlags::RDONLY) {
+pub(crate) fn maybe_held<Fd: AsFd>(dir: Fd, id: &LayerId) -> bool {
+    match open_regular(dir.as_fd(), id.as_c_str(), OFlags::RDONLY) {
         Ok(None) => false,
         Ok(Some(fd)) => {
             let mut buf = [0u8; 4];
@@ -308,7 +305,7 @@ pub(crate) fn take_holder(dir: BorrowedFd<'_>, token: &str) -> Result<Option<Own
         dir,
         &n,
         OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
+        layout::PRIVATE_FILE_MODE,
     )
     .map_err(|e| Error::io(format!("creating the holder file .ovl2/holders/{token}"), e))?;
     fsutil::flock(&fd, LockMode::Exclusive).map_err(|e| Error::io(format!("locking .ovl2/holders/{token}"), e))?;
@@ -336,7 +333,7 @@ pub(crate) fn holder_alive(dir: BorrowedFd<'_>, token: &str) -> bool {
     };
     match fsutil::try_flock(&fd, LockMode::Shared) {
         Ok(true) => {
-            let _ = rustix::fs::unlinkat(dir, &n, AtFlags::empty());
+            let _ = rustix::fs::unlinkat(dir, n, AtFlags::empty());
             false
         }
         Ok(false) => true,

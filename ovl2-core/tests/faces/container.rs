@@ -102,7 +102,7 @@ pub fn custom_entries_and_remapped_root<D: Face>() {
     let d = image::<D>(&home);
     let mut opts = ContainerOpts::default();
     opts.init_entries.push(InitEntry::dir("/run/secrets"));
-    opts.root = Some(Owner { uid: 100000, gid: 100000 });
+    opts.root = Some(Owner::from_raw(100000, 100000));
     d.create_container("c2", "top", &opts).unwrap();
     let md = |p: &str| std::fs::symlink_metadata(home.join("c2-init/diff").join(p)).unwrap();
     assert!(md("run/secrets").is_dir());

@@ -69,7 +69,7 @@ pub fn remapped_root_owns_diff_and_work<D: Face>() {
     }
     let s = Scratch::new("remap");
     let home = s.home();
-    let root = Owner { uid: 100000, gid: 100001 };
+    let root = Owner::from_raw(100000, 100001);
     let d = D::open(&home, Options { root: Some(root), ..Options::default() }).unwrap();
     d.create("a", None, &co()).unwrap();
     d.create("b", Some("a"), &co()).unwrap();

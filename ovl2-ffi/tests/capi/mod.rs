@@ -213,8 +213,8 @@ impl Face for CapiDriver {
         o.repair_on_open = options.repair_on_open.into();
         if let Some(root) = options.root {
             o.set_root = 1;
-            o.root_uid = root.uid;
-            o.root_gid = root.gid;
+            o.root_uid = root.uid.as_raw();
+            o.root_gid = root.gid.as_raw();
         }
         o.mount_strategy = match options.mount_strategy {
             None => OVL2_MOUNT_STRATEGY_DEFAULT,
@@ -530,8 +530,8 @@ impl Face for CapiDriver {
         o.n_entries = entries.len();
         if let Some(root) = opts.root {
             o.remap_root = 1;
-            o.root_uid = root.uid;
-            o.root_gid = root.gid;
+            o.root_uid = root.uid.as_raw();
+            o.root_gid = root.gid.as_raw();
         }
         o.mount_label = ptr_of(&label);
         call(|e| ovl2_create_container(self.h(), ctr.as_ptr(), top.as_ptr(), &o, e))
