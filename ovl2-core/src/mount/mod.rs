@@ -26,9 +26,9 @@ use state::{Held, Me};
 
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, cstr, LockMode};
-use crate::staging::WorkEntry;
 use crate::id::LayerId;
 use crate::layout;
+use crate::staging::WorkEntry;
 use crate::store::Store;
 
 /// Options for [`Driver::get_with`](crate::Driver::get_with).

@@ -1618,6 +1618,7 @@ pub fn usage_counts_the_layers_own_blocks_and_inodes<D: Face>() {
     assert!(want.bytes >= root_blocks + 50_000);
     assert_eq!(d.usage("missing").unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(d.usage("../x").unwrap_err().kind(), ErrorKind::InvalidArgument);
+}
 
 face_test!(every_operation_on_a_missing_layer_is_not_found);
 /// "The layer you named does not exist" is `NotFound` (LayerNotFound in C, Go and Python)
