@@ -30,5 +30,9 @@ OVL2_SNAPSHOTTER="$SNAP" unshare -Urm --propagation private "$conf_bin" -test.co
   -test.skip 'TestOvl2Snapshotter/(Chown|DirectoryPermissionOnCommit)$'
 rm -rf "$(dirname "$conf_bin")"
 
-printf '\n==> a private containerd with ovl2 as its proxy snapshotter\n'
-unshare --mount --propagation private bash tests/snapshotter/containerd.sh
+printf '\n==> a private containerd with ovl2 as its proxy snapshotter, and Docker'"'"'s overlay2 driver on its store\n'
+# Docker's own graph driver, to open the store containerd filled (tests/snapshotter-docker).
+dd_dir="$(mktemp -d)"
+(cd tests/snapshotter-docker && go vet ./... && go build -o "$dd_dir/dockerdriver" .)
+DOCKERDRIVER="$dd_dir/dockerdriver" unshare --mount --propagation private bash tests/snapshotter/containerd.sh
+rm -rf "$dd_dir"

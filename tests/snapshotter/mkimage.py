@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Builds OCI image layout tars for the containerd tests of ovl2-snapshotter, locally (no registry).
 
-    mkimage.py basic OUT.tar NAME    busybox rootfs; a layer adding files; a layer deleting one
-                                     (whiteout) and replacing a directory (opaque); a layer of 2,000
-                                     files owned by 1234:5678 with mode 0640.
+    mkimage.py basic OUT.tar NAME    busybox rootfs; a layer adding files and a dir /keep owned by
+                                     42:43 with mode 0700; a layer deleting one (a whiteout owned by
+                                     1234:5678) and replacing a directory (opaque); a layer of 2,000
+                                     files owned by 1234:5678 with mode 0640 plus /keep/k.txt
+                                     without an entry for /keep (the unpacker must take /keep's
+                                     owner and mode from the layers below).
     mkimage.py deep OUT.tar NAME N   busybox rootfs plus N-1 layers, layer i adding /l/i: N layers.
     mkimage.py edge OUT.tar NAME     the layer shapes containerd's unpack into an upperdir meets
                                      beyond basic's: a whiteout of a directory, whiteouts and an
@@ -67,11 +70,12 @@ def adds(tf):
     entry(tf, "data", "dir")
     entry(tf, "data/a.txt", data=b"hello from layer 2\n")
     entry(tf, "data/del.txt", data=b"deleted in layer 3\n")
+    entry(tf, "keep", "dir", uid=42, gid=43, mode=0o700)
 
 
 def deletes(tf):
     entry(tf, "data", "dir")
-    entry(tf, "data/.wh.del.txt")
+    entry(tf, "data/.wh.del.txt", uid=1234, gid=5678)
     entry(tf, "old", "dir")
     entry(tf, "old/.wh..wh..opq")
     entry(tf, "old/new.txt", data=b"opaque replacement\n")
@@ -81,6 +85,7 @@ def many(tf):
     entry(tf, "many", "dir", uid=1234, gid=5678, mode=0o750)
     for i in range(2000):
         entry(tf, "many/f%04d" % i, data=b"%d\n" % i, mode=0o640, uid=1234, gid=5678)
+    entry(tf, "keep/k.txt", data=b"kept\n")
 
 
 def edge_lower(tf):
