@@ -11,6 +11,18 @@ export T
 . "$HERE/containerd-env.sh"
 . "$HERE/checks.sh"
 
+# What a killed process may leave in a store, and the next open repairs (docs/store.md, and
+# ovl2-core's crash test): a stale staging entry, a dangling l/ link, a missing committed marker.
+# Before the killed service restarts, ovl2 check may report these and nothing else.
+check_only_crash_leftovers() { # check_only_crash_leftovers WHAT
+  ovl2 check --json >"$T/check.json" 2>"$T/check.err" || true
+  python3 -c '
+import json, sys
+leftovers = {"stale_staging", "dangling_short_link", "missing_committed"}
+sys.exit(any(p["kind"] not in leftovers for p in json.load(open(sys.argv[1]))["problems"]))' "$T/check.json" \
+    || fail "$1: $(cat "$T/check.json" "$T/check.err")"
+}
+
 start_snapshotter
 start_containerd
 
@@ -225,7 +237,7 @@ for round in 1 2 3 4 5 6; do
   if [ "$round" -le 3 ]; then
     victim=ovl2-snapshotter; kill -9 "$SNAP_PID"; wait "$SNAP_PID" 2>/dev/null || true
     wait "$imp" || true
-    ovl2 check >/dev/null || fail "round $round: ovl2 check after SIGKILL of the service: $(ovl2 check)"
+    check_only_crash_leftovers "round $round: ovl2 check after SIGKILL of the service"
     start_snapshotter
   else
     victim=containerd; kill -9 "$CTRD_PID"; wait "$CTRD_PID" 2>/dev/null || true
