@@ -266,6 +266,73 @@ for lease in $("${CTR[@]}" leases ls -q); do "${CTR[@]}" leases rm --sync "$leas
 assert_store_empty_and_clean "after the kill rounds, ctr images rm --sync and dropping the killed imports' leases"
 pass "6 rounds of SIGKILL (service, containerd) during import: snapshots survive, ctr run works, the store ends clean"
 
+# --- SIGKILL the service, or containerd, at a random moment of `ctr run` and container create/rm -
+# A workload of three `ctr run --rm` and three `ctr containers create` + `rm` runs while the
+# service (rounds 1-3) or containerd (rounds 4-6) is killed at a random moment and restarted.
+# Before a killed service restarts, ovl2 check finds only what a killed process may leave.
+# After each round: containerd lists only snapshots the service can Stat, the image's committed
+# snapshots all survive, `ovl2 check` is clean, and once the round's leftover tasks and
+# containers are removed no mount of the home is left and a new `ctr run` shows the image.
+with_retry "${CTR[@]}" images import --snapshotter ovl2 "$T/basic.tar"
+committed() { "${SN[@]}" ls | tail -n +2 | grep Committed | awk '{print $1}' | sort; }
+COMMITTED=$(committed)
+expect_eq "committed snapshots before the run rounds" 4 "$(echo "$COMMITTED" | wc -l)"
+workload() { # prints one letter per step: r/c/d (run, create, rm) done, R/C/D failed
+  local r=$1 i
+  step() { # ctr waits for a killed containerd to come back: bound every call
+    if timeout 60 "${CTR[@]}" "${@:2}" >/dev/null 2>&1; then printf %s "$1"; else printf %s "${1^^}"; fi
+  }
+  for i in 1 2 3; do
+    step r run --rm --snapshotter ovl2 "$IMG" "kr$r-$i" sh -c 'cat /data/a.txt; sleep 0.2'
+    step c containers create --snapshotter ovl2 "$IMG" "kc$r-$i"
+    step d containers rm "kc$r-$i"
+  done
+}
+remove_leftovers() { # the tasks and containers a killed round left
+  local t c
+  for t in $("${CTR[@]}" tasks ls -q); do
+    with_retry "${CTR[@]}" tasks delete -f "$t" || fail "round $round: ctr tasks delete -f $t"
+  done
+  for c in $("${CTR[@]}" containers ls -q); do
+    with_retry "${CTR[@]}" containers rm "$c" || fail "round $round: ctr containers rm $c"
+  done
+}
+run_start=$(date +%s)
+for round in 1 2 3 4 5 6; do
+  workload "$round" >"$T/workload" &
+  wl=$!
+  sleep "$((RANDOM % 3)).$((RANDOM % 10))"
+  if [ "$round" -le 3 ]; then
+    victim=ovl2-snapshotter; kill -9 "$SNAP_PID"; wait "$SNAP_PID" 2>/dev/null || true
+    check_only_crash_leftovers "round $round: ovl2 check right after SIGKILL of the service"
+    start_snapshotter
+  else
+    victim=containerd; kill -9 "$CTRD_PID"; wait "$CTRD_PID" 2>/dev/null || true
+    start_containerd
+  fi
+  wait "$wl"
+  echo "  (round $round: $victim killed; steps $(cat "$T/workload"))"
+  with_retry "${SN[@]}" ls
+  for key in $("${SN[@]}" ls | tail -n +2 | awk '{print $1}'); do
+    "${SN[@]}" info "$key" >/dev/null || fail "round $round ($victim killed): ctr snapshots info $key"
+  done
+  expect_eq "round $round ($victim killed): the image's committed snapshots" "$COMMITTED" "$(committed)"
+  ovl2 check >/dev/null || fail "round $round ($victim killed): ovl2 check: $(ovl2 check)"
+  remove_leftovers
+  expect_eq "round $round ($victim killed): mounts of the home once the containers are gone" "" "$(mounts_of_home)"
+  out=$("${CTR[@]}" run --rm --snapshotter ovl2 "$IMG" "after$round" sh -c 'cat /data/a.txt; ls /old; find /many -type f | wc -l')
+  expect_eq "round $round ($victim killed): merged view" "hello from layer 2
+new.txt
+2000" "$out"
+  expect_eq "round $round ($victim killed): mounts of the home after ctr run --rm" "" "$(mounts_of_home)"
+  ovl2 check >/dev/null || fail "round $round ($victim killed): ovl2 check after cleanup: $(ovl2 check)"
+done
+echo "  (6 run rounds: $(($(date +%s) - run_start)) s)"
+"${CTR[@]}" images rm --sync "$IMG" >/dev/null
+for lease in $("${CTR[@]}" leases ls -q); do "${CTR[@]}" leases rm --sync "$lease" >/dev/null; done
+assert_store_empty_and_clean "after the run rounds and ctr images rm --sync"
+pass "6 rounds of SIGKILL (service, containerd) during ctr run and container create/rm: snapshots survive, ctr run works, no mount left, the store ends clean"
+
 # --- the kernel's limit: 500 layers run, 501 fail cleanly --------------------------------------
 python3 "$HERE/mkimage.py" deep "$T/d500.tar" docker.io/ovl2test/deep:500 500
 python3 "$HERE/mkimage.py" deep "$T/d501.tar" docker.io/ovl2test/deep:501 501
