@@ -2,8 +2,8 @@
 """Builds OCI image layout tars for the containerd tests of ovl2-snapshotter, locally (no registry).
 
     mkimage.py basic OUT.tar NAME    busybox rootfs; a layer adding files and a dir /keep owned by
-                                     42:43 with mode 0700; a layer deleting one (a whiteout owned by
-                                     1234:5678) and replacing a directory (opaque); a layer of 2,000
+                                     42:43 with mode 0700; a layer deleting one (whiteout) and
+                                     replacing a directory (opaque); a layer of 2,000
                                      files owned by 1234:5678 with mode 0640 plus /keep/k.txt
                                      without an entry for /keep (the unpacker must take /keep's
                                      owner and mode from the layers below).
@@ -75,7 +75,7 @@ def adds(tf):
 
 def deletes(tf):
     entry(tf, "data", "dir")
-    entry(tf, "data/.wh.del.txt", uid=1234, gid=5678)
+    entry(tf, "data/.wh.del.txt")
     entry(tf, "old", "dir")
     entry(tf, "old/.wh..wh..opq")
     entry(tf, "old/new.txt", data=b"opaque replacement\n")
