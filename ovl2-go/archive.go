@@ -270,23 +270,42 @@ func (d *Driver) DiffContext(ctx context.Context, id, parent string, opts *DiffO
 		return nil, fmt.Errorf("ovl2 diff %s: %w", id, err)
 	}
 	// Check the arguments up front so callers get argument and not-found errors here
-	// rather than from the first Read.
-	if _, err := d.Parent(id); err != nil {
-		return nil, err
+	// rather than from the first Read: one stat when the layer is there, and the library's
+	// own error (from Parent, which reads what Diff needs) when it is not.
+	if ok, err := d.Exists(id); err != nil || !ok {
+		if _, err := d.Parent(id); err != nil {
+			return nil, err
+		}
 	}
-	pr, pw, err := os.Pipe()
+	pr, pw, err := diffPipe()
 	if err != nil {
 		return nil, err
 	}
 	dr := &diffReader{pr: pr, done: make(chan struct{}), ctx: ctx, id: id}
 	go func() {
 		defer close(dr.done)
-		dr.stats, dr.err = d.diffTo(id, parent, pw, opts)
-		pw.Close()
+		dr.stats, dr.err = d.diffTo(id, parent, C.int(pw), opts)
+		syscall.Close(pw)
 	}()
 	// Closing the read end makes the library's next write fail (EPIPE): the export ends.
 	dr.stop = context.AfterFunc(ctx, dr.closeRead)
 	return dr, nil
+}
+
+// diffPipe returns a pipe for a Diff: the read end an *os.File in the runtime's poller (so
+// Close and cancellation work), the write end a bare blocking fd for the library's plain
+// write(2). Four syscalls, where os.Pipe and File.Fd take nine.
+func diffPipe() (*os.File, int, error) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		return nil, -1, os.NewSyscallError("pipe2", err)
+	}
+	if _, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(p[1]), syscall.F_SETFL, syscall.O_WRONLY); errno != 0 {
+		syscall.Close(p[0])
+		syscall.Close(p[1])
+		return nil, -1, os.NewSyscallError("fcntl", errno)
+	}
+	return os.NewFile(uintptr(p[0]), "|0"), p[1], nil
 }
 
 // DiffTo writes layer id's tar (see Diff) to w and returns what was written.
@@ -298,7 +317,9 @@ func (d *Driver) DiffTo(id, parent string, w io.Writer) (DiffStats, error) {
 // returning an error that wraps ctx.Err(); w then holds a cut-short tar.
 func (d *Driver) DiffToContext(ctx context.Context, id, parent string, w io.Writer, opts *DiffOpts) (DiffStats, error) {
 	if file, ok := w.(*os.File); ok && ctx.Done() == nil {
-		return d.diffTo(id, parent, file, opts)
+		st, err := d.diffTo(id, parent, C.int(file.Fd()), opts) // Fd: blocking mode, for plain write(2)
+		runtime.KeepAlive(file)
+		return st, err
 	}
 	rc, err := d.DiffContext(ctx, id, parent, opts)
 	if err != nil {
@@ -316,7 +337,8 @@ func (d *Driver) DiffToContext(ctx context.Context, id, parent string, w io.Writ
 	return dr.stats, cerr
 }
 
-func (d *Driver) diffTo(id, parent string, file *os.File, opts *DiffOpts) (DiffStats, error) {
+// diffTo writes the tar to fd, which must be in blocking mode.
+func (d *Driver) diffTo(id, parent string, fd C.int, opts *DiffOpts) (DiffStats, error) {
 	var out DiffStats
 	err := d.with(func(cd *C.ovl2_driver) error {
 		var a cargs
@@ -335,11 +357,9 @@ func (d *Driver) diffTo(id, parent string, file *os.File, opts *DiffOpts) (DiffS
 			do.digest = cflag(!opts.NoDigest)
 		}
 		var st *C.ovl2_diff_stats
-		fd := C.int(file.Fd()) // blocking mode, for the library's plain write(2)
 		err = call("diff", id, func(e **C.ovl2_error) C.enum_ovl2_status {
 			return C.ovl2_diff_with(cd, cid, cparent, fd, &do, &st, e)
 		})
-		runtime.KeepAlive(file)
 		if err != nil {
 			return err
 		}

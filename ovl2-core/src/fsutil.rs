@@ -235,27 +235,51 @@ pub struct Entry {
 }
 
 /// Lists a directory (without `.` and `..`), sorted by name so results are deterministic.
+/// Reads through a private open of `.`, so the fd's offset (which dups and other threads
+/// share) is left alone.
 pub fn list_dir<Fd: AsFd>(dir: Fd) -> io::Result<Vec<Entry>> {
     let dir = dir.as_fd();
     let mut d = rfs::Dir::read_from(dir)?;
     let mut out = Vec::new();
     while let Some(ent) = d.read() {
         let ent = ent?;
-        let name = ent.file_name();
-        if name == c"." || name == c".." {
-            continue;
+        if let Some(e) = entry_of(dir, ent.file_name(), ent.file_type())? {
+            out.push(e);
         }
-        let mut ft = ent.file_type();
-        if ft == FileType::Unknown {
-            ft = match file_type(dir, name)? {
-                Some(t) => t,
-                None => continue,
-            };
-        }
-        out.push(Entry { name: name.to_owned(), file_type: ft });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// [`list_dir`] reading `dir`'s own fd from its current offset: no `fcntl` + `openat(".")` +
+/// `close` per listing, for a walk's fds, which only the walk uses. `dir` must be at its
+/// start (freshly opened, or rewound).
+fn list_own_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<Entry>> {
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 16 * 1024];
+    let mut d = rfs::RawDir::new(dir, &mut buf);
+    let mut out = Vec::new();
+    while let Some(ent) = d.next() {
+        let ent = ent?;
+        if let Some(e) = entry_of(dir, ent.file_name(), ent.file_type())? {
+            out.push(e);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// One listed name as an [`Entry`]; `None` for `.`, `..` and a name gone since the listing.
+fn entry_of(dir: BorrowedFd<'_>, name: &CStr, mut ft: FileType) -> io::Result<Option<Entry>> {
+    if name == c"." || name == c".." {
+        return Ok(None);
+    }
+    if ft == FileType::Unknown {
+        ft = match file_type(dir, name)? {
+            Some(t) => t,
+            None => return Ok(None),
+        };
+    }
+    Ok(Some(Entry { name: name.to_owned(), file_type: ft }))
 }
 
 /// Open directory fds a walk keeps at most (the deepest ones). Ancestors above them are
@@ -301,8 +325,9 @@ impl std::error::Error for MountPoint {}
 struct Level<T> {
     /// Name in the parent level (the walk's start name for the first level).
     name: CString,
-    dev: u64,
-    ino: u64,
+    /// The directory's device and inode, taken when its fd is closed (to check the
+    /// directory re-opened through `..` is the same one).
+    id: Option<(u64, u64)>,
     /// Open for the deepest [`WALK_FDS`] levels only.
     fd: Option<OwnedFd>,
     /// The part of this directory's sorted listing not handed out yet.
@@ -320,13 +345,12 @@ pub struct DirStack<T> {
     mounts: Mounts,
 }
 
-fn same_dir(st: &rfs::Stat, dev: u64, ino: u64) -> bool {
-    st.st_dev == dev && st.st_ino == ino
-}
-
 impl<T> DirStack<T> {
-    /// Starts a walk at the open directory `root` (listed now), known as `name` in messages.
+    /// Starts a walk at the open directory `root` (listed now, from its start), known as
+    /// `name` in messages.
     pub fn new(root: OwnedFd, name: &CStr, data: T, mounts: Mounts) -> io::Result<Self> {
+        // `root` may be a dup of an fd that was listed before, sharing its offset.
+        rfs::seek(&root, rfs::SeekFrom::Start(0))?;
         let mut s = DirStack { levels: Vec::new(), mounts };
         s.push(name, root, data)?;
         Ok(s)
@@ -401,16 +425,19 @@ impl<T> DirStack<T> {
         }
     }
 
-    /// Descends into `name`, already opened as `fd` (by [`DirStack::open_child`] or the
-    /// caller), listing it now.
+    /// Descends into `name`, freshly opened as `fd` (by [`DirStack::open_child`] or the
+    /// caller) and not shared, listing it now through `fd` itself.
     pub fn push(&mut self, name: &CStr, fd: OwnedFd, data: T) -> io::Result<()> {
-        let st = rfs::fstat(&fd)?;
-        let rest = list_dir(&fd)?.into_iter();
-        self.levels.push(Level { name: name.to_owned(), dev: st.st_dev, ino: st.st_ino, fd: Some(fd), rest, data });
+        let rest = list_own_dir(fd.as_fd())?.into_iter();
+        self.levels.push(Level { name: name.to_owned(), id: None, fd: Some(fd), rest, data });
         let n = self.levels.len();
         if n > WALK_FDS {
             // Open levels are always the deepest ones: closing the one just above them keeps that.
-            self.levels[n - 1 - WALK_FDS].fd = None;
+            // Its identity is taken now, as only a closed level is ever re-opened.
+            let l = &mut self.levels[n - 1 - WALK_FDS];
+            let st = rfs::fstat(l.fd.as_ref().expect("open until now"))?;
+            l.id = Some((st.st_dev, st.st_ino));
+            l.fd = None;
         }
         Ok(())
     }
@@ -431,7 +458,8 @@ impl<T> DirStack<T> {
                         NO_CROSS,
                     )?,
                 };
-                if !same_dir(&rfs::fstat(&fd)?, parent.dev, parent.ino) {
+                let st = rfs::fstat(&fd)?;
+                if parent.id != Some((st.st_dev, st.st_ino)) {
                     return Err(io::Error::other("a directory was moved while the tree was being walked"));
                 }
                 parent.fd = Some(fd);

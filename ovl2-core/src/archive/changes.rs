@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use rustix::fs::{self as rfs, AtFlags, FileType, Stat};
 use rustix::io::Errno;
 
-use super::{fsx, size, whiteout, Layers};
+use super::{fsx, size, whiteout, Layers, Native};
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, DirStack, Mounts};
 use crate::store::Store;
@@ -72,14 +72,13 @@ impl Store {
         let (layers, native) = self.layers_for(id, parent)?;
         let all = if native {
             let lower = Merged::new(&layers.lowers)?;
-            match native_tree(layers.upper.as_fd(), lower) {
-                Ok(tree) => return tree.emit(&mut f).ctx(|| "writing the changes".into()),
-                Err(e) if super::needs_mount(&e) => {
+            match native_tree(layers.upper.as_fd(), lower)? {
+                Native::Done(tree) => return tree.emit(&mut f).ctx(|| "writing the changes".into()),
+                Native::NeedsMount(_) => {
                     drop(layers);
                     let (_mounted, new, old) = self.mounted_views(id, parent)?;
                     naive(&new, &old)?
                 }
-                Err(e) => return Err(e),
             }
         } else {
             let (new, old) = self.naive_views(layers, parent)?;
@@ -368,14 +367,6 @@ fn redirected(fd: BorrowedFd<'_>) -> Result<bool> {
     Ok(false)
 }
 
-fn redirect_error(path: &[u8]) -> Error {
-    Error::Unsupported(format!(
-        "{} carries an {}; changes cannot be computed from the upper directory alone",
-        String::from_utf8_lossy(path),
-        super::REDIRECT_MARK
-    ))
-}
-
 /// The changes found so far, as a tree of names rather than full paths, so a deep tree
 /// costs memory per change, not per path byte. Node 0 is the root.
 struct Tree {
@@ -551,7 +542,7 @@ fn record(stack: &mut DirStack<Level>, tree: &mut Tree, name: &[u8], kind: Optio
 
 /// The native walk: the upper tree against the lower view, on an explicit stack so the upper
 /// side needs a bounded number of fds at any depth.
-fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Tree> {
+fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Native<Tree>> {
     let mut tree = Tree { nodes: vec![Node { name: Box::new([]), kind: None, children: Vec::new() }] };
     let hidden = opaque(upper)?;
     let root = Level {
@@ -565,7 +556,7 @@ fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Tree> {
         let Some(ent) = stack.next_entry() else {
             finish_dir(&mut stack, &mut tree)?;
             if stack.depth() == 1 {
-                return Ok(tree);
+                return Ok(Native::Done(tree));
             }
             let (name, done) = stack.pop().ctx(|| format!("returning from {}", show(&stack, None)))?;
             if let Some(c) = stack.data().cmp.as_mut() {
@@ -618,7 +609,7 @@ fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Tree> {
             if ent.file_type == FileType::Directory {
                 let fd = stack.open_child(name).ctx(|| format!("opening {}", show(&stack, Some(name))))?;
                 if redirected(fd.as_fd())? {
-                    return Err(redirect_error(&stack.path(Some(name))));
+                    return Ok(Native::NeedsMount(stack.path(Some(name))));
                 }
                 let lvl = Level { node: Some(node), cmp: None };
                 stack.push(name, fd, lvl).ctx(|| format!("listing {}", show(&stack, Some(name))))?;
@@ -639,7 +630,7 @@ fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Tree> {
                     .ctx(|| "reading xattrs".into())?
                     .is_some()
             {
-                return Err(redirect_error(&stack.path(Some(name))));
+                return Ok(Native::NeedsMount(stack.path(Some(name))));
             }
         }
         let cap_new = capability_at(stack.fd(), name, &new)?;
@@ -655,7 +646,7 @@ fn native_tree(upper: BorrowedFd<'_>, lower: Merged) -> Result<Tree> {
         if new_ty == FileType::Directory {
             let fd = stack.open_child(name).ctx(|| format!("opening {}", show(&stack, Some(name))))?;
             if redirected(fd.as_fd())? {
-                return Err(redirect_error(&stack.path(Some(name))));
+                return Ok(Native::NeedsMount(stack.path(Some(name))));
             }
             let hide = hidden || opaque(fd.as_fd())?;
             if let Some(l) = stack.data().cmp.as_mut().and_then(|c| c.lower.as_mut()) {

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::changes::{self, Change, ChangeKind, Lower, Merged};
 use super::gotar::{Header, Kind, Writer};
 use super::input::hex_digest;
-use super::{fsx, whiteout};
+use super::{fsx, whiteout, Native};
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, DirStack, Mounts};
 use crate::store::Store;
@@ -65,44 +65,44 @@ impl Store {
     fn export(&self, id: &str, parent: Option<&str>, writer: impl Write, digest: bool) -> Result<DiffStats> {
         let (layers, native) = self.layers_for(id, parent)?;
         let mut out = Out::new(writer, digest);
-        let mut ex =
-            Exporter { tw: Writer::new(&mut out), native, seen: HashMap::new(), entries: 0, buf: vec![0u8; 64 * 1024] };
         let mut prefix = Vec::new();
-        // Redirected directories (renamed with redirect_dir on) make the upper unreadable on
-        // its own: check before writing anything, and take Docker's mounted path instead.
-        let redirected = native && dirs_redirected(layers.upper.as_fd())?;
-        if native && !redirected {
-            ex.walk(layers.upper.as_fd(), &mut prefix)?;
-        } else if redirected {
-            drop(layers);
-            ex.native = false;
-            let (_mounted, new, old) = self.mounted_views(id, parent)?;
-            match parent {
-                None => ex.walk_merged(&new, &mut prefix)?,
-                Some(_) => {
-                    for c in changes::naive(&new, &old)? {
-                        ex.change(&new, &c)?;
+        let views = if native {
+            // Redirected directories (renamed with redirect_dir on) make the upper unreadable
+            // on its own, and Docker's mounted path must be taken before anything is written:
+            // the output is held back while the walk looks, and the whole upper is checked
+            // only when the held bytes pass HOLD (see Exporter::settle).
+            out.held = Some(Vec::new());
+            let mut ex = Exporter::new(&mut out, Some(layers.upper.as_fd()));
+            match ex.walk(layers.upper.as_fd(), &mut prefix)? {
+                Native::Done(()) => return ex.finish(),
+                Native::NeedsMount(path) => {
+                    drop(ex);
+                    if !out.discard() {
+                        return Err(super::needs_mount_error(&path, "the tar stream was already written"));
                     }
                 }
             }
+            drop(layers);
+            prefix.clear();
+            let (mounted, new, old) = self.mounted_views(id, parent)?;
+            (Some(mounted), new, old)
         } else {
             let (new, old) = self.naive_views(layers, parent)?;
-            match parent {
-                // Docker tars the whole layer as mounted.
-                None => ex.walk_merged(&new, &mut prefix)?,
-                // Docker exports the changes against the other layer, whiteouts stamped now.
-                Some(_) => {
-                    for c in changes::naive(&new, &old)? {
-                        ex.change(&new, &c)?;
-                    }
+            (None, new, old)
+        };
+        let (_mounted, new, old) = views;
+        let mut ex = Exporter::new(&mut out, None);
+        match parent {
+            // Docker tars the whole layer as mounted.
+            None => ex.walk_merged(&new, &mut prefix)?,
+            // Docker exports the changes against the other layer, whiteouts stamped now.
+            Some(_) => {
+                for c in changes::naive(&new, &old)? {
+                    ex.change(&new, &c)?;
                 }
             }
         }
-        ex.tw.finish().ctx(|| "writing the end of the tar".into())?;
-        let entries = ex.entries;
-        drop(ex);
-        let (tar_bytes, digest) = out.finish().ctx(|| "flushing the tar stream".into())?;
-        Ok(DiffStats { tar_bytes, digest, entries })
+        ex.finish()
     }
 }
 
@@ -111,6 +111,8 @@ const CHUNK: usize = 256 * 1024;
 /// Write size: small enough that a pipe (64 KiB) never makes the writer wait for a whole
 /// batch to drain, which costs a context switch per page.
 const WRITE: usize = 32 * 1024;
+/// A native export holds its output back up to this many bytes (see `Exporter::settle`).
+const HOLD: u64 = 1 << 20;
 /// Streams up to this long are hashed on the exporting thread: starting a thread costs more
 /// than hashing a small layer (SHA-256 runs at about 1 GB/s), and most layers are small.
 const INLINE_HASH: u64 = 4 * CHUNK as u64;
@@ -138,12 +140,37 @@ struct Out<W: Write> {
     written: usize,
     hashing: Hashing,
     n: u64,
+    /// While set, the stream so far, not yet written nor hashed (it may still be thrown
+    /// away for the mounted path).
+    held: Option<Vec<u8>>,
 }
 
 impl<W: Write> Out<W> {
     fn new(w: W, digest: bool) -> Self {
         let hashing = if digest { Hashing::Inline(Sha256::new()) } else { Hashing::Off };
-        Out { w, cur: Vec::with_capacity(CHUNK), written: 0, hashing, n: 0 }
+        Out { w, cur: Vec::with_capacity(CHUNK), written: 0, hashing, n: 0, held: None }
+    }
+
+    /// Bytes held back.
+    fn held_len(&self) -> u64 {
+        self.held.as_ref().map_or(0, |h| h.len() as u64)
+    }
+
+    /// Stops holding back: what was held goes out (and into the digest) now.
+    fn release(&mut self) -> io::Result<()> {
+        let Some(held) = self.held.take() else { return Ok(()) };
+        self.n -= held.len() as u64;
+        self.write_all(&held)
+    }
+
+    /// Throws the held stream away and stops holding, as if nothing had been written;
+    /// `false` when the output was no longer held (bytes went out).
+    fn discard(&mut self) -> bool {
+        if self.held.take().is_none() {
+            return false;
+        }
+        self.n = 0;
+        true
     }
 
     fn ship(&mut self) -> io::Result<()> {
@@ -177,7 +204,8 @@ impl<W: Write> Out<W> {
     }
 
     /// Flushes everything and returns the stream's length and digest.
-    fn finish(mut self) -> io::Result<(u64, Option<String>)> {
+    fn finish(&mut self) -> io::Result<(u64, Option<String>)> {
+        self.release()?;
         self.ship()?;
         self.w.flush()?;
         let d = match std::mem::replace(&mut self.hashing, Hashing::Off) {
@@ -217,6 +245,11 @@ impl<W: Write> Drop for Out<W> {
 
 impl<W: Write> Write for Out<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(h) = &mut self.held {
+            h.extend_from_slice(buf);
+            self.n += buf.len() as u64;
+            return Ok(buf.len());
+        }
         let room = CHUNK - self.cur.len();
         let n = room.min(buf.len());
         self.cur.extend_from_slice(&buf[..n]);
@@ -235,15 +268,57 @@ impl<W: Write> Write for Out<W> {
     }
 }
 
-struct Exporter<W: Write> {
-    tw: Writer<W>,
+struct Exporter<'a, W: Write> {
+    tw: Writer<&'a mut Out<W>>,
     /// Docker's native Diff (overlay whiteouts and opaque dirs converted to AUFS markers)
     /// rather than a plain tar of a merged view.
     native: bool,
+    /// For a native export whose output is still held back: the upper, to check for
+    /// redirected directories before the output is released.
+    upper: Option<BorrowedFd<'a>>,
     /// First path written for each multiply-linked inode (Go keys by inode number alone).
     seen: HashMap<u64, Vec<u8>>,
     entries: u64,
     buf: Vec<u8>,
+}
+
+impl<'a, W: Write> Exporter<'a, W> {
+    /// A native export of `upper` (which holds `out` back) when given, else a merged one.
+    fn new(out: &'a mut Out<W>, upper: Option<BorrowedFd<'a>>) -> Self {
+        Exporter {
+            tw: Writer::new(out),
+            native: upper.is_some(),
+            upper,
+            seen: HashMap::new(),
+            entries: 0,
+            buf: vec![0u8; 64 * 1024],
+        }
+    }
+
+    /// Ends the tar and flushes it.
+    fn finish(mut self) -> Result<DiffStats> {
+        self.tw.finish().ctx(|| "writing the end of the tar".into())?;
+        let (tar_bytes, digest) = self.tw.w.finish().ctx(|| "flushing the tar stream".into())?;
+        Ok(DiffStats { tar_bytes, digest, entries: self.entries })
+    }
+
+    /// Called while a native export holds its output back, before `more` bytes are added:
+    /// past [`HOLD`] bytes, checks the whole upper for redirected directories (the one thing
+    /// that sends the export to the mounted path) and releases the output. So a layer whose
+    /// tar fits in `HOLD` is walked once, and a larger one walked twice (the second time
+    /// only its directories).
+    fn settle(&mut self, more: u64) -> Result<Native<()>> {
+        let Some(upper) = self.upper else { return Ok(Native::Done(())) };
+        if self.tw.w.held_len() + more <= HOLD {
+            return Ok(Native::Done(()));
+        }
+        if let Some(path) = dirs_redirected(upper)? {
+            return Ok(Native::NeedsMount(path));
+        }
+        self.upper = None;
+        self.tw.w.release().ctx(|| "writing the tar stream".into())?;
+        Ok(Native::Done(()))
+    }
 }
 
 /// The xattrs of an entry that matter to export, read with one `listxattr` in the common
@@ -326,32 +401,28 @@ fn header_of<'a>(kind: Kind, st: &Stat) -> Header<'a> {
     }
 }
 
-/// Reads the xattrs export cares about into the header (the capability) and refuses a
-/// redirect, which a native diff cannot express.
+/// Reads the xattrs export cares about, the capability into the header.
 fn entry_xattrs(fd: &OwnedFd, h: &mut Header<'_>, at: &str) -> Result<Xattrs> {
     let mut x = read_xattrs(|b| rfs::flistxattr(fd, b), |k| fsx::fget_xattr(fd, k))
         .ctx(|| format!("reading xattrs of {at}"))?;
-    if x.redirect {
-        return Err(redirect_error(at));
-    }
     if let Some(c) = x.capability.take() {
         h.records.push((b"SCHILY.xattr.security.capability".to_vec(), cap_v2(c)));
     }
     Ok(x)
 }
 
-impl<W: Write> Exporter<W> {
+impl<W: Write> Exporter<'_, W> {
     /// Docker's walk of a directory (names in byte order, parents before children), on an
     /// explicit stack so it needs a bounded number of fds at any depth. Each level remembers
     /// how long `prefix` was before its name was added.
-    fn walk(&mut self, dir: BorrowedFd<'_>, prefix: &mut Vec<u8>) -> Result<()> {
+    fn walk(&mut self, dir: BorrowedFd<'_>, prefix: &mut Vec<u8>) -> Result<Native<()>> {
         let root = dir.try_clone_to_owned().ctx(|| "duplicating the upper dir fd".into())?;
         let mut stack =
             DirStack::new(root, c".", prefix.len(), Mounts::Follow).ctx(|| format!("listing {}", show(prefix)))?;
         loop {
             let Some(ent) = stack.next_entry() else {
                 if stack.depth() == 1 {
-                    return Ok(());
+                    return Ok(Native::Done(()));
                 }
                 let (_, plen) = stack.pop().ctx(|| format!("returning from {}", show(prefix)))?;
                 prefix.truncate(plen);
@@ -378,8 +449,14 @@ impl<W: Write> Exporter<W> {
                 ),
             };
             match self.entry(Found { dir: stack.fd(), name: &ent.name, st: &st, file }, prefix)? {
-                Some(sub) => stack.push(&ent.name, sub, plen).ctx(|| format!("listing {}", show(prefix)))?,
-                None => prefix.truncate(plen),
+                Native::NeedsMount(p) => return Ok(Native::NeedsMount(p)),
+                Native::Done(Some(sub)) => {
+                    stack.push(&ent.name, sub, plen).ctx(|| format!("listing {}", show(prefix)))?
+                }
+                Native::Done(None) => prefix.truncate(plen),
+            }
+            if let Native::NeedsMount(p) = self.settle(0)? {
+                return Ok(Native::NeedsMount(p));
             }
         }
     }
@@ -411,6 +488,7 @@ impl<W: Write> Exporter<W> {
             prefix.extend_from_slice(name.to_bytes());
             let sub =
                 self.entry(Found { dir: top.view.view().layer(&f), name: &name, st: &f.st, file: None }, prefix)?;
+            let sub = merged_entry(sub, prefix)?;
             match (sub, f.dir) {
                 (Some(_), Some(d)) => {
                     let names = d.list()?.into_iter();
@@ -423,26 +501,34 @@ impl<W: Write> Exporter<W> {
     }
 
     /// Writes one entry; for a directory, returns it opened so the caller can descend.
-    /// `rel` gets the directory's trailing `/`.
-    fn entry(&mut self, f: Found<'_>, rel: &mut Vec<u8>) -> Result<Option<OwnedFd>> {
+    /// `rel` gets the directory's trailing `/`. A redirected directory (which only a mounted
+    /// view can read) is written nothing for.
+    fn entry(&mut self, f: Found<'_>, rel: &mut Vec<u8>) -> Result<Native<Option<OwnedFd>>> {
         // Go's tar cannot write sockets; Docker logs and skips them.
-        let Some(kind) = Kind::of(FileType::from_raw_mode(f.st.st_mode)) else { return Ok(None) };
+        let Some(kind) = Kind::of(FileType::from_raw_mode(f.st.st_mode)) else { return Ok(Native::Done(None)) };
         let at = show(rel);
         match kind {
-            Kind::Dir => return self.dir(&f, rel, &at).map(Some),
-            Kind::Reg => self.file(f, rel, &at)?,
+            Kind::Dir => return self.dir(&f, rel, &at),
+            Kind::Reg => {
+                if let Native::NeedsMount(p) = self.file(f, rel, &at)? {
+                    return Ok(Native::NeedsMount(p));
+                }
+            }
             Kind::Symlink => self.symlink(&f, rel, &at)?,
             Kind::Char | Kind::Block | Kind::Fifo => self.node(kind, f.st, rel, &at)?,
             Kind::Link => unreachable!("no file on disk is a hardlink entry"),
         }
-        Ok(None)
+        Ok(Native::Done(None))
     }
 
     /// A directory, then its opaque marker when the layer format says it is opaque.
-    fn dir(&mut self, f: &Found<'_>, rel: &mut Vec<u8>, at: &str) -> Result<OwnedFd> {
+    fn dir(&mut self, f: &Found<'_>, rel: &mut Vec<u8>, at: &str) -> Result<Native<Option<OwnedFd>>> {
         let mut h = header_of(Kind::Dir, f.st);
         let fd = fsutil::open_dir(f.dir, f.name).ctx(|| format!("opening {at}"))?;
         let x = entry_xattrs(&fd, &mut h, at)?;
+        if x.redirect {
+            return Ok(Native::NeedsMount(rel.clone()));
+        }
         rel.push(b'/');
         let dname = rel.clone();
         h.name = &dname;
@@ -465,17 +551,25 @@ impl<W: Write> Exporter<W> {
             };
             self.put(&wo, at)?;
         }
-        Ok(fd)
+        Ok(Native::Done(Some(fd)))
     }
 
-    /// A regular file and its data, or a hardlink to the first path of its inode.
-    fn file(&mut self, f: Found<'_>, rel: &[u8], at: &str) -> Result<()> {
+    /// A regular file and its data, or a hardlink to the first path of its inode. A file
+    /// with a redirect or metacopy xattr is refused: its data lives in another layer, and a
+    /// mounted view without metacopy cannot read it either.
+    fn file(&mut self, f: Found<'_>, rel: &[u8], at: &str) -> Result<Native<()>> {
         let mut h = header_of(Kind::Reg, f.st);
         let fd = match f.file {
             Some(fd) => fd,
             None => open_regular(f.dir, f.name, f.st).ctx(|| format!("opening {at}"))?,
         };
-        entry_xattrs(&fd, &mut h, at)?;
+        if entry_xattrs(&fd, &mut h, at)?.redirect {
+            return Err(redirect_error(rel));
+        }
+        // Keep what is held back bounded, whatever the file's size.
+        if let Native::NeedsMount(p) = self.settle(f.st.st_size as u64 + 1024)? {
+            return Ok(Native::NeedsMount(p));
+        }
         h.size = f.st.st_size;
         let link = self.hardlink(f.st, rel);
         h.name = rel;
@@ -486,7 +580,7 @@ impl<W: Write> Exporter<W> {
         if link.is_none() {
             self.copy(&fd, f.st.st_size as u64, at)?;
         }
-        Ok(())
+        Ok(Native::Done(()))
     }
 
     fn symlink(&mut self, f: &Found<'_>, rel: &[u8], at: &str) -> Result<()> {
@@ -562,7 +656,8 @@ impl<W: Write> Exporter<W> {
         let cut = rel.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
         let name = std::ffi::CString::new(&rel[cut..]).map_err(|_| Error::InvalidArgument("NUL in a path".into()))?;
         let mut r = rel.to_vec();
-        self.entry(Found { dir: dir.as_fd(), name: &name, st: &f.st, file: None }, &mut r)?;
+        let sub = self.entry(Found { dir: dir.as_fd(), name: &name, st: &f.st, file: None }, &mut r)?;
+        merged_entry(sub, &r)?;
         Ok(())
     }
 
@@ -635,27 +730,37 @@ pub(crate) fn open_regular(dir: BorrowedFd<'_>, name: &CStr, st: &Stat) -> io::R
     Ok(fd)
 }
 
-fn redirect_error(at: &str) -> Error {
-    Error::Unsupported(format!(
-        "{at} carries an {}, which a native diff cannot express; ovl2 mounts without redirect_dir \
-         and metacopy, so this layer was written by another tool",
-        super::REDIRECT_MARK
-    ))
+/// The error for an entry no diff can express (`rel`, relative to the upper).
+fn redirect_error(rel: &[u8]) -> Error {
+    super::needs_mount_error(
+        rel,
+        "a diff cannot express it; ovl2 mounts without redirect_dir and metacopy, so this layer was \
+         written by another tool",
+    )
 }
 
-/// Whether any directory of an upper carries a redirect xattr (a directory renamed through
-/// a mount with `redirect_dir`).
-fn dirs_redirected(dir: BorrowedFd<'_>) -> Result<bool> {
+/// An entry of a merged-view export, where a redirect xattr is an error (there is no other
+/// view to fall back to).
+fn merged_entry(e: Native<Option<OwnedFd>>, rel: &[u8]) -> Result<Option<OwnedFd>> {
+    match e {
+        Native::Done(fd) => Ok(fd),
+        Native::NeedsMount(p) => Err(redirect_error(if p.is_empty() { rel } else { &p })),
+    }
+}
+
+/// The first directory of an upper (its path relative to the upper) that carries a redirect
+/// xattr (a directory renamed through a mount with `redirect_dir`), if any.
+fn dirs_redirected(dir: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
     let x = read_xattrs(|b| rfs::flistxattr(dir, b), |k| fsx::fget_xattr(dir, k)).ctx(|| "reading xattrs".into())?;
     if x.redirect {
-        return Ok(true);
+        return Ok(Some(b".".to_vec()));
     }
     let root = dir.try_clone_to_owned().ctx(|| "duplicating the upper dir fd".into())?;
     let mut stack = DirStack::new(root, c".", (), Mounts::Follow).ctx(|| "listing the upper".into())?;
     loop {
         let Some(ent) = stack.next_entry() else {
             if stack.depth() == 1 {
-                return Ok(false);
+                return Ok(None);
             }
             stack.pop().ctx(|| "walking the upper".into())?;
             continue;
@@ -665,7 +770,7 @@ fn dirs_redirected(dir: BorrowedFd<'_>) -> Result<bool> {
             let x = read_xattrs(|b| rfs::flistxattr(&fd, b), |k| fsx::fget_xattr(&fd, k))
                 .ctx(|| "reading xattrs".into())?;
             if x.redirect {
-                return Ok(true);
+                return Ok(Some(stack.path(Some(&ent.name))[2..].to_vec()));
             }
             stack.push(&ent.name, fd, ()).ctx(|| "listing an upper dir".into())?;
         }
@@ -691,6 +796,7 @@ mod tests {
                     out.write_all(c).unwrap();
                 }
                 let (n, d) = out.finish().unwrap();
+                drop(out);
                 assert_eq!(n, len as u64);
                 assert_eq!(d.unwrap(), hex_digest(Sha256::digest(&data)), "len {len}");
                 assert!(sink == data, "len {len}, pieces of {piece}");
@@ -700,6 +806,38 @@ mod tests {
         let mut out = Out::new(&mut sink, false);
         out.write_all(&[1u8; 3 * CHUNK]).unwrap();
         assert_eq!(out.finish().unwrap(), (3 * CHUNK as u64, None));
+    }
+
+    /// Held output reaches neither the writer nor the digest until released; discarded, it
+    /// leaves the stream as if never written. Released past the inline-hash limit, the bytes
+    /// and the digest are those of the whole stream.
+    #[test]
+    fn held_output_is_released_whole_or_discarded_without_a_trace() {
+        let data: Vec<u8> = (0..3 * INLINE_HASH as usize + 5).map(|i| (i % 253) as u8).collect();
+        let mut sink = Vec::new();
+        let mut out = Out::new(&mut sink, true);
+        out.held = Some(Vec::new());
+        out.write_all(b"thrown away").unwrap();
+        assert_eq!(out.held_len(), 11);
+        assert!(out.discard());
+        assert!(!out.discard(), "no longer held");
+        out.write_all(&data[..10]).unwrap();
+        let (n, d) = out.finish().unwrap();
+        drop(out);
+        assert_eq!((n, d.unwrap()), (10, hex_digest(Sha256::digest(&data[..10]))));
+        assert!(sink == data[..10]);
+
+        let mut sink = Vec::new();
+        let mut out = Out::new(&mut sink, true);
+        out.held = Some(Vec::new());
+        let (a, b) = data.split_at(INLINE_HASH as usize + 7);
+        out.write_all(a).unwrap();
+        out.release().unwrap();
+        out.write_all(b).unwrap();
+        let (n, d) = out.finish().unwrap();
+        drop(out);
+        assert_eq!((n, d.unwrap()), (data.len() as u64, hex_digest(Sha256::digest(&data))));
+        assert!(sink == data);
     }
 
     /// A FIFO where the walk saw a regular file: the open returns at once with an error

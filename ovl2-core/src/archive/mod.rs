@@ -47,8 +47,10 @@ impl Store {
     pub(crate) fn open_layers(&self, id: &str) -> Result<Layers> {
         let id = &LayerId::new(id)?;
         let _lock = self.lock(LockMode::Shared)?;
-        let (_, lower) = self.read_layer_files(id)?;
+        // One open of the layer gives both its `lower` and its `diff`; its `link` (its own
+        // short id) plays no part in reading it.
         let layer = self.layer_dir(id)?;
+        let lower = fsutil::read_small(&layer, layout::LOWER).ctx(|| format!("reading {id}/lower"))?;
         let upper = fsutil::open_dir(&layer, layout::DIFF).ctx(|| format!("opening {id}/diff"))?;
         let mut lowers = Vec::new();
         let mut parent = None;
@@ -100,13 +102,22 @@ impl Store {
     }
 }
 
-/// Marks the error native walks return when the upper holds redirect or metacopy xattrs, so
-/// the callers can fall back to mounted views.
-pub(crate) const REDIRECT_MARK: &str = "overlay redirect or metacopy xattr";
+/// What a native walk (one that reads the upper dir on its own) found: its result, or an
+/// entry with an overlay redirect or metacopy xattr, which only a mounted view (overlayfs
+/// following the redirect) can read. The callers fall back to mounted views on the second.
+pub(crate) enum Native<T> {
+    Done(T),
+    /// The entry's path relative to the upper, for the message when no fallback is possible.
+    NeedsMount(Vec<u8>),
+}
 
-/// Whether `e` is the native walk's "needs a mount" error.
-pub(crate) fn needs_mount(e: &Error) -> bool {
-    matches!(e, Error::Unsupported(m) if m.contains(REDIRECT_MARK))
+/// The error for an upper entry a native walk cannot read (`path` relative to the upper),
+/// where there is no mounted view to fall back to; `why` says what could not be done.
+pub(crate) fn needs_mount_error(path: &[u8], why: &str) -> Error {
+    Error::Unsupported(format!(
+        "{} carries an overlay redirect or metacopy xattr; {why}",
+        String::from_utf8_lossy(path)
+    ))
 }
 
 /// Layers mounted with `get` for a naive comparison; put again when dropped.

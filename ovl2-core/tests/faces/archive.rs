@@ -1545,6 +1545,21 @@ pub fn redirected_dirs_fall_back_to_mounted_views<D: Face>() {
     };
     assert_eq!(names(&ours), names(&ex.stdout));
     assert_eq!(tar_names(&ours), [".wh.dir", "moved/", "moved/f"]);
+
+    // A native export holds its output back only up to 1 MiB: here a larger file comes
+    // before the redirected directory, so the whole upper is checked before anything goes
+    // out, and the export still falls back to the mounted views.
+    std::fs::write(md.upper_dir.join("a-big"), vec![7u8; 3 << 20]).unwrap();
+    let mut big = Vec::new();
+    d.diff("ctr", Some("l2"), &mut big).unwrap();
+    assert!(d.mounts().unwrap().is_empty(), "the fallback puts what it mounted");
+    mount(&new, format!("lowerdir={}:{lower},redirect_dir=follow", md.upper_dir.display()));
+    mount(&old, format!("lowerdir={lower}"));
+    let ex = std::process::Command::new(&bin).arg("export").arg(&new).arg(&old).output().unwrap();
+    umount(&new);
+    umount(&old);
+    assert_eq!(names(&big), names(&ex.stdout));
+    assert_eq!(tar_names(&big), ["a-big", ".wh.dir", "moved/", "moved/f"]);
 }
 
 face_test!(import_chain_names_stacks_and_applies_each_layer);
