@@ -268,6 +268,14 @@ fn list_own_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// [`list_dir`] for a walk's own fds (opened for the walk, or dups of them, read by no other
+/// thread): rewinds `dir` and reads it directly, one `lseek` where `list_dir` takes `fcntl` +
+/// `openat(".")` + `close`.
+pub fn list_walk_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<Entry>> {
+    rfs::seek(dir, rfs::SeekFrom::Start(0))?;
+    list_own_dir(dir)
+}
+
 /// One listed name as an [`Entry`]; `None` for `.`, `..` and a name gone since the listing.
 fn entry_of(dir: BorrowedFd<'_>, name: &CStr, mut ft: FileType) -> io::Result<Option<Entry>> {
     if name == c"." || name == c".." {

@@ -169,11 +169,15 @@ pub(crate) fn naive(new: &Merged, old: &Merged) -> Result<Vec<Change>> {
     Ok(out)
 }
 
+/// Whether a layer directory is opaque. One `listxattr` answers in the common case of a
+/// directory without the xattr (rather than one `getxattr` per namespace).
 fn opaque(fd: BorrowedFd<'_>) -> Result<bool> {
+    let list = fsx::flist_xattrs(fd).ctx(|| "listing the xattrs of a directory".into())?;
     for key in [whiteout::OPAQUE_TRUSTED, whiteout::OPAQUE_USER] {
-        if fsx::fget_xattr(fd, key)
-            .ctx(|| "reading the opaque xattr".into())?
-            .is_some_and(|v| whiteout::is_opaque_value(&v))
+        if fsx::listed(&list, key)
+            && fsx::fget_xattr(fd, key)
+                .ctx(|| "reading the opaque xattr".into())?
+                .is_some_and(|v| whiteout::is_opaque_value(&v))
         {
             return Ok(true);
         }
@@ -295,18 +299,33 @@ impl Merged {
         Ok(cur)
     }
 
-    /// Every visible name, sorted.
+    /// Every visible name, sorted. A name is visible unless its topmost entry is a whiteout
+    /// (the layers are already cut at an opaque directory), and only a character device can
+    /// be one: so only those are stat'ed, not every name.
     pub(crate) fn list(&self) -> Result<BTreeSet<CString>> {
-        let mut names = BTreeSet::new();
-        for fd in &self.layers {
-            for e in fsutil::list_dir(fd).ctx(|| "listing a lower directory".into())? {
-                names.insert(e.name);
-            }
-        }
+        let mut seen = BTreeSet::new();
         let mut out = BTreeSet::new();
-        for n in names {
-            if self.lookup(&n)?.is_some() {
-                out.insert(n);
+        for fd in &self.layers {
+            for e in fsutil::list_walk_dir(fd.as_fd()).ctx(|| "listing a lower directory".into())? {
+                if seen.contains(&e.name) {
+                    continue;
+                }
+                let visible = e.file_type != FileType::CharacterDevice
+                    || match rfs::statat(fd, &e.name, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => !whiteout::is_whiteout(&st),
+                        // Gone since the listing: a lower layer may still show it.
+                        Err(Errno::NOENT) => continue,
+                        Err(err) => {
+                            return Err(Error::io(
+                                format!("stat of {:?} in a lower layer", OsStr::from_bytes(e.name.to_bytes())),
+                                err,
+                            ))
+                        }
+                    };
+                if visible {
+                    out.insert(e.name.clone());
+                }
+                seen.insert(e.name);
             }
         }
         Ok(out)

@@ -44,6 +44,29 @@ pub fn fget_xattr<Fd: AsFd>(fd: Fd, key: &CStr) -> io::Result<Option<Vec<u8>>> {
     get_xattr(|buf| rfs::fgetxattr(fd, key, buf))
 }
 
+/// The names of an open file's xattrs (`listxattr`'s NUL-separated list; empty where the
+/// filesystem has none or no xattr support).
+pub fn flist_xattrs<Fd: AsFd>(fd: Fd) -> io::Result<Vec<u8>> {
+    let fd = fd.as_fd();
+    let mut buf = vec![0u8; 256];
+    loop {
+        match rfs::flistxattr(fd, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(Errno::OPNOTSUPP) => return Ok(Vec::new()),
+            Err(Errno::RANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether a `listxattr` list holds `key`.
+pub fn listed(list: &[u8], key: &CStr) -> bool {
+    list.split(|&b| b == 0).any(|n| n == key.to_bytes())
+}
+
 fn get_xattr(mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; 256];
     loop {

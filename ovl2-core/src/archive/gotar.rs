@@ -309,12 +309,22 @@ impl<W: Write> Writer<W> {
     }
 
     /// Writes entry data; the last call completes the entry's padding.
+    #[cfg(test)]
     pub fn data(&mut self, buf: &[u8]) -> io::Result<()> {
         if buf.len() as u64 > self.remaining {
             return Err(io::Error::other("tar entry data is longer than its header says"));
         }
         self.w.write_all(buf)?;
-        self.remaining -= buf.len() as u64;
+        self.data_written(buf.len() as u64)
+    }
+
+    /// Accounts for `n` bytes of entry data the caller put into the sink itself (reading
+    /// a file straight into the output); the last call completes the entry's padding.
+    pub fn data_written(&mut self, n: u64) -> io::Result<()> {
+        if n > self.remaining {
+            return Err(io::Error::other("tar entry data is longer than its header says"));
+        }
+        self.remaining -= n;
         if self.remaining == 0 && self.pad != 0 {
             self.w.write_all(&[0u8; BLOCK][..self.pad])?;
             self.pad = 0;
