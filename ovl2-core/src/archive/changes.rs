@@ -4,7 +4,7 @@
 //! When the caller names a layer other than the real parent, both merged views are walked
 //! in full, which is what Docker's naive path computes through two mounts.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -234,10 +234,16 @@ impl Merged {
 
     /// Looks `name` up as overlayfs would.
     pub(crate) fn lookup(&self, name: &CStr) -> Result<Option<Found>> {
+        self.lookup_at(name, 0)
+    }
+
+    /// [`Merged::lookup`] of a name [`Merged::list_top`] found first in layer `top`: the
+    /// layers above it, which do not have it, are not asked again.
+    pub(crate) fn lookup_at(&self, name: &CStr, top: usize) -> Result<Option<Found>> {
         let mut first: Option<(Stat, usize)> = None;
         let mut dirs = Vec::new();
         let mut ids = Vec::new();
-        for (i, fd) in self.layers.iter().enumerate() {
+        for (i, fd) in self.layers.iter().enumerate().skip(top) {
             let st = match rfs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::NOENT) => continue,
@@ -303,9 +309,16 @@ impl Merged {
     /// (the layers are already cut at an opaque directory), and only a character device can
     /// be one: so only those are stat'ed, not every name.
     pub(crate) fn list(&self) -> Result<BTreeSet<CString>> {
+        Ok(self.list_top()?.into_keys().collect())
+    }
+
+    /// [`Merged::list`] with the topmost layer each name is in, for [`Merged::lookup_at`]:
+    /// in a view of many layers, a name from the bottom one is then stat'ed once, not once
+    /// per layer.
+    pub(crate) fn list_top(&self) -> Result<BTreeMap<CString, usize>> {
         let mut seen = BTreeSet::new();
-        let mut out = BTreeSet::new();
-        for fd in &self.layers {
+        let mut out = BTreeMap::new();
+        for (i, fd) in self.layers.iter().enumerate() {
             for e in fsutil::list_walk_dir(fd.as_fd()).ctx(|| "listing a lower directory".into())? {
                 if seen.contains(&e.name) {
                     continue;
@@ -323,7 +336,7 @@ impl Merged {
                         }
                     };
                 if visible {
-                    out.insert(e.name.clone());
+                    out.insert(e.name.clone(), i);
                 }
                 seen.insert(e.name);
             }
@@ -706,8 +719,8 @@ fn naive_dir(_path: &[u8], new: Option<&Merged>, old: Option<&Merged>, out: &mut
     struct Lv {
         new: Lower,
         old: Option<Lower>,
-        names: std::collections::btree_set::IntoIter<CString>,
-        old_left: BTreeSet<CString>,
+        names: std::collections::btree_map::IntoIter<CString, usize>,
+        old_left: BTreeMap<CString, usize>,
         /// Length of `path` before this directory's `/name`.
         plen: usize,
         /// Whether the parent uses what this directory's walk found (not inside an add).
@@ -718,10 +731,10 @@ fn naive_dir(_path: &[u8], new: Option<&Merged>, old: Option<&Merged>, out: &mut
     }
     let Some(new) = new else { return Ok(false) };
     let level = |new: Merged, old: Option<Merged>, plen, report, modified, start| -> Result<Lv> {
-        let names = new.list()?.into_iter();
+        let names = new.list_top()?.into_iter();
         let old_left = match &old {
-            Some(o) => o.list()?,
-            None => BTreeSet::new(),
+            Some(o) => o.list_top()?,
+            None => BTreeMap::new(),
         };
         Ok(Lv {
             new: Lower::Open(new),
@@ -743,8 +756,8 @@ fn naive_dir(_path: &[u8], new: Option<&Merged>, old: Option<&Merged>, out: &mut
     let mut stack = vec![level(new.try_clone()?, old, 0, true, false, out.len())?];
     loop {
         let top = stack.last_mut().expect("non-empty until the root is done");
-        let Some(n) = top.names.next() else {
-            for n in std::mem::take(&mut top.old_left) {
+        let Some((n, ntop)) = top.names.next() else {
+            for (n, _) in std::mem::take(&mut top.old_left) {
                 push(out, &child_path(&path, &n), ChangeKind::Delete);
                 top.changed = true;
             }
@@ -764,9 +777,9 @@ fn naive_dir(_path: &[u8], new: Option<&Merged>, old: Option<&Merged>, out: &mut
             path.truncate(done.plen);
             continue;
         };
-        let nf = top.new.view().lookup(&n)?.expect("listed names resolve");
-        let of = match &top.old {
-            Some(o) if top.old_left.remove(&n) => o.view().lookup(&n)?,
+        let Some(nf) = top.new.view().lookup_at(&n, ntop)? else { continue };
+        let of = match (&top.old, top.old_left.remove(&n)) {
+            (Some(o), Some(otop)) => o.view().lookup_at(&n, otop)?,
             _ => None,
         };
         let child = child_path(&path, &n);

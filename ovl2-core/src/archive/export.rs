@@ -493,15 +493,15 @@ impl<W: Write> Exporter<'_, W> {
     fn walk_merged(&mut self, m: &Merged, prefix: &mut Vec<u8>) -> Result<()> {
         struct Lv {
             view: Lower,
-            names: std::collections::btree_set::IntoIter<std::ffi::CString>,
+            names: std::collections::btree_map::IntoIter<std::ffi::CString, usize>,
             plen: usize,
         }
         let root = m.try_clone()?;
-        let names = root.list()?.into_iter();
+        let names = root.list_top()?.into_iter();
         let mut stack = vec![Lv { view: Lower::Open(root), names, plen: prefix.len() }];
         loop {
             let top = stack.last_mut().expect("non-empty until the root is done");
-            let Some(name) = top.names.next() else {
+            let Some((name, ntop)) = top.names.next() else {
                 let done = stack.pop().expect("non-empty");
                 prefix.truncate(done.plen);
                 match stack.last_mut() {
@@ -510,7 +510,7 @@ impl<W: Write> Exporter<'_, W> {
                 }
                 continue;
             };
-            let Some(f) = top.view.view().lookup(&name)? else { continue };
+            let Some(f) = top.view.view().lookup_at(&name, ntop)? else { continue };
             let plen = prefix.len();
             prefix.extend_from_slice(name.to_bytes());
             let sub =
@@ -518,7 +518,7 @@ impl<W: Write> Exporter<'_, W> {
             let sub = merged_entry(sub, prefix)?;
             match (sub, f.dir) {
                 (Some(_), Some(d)) => {
-                    let names = d.list()?.into_iter();
+                    let names = d.list_top()?.into_iter();
                     top.view.park(Some(&d))?;
                     stack.push(Lv { view: Lower::Open(d), names, plen });
                 }
