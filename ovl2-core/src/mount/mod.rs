@@ -503,10 +503,18 @@ impl Store {
             lowers,
             readonly: false,
             label: None,
-            volatile: false,
+            // overlayfs syncs its whole upper filesystem when a mount without `volatile`
+            // goes away, which would flush every other writer's data on every naive apply.
+            // This mount is thrown away after the apply, which syncs what it wrote itself
+            // (one `syncfs`, or none with sync off). Kernels before 5.10 lack the option:
+            // they get the mount without it.
+            volatile: true,
         };
         let method = engine::choose(&req, self.mounts.strategy, self.features())?;
-        engine::mount_detached(&req, method, self.features())
+        engine::mount_detached(&req, method, self.features()).or_else(|_| {
+            let req = engine::Request { volatile: false, ..req };
+            engine::mount_detached(&req, method, self.features())
+        })
     }
 
     fn mount_layer(&self, req: &engine::Request<'_>, method: MountMethod) -> Result<()> {
