@@ -498,7 +498,42 @@ pub(crate) struct ParkedLayer {
     fd: Option<OwnedFd>,
 }
 
+/// Directory fds the open views of a walk over merged views may hold before the shallowest
+/// ones are parked: a walk of a shallow tree over a short chain then parks nothing (parking
+/// costs a stat per layer, and re-opening through `..` two calls more), while a deep tree or
+/// a long chain stays bounded as before.
+const VIEW_FDS: usize = 128;
+
+/// Parks the shallowest open views of a walk's stack of views (`None` where a level has no
+/// view), each from the one below it, until the open ones hold at most [`VIEW_FDS`] fds. The
+/// open views are always the deepest ones, the current directory's included.
+pub(crate) fn park_excess(mut chain: Vec<Option<&mut Lower>>) -> Result<()> {
+    let mut open: usize = chain.iter().flatten().map(|l| l.open_fds()).sum();
+    for j in 0..chain.len().saturating_sub(1) {
+        if open <= VIEW_FDS {
+            break;
+        }
+        let (head, tail) = chain.split_at_mut(j + 1);
+        let (Some(l), Some(below)) = (head[j].as_deref_mut(), tail[0].as_deref()) else { continue };
+        if matches!(l, Lower::Parked(_)) {
+            continue;
+        }
+        let before = l.open_fds();
+        l.park(Some(below.view()))?;
+        open = open + l.open_fds() - before;
+    }
+    Ok(())
+}
+
 impl Lower {
+    /// Directory fds the view holds open.
+    fn open_fds(&self) -> usize {
+        match self {
+            Lower::Open(m) => m.layers.len(),
+            Lower::Parked(p) => p.iter().filter(|l| l.fd.is_some()).count(),
+        }
+    }
+
     pub(crate) fn view(&self) -> &Merged {
         match self {
             Lower::Open(m) => m,
@@ -805,13 +840,11 @@ fn naive_dir(_path: &[u8], new: Option<&Merged>, old: Option<&Merged>, out: &mut
             }
         };
         let Some(sub_new) = sub_new else { continue };
-        top.new.park(Some(&sub_new))?;
-        if let Some(o) = top.old.as_mut() {
-            o.park(sub_old.as_ref())?;
-        }
         let plen = path.len();
         path = child;
         let lv = level(sub_new, sub_old, plen, report, modified, out.len())?;
         stack.push(lv);
+        park_excess(stack.iter_mut().map(|l| Some(&mut l.new)).collect())?;
+        park_excess(stack.iter_mut().map(|l| l.old.as_mut()).collect())?;
     }
 }

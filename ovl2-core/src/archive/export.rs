@@ -519,8 +519,8 @@ impl<W: Write> Exporter<'_, W> {
             match (sub, f.dir) {
                 (Some(_), Some(d)) => {
                     let names = d.list_top()?.into_iter();
-                    top.view.park(Some(&d))?;
                     stack.push(Lv { view: Lower::Open(d), names, plen });
+                    changes::park_excess(stack.iter_mut().map(|l| Some(&mut l.view)).collect())?;
                 }
                 _ => prefix.truncate(plen),
             }
