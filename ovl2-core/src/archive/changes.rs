@@ -501,16 +501,24 @@ pub(crate) struct ParkedLayer {
 /// Directory fds the open views of a walk over merged views may hold before the shallowest
 /// ones are parked: a walk of a shallow tree over a short chain then parks nothing (parking
 /// costs a stat per layer, and re-opening through `..` two calls more), while a deep tree or
-/// a long chain stays bounded as before.
-const VIEW_FDS: usize = 128;
+/// a long chain stays bounded as before. At most 128, and an eighth of the process's fd
+/// limit, so a process with a tight limit parks as early as it always did.
+fn view_fds() -> usize {
+    static FDS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *FDS.get_or_init(|| {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        soft.map_or(128, |n| (n / 8).min(128) as usize)
+    })
+}
 
 /// Parks the shallowest open views of a walk's stack of views (`None` where a level has no
-/// view), each from the one below it, until the open ones hold at most [`VIEW_FDS`] fds. The
+/// view), each from the one below it, until the open ones hold at most [`view_fds`] fds. The
 /// open views are always the deepest ones, the current directory's included.
 pub(crate) fn park_excess(mut chain: Vec<Option<&mut Lower>>) -> Result<()> {
     let mut open: usize = chain.iter().flatten().map(|l| l.open_fds()).sum();
+    let budget = view_fds();
     for j in 0..chain.len().saturating_sub(1) {
-        if open <= VIEW_FDS {
+        if open <= budget {
             break;
         }
         let (head, tail) = chain.split_at_mut(j + 1);
