@@ -43,6 +43,7 @@ fn main() {
         Some("worker-rootless") => return worker_rootless(Path::new(&args[2]), &args[3]),
         Some("worker-fork-child-gets") => return worker_fork_child_gets(Path::new(&args[2]), &args[3]),
         Some("worker-fork-parent-holds") => return worker_fork_parent_holds(Path::new(&args[2]), &args[3]),
+        Some("worker-low-fds-diff") => return worker_low_fds_diff(Path::new(&args[2])),
         Some("worker-open") => {
             Driver::open(Path::new(&args[2]), Options::default()).expect("open");
             return;
@@ -63,6 +64,7 @@ fn main() {
         ("forked_child_keeps_its_mount", forked_child_keeps_its_mount),
         ("forked_child_leaves_the_parents_references", forked_child_leaves_the_parents_references),
         ("holder_with_a_non_utf8_name_is_alive", holder_with_a_non_utf8_name_is_alive),
+        ("naive_diff_of_a_deep_tree_fits_a_tight_fd_limit", naive_diff_of_a_deep_tree_fits_a_tight_fd_limit),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, f) in tests {
@@ -648,6 +650,37 @@ fn run_worker(home: &Path, what: &str, id: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Under an fd limit of 80, the naive diff (and changes) of a 600-deep tree against another
+/// layer: the walk parks its views early enough to stay within it.
+fn worker_low_fds_diff(home: &Path) {
+    let lim = rustix::process::Rlimit { current: Some(80), maximum: None };
+    let max = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, rustix::process::Rlimit { maximum: max, ..lim })
+        .expect("setrlimit");
+    let d = Driver::open(home, Options { sync: false, ..Options::default() }).expect("open");
+    let mut tar = Vec::new();
+    let st = d.diff("child", Some("other"), &mut tar).expect("naive diff under the fd limit");
+    assert_eq!(st.entries, 602, "600 directories, their file and the child's file");
+    assert_eq!(d.changes("child", Some("other")).expect("naive changes under the fd limit").len(), 602);
+}
+
+/// Issue 13: views of a merged walk are parked only past an fd budget, which must follow the
+/// process's limit (a fixed 128 failed this with EMFILE).
+fn naive_diff_of_a_deep_tree_fits_a_tight_fd_limit() {
+    let s = Scratch::new("lowfds");
+    let home = s.home();
+    let d = Driver::open(&home, Options { sync: false, ..Options::default() }).unwrap();
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.create("child", Some("base"), &CreateOpts::default()).unwrap();
+    d.create("other", None, &CreateOpts::default()).unwrap();
+    let deep: PathBuf = std::iter::repeat_n("d", 600).collect();
+    std::fs::create_dir_all(home.join("base/diff").join(&deep)).unwrap();
+    std::fs::write(home.join("base/diff").join(&deep).join("f"), "f").unwrap();
+    std::fs::write(home.join("child/diff/top"), "t").unwrap();
+    drop(d);
+    run_worker(&home, "worker-low-fds-diff", "");
 }
 
 /// Issue 10, item 5a: a child's get after fork was recorded with the parent's start time,
