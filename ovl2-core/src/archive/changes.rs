@@ -485,7 +485,8 @@ struct Cmp {
 /// A level's lower view: open while the walk is in the directory itself; parked while it is
 /// below. Parked, the fds of layers that also hold the child the walk went into are closed
 /// (the child's `..` gives them back); only layers the path leaves stay open, and each layer
-/// leaves the path once, so the lower side needs at most two fds per layer at any depth.
+/// leaves the path once, so the lower side needs at most two fds per layer at any depth
+/// (plus the budget of [`park_excess`], which parks only past it).
 pub(crate) enum Lower {
     Open(Merged),
     Parked(Vec<ParkedLayer>),
