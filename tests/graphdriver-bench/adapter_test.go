@@ -7,10 +7,10 @@ import (
 	"os"
 	"testing"
 
-	"github.com/ovl2/ovl2/ovl2-go"
 	"github.com/docker/docker/daemon/graphdriver"
 	"github.com/moby/go-archive"
 	"github.com/moby/sys/user"
+	"github.com/ovl2/ovl2/ovl2-go"
 )
 
 // ovl2Driver is ovl2 behind Docker's graphdriver.Driver interface, with Docker's semantics:
