@@ -179,167 +179,87 @@ impl Store {
         Ok(report)
     }
 
+    /// One pass per concern, in the order their findings depend on each other: leftovers of
+    /// interrupted work and mount records first; then each layer's `link` file (everything
+    /// after is keyed by short id) and lost `lower` files; then short ids, `l/` links, lower
+    /// chains with `work/` and `committed`, and last the `l/` entries no layer claims.
     fn scan(&self, fix: bool) -> Result<Vec<Problem>> {
         let mut problems = Vec::new();
+        self.scan_leftovers(fix, &mut problems)?;
+        self.scan_mount_state(fix, &mut problems)?;
+        let mut recs = self.read_recs()?;
+        let links = self.read_short_links()?;
+        self.scan_layer_files(&mut recs, &links, fix, &mut problems)?;
+        let names = Names::new(&recs, &links);
+        names.report_duplicates(&mut problems);
+        self.scan_own_short_links(&recs, &names, fix, &mut problems)?;
+        let referenced = self.scan_lower_chains(&recs, &names, fix, &mut problems)?;
+        self.scan_unclaimed_short_links(&names, &referenced, fix, &mut problems)?;
+        Ok(problems)
+    }
+
+    /// Work entries and container records that their owners left behind (`staging::sweep`).
+    fn scan_leftovers(&self, fix: bool, problems: &mut Vec<Problem>) -> Result<()> {
         for l in staging::sweep(self, fix)? {
             let kind = if l.container.is_some() { ProblemKind::IncompleteContainer } else { ProblemKind::StaleStaging };
             problems.push(Problem { layer: l.container, kind, detail: l.detail, repairable: l.repairable });
         }
-        self.scan_mount_state(fix, &mut problems)?;
-        let mut recs = self.read_recs()?;
-        let links = self.read_short_links()?;
+        Ok(())
+    }
 
-        // Link files first: everything else is keyed by short id. A short id lost from both
-        // `link` and `l/` is recovered from the descendants' `lower` files that still name it.
-        let recovery = Recovery::new(&recs, &links);
-        for rec in &mut recs {
-            self.check_link_file(rec, &links, &recovery, fix, &mut problems)?;
+    /// Link files first, since everything else is keyed by short id: a short id lost from both
+    /// `link` and `l/` is recovered from the descendants' `lower` files that still name it.
+    /// Then lost `lower` files, from the chains their descendants record.
+    fn scan_layer_files(
+        &self,
+        recs: &mut [Rec],
+        links: &BTreeMap<String, Option<Vec<u8>>>,
+        fix: bool,
+        problems: &mut Vec<Problem>,
+    ) -> Result<()> {
+        let recovery = Recovery::new(recs, links);
+        for rec in recs.iter_mut() {
+            self.check_link_file(rec, links, &recovery, fix, problems)?;
         }
-        // Then lost `lower` files, from the chains their descendants record.
-        for rec in &mut recs {
-            self.check_lost_lower(rec, &recovery, fix, &mut problems)?;
+        for rec in recs.iter_mut() {
+            self.check_lost_lower(rec, &recovery, fix, problems)?;
         }
-        let mut owners: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for r in &recs {
-            if let Some(l) = &r.lid {
-                owners.entry(l.as_str()).or_default().push(&r.id);
-            }
-        }
-        for (lid, ids) in &owners {
-            if ids.len() > 1 {
-                problems.push(Problem {
-                    layer: Some(ids[0].to_string()),
-                    kind: ProblemKind::DuplicateShortId,
-                    detail: format!("layers {} all claim short id {lid}", ids.join(", ")),
-                    repairable: false,
-                });
-            }
-        }
-        let ids: BTreeSet<&str> = recs.iter().map(|r| r.id.as_str()).collect();
+        Ok(())
+    }
 
-        // Each layer's own l/ link.
-        for r in &recs {
+    /// Each layer's own `l/` link (a short id claimed twice is reported on its own).
+    fn scan_own_short_links(&self, recs: &[Rec], names: &Names, fix: bool, problems: &mut Vec<Problem>) -> Result<()> {
+        for r in recs {
             let Some(lid) = &r.lid else { continue };
-            if owners[lid.as_str()].len() > 1 {
+            if names.owners[lid.as_str()].len() > 1 {
                 continue;
             }
-            self.check_own_short_link(r, lid, &links, fix, &mut problems)?;
+            self.check_own_short_link(r, lid, names.links, fix, problems)?;
         }
+        Ok(())
+    }
 
-        // Lower chains, work dirs and committed markers.
+    /// Lower chains, `work/` dirs and `committed` markers. Returns every short id some
+    /// `lower` names, which keeps an `l/` link in use.
+    fn scan_lower_chains(
+        &self,
+        recs: &[Rec],
+        names: &Names,
+        fix: bool,
+        problems: &mut Vec<Problem>,
+    ) -> Result<BTreeSet<String>> {
         let mut referenced: BTreeSet<String> = BTreeSet::new();
-        // Each layer's own chain; `None` when its lower is unreadable (reported on its own).
-        let chains: BTreeMap<&str, Option<Vec<String>>> = recs
-            .iter()
-            .map(|r| {
-                let c = match &r.lower {
-                    Err(_) => None,
-                    Ok(None) => Some(Vec::new()),
-                    Ok(Some(l)) => {
-                        layout::parse_lower(l.trim_ascii()).ok().map(|v| v.into_iter().map(str::to_owned).collect())
-                    }
-                };
-                (r.id.as_str(), c)
-            })
-            .collect();
-        let resolve = |lid: &str| -> Option<&str> {
-            if let Some(v) = owners.get(lid) {
-                return Some(v[0]);
-            }
-            let target = links.get(lid)?.as_ref()?;
-            let id = layout::id_from_link_target(target)?;
-            ids.contains(id).then_some(id)
-        };
         let mut needs_commit: BTreeSet<&str> = BTreeSet::new();
-        for r in &recs {
-            let lower = match &r.lower {
-                Ok(Some(l)) => l,
-                Ok(None) => continue,
-                Err(why) => {
-                    problems.push(self.problem(
-                        &r.id,
-                        ProblemKind::MalformedLower,
-                        format!("lower file cannot be read: it {why}"),
-                        false,
-                    ));
-                    continue;
-                }
-            };
-            let lids = match layout::parse_lower(lower) {
-                Ok(v) => v,
-                Err(m) => {
-                    let repairable = m == Malformed::Whitespace;
-                    if repairable && fix {
-                        self.rewrite(&r.id, layout::LOWER, lower.trim_ascii())?;
-                    }
-                    problems.push(self.problem(&r.id, ProblemKind::MalformedLower, m.describe("lower"), repairable));
-                    if !repairable {
-                        continue;
-                    }
-                    layout::parse_lower(lower.trim_ascii()).expect("trimmed parses")
-                }
-            };
+        for r in recs {
+            let Some(lids) = self.parsed_lower(r, fix, problems)? else { continue };
             referenced.extend(lids.iter().map(|s| s.to_string()));
-            if let Err(crate::Error::MaxDepth { depth, limit, .. }) = self.check_depth(&r.id, &lids) {
-                let detail = format!("layer has {depth} lower layers, more than the store's max depth of {limit}");
-                problems.push(self.problem(&r.id, ProblemKind::TooDeep, detail, false));
-            }
-            let mut all_known = true;
-            if let Some(k) = lids.iter().position(|lid| resolve(lid).is_none()) {
-                all_known = false;
-                // The layer right above the first gone short id is the orphan: removing it
-                // with everything built on it leaves a consistent store.
-                let orphan = if k == 0 { r.id.as_str() } else { resolve(lids[k - 1]).expect("known") };
-                let fix = format!("`ovl2 rm --recursive {orphan}` removes it and the layers built on it");
-                let (kind, detail) = if k == 0 {
-                    (ProblemKind::Orphan, format!("parent short id {} is gone; {fix}", lids[0]))
-                } else {
-                    (
-                        ProblemKind::UnknownLower,
-                        format!(
-                            "lower names short id {}, which is gone: it builds on orphan {orphan:?}; {fix}",
-                            lids[k]
-                        ),
-                    )
-                };
-                problems.push(self.problem(&r.id, kind, detail, false));
-            }
-            if all_known {
-                let parent = resolve(lids[0]).expect("known");
+            self.check_chain_depth(r, &lids, problems);
+            if let Some(parent) = self.check_ancestry(r, &lids, names, problems) {
                 needs_commit.insert(parent);
-                let expect = chains.get(parent).and_then(Option::as_ref);
-                if expect.is_some_and(|e| e.iter().map(String::as_str).ne(lids[1..].iter().copied())) {
-                    problems.push(self.problem(
-                        &r.id,
-                        ProblemKind::InconsistentLower,
-                        format!("lower does not continue with the chain of its parent {parent:?}"),
-                        false,
-                    ));
-                }
             }
-            if r.work != Some(FileType::Directory) {
-                if fix {
-                    let dir = self.layer_dir(&r.id)?;
-                    if r.work.is_some() {
-                        // Only the entry itself goes (unlink never follows a symlink); work/
-                        // holds nothing of value while the layer is not mounted.
-                        match rustix::fs::unlinkat(&dir, layout::WORK, AtFlags::empty()) {
-                            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-                            Err(e) => return Err(crate::Error::io(format!("removing {}/work", r.id), e)),
-                        }
-                    }
-                    fsutil::ensure_dir(&dir, layout::WORK, layout::WORK_MODE, Some(self.root))
-                        .ctx(|| format!("creating {}/work", r.id))?;
-                    self.sync_dir(&dir, &r.id)?;
-                }
-                let detail = match r.work {
-                    None => "layer has a parent but no work/".to_string(),
-                    Some(t) => format!("work is {}, not a directory", fsutil::type_name(t)),
-                };
-                problems.push(self.problem(&r.id, ProblemKind::MissingWork, detail, true));
-            }
+            self.check_work(r, fix, problems)?;
         }
-        for r in &recs {
+        for r in recs {
             if needs_commit.contains(r.id.as_str()) && !r.has_committed {
                 if fix {
                     self.mark_committed(&r.id)?;
@@ -352,11 +272,122 @@ impl Store {
                 ));
             }
         }
+        Ok(referenced)
+    }
 
-        // l/ entries that no layer claims.
-        let claimed: BTreeSet<&str> = owners.keys().copied().collect();
-        for (name, target) in &links {
-            if claimed.contains(name.as_str()) {
+    /// The layer's lower chain, `None` for a base layer or an unusable `lower` (reported here;
+    /// stray whitespace is reported, trimmed when fixing, and the trimmed chain returned).
+    fn parsed_lower<'r>(&self, r: &'r Rec, fix: bool, problems: &mut Vec<Problem>) -> Result<Option<Vec<&'r str>>> {
+        let lower = match &r.lower {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok(None),
+            Err(why) => {
+                problems.push(self.problem(
+                    &r.id,
+                    ProblemKind::MalformedLower,
+                    format!("lower file cannot be read: it {why}"),
+                    false,
+                ));
+                return Ok(None);
+            }
+        };
+        match layout::parse_lower(lower) {
+            Ok(v) => Ok(Some(v)),
+            Err(m) => {
+                let repairable = m == Malformed::Whitespace;
+                if repairable && fix {
+                    self.rewrite(&r.id, layout::LOWER, lower.trim_ascii())?;
+                }
+                problems.push(self.problem(&r.id, ProblemKind::MalformedLower, m.describe("lower"), repairable));
+                Ok(repairable.then(|| layout::parse_lower(lower.trim_ascii()).expect("trimmed parses")))
+            }
+        }
+    }
+
+    fn check_chain_depth(&self, r: &Rec, lids: &[&str], problems: &mut Vec<Problem>) {
+        if let Err(crate::Error::MaxDepth { depth, limit, .. }) = self.check_depth(&r.id, lids) {
+            let detail = format!("layer has {depth} lower layers, more than the store's max depth of {limit}");
+            problems.push(self.problem(&r.id, ProblemKind::TooDeep, detail, false));
+        }
+    }
+
+    /// Whether every short id of the chain names a live layer and the chain continues its
+    /// parent's. Returns the parent when the whole chain is known.
+    fn check_ancestry<'n>(
+        &self,
+        r: &Rec,
+        lids: &[&str],
+        names: &Names<'n>,
+        problems: &mut Vec<Problem>,
+    ) -> Option<&'n str> {
+        if let Some(k) = lids.iter().position(|lid| names.resolve(lid).is_none()) {
+            // The layer right above the first gone short id is the orphan: removing it
+            // with everything built on it leaves a consistent store.
+            let orphan = if k == 0 { r.id.as_str() } else { names.resolve(lids[k - 1]).expect("known") };
+            let fix = format!("`ovl2 rm --recursive {orphan}` removes it and the layers built on it");
+            let (kind, detail) = if k == 0 {
+                (ProblemKind::Orphan, format!("parent short id {} is gone; {fix}", lids[0]))
+            } else {
+                (
+                    ProblemKind::UnknownLower,
+                    format!("lower names short id {}, which is gone: it builds on orphan {orphan:?}; {fix}", lids[k]),
+                )
+            };
+            problems.push(self.problem(&r.id, kind, detail, false));
+            return None;
+        }
+        let parent = names.resolve(lids[0]).expect("known");
+        let expect = names.chains.get(parent).and_then(Option::as_ref);
+        if expect.is_some_and(|e| e.iter().map(String::as_str).ne(lids[1..].iter().copied())) {
+            problems.push(self.problem(
+                &r.id,
+                ProblemKind::InconsistentLower,
+                format!("lower does not continue with the chain of its parent {parent:?}"),
+                false,
+            ));
+        }
+        Some(parent)
+    }
+
+    /// A layer with a parent needs `work/` as a directory; a symlink or file there is replaced,
+    /// never followed.
+    fn check_work(&self, r: &Rec, fix: bool, problems: &mut Vec<Problem>) -> Result<()> {
+        if r.work == Some(FileType::Directory) {
+            return Ok(());
+        }
+        if fix {
+            let dir = self.layer_dir(&r.id)?;
+            if r.work.is_some() {
+                // Only the entry itself goes (unlink never follows a symlink); work/
+                // holds nothing of value while the layer is not mounted.
+                match rustix::fs::unlinkat(&dir, layout::WORK, AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(crate::Error::io(format!("removing {}/work", r.id), e)),
+                }
+            }
+            fsutil::ensure_dir(&dir, layout::WORK, layout::WORK_MODE, Some(self.root))
+                .ctx(|| format!("creating {}/work", r.id))?;
+            self.sync_dir(&dir, &r.id)?;
+        }
+        let detail = match r.work {
+            None => "layer has a parent but no work/".to_string(),
+            Some(t) => format!("work is {}, not a directory", fsutil::type_name(t)),
+        };
+        problems.push(self.problem(&r.id, ProblemKind::MissingWork, detail, true));
+        Ok(())
+    }
+
+    /// `l/` entries that no layer claims: not symlinks, pointing at no layer, or at a layer
+    /// that names another short id and no `lower` uses them.
+    fn scan_unclaimed_short_links(
+        &self,
+        names: &Names,
+        referenced: &BTreeSet<String>,
+        fix: bool,
+        problems: &mut Vec<Problem>,
+    ) -> Result<()> {
+        for (name, target) in names.links {
+            if names.owners.contains_key(name.as_str()) {
                 continue;
             }
             let Some(target) = target else {
@@ -368,7 +399,7 @@ impl Store {
                 });
                 continue;
             };
-            let live = layout::id_from_link_target(target).filter(|id| ids.contains(id));
+            let live = layout::id_from_link_target(target).filter(|id| names.ids.contains(id));
             let (kind, detail) = match live {
                 None => (
                     ProblemKind::DanglingShortLink,
@@ -392,7 +423,7 @@ impl Store {
             }
             problems.push(Problem { layer: live.map(str::to_owned), kind, detail, repairable: true });
         }
-        Ok(problems)
+        Ok(())
     }
 
     fn problem(&self, id: &str, kind: ProblemKind, detail: String, repairable: bool) -> Problem {
@@ -657,6 +688,68 @@ impl Store {
         let dir = self.layer_dir(id)?;
         fsutil::write_atomic(&dir, name, content, layout::META_FILE_MODE, self.opts.sync)
             .ctx(|| format!("rewriting {id}/{}", fsutil::os(name).to_string_lossy()))
+    }
+}
+
+/// The short ids the layers claim after the link-file pass, and how a short id leads to a
+/// layer: the lookups the later passes share.
+struct Names<'a> {
+    /// Short id -> the layers whose `link` names it (more than one is a duplicate).
+    owners: BTreeMap<&'a str, Vec<&'a str>>,
+    /// Every layer id.
+    ids: BTreeSet<&'a str>,
+    /// `l/` entries: name -> symlink target (`None` for entries that are not symlinks).
+    links: &'a BTreeMap<String, Option<Vec<u8>>>,
+    /// Each layer's own chain; `None` when its lower is unreadable (reported on its own).
+    chains: BTreeMap<&'a str, Option<Vec<String>>>,
+}
+
+impl<'a> Names<'a> {
+    fn new(recs: &'a [Rec], links: &'a BTreeMap<String, Option<Vec<u8>>>) -> Names<'a> {
+        let mut owners: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for r in recs {
+            if let Some(l) = &r.lid {
+                owners.entry(l.as_str()).or_default().push(&r.id);
+            }
+        }
+        let ids = recs.iter().map(|r| r.id.as_str()).collect();
+        let chains = recs
+            .iter()
+            .map(|r| {
+                let c = match &r.lower {
+                    Err(_) => None,
+                    Ok(None) => Some(Vec::new()),
+                    Ok(Some(l)) => {
+                        layout::parse_lower(l.trim_ascii()).ok().map(|v| v.into_iter().map(str::to_owned).collect())
+                    }
+                };
+                (r.id.as_str(), c)
+            })
+            .collect();
+        Names { owners, ids, links, chains }
+    }
+
+    /// The layer a short id names: its owner, else the live layer its `l/` link points at.
+    fn resolve(&self, lid: &str) -> Option<&'a str> {
+        if let Some(v) = self.owners.get(lid) {
+            return Some(v[0]);
+        }
+        let target = self.links.get(lid)?.as_ref()?;
+        let id = layout::id_from_link_target(target)?;
+        self.ids.get(id).copied()
+    }
+
+    fn report_duplicates(&self, problems: &mut Vec<Problem>) {
+        for (lid, ids) in &self.owners {
+            if ids.len() > 1 {
+                problems.push(Problem {
+                    layer: Some(ids[0].to_string()),
+                    kind: ProblemKind::DuplicateShortId,
+                    detail: format!("layers {} all claim short id {lid}", ids.join(", ")),
+                    repairable: false,
+                });
+            }
+        }
     }
 }
 
