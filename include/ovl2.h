@@ -195,6 +195,19 @@ typedef enum ovl2_problem_kind {
   OVL2_PROBLEM_KIND_NOT_EMPTY_EMPTY_DIR = 21,
   // A layer's `merged` that is not a directory; repair removes it.
   OVL2_PROBLEM_KIND_BAD_MERGED = 22,
+  // A containerd snapshot in ovl2-snapshotter's index whose layer is gone; repair drops the
+  // entry while no service runs.
+  OVL2_PROBLEM_KIND_SNAPSHOT_WITHOUT_LAYER = 23,
+  // A containerd snapshot whose parent snapshot the index no longer has.
+  OVL2_PROBLEM_KIND_SNAPSHOT_WITHOUT_PARENT = 24,
+  // A snapshot's short link under `.ovl2/snapshotter/l/` is missing or wrong; repair remakes
+  // it while no service runs.
+  OVL2_PROBLEM_KIND_MISSING_SNAPSHOT_LINK = 25,
+  // A short link under `.ovl2/snapshotter/l/` that no snapshot owns; repair removes it while
+  // no service runs.
+  OVL2_PROBLEM_KIND_DANGLING_SNAPSHOT_LINK = 26,
+  // A file in ovl2-snapshotter's index that is not a valid entry (never touched).
+  OVL2_PROBLEM_KIND_MALFORMED_SNAPSHOT = 27,
 } ovl2_problem_kind;
 
 // An open layer store. Opaque; made by `ovl2_open`, released by `ovl2_close`.

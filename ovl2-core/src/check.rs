@@ -72,6 +72,21 @@ pub enum ProblemKind {
     /// A layer's `merged` that is not a directory (a symlink would aim a mount outside the
     /// store; mounts refuse it); repair removes it, as `merged` exists only while mounted.
     BadMerged,
+    /// A ready containerd snapshot in `ovl2-snapshotter`'s index whose layer is gone (removed
+    /// with `ovl2 rm --force` or by another tool); repair drops the entry while no service runs.
+    SnapshotWithoutLayer,
+    /// A ready containerd snapshot whose parent snapshot the index no longer has (containerd
+    /// cannot mount it; not repairable: remove it through containerd).
+    SnapshotWithoutParent,
+    /// A ready snapshot's short link `.ovl2/snapshotter/l/<short>` is missing, is not a
+    /// symlink, or points elsewhere; repair remakes it while no service runs.
+    MissingSnapshotLink,
+    /// A short link under `.ovl2/snapshotter/l/` that no snapshot owns; repair removes it while
+    /// no service runs.
+    DanglingSnapshotLink,
+    /// A file under `.ovl2/snapshotter/snapshots/` that is not a valid entry (the service
+    /// refuses to start); reported, never touched.
+    MalformedSnapshot,
 }
 
 impl ProblemKind {
@@ -102,6 +117,11 @@ impl ProblemKind {
             K::BadMountRecord => "bad_mount_record",
             K::NotEmptyEmptyDir => "not_empty_empty_dir",
             K::BadMerged => "bad_merged",
+            K::SnapshotWithoutLayer => "snapshot_without_layer",
+            K::SnapshotWithoutParent => "snapshot_without_parent",
+            K::MissingSnapshotLink => "missing_snapshot_link",
+            K::DanglingSnapshotLink => "dangling_snapshot_link",
+            K::MalformedSnapshot => "malformed_snapshot",
         }
     }
 }
@@ -182,7 +202,8 @@ impl Store {
     /// One pass per concern, in the order their findings depend on each other: leftovers of
     /// interrupted work and mount records first; then each layer's `link` file (everything
     /// after is keyed by short id) and lost `lower` files; then short ids, `l/` links, lower
-    /// chains with `work/` and `committed`, and last the `l/` entries no layer claims.
+    /// chains with `work/` and `committed`, the `l/` entries no layer claims, and last the
+    /// containerd snapshotter's index against the layers (`snapshots.rs`).
     fn scan(&self, fix: bool) -> Result<Vec<Problem>> {
         let mut problems = Vec::new();
         self.scan_leftovers(fix, &mut problems)?;
@@ -195,6 +216,7 @@ impl Store {
         self.scan_own_short_links(&recs, &names, fix, &mut problems)?;
         let referenced = self.scan_lower_chains(&recs, &names, fix, &mut problems)?;
         self.scan_unclaimed_short_links(&names, &referenced, fix, &mut problems)?;
+        self.scan_snapshot_index(&names.ids, fix, &mut problems)?;
         Ok(problems)
     }
 

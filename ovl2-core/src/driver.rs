@@ -115,7 +115,9 @@ impl Driver {
 
     /// Removes a layer. A layer that other layers build on is refused (remove them first, or
     /// all at once with [`Driver::remove_tree`]); `force` unmounts it first instead of
-    /// refusing a mounted layer.
+    /// refusing a mounted layer. A layer that is a containerd snapshot in `ovl2-snapshotter`'s
+    /// index is refused (Busy, naming the snapshot key) unless `force`, which removes it and
+    /// leaves the entry for [`Driver::repair`] to drop (see [`crate::snapshots`]).
     ///
     /// The layer is first renamed out of sight (so it is either fully there or gone), its
     /// `l/` link removed, and only then is its tree deleted, outside the store lock.
@@ -131,8 +133,8 @@ impl Driver {
 
     /// Removes a layer and every layer that builds on it, deepest first, so a crash midway
     /// leaves a consistent store: only whole layers gone, never a layer whose parent is gone.
-    /// Refuses (before removing anything) when one of them is mounted, unless `force`, which
-    /// unmounts them first. Returns the removed ids in the order they went.
+    /// Refuses (before removing anything) when one of them is mounted or is a containerd
+    /// snapshot, unless `force`, which unmounts them first and removes them anyway. Returns the removed ids in the order they went.
     pub fn remove_tree(&self, id: &str, force: bool) -> Result<Vec<String>> {
         self.store.remove_tree(id, force)
     }
@@ -296,7 +298,9 @@ impl Driver {
 
     /// Fixes what can be fixed: stale staging dirs, missing or malformed `link` files,
     /// missing, wrong, dangling and unused `l/` links, stray whitespace in `lower`, missing
-    /// `work/` dirs and `committed` markers. Never deletes a layer directory.
+    /// `work/` dirs and `committed` markers; and, while no `ovl2-snapshotter` serves the store,
+    /// its index entries whose layer is gone and its missing or unowned short links. Never
+    /// deletes a layer directory.
     pub fn repair(&self) -> Result<RepairReport> {
         self.store.repair()
     }

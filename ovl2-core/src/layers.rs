@@ -326,6 +326,9 @@ impl Store {
             self.force_unmount(id)?;
         }
         let lock = self.lock(LockMode::Exclusive)?;
+        if !opts.force {
+            self.refuse_if_snapshot(id)?;
+        }
         let gone = self.unlink_layer_locked(id, opts.ignore_children)?;
         drop(lock);
         gone.delete()
@@ -355,12 +358,21 @@ impl Store {
             for x in &order {
                 self.force_unmount(x)?;
             }
-            return self.remove_tree_locked(id, &order, self.lock(LockMode::Exclusive)?);
+            return self.remove_tree_locked(id, &order, self.lock(LockMode::Exclusive)?, force);
         }
-        self.remove_tree_locked(id, &order, lock)
+        self.remove_tree_locked(id, &order, lock, force)
     }
 
-    fn remove_tree_locked(&self, id: &LayerId, order: &[LayerId], lock: StoreLock) -> Result<Vec<String>> {
+    fn remove_tree_locked(
+        &self,
+        id: &LayerId,
+        order: &[LayerId],
+        lock: StoreLock,
+        force: bool,
+    ) -> Result<Vec<String>> {
+        for x in order.iter().filter(|_| !force) {
+            self.refuse_if_snapshot(x)?;
+        }
         for x in order {
             if let Some(dir) = self.open_layer_dir(x)? {
                 if self.is_mounted(&dir)? {

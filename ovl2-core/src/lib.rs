@@ -29,6 +29,7 @@ mod lexical;
 mod lock;
 mod mount;
 mod options;
+pub mod snapshots;
 mod staging;
 mod status;
 mod store;

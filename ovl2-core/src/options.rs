@@ -95,7 +95,8 @@ pub struct CreateOpts {
 /// How [`Driver::remove_with`](crate::Driver::remove_with) removes a layer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RemoveOpts {
-    /// Unmount the layer first, whoever holds it; without it a mounted layer is refused.
+    /// Unmount the layer first, whoever holds it; without it a mounted layer is refused, and
+    /// so is a layer that is a containerd snapshot in `ovl2-snapshotter`'s index.
     pub force: bool,
     /// Remove the layer even when other layers build on it, as Docker's graphdriver `Remove`
     /// does (it never looks at children). Those layers become orphans that cannot mount,

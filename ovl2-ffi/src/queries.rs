@@ -246,11 +246,24 @@ pub enum ovl2_problem_kind {
     NotEmptyEmptyDir = 21,
     /// A layer's `merged` that is not a directory; repair removes it.
     BadMerged = 22,
+    /// A containerd snapshot in ovl2-snapshotter's index whose layer is gone; repair drops the
+    /// entry while no service runs.
+    SnapshotWithoutLayer = 23,
+    /// A containerd snapshot whose parent snapshot the index no longer has.
+    SnapshotWithoutParent = 24,
+    /// A snapshot's short link under `.ovl2/snapshotter/l/` is missing or wrong; repair remakes
+    /// it while no service runs.
+    MissingSnapshotLink = 25,
+    /// A short link under `.ovl2/snapshotter/l/` that no snapshot owns; repair removes it while
+    /// no service runs.
+    DanglingSnapshotLink = 26,
+    /// A file in ovl2-snapshotter's index that is not a valid entry (never touched).
+    MalformedSnapshot = 27,
 }
 
 /// The one pairing of core's kinds with their C values; the names come from
 /// [`ProblemKind::as_str`], so C, JSON and Python spell them alike.
-const PROBLEM_KINDS: [(ProblemKind, ovl2_problem_kind); 22] = {
+const PROBLEM_KINDS: [(ProblemKind, ovl2_problem_kind); 27] = {
     use ovl2_problem_kind as C;
     use ProblemKind as K;
     [
@@ -276,6 +289,11 @@ const PROBLEM_KINDS: [(ProblemKind, ovl2_problem_kind); 22] = {
         (K::BadMountRecord, C::BadMountRecord),
         (K::NotEmptyEmptyDir, C::NotEmptyEmptyDir),
         (K::BadMerged, C::BadMerged),
+        (K::SnapshotWithoutLayer, C::SnapshotWithoutLayer),
+        (K::SnapshotWithoutParent, C::SnapshotWithoutParent),
+        (K::MissingSnapshotLink, C::MissingSnapshotLink),
+        (K::DanglingSnapshotLink, C::DanglingSnapshotLink),
+        (K::MalformedSnapshot, C::MalformedSnapshot),
     ]
 };
 
@@ -429,6 +447,11 @@ mod tests {
             K::BadMountRecord,
             K::NotEmptyEmptyDir,
             K::BadMerged,
+            K::SnapshotWithoutLayer,
+            K::SnapshotWithoutParent,
+            K::MissingSnapshotLink,
+            K::DanglingSnapshotLink,
+            K::MalformedSnapshot,
         ];
         for k in all {
             let c = ovl2_problem_kind::from(k);

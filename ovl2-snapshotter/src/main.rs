@@ -6,7 +6,6 @@
 //! Python faces can open the same home.
 
 mod filters;
-mod index;
 mod service;
 
 use std::io;

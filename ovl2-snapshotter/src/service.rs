@@ -3,7 +3,8 @@
 //! Every snapshot is one ovl2 layer made through the public `Driver` API: an active snapshot
 //! is a read-write layer, a view a read-only layer, a committed snapshot an image layer. The
 //! layer logic (chains, depth, crash-safe create and remove) stays in ovl2-core; this module
-//! keeps only the key → layer index (see [`crate::index`]) and answers containerd.
+//! keeps only the key → layer index (its format is `ovl2_core::snapshots`, which `ovl2 check`
+//! and `ovl2 rm` read too) and answers containerd.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -18,7 +19,7 @@ use containerd_snapshots::{tonic, Info, Snapshotter, Usage};
 use ovl2_core::{CreateOpts, Driver, ErrorKind, RemoveOpts};
 
 use crate::filters::{Fields, Filter};
-use crate::index::{Entry, Index, Kind, State, LINKS_DIR};
+use ovl2_core::snapshots::{self, Entry, Index, Kind, State, LINKS_DIR};
 
 /// containerd's limit on one label's key plus value (`labels.Validate`).
 const MAX_LABEL_SIZE: usize = 4096;
@@ -141,29 +142,22 @@ fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 
 /// `HOME/.ovl2/snapshotter`: ovl2's private dir, which Docker's driver never looks at.
 pub fn snapshotter_dir(home: &Path) -> PathBuf {
-    home.join(".ovl2").join("snapshotter")
+    snapshots::dir(home)
 }
 
+/// Takes the service lock for the service's whole life. `ovl2 check` and `repair` try the
+/// same lock for a moment (repair holds it while it mends the index), so a busy lock is
+/// retried briefly before it is taken for another service's.
 fn lock_dir(dir: &Path) -> Result<fs::File> {
-    use rustix::fs::{flock, FlockOperation};
-    let p = dir.join("lock");
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(|e| io_err(format!("opening {}", p.display()), e))?;
-    flock(&f, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
-        if e == rustix::io::Errno::WOULDBLOCK {
-            Error::FailedPrecondition(format!(
-                "another ovl2-snapshotter already serves this store (it holds {})",
-                p.display()
-            ))
-        } else {
-            io_err(format!("locking {}", p.display()), e.into())
+    let p = dir.join(snapshots::LOCK_FILE);
+    for _ in 0..40 {
+        match snapshots::lock(dir) {
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(e) => return Err(io_err(format!("locking {}", p.display()), e)),
         }
-    })?;
-    Ok(f)
+    }
+    Err(Error::FailedPrecondition(format!("another ovl2-snapshotter already serves this store (it holds {})", p.display())))
 }
 
 fn random_id() -> String {
@@ -289,11 +283,11 @@ impl Inner {
     /// (the names in use are the shortest free ones), on any home.
     fn write_link(&self, short: &str, id: &str) -> Result<()> {
         let p = self.index.link_path(short);
-        let target = format!("../../../{id}/diff");
+        let target = snapshots::link_target(id);
         if fs::read_link(&p).is_ok_and(|t| t.as_os_str() == target.as_str()) {
             return Ok(());
         }
-        let tmp = self.index.dir.join(LINKS_DIR).join(format!("{short}.tmp"));
+        let tmp = self.index.temp_link_path(short);
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&target, &tmp).map_err(|e| io_err(format!("linking {}", tmp.display()), e))?;
         fs::rename(&tmp, &p).map_err(|e| io_err(format!("renaming {} into place", tmp.display()), e))

@@ -148,6 +148,11 @@ const PROBLEM_KINDS: &[ProblemKind] = &[
     ProblemKind::BadMountRecord,
     ProblemKind::NotEmptyEmptyDir,
     ProblemKind::BadMerged,
+    ProblemKind::SnapshotWithoutLayer,
+    ProblemKind::SnapshotWithoutParent,
+    ProblemKind::MissingSnapshotLink,
+    ProblemKind::DanglingSnapshotLink,
+    ProblemKind::MalformedSnapshot,
 ];
 
 fn problem_kind(k: ovl2_problem_kind) -> ProblemKind {
