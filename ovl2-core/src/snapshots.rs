@@ -422,7 +422,9 @@ impl Store {
             let mend = mendable.then(|| Mend::Relink { id: e.id.clone(), short: e.short.clone() });
             found.push((snapshot_problem(&e.id, ProblemKind::MissingSnapshotLink, detail), mend));
         }
-        for (name, l) in &links {
+        // An entry that does not read may own any link: none counts as unowned meanwhile.
+        let all_read = entries.iter().all(|(_, p)| p.is_ok());
+        for (name, l) in links.iter().filter(|_| all_read) {
             if owned.contains(name.as_str()) || is_temp(name) {
                 continue;
             }
