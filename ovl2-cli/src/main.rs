@@ -75,13 +75,16 @@ enum Cmd {
     /// Remove layers (--recursive: and the layers built on them).
     ///
     /// A layer that other layers build on is refused; --recursive removes it with all of them,
-    /// deepest first.
+    /// deepest first. A layer that is a containerd snapshot of ovl2-snapshotter is refused
+    /// (remove it through containerd) unless --force.
     #[command(alias = "remove")]
     Rm {
         /// Layer ids; each is removed in turn, and a failure does not stop the others.
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
-        /// Unmount it (and, with --recursive, the layers built on it) first instead of refusing.
+        /// Unmount it (and, with --recursive, the layers built on it) first instead of refusing,
+        /// and remove it even when it is a containerd snapshot (`check --repair` then drops
+        /// the snapshot's entry while ovl2-snapshotter is stopped).
         #[arg(long)]
         force: bool,
         /// Also remove every layer built on it, deepest first.
