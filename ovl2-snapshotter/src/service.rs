@@ -784,6 +784,36 @@ mod tests {
     }
 
     #[test]
+    fn ovl2_rm_is_refused_while_containerd_holds_the_snapshot_and_a_forced_one_heals_at_start() {
+        let h = home("rm");
+        let id = {
+            let s = Ovl2Snapshotter::open(&h).unwrap();
+            let mut i = lock(&s.inner);
+            i.create(Kind::Active, "default/1/a".into(), String::new(), labels()).unwrap();
+            let id = i.index.snapshots["default/1/a"].id.clone();
+            // Another process (`ovl2 rm`) while the service runs.
+            let other = Driver::open(&h, ovl2_core::Options::default()).unwrap();
+            let e = other.remove(&id, false).unwrap_err();
+            assert!(e.to_string().contains("containerd snapshot \"default/1/a\""), "{e}");
+            assert!(other.check().unwrap().is_empty(), "a live index is not damage: {:?}", other.check());
+            other.remove(&id, true).unwrap();
+            let p = other.check().unwrap();
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(!p[0].repairable, "the running service's index is left alone: {p:?}");
+            id
+        };
+        // The next start's repair drops the entry whose layer is gone, and the service starts.
+        let s = Ovl2Snapshotter::open(&h).unwrap();
+        let i = lock(&s.inner);
+        assert!(i.index.snapshots.is_empty(), "{:?}", i.index.snapshots.keys().collect::<Vec<_>>());
+        assert!(!i.index.dir.join("snapshots").join(&id).exists());
+        assert!(i.driver.check().unwrap().is_empty(), "{:?}", i.driver.check());
+        drop(i);
+        drop(s);
+        fs::remove_dir_all(&h).unwrap();
+    }
+
+    #[test]
     fn a_second_service_on_the_same_home_is_refused() {
         let h = home("lock");
         let s = Ovl2Snapshotter::open(&h).unwrap();
