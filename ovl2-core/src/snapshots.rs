@@ -309,7 +309,11 @@ impl Store {
         let Some(private) = &self.private_fd else { return Ok(None) };
         match fsutil::open_dir(private, c"snapshotter") {
             Ok(fd) => Ok(Some(fd)),
-            Err(e) if [Errno::NOENT, Errno::NOTDIR, Errno::LOOP].iter().any(|n| e.raw_os_error() == Some(n.raw_os_error())) => {
+            Err(e)
+                if [Errno::NOENT, Errno::NOTDIR, Errno::LOOP]
+                    .iter()
+                    .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
+            {
                 Ok(None)
             }
             Err(e) => Err(Error::io(format!("opening .ovl2/{SNAPSHOTTER_DIR}"), e)),
@@ -321,12 +325,14 @@ impl Store {
     /// layer. The service's own removals pass, since it marks the entry `removing` first.
     pub(crate) fn refuse_if_snapshot(&self, id: &str) -> Result<()> {
         let Some(dir) = self.snapshotter_fd()? else { return Ok(()) };
-        let Some(entries) = open_sub(&dir, ENTRIES_DIR).ctx(|| format!("opening .ovl2/{SNAPSHOTTER_DIR}/{ENTRIES_DIR}"))?
+        let Some(entries) =
+            open_sub(&dir, ENTRIES_DIR).ctx(|| format!("opening .ovl2/{SNAPSHOTTER_DIR}/{ENTRIES_DIR}"))?
         else {
             return Ok(());
         };
         let file = shown(ENTRIES_DIR, id);
-        let force = "or remove the layer with force (`--force`), which leaves the entry for `ovl2 check --repair` to drop";
+        let force =
+            "or remove the layer with force (`--force`), which leaves the entry for `ovl2 check --repair` to drop";
         let reason = match fsutil::read_small(&entries, &fsutil::cstr(id).ctx(|| "layer id".into())?) {
             Ok(None) => return Ok(()),
             Ok(Some(data)) => match decode(id, &data) {
@@ -504,7 +510,10 @@ impl Store {
 
 /// Every entry file (temp names aside) with its key and entry, or why it is not valid. A file
 /// removed between the listing and the read (the service dropped it) is skipped.
-fn read_entries(fd: &OwnedFd) -> Result<Vec<(String, std::result::Result<(String, Entry), String>)>> {
+/// One entry file as read: its name, and its key and entry or why it is not valid.
+type EntryFile = (String, std::result::Result<(String, Entry), String>);
+
+fn read_entries(fd: &OwnedFd) -> Result<Vec<EntryFile>> {
     let mut out = Vec::new();
     for ent in fsutil::list_dir(fd).ctx(|| format!("listing {}", shown(ENTRIES_DIR, "")))? {
         let name = fsutil::os(&ent.name).to_string_lossy().into_owned();
@@ -529,12 +538,12 @@ fn read_links(fd: &OwnedFd) -> Result<BTreeMap<String, LinkFound>> {
     for ent in fsutil::list_dir(fd).ctx(|| format!("listing {}", shown(LINKS_DIR, "")))? {
         let name = fsutil::os(&ent.name).to_string_lossy().into_owned();
         let found = match ent.file_type {
-            FileType::Symlink => match fsutil::read_link(fd, &ent.name)
-                .ctx(|| format!("reading {}", shown(LINKS_DIR, &name)))?
-            {
-                Some(t) => LinkFound::Symlink(t),
-                None => continue,
-            },
+            FileType::Symlink => {
+                match fsutil::read_link(fd, &ent.name).ctx(|| format!("reading {}", shown(LINKS_DIR, &name)))? {
+                    Some(t) => LinkFound::Symlink(t),
+                    None => continue,
+                }
+            }
             FileType::Directory => LinkFound::Dir,
             _ => LinkFound::Other,
         };

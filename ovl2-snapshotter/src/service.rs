@@ -157,7 +157,10 @@ fn lock_dir(dir: &Path) -> Result<fs::File> {
             Err(e) => return Err(io_err(format!("locking {}", p.display()), e)),
         }
     }
-    Err(Error::FailedPrecondition(format!("another ovl2-snapshotter already serves this store (it holds {})", p.display())))
+    Err(Error::FailedPrecondition(format!(
+        "another ovl2-snapshotter already serves this store (it holds {})",
+        p.display()
+    )))
 }
 
 fn random_id() -> String {
