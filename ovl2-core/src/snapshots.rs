@@ -158,6 +158,11 @@ pub fn decode(name: &str, data: &[u8]) -> std::result::Result<(String, Entry), S
     if d.entry.id != name {
         return Err(format!("it names layer {}", d.entry.id));
     }
+    crate::id::validate(name).map_err(|e| format!("its name is not a layer id: {e}"))?;
+    // The short name becomes a path under `l/`: only what the service makes (base 36).
+    if d.entry.short.is_empty() || !d.entry.short.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()) {
+        return Err(format!("short link name {:?} is not a base-36 number", d.entry.short));
+    }
     Ok((d.key, d.entry))
 }
 

@@ -159,10 +159,13 @@ fn an_entry_that_does_not_parse_is_reported_and_never_touched() {
     std::fs::write(dir.join("garbage"), b"not json").unwrap();
     let other = std::fs::read(dir.join("base")).unwrap();
     std::fs::write(dir.join("misnamed"), &other).unwrap();
+    let escaping = String::from_utf8(other.clone()).unwrap().replace("\"short\":\"0\"", "\"short\":\"../../lock\"");
+    std::fs::write(dir.join("evil"), escaping.replace("\"id\":\"base\"", "\"id\":\"evil\"")).unwrap();
     let v2 = String::from_utf8(other).unwrap().replace("\"version\":1", "\"version\":2");
     std::fs::write(dir.join("base"), &v2).unwrap();
     let p = d.check().unwrap();
-    assert_eq!(p.iter().filter(|p| p.kind == ProblemKind::MalformedSnapshot).count(), 3, "{p:?}");
+    assert_eq!(p.iter().filter(|p| p.kind == ProblemKind::MalformedSnapshot).count(), 4, "{p:?}");
+    assert!(p.iter().any(|p| p.detail.contains("\"../../lock\" is not a base-36 number")), "{p:?}");
     assert!(p.iter().all(|p| !p.repairable), "{p:?}");
     assert!(p.iter().any(|p| p.detail.contains("snapshots/garbage") && p.detail.contains("not start")), "{p:?}");
     assert!(p.iter().any(|p| p.detail.contains("version 2")), "{p:?}");
