@@ -370,80 +370,9 @@ impl Store {
         // Held to the end: no service starts while repair changes the index.
         let mode = if fix { LockMode::Exclusive } else { LockMode::Shared };
         let guard = try_lock_at(&dir, mode).ctx(what)?;
-        let entries_fd = open_sub(&dir, ENTRIES_DIR).ctx(|| format!("opening {}", shown(ENTRIES_DIR, "")))?;
-        let links_fd = open_sub(&dir, LINKS_DIR).ctx(|| format!("opening {}", shown(LINKS_DIR, "")))?;
-        let mut found: Vec<(Problem, Option<Mend>)> = Vec::new();
-        let entries = match &entries_fd {
-            Some(fd) => read_entries(fd)?,
-            None => Vec::new(),
-        };
-        let links = match &links_fd {
-            Some(fd) => read_links(fd)?,
-            None => BTreeMap::new(),
-        };
-        let mut keys: BTreeMap<&str, &str> = BTreeMap::new();
-        let mut owned: BTreeSet<&str> = BTreeSet::new();
-        for (name, parsed) in &entries {
-            match parsed {
-                Err(why) => found.push((malformed(name, why), None)),
-                Ok((key, e)) => {
-                    owned.insert(&e.short);
-                    if let Some(other) = keys.insert(key, &e.id) {
-                        let why = format!("key {key:?} is also held by layer {other}");
-                        found.push((malformed(name, &why), None));
-                    }
-                }
-            }
-        }
-        let ready = entries.iter().filter_map(|(_, p)| p.as_ref().ok()).filter(|(_, e)| e.state == State::Ready);
-        for (key, e) in ready {
-            let file = shown(ENTRIES_DIR, &e.id);
-            if !layers.contains(e.id.as_str()) {
-                let detail = format!(
-                    "containerd snapshot {key:?} ({file}) names layer {}, which is gone (removed with \
-                     `ovl2 rm --force` or by another tool); repair drops the entry",
-                    e.id
-                );
-                let mend = Mend::Drop { id: e.id.clone(), short: e.short.clone() };
-                found.push((snapshot_problem(&e.id, ProblemKind::SnapshotWithoutLayer, detail), Some(mend)));
-                continue;
-            }
-            if let Some(p) = e.parent.as_deref().filter(|p| !keys.contains_key(p)) {
-                let detail = format!(
-                    "containerd snapshot {key:?} ({file}) builds on snapshot {p:?}, which the index no longer \
-                     has, so containerd cannot mount it; remove it through containerd"
-                );
-                found.push((snapshot_problem(&e.id, ProblemKind::SnapshotWithoutParent, detail), None));
-            }
-            let want = link_target(&e.id);
-            let link = shown(LINKS_DIR, &e.short);
-            let (detail, mendable) = match links.get(e.short.as_str()) {
-                Some(LinkFound::Symlink(t)) if t.as_slice() == want.as_bytes() => continue,
-                None => (format!("{link} of containerd snapshot {key:?} is missing"), true),
-                Some(LinkFound::Symlink(t)) => (
-                    format!(
-                        "{link} of containerd snapshot {key:?} points to {:?} instead of {want:?}",
-                        String::from_utf8_lossy(t)
-                    ),
-                    true,
-                ),
-                Some(LinkFound::Dir) => (format!("{link} of containerd snapshot {key:?} is a directory"), false),
-                Some(LinkFound::Other) => (format!("{link} of containerd snapshot {key:?} is not a symlink"), true),
-            };
-            let mend = mendable.then(|| Mend::Relink { id: e.id.clone(), short: e.short.clone() });
-            found.push((snapshot_problem(&e.id, ProblemKind::MissingSnapshotLink, detail), mend));
-        }
-        // An entry that does not read may own any link: none counts as unowned meanwhile.
-        let all_read = entries.iter().all(|(_, p)| p.is_ok());
-        for (name, l) in links.iter().filter(|_| all_read) {
-            if owned.contains(name.as_str()) || is_temp(name) {
-                continue;
-            }
-            let detail = format!("{} belongs to no containerd snapshot", shown(LINKS_DIR, name));
-            let mend = (!matches!(l, LinkFound::Dir)).then(|| Mend::Unlink(name.clone()));
-            let p = Problem { layer: None, kind: ProblemKind::DanglingSnapshotLink, detail, repairable: true };
-            found.push((p, mend));
-        }
+        let index = OnDiskIndex::read(&dir)?;
+        let mut found = index.entry_findings(layers);
+        found.extend(index.unowned_links());
         let running = guard.is_none();
         for (p, mend) in found {
             let p = match mend {
@@ -459,7 +388,7 @@ impl Store {
                 },
                 Some(m) => {
                     if fix {
-                        self.mend(&m, entries_fd.as_ref(), links_fd.as_ref())?;
+                        self.mend(&m, index.entries_fd.as_ref(), index.links_fd.as_ref())?;
                     }
                     p
                 }
@@ -513,11 +442,116 @@ impl Store {
     }
 }
 
-/// Every entry file (temp names aside) with its key and entry, or why it is not valid. A file
-/// removed between the listing and the read (the service dropped it) is skipped.
+/// A finding about the index, with what repair would do about it (`None`: nothing safe).
+type Finding = (Problem, Option<Mend>);
+
+/// The index as `check` reads it: every entry file and every short link, as found.
+struct OnDiskIndex {
+    entries_fd: Option<OwnedFd>,
+    links_fd: Option<OwnedFd>,
+    entries: Vec<EntryFile>,
+    links: BTreeMap<String, LinkFound>,
+}
+
+impl OnDiskIndex {
+    fn read(dir: &OwnedFd) -> Result<OnDiskIndex> {
+        let entries_fd = open_sub(dir, ENTRIES_DIR).ctx(|| format!("opening {}", shown(ENTRIES_DIR, "")))?;
+        let links_fd = open_sub(dir, LINKS_DIR).ctx(|| format!("opening {}", shown(LINKS_DIR, "")))?;
+        let entries = entries_fd.as_ref().map_or(Ok(Vec::new()), read_entries)?;
+        let links = links_fd.as_ref().map_or(Ok(BTreeMap::new()), read_links)?;
+        Ok(OnDiskIndex { entries_fd, links_fd, entries, links })
+    }
+
+    /// Entries that do not read or repeat a key, then each ready entry against the layers.
+    fn entry_findings(&self, layers: &BTreeSet<&str>) -> Vec<Finding> {
+        let mut found = Vec::new();
+        let mut keys: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, parsed) in &self.entries {
+            match parsed {
+                Err(why) => found.push((malformed(name, why), None)),
+                Ok((key, e)) => {
+                    if let Some(other) = keys.insert(key, &e.id) {
+                        found.push((malformed(name, &format!("key {key:?} is also held by layer {other}")), None));
+                    }
+                }
+            }
+        }
+        let ready = self.entries.iter().filter_map(|(_, p)| p.as_ref().ok()).filter(|(_, e)| e.state == State::Ready);
+        for (key, e) in ready {
+            if !layers.contains(e.id.as_str()) {
+                found.push(without_layer(key, e));
+                continue;
+            }
+            if let Some(p) = e.parent.as_deref().filter(|p| !keys.contains_key(p)) {
+                found.push(without_parent(key, e, p));
+            }
+            found.extend(self.link_finding(key, e));
+        }
+        found
+    }
+
+    /// A ready snapshot's own short link, unless it points where it should.
+    fn link_finding(&self, key: &str, e: &Entry) -> Option<Finding> {
+        let want = link_target(&e.id);
+        let link = shown(LINKS_DIR, &e.short);
+        let (detail, mendable) = match self.links.get(e.short.as_str()) {
+            Some(LinkFound::Symlink(t)) if t.as_slice() == want.as_bytes() => return None,
+            None => (format!("{link} of containerd snapshot {key:?} is missing"), true),
+            Some(LinkFound::Symlink(t)) => {
+                let t = String::from_utf8_lossy(t);
+                (format!("{link} of containerd snapshot {key:?} points to {t:?} instead of {want:?}"), true)
+            }
+            Some(LinkFound::Dir) => (format!("{link} of containerd snapshot {key:?} is a directory"), false),
+            Some(LinkFound::Other) => (format!("{link} of containerd snapshot {key:?} is not a symlink"), true),
+        };
+        let mend = mendable.then(|| Mend::Relink { id: e.id.clone(), short: e.short.clone() });
+        Some((snapshot_problem(&e.id, ProblemKind::MissingSnapshotLink, detail), mend))
+    }
+
+    /// Short links no entry owns. An entry that does not read may own any link, so none
+    /// counts as unowned meanwhile.
+    fn unowned_links(&self) -> Vec<Finding> {
+        if self.entries.iter().any(|(_, p)| p.is_err()) {
+            return Vec::new();
+        }
+        let owned: BTreeSet<&str> =
+            self.entries.iter().filter_map(|(_, p)| p.as_ref().ok()).map(|(_, e)| e.short.as_str()).collect();
+        let unowned = self.links.iter().filter(|(name, _)| !owned.contains(name.as_str()) && !is_temp(name));
+        unowned
+            .map(|(name, l)| {
+                let detail = format!("{} belongs to no containerd snapshot", shown(LINKS_DIR, name));
+                let mend = (!matches!(l, LinkFound::Dir)).then(|| Mend::Unlink(name.clone()));
+                (Problem { layer: None, kind: ProblemKind::DanglingSnapshotLink, detail, repairable: true }, mend)
+            })
+            .collect()
+    }
+}
+
+fn without_layer(key: &str, e: &Entry) -> Finding {
+    let detail = format!(
+        "containerd snapshot {key:?} ({}) names layer {}, which is gone (removed with `ovl2 rm --force` or by \
+         another tool); repair drops the entry",
+        shown(ENTRIES_DIR, &e.id),
+        e.id
+    );
+    let mend = Mend::Drop { id: e.id.clone(), short: e.short.clone() };
+    (snapshot_problem(&e.id, ProblemKind::SnapshotWithoutLayer, detail), Some(mend))
+}
+
+fn without_parent(key: &str, e: &Entry, parent: &str) -> Finding {
+    let detail = format!(
+        "containerd snapshot {key:?} ({}) builds on snapshot {parent:?}, which the index no longer has, so \
+         containerd cannot mount it; remove it through containerd",
+        shown(ENTRIES_DIR, &e.id)
+    );
+    (snapshot_problem(&e.id, ProblemKind::SnapshotWithoutParent, detail), None)
+}
+
 /// One entry file as read: its name, and its key and entry or why it is not valid.
 type EntryFile = (String, std::result::Result<(String, Entry), String>);
 
+/// Every entry file (temp names aside) with its key and entry, or why it is not valid. A file
+/// removed between the listing and the read (the service dropped it) is skipped.
 fn read_entries(fd: &OwnedFd) -> Result<Vec<EntryFile>> {
     let mut out = Vec::new();
     for ent in fsutil::list_dir(fd).ctx(|| format!("listing {}", shown(ENTRIES_DIR, "")))? {
