@@ -16,10 +16,10 @@ use std::time::SystemTime;
 
 use containerd_snapshots::api::types::Mount;
 use containerd_snapshots::{tonic, Info, Snapshotter, Usage};
+use ovl2_core::snapshots::{self, Entry, Index, Kind, State, LINKS_DIR};
 use ovl2_core::{CreateOpts, Driver, ErrorKind, RemoveOpts};
 
 use crate::filters::{Fields, Filter};
-use ovl2_core::snapshots::{self, Entry, Index, Kind, State, LINKS_DIR};
 
 /// containerd's limit on one label's key plus value (`labels.Validate`).
 const MAX_LABEL_SIZE: usize = 4096;
