@@ -363,13 +363,7 @@ impl Store {
         self.remove_tree_locked(id, &order, lock, force)
     }
 
-    fn remove_tree_locked(
-        &self,
-        id: &LayerId,
-        order: &[LayerId],
-        lock: StoreLock,
-        force: bool,
-    ) -> Result<Vec<String>> {
+    fn remove_tree_locked(&self, id: &LayerId, order: &[LayerId], lock: StoreLock, force: bool) -> Result<Vec<String>> {
         for x in order.iter().filter(|_| !force) {
             self.refuse_if_snapshot(x)?;
         }
