@@ -378,14 +378,11 @@ fn sweep_pending(d: &Store, fix: bool, found: &mut Vec<Leftover>) -> Result<()> 
         if ctr.starts_with(IMPORT_RECORD_PREFIX) {
             let record =
                 fsutil::read_small(&dir, &ent.name).ctx(|| format!("reading .ovl2/pending/{ctr}"))?.unwrap_or_default();
+            let what = d.sweep_pending_import(&record, fix)?;
             if fix {
-                d.finish_pending_import(&record)?;
                 remove_record(&dir, &ent.name)?;
             }
-            found.push(stale(format!(
-                ".ovl2/pending/{ctr}: {}",
-                crate::archive::import::describe_pending_import(&record)
-            )));
+            found.push(stale(format!(".ovl2/pending/{ctr}: {what}")));
             continue;
         }
         let Ok(id) = LayerId::new(&ctr) else { continue };

@@ -93,18 +93,6 @@ impl ImportRecord {
     }
 }
 
-/// A sentence for `check` about a dead importer's record.
-pub(crate) fn describe_pending_import(record: &[u8]) -> String {
-    match ImportRecord::parse(record) {
-        Some(r) if r.done => "an import finished all its layers, then its process died".into(),
-        Some(r) if !r.layers.is_empty() => {
-            let ids: Vec<&str> = r.layers.iter().map(|(id, _)| id.as_str()).collect();
-            format!("an import was cut off by a process that died; its layers {} are rolled back", ids.join(", "))
-        }
-        _ => "an import was cut off by a process that died before it created a layer".into(),
-    }
-}
-
 impl Store {
     /// The work of [`Driver::import_chain`](crate::Driver::import_chain).
     pub(crate) fn import_chain<R: Read>(
@@ -179,14 +167,26 @@ impl Store {
         Ok(results)
     }
 
-    /// Repair's half: the record of an importer that died. Unless it finished, the layers it
-    /// names are removed (top first) and the parent's `committed` marker taken back if they
-    /// gave it one. Runs under the exclusive store lock.
-    pub(crate) fn finish_pending_import(&self, record: &[u8]) -> Result<()> {
-        match ImportRecord::parse(record) {
-            Some(r) if !r.done => self.roll_back_import_locked(&r),
-            _ => Ok(()),
+    /// The sweep's half for the record of an importer that died: a sentence for `check`
+    /// saying what it holds and, with `fix`, the repair. Unless the import finished, the
+    /// layers it names are removed (top first) and the parent's `committed` marker taken back
+    /// if they gave it one. With `fix`, runs under the exclusive store lock. A method of the
+    /// store, as the container record's half is, so the sweep needs no import of this module.
+    pub(crate) fn sweep_pending_import(&self, record: &[u8], fix: bool) -> Result<String> {
+        let parsed = ImportRecord::parse(record);
+        if let (true, Some(r)) = (fix, &parsed) {
+            if !r.done {
+                self.roll_back_import_locked(r)?;
+            }
         }
+        Ok(match parsed {
+            Some(r) if r.done => "an import finished all its layers, then its process died".into(),
+            Some(r) if !r.layers.is_empty() => {
+                let ids: Vec<&str> = r.layers.iter().map(|(id, _)| id.as_str()).collect();
+                format!("an import was cut off by a process that died; its layers {} are rolled back", ids.join(", "))
+            }
+            _ => "an import was cut off by a process that died before it created a layer".into(),
+        })
     }
 
     fn roll_back_import_locked(&self, r: &ImportRecord) -> Result<()> {
