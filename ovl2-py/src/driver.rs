@@ -430,7 +430,7 @@ impl PyDriver {
     ///     changes; any other layer (None included, for a layer that has a parent) exports
     ///     what differs between the two merged views, as Docker's naive diff does. ``""``
     ///     (Docker's spelling) is the same as None.
-    /// :param digest: compute the stream's sha256 (on a helper thread); turn it off when
+    /// :param digest: compute the stream's sha256 (as the stream is written); turn it off when
     ///     hashing the stream yourself.
     /// :raises LayerNotFoundError: no such layer.
     #[pyo3(signature = (id, dest, parent = None, *, digest = true))]

@@ -34,7 +34,7 @@ pub struct DiffStats {
 /// How [`Driver::diff_with`](crate::Driver::diff_with) runs.
 #[derive(Debug, Clone, Copy)]
 pub struct DiffOpts {
-    /// Compute the stream's sha256 (on a helper thread once the stream is large). Off, the export does no more work
+    /// Compute the stream's sha256 (on the exporting thread, each piece as it goes out). Off, the export does no more work
     /// than `tar -c`; callers that hash the stream themselves can turn it off.
     pub digest: bool,
 }
@@ -70,13 +70,19 @@ impl Store {
             // Redirected directories (renamed with redirect_dir on) make the upper unreadable
             // on its own, and Docker's mounted path must be taken before anything is written:
             // the output is held back while the walk looks, and the whole upper is checked
-            // only when the held bytes pass HOLD (see Exporter::settle).
+            // only when the held bytes pass HOLD (see Exporter::settle). A base layer has no
+            // such path (its `get` is its own upper, where a redirect leads nowhere), so its
+            // upper is never checked ahead: a redirect found there is an error either way.
+            let fallback = !layers.lowers.is_empty();
             out.held = Some(Vec::new());
-            let mut ex = Exporter::new(&mut out, Some(layers.upper.as_fd()));
+            let mut ex = Exporter::new(&mut out, true, fallback.then(|| layers.upper.as_fd()));
             match ex.walk(layers.upper.as_fd(), &mut prefix)? {
                 Native::Done(()) => return ex.finish(),
                 Native::NeedsMount(path) => {
                     drop(ex);
+                    if !fallback {
+                        return Err(redirect_error(&path));
+                    }
                     if !out.discard() {
                         return Err(super::needs_mount_error(&path, "the tar stream was already written"));
                     }
@@ -91,7 +97,7 @@ impl Store {
             (None, new, old)
         };
         let (_mounted, new, old) = views;
-        let mut ex = Exporter::new(&mut out, None);
+        let mut ex = Exporter::new(&mut out, false, None);
         match parent {
             // Docker tars the whole layer as mounted.
             None => ex.walk_merged(&new, &mut prefix)?,
@@ -106,48 +112,32 @@ impl Store {
     }
 }
 
-/// Hashing batch: large, so the helper thread wakes rarely.
+/// Output buffer: file data is read into it up to `READ` at a time, and it goes out in
+/// `WRITE`s.
 const CHUNK: usize = 256 * 1024;
 /// Write size: small enough that a pipe (64 KiB) never makes the writer wait for a whole
-/// batch to drain, which costs a context switch per page.
+/// batch to drain, which costs a context switch per page. Each write is hashed just before
+/// it goes out, while the bytes are still in cache from the read.
 const WRITE: usize = 32 * 1024;
 /// Most of a file read at once: 64 KiB keeps the read, the pipe write and the hashing in
 /// cache (measured: 20% less CPU than 256 KiB on a large tree).
 const READ: u64 = 64 * 1024;
 /// A native export holds its output back up to this many bytes (see `Exporter::settle`).
 const HOLD: u64 = 1 << 20;
-/// Streams up to this long are hashed on the exporting thread: starting a thread costs more
-/// than hashing a small layer (SHA-256 runs at about 1 GB/s), and most layers are small.
-const INLINE_HASH: u64 = 4 * CHUNK as u64;
 
-/// How the stream's digest is being computed.
-enum Hashing {
-    Off,
-    /// On this thread, while the stream is short.
-    Inline(Sha256),
-    /// On a helper thread started once the stream passed [`INLINE_HASH`], so a large
-    /// export's digest costs no time on the exporting thread.
-    Worker {
-        /// Full chunks (a `CHUNK`-long buffer and how much of it is the stream's).
-        tx: std::sync::mpsc::SyncSender<(Vec<u8>, usize)>,
-        /// Hashed chunks handed back for reuse.
-        back: std::sync::mpsc::Receiver<Vec<u8>>,
-        hasher: std::thread::JoinHandle<[u8; 32]>,
-    },
-}
-
-/// The output: buffered in chunks, each written to the caller's writer and then hashed.
+/// The output: buffered in chunks, each piece hashed and written to the caller's writer.
 /// File data is read straight into the chunk ([`Out::read_from`]), not through a buffer of
-/// its own and a copy.
+/// its own and a copy. The digest is computed on this thread: a helper thread cost more CPU
+/// (the hand-offs, and every byte pulled into another core's cache) than it saved.
 struct Out<W: Write> {
     w: W,
     /// Always `CHUNK` long (initialised once, so reads can fill it without a copy or a
     /// `memset` per read); the first `fill` bytes are the stream's.
     cur: Vec<u8>,
     fill: usize,
-    /// Bytes of `cur` already written to `w`.
+    /// Bytes of `cur` already written to `w` (and hashed).
     written: usize,
-    hashing: Hashing,
+    hash: Option<Sha256>,
     n: u64,
     /// While set, the stream so far, not yet written nor hashed (it may still be thrown
     /// away for the mounted path).
@@ -156,8 +146,8 @@ struct Out<W: Write> {
 
 impl<W: Write> Out<W> {
     fn new(w: W, digest: bool) -> Self {
-        let hashing = if digest { Hashing::Inline(Sha256::new()) } else { Hashing::Off };
-        Out { w, cur: vec![0; CHUNK], fill: 0, written: 0, hashing, n: 0, held: None }
+        let hash = digest.then(Sha256::new);
+        Out { w, cur: vec![0; CHUNK], fill: 0, written: 0, hash, n: 0, held: None }
     }
 
     /// Reads at most `want` bytes of `fd` into the stream (0 at its end). A read error is
@@ -183,17 +173,28 @@ impl<W: Write> Out<W> {
     }
 
     /// Accounts for `n` bytes put into `cur` after `fill`, writes what makes whole `WRITE`s
-    /// and ships a full chunk.
+    /// and starts over at the front of `cur` once it is full.
     fn filled(&mut self, n: usize) -> io::Result<()> {
         self.fill += n;
         self.n += n as u64;
         while self.fill - self.written >= WRITE {
-            self.w.write_all(&self.cur[self.written..self.written + WRITE])?;
-            self.written += WRITE;
+            self.emit(self.written + WRITE)?;
         }
         if self.fill == CHUNK {
-            self.ship()?;
+            self.emit(CHUNK)?;
+            (self.fill, self.written) = (0, 0);
         }
+        Ok(())
+    }
+
+    /// Hashes and writes `cur[written..end]`.
+    fn emit(&mut self, end: usize) -> io::Result<()> {
+        let piece = &self.cur[self.written..end];
+        if let Some(h) = &mut self.hash {
+            h.update(piece);
+        }
+        self.w.write_all(piece)?;
+        self.written = end;
         Ok(())
     }
 
@@ -219,70 +220,13 @@ impl<W: Write> Out<W> {
         true
     }
 
-    fn ship(&mut self) -> io::Result<()> {
-        if self.fill == 0 {
-            return Ok(());
-        }
-        self.w.write_all(&self.cur[self.written..self.fill])?;
-        self.written = 0;
-        let fill = std::mem::replace(&mut self.fill, 0);
-        match &mut self.hashing {
-            Hashing::Off => {}
-            Hashing::Inline(h) => {
-                h.update(&self.cur[..fill]);
-                if self.n > INLINE_HASH {
-                    let Hashing::Inline(h) = std::mem::replace(&mut self.hashing, Hashing::Off) else {
-                        unreachable!("matched above")
-                    };
-                    self.hashing = start_worker(h);
-                }
-            }
-            Hashing::Worker { tx, back, .. } => {
-                let next = back.try_recv().unwrap_or_else(|_| vec![0; CHUNK]);
-                let full = std::mem::replace(&mut self.cur, next);
-                tx.send((full, fill)).map_err(|_| io::Error::other("the hashing thread stopped"))?;
-            }
-        }
-        Ok(())
-    }
-
     /// Flushes everything and returns the stream's length and digest.
     fn finish(&mut self) -> io::Result<(u64, Option<String>)> {
         self.release()?;
-        self.ship()?;
+        self.emit(self.fill)?;
+        (self.fill, self.written) = (0, 0);
         self.w.flush()?;
-        let d = match std::mem::replace(&mut self.hashing, Hashing::Off) {
-            Hashing::Off => None,
-            Hashing::Inline(h) => Some(hex_digest(h.finalize())),
-            Hashing::Worker { tx, hasher, .. } => {
-                drop(tx);
-                Some(hex_digest(hasher.join().map_err(|_| io::Error::other("the hashing thread panicked"))?))
-            }
-        };
-        Ok((self.n, d))
-    }
-}
-
-/// Hands the digest so far to a new helper thread that hashes the chunks sent to it.
-fn start_worker(mut h: Sha256) -> Hashing {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(8);
-    let (btx, back) = std::sync::mpsc::channel::<Vec<u8>>();
-    let hasher = std::thread::spawn(move || {
-        for (chunk, len) in rx {
-            h.update(&chunk[..len]);
-            let _ = btx.send(chunk);
-        }
-        h.finalize().into()
-    });
-    Hashing::Worker { tx, back, hasher }
-}
-
-impl<W: Write> Drop for Out<W> {
-    fn drop(&mut self) {
-        if let Hashing::Worker { tx, hasher, .. } = std::mem::replace(&mut self.hashing, Hashing::Off) {
-            drop(tx);
-            let _ = hasher.join();
-        }
+        Ok((self.n, self.hash.take().map(|h| hex_digest(h.finalize()))))
     }
 }
 
@@ -308,8 +252,8 @@ struct Exporter<'a, W: Write> {
     /// Docker's native Diff (overlay whiteouts and opaque dirs converted to AUFS markers)
     /// rather than a plain tar of a merged view.
     native: bool,
-    /// For a native export whose output is still held back: the upper, to check for
-    /// redirected directories before the output is released.
+    /// For a native export of a layer with a parent whose output is still held back: the
+    /// upper, to check for redirected directories before the output is released.
     upper: Option<BorrowedFd<'a>>,
     /// First path written for each multiply-linked inode (Go keys by inode number alone).
     seen: HashMap<u64, Vec<u8>>,
@@ -317,9 +261,10 @@ struct Exporter<'a, W: Write> {
 }
 
 impl<'a, W: Write> Exporter<'a, W> {
-    /// A native export of `upper` (which holds `out` back) when given, else a merged one.
-    fn new(out: &'a mut Out<W>, upper: Option<BorrowedFd<'a>>) -> Self {
-        Exporter { tw: Writer::new(out), native: upper.is_some(), upper, seen: HashMap::new(), entries: 0 }
+    /// A native export or a merged one; `upper` is checked for redirects before held output
+    /// is released.
+    fn new(out: &'a mut Out<W>, native: bool, upper: Option<BorrowedFd<'a>>) -> Self {
+        Exporter { tw: Writer::new(out), native, upper, seen: HashMap::new(), entries: 0 }
     }
 
     /// Ends the tar and flushes it.
@@ -331,18 +276,18 @@ impl<'a, W: Write> Exporter<'a, W> {
 
     /// Called while a native export holds its output back, before `more` bytes are added:
     /// past [`HOLD`] bytes, checks the whole upper for redirected directories (the one thing
-    /// that sends the export to the mounted path) and releases the output. So a layer whose
-    /// tar fits in `HOLD` is walked once, and a larger one walked twice (the second time
-    /// only its directories).
+    /// that sends the export to the mounted path) when there is an upper to check, and
+    /// releases the output. So a layer whose tar fits in `HOLD` is walked once, and a larger
+    /// one with a parent walked twice (the second time only its directories).
     fn settle(&mut self, more: u64) -> Result<Native<()>> {
-        let Some(upper) = self.upper else { return Ok(Native::Done(())) };
-        if self.tw.w.held_len() + more <= HOLD {
+        if self.tw.w.held.is_none() || self.tw.w.held_len() + more <= HOLD {
             return Ok(Native::Done(()));
         }
-        if let Some(path) = dirs_redirected(upper)? {
-            return Ok(Native::NeedsMount(path));
+        if let Some(upper) = self.upper.take() {
+            if let Some(path) = dirs_redirected(upper)? {
+                return Ok(Native::NeedsMount(path));
+            }
         }
-        self.upper = None;
         self.tw.w.release().ctx(|| "writing the tar stream".into())?;
         Ok(Native::Done(()))
     }
@@ -809,9 +754,12 @@ fn dirs_redirected(dir: BorrowedFd<'_>) -> Result<Option<Vec<u8>>> {
 mod tests {
     use super::*;
 
-    /// The digest is the stream's sha256 whether it was hashed inline (small streams), on
-    /// the worker (large ones), or both (a stream that crossed the limit), and the bytes
-    /// reach the writer unchanged.
+    /// The length the digest was once computed inline up to (a helper thread took over
+    /// past it); the streams below still cross it and several chunks.
+    const INLINE_HASH: u64 = 4 * CHUNK as u64;
+
+    /// The digest is the stream's sha256 for short streams and long ones, written in any
+    /// size of pieces, and the bytes reach the writer unchanged.
     #[test]
     fn digest_is_the_streams_on_both_sides_of_the_inline_limit() {
         let limit = INLINE_HASH as usize;

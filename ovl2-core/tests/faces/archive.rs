@@ -1562,6 +1562,31 @@ pub fn redirected_dirs_fall_back_to_mounted_views<D: Face>() {
     assert_eq!(tar_names(&big), ["a-big", ".wh.dir", "moved/", "moved/f"]);
 }
 
+face_test!(a_redirect_in_a_base_layer_is_refused_before_or_after_the_first_mib);
+/// A base layer has no mounted view to fall back to (its `get` is its own upper), so a
+/// redirected directory in it is refused, naming it, whether it comes within the first MiB
+/// of output or after it (a base layer's upper is not checked for redirects ahead).
+pub fn a_redirect_in_a_base_layer_is_refused_before_or_after_the_first_mib<D: Face>() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("base-redirect");
+    let d = D::open_fast(&s.home());
+    d.create("b", None, &CreateOpts::default()).unwrap();
+    let upper = diff_dir(&s.home(), "b");
+    std::fs::create_dir(upper.join("z")).unwrap();
+    rustix::fs::setxattr(upper.join("z"), "trusted.overlay.redirect", b"/a", rustix::fs::XattrFlags::empty()).unwrap();
+    for big in [false, true] {
+        if big {
+            std::fs::write(upper.join("a-big"), vec![7u8; 3 << 20]).unwrap();
+        }
+        let e = d.diff("b", None, &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("z carries an overlay redirect"), "big {big}: {e}");
+        assert!(e.to_string().contains("cannot express it"), "big {big}: {e}");
+        assert!(d.mounts().unwrap().is_empty());
+    }
+}
+
 face_test!(import_chain_names_stacks_and_applies_each_layer);
 pub fn import_chain_names_stacks_and_applies_each_layer<D: Face>() {
     if !require_root() {
