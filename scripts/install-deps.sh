@@ -2,6 +2,7 @@
 # Installs, with apt, what the build and the tests need beyond the Rust and Go toolchains:
 #   build       protoc (the containerd-snapshots crate compiles containerd's .proto files)
 #   containerd  containerd, runc, busybox-static (the snapshotter's integration tests)
+#   rootless    uidmap (newuidmap/newgidmap, for the rootless runs with subordinate id ranges)
 # Does nothing when everything is already there.
 set -euo pipefail
 missing=()
@@ -12,6 +13,7 @@ for what in "$@"; do
       command -v containerd >/dev/null && command -v containerd-shim-runc-v2 >/dev/null || missing+=(containerd)
       command -v runc >/dev/null || missing+=(runc)
       { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing+=(busybox-static) ;;
+    rootless) command -v newuidmap >/dev/null && command -v newgidmap >/dev/null || missing+=(uidmap) ;;
     *) echo "install-deps.sh: unknown group $what" >&2; exit 2 ;;
   esac
 done

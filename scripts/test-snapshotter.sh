@@ -13,22 +13,31 @@ if [ "$(id -u)" != 0 ]; then
   if [ "${CI:-}" = true ]; then echo "FAIL: the snapshotter tests need root (they mount)" >&2; exit 1; fi
   echo "skip: the snapshotter tests need root"; exit 0
 fi
-scripts/install-deps.sh containerd
+scripts/install-deps.sh containerd rootless
 
 cargo build -p ovl2-snapshotter -p ovl2-cli --locked
 export SNAP="$PWD/target/debug/ovl2-snapshotter" OVL2="$PWD/target/debug/ovl2"
 
 printf '\n==> containerd snapshotter conformance suite (snapshots/testsuite, containerd 1.6) via the proxy client\n'
-(cd tests/snapshotter-conformance && go vet ./... && OVL2_SNAPSHOTTER="$SNAP" go test -count=1 -timeout 20m ./...)
+# Each test's store must also pass `ovl2 check` once the service has stopped (OVL2_CLI).
+(cd tests/snapshotter-conformance && go vet ./... && OVL2_SNAPSHOTTER="$SNAP" OVL2_CLI="$OVL2" go test -count=1 -timeout 20m ./...)
 
 printf '\n==> the same suite rootless: service and mounts inside a user namespace (userxattr)\n'
 # One uid is mapped (unshare -Ur), so Chown and DirectoryPermissionOnCommit, which chown files
 # to uids 1 and 2, cannot run there; every other test of the suite does.
-conf_bin="$(mktemp -d)/conformance.test"
-(cd tests/snapshotter-conformance && go test -c -o "$conf_bin" .)
-OVL2_SNAPSHOTTER="$SNAP" unshare -Urm --propagation private "$conf_bin" -test.count=1 -test.timeout 20m \
-  -test.skip 'TestOvl2Snapshotter/(Chown|DirectoryPermissionOnCommit)$'
-rm -rf "$(dirname "$conf_bin")"
+conf_dir="$(mktemp -d)"
+(cd tests/snapshotter-conformance && go test -c -o "$conf_dir/conformance.test" .)
+OVL2_SNAPSHOTTER="$SNAP" OVL2_CLI="$OVL2" unshare -Urm --propagation private "$conf_dir/conformance.test" \
+  -test.count=1 -test.timeout 20m -test.skip 'TestOvl2Snapshotter/(Chown|DirectoryPermissionOnCommit)$'
+
+printf '\n==> the whole suite rootless as a rootless containerd runs it: an unprivileged user, subuid/subgid ranges\n'
+# scripts/rootless-userns.sh maps 0 to an unprivileged user and 1..65535 to its /etc/subuid block
+# (newuidmap, as rootlesskit does), so Chown and DirectoryPermissionOnCommit run too. That user
+# cannot read a root-only checkout, hence the copies into the (world-readable) temp dir.
+chmod 755 "$conf_dir" && cp "$SNAP" "$OVL2" "$conf_dir/"
+OVL2_SNAPSHOTTER="$conf_dir/ovl2-snapshotter" OVL2_CLI="$conf_dir/ovl2" scripts/rootless-userns.sh \
+  "$conf_dir/conformance.test" -test.count=1 -test.timeout 20m
+rm -rf "$conf_dir"
 
 printf '\n==> a private containerd with ovl2 as its proxy snapshotter, and Docker'"'"'s overlay2 driver on its store\n'
 # Docker's own graph driver, to open the store containerd filled (tests/snapshotter-docker).

@@ -22,6 +22,20 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
+// check runs `ovl2 check` (OVL2_CLI names the CLI) on the home the service left behind, in the
+// same namespaces, so every store the suite fills (rootless ones too) must check clean.
+func check(home string) error {
+	cli := os.Getenv("OVL2_CLI")
+	if cli == "" {
+		return fmt.Errorf("OVL2_CLI must name the ovl2 binary (each test's store is checked with it)")
+	}
+	out, err := exec.Command(cli, "check", "--home", home).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ovl2 check --home %s on the store the suite left: %w\n%s", home, err, out)
+	}
+	return nil
+}
+
 func binary(t *testing.T) string {
 	b := os.Getenv("OVL2_SNAPSHOTTER")
 	if b == "" {
@@ -51,7 +65,8 @@ func suite(t *testing.T, name string) {
 	bin := binary(t)
 	testsuite.SnapshotterSuite(t, name, func(ctx context.Context, root string) (snapshots.Snapshotter, func() error, error) {
 		sock := filepath.Join(root, "snap.sock")
-		cmd := exec.Command(bin, "--address", sock, "--home", filepath.Join(root, "home"))
+		home := filepath.Join(root, "home")
+		cmd := exec.Command(bin, "--address", sock, "--home", home)
 		cmd.Stdout = os.Stderr
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
@@ -88,7 +103,7 @@ func suite(t *testing.T, name string) {
 				if err != nil {
 					return fmt.Errorf("ovl2-snapshotter exited badly: %w", err)
 				}
-				return nil
+				return check(home)
 			case <-time.After(30 * time.Second):
 				cmd.Process.Kill()
 				<-done
