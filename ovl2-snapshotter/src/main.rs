@@ -17,6 +17,7 @@ use std::sync::Arc;
 use clap::Parser;
 use containerd_snapshots::tonic::transport::Server;
 use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::wrappers::UnixListenerStream;
 
 /// Serves containerd's snapshots API (proxy plugin) over an ovl2 store.
@@ -54,6 +55,11 @@ async fn serve(cli: Cli) -> Result<(), String> {
         let s: containerd_snapshots::tonic::Status = e.into();
         format!("opening {}: {}", cli.home.display(), s.message())
     })?;
+    // The stop signals are caught from before the socket exists: whoever sees the socket may
+    // stop the service at once, and the default action would kill it mid-start, socket left behind.
+    let catch = |kind: SignalKind, name: &str| signal(kind).map_err(|e| format!("catching {name}: {e}"));
+    let mut int = catch(SignalKind::interrupt(), "SIGINT")?;
+    let mut term = catch(SignalKind::terminate(), "SIGTERM")?;
     clear_stale_socket(&cli.address)?;
     if let Some(dir) = cli.address.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -61,11 +67,9 @@ async fn serve(cli: Cli) -> Result<(), String> {
     let listener =
         UnixListener::bind(&cli.address).map_err(|e| format!("listening on {}: {e}", cli.address.display()))?;
     let incoming = UnixListenerStream::new(listener);
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
+    let shutdown = async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
     };
