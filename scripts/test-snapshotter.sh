@@ -34,9 +34,14 @@ printf '\n==> the whole suite rootless as a rootless containerd runs it: an unpr
 # scripts/rootless-userns.sh maps 0 to an unprivileged user and 1..65535 to its /etc/subuid block
 # (newuidmap, as rootlesskit does), so Chown and DirectoryPermissionOnCommit run too. That user
 # cannot read a root-only checkout, hence the copies into the (world-readable) temp dir.
-chmod 755 "$conf_dir" && cp "$SNAP" "$OVL2" "$conf_dir/"
+chmod 755 "$conf_dir" && cp "$SNAP" "$OVL2" "$conf_dir/" && cp -r tests/snapshotter "$conf_dir/"
+chmod -R a+rX "$conf_dir"
 OVL2_SNAPSHOTTER="$conf_dir/ovl2-snapshotter" OVL2_CLI="$conf_dir/ovl2" scripts/rootless-userns.sh \
   "$conf_dir/conformance.test" -test.count=1 -test.timeout 20m
+
+printf '\n==> a rootless containerd (same user and namespace, its own /run) unpacking into ovl2\n'
+SNAP="$conf_dir/ovl2-snapshotter" OVL2="$conf_dir/ovl2" scripts/rootless-userns.sh \
+  bash "$conf_dir/snapshotter/containerd-rootless.sh"
 rm -rf "$conf_dir"
 
 printf '\n==> a private containerd with ovl2 as its proxy snapshotter, and Docker'"'"'s overlay2 driver on its store\n'

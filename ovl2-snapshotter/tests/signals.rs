@@ -13,7 +13,7 @@ fn stop_right_after_listening(signal: Signal, rounds: usize) {
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("s.sock");
     for round in 0..rounds {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ovl2-snapshotter"))
+        let child = Command::new(env!("CARGO_BIN_EXE_ovl2-snapshotter"))
             .arg("--address")
             .arg(&sock)
             .arg("--home")
