@@ -54,6 +54,17 @@ pub fn open_dir<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<OwnedFd> {
     Ok(rfs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?)
 }
 
+/// [`open_dir`], `None` when nothing is there or what is there is not a directory (a file or a
+/// symlink under that name is not the directory the store means).
+pub fn open_dir_if_any<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<Option<OwnedFd>> {
+    match rfs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+    {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Opens a path (absolute or relative to the cwd) as a directory fd.
 pub fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
     Ok(rfs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)

@@ -312,17 +312,8 @@ impl Store {
     /// `.ovl2/snapshotter`, when this store has one (a symlink or file there is not an index).
     fn snapshotter_fd(&self) -> Result<Option<OwnedFd>> {
         let Some(private) = &self.private_fd else { return Ok(None) };
-        match fsutil::open_dir(private, c"snapshotter") {
-            Ok(fd) => Ok(Some(fd)),
-            Err(e)
-                if [Errno::NOENT, Errno::NOTDIR, Errno::LOOP]
-                    .iter()
-                    .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(Error::io(format!("opening .ovl2/{SNAPSHOTTER_DIR}"), e)),
-        }
+        fsutil::open_dir_if_any(private, c"snapshotter")
+            .map_err(|e| Error::io(format!("opening .ovl2/{SNAPSHOTTER_DIR}"), e))
     }
 
     /// Refuses to remove layer `id` while it is a ready snapshot of the snapshotter's index (or

@@ -219,18 +219,8 @@ impl Store {
 
     /// Opens layer `id`'s directory, `None` when there is no such layer.
     pub(crate) fn open_layer_dir(&self, id: &LayerId) -> Result<Option<OwnedFd>> {
-        match fsutil::open_dir(&self.home_fd, id.as_c_str()) {
-            Ok(fd) => Ok(Some(fd)),
-            // A symlink or file under a layer's name is not a layer (as for `exists`).
-            Err(e)
-                if [Errno::NOENT, Errno::NOTDIR, Errno::LOOP]
-                    .iter()
-                    .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(Error::io(format!("opening layer {id:?}"), e)),
-        }
+        // A symlink or file under a layer's name is not a layer (as for `exists`).
+        fsutil::open_dir_if_any(&self.home_fd, id.as_c_str()).map_err(|e| Error::io(format!("opening layer {id:?}"), e))
     }
 
     /// Opens layer `id`'s directory for an operation on it: the one place a missing layer
