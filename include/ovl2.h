@@ -33,10 +33,10 @@
  * frees it (ovl2_close, ovl2_error_free, ovl2_string_free, ovl2_metadata_free,
  * ovl2_kv_list_free, ovl2_layer_list_free, ovl2_problem_list_free, ovl2_mount_list_free,
  * ovl2_repair_report_free, ovl2_apply_stats_free, ovl2_diff_stats_free,
- * ovl2_change_list_free, ovl2_import_list_free, ovl2_id_list_free). Strings inside
- * returned structs belong to the struct. Static strings (ovl2_version, ovl2_status_name,
- * ovl2_problem_kind_name) are never freed. Out-pointers are set to NULL/false/0 when a
- * call fails.
+ * ovl2_diff_bytes_free, ovl2_change_list_free, ovl2_import_list_free, ovl2_id_list_free).
+ * Strings inside returned structs belong to the struct. Static strings (ovl2_version,
+ * ovl2_status_name, ovl2_problem_kind_name) are never freed. Out-pointers are set to
+ * NULL/false/0 when a call fails.
  *
  * Threads. A driver handle may be used from many threads at once; only ovl2_close must
  * not race with other calls on the same handle. Several processes may open one store.
@@ -291,6 +291,17 @@ typedef struct ovl2_diff_opts {
   // work than `tar -c`, and the stats' `digest` is NULL.
   uint8_t digest;
 } ovl2_diff_opts;
+
+// A whole diff stream in memory, from `ovl2_diff_small`. Made by the library, freed with
+// `ovl2_diff_bytes_free`.
+typedef struct ovl2_diff_bytes {
+  // The tar stream, `len` bytes; never NULL (a tar has at least its end blocks).
+  const uint8_t *data;
+  // Length of `data`, equal to `stats.tar_bytes`.
+  size_t len;
+  // What `ovl2_diff_with` reports for the same stream.
+  struct ovl2_diff_stats stats;
+} ovl2_diff_bytes;
 
 // One changed path.
 typedef struct ovl2_change {
@@ -656,6 +667,28 @@ enum ovl2_status ovl2_diff_with(const struct ovl2_driver *driver,
 
 // Frees stats from `ovl2_diff`, including the digest. NULL is a no-op.
 void ovl2_diff_stats_free(struct ovl2_diff_stats *stats);
+
+// Layer `id` as a tar relative to `parent` (NULL for none), exactly as `ovl2_diff_with`
+// writes it, made in memory when the layer is small: a stream of at most `limit` bytes
+// (capped at 1 MiB) and 16 entries. `*out` is NULL, with nothing written anywhere, when
+// the stream is larger or `parent` is not the layer's own parent (the export needs
+// mounted views): stream it with `ovl2_diff_with` then. Meant for callers that would read
+// a stream on another thread: a small layer then costs no hand-off between threads, which
+// is most of the time a streamed diff of it takes, and a larger one has cost the walk of
+// at most 16 entries. `opts` may be NULL (digest on).
+//
+// Ownership: free a non-NULL `*out` with `ovl2_diff_bytes_free`.
+// Errors: INVALID_ARGUMENT (NULL `driver`/`id`/`out`, bad id), NOT_FOUND, IO.
+enum ovl2_status ovl2_diff_small(const struct ovl2_driver *driver,
+                                 const char *id,
+                                 const char *parent,
+                                 const struct ovl2_diff_opts *opts,
+                                 size_t limit,
+                                 struct ovl2_diff_bytes **out,
+                                 struct ovl2_error **err);
+
+// Frees a stream from `ovl2_diff_small`, with its stats. NULL is a no-op.
+void ovl2_diff_bytes_free(struct ovl2_diff_bytes *bytes);
 
 // Sets `*out` to Docker's DiffSize of layer `id` against `parent` (NULL for none): with
 // the layer's own parent, the size of its own files (what `ovl2_apply_diff` reported);

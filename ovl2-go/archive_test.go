@@ -206,15 +206,16 @@ func TestArchiveErrors(t *testing.T) {
 	_, err = d.ApplyDiff("a\x00b", "", bytes.NewReader(good))
 	wantErr(t, err, ovl2.ErrInvalidArgument, syscall.EINVAL, "apply_diff", "a\x00b")
 
+	// The error names the call that was made (Diff), from Diff itself, not from a Read.
 	_, err = d.Diff("nope", "")
-	wantErr(t, err, ovl2.ErrNotFound, syscall.ENOENT, "parent", "nope")
+	wantErr(t, err, ovl2.ErrNotFound, syscall.ENOENT, "diff", "nope")
 	rc, err := d.Diff("nope2", "base")
 	if err == nil {
 		rc.Close()
 	}
-	wantErr(t, err, ovl2.ErrNotFound, syscall.ENOENT, "parent", "nope2")
+	wantErr(t, err, ovl2.ErrNotFound, syscall.ENOENT, "diff", "nope2")
 	_, err = d.DiffTo("nope", "", io.Discard)
-	wantErr(t, err, ovl2.ErrNotFound, syscall.ENOENT, "parent", "nope")
+	wantErr(t, err, ovl2.ErrNotFound, syscall.ENOENT, "diff", "nope")
 	_, err = d.DiffSize("nope", "")
 	wantErr(t, err, ovl2.ErrNotFound, syscall.ENOENT, "diff_size", "nope")
 	_, err = d.Changes("nope", "")
@@ -443,6 +444,54 @@ func TestDiffContextCancelsAndNoDigest(t *testing.T) {
 	must(t, err)
 	if ns.Digest != "" || ns.TarBytes != st.TarBytes {
 		t.Fatalf("to a file without digest: %+v", ns)
+	}
+}
+
+// A small layer's Diff is made in memory, a larger one streamed (also after the in-memory
+// attempt gave up part way through many small files, or at one big file): every path
+// gives the bytes and stats of the plain stream into a file.
+func TestDiffSmallAndStreamedAgree(t *testing.T) {
+	d, _ := open(t)
+	many := make([]entry, 0, 300)
+	for i := range 300 {
+		many = append(many, entry{name: fmt.Sprintf("f%03d", i), body: strings.Repeat("m", 100)})
+	}
+	layers := map[string][]entry{
+		"tiny":  baseEntries,
+		"many":  many, // ~300 KiB of tar in 300 files: past the in-memory limit after ~100
+		"large": {{name: "big.bin", body: strings.Repeat("x", 200<<10)}},
+		"empty": nil,
+	}
+	for id, entries := range layers {
+		must(t, d.Create(id, "", nil))
+		_, err := d.ApplyDiff(id, "", bytes.NewReader(makeTar(t, entries...)))
+		must(t, err)
+
+		f, err := os.Create(filepath.Join(t.TempDir(), id+".tar"))
+		must(t, err)
+		want, err := d.DiffTo(id, "", f) // a file: always the plain stream
+		must(t, err)
+		f.Close()
+		streamed, err := os.ReadFile(f.Name())
+		must(t, err)
+		if int64(len(streamed)) != want.TarBytes || want.Digest != fmt.Sprintf("sha256:%x", sha256.Sum256(streamed)) {
+			t.Fatalf("%s: stats %+v for %d bytes", id, want, len(streamed))
+		}
+
+		rc, err := d.Diff(id, "")
+		must(t, err)
+		got, err := io.ReadAll(rc)
+		must(t, err)
+		must(t, rc.Close())
+		if !bytes.Equal(got, streamed) {
+			t.Fatalf("%s: Diff gave %d bytes, the stream %d", id, len(got), len(streamed))
+		}
+		var buf bytes.Buffer
+		st, err := d.DiffTo(id, "", &buf)
+		must(t, err)
+		if st != want || !bytes.Equal(buf.Bytes(), streamed) {
+			t.Fatalf("%s: DiffTo a buffer: %+v, want %+v", id, st, want)
+		}
 	}
 }
 

@@ -255,6 +255,23 @@ impl Driver {
         self.store.diff_with(id, parent, writer, opts)
     }
 
+    /// [`Driver::diff_with`] into memory, for a small layer: a stream of at most `limit`
+    /// bytes (capped at 1 MiB) and 16 entries. `None`, with nothing written, when the
+    /// stream is larger or `parent` is not the layer's own parent (mounted views are
+    /// needed); [`Driver::diff_with`] then streams it. For callers whose reader would
+    /// otherwise run on another thread: a small layer costs no hand-off between threads,
+    /// which is most of such a diff's time, and a larger one has cost the walk of at most
+    /// 16 entries. The bytes are the ones [`Driver::diff_with`] writes.
+    pub fn diff_small(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        opts: &DiffOpts,
+        limit: u64,
+    ) -> Result<Option<(Vec<u8>, DiffStats)>> {
+        self.store.diff_small(id, parent, opts, limit)
+    }
+
     /// The paths layer `id` adds, modifies or deletes relative to `parent`, sorted by path,
     /// with exactly Docker's rules (see docs/archives.md).
     pub fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {

@@ -337,6 +337,82 @@ pub extern "C" fn ovl2_diff_stats_free(stats: *mut ovl2_diff_stats) {
     unsafe { take_back(stats) }
 }
 
+/// A whole diff stream in memory, from `ovl2_diff_small`. Made by the library, freed with
+/// `ovl2_diff_bytes_free`.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct ovl2_diff_bytes {
+    /// The tar stream, `len` bytes; never NULL (a tar has at least its end blocks).
+    pub data: *const u8,
+    /// Length of `data`, equal to `stats.tar_bytes`.
+    pub len: usize,
+    /// What `ovl2_diff_with` reports for the same stream.
+    pub stats: ovl2_diff_stats,
+}
+
+impl Drop for ovl2_diff_bytes {
+    fn drop(&mut self) {
+        if !self.data.is_null() {
+            // SAFETY: `data`/`len` are those of the Box<[u8]> leaked in ovl2_diff_small, and
+            // the struct is dropped once (its free function's contract).
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.data.cast_mut(), self.len)) });
+        }
+    }
+}
+
+// SAFETY: `data` is the only owned pointer besides `stats` (itself Owned), made above.
+unsafe impl crate::owned::Owned for ovl2_diff_bytes {}
+
+/// Layer `id` as a tar relative to `parent` (NULL for none), exactly as `ovl2_diff_with`
+/// writes it, made in memory when the layer is small: a stream of at most `limit` bytes
+/// (capped at 1 MiB) and 16 entries. `*out` is NULL, with nothing written anywhere, when
+/// the stream is larger or `parent` is not the layer's own parent (the export needs
+/// mounted views): stream it with `ovl2_diff_with` then. Meant for callers that would read
+/// a stream on another thread: a small layer then costs no hand-off between threads, which
+/// is most of the time a streamed diff of it takes, and a larger one has cost the walk of
+/// at most 16 entries. `opts` may be NULL (digest on).
+///
+/// Ownership: free a non-NULL `*out` with `ovl2_diff_bytes_free`.
+/// Errors: INVALID_ARGUMENT (NULL `driver`/`id`/`out`, bad id), NOT_FOUND, IO.
+#[no_mangle]
+pub extern "C" fn ovl2_diff_small(
+    driver: *const ovl2_driver,
+    id: *const c_char,
+    parent: *const c_char,
+    opts: *const ovl2_diff_opts,
+    limit: usize,
+    out: *mut *mut ovl2_diff_bytes,
+    err: *mut *mut ovl2_error,
+) -> ovl2_status {
+    boundary(err, || {
+        // SAFETY: documented pointer contract; helpers check NULL.
+        let (out, d, id, parent, o) = unsafe {
+            (
+                out_arg(out, "out", std::ptr::null_mut())?,
+                handle(driver)?,
+                str_arg(id, "id")?,
+                opt_str_arg(parent, "parent")?,
+                sized_struct(opts, "ovl2_diff_opts", diff_opts_defaults())?,
+            )
+        };
+        let opts = DiffOpts { digest: flag(o.digest) };
+        if let Some((tar, stats)) = d.diff_small(id, parent, &opts, limit as u64)? {
+            let b = tar.into_boxed_slice();
+            let len = b.len();
+            *out =
+                give(ovl2_diff_bytes { data: Box::into_raw(b).cast::<u8>(), len, stats: ovl2_diff_stats::from(stats) });
+        }
+        Ok(())
+    })
+}
+
+/// Frees a stream from `ovl2_diff_small`, with its stats. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn ovl2_diff_bytes_free(bytes: *mut ovl2_diff_bytes) {
+    // SAFETY: NULL or made by ovl2_diff_small, freed once (caller contract).
+    unsafe { take_back(bytes) }
+}
+
 /// Sets `*out` to Docker's DiffSize of layer `id` against `parent` (NULL for none): with
 /// the layer's own parent, the size of its own files (what `ovl2_apply_diff` reported);
 /// against another layer, the sizes of added and modified non-directories.

@@ -62,6 +62,38 @@ impl Store {
         self.export(id, parent, writer, true)
     }
 
+    /// The work of [`Driver::diff_small`](crate::Driver::diff_small): the native export
+    /// into memory, given up (`None`) once it would pass `limit` bytes or
+    /// [`SMALL_ENTRIES`] entries, or needs mounted views. It reads what a streaming export
+    /// would, so a stream that fits costs no more than writing it; one that does not has
+    /// cost the walk of at most that many entries.
+    pub(crate) fn diff_small(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        opts: &DiffOpts,
+        limit: u64,
+    ) -> Result<Option<(Vec<u8>, DiffStats)>> {
+        let (layers, native) = self.layers_for(id, parent)?;
+        if !native {
+            return Ok(None);
+        }
+        let mut out = Out::new(io::sink(), opts.digest);
+        out.held = Some(Vec::new());
+        let mut prefix = Vec::new();
+        let limit = limit.min(HOLD);
+        let mut ex = Exporter::new(&mut out, true, None);
+        ex.small = Some(limit);
+        match ex.walk(layers.upper.as_fd(), &mut prefix)? {
+            // The walk keeps to the limit entry by entry; the end blocks come after it.
+            Native::Done(()) => {
+                let (tar, st) = ex.finish_held()?;
+                Ok((tar.len() as u64 <= limit).then_some((tar, st)))
+            }
+            Native::NeedsMount(_) => Ok(None),
+        }
+    }
+
     fn export(&self, id: &str, parent: Option<&str>, writer: impl Write, digest: bool) -> Result<DiffStats> {
         let (layers, native) = self.layers_for(id, parent)?;
         let mut out = Out::new(writer, digest);
@@ -124,6 +156,10 @@ const WRITE: usize = 32 * 1024;
 const READ: u64 = 64 * 1024;
 /// A native export holds its output back up to this many bytes (see `Exporter::settle`).
 const HOLD: u64 = 1 << 20;
+/// The most tar entries an export into memory ([`Store::diff_small`]) makes before giving
+/// up. Each costs about six syscalls, so a layer that turns out too large has cost little
+/// more than the thread hand-off the attempt saves on a small one (measured: ~160 µs).
+const SMALL_ENTRIES: u64 = 16;
 
 /// The output: buffered in chunks, each piece hashed and written to the caller's writer.
 /// File data is read straight into the chunk ([`Out::read_from`]), not through a buffer of
@@ -131,8 +167,9 @@ const HOLD: u64 = 1 << 20;
 /// (the hand-offs, and every byte pulled into another core's cache) than it saved.
 struct Out<W: Write> {
     w: W,
-    /// Always `CHUNK` long (initialised once, so reads can fill it without a copy or a
-    /// `memset` per read); the first `fill` bytes are the stream's.
+    /// `CHUNK` long from the first byte that goes through it (initialised once, so reads
+    /// can fill it without a copy or a `memset` per read; empty until then, because a held
+    /// stream that is taken whole never needs it); the first `fill` bytes are the stream's.
     cur: Vec<u8>,
     fill: usize,
     /// Bytes of `cur` already written to `w` (and hashed).
@@ -147,7 +184,15 @@ struct Out<W: Write> {
 impl<W: Write> Out<W> {
     fn new(w: W, digest: bool) -> Self {
         let hash = digest.then(Sha256::new);
-        Out { w, cur: vec![0; CHUNK], fill: 0, written: 0, hash, n: 0, held: None }
+        Out { w, cur: Vec::new(), fill: 0, written: 0, hash, n: 0, held: None }
+    }
+
+    /// `cur`, allocated on first use.
+    fn chunk(&mut self) -> &mut [u8] {
+        if self.cur.is_empty() {
+            self.cur = vec![0; CHUNK];
+        }
+        &mut self.cur
     }
 
     /// Reads at most `want` bytes of `fd` into the stream (0 at its end). A read error is
@@ -164,7 +209,8 @@ impl<W: Write> Out<W> {
             return Ok(r);
         }
         let want = want.min(CHUNK - self.fill);
-        let n = match rustix::io::read(fd, &mut self.cur[self.fill..self.fill + want]) {
+        let fill = self.fill;
+        let n = match rustix::io::read(fd, &mut self.chunk()[fill..fill + want]) {
             Ok(n) => n,
             Err(e) => return Ok(Err(e)),
         };
@@ -220,6 +266,16 @@ impl<W: Write> Out<W> {
         true
     }
 
+    /// Takes the whole stream while it is still held, with its digest: nothing was written.
+    fn take_held(&mut self) -> (Vec<u8>, Option<String>) {
+        let held = self.held.take().unwrap_or_default();
+        let digest = self.hash.take().map(|mut h| {
+            h.update(&held);
+            hex_digest(h.finalize())
+        });
+        (held, digest)
+    }
+
     /// Flushes everything and returns the stream's length and digest.
     fn finish(&mut self) -> io::Result<(u64, Option<String>)> {
         self.release()?;
@@ -238,7 +294,8 @@ impl<W: Write> Write for Out<W> {
             return Ok(buf.len());
         }
         let n = (CHUNK - self.fill).min(buf.len());
-        self.cur[self.fill..self.fill + n].copy_from_slice(&buf[..n]);
+        let fill = self.fill;
+        self.chunk()[fill..fill + n].copy_from_slice(&buf[..n]);
         self.filled(n)?;
         Ok(n)
     }
@@ -258,13 +315,25 @@ struct Exporter<'a, W: Write> {
     /// First path written for each multiply-linked inode (Go keys by inode number alone).
     seen: HashMap<u64, Vec<u8>>,
     entries: u64,
+    /// For an export into memory ([`Store::diff_small`]): the most bytes it may hold.
+    /// Past it the walk stops as though it needed mounted views: either way the caller
+    /// streams instead, and the streaming export makes its own choice.
+    small: Option<u64>,
 }
 
 impl<'a, W: Write> Exporter<'a, W> {
     /// A native export or a merged one; `upper` is checked for redirects before held output
     /// is released.
     fn new(out: &'a mut Out<W>, native: bool, upper: Option<BorrowedFd<'a>>) -> Self {
-        Exporter { tw: Writer::new(out), native, upper, seen: HashMap::new(), entries: 0 }
+        Exporter { tw: Writer::new(out), native, upper, seen: HashMap::new(), entries: 0, small: None }
+    }
+
+    /// Ends the tar and takes it from memory, where it was held whole.
+    fn finish_held(mut self) -> Result<(Vec<u8>, DiffStats)> {
+        self.tw.finish().ctx(|| "writing the end of the tar".into())?;
+        let (tar, digest) = self.tw.w.take_held();
+        let stats = DiffStats { tar_bytes: tar.len() as u64, digest, entries: self.entries };
+        Ok((tar, stats))
     }
 
     /// Ends the tar and flushes it.
@@ -280,7 +349,15 @@ impl<'a, W: Write> Exporter<'a, W> {
     /// releases the output. So a layer whose tar fits in `HOLD` is walked once, and a larger
     /// one with a parent walked twice (the second time only its directories).
     fn settle(&mut self, more: u64) -> Result<Native<()>> {
-        if self.tw.w.held.is_none() || self.tw.w.held_len() + more <= HOLD {
+        if self.tw.w.held.is_none() {
+            return Ok(Native::Done(()));
+        }
+        let held = self.tw.w.held_len() + more;
+        if let Some(limit) = self.small {
+            let fits = held <= limit && self.entries <= SMALL_ENTRIES;
+            return Ok(if fits { Native::Done(()) } else { Native::NeedsMount(Vec::new()) });
+        }
+        if held <= HOLD {
             return Ok(Native::Done(()));
         }
         if let Some(upper) = self.upper.take() {

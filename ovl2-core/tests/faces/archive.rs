@@ -12,7 +12,7 @@ use std::path::Path;
 use crate::common::{self, require_root, Scratch};
 use crate::faces::Face;
 use crate::tarb::{self, gzip, tar, zstd, E};
-use ovl2_core::{ApplyOpts, ChangeKind, CreateOpts, ErrorKind, Options};
+use ovl2_core::{ApplyOpts, ChangeKind, CreateOpts, DiffOpts, ErrorKind, Options};
 use sha2::{Digest, Sha256};
 
 fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
@@ -948,6 +948,96 @@ fn add_edge_cases(diff: &Path) {
     let _ = std::os::unix::net::UnixListener::bind(p("edge/sock")).unwrap();
     std::fs::write(p("edge/\u{444}\u{430}\u{439}\u{43b}"), b"utf8 name").unwrap();
     std::fs::write(p(&format!("edge/{}", "\u{e9}".repeat(60))), b"non-ascii, long").unwrap();
+}
+
+face_test!(diff_small_is_the_streamed_diff_or_nothing);
+/// `diff_small` hands back exactly the streamed bytes and stats when the stream fits, and
+/// nothing (no error) when it does not fit or needs mounted views, so a caller can always
+/// fall back to streaming.
+pub fn diff_small_is_the_streamed_diff_or_nothing<D: Face>() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("diff-small");
+    let d = D::open_fast(&s.home());
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.create("top", Some("base"), &CreateOpts::default()).unwrap();
+    // Every kind of entry, in the 16 entries a small layer may have.
+    let small_rich = vec![
+        E::dir("etc/"),
+        E::file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n").mode(0o644),
+        E::dir("usr/"),
+        E::file("usr/sudo", b"\x7fELF suid").mode(0o4755).owner(0, 0),
+        E::file("usr/ping", b"\x7fELF caps").mode(0o755).pax("SCHILY.xattr.security.capability", &cap_v2()),
+        E::hardlink("usr/sudoedit", "usr/sudo").mode(0o4755),
+        E::symlink("usr/sh", "/bin/busybox"),
+        E::file("nanos", b"n").pax("mtime", b"1600000000.123456789"),
+        E::file("big", &vec![7u8; 30_000]),
+        E { dev: (1, 3), ..E::new("null", b'3').mode(0o666) },
+        E::new("fifo", b'6').mode(0o600),
+        E::file(&format!("{}/{}", "d".repeat(200), "f".repeat(200)), b"long names via PAX"),
+        E::file("utf8-\u{e9}t\u{e9}", b"non-ascii name"),
+    ];
+    d.apply_diff("base", None, &tar(&small_rich)[..]).unwrap();
+    d.apply_diff(
+        "top",
+        Some("base"),
+        &tar(&[
+            E::dir("etc/"),
+            E::file("etc/.wh.passwd", b"").owner(7, 8),
+            E::dir("usr/").mode(0o700),
+            E::file("usr/.wh..wh..opq", b""),
+            E::file("usr/new", b"n"),
+        ])[..],
+    )
+    .unwrap();
+    let on = DiffOpts { digest: true };
+    for (id, parent) in [("base", None), ("top", Some("base"))] {
+        let mut streamed = Vec::new();
+        let st = d.diff(id, parent, &mut streamed).unwrap();
+        let (small, sst) = d.diff_small(id, parent, &on, 1 << 20).unwrap().expect("a small layer fits");
+        assert!(small == streamed, "{id}: the in-memory stream differs from the streamed one");
+        assert_eq!(sst, st, "{id}");
+        let (plain, pst) = d.diff_small(id, parent, &DiffOpts { digest: false }, 1 << 20).unwrap().unwrap();
+        assert!(plain == streamed, "{id}: digest off changed the bytes");
+        assert_eq!((pst.digest, pst.tar_bytes, pst.entries), (None, st.tar_bytes, st.entries), "{id}");
+        // One byte short of the stream (its end blocks included) does not fit.
+        assert!(d.diff_small(id, parent, &on, st.tar_bytes - 1).unwrap().is_none(), "{id}: one byte short fits");
+        assert!(d.diff_small(id, parent, &on, st.tar_bytes).unwrap().is_some(), "{id}: the exact length does not fit");
+    }
+    // More than 16 entries is not small, however few bytes they take.
+    d.create("many", None, &CreateOpts::default()).unwrap();
+    let files: Vec<String> = (0..17).map(|i| format!("f{i:02}")).collect();
+    d.apply_diff("many", None, &tar(&files.iter().map(|f| E::file(f, b"x")).collect::<Vec<_>>())[..]).unwrap();
+    assert!(d.diff_small("many", None, &on, 1 << 20).unwrap().is_none(), "17 entries were made in memory");
+    std::fs::remove_file(diff_dir(&s.home(), "many").join("f16")).unwrap();
+    let (sixteen, _) = d.diff_small("many", None, &on, 1 << 20).unwrap().expect("16 entries fit");
+    let mut streamed = Vec::new();
+    d.diff("many", None, &mut streamed).unwrap();
+    assert!(sixteen == streamed);
+    // Against another parent the export needs mounted views: not made in memory.
+    assert!(d.diff_small("top", None, &on, 1 << 20).unwrap().is_none(), "made against another parent");
+    // The limit is capped at 1 MiB, whatever the caller asks for.
+    d.create("big", None, &CreateOpts::default()).unwrap();
+    d.apply_diff("big", None, &tar(&[E::file("blob", &vec![7u8; 3 << 20])])[..]).unwrap();
+    assert!(d.diff_small("big", None, &on, u64::MAX).unwrap().is_none(), "a 3 MiB layer was made in memory");
+    let mut streamed = Vec::new();
+    assert!(d.diff("big", None, &mut streamed).unwrap().tar_bytes > 3 << 20);
+    // A redirected directory in the upper needs the mounted path: nothing, not an error
+    // (the streamed export takes that path; its own tests cover it).
+    std::fs::create_dir(diff_dir(&s.home(), "top").join("moved")).unwrap();
+    rustix::fs::setxattr(
+        diff_dir(&s.home(), "top").join("moved"),
+        "trusted.overlay.redirect",
+        b"/etc",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    assert!(d.diff_small("top", Some("base"), &on, 1 << 20).unwrap().is_none(), "a redirect was exported natively");
+    // A missing layer is the same error as from the streamed diff.
+    let e = d.diff_small("nope", None, &on, 1 << 20).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert_eq!(e, d.diff("nope", None, std::io::sink()).unwrap_err());
 }
 
 face_test!(diff_bytes_match_dockers_native_diff);

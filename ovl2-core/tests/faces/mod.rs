@@ -27,8 +27,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use ovl2_core::{
-    ApplyOpts, ApplyStats, Change, ContainerOpts, CreateOpts, DiffStats, Driver, ErrorKind, LayerInfo, Metadata,
-    MountInfo, MountOpts, Options, Problem, RemoveOpts, RepairReport, Usage,
+    ApplyOpts, ApplyStats, Change, ContainerOpts, CreateOpts, DiffOpts, DiffStats, Driver, ErrorKind, LayerInfo,
+    Metadata, MountInfo, MountOpts, Options, Problem, RemoveOpts, RepairReport, Usage,
 };
 
 /// Emits `mod <body> { #[test] fn <face>() }`, which runs the shared body `<body>` on the
@@ -107,6 +107,13 @@ pub trait Face: Sized + Send + Sync + fmt::Debug + 'static {
     fn apply_diff_with(&self, id: &str, parent: Option<&str>, reader: impl Read, opts: &ApplyOpts<'_>)
         -> R<ApplyStats>;
     fn diff(&self, id: &str, parent: Option<&str>, writer: impl Write) -> R<DiffStats>;
+    fn diff_small(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        opts: &DiffOpts,
+        limit: u64,
+    ) -> R<Option<(Vec<u8>, DiffStats)>>;
     fn diff_size(&self, id: &str, parent: Option<&str>) -> R<u64>;
     fn changes(&self, id: &str, parent: Option<&str>) -> R<Vec<Change>>;
     fn create_container(&self, ctr: &str, image_top: &str, opts: &ContainerOpts) -> R;
@@ -210,6 +217,15 @@ impl Face for Driver {
     }
     fn diff(&self, id: &str, parent: Option<&str>, writer: impl Write) -> R<DiffStats> {
         Ok(Driver::diff(self, id, parent, writer)?)
+    }
+    fn diff_small(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        opts: &DiffOpts,
+        limit: u64,
+    ) -> R<Option<(Vec<u8>, DiffStats)>> {
+        Ok(Driver::diff_small(self, id, parent, opts, limit)?)
     }
     fn diff_size(&self, id: &str, parent: Option<&str>) -> R<u64> {
         Ok(Driver::diff_size(self, id, parent)?)

@@ -14,9 +14,9 @@ use std::ptr;
 
 use ovl2::*;
 use ovl2_core::{
-    docker_init_entries, ApplyOpts, ApplyStats, Change, ChangeKind, Compression, ContainerOpts, CreateOpts, DiffStats,
-    ErrorKind, InitKind, LayerInfo, Metadata, MountInfo, MountOpts, MountStrategy, OpenMode, Options, Problem,
-    ProblemKind, RemoveOpts, RepairReport, Usage,
+    docker_init_entries, ApplyOpts, ApplyStats, Change, ChangeKind, Compression, ContainerOpts, CreateOpts, DiffOpts,
+    DiffStats, ErrorKind, InitKind, LayerInfo, Metadata, MountInfo, MountOpts, MountStrategy, OpenMode, Options,
+    Problem, ProblemKind, RemoveOpts, RepairReport, Usage,
 };
 
 use crate::faces::{Face, FaceError, R};
@@ -462,6 +462,35 @@ impl Face for CapiDriver {
         output.rewind().unwrap();
         std::io::copy(&mut output, &mut writer).unwrap();
         Ok(st)
+    }
+
+    fn diff_small(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        opts: &DiffOpts,
+        limit: u64,
+    ) -> R<Option<(Vec<u8>, DiffStats)>> {
+        let (id, parent) = (cs(id), cs_opt(parent));
+        let mut o = std::mem::MaybeUninit::<ovl2_diff_opts>::uninit();
+        assert_eq!(ovl2_diff_opts_init(o.as_mut_ptr()), ovl2_status::Ok);
+        // SAFETY: initialised by ovl2_diff_opts_init.
+        let mut o = unsafe { o.assume_init() };
+        o.digest = u8::from(opts.digest);
+        let mut out = ptr::dangling_mut();
+        call(|e| ovl2_diff_small(self.h(), id.as_ptr(), ptr_of(&parent), &o, limit as usize, &mut out, e))
+            .inspect_err(|_| assert!(out.is_null()))?;
+        if out.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: a live stream from ovl2_diff_small until the free below.
+        let b = unsafe { &*out };
+        // SAFETY: `data` holds `len` bytes (the struct's contract).
+        let tar = unsafe { std::slice::from_raw_parts(b.data, b.len) }.to_vec();
+        let st =
+            DiffStats { tar_bytes: b.stats.tar_bytes, digest: borrowed_str(b.stats.digest), entries: b.stats.entries };
+        ovl2_diff_bytes_free(out);
+        Ok(Some((tar, st)))
     }
 
     fn diff_size(&self, id: &str, parent: Option<&str>) -> R<u64> {
