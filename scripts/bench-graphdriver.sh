@@ -52,7 +52,7 @@ cur = None
 for line in open(sys.argv[1]):
     # A result is "BenchmarkX/drv-P <tab> N <tab> T ns/op", but log lines the drivers print
     # can split it: take the name, then the next "N T ns/op".
-    m = re.match(r"Benchmark(\w+)/(moby|ovl2|floor)(?:-\d+)?\s", line)
+    m = re.match(r"Benchmark(\w+)/(moby|ovl2|floor|stat1)(?:-\d+)?\s", line)
     if m:
         cur = (m.group(1), m.group(2))
     m = re.search(r"(?:^|\s)\d+\s+([\d.]+) ns/op", line)
@@ -74,16 +74,30 @@ def spread(v):
     m = statistics.median(v)
     return f"±{100*max(abs(max(v)-m), abs(m-min(v)))/m:.0f}%" if len(v) > 1 else ""
 
-print()
-print("| benchmark | ovl2 ns/op | moby ns/op | ovl2/moby | goal | spread ovl2 / moby |")
-print("|---|---:|---:|---:|---|---|")
-for name in order:
+both = [n for n in order if "ovl2" in runs[n] and "moby" in runs[n]]
+if both:
+    print()
+    print("| benchmark | ovl2 ns/op | moby ns/op | ovl2/moby | goal | spread ovl2 / moby |")
+    print("|---|---:|---:|---:|---|---|")
+for name in both:
     r = runs[name]
-    if "ovl2" not in r or "moby" not in r:
-        continue
     o, d = statistics.median(r["ovl2"]), statistics.median(r["moby"])
     print(f"| {name} | {o:.0f} ({fmt(o)}) | {d:.0f} ({fmt(d)}) | {o/d:.2f}× | "
           f"{goals.get(name, '')} | {spread(r['ovl2'])} / {spread(r['moby'])} |")
+# Reference drivers: floor (no work: graphtest's loop and timer) and stat1 (one fstatat from
+# pure Go, the least a driver that asks the kernel can do), against both real drivers.
+refs = [(n, ref) for n in order for ref in ("floor", "stat1")
+        if ref in runs[n] and "ovl2" in runs[n] and "moby" in runs[n]]
+if refs:
+    print()
+    print("| benchmark | reference driver | ns/op | reference/moby | ovl2/reference | moby/reference | spread reference |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for name, ref in refs:
+        r = runs[name]
+        f = statistics.median(r[ref])
+        o, d = statistics.median(r["ovl2"]), statistics.median(r["moby"])
+        print(f"| {name} | {ref} | {f:.0f} ({fmt(f)}) | {f/d:.2f}× | {o/f:.2f}× | {d/f:.2f}× | "
+              f"{spread(r[ref])} |")
 # The floor: the same benchmark with a driver that does no work (graphtest's loop and timer).
 floors = [n for n in order if "floor" in runs[n] and "ovl2" in runs[n] and "moby" in runs[n]]
 if floors:
