@@ -3,24 +3,81 @@
 # list and parameters moby's overlay2 tests use) for Docker's overlay2 driver and for ovl2
 # (Go package over libovl2) in one `go test -bench` run, then prints ns/op for both and the
 # ratio ovl2/moby (median over COUNT runs, with the min-max spread of each side).
-# Needs root (both drivers mount) and Go 1.24+. Stores go under TMPDIR (default /tmp), which
-# must not be tmpfs or overlay (Docker's overlay2 refuses those backing filesystems).
+# Needs root (both drivers mount) and Go 1.24+.
 #
 # Usage: scripts/bench-graphdriver.sh [go test -bench regexp]   (default: all)
-#   BENCHTIME=1s COUNT=3 PROFILE=release   (environment)
+#   BENCHTIME=1s COUNT=3 PROFILE=release   (environment; any COUNT >= 1)
 #   RAW=file  keep the raw `go test` output there
+#   BENCH_FS=disk (default)  stores under TMPDIR (default /tmp), which must not be tmpfs or
+#     overlay (Docker's overlay2 refuses those backing filesystems).
+#   BENCH_FS=ramext4  stores on an ext4 filesystem made in a sparse image (BENCH_FS_SIZE,
+#     default 4G) on a tmpfs the script mounts under its work dir, loop-mounted: syncfs,
+#     fsync and the flush on unmount cost no disk time, so the rows measure CPU and
+#     filesystem work rather than the disk's writeback. Needs losetup and mkfs.ext4; all of
+#     it (ext4 mount, loop device, tmpfs) is undone on exit, failure or interrupt.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 BENCHTIME=${BENCHTIME:-1s}
 COUNT=${COUNT:-3}
 PROFILE=${PROFILE:-release}
+BENCH_FS=${BENCH_FS:-disk}
+BENCH_FS_SIZE=${BENCH_FS_SIZE:-4G}
 filter=${1:-.}
+case $BENCH_FS in
+disk | ramext4) ;;
+*) echo "BENCH_FS must be disk or ramext4, not '$BENCH_FS'" >&2; exit 2 ;;
+esac
 command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 export PATH=$HOME/.cargo/bin:$PATH
 
 work=$(mktemp -d /tmp/ovl2-gdbench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+ram=$work/ram
+stores=$work/stores
+loopdev=
+# Undo in reverse order whatever was set up; a store left mounted by a failed benchmark is
+# unmounted with the filesystem (-R), and a busy mount is detached lazily rather than kept.
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if mountpoint -q "$stores" 2>/dev/null; then
+        umount -R "$stores" 2>/dev/null || umount -R -l "$stores" ||
+            echo "bench-graphdriver: could not unmount $stores" >&2
+    fi
+    if [ -n "$loopdev" ]; then
+        losetup -d "$loopdev" || echo "bench-graphdriver: could not detach $loopdev" >&2
+    fi
+    if mountpoint -q "$ram" 2>/dev/null; then
+        umount "$ram" 2>/dev/null || umount -l "$ram" ||
+            echo "bench-graphdriver: could not unmount $ram" >&2
+    fi
+    rm -rf "$work"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [ "$BENCH_FS" = ramext4 ]; then
+    mkdir "$ram" "$stores"
+    # Room for the sparse image plus a margin; tmpfs takes RAM only for blocks ext4 writes.
+    mount -t tmpfs -o "size=$(($(numfmt --from=iec "$BENCH_FS_SIZE") / 1048576 + 256))M,mode=0700" \
+        ovl2-gdbench "$ram"
+    truncate -s "$BENCH_FS_SIZE" "$ram/ext4.img"
+    # Inode tables and journal initialised now, so no ext4lazyinit thread runs during the bench.
+    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$ram/ext4.img"
+    loopdev=$(losetup -f --show "$ram/ext4.img")
+    mount -t ext4 "$loopdev" "$stores"
+    chmod 0700 "$stores"
+    export TMPDIR=$stores
+    # Keep go's own build files off the measured filesystem.
+    export GOTMPDIR=$work
+fi
+storedir=${TMPDIR:-/tmp}
+fsinfo="stores in $storedir: $(findmnt -n -o FSTYPE,SOURCE --target "$storedir" | tr -s ' ')"
+if [ "$BENCH_FS" = ramext4 ]; then
+    fsinfo="$fsinfo (BENCH_FS=ramext4: $BENCH_FS_SIZE sparse image on tmpfs)"
+fi
 prefix=$work/prefix
 scripts/install-lib.sh PREFIX="$prefix" PROFILE="$PROFILE" >"$work/install.log" 2>&1 ||
     { cat "$work/install.log" >&2; exit 1; }
@@ -34,7 +91,7 @@ export GOFLAGS=${GOFLAGS:--mod=mod}
 cd tests/graphdriver-bench
 go vet ./...
 raw=${RAW:-$work/raw.txt}
-echo "ovl2 $(git -C "$root" rev-parse --short HEAD), $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "ovl2 $(git -C "$root" rev-parse --short HEAD), $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), $fsinfo"
 echo "go test -run '^\$' -timeout=0 -bench '$filter' -benchtime=$BENCHTIME -count=$COUNT"
 go test -run '^$' -timeout=0 -bench "$filter" -benchtime="$BENCHTIME" -count="$COUNT" . | tee "$raw" |
     grep --line-buffered -E 'ns/op|^(FAIL|panic|ok)' >&2
