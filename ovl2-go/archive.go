@@ -283,8 +283,8 @@ func (d *Driver) DiffContext(ctx context.Context, id, parent string, opts *DiffO
 
 // smallDiff is the longest stream a Diff makes in memory rather than on another thread.
 // Handing a stream from one thread to another costs about 160 µs on a small VM, twice
-// what exporting a few small files does; a layer that turns out longer has cost a walk of
-// up to this many bytes before it is streamed.
+// what exporting a few small files does. The library gives up on a larger layer as soon
+// as a listing or a file's size shows it, before reading the rest.
 const smallDiff = 64 << 10
 
 // diffSmall is layer id's tar made in memory (ovl2_diff_small); ok is false when it is

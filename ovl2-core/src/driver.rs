@@ -260,8 +260,9 @@ impl Driver {
     /// stream is larger or `parent` is not the layer's own parent (mounted views are
     /// needed); [`Driver::diff_with`] then streams it. For callers whose reader would
     /// otherwise run on another thread: a small layer costs no hand-off between threads,
-    /// which is most of such a diff's time, and a larger one has cost the walk of at most
-    /// 16 entries. The bytes are the ones [`Driver::diff_with`] writes.
+    /// which is most of such a diff's time, and a larger one is given up on as soon as a
+    /// directory listing or a file's size shows it, before the rest is read. The bytes are
+    /// the ones [`Driver::diff_with`] writes.
     pub fn diff_small(
         &self,
         id: &str,

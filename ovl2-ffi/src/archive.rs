@@ -369,8 +369,9 @@ unsafe impl crate::owned::Owned for ovl2_diff_bytes {}
 /// the stream is larger or `parent` is not the layer's own parent (the export needs
 /// mounted views): stream it with `ovl2_diff_with` then. Meant for callers that would read
 /// a stream on another thread: a small layer then costs no hand-off between threads, which
-/// is most of the time a streamed diff of it takes, and a larger one has cost the walk of
-/// at most 16 entries. `opts` may be NULL (digest on).
+/// is most of the time a streamed diff of it takes, and a larger one is given up on as soon
+/// as a directory listing or a file's size shows it, before the rest is read. `opts` may be
+/// NULL (digest on).
 ///
 /// Ownership: free a non-NULL `*out` with `ovl2_diff_bytes_free`.
 /// Errors: INVALID_ARGUMENT (NULL `driver`/`id`/`out`, bad id), NOT_FOUND, IO.

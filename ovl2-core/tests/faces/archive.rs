@@ -1015,6 +1015,11 @@ pub fn diff_small_is_the_streamed_diff_or_nothing<D: Face>() {
     let mut streamed = Vec::new();
     d.diff("many", None, &mut streamed).unwrap();
     assert!(sixteen == streamed);
+    // The count is of the whole tree: three directories of six files are 21 entries.
+    d.create("nested", None, &CreateOpts::default()).unwrap();
+    let files: Vec<String> = (0..18).map(|i| format!("d{}/f{i:02}", i % 3)).collect();
+    d.apply_diff("nested", None, &tar(&files.iter().map(|f| E::file(f, b"x")).collect::<Vec<_>>())[..]).unwrap();
+    assert!(d.diff_small("nested", None, &on, 1 << 20).unwrap().is_none(), "21 nested entries were made in memory");
     // Against another parent the export needs mounted views: not made in memory.
     assert!(d.diff_small("top", None, &on, 1 << 20).unwrap().is_none(), "made against another parent");
     // The limit is capped at 1 MiB, whatever the caller asks for.
