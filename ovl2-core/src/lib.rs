@@ -20,6 +20,7 @@ mod check;
 mod container;
 mod driver;
 mod error;
+mod forkgen;
 mod fsutil;
 pub mod id;
 mod kernel;

@@ -43,6 +43,7 @@ fn main() {
         Some("worker-rootless") => return worker_rootless(Path::new(&args[2]), &args[3]),
         Some("worker-fork-child-gets") => return worker_fork_child_gets(Path::new(&args[2]), &args[3]),
         Some("worker-fork-parent-holds") => return worker_fork_parent_holds(Path::new(&args[2]), &args[3]),
+        Some("worker-fork-child-puts") => return worker_fork_child_puts(Path::new(&args[2]), &args[3]),
         Some("worker-low-fds-diff") => return worker_low_fds_diff(Path::new(&args[2])),
         Some("worker-open") => {
             Driver::open(Path::new(&args[2]), Options::default()).expect("open");
@@ -63,6 +64,7 @@ fn main() {
         ("dead_holder_seen_by_a_long_lived_driver", dead_holder_seen_by_a_long_lived_driver),
         ("forked_child_keeps_its_mount", forked_child_keeps_its_mount),
         ("forked_child_leaves_the_parents_references", forked_child_leaves_the_parents_references),
+        ("forked_childs_put_is_not_the_parents", forked_childs_put_is_not_the_parents),
         ("holder_with_a_non_utf8_name_is_alive", holder_with_a_non_utf8_name_is_alive),
         ("naive_diff_of_a_deep_tree_fits_a_tight_fd_limit", naive_diff_of_a_deep_tree_fits_a_tight_fd_limit),
     ];
@@ -642,6 +644,30 @@ fn worker_fork_parent_holds(home: &Path, id: &str) {
     assert!(!mounted(&p), "the parent's put unmounts");
 }
 
+/// The parent holds `id` once (and a base layer by a plain get) and forks; a child that puts
+/// them is a new holder with nothing to give back: its put of `id` is refused, and neither
+/// the parent's reference on disk nor its base-layer get in memory is spent by it.
+fn worker_fork_child_puts(home: &Path, id: &str) {
+    let d = Driver::open(home, Options::default()).expect("open");
+    let p = d.get(id, None).expect("parent get");
+    let base = d.get("base", None).expect("parent get of the base layer");
+    assert!(!mounted(&base), "a base layer's get mounts nothing");
+    assert!(fork_and_wait(|| {
+        let put = d.put(id);
+        eprintln!("child: put of a layer only the parent holds: {put:?}");
+        let refused = put.is_err_and(|e| e.kind() == ErrorKind::InvalidArgument);
+        let base_put = d.put("base");
+        eprintln!("child: put of the base layer: {base_put:?}");
+        refused && base_put.is_ok() && mounted(&p)
+    }));
+    open_elsewhere(home);
+    assert!(mounted(&p), "the child's put released the parent's reference");
+    assert_eq!(d.mounts().unwrap().len(), 1, "the parent's reference is still recorded");
+    d.put("base").expect("the parent's put of its base-layer get");
+    d.put(id).expect("parent put");
+    assert!(!mounted(&p), "the parent's put unmounts");
+}
+
 fn run_worker(home: &Path, what: &str, id: &str) {
     let out = Command::new(std::env::current_exe().unwrap()).args([what, home.to_str().unwrap(), id]).output().unwrap();
     assert!(
@@ -704,6 +730,19 @@ fn forked_child_leaves_the_parents_references() {
     let home = s.home();
     small_chain(&home);
     run_worker(&home, "worker-fork-parent-holds", "ctr");
+    assert!(open(&home).mounts().unwrap().is_empty());
+}
+
+/// Issue 13: the fork check became a fork generation (no `getpid` per get and put); a
+/// child must still start as a new holder, never spending the parent's references.
+fn forked_childs_put_is_not_the_parents() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("forkput");
+    let home = s.home();
+    small_chain(&home);
+    run_worker(&home, "worker-fork-child-puts", "ctr");
     assert!(open(&home).mounts().unwrap().is_empty());
 }
 

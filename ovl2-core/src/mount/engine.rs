@@ -594,7 +594,9 @@ mod mount_thread {
         reply: SyncSender<rustix::io::Result<()>>,
     }
 
-    static THREAD: Mutex<Option<(u32, Sender<Job>)>> = Mutex::new(None);
+    /// The thread's queue, with the fork generation that started it (a forked child has the
+    /// sender but not the thread).
+    static THREAD: Mutex<Option<(u64, Sender<Job>)>> = Mutex::new(None);
 
     pub(super) fn run(dir: OwnedFd, target: CString, data: CString) -> Result<rustix::io::Result<()>> {
         let (reply, answer) = sync_channel(1);
@@ -622,9 +624,9 @@ mod mount_thread {
 
     fn sender() -> Result<Sender<Job>> {
         let mut slot = THREAD.lock().unwrap_or_else(|e| e.into_inner());
-        let pid = std::process::id();
+        let generation = crate::forkgen::generation();
         if let Some((owner, tx)) = slot.as_ref() {
-            if *owner == pid {
+            if *owner == generation {
                 return Ok(tx.clone());
             }
         }
@@ -660,7 +662,7 @@ mod mount_thread {
             Ok(Err(e)) => return Err(Error::io("unshare(CLONE_FS) on the mount thread", e)),
             Err(_) => return Err(gone("died while starting")),
         }
-        *slot = Some((pid, tx.clone()));
+        *slot = Some((generation, tx.clone()));
         Ok(tx)
     }
 }

@@ -585,7 +585,7 @@ impl Store {
     pub(crate) fn release_held(&self) {
         {
             let me = self.mounts.me.lock().unwrap_or_else(|e| e.into_inner());
-            if me.pid != std::process::id() {
+            if me.forked() {
                 // A forked child's copy: whatever is in memory is the parent's to give back.
                 return;
             }

@@ -9,7 +9,7 @@ use super::engine::MountStrategy;
 use super::probe::Features;
 use super::refs::Holder;
 use crate::error::{Error, Result};
-use crate::fsutil;
+use crate::{forkgen, fsutil};
 
 /// Per-`Driver` mount state.
 #[derive(Debug)]
@@ -26,12 +26,13 @@ pub(crate) struct MountState {
     pub(super) held: Mutex<HashMap<String, Arc<Mutex<Held>>>>,
 }
 
-/// This `Driver`'s identity as a holder. `pid` tells a forked child (which inherits a copy of
-/// all of this) from the process that made it: a child's references are its own, under its
-/// own token and holder file, and the parent's stay the parent's.
+/// This `Driver`'s identity as a holder. `generation` tells a forked child (which inherits a
+/// copy of all of this) from the process that made it: a child's references are its own,
+/// under its own token and holder file, and the parent's stay the parent's.
 #[derive(Debug)]
 pub(super) struct Me {
-    pub(super) pid: u32,
+    /// The fork generation ([`crate::forkgen`]) this identity was made in.
+    pub(super) generation: u64,
     pub(super) token: String,
     /// `.ovl2/holders/<token>`, flocked while this `Driver` may hold references; taken at
     /// the first process-held get.
@@ -42,8 +43,14 @@ pub(super) struct Me {
 }
 
 impl Me {
+    /// A fresh identity in this process: a new token, no holder file, no references.
     pub(super) fn new() -> Me {
-        Me { pid: std::process::id(), token: fsutil::random_hex(8), lock: None, refs: 0 }
+        Me { generation: forkgen::generation(), token: fsutil::random_hex(8), lock: None, refs: 0 }
+    }
+
+    /// Whether this is a forked child's inherited copy of its parent's identity.
+    pub(super) fn forked(&self) -> bool {
+        self.generation != forkgen::generation()
     }
 }
 
@@ -87,9 +94,10 @@ impl MountState {
     /// Starts afresh in a forked child: the references in memory and the holder file belong
     /// to the parent. Closing the child's copy of the holder fd leaves the parent's lock in
     /// place (the parent still has the file open). Call with no other mount-state lock held.
+    /// No syscall: it runs on every get and put.
     pub(super) fn after_fork(&self) {
         let mut me = self.me.lock().unwrap_or_else(|e| e.into_inner());
-        if me.pid == std::process::id() {
+        if !me.forked() {
             return;
         }
         *me = Me::new();
