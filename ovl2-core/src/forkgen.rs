@@ -9,7 +9,9 @@
 //! they never call into this library. A raw `clone` or glibc's `_Fork` would not be seen.
 //!
 //! Neither rustix nor std offers `pthread_atfork`, so it is declared here (it is in glibc,
-//! which every target links). The handler is registered once, before the first generation is
+//! which every target links). Linked by `cc`, glibc's static part of it passes this
+//! library's DSO handle, so a `dlclose` of libovl2 unregisters the handler with it; the
+//! manylinux wheel binds the older versioned symbol instead, which Python never unloads. The handler is registered once, before the first generation is
 //! read, so any fork after a `Driver` exists bumps it. Should registration fail, the
 //! generation falls back to the pid: correct, with the syscall back.
 

@@ -347,3 +347,28 @@ def test_a_forked_child_keeps_its_mount(mount_driver: ovl2.Driver, home: pathlib
             proc.join()
     assert merged not in mount_points()
     assert d.mounts() == []
+
+
+def test_a_forked_childs_put_leaves_the_parents_reference(mount_driver: ovl2.Driver) -> None:
+    """Issue 13: a forked child is told by a fork generation (a pthread_atfork child handler,
+    here linked into the wheel) instead of getpid. The child holds nothing, so its put of a
+    layer only the parent holds is refused and the parent's mount stays."""
+    d = mount_driver
+    build(d)
+    merged = d.get("ctr")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child reports through its exit code)
+        code = 1
+        try:
+            d.put("ctr")
+            code = 3  # the child spent the parent's reference
+        except ovl2.InvalidArgumentError:
+            code = 0 if merged in mount_points() else 4
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the forked child's put was taken as the parent's"
+    assert merged in mount_points()
+    assert [(m.id, m.processes) for m in d.mounts()] == [("ctr", 1)]
+    d.put("ctr")
+    assert merged not in mount_points()
