@@ -162,6 +162,7 @@ impl Store {
             dir_times: Vec::new(),
             buf: vec![0u8; 256 * 1024],
             size_exact: true,
+            temps: 0,
             me: Owner::current(),
             umask: read_umask(),
             stats: ApplyStats {
@@ -372,6 +373,8 @@ struct Extractor<'a> {
     stats: ApplyStats,
     /// `stats.size` is exact unless a directory was replaced (then the tree is measured).
     size_exact: bool,
+    /// Temporary names handed out so far (see [`Extractor::replacement`]).
+    temps: u64,
 }
 
 fn refuse(at: &At<'_>, reason: impl Into<String>) -> Error {
@@ -791,24 +794,84 @@ impl Extractor<'_> {
                 meta.mode & PERMISSIONS,
             )
         };
-        let fd = match open() {
-            Err(Errno::EXIST) => {
-                self.clear(to, Kind::Reg, at)?;
-                open()
-            }
-            r => r,
+        let (fd, temp) = match open() {
+            Err(Errno::EXIST) => match self.replacement(to, meta, at)? {
+                Some((fd, temp)) => (fd, Some(temp)),
+                None => {
+                    self.clear(to, Kind::Reg, at)?;
+                    (open().map_err(|e| sys(at, "creating the file", e))?, None)
+                }
+            },
+            r => (r.map_err(|e| sys(at, "creating the file", e))?, None),
+        };
+        let written = self.file_body(&fd, to, meta, e, temp.as_deref(), at);
+        if let (Err(_), Some(temp)) = (&written, &temp) {
+            // Not left behind in the layer (a failed apply discards its tree anyway).
+            let _ = rfs::unlinkat(to.parent, temp, AtFlags::empty());
         }
-        .map_err(|e| sys(at, "creating the file", e))?;
-        let n = self.copy_data(&fd, e, at)?;
+        self.stats.size += written?;
+        self.stats.files += 1;
+        Ok(())
+    }
+
+    /// A regular file's data and metadata, then, when it was written under `temp`, its move
+    /// over the entry it replaces. Returns the bytes written.
+    fn file_body<R: Read>(
+        &mut self,
+        fd: &OwnedFd,
+        to: &Place<'_, '_>,
+        meta: &Meta<'_>,
+        e: &mut gotar::Reader<R>,
+        temp: Option<&CStr>,
+        at: &At<'_>,
+    ) -> Result<u64> {
+        let n = self.copy_data(fd, e, at)?;
         // A new file already has our ids and, when the umask keeps every bit, its mode:
         // most files in a layer then need neither chown nor chmod.
         let skip_chown = to.plain_parent && meta.owner == self.me;
         let skip_chmod =
             to.plain_parent && PERMISSIONS.contains(meta.mode) && self.umask.is_some_and(|u| !meta.mode.intersects(u));
-        self.meta_file(&fd, meta, skip_chown, skip_chmod, at)?;
-        self.stats.size += n;
-        self.stats.files += 1;
-        Ok(())
+        self.meta_file(fd, meta, skip_chown, skip_chmod, at)?;
+        if let Some(temp) = temp {
+            rfs::renameat(to.parent, temp, to.parent, &to.name).map_err(|e| sys(at, "replacing the entry", e))?;
+        }
+        Ok(n)
+    }
+
+    /// For a regular file over an existing entry that is neither a directory nor a symlink
+    /// (those go through [`Extractor::clear`], whose path checks they need): a new file under
+    /// a temporary name in the same directory, to be renamed over the entry once written.
+    /// The result is the one Docker's remove-then-create gives, but in a mounted view an
+    /// unlink of a lower file makes overlayfs write a whiteout that the create then has to
+    /// take away again, four metadata operations where a rename is one (measured: the
+    /// whiteout work was a third of a naive apply's time). `None` means clear and create.
+    fn replacement(&mut self, to: &Place<'_, '_>, meta: &Meta<'_>, at: &At<'_>) -> Result<Option<(OwnedFd, CString)>> {
+        let st = rfs::statat(to.parent, &to.name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| sys(at, "looking up the entry", e))?;
+        if matches!(FileType::from_raw_mode(st.st_mode), FileType::Directory | FileType::Symlink) {
+            return Ok(None);
+        }
+        for _ in 0..16 {
+            self.temps += 1;
+            let temp = CString::new(format!(".ovl2-replace-{}", self.temps)).expect("no NUL");
+            match rfs::openat(
+                to.parent,
+                &temp,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                meta.mode & PERMISSIONS,
+            ) {
+                Ok(fd) => {
+                    if st.st_nlink == 1 {
+                        self.stats.size = self.stats.size.saturating_sub(st.st_size as u64);
+                    }
+                    return Ok(Some((fd, temp)));
+                }
+                // A name the tar itself used: take the next.
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(sys(at, "creating the file", e)),
+            }
+        }
+        Ok(None)
     }
 
     fn dir(&mut self, to: &Place<'_, '_>, meta: &Meta<'_>, at: &At<'_>) -> Result<()> {

@@ -1449,6 +1449,69 @@ pub fn apply_of_a_full_tree_onto_a_child_like_dockers_bench<D: Face>() {
     let st = d.apply_diff("diff", None, &arch[..]).unwrap();
     assert_eq!(st.size, diff_size, "Apply diff size mismatch");
     assert_eq!(view(&d, "diff"), view(&d, "upper"));
+    // The lower's files were replaced through the view by new files renamed over them:
+    // each is a plain file of the layer's own now, and no temporary name is left.
+    for i in 0..20 {
+        let f = diff_dir(&s.home(), "diff").join(format!("b/f{i}"));
+        assert_eq!(std::fs::read(&f).unwrap(), format!("b {i}").as_bytes(), "{}", f.display());
+    }
+    let names = tree_names(&diff_dir(&s.home(), "diff"));
+    assert!(!names.iter().any(|n| n.contains(".ovl2-replace-")), "{names:?}");
+}
+
+/// Every path under `root`, relative, for checks on names.
+fn tree_names(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+face_test!(a_file_replaced_in_place_is_a_new_file_and_leaves_no_temporary);
+/// A regular file over an existing non-directory is written under a temporary name and
+/// renamed over it: the result is Docker's remove-then-create (a new inode, so another
+/// link keeps the old data; the header's metadata), even when the tar itself uses the
+/// temporary names.
+pub fn a_file_replaced_in_place_is_a_new_file_and_leaves_no_temporary<D: Face>() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("replace");
+    let d = D::open_fast(&s.home());
+    d.create("layer", None, &CreateOpts::default()).unwrap();
+    let st = d
+        .apply_diff(
+            "layer",
+            None,
+            &tar(&[
+                E::file("x", b"old data, longer than the new"),
+                E::hardlink("x-link", "x"),
+                E::new("p", b'6').mode(0o600),
+                E::file(".ovl2-replace-1", b"the tar's own file"),
+                E::file("x", b"new").mode(0o640).owner(5, 6),
+                E::file("p", b"was a fifo"),
+            ])[..],
+        )
+        .unwrap();
+    let dir = diff_dir(&s.home(), "layer");
+    assert_eq!(std::fs::read(dir.join("x")).unwrap(), b"new");
+    assert_eq!(std::fs::read(dir.join("x-link")).unwrap(), b"old data, longer than the new");
+    let md = std::fs::symlink_metadata(dir.join("x")).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.uid(), md.gid(), md.nlink()), (0o640, 5, 6, 1));
+    assert!(std::fs::symlink_metadata(dir.join("p")).unwrap().is_file());
+    assert_eq!(std::fs::read(dir.join(".ovl2-replace-1")).unwrap(), b"the tar's own file");
+    assert_eq!(tree_names(&dir), [".ovl2-replace-1", "p", "x", "x-link"]);
+    // Sizes as Docker counts them: the replaced files' bytes are not counted twice.
+    assert_eq!(st.size, 3 + 29 + 18 + 10);
 }
 
 face_test!(failed_naive_apply_leaves_the_layer_and_no_mount);
