@@ -248,7 +248,8 @@ type DiffStats struct {
 	Entries  int64
 }
 
-// DiffOpts are the options of DiffContext and DiffToContext.
+// DiffOpts are the options of DiffToContext (and of DiffContext, whose reader has no stats
+// to give, so it never computes the digest).
 type DiffOpts struct {
 	// NoDigest skips the stream's sha256 (DiffStats.Digest is then ""): the export does
 	// no more work than tar -c. Use it when hashing the stream yourself.
@@ -258,9 +259,10 @@ type DiffOpts struct {
 // Diff returns layer id as an uncompressed tar in Docker's layer format, relative to
 // parent: the layer's own parent ("" for a base layer) exports the layer's diff; any
 // other parent ("" for a layer that has one) exports what differs between the two
-// mounted views, as Docker's naive Diff does. A small layer's stream (up to 64 KiB) is
-// made at once and its errors come from Diff; a larger one is produced while it is read,
-// and its error, if any, comes from Read. Close it when done, also when stopping early.
+// mounted views, as Docker's naive Diff does. A small layer's stream (up to 16 entries and
+// 64 KiB, against its own parent) is made at once and its errors come from Diff; a larger
+// one is produced while it is read, and its error, if any, comes from Read. Close it when
+// done, also when stopping early.
 func (d *Driver) Diff(id, parent string) (io.ReadCloser, error) {
 	return d.DiffContext(context.Background(), id, parent, nil)
 }
@@ -276,10 +278,28 @@ func (d *Driver) DiffContext(ctx context.Context, id, parent string, opts *DiffO
 	if tar, _, ok, err := d.diffSmall(id, parent, noDigest); err != nil {
 		return nil, err
 	} else if ok {
-		return io.NopCloser(bytes.NewReader(tar)), nil
+		return &smallReader{r: bytes.NewReader(tar), ctx: ctx, id: id}, nil
 	}
 	return d.diffStream(ctx, id, parent, noDigest)
 }
+
+// smallReader is a small layer's tar, made in memory; like a streamed one, it stops with
+// ctx's error once ctx is done.
+type smallReader struct {
+	r   *bytes.Reader
+	ctx context.Context
+	id  string
+}
+
+func (s *smallReader) Read(p []byte) (int, error) {
+	if err := s.ctx.Err(); err != nil {
+		return 0, fmt.Errorf("ovl2 diff %s: %w", s.id, err)
+	}
+	return s.r.Read(p)
+}
+
+// Close releases nothing: the stream is in memory.
+func (s *smallReader) Close() error { return nil }
 
 // smallDiff is the longest stream a Diff makes in memory rather than on another thread.
 // Handing a stream from one thread to another costs about 160 µs on a small VM, twice
@@ -378,22 +398,51 @@ func (d *Driver) DiffToContext(ctx context.Context, id, parent string, w io.Writ
 	if tar, st, ok, err := d.diffSmall(id, parent, opts); err != nil {
 		return DiffStats{}, err
 	} else if ok {
-		_, err := w.Write(tar)
-		return st, err
+		n, err := w.Write(tar)
+		if err == nil && n != len(tar) {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			return DiffStats{}, fmt.Errorf("ovl2 diff %s: writing the layer stream: %w", id, err)
+		}
+		return st, nil
 	}
 	dr, err := d.diffStream(ctx, id, parent, opts)
 	if err != nil {
 		return DiffStats{}, err
 	}
-	_, cerr := io.Copy(w, dr)
+	ew := &errWriter{w: w}
+	_, cerr := io.Copy(ew, dr)
 	dr.Close()
 	if err := ctx.Err(); err != nil && (cerr != nil || dr.err != nil) {
 		return DiffStats{}, fmt.Errorf("ovl2 diff %s: %w", id, err)
+	}
+	if ew.err != nil {
+		// The writer failed first; the export then only saw its pipe closed (EPIPE).
+		return DiffStats{}, fmt.Errorf("ovl2 diff %s: writing the layer stream: %w", id, ew.err)
 	}
 	if dr.err != nil {
 		return DiffStats{}, dr.err
 	}
 	return dr.stats, cerr
+}
+
+// errWriter remembers the error its writer returned, so a caller can tell it from the
+// reader's.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // diffTo writes the tar to fd, which must be in blocking mode.

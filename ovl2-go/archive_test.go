@@ -458,7 +458,7 @@ func TestDiffSmallAndStreamedAgree(t *testing.T) {
 	}
 	layers := map[string][]entry{
 		"tiny":  baseEntries,
-		"many":  many, // ~300 KiB of tar in 300 files: past the in-memory limit after ~100
+		"many":  many, // 300 entries: given up on in memory at the first listing
 		"large": {{name: "big.bin", body: strings.Repeat("x", 200<<10)}},
 		"empty": nil,
 	}
@@ -494,6 +494,48 @@ func TestDiffSmallAndStreamedAgree(t *testing.T) {
 		}
 	}
 }
+
+// A small layer's reader (made in memory) stops with the context like a streamed one, and a
+// writer's failure is reported as the writer's, for small and streamed layers alike.
+func TestDiffSmallCancelsAndWriterErrors(t *testing.T) {
+	d, _ := open(t)
+	must(t, d.Create("tiny", "", nil))
+	_, err := d.ApplyDiff("tiny", "", bytes.NewReader(makeTar(t, baseEntries...)))
+	must(t, err)
+	must(t, d.Create("big", "", nil))
+	_, err = d.ApplyDiff("big", "", bytes.NewReader(makeTar(t, entry{name: "big.bin", body: strings.Repeat("x", 2<<20)})))
+	must(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	rc, err := d.DiffContext(ctx, "tiny", "", nil)
+	must(t, err)
+	cancel()
+	if _, err := io.ReadAll(rc); !errors.Is(err, context.Canceled) {
+		t.Fatalf("read of a small layer after cancel: %v", err)
+	}
+	must(t, rc.Close())
+
+	boom := errors.New("disk full")
+	for _, id := range []string{"tiny", "big"} {
+		_, err := d.DiffTo(id, "", failingWriter{boom})
+		if !errors.Is(err, boom) {
+			t.Fatalf("%s: writer error lost: %v", id, err)
+		}
+		_, err = d.DiffTo(id, "", shortWriter{})
+		if !errors.Is(err, io.ErrShortWrite) {
+			t.Fatalf("%s: short write not reported: %v", id, err)
+		}
+	}
+}
+
+type failingWriter struct{ err error }
+
+func (f failingWriter) Write([]byte) (int, error) { return 0, f.err }
+
+// shortWriter takes one byte less than it is given and says nothing.
+type shortWriter struct{}
+
+func (shortWriter) Write(p []byte) (int, error) { return max(len(p)-1, 0), nil }
 
 // slowWriter cancels once `after` bytes went through.
 type slowWriter struct {

@@ -257,8 +257,9 @@ impl Driver {
 
     /// [`Driver::diff_with`] into memory, for a small layer: a stream of at most `limit`
     /// bytes (capped at 1 MiB) and 16 entries. `None`, with nothing written, when the
-    /// stream is larger or `parent` is not the layer's own parent (mounted views are
-    /// needed); [`Driver::diff_with`] then streams it. For callers whose reader would
+    /// stream is larger or needs mounted views (`parent` is not the layer's own parent, or
+    /// the upper has a redirected directory); [`Driver::diff_with`] then streams it (or,
+    /// for a redirect in a base layer, says why it cannot). For callers whose reader would
     /// otherwise run on another thread: a small layer costs no hand-off between threads,
     /// which is most of such a diff's time, and a larger one is given up on as soon as a
     /// directory listing or a file's size shows it, before the rest is read. The bytes are

@@ -426,13 +426,13 @@ impl<T> DirStack<T> {
         p
     }
 
-    /// The next entry of the current directory, in name order; `None` when it is done.
     /// Entries listed but not handed out yet, in every directory on the current path: what
     /// the walk already knows it has still to visit.
     pub fn unread(&self) -> usize {
         self.levels.iter().map(|l| l.rest.len()).sum()
     }
 
+    /// The next entry of the current directory, in name order; `None` when it is done.
     pub fn next_entry(&mut self) -> Option<Entry> {
         self.levels.last_mut().and_then(|l| l.rest.next())
     }

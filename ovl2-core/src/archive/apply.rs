@@ -838,14 +838,19 @@ impl Extractor<'_> {
         Ok(n)
     }
 
-    /// For a regular file over an existing entry that is neither a directory nor a symlink
-    /// (those go through [`Extractor::clear`], whose path checks they need): a new file under
-    /// a temporary name in the same directory, to be renamed over the entry once written.
-    /// The result is the one Docker's remove-then-create gives, but in a mounted view an
-    /// unlink of a lower file makes overlayfs write a whiteout that the create then has to
-    /// take away again, four metadata operations where a rename is one (measured: the
-    /// whiteout work was a third of a naive apply's time). `None` means clear and create.
+    /// In a mounted view (the naive apply), for a regular file over an existing entry that
+    /// is neither a directory nor a symlink (those go through [`Extractor::clear`], whose path
+    /// checks they need): a new file under a temporary name in the same directory, to be
+    /// renamed over the entry once written. The result is the one Docker's remove-then-create
+    /// gives, but there an unlink of a lower file makes overlayfs write a whiteout that the
+    /// create then has to take away again, four metadata operations where a rename is one
+    /// (measured: the whiteout work was a third of a naive apply's time). Not in a plain
+    /// directory, where an unlink is cheap and frees the old file's space before the new one
+    /// needs it. `None` means clear and create.
     fn replacement(&mut self, to: &Place<'_, '_>, meta: &Meta<'_>, at: &At<'_>) -> Result<Option<(OwnedFd, CString)>> {
+        if self.naive.is_none() {
+            return Ok(None);
+        }
         let st = rfs::statat(to.parent, &to.name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| sys(at, "looking up the entry", e))?;
         if matches!(FileType::from_raw_mode(st.st_mode), FileType::Directory | FileType::Symlink) {

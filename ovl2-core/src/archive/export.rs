@@ -347,7 +347,8 @@ impl<'a, W: Write> Exporter<'a, W> {
     /// past [`HOLD`] bytes, checks the whole upper for redirected directories (the one thing
     /// that sends the export to the mounted path) when there is an upper to check, and
     /// releases the output. So a layer whose tar fits in `HOLD` is walked once, and a larger
-    /// one with a parent walked twice (the second time only its directories).
+    /// one with a parent walked twice (the second time only its directories). An export
+    /// into memory never releases: past its limits it stops (`NeedsMount`, see `small`).
     fn settle(&mut self, more: u64) -> Result<Native<()>> {
         if self.tw.w.held.is_none() {
             return Ok(Native::Done(()));
@@ -620,8 +621,11 @@ impl<W: Write> Exporter<'_, W> {
         if entry_xattrs(&fd, &mut h, at)?.redirect {
             return Err(redirect_error(rel));
         }
-        // Keep what is held back bounded, whatever the file's size.
-        if let Native::NeedsMount(p) = self.settle(f.st.st_size as u64 + 1024)? {
+        // Keep what is held back bounded, whatever the file's size. A later link to a file
+        // already written carries no data.
+        let later_link = f.st.st_nlink > 1 && self.seen.contains_key(&f.st.st_ino);
+        let data = if later_link { 0 } else { f.st.st_size as u64 };
+        if let Native::NeedsMount(p) = self.settle(data + 1024)? {
             return Ok(Native::NeedsMount(p));
         }
         h.size = f.st.st_size;

@@ -86,6 +86,8 @@ impl Drop for Unhold<'_> {
 ///
 /// Two `stat`s and no lock: a layer's `lower` is written before the layer is published and
 /// never removed, so a layer without one stays a base layer, and nothing on disk changes.
+/// Nothing is remembered between gets: a repair can write a `lower` into a base layer's
+/// directory, and another process can re-make the name as a child (both tested).
 fn base_layer_diff(home: BorrowedFd<'_>, home_path: &Path, id: &str) -> Result<Option<PathBuf>> {
     // A symlink or file under the layer's name is not a layer.
     match rustix::fs::statat(home, id, AtFlags::SYMLINK_NOFOLLOW) {
@@ -149,13 +151,13 @@ impl Store {
             }
         }
         self.mounts.after_fork();
-        let merged = self.home.join(id).join("merged");
+        let merged = || self.home.join(id).join("merged");
         let slot = self.mounts.slot(id);
         let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
         let fits = if opts.readonly { held.readonly } else { held.plain_ok };
         if held.count > 0 && !opts.persistent && fits {
             held.count += 1;
-            return Ok(merged);
+            return Ok(merged());
         }
         if !opts.readonly {
             if let Some(diff) = base_layer_diff(self.home_fd.as_fd(), &self.home, id)? {
@@ -234,7 +236,7 @@ impl Store {
             held.readonly = readonly;
             held.plain_ok = readonly == (committed || lowers.is_empty());
         }
-        Ok(merged)
+        Ok(merged())
     }
 
     /// The work of [`Driver::put`](crate::Driver::put).

@@ -110,7 +110,12 @@ impl MountState {
     }
 
     pub(super) fn slot(&self, id: &str) -> Arc<Mutex<Held>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_owned()).or_default().clone()
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        // Looked up before inserting: a repeated get makes no copy of the id.
+        if let Some(slot) = held.get(id) {
+            return slot.clone();
+        }
+        held.entry(id.to_owned()).or_default().clone()
     }
 }
 

@@ -1015,6 +1015,14 @@ pub fn diff_small_is_the_streamed_diff_or_nothing<D: Face>() {
     let mut streamed = Vec::new();
     d.diff("many", None, &mut streamed).unwrap();
     assert!(sixteen == streamed);
+    // A later link carries no data: a 40 KiB file and a link to it fit in their stream's
+    // exact length.
+    d.create("linked", None, &CreateOpts::default()).unwrap();
+    d.apply_diff("linked", None, &tar(&[E::file("a", &vec![1u8; 40 << 10]), E::hardlink("b", "a")])[..]).unwrap();
+    let mut streamed = Vec::new();
+    let st = d.diff("linked", None, &mut streamed).unwrap();
+    let (fits, _) = d.diff_small("linked", None, &on, st.tar_bytes).unwrap().expect("a link is charged its data");
+    assert!(fits == streamed);
     // The count is of the whole tree: three directories of six files are 21 entries.
     d.create("nested", None, &CreateOpts::default()).unwrap();
     let files: Vec<String> = (0..18).map(|i| format!("d{}/f{i:02}", i % 3)).collect();
@@ -1477,41 +1485,55 @@ fn tree_names(root: &Path) -> Vec<String> {
 }
 
 face_test!(a_file_replaced_in_place_is_a_new_file_and_leaves_no_temporary);
-/// A regular file over an existing non-directory is written under a temporary name and
-/// renamed over it: the result is Docker's remove-then-create (a new inode, so another
-/// link keeps the old data; the header's metadata), even when the tar itself uses the
-/// temporary names.
+/// In a mounted view (the naive apply) a regular file over an existing non-directory is
+/// written under a temporary name and renamed over it: the result is Docker's
+/// remove-then-create (a new file of the layer's own with the header's metadata; another
+/// link keeps the old data), even when the tar itself uses the temporary names.
 pub fn a_file_replaced_in_place_is_a_new_file_and_leaves_no_temporary<D: Face>() {
     if !require_root() {
         return;
     }
     let s = Scratch::new("replace");
     let d = D::open_fast(&s.home());
-    d.create("layer", None, &CreateOpts::default()).unwrap();
-    let st = d
-        .apply_diff(
-            "layer",
-            None,
-            &tar(&[
-                E::file("x", b"old data, longer than the new"),
-                E::hardlink("x-link", "x"),
-                E::new("p", b'6').mode(0o600),
-                E::file(".ovl2-replace-1", b"the tar's own file"),
-                E::file("x", b"new").mode(0o640).owner(5, 6),
-                E::file("p", b"was a fifo"),
-            ])[..],
-        )
-        .unwrap();
+    d.create("base", None, &CreateOpts::default()).unwrap();
+    d.apply_diff(
+        "base",
+        None,
+        &tar(&[
+            E::file("x", b"old data, longer than the new"),
+            E::hardlink("x-link", "x"),
+            E::new("p", b'6').mode(0o600),
+            E::file("up", b"old upper"),
+        ])[..],
+    )
+    .unwrap();
+    d.create("layer", Some("base"), &CreateOpts::default()).unwrap();
+    // No parent for a layer that has one: Docker's naive apply, into the mounted view.
+    d.apply_diff(
+        "layer",
+        None,
+        &tar(&[
+            E::file(".ovl2-replace-1", b"the tar's own file"),
+            E::file("x", b"new").mode(0o640).owner(5, 6),
+            E::file("p", b"was a fifo"),
+            E::file("up", b"first"),
+            E::file("up", b"second, over the layer's own file"),
+        ])[..],
+    )
+    .unwrap();
     let dir = diff_dir(&s.home(), "layer");
     assert_eq!(std::fs::read(dir.join("x")).unwrap(), b"new");
-    assert_eq!(std::fs::read(dir.join("x-link")).unwrap(), b"old data, longer than the new");
     let md = std::fs::symlink_metadata(dir.join("x")).unwrap();
     assert_eq!((md.mode() & 0o7777, md.uid(), md.gid(), md.nlink()), (0o640, 5, 6, 1));
     assert!(std::fs::symlink_metadata(dir.join("p")).unwrap().is_file());
+    assert_eq!(std::fs::read(dir.join("up")).unwrap(), b"second, over the layer's own file");
     assert_eq!(std::fs::read(dir.join(".ovl2-replace-1")).unwrap(), b"the tar's own file");
-    assert_eq!(tree_names(&dir), [".ovl2-replace-1", "p", "x", "x-link"]);
-    // Sizes as Docker counts them: the replaced files' bytes are not counted twice.
-    assert_eq!(st.size, 3 + 29 + 18 + 10);
+    // Only the tar's names: no temporary file, and no whiteout for a replaced lower file.
+    assert_eq!(tree_names(&dir), [".ovl2-replace-1", "p", "up", "x"]);
+    // The lower layer is untouched: its other link still has the old data.
+    let base = diff_dir(&s.home(), "base");
+    assert_eq!(std::fs::read(base.join("x-link")).unwrap(), b"old data, longer than the new");
+    assert_eq!(std::fs::read(base.join("x")).unwrap(), b"old data, longer than the new");
 }
 
 face_test!(failed_naive_apply_leaves_the_layer_and_no_mount);
