@@ -109,7 +109,7 @@ cur = None
 for line in open(sys.argv[1]):
     # A result is "BenchmarkX/drv-P <tab> N <tab> T ns/op", but log lines the drivers print
     # can split it: take the name, then the next "N T ns/op".
-    m = re.match(r"Benchmark(\w+)/(moby|ovl2|floor|stat1)(?:-\d+)?\s", line)
+    m = re.match(r"Benchmark(\w+)/(moby|ovl2|floor|stat1|stat2)(?:-\d+)?\s", line)
     if m:
         cur = (m.group(1), m.group(2))
     m = re.search(r"(?:^|\s)\d+\s+([\d.]+) ns/op", line)
@@ -141,9 +141,9 @@ for name in both:
     o, d = statistics.median(r["ovl2"]), statistics.median(r["moby"])
     print(f"| {name} | {o:.0f} ({fmt(o)}) | {d:.0f} ({fmt(d)}) | {o/d:.2f}× | "
           f"{goals.get(name, '')} | {spread(r['ovl2'])} / {spread(r['moby'])} |")
-# Reference drivers: floor (no work: graphtest's loop and timer) and stat1 (one fstatat from
+# Reference drivers: floor (no work: graphtest's loop and timer), stat1 (one fstatat from
 # pure Go, the least a driver that asks the kernel can do), against both real drivers.
-refs = [(n, ref) for n in order for ref in ("floor", "stat1")
+refs = [(n, ref) for n in order for ref in ("floor", "stat1", "stat2")
         if ref in runs[n] and "ovl2" in runs[n] and "moby" in runs[n]]
 if refs:
     print()

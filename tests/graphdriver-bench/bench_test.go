@@ -23,6 +23,8 @@ const (
 	floorName = "bench-floor"
 	// stat1Name answers Exists and Get with one fstatat from pure Go (see stat1Driver).
 	stat1Name = "bench-stat1"
+	// stat2Name answers Get of a base layer with the two stats a base layer's get needs.
+	stat2Name = "bench-stat2"
 )
 
 // mobyUntar is overlay2's unexported untar hook. moby's overlay2 tests set it to the
@@ -51,6 +53,9 @@ func init() {
 	if err := graphdriver.Register(stat1Name, untimed(initStat1)); err != nil {
 		panic(err)
 	}
+	if err := graphdriver.Register(stat2Name, untimed(initStat2)); err != nil {
+		panic(err)
+	}
 }
 
 // floorDriver is ovl2 with Exists, Get and Put doing no work at all: what graphtest's loop
@@ -77,6 +82,7 @@ func (floorDriver) String() string                   { return "floor" }
 var (
 	floorRef = reference{"floor", floorName}
 	stat1Ref = reference{"stat1", stat1Name}
+	stat2Ref = reference{"stat2", stat2Name}
 )
 
 type reference struct{ sub, name string }
@@ -115,7 +121,7 @@ func BenchmarkExists(b *testing.B) {
 // graphtest's untimed Stop/StartTimer (two reads of the runtime's memory statistics): its
 // sub-benchmark takes several times the bench time in wall time, but its ns/op is right.
 func BenchmarkGetEmpty(b *testing.B) {
-	withRefs(b, func(b *testing.B, d string) { graphtest.DriverBenchGetEmpty(b, d) }, stat1Ref)
+	withRefs(b, func(b *testing.B, d string) { graphtest.DriverBenchGetEmpty(b, d) }, stat1Ref, stat2Ref)
 }
 
 func BenchmarkDiffBase(b *testing.B) {

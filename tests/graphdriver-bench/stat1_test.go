@@ -69,3 +69,35 @@ func (s *stat1Driver) Cleanup() error {
 	}
 	return err
 }
+
+// stat2Driver is stat1Driver whose Get of a base layer makes the two stats that Docker's
+// driver (a stat of the layer, then an open of its missing lower file) and ovl2 (a stat of
+// the layer, then of its missing lower file) both make: the least a Get can do that must
+// tell a base layer from a child every time, with nothing remembered between calls.
+type stat2Driver struct{ *stat1Driver }
+
+func initStat2(home string, opts []string, idMap user.IdentityMapping) (graphdriver.Driver, error) {
+	d, err := initStat1(home, opts, idMap)
+	if err != nil {
+		return nil, err
+	}
+	return stat2Driver{d.(*stat1Driver)}, nil
+}
+
+// Get answers for a base layer only, which is all GetEmpty asks; a child is refused.
+func (s stat2Driver) Get(id, _ string) (string, error) {
+	if err := s.statLayer(id); err != nil {
+		return "", &os.PathError{Op: "stat layer", Path: filepath.Join(s.home, id), Err: err}
+	}
+	var st unix.Stat_t
+	switch err := unix.Fstatat(s.homeFd, id+"/lower", &st, unix.AT_SYMLINK_NOFOLLOW); err {
+	case unix.ENOENT:
+		return filepath.Join(s.home, id, "diff"), nil
+	case nil:
+		return "", fmt.Errorf("stat2: layer %s has a parent; only base layers are answered", id)
+	default:
+		return "", &os.PathError{Op: "stat lower", Path: filepath.Join(s.home, id, "lower"), Err: err}
+	}
+}
+
+func (s stat2Driver) String() string { return "stat2" }
