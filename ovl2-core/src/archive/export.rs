@@ -319,13 +319,15 @@ struct Exporter<'a, W: Write> {
     /// Past it the walk stops as though it needed mounted views: either way the caller
     /// streams instead, and the streaming export makes its own choice.
     small: Option<u64>,
+    /// The current entry's path for messages, reused from entry to entry.
+    at: Vec<u8>,
 }
 
 impl<'a, W: Write> Exporter<'a, W> {
     /// A native export or a merged one; `upper` is checked for redirects before held output
     /// is released.
     fn new(out: &'a mut Out<W>, native: bool, upper: Option<BorrowedFd<'a>>) -> Self {
-        Exporter { tw: Writer::new(out), native, upper, seen: HashMap::new(), entries: 0, small: None }
+        Exporter { tw: Writer::new(out), native, upper, seen: HashMap::new(), entries: 0, small: None, at: Vec::new() }
     }
 
     /// Ends the tar and takes it from memory, where it was held whole.
@@ -424,6 +426,16 @@ fn show(p: &[u8]) -> String {
     super::apply::show(p)
 }
 
+/// An entry's path in messages, formatted only when a message is made: building it for
+/// every entry was a few percent of a large export's CPU.
+struct Show<'a>(&'a [u8]);
+
+impl std::fmt::Display for Show<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&show(self.0))
+    }
+}
+
 /// A file the walk found: the directory it is in, its name and stat, and the file itself
 /// when the walk opened it to take the stat.
 struct Found<'a> {
@@ -452,7 +464,7 @@ fn header_of<'a>(kind: Kind, st: &Stat) -> Header<'a> {
 }
 
 /// Reads the xattrs export cares about, the capability into the header.
-fn entry_xattrs(fd: &OwnedFd, h: &mut Header<'_>, at: &str) -> Result<Xattrs> {
+fn entry_xattrs(fd: &OwnedFd, h: &mut Header<'_>, at: &Show<'_>) -> Result<Xattrs> {
     let mut x = read_xattrs(|b| rfs::flistxattr(fd, b), |k| fsx::fget_xattr(fd, k))
         .ctx(|| format!("reading xattrs of {at}"))?;
     if let Some(c) = x.capability.take() {
@@ -561,23 +573,38 @@ impl<W: Write> Exporter<'_, W> {
     fn entry(&mut self, f: Found<'_>, rel: &mut Vec<u8>) -> Result<Native<Option<OwnedFd>>> {
         // Go's tar cannot write sockets; Docker logs and skips them.
         let Some(kind) = Kind::of(FileType::from_raw_mode(f.st.st_mode)) else { return Ok(Native::Done(None)) };
-        let at = show(rel);
+        // The path as it is now (`dir` adds a `/` to `rel`), in a buffer kept between entries.
+        let mut at = std::mem::take(&mut self.at);
+        at.clear();
+        at.extend_from_slice(rel);
+        let r = self.entry_of(kind, f, rel, &Show(&at));
+        self.at = at;
+        r
+    }
+
+    fn entry_of(
+        &mut self,
+        kind: Kind,
+        f: Found<'_>,
+        rel: &mut Vec<u8>,
+        at: &Show<'_>,
+    ) -> Result<Native<Option<OwnedFd>>> {
         match kind {
-            Kind::Dir => return self.dir(&f, rel, &at),
+            Kind::Dir => return self.dir(&f, rel, at),
             Kind::Reg => {
-                if let Native::NeedsMount(p) = self.file(f, rel, &at)? {
+                if let Native::NeedsMount(p) = self.file(f, rel, at)? {
                     return Ok(Native::NeedsMount(p));
                 }
             }
-            Kind::Symlink => self.symlink(&f, rel, &at)?,
-            Kind::Char | Kind::Block | Kind::Fifo => self.node(kind, f.st, rel, &at)?,
+            Kind::Symlink => self.symlink(&f, rel, at)?,
+            Kind::Char | Kind::Block | Kind::Fifo => self.node(kind, f.st, rel, at)?,
             Kind::Link => unreachable!("no file on disk is a hardlink entry"),
         }
         Ok(Native::Done(None))
     }
 
     /// A directory, then its opaque marker when the layer format says it is opaque.
-    fn dir(&mut self, f: &Found<'_>, rel: &mut Vec<u8>, at: &str) -> Result<Native<Option<OwnedFd>>> {
+    fn dir(&mut self, f: &Found<'_>, rel: &mut Vec<u8>, at: &Show<'_>) -> Result<Native<Option<OwnedFd>>> {
         let mut h = header_of(Kind::Dir, f.st);
         let fd = fsutil::open_dir(f.dir, f.name).ctx(|| format!("opening {at}"))?;
         let x = entry_xattrs(&fd, &mut h, at)?;
@@ -612,7 +639,7 @@ impl<W: Write> Exporter<'_, W> {
     /// A regular file and its data, or a hardlink to the first path of its inode. A file
     /// with a redirect or metacopy xattr is refused: its data lives in another layer, and a
     /// mounted view without metacopy cannot read it either.
-    fn file(&mut self, f: Found<'_>, rel: &[u8], at: &str) -> Result<Native<()>> {
+    fn file(&mut self, f: Found<'_>, rel: &[u8], at: &Show<'_>) -> Result<Native<()>> {
         let mut h = header_of(Kind::Reg, f.st);
         let fd = match f.file {
             Some(fd) => fd,
@@ -641,7 +668,7 @@ impl<W: Write> Exporter<'_, W> {
         Ok(Native::Done(()))
     }
 
-    fn symlink(&mut self, f: &Found<'_>, rel: &[u8], at: &str) -> Result<()> {
+    fn symlink(&mut self, f: &Found<'_>, rel: &[u8], at: &Show<'_>) -> Result<()> {
         let mut h = header_of(Kind::Symlink, f.st);
         let target = rfs::readlinkat(f.dir, f.name, Vec::new()).ctx(|| format!("reading link {at}"))?.into_bytes();
         let link = self.hardlink(f.st, rel);
@@ -656,7 +683,7 @@ impl<W: Write> Exporter<'_, W> {
     /// A device or FIFO; in the layer format a 0:0 character device is a whiteout, written
     /// as Docker's converter writes it: an empty `.wh.` file, after the hardlink rule ran (so
     /// a linked whiteout keeps its link name).
-    fn node(&mut self, kind: Kind, st: &Stat, rel: &[u8], at: &str) -> Result<()> {
+    fn node(&mut self, kind: Kind, st: &Stat, rel: &[u8], at: &Show<'_>) -> Result<()> {
         let mut h = header_of(kind, st);
         if h.kind != Kind::Fifo {
             h.devmajor = rfs::major(st.st_rdev) as i64;
@@ -703,7 +730,7 @@ impl<W: Write> Exporter<'_, W> {
                 devminor: 0,
                 records: Vec::new(),
             };
-            return self.put(&h, &show(rel));
+            return self.put(&h, &Show(rel));
         }
         let Some((dir, f)) = view.lookup_path_in(rel)? else {
             return Err(Error::Io {
@@ -733,12 +760,12 @@ impl<W: Write> Exporter<'_, W> {
         }
     }
 
-    fn put(&mut self, h: &Header<'_>, at: &str) -> Result<()> {
+    fn put(&mut self, h: &Header<'_>, at: &Show<'_>) -> Result<()> {
         self.entries += 1;
         self.tw.header(h).ctx(|| format!("writing the tar header of {at}"))
     }
 
-    fn copy(&mut self, fd: &rustix::fd::OwnedFd, size: u64, at: &str) -> Result<()> {
+    fn copy(&mut self, fd: &rustix::fd::OwnedFd, size: u64, at: &Show<'_>) -> Result<()> {
         let mut left = size;
         while left > 0 {
             let want = READ.min(left) as usize;
