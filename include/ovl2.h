@@ -671,8 +671,8 @@ void ovl2_diff_stats_free(struct ovl2_diff_stats *stats);
 // Layer `id` as a tar relative to `parent` (NULL for none), exactly as `ovl2_diff_with`
 // writes it, made in memory when the layer is small: a stream of at most `limit` bytes
 // (capped at 1 MiB) and 16 entries. `*out` is NULL, with nothing written anywhere, when
-// the stream is larger or `parent` is not the layer's own parent (the export needs
-// mounted views): stream it with `ovl2_diff_with` then. Meant for callers that would read
+// the stream is larger or needs mounted views (`parent` is not the layer's own parent, or
+// the upper has a redirected directory): stream it with `ovl2_diff_with` then. Meant for callers that would read
 // a stream on another thread: a small layer then costs no hand-off between threads, which
 // is most of the time a streamed diff of it takes, and a larger one is given up on as soon
 // as a directory listing or a file's size shows it, before the rest is read. `opts` may be
