@@ -313,18 +313,9 @@ func (d *Driver) diffSmall(id, parent string, opts *DiffOpts) (tar []byte, st Di
 	err = d.with(func(cd *C.ovl2_driver) error {
 		var a cargs
 		defer a.free()
-		cid, err := a.str("diff", id, "id", id)
+		cid, cparent, do, err := diffArgs(&a, id, parent, opts)
 		if err != nil {
 			return err
-		}
-		cparent, err := a.optStr("diff", id, "parent", parent)
-		if err != nil {
-			return err
-		}
-		var do C.ovl2_diff_opts
-		C.ovl2_diff_opts_init(&do)
-		if opts != nil {
-			do.digest = cflag(!opts.NoDigest)
 		}
 		var b *C.ovl2_diff_bytes
 		err = call("diff", id, func(e **C.ovl2_error) C.enum_ovl2_status {
@@ -335,10 +326,7 @@ func (d *Driver) diffSmall(id, parent string, opts *DiffOpts) (tar []byte, st Di
 		}
 		defer C.ovl2_diff_bytes_free(b)
 		tar = C.GoBytes(unsafe.Pointer(b.data), C.int(b.len))
-		st = DiffStats{TarBytes: int64(b.stats.tar_bytes), Entries: int64(b.stats.entries)}
-		if b.stats.digest != nil {
-			st.Digest = C.GoString(b.stats.digest)
-		}
+		st = goDiffStats(&b.stats)
 		ok = true
 		return nil
 	})
@@ -451,18 +439,9 @@ func (d *Driver) diffTo(id, parent string, fd C.int, opts *DiffOpts) (DiffStats,
 	err := d.with(func(cd *C.ovl2_driver) error {
 		var a cargs
 		defer a.free()
-		cid, err := a.str("diff", id, "id", id)
+		cid, cparent, do, err := diffArgs(&a, id, parent, opts)
 		if err != nil {
 			return err
-		}
-		cparent, err := a.optStr("diff", id, "parent", parent)
-		if err != nil {
-			return err
-		}
-		var do C.ovl2_diff_opts
-		C.ovl2_diff_opts_init(&do)
-		if opts != nil {
-			do.digest = cflag(!opts.NoDigest)
 		}
 		var st *C.ovl2_diff_stats
 		err = call("diff", id, func(e **C.ovl2_error) C.enum_ovl2_status {
@@ -472,13 +451,34 @@ func (d *Driver) diffTo(id, parent string, fd C.int, opts *DiffOpts) (DiffStats,
 			return err
 		}
 		defer C.ovl2_diff_stats_free(st)
-		out = DiffStats{TarBytes: int64(st.tar_bytes), Entries: int64(st.entries)}
-		if st.digest != nil {
-			out.Digest = C.GoString(st.digest)
-		}
+		out = goDiffStats(st)
 		return nil
 	})
 	return out, err
+}
+
+// diffArgs converts the arguments every diff call passes to the library.
+func diffArgs(a *cargs, id, parent string, opts *DiffOpts) (cid, cparent *C.char, do C.ovl2_diff_opts, err error) {
+	if cid, err = a.str("diff", id, "id", id); err != nil {
+		return
+	}
+	if cparent, err = a.optStr("diff", id, "parent", parent); err != nil {
+		return
+	}
+	C.ovl2_diff_opts_init(&do)
+	if opts != nil {
+		do.digest = cflag(!opts.NoDigest)
+	}
+	return
+}
+
+// goDiffStats copies the library's diff stats into Go memory.
+func goDiffStats(st *C.ovl2_diff_stats) DiffStats {
+	out := DiffStats{TarBytes: int64(st.tar_bytes), Entries: int64(st.entries)}
+	if st.digest != nil {
+		out.Digest = C.GoString(st.digest)
+	}
+	return out
 }
 
 // diffReader reads the tar a library call writes into a pipe on another goroutine.
