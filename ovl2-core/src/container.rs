@@ -115,6 +115,9 @@ impl Store {
             }
         }
         let top_was_committed = self.is_committed(image_top)?;
+        // The init layer's mount may make this `Driver`'s holder file, which outlives the
+        // mount; a failed create takes it back, to leave the store as it was.
+        let had_holder = self.has_holder_file();
         // Until the pair exists, a record says so: if this process dies half way, repair
         // (on the next open) finishes the rollback below.
         let pending = PendingRecord::begin(self, ctr, image_top, top_was_committed)?;
@@ -128,6 +131,9 @@ impl Store {
             // Undo whatever exists of the pair; the original error is what the caller needs.
             let _ = self.force_unmount(init);
             let _ = self.undo_created(&[init.to_string()], Some(image_top), top_was_committed);
+            if !had_holder {
+                self.drop_idle_holder();
+            }
             drop(pending);
             return Err(e);
         }

@@ -67,16 +67,21 @@ pub struct MountInfo {
     pub mounted: bool,
 }
 
-/// Gives a holder reference back when a get fails after taking it.
+/// Gives a holder reference back when a get fails after taking it; a holder file that get
+/// made goes too, so a failed get leaves the store as it found it.
 struct Unhold<'a> {
     d: &'a Store,
     armed: bool,
+    made: bool,
 }
 
 impl Drop for Unhold<'_> {
     fn drop(&mut self) {
         if self.armed {
             self.d.unhold();
+            if self.made {
+                self.d.drop_idle_holder();
+            }
         }
     }
 }
@@ -199,9 +204,9 @@ impl Store {
                 reason: format!("it is already mounted {}", if rec.readonly { "read-only" } else { "read-write" }),
             });
         }
-        let holder = if opts.persistent { Holder::Store } else { self.holder()? };
+        let (holder, made) = if opts.persistent { (Holder::Store, false) } else { self.holder()? };
         // Until this get has succeeded, a failure gives the holder reference back.
-        let mut pending = Unhold { d: self, armed: !opts.persistent };
+        let mut pending = Unhold { d: self, armed: !opts.persistent, made };
         if !rec.add(holder.clone(), 1) {
             return Err(Error::Busy { id: id.to_string(), reason: "it holds the most references a count can".into() });
         }
@@ -209,11 +214,11 @@ impl Store {
         if mounted {
             refs::store(self.mounts_fd()?, id, &rec)?;
         } else {
-            if self.is_mounted(&layer.fd)? {
-                // Never two overlay mounts on one upper/workdir (the kernel would allow it
-                // with index=off, with undefined results).
-                return Err(Error::Busy { id: id.to_string(), reason: "something else is mounted on merged/".into() });
-            }
+            // Nothing is mounted on merged/ now: the reconcile just found it so (a mount
+            // there without a usable record counts as an external reference, and this get
+            // joins it) and the layer lock keeps other gets out. So there are never two
+            // overlay mounts on one upper and workdir, which the kernel would allow with
+            // index=off, with undefined results.
             let req = self.mount_request(id, &layer, &lowers, readonly, opts)?;
             let method = engine::choose(&req, self.mounts.strategy, self.features())?;
             rec.method = method.as_str().to_owned();
@@ -255,7 +260,7 @@ impl Store {
             return Ok(());
         }
         let layer = self.lock_layer(id)?;
-        let mut rec = self.reconciled_record(id, &layer)?;
+        let (mut rec, mounted) = self.reconciled(id, &layer)?;
         let mine = self.mounts.me();
         let mine_released = held.count == 1 && rec.release(&mine);
         let released = mine_released || rec.release(&Holder::Store) || rec.release(&Holder::External);
@@ -268,7 +273,7 @@ impl Store {
             return Err(Error::InvalidArgument(format!("layer {id:?} is not mounted")));
         }
         if rec.total() == 0 {
-            self.unmount_layer(id, &layer)?;
+            self.take_down(id, &layer, mounted)?;
         }
         refs::store(self.mounts_fd()?, id, &rec)?;
         if mine_released {
@@ -437,12 +442,21 @@ impl Store {
     /// without any record. (A record whose holders all died comes back empty, so the
     /// caller unmounts.)
     fn reconciled_record(&self, id: &LayerId, layer: &LockedLayer) -> Result<Record> {
+        Ok(self.reconciled(id, layer)?.0)
+    }
+
+    /// [`Self::reconciled_record`], with whether something is mounted on `merged/` now.
+    fn reconciled(&self, id: &LayerId, layer: &LockedLayer) -> Result<(Record, bool)> {
         // An unusable record (torn, damaged) says nothing: the kernel's view decides, and a
         // mount found in place is kept for an explicit put, never taken down on a guess.
         let mut rec = refs::load(self.mounts_fd()?, id).unwrap_or_default();
         let recorded = rec.total() > 0;
-        let holders = self.holders_dir();
-        rec.drop_dead(holders.as_ref().map(std::os::fd::AsFd::as_fd));
+        // This `Driver`'s own references need no look at its holder file, and a record
+        // that names no other holder no look at the directory.
+        let mine = self.live_token();
+        let others = rec.holders.keys().any(|h| matches!(h, Holder::Lock { token } if Some(token) != mine.as_ref()));
+        let holders = if others { self.holders_dir() } else { None };
+        rec.drop_dead(holders.as_ref().map(std::os::fd::AsFd::as_fd), mine.as_deref());
         let mut mounted = self.is_mounted(&layer.fd)?;
         if mounted && recorded && rec.total() == 0 && !self.is_read_only() {
             // Every holder died: the mount is nobody's. Take it down now, under the layer
@@ -459,7 +473,7 @@ impl Store {
             rec.method = "external".into();
             rec.readonly = fsutil::file_type(&layer.fd, layout::COMMITTED).ok().flatten().is_some();
         }
-        Ok(rec)
+        Ok((rec, mounted))
     }
 
     fn mount_request<'a>(
@@ -566,7 +580,14 @@ impl Store {
     }
 
     fn unmount_layer(&self, id: &LayerId, layer: &LockedLayer) -> Result<()> {
-        if self.is_mounted(&layer.fd)? {
+        let mounted = self.is_mounted(&layer.fd)?;
+        self.take_down(id, layer, mounted)
+    }
+
+    /// [`Self::unmount_layer`] when the caller has just looked (under the same layer lock)
+    /// whether something is mounted on `merged/`.
+    fn take_down(&self, id: &LayerId, layer: &LockedLayer, mounted: bool) -> Result<()> {
+        if mounted {
             let path = self.home.join(id).join("merged");
             match rustix::mount::unmount(&path, rustix::mount::UnmountFlags::DETACH) {
                 Ok(()) | Err(Errno::INVAL) | Err(Errno::NOENT) => {}
@@ -620,10 +641,12 @@ impl Store {
         self.drop_holder();
     }
 
-    /// This `Driver`'s holder token, taking its holder file on first use.
-    fn holder(&self) -> Result<Holder> {
+    /// This `Driver`'s holder token, taking its holder file on first use; says whether this
+    /// call made the file.
+    fn holder(&self) -> Result<(Holder, bool)> {
         let mut me = self.mounts.me.lock().unwrap_or_else(|e| e.into_inner());
         let mut tries = 0;
+        let made_file = me.lock.is_none();
         while me.lock.is_none() {
             tries += 1;
             let (dir, made) = match self.ensure_holders_dir() {
@@ -650,15 +673,35 @@ impl Store {
             }
         }
         me.refs += 1;
-        Ok(Holder::Lock { token: me.token.clone() })
+        Ok((Holder::Lock { token: me.token.clone() }, made_file))
     }
 
-    /// Gives back one holder reference taken by [`Self::holder`]; the last one removes the
-    /// holder file.
+    /// Gives back one holder reference taken by [`Self::holder`]. The holder file stays
+    /// while the `Driver` is open (it goes in [`Self::drop_holder`]): making and removing it
+    /// on every first get and last put cost four journaled metadata operations per mount.
     fn unhold(&self) {
         let mut me = self.mounts.me.lock().unwrap_or_else(|e| e.into_inner());
         me.refs = me.refs.saturating_sub(1);
-        if me.refs == 0 {
+    }
+
+    /// This `Driver`'s token while it holds its holder file's lock (so it is alive).
+    fn live_token(&self) -> Option<String> {
+        let me = self.mounts.me.lock().unwrap_or_else(|e| e.into_inner());
+        (me.lock.is_some() && !me.forked()).then(|| me.token.clone())
+    }
+
+    /// Whether this `Driver` has its holder file now (an operation that must leave the store
+    /// as it found it on failure notes this first, for [`Self::drop_idle_holder`]).
+    pub(crate) fn has_holder_file(&self) -> bool {
+        let me = self.mounts.me.lock().unwrap_or_else(|e| e.into_inner());
+        me.lock.is_some() && !me.forked()
+    }
+
+    /// Removes the holder file when this `Driver` holds no reference under it: the rollback
+    /// of a failed operation whose gets made the file.
+    pub(crate) fn drop_idle_holder(&self) {
+        let mut me = self.mounts.me.lock().unwrap_or_else(|e| e.into_inner());
+        if me.refs == 0 && !me.forked() {
             self.remove_holder_file(&mut me);
         }
     }

@@ -90,10 +90,12 @@ impl Record {
         }
     }
 
-    /// Forgets holders that are gone (`holders_dir` is `.ovl2/holders`, if it exists).
-    pub(crate) fn drop_dead(&mut self, holders_dir: Option<BorrowedFd<'_>>) -> u64 {
+    /// Forgets holders that are gone (`holders_dir` is `.ovl2/holders`, if it exists). `me`
+    /// is the caller's own token while it holds its holder file's lock: alive without a look.
+    pub(crate) fn drop_dead(&mut self, holders_dir: Option<BorrowedFd<'_>>, me: Option<&str>) -> u64 {
         let before = self.total();
         self.holders.retain(|h, _| match h {
+            Holder::Lock { token } if Some(token.as_str()) == me => true,
             Holder::Lock { token } => holders_dir.is_some_and(|d| holder_alive(d, token)),
             Holder::Process { pid, start, .. } => process_start_time(*pid) == Some(*start),
             Holder::Store | Holder::External => true,
@@ -382,7 +384,7 @@ mod tests {
         assert!(r.add(Holder::Process { pid: me, start: start + 1, token: "t".into() }, 4)); // pid reused
         assert!(r.add(Holder::Store, 1));
         assert!(r.add(Holder::Lock { token: "ab".into() }, 2)); // no holders dir: gone
-        assert_eq!(r.drop_dead(None), 6);
+        assert_eq!(r.drop_dead(None, None), 6);
         assert_eq!(r.total(), 2);
     }
 

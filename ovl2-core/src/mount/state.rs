@@ -35,10 +35,10 @@ pub(super) struct Me {
     pub(super) generation: u64,
     pub(super) token: String,
     /// `.ovl2/holders/<token>`, flocked while this `Driver` may hold references; taken at
-    /// the first process-held get.
+    /// the first process-held get and kept until the `Driver` closes (or a failed operation
+    /// that made it rolls back), so mounting again makes no file.
     pub(super) lock: Option<std::os::fd::OwnedFd>,
-    /// References recorded under `token` (and gets in flight that will record one); the
-    /// holder file goes when this drops to zero, so a `Driver` holding nothing leaves none.
+    /// References recorded under `token` (and gets in flight that will record one).
     pub(super) refs: u64,
 }
 

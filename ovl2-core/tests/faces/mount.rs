@@ -403,6 +403,47 @@ pub fn closing_a_driver_gives_back_its_references<D: Face>() {
     assert!(!mounted_at(&home.join("L1/merged")));
 }
 
+face_test!(a_holder_file_lasts_as_long_as_its_driver);
+/// Issue 13: the holder file was made at every first get and removed at every last put (four
+/// journaled metadata operations per mount); it now lasts as long as the `Driver`. A get that
+/// fails still leaves nothing behind, and another process still sees the holder alive.
+pub fn a_holder_file_lasts_as_long_as_its_driver<D: Face>() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("holderlife");
+    let home = s.home();
+    build_chain::<D>(&home, 2, &[2]);
+    let holders = || -> Vec<String> {
+        match std::fs::read_dir(home.join(".ovl2/holders")) {
+            Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => Vec::new(),
+        }
+    };
+    // A get that fails before mounting (merged/ is a file) makes no holder file to keep.
+    let d = D::open_default(&home);
+    std::fs::write(home.join("rw2/merged"), "not a dir").unwrap();
+    assert_eq!(d.get("rw2", None).unwrap_err().kind(), ErrorKind::Corrupt);
+    assert_eq!(holders(), Vec::<String>::new(), "a failed get left its holder file");
+    std::fs::remove_file(home.join("rw2/merged")).unwrap();
+    let merged = d.get("rw2", None).unwrap();
+    let first = holders();
+    assert_eq!(first.len(), 1, "{first:?}");
+    d.put("rw2").unwrap();
+    assert!(!mounted_at(&merged));
+    assert_eq!(holders(), first, "the holder file stays while the Driver is open");
+    d.get("rw2", None).unwrap();
+    assert_eq!(holders(), first, "a second first get makes no new file");
+    // Another handle (as another process would) finds the holder alive and keeps its mount.
+    let other = D::open_default(&home);
+    assert_eq!(other.mounts().unwrap().len(), 1);
+    assert!(mounted_at(&merged));
+    d.put("rw2").unwrap();
+    drop(d);
+    assert_eq!(holders(), Vec::<String>::new(), "a closed Driver leaves no holder file");
+    drop(other);
+}
+
 face_test!(a_base_layer_put_pairs_with_its_own_get);
 pub fn a_base_layer_put_pairs_with_its_own_get<D: Face>() {
     // Found in review: get(base) takes no reference, so its put released someone else's
