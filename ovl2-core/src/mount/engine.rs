@@ -15,6 +15,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 use rustix::mount::{
     fsconfig_create, fsconfig_set_fd, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
     FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags,
@@ -132,12 +133,17 @@ enum Layer<'a> {
 }
 
 /// A layer directory opened without following any symlink inside the home, with the
-/// identity the kernel must find when it resolves the layer's path string.
+/// identity the kernel must find when it resolves the layer's path string (taken only
+/// for the methods that hand the kernel path strings, see [`Request::open`]).
 struct Opened {
     fd: OwnedFd,
     dev: u64,
     ino: u64,
 }
+
+/// How [`Request::open`] opens `<id>/diff` below the home: `openat2` refusing every symlink
+/// (one syscall), or, where the kernel lacks it, one `O_NOFOLLOW` open per component.
+static OPENAT2_MISSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl Request<'_> {
     fn layers(&self) -> Vec<Layer<'_>> {
@@ -185,7 +191,10 @@ impl Request<'_> {
     /// inside the home: `l/<short>` is read (it must point to `../<id>/diff`, as Docker
     /// writes it) and `<id>` and `diff` are opened with `O_NOFOLLOW`. A layer dir that is a
     /// symlink (to a host directory, say) is refused, so the kernel never receives one.
-    fn open(&self, l: &Layer<'_>, flags: OFlags) -> Result<Opened> {
+    ///
+    /// With `identify`, the directory's device and inode are read too, for [`Self::verify`];
+    /// methods that hand the kernel the fds themselves need no identity.
+    fn open(&self, l: &Layer<'_>, flags: OFlags, identify: bool) -> Result<Opened> {
         let flags = flags | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = match l {
             Layer::Short(s) => {
@@ -199,9 +208,15 @@ impl Request<'_> {
                         String::from_utf8_lossy(target.as_bytes())
                     )));
                 };
-                let what = format!("{lower}/diff (lower layer l/{s})");
-                let dir = self.open_one(self.home_fd, lower, OFlags::PATH | OFlags::DIRECTORY, &what, lower)?;
-                self.open_one(dir.as_fd(), "diff", flags, &what, &format!("{lower}/diff"))?
+                match self.open_beneath(lower, flags) {
+                    Some(fd) => fd,
+                    // Refused or failed: the open by components names what is wrong.
+                    None => {
+                        let what = format!("{lower}/diff (lower layer l/{s})");
+                        let dir = self.open_one(self.home_fd, lower, OFlags::PATH | OFlags::DIRECTORY, &what, lower)?;
+                        self.open_one(dir.as_fd(), "diff", flags, &what, &format!("{lower}/diff"))?
+                    }
+                }
             }
             Layer::Own(n) => self.open_one(self.layer_fd, n, flags, &format!("{}/{n}", self.id), &self.shown(l))?,
             Layer::Empty => {
@@ -218,8 +233,38 @@ impl Request<'_> {
                 fd
             }
         };
+        if !identify {
+            return Ok(Opened { fd, dev: 0, ino: 0 });
+        }
         let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(format!("stat of {}", self.shown(l)), e))?;
         Ok(Opened { fd, dev: st.st_dev, ino: st.st_ino })
+    }
+
+    /// `<lower>/diff` below the home in one `openat2` that follows no symlink at all; `None`
+    /// when that fails for any reason (the caller then opens component by component, which
+    /// says what is wrong) or the kernel has no `openat2`.
+    fn open_beneath(&self, lower: &str, flags: OFlags) -> Option<OwnedFd> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if OPENAT2_MISSING.load(Relaxed) {
+            return None;
+        }
+        let mut path = Vec::with_capacity(lower.len() + 5);
+        path.extend_from_slice(lower.as_bytes());
+        path.extend_from_slice(b"/diff");
+        let how = rustix::fs::ResolveFlags::NO_SYMLINKS | rustix::fs::ResolveFlags::NO_MAGICLINKS;
+        loop {
+            match rustix::fs::openat2(self.home_fd, path.as_slice(), flags, Mode::empty(), how) {
+                Ok(fd) => return Some(fd),
+                // A rename raced with the lookup: the kernel asks for a retry.
+                Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
+                // Kernels before 5.6, valgrind, and seccomp filters that refuse it.
+                Err(Errno::NOSYS) | Err(Errno::PERM) => {
+                    OPENAT2_MISSING.store(true, Relaxed);
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
     }
 
     /// Opens `name` below `dir` with `flags` (which include `O_NOFOLLOW|O_DIRECTORY`),
@@ -256,9 +301,10 @@ impl Request<'_> {
         }
     }
 
-    /// Opens every layer safely, in [`Request::all_layers`] order.
-    fn open_all(&self, flags: OFlags) -> Result<Vec<(Layer<'_>, Opened)>> {
-        self.all_layers().into_iter().map(|l| Ok((l, self.open(&l, flags)?))).collect()
+    /// Opens every layer safely, in [`Request::all_layers`] order (`identify`: see
+    /// [`Self::open`]).
+    fn open_all(&self, flags: OFlags, identify: bool) -> Result<Vec<(Layer<'_>, Opened)>> {
+        self.all_layers().into_iter().map(|l| Ok((l, self.open(&l, flags, identify)?))).collect()
     }
 
     /// `merged/`, checked to be a real directory (it is the mount target).
@@ -336,7 +382,7 @@ pub(crate) fn mount(req: &Request<'_>, method: MountMethod, f: &Features) -> Res
     match method {
         MountMethod::NewFd | MountMethod::NewPath => mount_new(req, f, method == MountMethod::NewFd),
         MountMethod::LegacyAbsolute => {
-            let opened = req.open_all(OFlags::PATH)?;
+            let opened = req.open_all(OFlags::PATH, true)?;
             let merged = req.open_merged()?;
             let mut target = req.home.as_os_str().as_bytes().to_vec();
             target.extend_from_slice(format!("/{}/merged", req.id).as_bytes());
@@ -348,7 +394,7 @@ pub(crate) fn mount(req: &Request<'_>, method: MountMethod, f: &Features) -> Res
             legacy_mount_call(req, None, target, data)
         }
         MountMethod::LegacyRelative => {
-            let opened = req.open_all(OFlags::PATH)?;
+            let opened = req.open_all(OFlags::PATH, true)?;
             let merged = req.open_merged()?;
             let target = format!("{}/merged", req.id).into_bytes();
             let data = legacy_data(req, f, &|l| req.relative(l));
@@ -389,9 +435,10 @@ pub(crate) fn mount_detached(req: &Request<'_>, method: MountMethod, f: &Feature
 }
 
 fn mount_new(req: &Request<'_>, f: &Features, use_fds: bool) -> Result<()> {
-    let _merged = req.open_merged()?;
     let mnt = new_mount_fd(req, f, use_fds)?;
-    // No MOVE_MOUNT_T_SYMLINKS: a merged/ swapped for a symlink is not followed.
+    // No MOVE_MOUNT_T_SYMLINKS: a merged/ swapped for a symlink is not followed, and the
+    // kernel refuses to attach a directory's mount on anything but a directory (merged/ was
+    // made, or found to be a directory, under the layer lock just before).
     move_mount(&mnt, c"", req.layer_fd, layout::MERGED, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
         .map_err(|e| Error::io(format!("attaching the mount of {:?} at {}/merged", req.id, req.id), e))
 }
@@ -401,7 +448,7 @@ fn new_mount_fd(req: &Request<'_>, f: &Features, use_fds: bool) -> Result<OwnedF
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| Error::io("fsopen(\"overlay\")", e))?;
     let fd_flags = if use_fds && !f.opath_fds { OFlags::RDONLY } else { OFlags::PATH };
     // Every layer opened safely up front, and kept open until the superblock exists.
-    let opened = req.open_all(fd_flags)?;
+    let opened = req.open_all(fd_flags, !use_fds)?;
     let configure = || -> Result<()> {
         let layer = |key: &str, l: &Layer<'_>, o: &Opened| -> Result<()> {
             if use_fds {
@@ -532,7 +579,7 @@ fn fits(data: &[u8]) -> bool {
 
 fn mount_legacy_fd(req: &Request<'_>, f: &Features) -> Result<()> {
     // Name every layer by the number of its safely opened fd, relative to /proc/self/fd.
-    let opened = req.open_all(OFlags::PATH)?;
+    let opened = req.open_all(OFlags::PATH, false)?;
     let merged = req.open_merged()?;
     let fds: std::collections::HashMap<Vec<u8>, i32> =
         opened.iter().map(|(l, o)| (req.relative(l), o.fd.as_raw_fd())).collect();
