@@ -301,10 +301,56 @@ impl Request<'_> {
         }
     }
 
-    /// Opens every layer safely, in [`Request::all_layers`] order (`identify`: see
-    /// [`Self::open`]).
+    /// Checks once, for every `l/<short>` string at a time, what [`Self::verify`] checks per
+    /// layer: that `l` (absolute, or relative to `base`) leads to the very `l/` directory the
+    /// links were read from. Beyond it the kernel resolves only what [`Self::open`] checked:
+    /// the link, which read `../<id>/diff`, and `<id>/diff`, opened with no symlink followed.
+    /// One `stat` per mount instead of one per lower (a path resolution each, about as
+    /// costly as the kernel's own).
+    fn verify_links(&self, base: Option<BorrowedFd<'_>>) -> Result<()> {
+        let path = match base {
+            Some(_) => b"l".to_vec(),
+            None => [self.home.as_os_str().as_bytes(), b"/l"].concat(),
+        };
+        let links = rustix::fs::fstat(self.links_fd).map_err(|e| Error::io("stat of the store's l/ directory", e))?;
+        match rustix::fs::statat(base.unwrap_or(rustix::fs::CWD), path.as_slice(), AtFlags::empty()) {
+            Ok(st) if st.st_dev == links.st_dev && st.st_ino == links.st_ino => Ok(()),
+            _ => Err(Error::Corrupt(format!(
+                "cannot mount layer {:?}: the path {} does not lead to the store's l/ directory (a symlink or a \
+                 moved home); refusing",
+                self.id,
+                String::from_utf8_lossy(&path)
+            ))),
+        }
+    }
+
+    /// [`Self::verify`] for every layer in `opened` as `name` names it, the short links
+    /// through [`Self::verify_links`].
+    fn verify_all(
+        &self,
+        base: Option<BorrowedFd<'_>>,
+        opened: &[(Layer<'_>, Opened)],
+        name: &dyn Fn(&Layer<'_>) -> Vec<u8>,
+    ) -> Result<()> {
+        if opened.iter().any(|(l, _)| matches!(l, Layer::Short(_))) {
+            self.verify_links(base)?;
+        }
+        for (l, o) in opened {
+            if !matches!(l, Layer::Short(_)) {
+                self.verify(base, &name(l), l, o)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens every layer safely, in [`Request::all_layers`] order. With `identify`, the
+    /// layers that [`Self::verify`] checks one by one (all but the short links) carry their
+    /// identity (see [`Self::open`]).
     fn open_all(&self, flags: OFlags, identify: bool) -> Result<Vec<(Layer<'_>, Opened)>> {
-        self.all_layers().into_iter().map(|l| Ok((l, self.open(&l, flags, identify)?))).collect()
+        self.all_layers()
+            .into_iter()
+            .map(|l| Ok((l, self.open(&l, flags, identify && !matches!(l, Layer::Short(_)))?)))
+            .collect()
     }
 
     /// `merged/`, checked to be a real directory (it is the mount target).
@@ -387,9 +433,7 @@ pub(crate) fn mount(req: &Request<'_>, method: MountMethod, f: &Features) -> Res
             let mut target = req.home.as_os_str().as_bytes().to_vec();
             target.extend_from_slice(format!("/{}/merged", req.id).as_bytes());
             let data = legacy_data(req, f, &|l| req.absolute(l));
-            for (l, o) in &opened {
-                req.verify(None, &req.absolute(l), l, o)?;
-            }
+            req.verify_all(None, &opened, &|l| req.absolute(l))?;
             req.verify(None, &target, &Layer::Own("merged"), &merged)?;
             legacy_mount_call(req, None, target, data)
         }
@@ -398,9 +442,7 @@ pub(crate) fn mount(req: &Request<'_>, method: MountMethod, f: &Features) -> Res
             let merged = req.open_merged()?;
             let target = format!("{}/merged", req.id).into_bytes();
             let data = legacy_data(req, f, &|l| req.relative(l));
-            for (l, o) in &opened {
-                req.verify(Some(req.home_fd), &req.relative(l), l, o)?;
-            }
+            req.verify_all(Some(req.home_fd), &opened, &|l| req.relative(l))?;
             req.verify(Some(req.home_fd), &target, &Layer::Own("merged"), &merged)?;
             legacy_mount_call(req, Some(req.home_fd), target, data)
         }
@@ -449,6 +491,9 @@ fn new_mount_fd(req: &Request<'_>, f: &Features, use_fds: bool) -> Result<OwnedF
     let fd_flags = if use_fds && !f.opath_fds { OFlags::RDONLY } else { OFlags::PATH };
     // Every layer opened safely up front, and kept open until the superblock exists.
     let opened = req.open_all(fd_flags, !use_fds)?;
+    if !use_fds && opened.iter().any(|(l, _)| matches!(l, Layer::Short(_))) {
+        req.verify_links(None)?;
+    }
     let configure = || -> Result<()> {
         let layer = |key: &str, l: &Layer<'_>, o: &Opened| -> Result<()> {
             if use_fds {
@@ -458,7 +503,10 @@ fn new_mount_fd(req: &Request<'_>, f: &Features, use_fds: bool) -> Result<OwnedF
             // by the kernel like legacy options.
             let abs = req.absolute(l);
             let value = if abs.len() <= 255 {
-                req.verify(None, &abs, l, o)?;
+                // Short links were checked as one (`verify_links` above).
+                if !matches!(l, Layer::Short(_)) {
+                    req.verify(None, &abs, l, o)?;
+                }
                 if key == "lowerdir+" {
                     abs
                 } else {

@@ -585,6 +585,53 @@ pub fn symlinked_layer_dirs_are_refused_on_every_strategy<D: Face>() {
     }
 }
 
+face_test!(a_links_dir_swapped_after_open_is_refused);
+/// Issue 13: the path-string methods now check the store's `l/` once per mount instead of
+/// every lower's path. A Driver whose `l/` was swapped (after it opened) for a symlink to a
+/// look-alike directory whose links lead to a host directory must still never mount it.
+pub fn a_links_dir_swapped_after_open_is_refused<D: Face>() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("swapl");
+    let home = s.home();
+    let host = s.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("hostfile"), "host").unwrap();
+    build_chain::<D>(&home, 2, &[3]);
+    // The look-alike: every short name of the real l/, pointing at the host dir.
+    let fake = s.path().join("fake-l");
+    std::fs::create_dir_all(&fake).unwrap();
+    for e in std::fs::read_dir(home.join("l")).unwrap() {
+        std::os::unix::fs::symlink(&host, fake.join(e.unwrap().file_name())).unwrap();
+    }
+    for &(strategy, disabled, method) in ALL_METHODS {
+        let d = driver::<D>(&home, strategy, disabled);
+        std::fs::rename(home.join("l"), home.join("l.real")).unwrap();
+        std::os::unix::fs::symlink(&fake, home.join("l")).unwrap();
+        let r = d.get("rw3", None);
+        let merged = home.join("rw3/merged");
+        let shows_host = r.is_ok() && merged.join("hostfile").exists();
+        let shows_layers = r.is_ok() && merged.join("bottom").exists();
+        if r.is_ok() {
+            d.put("rw3").unwrap();
+        }
+        std::fs::remove_file(home.join("l")).unwrap();
+        std::fs::rename(home.join("l.real"), home.join("l")).unwrap();
+        assert!(!shows_host, "{method}: the host dir was mounted through a swapped l/");
+        match method {
+            // The fds were opened from the l/ the Driver opened: the real layers are mounted.
+            "new-fd" => assert!(shows_layers, "{method}: {r:?}"),
+            _ => {
+                let e = r.expect_err(&format!("{method}: a swapped l/ must be refused"));
+                assert!(e.to_string().contains("l/ directory"), "{method}: the error says why: {e}");
+            }
+        }
+        assert!(d.mounts().unwrap().is_empty(), "{method}: no reference left");
+        assert_eq!(exercise_rw(&d, &home, "rw3", 3), method, "{method}: mounts again once l/ is back");
+    }
+}
+
 face_test!(a_non_empty_empty_dir_is_refused_and_repaired);
 /// Issue 10, item 10: files placed in `.ovl2/empty` showed up in every read-only mount of a
 /// base layer, and `check` said nothing.
