@@ -165,6 +165,9 @@ pub fn read_small<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<Option<Vec<u8>>>
             Ok(0) => return Ok(Some(out)),
             Ok(n) => {
                 out.extend_from_slice(&buf[..n]);
+                if is_whole(&out, n, buf.len(), &st) {
+                    return Ok(Some(out));
+                }
                 if out.len() > MAX_SMALL_FILE {
                     return Err(bad_file(&format!("grew over the {MAX_SMALL_FILE}-byte limit while being read")));
                 }
@@ -173,6 +176,14 @@ pub fn read_small<Fd: AsFd>(dir: Fd, name: &CStr) -> io::Result<Option<Vec<u8>>>
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Whether a read of a regular file that just returned `n` of the `asked` bytes, `out` now
+/// holding all read so far, has read the whole file: a short read of a regular file means
+/// its end, and the size at open says it was the end then. Saves the read that would return
+/// 0 (one syscall per small file, and a mount reads several).
+pub(crate) fn is_whole(out: &[u8], n: usize, asked: usize, st: &rfs::Stat) -> bool {
+    n < asked && out.len() as u64 == st.st_size as u64
 }
 
 /// Opens `name` (with `flags`, e.g. `RDONLY` or `RDWR`) only if it is a regular file, with its

@@ -196,7 +196,8 @@ impl Store {
             )));
         }
 
-        let mut rec = self.reconciled_record(id, &layer)?;
+        let (mut rec, _, file) = self.reconciled_open(id, &layer)?;
+        let file = file.as_ref();
         let mounted = rec.total() > 0;
         if mounted && rec.readonly != readonly {
             return Err(Error::Busy {
@@ -212,7 +213,7 @@ impl Store {
         }
         rec.readonly = readonly;
         if mounted {
-            refs::store(self.mounts_fd()?, id, &rec)?;
+            refs::store_open(file, self.mounts_fd()?, id, &rec)?;
         } else {
             // Nothing is mounted on merged/ now: the reconcile just found it so (a mount
             // there without a usable record counts as an external reference, and this get
@@ -224,12 +225,12 @@ impl Store {
             rec.method = method.as_str().to_owned();
             // Record the reference before mounting: a crash in between leaves a record that
             // the next reconcile drops (nothing mounted), never a mount nobody accounts for.
-            refs::store(self.mounts_fd()?, id, &rec)?;
+            refs::store_open(file, self.mounts_fd()?, id, &rec)?;
             match self.mount_layer(&req, method) {
                 Ok(()) => {}
                 Err(e) => {
                     rec.release(&holder);
-                    let _ = refs::store(self.mounts_fd()?, id, &rec);
+                    let _ = refs::store_open(file, self.mounts_fd()?, id, &rec);
                     let _ = rustix::fs::unlinkat(&layer.fd, layout::MERGED, AtFlags::REMOVEDIR);
                     return Err(e);
                 }
@@ -260,7 +261,7 @@ impl Store {
             return Ok(());
         }
         let layer = self.lock_layer(id)?;
-        let (mut rec, mounted) = self.reconciled(id, &layer)?;
+        let (mut rec, mounted, file) = self.reconciled_open(id, &layer)?;
         let mine = self.mounts.me();
         let mine_released = held.count == 1 && rec.release(&mine);
         let released = mine_released || rec.release(&Holder::Store) || rec.release(&Holder::External);
@@ -275,7 +276,7 @@ impl Store {
         if rec.total() == 0 {
             self.take_down(id, &layer, mounted)?;
         }
-        refs::store(self.mounts_fd()?, id, &rec)?;
+        refs::store_open(file.as_ref(), self.mounts_fd()?, id, &rec)?;
         if mine_released {
             self.unhold();
         }
@@ -442,14 +443,21 @@ impl Store {
     /// without any record. (A record whose holders all died comes back empty, so the
     /// caller unmounts.)
     fn reconciled_record(&self, id: &LayerId, layer: &LockedLayer) -> Result<Record> {
-        Ok(self.reconciled(id, layer)?.0)
+        Ok(self.reconciled_open(id, layer)?.0)
     }
 
-    /// [`Self::reconciled_record`], with whether something is mounted on `merged/` now.
-    fn reconciled(&self, id: &LayerId, layer: &LockedLayer) -> Result<(Record, bool)> {
+    /// [`Self::reconciled_record`], with whether something is mounted on `merged/` now, and
+    /// the record file kept open for saving the caller's change ([`refs::store_open`]) when
+    /// the store is writable.
+    fn reconciled_open(
+        &self,
+        id: &LayerId,
+        layer: &LockedLayer,
+    ) -> Result<(Record, bool, Option<std::os::fd::OwnedFd>)> {
         // An unusable record (torn, damaged) says nothing: the kernel's view decides, and a
         // mount found in place is kept for an explicit put, never taken down on a guess.
-        let mut rec = refs::load(self.mounts_fd()?, id).unwrap_or_default();
+        let (loaded, file) = refs::load_open(self.mounts_fd()?, id, !self.is_read_only());
+        let mut rec = loaded.unwrap_or_default();
         let recorded = rec.total() > 0;
         // This `Driver`'s own references need no look at its holder file, and a record
         // that names no other holder no look at the directory.
@@ -462,7 +470,7 @@ impl Store {
             // Every holder died: the mount is nobody's. Take it down now, under the layer
             // lock, so no caller can stack a second mount on the same upper and workdir.
             self.unmount_layer(id, layer)?;
-            refs::store(self.mounts_fd()?, id, &Record::default())?;
+            refs::store_open(file.as_ref(), self.mounts_fd()?, id, &Record::default())?;
             mounted = false;
         }
         if !mounted {
@@ -473,7 +481,7 @@ impl Store {
             rec.method = "external".into();
             rec.readonly = fsutil::file_type(&layer.fd, layout::COMMITTED).ok().flatten().is_some();
         }
-        Ok((rec, mounted))
+        Ok((rec, mounted, file))
     }
 
     fn mount_request<'a>(

@@ -183,14 +183,23 @@ pub(crate) fn open_regular(
     name: &std::ffi::CStr,
     flags: OFlags,
 ) -> std::result::Result<Option<OwnedFd>, String> {
+    Ok(open_regular_stat(dir, name, flags)?.map(|(fd, _)| fd))
+}
+
+/// [`open_regular`] with the file's stat.
+fn open_regular_stat(
+    dir: BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+    flags: OFlags,
+) -> std::result::Result<Option<(OwnedFd, rustix::fs::Stat)>, String> {
     match fsutil::open_regular(dir, name, flags) {
-        Ok(found) => Ok(found.map(|(fd, _)| fd)),
+        Ok(found) => Ok(found),
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(format!("it {e}")),
         Err(e) => Err(format!("it cannot be opened: {e}")),
     }
 }
 
-fn read_fd(fd: &OwnedFd) -> std::result::Result<Vec<u8>, String> {
+fn read_fd(fd: &OwnedFd, st: &rustix::fs::Stat) -> std::result::Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -198,6 +207,9 @@ fn read_fd(fd: &OwnedFd) -> std::result::Result<Vec<u8>, String> {
             Ok(0) => return Ok(out),
             Ok(n) => {
                 out.extend_from_slice(&buf[..n]);
+                if fsutil::is_whole(&out, n, buf.len(), st) {
+                    return Ok(out);
+                }
                 if out.len() > MAX_RECORD {
                     return Err(format!("it is larger than {MAX_RECORD} bytes"));
                 }
@@ -211,10 +223,35 @@ fn read_fd(fd: &OwnedFd) -> std::result::Result<Vec<u8>, String> {
 /// Loads a layer's record. An absent one is empty; an unusable one is reported as such, and
 /// callers then go by the kernel's mount table (the authority on what is mounted).
 pub(crate) fn load<Fd: AsFd>(dir: Fd, id: &LayerId) -> Loaded {
-    match open_regular(dir.as_fd(), id.as_c_str(), OFlags::RDONLY) {
+    match open_regular_stat(dir.as_fd(), id.as_c_str(), OFlags::RDONLY) {
         Ok(None) => Ok(Record::default()),
-        Ok(Some(fd)) => Record::decode(&read_fd(&fd).map_err(Bad::Corrupt)?),
+        Ok(Some((fd, st))) => Record::decode(&read_fd(&fd, &st).map_err(Bad::Corrupt)?),
         Err(why) => Err(Bad::Corrupt(why)),
+    }
+}
+
+/// [`load`] for a change under the layer lock: with `writable`, the record file is opened
+/// read-write and handed back, so [`store_open`] writes the change without opening it again
+/// (a get and a put each load and save their record). No file comes back when there was
+/// none, or it was unusable: [`store`] then makes or replaces it.
+pub(crate) fn load_open<Fd: AsFd>(dir: Fd, id: &LayerId, writable: bool) -> (Loaded, Option<OwnedFd>) {
+    let flags = if writable { OFlags::RDWR } else { OFlags::RDONLY };
+    match open_regular_stat(dir.as_fd(), id.as_c_str(), flags) {
+        Ok(None) => (Ok(Record::default()), None),
+        Ok(Some((fd, st))) => {
+            let loaded = read_fd(&fd, &st).map_err(Bad::Corrupt).and_then(|b| Record::decode(&b));
+            let keep = writable && loaded.is_ok();
+            (loaded, keep.then_some(fd))
+        }
+        Err(why) => (Err(Bad::Corrupt(why)), None),
+    }
+}
+
+/// [`store`] through the record file [`load_open`] kept open, if it did.
+pub(crate) fn store_open<Fd: AsFd>(open: Option<&OwnedFd>, dir: Fd, id: &LayerId, rec: &Record) -> Result<()> {
+    match open {
+        Some(fd) => write_record(fd, id, rec),
+        None => store(dir, id, rec),
     }
 }
 
@@ -254,8 +291,12 @@ pub(crate) fn store<Fd: AsFd>(dir: Fd, id: &LayerId, rec: &Record) -> Result<()>
             create_record(dir, id)?
         }
     };
+    write_record(&fd, id, rec)
+}
+
+fn write_record(fd: &OwnedFd, id: &LayerId, rec: &Record) -> Result<()> {
     let text = rec.encode();
-    let n = rustix::io::pwrite(&fd, text.as_bytes(), 0)
+    let n = rustix::io::pwrite(fd, text.as_bytes(), 0)
         .map_err(|e| Error::io(format!("writing the mount record of {id:?}"), e))?;
     if n != text.len() {
         return Err(Error::io(format!("writing the mount record of {id:?}"), Errno::NOSPC));
