@@ -107,6 +107,11 @@ func call(op, id string, f func(**C.ovl2_error) C.enum_ovl2_status) error {
 	if st == C.OVL2_STATUS_OK {
 		return nil
 	}
+	return statusError(op, id, st, cerr)
+}
+
+// statusError turns a failed call's status and error (which it frees) into an *Error.
+func statusError(op, id string, st C.enum_ovl2_status, cerr *C.ovl2_error) error {
 	defer C.ovl2_error_free(cerr)
 	return &Error{
 		Op:      op,

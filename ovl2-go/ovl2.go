@@ -45,16 +45,28 @@ import (
 // itself for the cheap operations). Pinning lets option structs carry them too.
 type cargs struct{ pin runtime.Pinner }
 
-// str copies s for C. A NUL byte would silently cut the string short in C, so it is
-// refused here with ErrInvalidArgument.
+// str copies s for C, pinned until free: for strings stored in C structs that are passed
+// by pointer. A NUL byte would silently cut the string short in C, so it is refused here
+// with ErrInvalidArgument.
 func (a *cargs) str(op, id, what, s string) (*C.char, error) {
+	p, err := arg(op, id, what, s)
+	if err != nil {
+		return nil, err
+	}
+	a.pin.Pin(p)
+	return p, nil
+}
+
+// arg copies s for C as a direct argument of one call, which cgo keeps in place for the
+// call's duration: no pinning (a Pinner costs an allocation and two runtime calls, a
+// measurable share of a call such as Exists). Refuses a NUL byte like str.
+func arg(op, id, what, s string) (*C.char, error) {
 	if strings.IndexByte(s, 0) >= 0 {
 		return nil, &Error{Op: op, ID: id, Code: CodeInvalidArgument, Errno: syscall.EINVAL,
 			Message: what + " contains a NUL byte"}
 	}
 	b := make([]byte, len(s)+1)
 	copy(b, s)
-	a.pin.Pin(&b[0])
 	return (*C.char)(unsafe.Pointer(&b[0])), nil
 }
 
@@ -390,44 +402,43 @@ func (d *Driver) Usage(id string) (Usage, error) {
 
 // withID runs one C call that takes the driver and a layer id.
 func (d *Driver) withID(op, id string, f func(*C.ovl2_driver, *C.char, **C.ovl2_error) C.enum_ovl2_status) error {
+	cid, err := arg(op, id, "id", id)
+	if err != nil {
+		return err
+	}
 	return d.with(func(cd *C.ovl2_driver) error {
-		var a cargs
-		defer a.free()
-		cid, err := a.str(op, id, "id", id)
-		if err != nil {
-			return err
-		}
 		return call(op, id, func(e **C.ovl2_error) C.enum_ovl2_status { return f(cd, cid, e) })
 	})
 }
 
 // Exists reports whether layer id exists.
 func (d *Driver) Exists(id string) (bool, error) {
+	// Written out, without with's and call's closures: Exists is called per layer, often.
+	cid, err := arg("exists", id, "id", id)
+	if err != nil {
+		return false, err
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.d == nil {
+		return false, ErrClosed
+	}
 	var out C.bool
-	err := d.with(func(cd *C.ovl2_driver) error {
-		var a cargs
-		defer a.free()
-		cid, err := a.str("exists", id, "id", id)
-		if err != nil {
-			return err
-		}
-		return call("exists", id, func(e **C.ovl2_error) C.enum_ovl2_status {
-			return C.ovl2_exists(cd, cid, &out, e)
-		})
-	})
-	return bool(out), err
+	var cerr *C.ovl2_error
+	if st := C.ovl2_exists(d.d, cid, &out, &cerr); st != C.OVL2_STATUS_OK {
+		return false, statusError("exists", id, st, cerr)
+	}
+	return bool(out), nil
 }
 
 // Parent returns the direct parent of id, "" for a base layer.
 func (d *Driver) Parent(id string) (string, error) {
 	var out *C.char
-	err := d.with(func(cd *C.ovl2_driver) error {
-		var a cargs
-		defer a.free()
-		cid, err := a.str("parent", id, "id", id)
-		if err != nil {
-			return err
-		}
+	cid, err := arg("parent", id, "id", id)
+	if err != nil {
+		return "", err
+	}
+	err = d.with(func(cd *C.ovl2_driver) error {
 		return call("parent", id, func(e **C.ovl2_error) C.enum_ovl2_status {
 			return C.ovl2_parent(cd, cid, &out, e)
 		})
@@ -459,13 +470,11 @@ func (m Metadata) Map() map[string]string {
 // Metadata returns the paths of layer id.
 func (d *Driver) Metadata(id string) (Metadata, error) {
 	var m *C.ovl2_metadata
-	err := d.with(func(cd *C.ovl2_driver) error {
-		var a cargs
-		defer a.free()
-		cid, err := a.str("metadata", id, "id", id)
-		if err != nil {
-			return err
-		}
+	cid, err := arg("metadata", id, "id", id)
+	if err != nil {
+		return Metadata{}, err
+	}
+	err = d.with(func(cd *C.ovl2_driver) error {
 		return call("metadata", id, func(e **C.ovl2_error) C.enum_ovl2_status {
 			return C.ovl2_layer_metadata(cd, cid, &m, e)
 		})
@@ -621,18 +630,18 @@ type MountOpts struct {
 // in Docker). Every successful Get needs one Put.
 func (d *Driver) Get(id, mountLabel string) (string, error) {
 	// ovl2_get, not GetWith's ovl2_get_with: no options struct to initialise through cgo.
+	cid, err := arg("get", id, "id", id)
+	if err != nil {
+		return "", err
+	}
+	var label *C.char
+	if mountLabel != "" {
+		if label, err = arg("get", id, "mount label", mountLabel); err != nil {
+			return "", err
+		}
+	}
 	var out *C.char
-	err := d.with(func(cd *C.ovl2_driver) error {
-		var a cargs
-		defer a.free()
-		cid, err := a.str("get", id, "id", id)
-		if err != nil {
-			return err
-		}
-		label, err := a.optStr("get", id, "mount label", mountLabel)
-		if err != nil {
-			return err
-		}
+	err = d.with(func(cd *C.ovl2_driver) error {
 		return call("get", id, func(e **C.ovl2_error) C.enum_ovl2_status {
 			return C.ovl2_get(cd, cid, label, &out, e)
 		})
@@ -678,16 +687,8 @@ func (d *Driver) GetWith(id string, opts *MountOpts) (string, error) {
 // Put drops one reference to layer id's mount and unmounts when none is left. A base
 // layer's Put does nothing; a layer that is not mounted gives ErrInvalidArgument.
 func (d *Driver) Put(id string) error {
-	return d.with(func(cd *C.ovl2_driver) error {
-		var a cargs
-		defer a.free()
-		cid, err := a.str("put", id, "id", id)
-		if err != nil {
-			return err
-		}
-		return call("put", id, func(e **C.ovl2_error) C.enum_ovl2_status {
-			return C.ovl2_put(cd, cid, e)
-		})
+	return d.withID("put", id, func(cd *C.ovl2_driver, cid *C.char, e **C.ovl2_error) C.enum_ovl2_status {
+		return C.ovl2_put(cd, cid, e)
 	})
 }
 
