@@ -31,6 +31,9 @@ extern "C" {
 /// Forks seen by this process's line of descent (0 in the process that registered).
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
+/// Forks this process has made (counted in the parent, by the `parent` handler).
+static FORKS_MADE: AtomicU64 = AtomicU64::new(0);
+
 /// Whether the child handler is in place (else the pid stands in for the generation).
 static REGISTERED: OnceLock<bool> = OnceLock::new();
 
@@ -40,13 +43,34 @@ unsafe extern "C" fn in_child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Runs in the parent right after fork: an atomic increment only.
+unsafe extern "C" fn in_parent() {
+    FORKS_MADE.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many forks this process has made since the handlers were registered: a `Driver`
+/// compares it to tell whether a child may share the lock of a file it keeps flocked (a
+/// flock belongs to the open file, which a child inherits). Without the handlers it always
+/// answers "maybe": a new value every call.
+pub(crate) fn forks_made() -> u64 {
+    if registered() {
+        FORKS_MADE.load(Ordering::Relaxed)
+    } else {
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        CALLS.fetch_add(1, Ordering::Relaxed).wrapping_add(1 << 63)
+    }
+}
+
+fn registered() -> bool {
+    // SAFETY: registers handlers that only touch atomics; called once.
+    *REGISTERED.get_or_init(|| unsafe { pthread_atfork(None, Some(in_parent), Some(in_child)) } == 0)
+}
+
 /// The current fork generation: differs from any value read before a fork that made this
 /// process. Only comparable within one process's memory (a copy inherited from the parent
 /// holds the parent's generation).
 pub(crate) fn generation() -> u64 {
-    // SAFETY: registers a handler that only touches an atomic; called once.
-    let registered = *REGISTERED.get_or_init(|| unsafe { pthread_atfork(None, None, Some(in_child)) } == 0);
-    if registered {
+    if registered() {
         // Relaxed suffices: the bump happens in this very thread of the child before fork
         // returns, and no other thread of the parent ever sees a change.
         GENERATION.load(Ordering::Relaxed)
@@ -82,5 +106,6 @@ mod tests {
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the child saw no new generation");
         assert_eq!(generation(), g, "the parent's generation moved");
+        assert!(forks_made() > 0, "the parent counted no fork");
     }
 }

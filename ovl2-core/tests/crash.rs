@@ -40,6 +40,7 @@ fn main() {
         Some("worker-imports") => return worker_imports(Path::new(&args[2]), args[3].parse().unwrap()),
         Some("worker-getput-forever") => return worker_getput_forever(Path::new(&args[2]), &args[3]),
         Some("worker-hold") => return worker_hold(Path::new(&args[2]), &args[3]),
+        Some("worker-hold-after-fork") => return worker_hold_after_fork(Path::new(&args[2]), &args[3]),
         Some("worker-rootless") => return worker_rootless(Path::new(&args[2]), &args[3]),
         Some("worker-fork-child-gets") => return worker_fork_child_gets(Path::new(&args[2]), &args[3]),
         Some("worker-fork-parent-holds") => return worker_fork_parent_holds(Path::new(&args[2]), &args[3]),
@@ -66,6 +67,8 @@ fn main() {
         ("forked_child_leaves_the_parents_references", forked_child_leaves_the_parents_references),
         ("forked_childs_put_is_not_the_parents", forked_childs_put_is_not_the_parents),
         ("holder_with_a_non_utf8_name_is_alive", holder_with_a_non_utf8_name_is_alive),
+        ("a_mount_an_unmount_left_is_not_stacked_on", a_mount_an_unmount_left_is_not_stacked_on),
+        ("a_child_forked_before_a_mount_does_not_keep_it_alive", a_child_forked_before_a_mount_does_not_keep_it_alive),
         ("naive_diff_of_a_deep_tree_fits_a_tight_fd_limit", naive_diff_of_a_deep_tree_fits_a_tight_fd_limit),
     ];
     let (mut passed, mut failed) = (0, 0);
@@ -237,6 +240,26 @@ fn worker_hold(home: &Path, id: &str) {
     let d = Driver::open(home, Options::default()).expect("open");
     let p = d.get(id, None).expect("get");
     println!("{}", p.display());
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+/// Gets and puts `id` (the holder file stays), forks a child that only sleeps, then gets
+/// `id` again, prints "<child pid> <merged>" and waits to be killed.
+fn worker_hold_after_fork(home: &Path, id: &str) {
+    let d = Driver::open(home, Options::default()).expect("open");
+    d.get(id, None).expect("first get");
+    d.put(id).expect("put");
+    let child = match fork() {
+        Some(pid) => pid,
+        None => {
+            std::thread::sleep(Duration::from_secs(120));
+            exit_child(true)
+        }
+    };
+    let p = d.get(id, None).expect("get after the fork");
+    println!("{child} {}", p.display());
     use std::io::Write;
     std::io::stdout().flush().unwrap();
     std::thread::sleep(Duration::from_secs(600));
@@ -547,6 +570,64 @@ fn dead_holder_seen_by_a_long_lived_driver() {
     assert_eq!(count(), 1, "exactly one mount on merged/ after get, not two stacked");
     d.put("ctr").unwrap();
     assert_eq!(count(), 0, "nothing left after the put");
+    assert!(d.mounts().unwrap().is_empty());
+}
+
+/// Found in review of issue 13's changes: when a dead holder's mount is taken down but a
+/// mount stays on merged/ (here one stacked on it; in life one locked in a user namespace),
+/// a get must not stack a second overlay on the same upper and workdir.
+fn a_mount_an_unmount_left_is_not_stacked_on() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("leftmount");
+    let home = s.home();
+    small_chain(&home);
+    let d = open(&home);
+    let (mut child, merged) = spawn_holder(&home, "ctr");
+    rustix::mount::mount(c"none", &merged, c"tmpfs", rustix::mount::MountFlags::empty(), None)
+        .expect("tmpfs stacked on merged/");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let overlays = || mountinfo_lines().iter().filter(|(at, o)| at == &merged && o.contains("lowerdir")).count();
+    let r = d.get("ctr", None);
+    let (stacked, left) = (overlays(), mount_points_under(&merged).len());
+    while mounted(&merged) {
+        rustix::mount::unmount(&merged, rustix::mount::UnmountFlags::DETACH).unwrap();
+    }
+    assert_eq!(stacked, 1, "a second overlay was stacked on merged/ ({r:?})");
+    assert_eq!(r.expect_err("a mount is still in place").kind(), ErrorKind::Busy);
+    assert!(left >= 1);
+}
+
+/// Found in review of issue 13's changes: the holder file now lasts as long as its Driver,
+/// and a forked child shares its flock. A child forked while the Driver held nothing must
+/// not keep alive the references the parent takes afterwards.
+fn a_child_forked_before_a_mount_does_not_keep_it_alive() {
+    if !require_root() {
+        return;
+    }
+    let s = Scratch::new("forklock");
+    let home = s.home();
+    small_chain(&home);
+    let mut worker = Command::new(std::env::current_exe().unwrap())
+        .args(["worker-hold-after-fork", home.to_str().unwrap(), "ctr"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(worker.stdout.take().unwrap()), &mut line).unwrap();
+    let (pid, merged) = line.trim().split_once(' ').expect("pid and path");
+    let (pid, merged): (libc::pid_t, PathBuf) = (pid.parse().unwrap(), PathBuf::from(merged));
+    let mut worker = KillOnDrop(worker);
+    assert!(mounted(&merged));
+    worker.0.kill().unwrap();
+    worker.0.wait().unwrap();
+    let d = open(&home);
+    let still = mounted(&merged);
+    // SAFETY: signals the sleeping child the worker forked (now reparented).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert!(!still, "the forked child kept the dead parent's mount alive");
     assert!(d.mounts().unwrap().is_empty());
 }
 

@@ -303,21 +303,28 @@ impl Request<'_> {
 
     /// Checks once, for every `l/<short>` string at a time, what [`Self::verify`] checks per
     /// layer: that `l` (absolute, or relative to `base`) leads to the very `l/` directory the
-    /// links were read from. Beyond it the kernel resolves only what [`Self::open`] checked:
-    /// the link, which read `../<id>/diff`, and `<id>/diff`, opened with no symlink followed.
-    /// One `stat` per mount instead of one per lower (a path resolution each, about as
-    /// costly as the kernel's own).
+    /// links were read from, and that this directory's parent, from which each link's
+    /// `../<id>/diff` resolves, is the home. Beyond that the kernel resolves only what
+    /// [`Self::open`] checked: the link, which read `../<id>/diff`, and `<id>/diff`, opened
+    /// from the home with no symlink followed. Two `stat`s per mount instead of one per
+    /// lower (a path resolution each, about as costly as the kernel's own).
     fn verify_links(&self, base: Option<BorrowedFd<'_>>) -> Result<()> {
         let path = match base {
             Some(_) => b"l".to_vec(),
             None => [self.home.as_os_str().as_bytes(), b"/l"].concat(),
         };
-        let links = rustix::fs::fstat(self.links_fd).map_err(|e| Error::io("stat of the store's l/ directory", e))?;
-        match rustix::fs::statat(base.unwrap_or(rustix::fs::CWD), path.as_slice(), AtFlags::empty()) {
-            Ok(st) if st.st_dev == links.st_dev && st.st_ino == links.st_ino => Ok(()),
-            _ => Err(Error::Corrupt(format!(
-                "cannot mount layer {:?}: the path {} does not lead to the store's l/ directory (a symlink or a \
-                 moved home); refusing",
+        let at = base.unwrap_or(rustix::fs::CWD);
+        let same = |p: &[u8], fd: BorrowedFd<'_>| -> Result<bool> {
+            let want = rustix::fs::fstat(fd).map_err(|e| Error::io("stat of the store's directories", e))?;
+            Ok(matches!(rustix::fs::statat(at, p, AtFlags::empty()),
+                Ok(st) if st.st_dev == want.st_dev && st.st_ino == want.st_ino))
+        };
+        let parent = [path.as_slice(), b"/.."].concat();
+        match same(&path, self.links_fd)? && same(&parent, self.home_fd)? {
+            true => Ok(()),
+            false => Err(Error::Corrupt(format!(
+                "cannot mount layer {:?}: the path {} does not lead to the store's l/ directory inside its home (a \
+                 symlink, a moved l/ or a moved home); refusing",
                 self.id,
                 String::from_utf8_lossy(&path)
             ))),

@@ -27,9 +27,9 @@ use state::{Held, Me};
 use crate::error::{Context, Error, Result};
 use crate::fsutil::{self, cstr, LockMode};
 use crate::id::LayerId;
-use crate::layout;
 use crate::staging::WorkEntry;
 use crate::store::Store;
+use crate::{forkgen, layout};
 
 /// Options for [`Driver::get_with`](crate::Driver::get_with).
 #[derive(Debug, Clone, Default)]
@@ -196,7 +196,7 @@ impl Store {
             )));
         }
 
-        let (mut rec, _, file) = self.reconciled_open(id, &layer)?;
+        let (mut rec, in_place, file) = self.reconciled_open(id, &layer, true)?;
         let file = file.as_ref();
         let mounted = rec.total() > 0;
         if mounted && rec.readonly != readonly {
@@ -215,11 +215,12 @@ impl Store {
         if mounted {
             refs::store_open(file, self.mounts_fd()?, id, &rec)?;
         } else {
-            // Nothing is mounted on merged/ now: the reconcile just found it so (a mount
-            // there without a usable record counts as an external reference, and this get
-            // joins it) and the layer lock keeps other gets out. So there are never two
-            // overlay mounts on one upper and workdir, which the kernel would allow with
-            // index=off, with undefined results.
+            if in_place {
+                // Never two overlay mounts on one upper and workdir (the kernel would allow
+                // it with index=off, with undefined results). The reconcile counts a mount
+                // it finds without a record, so this is one that an unmount left behind.
+                return Err(Error::Busy { id: id.to_string(), reason: "something else is mounted on merged/".into() });
+            }
             let req = self.mount_request(id, &layer, &lowers, readonly, opts)?;
             let method = engine::choose(&req, self.mounts.strategy, self.features())?;
             rec.method = method.as_str().to_owned();
@@ -261,7 +262,7 @@ impl Store {
             return Ok(());
         }
         let layer = self.lock_layer(id)?;
-        let (mut rec, mounted, file) = self.reconciled_open(id, &layer)?;
+        let (mut rec, mounted, file) = self.reconciled_open(id, &layer, true)?;
         let mine = self.mounts.me();
         let mine_released = held.count == 1 && rec.release(&mine);
         let released = mine_released || rec.release(&Holder::Store) || rec.release(&Holder::External);
@@ -443,20 +444,21 @@ impl Store {
     /// without any record. (A record whose holders all died comes back empty, so the
     /// caller unmounts.)
     fn reconciled_record(&self, id: &LayerId, layer: &LockedLayer) -> Result<Record> {
-        Ok(self.reconciled_open(id, layer)?.0)
+        Ok(self.reconciled_open(id, layer, false)?.0)
     }
 
     /// [`Self::reconciled_record`], with whether something is mounted on `merged/` now, and
-    /// the record file kept open for saving the caller's change ([`refs::store_open`]) when
-    /// the store is writable.
+    /// with `update` (a get or put, on a writable store) the record file kept open for
+    /// saving the caller's change ([`refs::store_open`]).
     fn reconciled_open(
         &self,
         id: &LayerId,
         layer: &LockedLayer,
+        update: bool,
     ) -> Result<(Record, bool, Option<std::os::fd::OwnedFd>)> {
         // An unusable record (torn, damaged) says nothing: the kernel's view decides, and a
         // mount found in place is kept for an explicit put, never taken down on a guess.
-        let (loaded, file) = refs::load_open(self.mounts_fd()?, id, !self.is_read_only());
+        let (loaded, file) = refs::load_open(self.mounts_fd()?, id, update && !self.is_read_only());
         let mut rec = loaded.unwrap_or_default();
         let recorded = rec.total() > 0;
         // This `Driver`'s own references need no look at its holder file, and a record
@@ -471,7 +473,9 @@ impl Store {
             // lock, so no caller can stack a second mount on the same upper and workdir.
             self.unmount_layer(id, layer)?;
             refs::store_open(file.as_ref(), self.mounts_fd()?, id, &Record::default())?;
-            mounted = false;
+            // Looked at again: an unmount can leave a mount in place (one locked in a user
+            // namespace, one of several stacked there), and the caller must know.
+            mounted = self.is_mounted(&layer.fd)?;
         }
         if !mounted {
             rec = Record::default();
@@ -653,6 +657,12 @@ impl Store {
     /// call made the file.
     fn holder(&self) -> Result<(Holder, bool)> {
         let mut me = self.mounts.me.lock().unwrap_or_else(|e| e.into_inner());
+        if me.lock.is_some() && me.refs == 0 && me.forks_at_lock != forkgen::forks_made() {
+            // A child forked since the file was made holds its lock too (a flock belongs to
+            // the open file) for as long as it lives, and would keep this Driver's references
+            // alive after this process died. Nothing is held under the file now: replace it.
+            self.remove_holder_file(&mut me);
+        }
         let mut tries = 0;
         let made_file = me.lock.is_none();
         while me.lock.is_none() {
@@ -662,8 +672,12 @@ impl Store {
                 Err(e) if tries < 3 && e.errno() == Some(Errno::NOENT.raw_os_error()) => continue,
                 Err(e) => return Err(e),
             };
+            let forks = forkgen::forks_made();
             match refs::take_holder(dir.as_fd(), &me.token) {
-                Ok(Some(fd)) => me.lock = Some(fd),
+                Ok(Some(fd)) => {
+                    me.lock = Some(fd);
+                    me.forks_at_lock = forks;
+                }
                 // A sweep removed the file as we made it: start again under a new name.
                 Ok(None) => me.token = fsutil::random_hex(8),
                 Err(e) => {

@@ -40,12 +40,15 @@ pub(super) struct Me {
     pub(super) lock: Option<std::os::fd::OwnedFd>,
     /// References recorded under `token` (and gets in flight that will record one).
     pub(super) refs: u64,
+    /// [`forkgen::forks_made`] when `lock` was taken: a child forked since shares the lock,
+    /// so the file is made anew before it vouches for new references.
+    pub(super) forks_at_lock: u64,
 }
 
 impl Me {
     /// A fresh identity in this process: a new token, no holder file, no references.
     pub(super) fn new() -> Me {
-        Me { generation: forkgen::generation(), token: fsutil::random_hex(8), lock: None, refs: 0 }
+        Me { generation: forkgen::generation(), token: fsutil::random_hex(8), lock: None, refs: 0, forks_at_lock: 0 }
     }
 
     /// Whether this is a forked child's inherited copy of its parent's identity.

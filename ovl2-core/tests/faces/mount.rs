@@ -605,30 +605,65 @@ pub fn a_links_dir_swapped_after_open_is_refused<D: Face>() {
     for e in std::fs::read_dir(home.join("l")).unwrap() {
         std::os::unix::fs::symlink(&host, fake.join(e.unwrap().file_name())).unwrap();
     }
+    // Found in review: the real l/ moved into another directory and a symlink to it put in
+    // its place. It is the same directory, but each link's `../<id>/diff` now resolves from
+    // its new parent, where look-alike layers stand.
+    let evil = home.join("evil");
+    for id in ["L1", "L2"] {
+        std::fs::create_dir_all(evil.join(id).join("diff")).unwrap();
+        std::fs::write(evil.join(id).join("diff/hostfile"), "not a layer").unwrap();
+    }
+    type Step<'a> = &'a dyn Fn();
+    let swaps: &[(&str, Step, Step)] = &[
+        (
+            "a look-alike l/",
+            &|| {
+                std::fs::rename(home.join("l"), home.join("l.real")).unwrap();
+                std::os::unix::fs::symlink(&fake, home.join("l")).unwrap();
+            },
+            &|| {
+                std::fs::remove_file(home.join("l")).unwrap();
+                std::fs::rename(home.join("l.real"), home.join("l")).unwrap();
+            },
+        ),
+        (
+            "the real l/ moved elsewhere",
+            &|| {
+                std::fs::rename(home.join("l"), evil.join("l")).unwrap();
+                std::os::unix::fs::symlink("evil/l", home.join("l")).unwrap();
+            },
+            &|| {
+                std::fs::remove_file(home.join("l")).unwrap();
+                std::fs::rename(evil.join("l"), home.join("l")).unwrap();
+            },
+        ),
+    ];
     for &(strategy, disabled, method) in ALL_METHODS {
-        let d = driver::<D>(&home, strategy, disabled);
-        std::fs::rename(home.join("l"), home.join("l.real")).unwrap();
-        std::os::unix::fs::symlink(&fake, home.join("l")).unwrap();
-        let r = d.get("rw3", None);
-        let merged = home.join("rw3/merged");
-        let shows_host = r.is_ok() && merged.join("hostfile").exists();
-        let shows_layers = r.is_ok() && merged.join("bottom").exists();
-        if r.is_ok() {
-            d.put("rw3").unwrap();
-        }
-        std::fs::remove_file(home.join("l")).unwrap();
-        std::fs::rename(home.join("l.real"), home.join("l")).unwrap();
-        assert!(!shows_host, "{method}: the host dir was mounted through a swapped l/");
-        match method {
-            // The fds were opened from the l/ the Driver opened: the real layers are mounted.
-            "new-fd" => assert!(shows_layers, "{method}: {r:?}"),
-            _ => {
+        for &(swap, make, undo) in swaps {
+            let d = driver::<D>(&home, strategy, disabled);
+            make();
+            let r = d.get("rw3", None);
+            let merged = home.join("rw3/merged");
+            let shows_host = r.is_ok() && merged.join("hostfile").exists();
+            let shows_layers = r.is_ok() && merged.join("bottom").exists();
+            if r.is_ok() {
+                d.put("rw3").unwrap();
+            }
+            undo();
+            let base = method;
+            let method = format!("{method}, {swap}");
+            let method = method.as_str();
+            assert!(!shows_host, "{method}: the host dir was mounted through a swapped l/");
+            if method.starts_with("new-fd,") {
+                // The fds were opened from the l/ the Driver opened: the real layers are mounted.
+                assert!(shows_layers, "{method}: {r:?}");
+            } else {
                 let e = r.expect_err(&format!("{method}: a swapped l/ must be refused"));
                 assert!(e.to_string().contains("l/ directory"), "{method}: the error says why: {e}");
             }
+            assert!(d.mounts().unwrap().is_empty(), "{method}: no reference left");
+            assert_eq!(exercise_rw(&d, &home, "rw3", 3), base, "{method}: mounts again once l/ is back");
         }
-        assert!(d.mounts().unwrap().is_empty(), "{method}: no reference left");
-        assert_eq!(exercise_rw(&d, &home, "rw3", 3), method, "{method}: mounts again once l/ is back");
     }
 }
 
