@@ -122,13 +122,19 @@ fn format_string(b: &mut [u8], s: &[u8]) {
     }
 }
 
+/// Go's `formatOctal`: the digits zero-padded to the field's width less one, then a NUL.
+/// Written in place (formatting and padding strings per field made a few allocations per
+/// header field, a visible share of a large export's user time).
 fn format_octal(b: &mut [u8], x: i64) {
-    let x = if fits_octal(b.len(), x) { x } else { 0 };
-    let s = format!("{x:o}");
-    let pad = b.len().saturating_sub(s.len() + 1);
-    let mut v = vec![b'0'; pad];
-    v.extend_from_slice(s.as_bytes());
-    format_string(b, &v);
+    // What does not fit is written as 0; what fits has at most `len - 1` digits (for the
+    // widths of 22 and more that accept any value, an i64's 21 digits).
+    let mut x = if fits_octal(b.len(), x) { x as u64 } else { 0 };
+    let (digits, nul) = b.split_at_mut(b.len() - 1);
+    nul[0] = 0;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (x & 7) as u8;
+        x >>= 3;
+    }
 }
 
 /// The ASCII bytes of `parts` (Go's `toASCII`), cut after [`FIELD_PEEK`] bytes: every caller
@@ -816,6 +822,31 @@ mod tests {
         let long = [&[b'a'; 120][..], b"/", &[b'b'; 50]].concat();
         assert_eq!(split_ustar(&long), Some((&long[..120], &long[121..])));
         assert_eq!(split_ustar(b"short"), None);
+    }
+
+    /// Octal fields as Go's `formatOctal` writes them (zero-padded to the width less one,
+    /// then NUL; 0 for what does not fit), checked against the string-building form the
+    /// in-place one replaced.
+    #[test]
+    fn octal_fields_are_gos() {
+        fn by_strings(b: &mut [u8], x: i64) {
+            let x = if fits_octal(b.len(), x) { x } else { 0 };
+            let s = format!("{x:o}");
+            let mut v = vec![b'0'; b.len().saturating_sub(s.len() + 1)];
+            v.extend_from_slice(s.as_bytes());
+            format_string(b, &v);
+        }
+        let mut b = [0xffu8; 8];
+        format_octal(&mut b, 0o644);
+        assert_eq!(&b, b"0000644\0");
+        for width in [7, 8, 12, 22, 30] {
+            for x in [0, 1, 7, 8, 0o777, 0o7777777, 0o10000000, 1 << 33, (1 << 33) - 1, -1, i64::MAX, i64::MIN] {
+                let (mut a, mut e) = (vec![0xaa; width], vec![0xaa; width]);
+                format_octal(&mut a, x);
+                by_strings(&mut e, x);
+                assert_eq!(a, e, "{x} in {width}");
+            }
+        }
     }
 
     /// The name fields of a long, non-ASCII name are what Go's `toASCII` of the whole name
