@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -117,30 +118,30 @@ pub fn run(d: &Driver, cmd: ArchiveCmd, json: bool) -> Res<ExitCode> {
                 Some(p) => Some(p),
                 None => d.parent(&id)?,
             };
-            let sink: Box<dyn Write> = match &output {
-                Some(p) => Box::new(File::create(p).map_err(|e| Failure::from(e).context(&p.display().to_string()))?),
+            // The output as a plain fd: std's stdout is line-buffered, which split every
+            // piece of the tar at its last newline into two writes.
+            let out: File = match &output {
+                Some(p) => File::create(p).map_err(|e| Failure::from(e).context(&p.display().to_string()))?,
                 None => {
-                    if io::stdout().is_terminal() {
+                    let stdout = io::stdout();
+                    if stdout.is_terminal() {
                         return Err(Failure::usage("refusing to write a tar to a terminal; use -o FILE or a pipe"));
                     }
-                    Box::new(io::stdout().lock())
+                    File::from(stdout.as_fd().try_clone_to_owned()?)
                 }
             };
             let st = if gzip {
-                let mut enc = flate2::write::GzEncoder::new(sink, flate2::Compression::default());
+                let mut enc = flate2::write::GzEncoder::new(io::BufWriter::new(&out), flate2::Compression::default());
                 let st = d.diff_with(&id, parent.as_deref(), &mut enc, &dopts)?;
                 enc.finish()?.flush()?;
                 st
             } else if zstd {
-                let mut enc = zstd::stream::write::Encoder::new(sink, 3)?;
+                let mut enc = zstd::stream::write::Encoder::new(io::BufWriter::new(&out), 3)?;
                 let st = d.diff_with(&id, parent.as_deref(), &mut enc, &dopts)?;
                 enc.finish()?.flush()?;
                 st
             } else {
-                let mut sink = sink;
-                let st = d.diff_with(&id, parent.as_deref(), &mut sink, &dopts)?;
-                sink.flush()?;
-                st
+                d.diff_to_fd(&id, parent.as_deref(), out.as_fd(), &dopts)?
             };
             // The digest is of the uncompressed tar (the DiffID); say it where it won't mix
             // with tar data: stderr, unless the tar went to a file and stdout is free for JSON.

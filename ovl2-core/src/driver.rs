@@ -255,6 +255,20 @@ impl Driver {
         self.store.diff_with(id, parent, writer, opts)
     }
 
+    /// [`Driver::diff_with`] into an fd (a pipe, a file, a socket), written with `write(2)`
+    /// and no buffering of its own. The bytes are the ones [`Driver::diff_with`] writes. With
+    /// the digest off and `fd` a blocking pipe, the data of large files moves from the page
+    /// cache into the pipe with `splice(2)`, without a copy through this process.
+    pub fn diff_to_fd(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        fd: std::os::fd::BorrowedFd<'_>,
+        opts: &DiffOpts,
+    ) -> Result<DiffStats> {
+        self.store.diff_to_fd(id, parent, fd, opts)
+    }
+
     /// [`Driver::diff_with`] into memory, for a small layer: a stream of at most `limit`
     /// bytes (capped at 1 MiB) and 16 entries. `None`, with nothing written, when the
     /// stream is larger or needs mounted views (`parent` is not the layer's own parent, or
