@@ -5,7 +5,7 @@
 use std::ffi::{c_char, c_int};
 use std::fs::File;
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use ovl2_core::{ApplyOpts, ApplyStats, ChangeKind, Compression, DiffOpts, DiffStats};
@@ -322,7 +322,8 @@ pub extern "C" fn ovl2_diff_with(
             )
         };
         let file = borrowed_file(fd, "fd")?;
-        let stats = d.diff_with(id, parent, &*file, &DiffOpts { digest: flag(o.digest) })?;
+        // Into the fd itself: with the digest off and a blocking pipe, large files are spliced.
+        let stats = d.diff_to_fd(id, parent, file.as_fd(), &DiffOpts { digest: flag(o.digest) })?;
         if let Some(out) = out {
             *out = give(ovl2_diff_stats::from(stats));
         }
