@@ -158,10 +158,12 @@ impl Store {
 /// Output buffer: file data is read into it up to `READ` at a time, and it goes out in
 /// `WRITE`s.
 const CHUNK: usize = 256 * 1024;
-/// Write size: small enough that a pipe (64 KiB) never makes the writer wait for a whole
-/// batch to drain, which costs a context switch per page. Each write is hashed just before
-/// it goes out, while the bytes are still in cache from the read.
-const WRITE: usize = 32 * 1024;
+/// Write size: a default pipe's capacity (64 KiB). Each write wakes the reader, which then
+/// empties the pipe, so halving the writes halves the wake-ups: measured on the Go
+/// toolchain's tree into `cat`, 4-13% less CPU than 32 KiB writes, and 16 KiB cost 10-17%
+/// more. Each write is hashed just before it goes out, while the bytes are still in cache
+/// from the read.
+const WRITE: usize = 64 * 1024;
 /// Most of a file read at once: 64 KiB keeps the read, the pipe write and the hashing in
 /// cache (measured: 20% less CPU than 256 KiB on a large tree).
 const READ: u64 = 64 * 1024;
