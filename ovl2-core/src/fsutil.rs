@@ -551,12 +551,24 @@ const NO_CROSS: rfs::ResolveFlags =
 
 fn openat2_retry<Fd: AsFd>(dir: Fd, name: &CStr, flags: OFlags, how: rfs::ResolveFlags) -> rustix::io::Result<OwnedFd> {
     let dir = dir.as_fd();
+    match openat2(dir, name, flags, how) {
+        // Kernels before 5.6, and valgrind, lack openat2: the same walk by hand.
+        Err(Errno::NOSYS) => openat_no_cross(dir, name, flags),
+        r => r,
+    }
+}
+
+/// `openat2`, asked again for as long as the kernel says a rename raced with the lookup
+/// (`EAGAIN`) or a signal came (`EINTR`).
+pub(crate) fn openat2<P: rustix::path::Arg + Copy>(
+    dir: BorrowedFd<'_>,
+    name: P,
+    flags: OFlags,
+    how: rfs::ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
     loop {
         match rfs::openat2(dir, name, flags, Mode::empty(), how) {
-            // openat2 asks the caller to retry when a rename raced with the lookup.
             Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
-            // Kernels before 5.6, and valgrind, lack openat2: the same walk by hand.
-            Err(Errno::NOSYS) => return openat_no_cross(dir, name, flags),
             r => return r,
         }
     }

@@ -252,18 +252,14 @@ impl Request<'_> {
         path.extend_from_slice(lower.as_bytes());
         path.extend_from_slice(b"/diff");
         let how = rustix::fs::ResolveFlags::NO_SYMLINKS | rustix::fs::ResolveFlags::NO_MAGICLINKS;
-        loop {
-            match rustix::fs::openat2(self.home_fd, path.as_slice(), flags, Mode::empty(), how) {
-                Ok(fd) => return Some(fd),
-                // A rename raced with the lookup: the kernel asks for a retry.
-                Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
-                // Kernels before 5.6, valgrind, and seccomp filters that refuse it.
-                Err(Errno::NOSYS) | Err(Errno::PERM) => {
-                    OPENAT2_MISSING.store(true, Relaxed);
-                    return None;
-                }
-                Err(_) => return None,
+        match crate::fsutil::openat2(self.home_fd, path.as_slice(), flags, how) {
+            Ok(fd) => Some(fd),
+            // Kernels before 5.6, valgrind, and seccomp filters that refuse it.
+            Err(Errno::NOSYS) | Err(Errno::PERM) => {
+                OPENAT2_MISSING.store(true, Relaxed);
+                None
             }
+            Err(_) => None,
         }
     }
 
