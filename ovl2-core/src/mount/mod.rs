@@ -709,14 +709,13 @@ impl Store {
     /// This `Driver`'s token while it holds its holder file's lock (so it is alive).
     fn live_token(&self) -> Option<String> {
         let me = self.mounts.me.lock().unwrap_or_else(|e| e.into_inner());
-        (me.lock.is_some() && !me.forked()).then(|| me.token.clone())
+        me.live().then(|| me.token.clone())
     }
 
     /// Whether this `Driver` has its holder file now (an operation that must leave the store
     /// as it found it on failure notes this first, for [`Self::drop_idle_holder`]).
     pub(crate) fn has_holder_file(&self) -> bool {
-        let me = self.mounts.me.lock().unwrap_or_else(|e| e.into_inner());
-        me.lock.is_some() && !me.forked()
+        self.mounts.me.lock().unwrap_or_else(|e| e.into_inner()).live()
     }
 
     /// Removes the holder file when this `Driver` holds no reference under it: the rollback

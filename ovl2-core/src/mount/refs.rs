@@ -223,11 +223,7 @@ fn read_fd(fd: &OwnedFd, st: &rustix::fs::Stat) -> std::result::Result<Vec<u8>, 
 /// Loads a layer's record. An absent one is empty; an unusable one is reported as such, and
 /// callers then go by the kernel's mount table (the authority on what is mounted).
 pub(crate) fn load<Fd: AsFd>(dir: Fd, id: &LayerId) -> Loaded {
-    match open_regular_stat(dir.as_fd(), id.as_c_str(), OFlags::RDONLY) {
-        Ok(None) => Ok(Record::default()),
-        Ok(Some((fd, st))) => Record::decode(&read_fd(&fd, &st).map_err(Bad::Corrupt)?),
-        Err(why) => Err(Bad::Corrupt(why)),
-    }
+    load_open(dir, id, false).0
 }
 
 /// [`load`] for a change under the layer lock: with `writable`, the record file is opened

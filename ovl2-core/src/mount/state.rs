@@ -51,6 +51,12 @@ impl Me {
         Me { generation: forkgen::generation(), token: fsutil::random_hex(8), lock: None, refs: 0, forks_at_lock: 0 }
     }
 
+    /// Whether this `Driver` holds its holder file's lock in this very process (so it is
+    /// alive, and the file is its own to keep or remove).
+    pub(super) fn live(&self) -> bool {
+        self.lock.is_some() && !self.forked()
+    }
+
     /// Whether this is a forked child's inherited copy of its parent's identity.
     pub(super) fn forked(&self) -> bool {
         self.generation != forkgen::generation()
