@@ -283,10 +283,7 @@ impl<W: Sink> Out<W> {
         if self.splice == Splice::No {
             return Ok(None);
         }
-        if self.written < self.fill {
-            self.w.write_all(&self.cur[self.written..self.fill])?;
-        }
-        (self.fill, self.written) = (0, 0);
+        self.drain()?;
         let Some(out) = self.w.fd() else { return Ok(None) };
         match rustix::pipe::splice(fd, None, out, None, want, rustix::pipe::SpliceFlags::empty()) {
             Ok(n) => {
@@ -392,11 +389,17 @@ impl<W: Sink> Out<W> {
         (held, digest)
     }
 
+    /// Hashes and writes everything buffered in `cur`, which starts over empty.
+    fn drain(&mut self) -> io::Result<()> {
+        self.emit(self.fill)?;
+        (self.fill, self.written) = (0, 0);
+        Ok(())
+    }
+
     /// Flushes everything and returns the stream's length and digest.
     fn finish(&mut self) -> io::Result<(u64, Option<String>)> {
         self.release()?;
-        self.emit(self.fill)?;
-        (self.fill, self.written) = (0, 0);
+        self.drain()?;
         self.w.flush()?;
         Ok((self.n, self.hash.take().map(|h| hex_digest(h.finalize()))))
     }
