@@ -80,10 +80,19 @@ func cflag(on bool) C.uint8_t {
 
 // optStr is str for optional arguments: "" becomes NULL.
 func (a *cargs) optStr(op, id, what, s string) (*C.char, error) {
+	p, err := optArg(op, id, what, s)
+	if p != nil {
+		a.pin.Pin(p)
+	}
+	return p, err
+}
+
+// optArg is arg for optional arguments: "" becomes NULL.
+func optArg(op, id, what, s string) (*C.char, error) {
 	if s == "" {
 		return nil, nil
 	}
-	return a.str(op, id, what, s)
+	return arg(op, id, what, s)
 }
 
 func (a *cargs) free() { a.pin.Unpin() }
@@ -434,14 +443,8 @@ func (d *Driver) Exists(id string) (bool, error) {
 // Parent returns the direct parent of id, "" for a base layer.
 func (d *Driver) Parent(id string) (string, error) {
 	var out *C.char
-	cid, err := arg("parent", id, "id", id)
-	if err != nil {
-		return "", err
-	}
-	err = d.with(func(cd *C.ovl2_driver) error {
-		return call("parent", id, func(e **C.ovl2_error) C.enum_ovl2_status {
-			return C.ovl2_parent(cd, cid, &out, e)
-		})
+	err := d.withID("parent", id, func(cd *C.ovl2_driver, cid *C.char, e **C.ovl2_error) C.enum_ovl2_status {
+		return C.ovl2_parent(cd, cid, &out, e)
 	})
 	if err != nil || out == nil {
 		return "", err
@@ -470,14 +473,8 @@ func (m Metadata) Map() map[string]string {
 // Metadata returns the paths of layer id.
 func (d *Driver) Metadata(id string) (Metadata, error) {
 	var m *C.ovl2_metadata
-	cid, err := arg("metadata", id, "id", id)
-	if err != nil {
-		return Metadata{}, err
-	}
-	err = d.with(func(cd *C.ovl2_driver) error {
-		return call("metadata", id, func(e **C.ovl2_error) C.enum_ovl2_status {
-			return C.ovl2_layer_metadata(cd, cid, &m, e)
-		})
+	err := d.withID("metadata", id, func(cd *C.ovl2_driver, cid *C.char, e **C.ovl2_error) C.enum_ovl2_status {
+		return C.ovl2_layer_metadata(cd, cid, &m, e)
 	})
 	if err != nil {
 		return Metadata{}, err
@@ -634,11 +631,9 @@ func (d *Driver) Get(id, mountLabel string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var label *C.char
-	if mountLabel != "" {
-		if label, err = arg("get", id, "mount label", mountLabel); err != nil {
-			return "", err
-		}
+	label, err := optArg("get", id, "mount label", mountLabel)
+	if err != nil {
+		return "", err
 	}
 	var out *C.char
 	err = d.with(func(cd *C.ovl2_driver) error {
