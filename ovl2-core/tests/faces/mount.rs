@@ -518,6 +518,15 @@ fn within_10s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'sta
     rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap_or_else(|_| panic!("{what} hung"))
 }
 
+/// A directory outside the store standing for the host's, with one file: what a symlinked
+/// layer dir would expose.
+fn host_dir(s: &Scratch) -> std::path::PathBuf {
+    let host = s.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("hostfile"), "host").unwrap();
+    host
+}
+
 face_test!(symlinked_layer_dirs_are_refused_on_every_strategy);
 /// Issue 10, item 2: a layer dir (`diff`, `work`, `merged`, or a parent's `diff` reached
 /// through `l/`) replaced by a symlink to a host directory is refused on every strategy, and
@@ -528,9 +537,7 @@ pub fn symlinked_layer_dirs_are_refused_on_every_strategy<D: Face>() {
     }
     let s = Scratch::new("symdirs");
     let home = s.home();
-    let host = s.path().join("host");
-    std::fs::create_dir_all(&host).unwrap();
-    std::fs::write(host.join("hostfile"), "host").unwrap();
+    let host = host_dir(&s);
     build_chain::<D>(&home, 2, &[3]);
     let d = D::open_fast(&home);
     d.create_rw("ctr", Some("L2"), &co()).unwrap();
@@ -595,9 +602,7 @@ pub fn a_links_dir_swapped_after_open_is_refused<D: Face>() {
     }
     let s = Scratch::new("swapl");
     let home = s.home();
-    let host = s.path().join("host");
-    std::fs::create_dir_all(&host).unwrap();
-    std::fs::write(host.join("hostfile"), "host").unwrap();
+    let host = host_dir(&s);
     build_chain::<D>(&home, 2, &[3]);
     // The look-alike: every short name of the real l/, pointing at the host dir.
     let fake = s.path().join("fake-l");
@@ -951,9 +956,7 @@ pub fn symlinked_layer_dirs_are_refused_by_long_legacy_mounts<D: Face>() {
     }
     let s = Scratch::new("symlong");
     let home = s.home();
-    let host = s.path().join("host");
-    std::fs::create_dir_all(&host).unwrap();
-    std::fs::write(host.join("hostfile"), "host").unwrap();
+    let host = host_dir(&s);
     build_chain::<D>(&home, 500, &[129]);
     let d = driver::<D>(&home, MountStrategy::Legacy, &[]);
     let ro = MountOpts { readonly: true, ..MountOpts::default() };
